@@ -1,0 +1,105 @@
+"""The ``tarq`` command line. Heavy libraries are imported inside each command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tarq.telemetry import disable_telemetry
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", type=Path, default=Path("data/tarq.duckdb"), help="DuckDB warehouse")
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    from tarq.data.demo import generate
+
+    if args.if_missing and args.db.exists():
+        from tarq.warehouse import open_db
+
+        with open_db(args.db, read_only=True) as con:
+            n = con.execute("SELECT count(*) FROM impressions").fetchone()[0]
+        if n > 0:
+            print(f"{args.db} already holds {n:,} impressions; not regenerating (--if-missing)")
+            return 0
+    report = generate(args.db, preset=args.preset, seed=args.seed)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from tarq.data.importers import run_import
+
+    report = run_import(args.kind, args.src, args.db)
+    print(report.to_text())
+    return 0 if report.ok else 1
+
+
+def _cmd_build_samples(args: argparse.Namespace) -> int:
+    from tarq.data.samples import build_samples
+
+    report = build_samples(
+        args.db, args.run_date, args.out, train_days=args.train_days, seq_len=args.seq_len
+    )
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from tarq.validation import validate
+
+    report = validate(args.db, args.run_date, docs_dir=args.docs_dir)
+    print(report.to_text())
+    return 0 if report.success else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tarq`` command."""
+    parser = argparse.ArgumentParser(prog="tarq", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="generate realistic multi-day demo click logs")
+    _add_db(p)
+    p.add_argument("--preset", choices=["tiny", "small", "medium", "large"], default="small")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--if-missing", action="store_true", help="skip when the warehouse has logs")
+    p.set_defaults(func=_cmd_demo_data)
+
+    p = sub.add_parser("import", help="append logs from public datasets or contract-shaped files")
+    p.add_argument("kind", choices=["taobao", "movielens", "parquet"])
+    p.add_argument("src", type=Path, help="source directory (or file)")
+    _add_db(p)
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("build-samples", help="point-in-time training/test samples as Parquet")
+    _add_db(p)
+    p.add_argument("--run-date", required=True, help="YYYY-MM-DD, 'today' or 'latest'")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--train-days", type=int, default=19)
+    p.add_argument("--seq-len", type=int, default=50)
+    p.set_defaults(func=_cmd_build_samples)
+
+    p = sub.add_parser("validate", help="validate the logs of a run date (Great Expectations)")
+    _add_db(p)
+    p.add_argument("--run-date", required=True, help="YYYY-MM-DD, 'today' or 'latest'")
+    p.add_argument("--docs-dir", type=Path, default=None, help="where GX Data Docs are built")
+    p.set_defaults(func=_cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tarq`` console script."""
+    disable_telemetry()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"tarq {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

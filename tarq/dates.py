@@ -1,0 +1,74 @@
+"""Run dates (design.md): a job run on day D works on the logs up to the end of D − 1.
+
+The day validated and tested on is D − 1; the training window is the ``train_days`` days
+before it, capped by what the logs hold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class Window:
+    """The days one run works on. ``train_start``..``train_end`` inclusive, then ``test_day``."""
+
+    run_date: dt.date
+    train_start: dt.date
+    train_end: dt.date
+    test_day: dt.date
+
+    @property
+    def train_days(self) -> int:
+        return (self.train_end - self.train_start).days + 1
+
+
+def parse_date(value: str | dt.date) -> dt.date:
+    """Parse ``YYYY-MM-DD`` with an error that names the bad value."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"run date {value!r} is not a date of the form YYYY-MM-DD") from None
+
+
+def latest_run_date(con: duckdb.DuckDBPyConnection) -> dt.date:
+    """The run date whose test day is the last day holding impressions."""
+    last = con.execute("SELECT max(ts)::DATE FROM impressions").fetchone()[0]
+    if last is None:
+        raise ValueError("the warehouse holds no impressions: load or generate logs first")
+    return last + dt.timedelta(days=1)
+
+
+def resolve_run_date(value: str | dt.date | None, con: duckdb.DuckDBPyConnection) -> dt.date:
+    """``None``/``"today"`` → today, ``"latest"`` → the day after the last logged day."""
+    if value is None or value == "today":
+        return dt.date.today()
+    if value == "latest":
+        return latest_run_date(con)
+    return parse_date(value)
+
+
+def window_for(
+    run_date: dt.date, train_days: int, first_log_day: dt.date | None = None
+) -> Window:
+    """The train/test window of ``run_date``; the train start is capped at ``first_log_day``."""
+    if train_days < 1:
+        raise ValueError(f"train_days must be >= 1, got {train_days}")
+    test_day = run_date - dt.timedelta(days=1)
+    train_end = test_day - dt.timedelta(days=1)
+    train_start = train_end - dt.timedelta(days=train_days - 1)
+    if first_log_day is not None and train_start < first_log_day:
+        train_start = first_log_day
+    if train_start > train_end:
+        raise ValueError(
+            f"run date {run_date} leaves no training day before the test day {test_day}"
+            + (f" (logs start {first_log_day})" if first_log_day else "")
+        )
+    return Window(run_date, train_start, train_end, test_day)
