@@ -71,7 +71,8 @@ def add_side_column(
         raise ValueError(f"unsupported side-feature type {dtype!r}")
     if column not in table_columns(con, table):
         con.execute(f"ALTER TABLE {quote_ident(table)} ADD COLUMN {quote_ident(column)} {dtype}")
-    kind = "categorical" if dtype in ("BIGINT", "VARCHAR") else "numeric"
+    # Model inputs are integer codes; text columns are kept for people, not fed to the model.
+    kind = {"BIGINT": "categorical", "DOUBLE": "numeric", "VARCHAR": "text"}[dtype]
     con.execute(
         "INSERT INTO feature_spec VALUES ($t, $c, $k) ON CONFLICT DO NOTHING",
         {"t": table, "c": column, "k": kind},

@@ -1,0 +1,72 @@
+-- Point-in-time samples of one day: one row per impression of [$day_start, $day_end) with the
+-- user's last ($seq_len) behaviours strictly before the impression time.
+--
+-- Impressions and the behaviours of the same users are merged into one time-ordered stream per
+-- user. At equal timestamps impressions sort before behaviours, so a running count of behaviours
+-- gives each impression n = number of behaviours strictly before it and each behaviour its rank.
+-- A RANGE frame over that count then holds exactly behaviours n-$seq_len+1 .. n: the history,
+-- with nothing at or after the impression time. Quarantined rows are excluded on both sides.
+WITH imp AS (
+    SELECT i.row_id, i.user_id, i.item_id, i.ts, i.clicked, i.exposed, i.position
+    FROM impressions AS i
+    WHERE i.ts >= $day_start AND i.ts < $day_end
+      AND i.user_id IS NOT NULL AND i.item_id IS NOT NULL AND i.ts IS NOT NULL
+      AND i.clicked IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM quarantine_impressions AS q WHERE q.row_id = i.row_id)
+),
+beh AS (
+    SELECT b.row_id, b.user_id, b.ts, b.item_id, b.category_id, b.brand_id, b.action
+    FROM behaviors AS b
+    WHERE b.ts >= $history_start AND b.ts < $day_end
+      AND b.user_id IS NOT NULL AND b.ts IS NOT NULL
+      AND b.user_id IN (SELECT user_id FROM imp)
+      AND NOT EXISTS (SELECT 1 FROM quarantine_behaviors AS q WHERE q.row_id = b.row_id)
+),
+events AS (
+    SELECT user_id, ts, 0 AS kind, row_id, item_id,
+           NULL::BIGINT AS category_id, NULL::BIGINT AS brand_id, NULL::VARCHAR AS action
+    FROM imp
+    UNION ALL
+    SELECT user_id, ts, 1 AS kind, row_id, item_id, category_id, brand_id, action
+    FROM beh
+),
+ranked AS (
+    SELECT *,
+           sum(kind) OVER (PARTITION BY user_id ORDER BY ts, kind, row_id
+                           ROWS UNBOUNDED PRECEDING) AS n_before
+    FROM events
+),
+with_history AS (
+    SELECT row_id, kind,
+           list(item_id ORDER BY n_before) FILTER (WHERE kind = 1) OVER w AS hist_item_id,
+           list(category_id ORDER BY n_before) FILTER (WHERE kind = 1) OVER w AS hist_category_id,
+           list(brand_id ORDER BY n_before) FILTER (WHERE kind = 1) OVER w AS hist_brand_id,
+           list(action ORDER BY n_before) FILTER (WHERE kind = 1) OVER w AS hist_action,
+           list(ts ORDER BY n_before) FILTER (WHERE kind = 1) OVER w AS hist_ts
+    FROM ranked
+    WINDOW w AS (PARTITION BY user_id ORDER BY n_before
+                 RANGE BETWEEN $seq_len - 1 PRECEDING AND CURRENT ROW)
+)
+SELECT
+    imp.row_id,
+    imp.ts::DATE AS day,
+    imp.ts,
+    imp.user_id,
+    imp.item_id,
+    imp.clicked::TINYINT AS label,
+    imp.exposed,
+    imp.position,
+    CAST(hash(imp.row_id) % 100 AS TINYINT) AS fold,
+    it.* EXCLUDE (item_id, load_id, price),
+    CASE WHEN it.price >= 0 THEN CAST(floor(ln(1 + it.price) * 4) AS BIGINT) END AS price_bucket,
+    us.* EXCLUDE (user_id, load_id),
+    coalesce(h.hist_item_id, []) AS hist_item_id,
+    coalesce(h.hist_category_id, []) AS hist_category_id,
+    coalesce(h.hist_brand_id, []) AS hist_brand_id,
+    coalesce(h.hist_action, []) AS hist_action,
+    coalesce(h.hist_ts, []) AS hist_ts
+FROM imp
+JOIN with_history AS h ON h.row_id = imp.row_id AND h.kind = 0
+LEFT JOIN items AS it ON it.item_id = imp.item_id
+LEFT JOIN users AS us ON us.user_id = imp.user_id
+ORDER BY imp.ts, imp.row_id

@@ -1,0 +1,1 @@
+"""Data access: demo logs, importers, point-in-time samples, feature vocabularies."""

@@ -1,0 +1,101 @@
+"""Feature layout and vocabularies: raw warehouse ids → embedding indices.
+
+Index convention for every categorical field: ``0`` = padding (empty history slot),
+``1`` = out-of-vocabulary / null, ``2..`` = values seen in the training window. The same
+vocabulary is saved with a trained model so that items added after training map to OOV.
+
+Sequence fields share embedding tables with the item fields of the same name (a behaviour
+on item 42 and the target item 42 use one embedding); ``action`` has its own table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PAD = 0
+OOV = 1
+ACTIONS = ("pv", "cart", "fav", "buy")
+
+BASE_USER_FIELDS = ("user_id",)
+BASE_ITEM_FIELDS = ("item_id", "category_id", "brand_id", "price_bucket")
+SEQ_FIELDS = ("item_id", "category_id", "brand_id", "action")
+
+
+@dataclass
+class FeatureLayout:
+    """Which categorical fields feed the model and how large each vocabulary is.
+
+    Attributes:
+        user_fields: columns of the ``user`` tensor, in order; ``user_id`` first.
+        item_fields: columns of the ``item`` tensor, in order; ``item_id`` first.
+        seq_fields: columns of the ``hist`` tensor, in order; all but ``action`` share the
+            embedding table of the item field with the same name.
+        vocab_sizes: field → number of embedding rows (padding and OOV included).
+        seq_len: maximum history length L.
+    """
+
+    user_fields: list[str]
+    item_fields: list[str]
+    seq_fields: list[str] = field(default_factory=lambda: list(SEQ_FIELDS))
+    vocab_sizes: dict[str, int] = field(default_factory=dict)
+    seq_len: int = 50
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureLayout:
+        return cls(**json.loads(text))
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureLayout:
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+class Vocab:
+    """Sorted raw values of one field; maps arrays of raw ids to indices ≥ 2 (or OOV)."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        values = np.asarray(values)
+        if values.dtype.kind not in "iu":
+            raise TypeError(f"vocabulary values must be integers, got {values.dtype}")
+        self.values = np.unique(values.astype(np.int64))
+
+    def __len__(self) -> int:
+        """Number of embedding rows: the known values plus padding and OOV."""
+        return int(self.values.size) + 2
+
+    def lookup(self, raw: np.ndarray, null_mask: np.ndarray | None = None) -> np.ndarray:
+        """Map raw ids (any shape) to indices; unknown or null → ``OOV``. Same shape, int64."""
+        raw = np.asarray(raw, dtype=np.int64)
+        if self.values.size == 0:
+            return np.full(raw.shape, OOV, dtype=np.int64)
+        pos = np.searchsorted(self.values, raw)
+        pos_c = np.minimum(pos, self.values.size - 1)
+        found = self.values[pos_c] == raw
+        out = np.where(found, pos_c + 2, OOV).astype(np.int64)
+        if null_mask is not None:
+            out[null_mask] = OOV
+        return out
+
+    def save(self, path: Path) -> None:
+        pq.write_table(pa.table({"value": self.values}), path)
+
+    @classmethod
+    def load(cls, path: Path) -> Vocab:
+        return cls(pq.read_table(path).column("value").to_numpy())
+
+
+def action_index(actions: np.ndarray) -> np.ndarray:
+    """Map action strings to indices (``pv``→2 … ``buy``→5, unknown→OOV, ``None``→PAD)."""
+    lut = {a: i + 2 for i, a in enumerate(ACTIONS)}
+    return np.array([PAD if a is None else lut.get(a, OOV) for a in actions], dtype=np.int64)

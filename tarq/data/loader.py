@@ -1,0 +1,235 @@
+"""Streaming batches from the sample Parquet files into the model's tensor contract.
+
+Rows are read in record batches (never the whole table into Python objects), mapped through
+the training vocabularies with vectorised numpy, shuffled within a bounded buffer, and cut
+into batches of the contract documented in :mod:`tarq.model`:
+
+- ``user``: (B, Fu) int64, ``item``: (B, Fi) int64 — vocabulary indices
+- ``hist``: (B, L, Fs) int64 with Fs = (item_id, category_id, brand_id, action), 0 = padding
+- ``hist_mask``: (B, L) bool, ``label``: (B,) float32, ``user_key``: (B,) int64 raw user ids
+- ``item_key``: (B,) int64 raw item ids (for catalog-level metrics)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from tarq.data.features import ACTIONS, OOV, PAD, FeatureLayout, Vocab
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class SampleSet:
+    """A sample folder written by :func:`tarq.data.samples.build_samples`."""
+
+    root: Path
+    layout: FeatureLayout
+    vocabs: dict[str, Vocab]
+
+    @classmethod
+    def open(cls, root: str | Path) -> SampleSet:
+        root = Path(root)
+        if not (root / "layout.json").is_file():
+            raise FileNotFoundError(f"{root} holds no samples (layout.json missing)")
+        layout = FeatureLayout.load(root / "layout.json")
+        names = {*layout.user_fields, *layout.item_fields}
+        vocabs = {n: Vocab.load(root / "vocab" / f"{n}.parquet") for n in names}
+        return cls(root, layout, vocabs)
+
+    def files(self, split: str) -> list[Path]:
+        files = sorted((self.root / split).glob("day=*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{self.root / split} holds no day files")
+        return files
+
+
+def _column(table: pa.Table | pa.RecordBatch, name: str) -> pa.Array:
+    col = table.column(name)
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _lookup(vocab: Vocab, arr: pa.Array) -> np.ndarray:
+    nulls = arr.is_null().to_numpy(zero_copy_only=False)
+    raw = arr.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    return vocab.lookup(raw, null_mask=nulls)
+
+
+def _pad_lists(arr: pa.ListArray, seq_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A list column → (flat index matrix (B, L), mask (B, L), flat values).
+
+    Histories are chronological; lists longer than L keep their last L entries.
+    """
+    offsets = arr.offsets.to_numpy()
+    lengths = np.diff(offsets)
+    start = offsets[:-1] + np.maximum(lengths - seq_len, 0)
+    keep = np.minimum(lengths, seq_len)
+    steps = np.arange(seq_len)
+    mask = steps[None, :] < keep[:, None]
+    idx = np.where(mask, start[:, None] + steps[None, :], 0)
+    return idx, mask, arr.values
+
+
+def to_batch(rb: pa.RecordBatch | pa.Table, sset: SampleSet) -> Batch:
+    """Convert Arrow rows of the sample schema to the model's tensor contract."""
+    lay = sset.layout
+    user = np.stack([_lookup(sset.vocabs[f], _column(rb, f)) for f in lay.user_fields], axis=1)
+    item = np.stack([_lookup(sset.vocabs[f], _column(rb, f)) for f in lay.item_fields], axis=1)
+    n = len(rb)
+    hist = np.zeros((n, lay.seq_len, len(lay.seq_fields)), dtype=np.int64)
+    mask = np.zeros((n, lay.seq_len), dtype=bool)
+    for j, field in enumerate(lay.seq_fields):
+        idx, mask, values = _pad_lists(_column(rb, f"hist_{field}"), lay.seq_len)
+        if field == "action":
+            codes = pc.index_in(values, value_set=pa.array(ACTIONS)).to_numpy(zero_copy_only=False)
+            mapped = np.where(np.isnan(codes.astype(float)), OOV, codes + 2).astype(np.int64)
+        else:
+            mapped = _lookup(sset.vocabs[field], values) if len(values) else np.zeros(0, np.int64)
+        flat = mapped[idx] if mapped.size else np.zeros(idx.shape, np.int64)
+        hist[:, :, j] = np.where(mask, flat, PAD)
+    return {
+        "user": torch.from_numpy(user),
+        "item": torch.from_numpy(item),
+        "hist": torch.from_numpy(hist),
+        "hist_mask": torch.from_numpy(mask),
+        "label": torch.from_numpy(
+            _column(rb, "label").to_numpy(zero_copy_only=False).astype(np.float32)
+        ),
+        "user_key": torch.from_numpy(
+            _column(rb, "user_id").to_numpy(zero_copy_only=False).astype(np.int64)
+        ),
+        "item_key": torch.from_numpy(
+            _column(rb, "item_id").to_numpy(zero_copy_only=False).astype(np.int64)
+        ),
+    }
+
+
+def _select(batch: Batch, idx: torch.Tensor) -> Batch:
+    return {k: v[idx] for k, v in batch.items()}
+
+
+def _concat(batches: list[Batch]) -> Batch:
+    return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+
+
+class BatchStream:
+    """Iterates batches over the day files of one split, optionally filtered by ``fold``.
+
+    Args:
+        sset: the sample folder.
+        split: ``"train"`` or ``"test"``.
+        batch_size: rows per batch.
+        folds: keep rows whose ``fold`` (0–99, a hash of the row) is in [lo, hi); None = all.
+        shuffle: shuffle day order and rows within a buffer of ``buffer_rows``.
+        seed: base seed; the epoch is added so every epoch has its own order.
+        rank, world: under DDP each rank takes every ``world``-th batch of the same stream.
+        drop_last: drop the last partial batch (training) or keep it (evaluation).
+    """
+
+    def __init__(
+        self,
+        sset: SampleSet,
+        split: str,
+        batch_size: int,
+        folds: tuple[int, int] | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        buffer_rows: int = 65536,
+        rank: int = 0,
+        world: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        self.sset, self.split, self.batch_size = sset, split, batch_size
+        self.folds, self.shuffle, self.seed = folds, shuffle, seed
+        self.buffer_rows, self.rank, self.world, self.drop_last = buffer_rows, rank, world, drop_last
+        self.epoch = 0
+        self._rows: int | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def rows(self) -> int:
+        """Rows in the stream after fold filtering (reads only the ``fold`` column)."""
+        if self._rows is None:
+            total = 0
+            for f in self.sset.files(self.split):
+                fold = pq.read_table(f, columns=["fold"]).column("fold").to_numpy()
+                total += int(self._fold_mask(fold).sum()) if self.folds else fold.size
+            self._rows = total
+        return self._rows
+
+    def __len__(self) -> int:
+        """Batches this rank yields per epoch (equal on every rank, as DDP requires)."""
+        rows = self.rows()
+        full = rows // self.batch_size
+        n = full if self.drop_last or rows % self.batch_size == 0 else full + 1
+        return n // self.world if self.world > 1 else n
+
+    def _fold_mask(self, fold: np.ndarray) -> np.ndarray:
+        lo, hi = self.folds  # type: ignore[misc]
+        return (fold >= lo) & (fold < hi)
+
+    def _chunks(self, rng: np.random.Generator) -> Iterator[Batch]:
+        files = self.sset.files(self.split)
+        if self.shuffle:
+            files = [files[i] for i in rng.permutation(len(files))]
+        for f in files:
+            for rb in pq.ParquetFile(f).iter_batches(batch_size=8192):
+                if self.folds:
+                    keep = self._fold_mask(_column(rb, "fold").to_numpy(zero_copy_only=False))
+                    if not keep.any():
+                        continue
+                    rb = rb.filter(pa.array(keep))
+                yield to_batch(rb, self.sset)
+
+    def _rows_stream(self) -> Iterator[Batch]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if not self.shuffle:
+            yield from self._chunks(rng)
+            return
+        buf: list[Batch] = []
+        size = 0
+        for chunk in self._chunks(rng):
+            buf.append(chunk)
+            size += len(chunk["label"])
+            if size >= self.buffer_rows:
+                merged = _concat(buf)
+                yield _select(merged, torch.from_numpy(rng.permutation(size)))
+                buf, size = [], 0
+        if buf:
+            merged = _concat(buf)
+            yield _select(merged, torch.from_numpy(rng.permutation(size)))
+
+    def __iter__(self) -> Iterator[Batch]:
+        limit = len(self)
+        produced = 0
+        index = 0
+        carry: list[Batch] = []
+        carry_n = 0
+        for chunk in self._rows_stream():
+            carry.append(chunk)
+            carry_n += len(chunk["label"])
+            if carry_n < self.batch_size:
+                continue
+            merged = _concat(carry)
+            start = 0
+            while carry_n - start >= self.batch_size:
+                if index % self.world == self.rank:
+                    if produced >= limit:
+                        return
+                    yield {k: v[start : start + self.batch_size] for k, v in merged.items()}
+                    produced += 1
+                index += 1
+                start += self.batch_size
+            carry = [{k: v[start:] for k, v in merged.items()}]
+            carry_n -= start
+        if carry_n and not self.drop_last and produced < limit and index % self.world == self.rank:
+            yield _concat(carry)

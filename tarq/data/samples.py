@@ -1,0 +1,230 @@
+"""Point-in-time training samples: the warehouse → Parquet for training and testing.
+
+For a run date D (design.md) the test day is D − 1 and the training window the
+``train_days`` days before it. Each impression becomes one row holding the user's last
+``seq_len`` behaviours strictly before the impression time, the item and user features and
+the label. Days are built one at a time so memory stays bounded by one day of logs.
+
+Output layout (``out_dir``)::
+
+    train/day=YYYY-MM-DD.parquet   one file per training day
+    test/day=YYYY-MM-DD.parquet    the test day
+    vocab/<field>.parquet          sorted raw values seen in training, per categorical field
+    layout.json                    the FeatureLayout (fields, vocab sizes, seq_len)
+    meta.json                      window, row counts, exclusions, fingerprint, timings
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from tarq import sqlfiles
+from tarq.data.features import BASE_ITEM_FIELDS, BASE_USER_FIELDS, SEQ_FIELDS, FeatureLayout, Vocab
+from tarq.dates import resolve_run_date, window_for
+from tarq.warehouse import new_id, open_db, side_features
+
+DEFAULT_HISTORY_DAYS = 60
+
+
+def _day_files(out_dir: Path, split: str) -> list[Path]:
+    return sorted((out_dir / split).glob("day=*.parquet"))
+
+
+def build_samples(
+    db_path: str | Path,
+    run_date: str | dt.date,
+    out_dir: str | Path,
+    train_days: int = 19,
+    seq_len: int = 50,
+    history_days: int = DEFAULT_HISTORY_DAYS,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+) -> dict[str, Any]:
+    """Write the point-in-time samples of ``run_date`` to ``out_dir`` and return a report.
+
+    Args:
+        db_path: the DuckDB warehouse (opened read-only: building samples changes no row).
+        run_date: the run date D (``YYYY-MM-DD``, ``"latest"`` or ``"today"``).
+        out_dir: output folder; it is replaced atomically file by file.
+        train_days: days in the training window before the test day (capped by the logs).
+        seq_len: history length L kept per impression.
+        history_days: how far back behaviours are looked up for a history.
+        threads: DuckDB threads (default: DuckDB's choice).
+        memory_limit: DuckDB memory limit such as ``"4GB"`` (default: DuckDB's choice).
+
+    Returns:
+        The report also written to ``meta.json``: window, per-split rows, positives,
+        exclusions (quarantined or incomplete rows), rows/s and the dataset fingerprint.
+    """
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    out = Path(out_dir)
+    started = time.perf_counter()
+    with open_db(db_path, read_only=True) as con:
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+        if memory_limit:
+            con.execute("SET memory_limit = $m", {"m": memory_limit})
+        D = resolve_run_date(run_date, con)
+        first_day, last_day = sqlfiles.run(con, "samples/log_days").fetchone()
+        if first_day is None:
+            raise ValueError("the warehouse holds no impressions: nothing to build samples from")
+        win = window_for(D, train_days, first_log_day=first_day)
+        if win.test_day > last_day:
+            raise ValueError(
+                f"run date {D} tests on {win.test_day}, but the logs end on {last_day}"
+            )
+        user_side = side_features(con, "users")
+        item_side = side_features(con, "items")
+        clash = set(user_side) & set(item_side)
+        if clash:
+            raise ValueError(f"users and items both declare side features {sorted(clash)}")
+        raw_counts = {
+            str(day): int(n)
+            for day, n in sqlfiles.run(
+                con,
+                "samples/day_counts",
+                {"start": win.train_start, "end": win.test_day + dt.timedelta(days=1)},
+            ).fetchall()
+        }
+        days = [
+            win.train_start + dt.timedelta(days=k)
+            for k in range((win.test_day - win.train_start).days + 1)
+        ]
+        per_day: dict[str, dict[str, int]] = {}
+        for day in days:
+            split = "test" if day == win.test_day else "train"
+            target = out / split / f"day={day}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".parquet.tmp")
+            query = sqlfiles.load_sql("samples/day_rows")
+            params = {
+                "day_start": dt.datetime.combine(day, dt.time()),
+                "day_end": dt.datetime.combine(day + dt.timedelta(days=1), dt.time()),
+                "history_start": dt.datetime.combine(
+                    day - dt.timedelta(days=history_days), dt.time()
+                ),
+                "seq_len": seq_len,
+            }
+            con.execute(
+                f"COPY ({query}) TO $out_path (FORMAT parquet, COMPRESSION zstd)",
+                {**params, "out_path": str(tmp)},
+            )
+            tmp.replace(target)
+            meta = pq.ParquetFile(target).metadata
+            n = meta.num_rows
+            pos = con.execute(
+                "SELECT coalesce(sum(label), 0) FROM read_parquet($f)", {"f": str(target)}
+            ).fetchone()[0]
+            per_day[str(day)] = {
+                "rows": int(n),
+                "positives": int(pos),
+                "raw_impressions": raw_counts.get(str(day), 0),
+            }
+        # Remove stale day files from an earlier build of another window.
+        keep = {f"day={d}.parquet" for d in map(str, days)}
+        for split in ("train", "test"):
+            for f in _day_files(out, split):
+                if f.name not in keep:
+                    f.unlink()
+
+        train_files = [str(f) for f in _day_files(out, "train")]
+        layout = _build_vocabularies(con, out, train_files, user_side, item_side, seq_len)
+
+    rows = sum(v["rows"] for v in per_day.values())
+    raw = sum(v["raw_impressions"] for v in per_day.values())
+    elapsed = time.perf_counter() - started
+    report: dict[str, Any] = {
+        "build_id": new_id("samples"),
+        "run_date": str(win.run_date),
+        "train_start": str(win.train_start),
+        "train_end": str(win.train_end),
+        "test_day": str(win.test_day),
+        "train_days": win.train_days,
+        "seq_len": seq_len,
+        "history_days": history_days,
+        "rows": rows,
+        "train_rows": sum(v["rows"] for d, v in per_day.items() if d != str(win.test_day)),
+        "test_rows": per_day[str(win.test_day)]["rows"],
+        "excluded_rows": raw - rows,
+        "per_day": per_day,
+        "user_side_features": user_side,
+        "item_side_features": item_side,
+        "vocab_sizes": layout.vocab_sizes,
+        "seconds": round(elapsed, 3),
+        "rows_per_s": round(rows / elapsed, 1) if elapsed > 0 else None,
+        "fingerprint": _fingerprint(out),
+    }
+    (out / "meta.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    _record_build(db_path, report, out)
+    return report
+
+
+def _build_vocabularies(
+    con: Any,
+    out: Path,
+    train_files: list[str],
+    user_side: list[str],
+    item_side: list[str],
+    seq_len: int,
+) -> FeatureLayout:
+    """Write one vocabulary per categorical field (values seen in training) and the layout."""
+    vocab_dir = out / "vocab"
+    vocab_dir.mkdir(parents=True, exist_ok=True)
+    sizes: dict[str, int] = {}
+    shared = {f for f in SEQ_FIELDS if f != "action"}
+    for field in [*BASE_USER_FIELDS, *user_side, *BASE_ITEM_FIELDS, *item_side]:
+        if field in shared:
+            cur = sqlfiles.run(
+                con, "samples/vocab", {"files": train_files}, field=field,
+                hist_field=f"hist_{field}",
+            )
+        else:
+            cur = sqlfiles.run(con, "samples/vocab_flat", {"files": train_files}, field=field)
+        values = cur.fetchnumpy()["value"]
+        vocab = Vocab(values)
+        vocab.save(vocab_dir / f"{field}.parquet")
+        sizes[field] = len(vocab)
+    sizes["action"] = 6  # pad, oov and the four Taobao actions
+    layout = FeatureLayout(
+        user_fields=[*BASE_USER_FIELDS, *user_side],
+        item_fields=[*BASE_ITEM_FIELDS, *item_side],
+        seq_fields=list(SEQ_FIELDS),
+        vocab_sizes=sizes,
+        seq_len=seq_len,
+    )
+    layout.save(out / "layout.json")
+    return layout
+
+
+def _fingerprint(out: Path) -> str:
+    """Hash of the sample files' names, sizes and row counts: identifies the training data."""
+    h = hashlib.sha256()
+    for split in ("train", "test"):
+        for f in _day_files(out, split):
+            h.update(f"{split}/{f.name}:{pq.ParquetFile(f).metadata.num_rows}".encode())
+            h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def _record_build(db_path: str | Path, report: dict[str, Any], out: Path) -> None:
+    with open_db(db_path) as con:
+        sqlfiles.run(
+            con,
+            "samples/record_build",
+            {
+                "build_id": report["build_id"],
+                "run_date": report["run_date"],
+                "train_start": report["train_start"],
+                "test_day": report["test_day"],
+                "out_dir": str(out.resolve()),
+                "report": json.dumps(report),
+            },
+        )

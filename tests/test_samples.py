@@ -1,0 +1,189 @@
+"""Point-in-time sample building: exact histories, no leakage, exclusions, layout."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from tarq.data.features import FeatureLayout, Vocab
+from tarq.data.samples import build_samples
+from tarq.warehouse import add_side_column, connect, table_fingerprint
+
+DAY0 = dt.date(2026, 10, 1)
+N_DAYS = 5
+
+
+def _make_warehouse(path: Path, seed: int = 0) -> None:
+    """A small random warehouse with deliberate timestamp ties between behaviours and impressions."""
+    rng = np.random.default_rng(seed)
+    con = connect(path)
+    add_side_column(con, "users", "gender")
+    con.execute(
+        "INSERT INTO items SELECT range, range % 7, range % 13, (range % 50) * 1.5, 'fx' "
+        "FROM range(1, 201)"
+    )
+    con.execute("INSERT INTO users SELECT range, 'fx', range % 2 FROM range(1, 41)")
+    n_beh, n_imp = 3000, 1500
+    base = pd.Timestamp(DAY0) - pd.Timedelta(days=2)
+    beh_ts = base + pd.to_timedelta(rng.integers(0, (N_DAYS + 2) * 86400, n_beh), unit="s")
+    beh = pd.DataFrame(
+        {
+            "user_id": rng.integers(1, 41, n_beh),
+            "ts": beh_ts,
+            "item_id": rng.integers(1, 201, n_beh),
+            "action": rng.choice(["pv", "cart", "fav", "buy"], n_beh),
+        }
+    )
+    beh["category_id"] = beh["item_id"] % 7
+    beh["brand_id"] = beh["item_id"] % 13
+    imp_ts = pd.Timestamp(DAY0) + pd.to_timedelta(rng.integers(0, N_DAYS * 86400, n_imp), unit="s")
+    imp = pd.DataFrame(
+        {
+            "user_id": rng.integers(1, 41, n_imp),
+            "item_id": rng.integers(1, 201, n_imp),
+            "ts": imp_ts,
+            "clicked": rng.random(n_imp) < 0.2,
+        }
+    )
+    # Ties: copy 200 impression timestamps onto behaviours of the same user.
+    tie = imp.sample(200, random_state=seed)
+    beh.loc[: len(tie) - 1, ["user_id", "ts"]] = tie[["user_id", "ts"]].to_numpy()
+    con.register("beh_df", beh)
+    con.register("imp_df", imp)
+    con.execute(
+        "INSERT INTO behaviors (user_id, ts, item_id, category_id, brand_id, action, load_id) "
+        "SELECT user_id, ts, item_id, category_id, brand_id, action, 'fx' FROM beh_df"
+    )
+    con.execute(
+        "INSERT INTO impressions (user_id, item_id, ts, clicked, exposed, position, request_id, "
+        "load_id) SELECT user_id, item_id, ts, clicked, true, 0, NULL, 'fx' FROM imp_df"
+    )
+    # A user with impressions but no behaviour at all.
+    con.execute(
+        "INSERT INTO users VALUES (999, 'fx', 1);"
+        "INSERT INTO impressions (user_id, item_id, ts, clicked, exposed, load_id) "
+        "VALUES (999, 5, TIMESTAMP '2026-10-04 10:00:00', true, true, 'fx')"
+    )
+    con.close()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    root = tmp_path_factory.mktemp("samples")
+    db = root / "w.duckdb"
+    _make_warehouse(db)
+    out = root / "out"
+    report = build_samples(db, DAY0 + dt.timedelta(days=N_DAYS), out, train_days=19, seq_len=8)
+    return db, out, report
+
+
+def _brute_force_history(db: Path, seq_len: int) -> dict[int, list[int]]:
+    con = duckdb.connect(str(db), read_only=True)
+    beh = con.execute("SELECT user_id, ts, row_id, item_id FROM behaviors").df()
+    imp = con.execute("SELECT row_id, user_id, ts FROM impressions").df()
+    con.close()
+    beh = beh.sort_values(["user_id", "ts", "row_id"])
+    by_user = {u: g for u, g in beh.groupby("user_id")}
+    out = {}
+    for r in imp.itertuples():
+        g = by_user.get(r.user_id)
+        if g is None:
+            out[r.row_id] = []
+            continue
+        before = g[g["ts"] < r.ts]
+        out[r.row_id] = before["item_id"].tolist()[-seq_len:]
+    return out
+
+
+def test_window_and_counts(built: tuple[Path, Path, dict]) -> None:
+    _, out, report = built
+    assert report["test_day"] == str(DAY0 + dt.timedelta(days=N_DAYS - 1))
+    assert report["train_start"] == str(DAY0)  # capped at the first logged day
+    assert report["train_days"] == N_DAYS - 1
+    assert report["rows"] == 1501 and report["excluded_rows"] == 0
+    assert len(list((out / "train").glob("*.parquet"))) == N_DAYS - 1
+    assert len(list((out / "test").glob("*.parquet"))) == 1
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["fingerprint"] == report["fingerprint"]
+
+
+def test_histories_exact_and_strictly_before(built: tuple[Path, Path, dict]) -> None:
+    db, out, _ = built
+    df = pd.read_parquet(out / "train").sort_values("row_id")
+    df = pd.concat([df, pd.read_parquet(out / "test")])
+    expected = _brute_force_history(db, seq_len=8)
+    for r in df.itertuples():
+        assert list(r.hist_item_id) == expected[r.row_id], r.row_id
+        assert all(t < r.ts for t in r.hist_ts), f"leak in impression {r.row_id}"
+        assert len(r.hist_item_id) <= 8
+    assert (df.loc[df.user_id == 999, "hist_item_id"].map(len) == 0).all()
+    # The tie fixture really exercises equal timestamps.
+    con = duckdb.connect(str(db), read_only=True)
+    ties = con.execute(
+        "SELECT count(*) FROM impressions i JOIN behaviors b USING (user_id, ts)"
+    ).fetchone()[0]
+    con.close()
+    assert ties >= 200
+
+
+def test_features_and_layout(built: tuple[Path, Path, dict]) -> None:
+    _, out, report = built
+    df = pd.read_parquet(out / "test")
+    assert {"category_id", "brand_id", "price_bucket", "gender", "label", "fold"} <= set(df)
+    layout = FeatureLayout.load(out / "layout.json")
+    assert layout.user_fields == ["user_id", "gender"]
+    assert layout.item_fields[:4] == ["item_id", "category_id", "brand_id", "price_bucket"]
+    assert layout.seq_len == 8
+    vocab = Vocab.load(out / "vocab" / "item_id.parquet")
+    assert layout.vocab_sizes["item_id"] == len(vocab) == vocab.values.size + 2
+    assert vocab.lookup(np.array([10**12]))[0] == 1  # unseen → OOV
+    assert report["vocab_sizes"]["action"] == 6
+
+
+def test_quarantined_rows_are_excluded_and_raw_untouched(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    _make_warehouse(db, seed=1)
+    con = connect(db)
+    before = {t: table_fingerprint(con, t) for t in ("impressions", "behaviors")}
+    bad_imp = [r[0] for r in con.execute("SELECT row_id FROM impressions LIMIT 5").fetchall()]
+    bad_beh = con.execute(
+        "SELECT b.row_id, b.item_id FROM behaviors b ORDER BY b.ts DESC LIMIT 1"
+    ).fetchone()
+    con.execute(
+        "INSERT INTO quarantine_impressions (row_id, run_id, stage, check_name, reason) "
+        "SELECT unnest($ids), 'r', 'validation', 'test', 'injected'",
+        {"ids": bad_imp},
+    )
+    con.execute(
+        "INSERT INTO quarantine_behaviors (row_id, run_id, stage, check_name, reason) "
+        "VALUES ($id, 'r', 'validation', 'test', 'injected')",
+        {"id": bad_beh[0]},
+    )
+    con.close()
+    out = tmp_path / "out"
+    report = build_samples(db, DAY0 + dt.timedelta(days=N_DAYS), out, seq_len=50)
+    assert report["excluded_rows"] == 5
+    df = pd.concat([pd.read_parquet(out / "train"), pd.read_parquet(out / "test")])
+    assert not set(bad_imp) & set(df.row_id)
+    con = connect(db)
+    after = {t: table_fingerprint(con, t) for t in ("impressions", "behaviors")}
+    assert con.execute("SELECT count(*) FROM sample_builds").fetchone()[0] == 1
+    con.close()
+    assert before == after
+
+
+def test_bad_run_dates(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    _make_warehouse(db)
+    with pytest.raises(ValueError, match="logs end"):
+        build_samples(db, "2027-01-01", tmp_path / "o")
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        build_samples(db, "2026-13-40", tmp_path / "o")
+    with pytest.raises(ValueError, match="no training day"):
+        build_samples(db, DAY0 + dt.timedelta(days=1), tmp_path / "o")
