@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from tarq.telemetry import disable_telemetry
+from tarq.train_args import add_train_arguments
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -56,9 +57,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.success else 1
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tarq.train import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tarq`` command."""
-    parser = argparse.ArgumentParser(prog="tarq", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="tarq", description="TARQ pre-ranking: warehouse, training and serving tools."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo-data", help="generate realistic multi-day demo click logs")
@@ -87,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-date", required=True, help="YYYY-MM-DD, 'today' or 'latest'")
     p.add_argument("--docs-dir", type=Path, default=None, help="where GX Data Docs are built")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("train", help="train TARQ or a baseline on built samples")
+    add_train_arguments(p)
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -1,0 +1,375 @@
+"""Training and evaluation of TARQ and the baselines on the sample Parquet files.
+
+``tarq train --samples DIR --model NAME --out DIR [--config FILE]`` writes::
+
+    model.pt          the weights (state_dict; load with ``torch.load(..., weights_only=True)``)
+    config.json       {"model_name", "model": ModelConfig, "train": TrainConfig}
+    layout.json       the FeatureLayout, and vocab/ with the vocabularies (for serving)
+    metrics.json      test-day and validation metrics, timings, history per epoch
+    predictions.parquet  test-day (user_id, item_id, label, score) for plots and comparisons
+    checkpoints/last.pt  the state after the last finished epoch (resume after a crash)
+
+Early stopping looks only at a validation slice held out of the training window (rows whose
+``fold`` < ``valid_folds``), never at the test day. Under ``torchrun`` the loop runs
+DistributedDataParallel (gloo on CPU); rank 0 evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from tarq import metrics
+from tarq.data.loader import BatchStream, SampleSet
+from tarq.model import MODEL_NAMES, ModelConfig, build_model
+from tarq.train_args import add_train_arguments
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every model (one loop for all, as the paper's setup)."""
+
+    epochs: int = 2
+    batch_size: int = 512
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    valid_folds: int = 5
+    patience: int = 1
+    seed: int = 0
+    max_steps_per_epoch: int | None = None
+    shuffle_buffer: int = 65536
+    eval_batch_size: int = 4096
+    threads: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown train config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+def load_config(path: str | Path | None) -> tuple[ModelConfig, TrainConfig]:
+    """Read ``{"model": {...}, "train": {...}}`` from a JSON or TOML file (both optional)."""
+    if path is None:
+        return ModelConfig(), TrainConfig()
+    p = Path(path)
+    text = p.read_text(encoding="utf-8")
+    data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    unknown = set(data) - {"model", "train", "model_name"}
+    if unknown:
+        raise ValueError(f"{p}: unknown config sections {sorted(unknown)}")
+    return ModelConfig.from_dict(data.get("model", {})), TrainConfig.from_dict(data.get("train", {}))
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k not in ("user_key", "item_key")}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, stream: BatchStream, codebook_size: int) -> dict[str, Any]:
+    """Metrics of ``model`` on a stream: AUC, GAUC, log-loss and codebook figures.
+
+    Returns a dict with the metrics and the raw arrays under ``"_arrays"`` (labels,
+    probabilities, user and item keys) for predictions files and plots.
+    """
+    model.eval()
+    ys, ps, users, items, codes, util = [], [], [], [], [], []
+    recon = []
+    for batch in stream:
+        out = model(_inputs(batch))
+        ys.append(batch["label"].numpy())
+        ps.append(torch.sigmoid(out.logit).numpy())
+        users.append(batch["user_key"].numpy())
+        items.append(batch["item_key"].numpy())
+        if "codes" in out.extras:
+            c = out.extras["codes"].numpy()
+            util.append(metrics.utilization_batch(c, codebook_size))
+            codes.append(c)
+        if "recon" in out.losses:
+            recon.append(float(out.losses["recon"]))
+    if not ys:
+        raise ValueError("evaluation stream is empty")
+    y, p = np.concatenate(ys), np.concatenate(ps)
+    u = np.concatenate(users)
+    g, n_users, n_skipped = metrics.gauc(y, p, u)
+    res: dict[str, Any] = {
+        "rows": int(y.size),
+        "positives": int(y.sum()),
+        "auc": metrics.auc(y, p),
+        "gauc": g,
+        "gauc_users": n_users,
+        "gauc_skipped_users": n_skipped,
+        "logloss": metrics.logloss(y, p),
+    }
+    if util:
+        # One code tuple per distinct item of the evaluated rows.
+        _, first = np.unique(np.concatenate(items), return_index=True)
+        cat = np.concatenate(codes)[first]
+        res["utilization_batch"] = float(np.mean(util))
+        res["utilization_catalog"] = metrics.utilization_catalog(cat, codebook_size)
+        rate, largest = metrics.collision_rate(cat)
+        res["collision_rate"] = rate
+        res["largest_collision_group"] = largest
+        res["catalog_items_seen"] = int(cat.shape[0])
+    if recon:
+        res["recon_error"] = float(np.mean(recon))
+    res["_arrays"] = {"label": y, "score": p, "user_id": u, "item_id": np.concatenate(items)}
+    model.train()
+    return res
+
+
+def _public(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in m.items() if not k.startswith("_")}
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def train(
+    samples: str | Path,
+    model_name: str,
+    out_dir: str | Path,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train ``model_name`` on the samples in ``samples`` and write the artefacts to ``out_dir``.
+
+    Returns the metrics also written to ``metrics.json`` (rank 0; other ranks get ``{}``).
+    """
+    if model_name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    mcfg = model_config or ModelConfig()
+    tcfg = train_config or TrainConfig()
+    out = Path(out_dir)
+    rank, world = _dist_info()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    torch.set_num_threads(tcfg.threads or max(1, (os.cpu_count() or 1) // world))
+    torch.manual_seed(tcfg.seed)
+    sset = SampleSet.open(samples)
+    model = build_model(model_name, sset.layout, mcfg)
+    train_stream = BatchStream(
+        sset, "train", tcfg.batch_size, folds=(tcfg.valid_folds, 100), shuffle=True,
+        seed=tcfg.seed, buffer_rows=tcfg.shuffle_buffer, rank=rank, world=world, drop_last=True,
+    )
+    valid_stream = BatchStream(sset, "train", tcfg.eval_batch_size, folds=(0, tcfg.valid_folds))
+    test_stream = BatchStream(sset, "test", tcfg.eval_batch_size)
+    steps = len(train_stream)
+    if tcfg.max_steps_per_epoch:
+        steps = min(steps, tcfg.max_steps_per_epoch)
+    if steps == 0:
+        raise ValueError(
+            f"{samples}: {train_stream.rows()} training rows are fewer than one batch "
+            f"of {tcfg.batch_size} per process"
+        )
+
+    optim = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    start_epoch, best_auc, best_epoch, history = 0, -math.inf, -1, []
+    best_state: dict[str, torch.Tensor] | None = None
+    ckpt_path = out / CHECKPOINT
+    if resume and ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ckpt["model_name"] != model_name:
+            raise ValueError(f"{ckpt_path} belongs to model {ckpt['model_name']!r}")
+        model.load_state_dict(ckpt["model"])
+        optim.load_state_dict(ckpt["optim"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        best_auc, best_epoch = float(ckpt["best_auc"]), int(ckpt["best_epoch"])
+        best_state = ckpt["best_state"]
+        history = json.loads(ckpt["history"])
+        torch.set_rng_state(ckpt["rng"])
+    else:
+        # k-means initialisation of the codebooks on the first training batch, before DDP
+        # broadcasts rank 0's state to every rank.
+        first = next(iter(BatchStream(sset, "train", tcfg.batch_size, folds=(tcfg.valid_folds, 100),
+                                      shuffle=True, seed=tcfg.seed, buffer_rows=tcfg.shuffle_buffer)))
+        model.init_codebooks(_inputs(first))
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    model.train()
+    train_seconds = float(sum(h["seconds"] for h in history))
+    samples_seen = int(sum(h["samples"] for h in history))
+    bad_epochs = len(history) - 1 - best_epoch if history else 0
+    show = (rank == 0) if progress is None else (progress and rank == 0)
+
+    for epoch in range(start_epoch, tcfg.epochs):
+        if tcfg.patience and bad_epochs >= tcfg.patience:
+            break  # early stop: validation AUC has not improved for `patience` epochs
+        train_stream.set_epoch(epoch)
+        t0 = time.perf_counter()
+        loss_sum, n_batches, parts_sum = 0.0, 0, {}
+        bar = tqdm(total=steps, desc=f"{model_name} epoch {epoch + 1}/{tcfg.epochs}",
+                   disable=not show, file=sys.stderr, mininterval=2.0)
+        for step, batch in enumerate(train_stream):
+            if step >= steps:
+                break
+            out_ = net(_inputs(batch))
+            loss = model.total_loss(out_)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{model_name}: non-finite loss at epoch {epoch} step {step}")
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            if tcfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+            optim.step()
+            loss_sum += float(loss)
+            for k, v in out_.losses.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
+            n_batches += 1
+            bar.update(1)
+            if n_batches % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
+        bar.close()
+        seconds = time.perf_counter() - t0
+        n_samples = n_batches * tcfg.batch_size * world
+        train_seconds += seconds
+        samples_seen += n_samples
+        record: dict[str, Any] = {
+            "epoch": epoch, "seconds": round(seconds, 3), "samples": n_samples,
+            "loss": loss_sum / max(n_batches, 1),
+            "loss_terms": {k: v / max(n_batches, 1) for k, v in parts_sum.items()},
+        }
+        if rank == 0:
+            val = evaluate(model, valid_stream, mcfg.codebook_size)
+            record["valid_auc"] = val["auc"]
+            if val["auc"] > best_auc:
+                best_auc, best_epoch, bad_epochs = val["auc"], epoch, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+            history.append(record)
+            _save_atomic(
+                {
+                    "model_name": model_name, "epoch": epoch, "model": model.state_dict(),
+                    "optim": optim.state_dict(), "best_auc": best_auc, "best_epoch": best_epoch,
+                    "best_state": best_state, "history": json.dumps(history),
+                    "rng": torch.get_rng_state(),
+                },
+                ckpt_path,
+            )
+        if world > 1:
+            flag = torch.tensor([bad_epochs], dtype=torch.int64)
+            dist.broadcast(flag, 0)
+            bad_epochs = int(flag.item())
+            dist.barrier()
+
+    if rank != 0:
+        dist.barrier()
+        return {}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    val = evaluate(model, valid_stream, mcfg.codebook_size)
+    test = evaluate(model, test_stream, mcfg.codebook_size)
+    result = {
+        "model": model_name,
+        "test": _public(test),
+        "valid": _public(val),
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "train_seconds": round(train_seconds, 3),
+        "samples_per_s": round(samples_seen / train_seconds, 1) if train_seconds else None,
+        "world_size": world,
+        "threads": torch.get_num_threads(),
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+        "samples": str(Path(samples).resolve()),
+        "history": history,
+    }
+    _write_artifacts(out, model, model_name, mcfg, tcfg, sset, result, test["_arrays"])
+    if world > 1:
+        dist.barrier()
+    return result
+
+
+def _write_artifacts(
+    out: Path, model: torch.nn.Module, model_name: str, mcfg: ModelConfig, tcfg: TrainConfig,
+    sset: SampleSet, result: dict[str, Any], arrays: dict[str, np.ndarray],
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _save_atomic(model.state_dict(), out / "model.pt")
+    (out / "config.json").write_text(
+        json.dumps({"model_name": model_name, "model": mcfg.to_dict(), "train": asdict(tcfg)},
+                   indent=2), encoding="utf-8")
+    sset.layout.save(out / "layout.json")
+    if (out / "vocab").exists():
+        shutil.rmtree(out / "vocab")
+    shutil.copytree(sset.root / "vocab", out / "vocab")
+    pq.write_table(pa.table(arrays), out / "predictions.parquet")
+    (out / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+
+def load_trained(model_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a trained model from ``model_dir`` with weights-only loading (no unpickling)."""
+    d = Path(model_dir)
+    cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    from tarq.data.features import FeatureLayout
+
+    layout = FeatureLayout.load(d / "layout.json")
+    model = build_model(cfg["model_name"], layout, ModelConfig.from_dict(cfg["model"]))
+    state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    return model, cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tarq.train`` (what ``torchrun`` launches); same flags as ``tarq train``."""
+    p = argparse.ArgumentParser(prog="tarq train")
+    add_train_arguments(p)
+    args = p.parse_args(argv)
+    return run_from_args(args)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run training from parsed ``tarq train`` flags and print the test metrics."""
+    mcfg, tcfg = load_config(args.config)
+    if args.epochs is not None:
+        tcfg.epochs = args.epochs
+    if args.max_steps is not None:
+        tcfg.max_steps_per_epoch = args.max_steps
+    result = train(args.samples, args.model, args.out, mcfg, tcfg, resume=not args.no_resume)
+    if result:
+        print(json.dumps({"model": result["model"], **result["test"],
+                          "train_seconds": result["train_seconds"],
+                          "samples_per_s": result["samples_per_s"]}, indent=2))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

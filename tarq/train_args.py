@@ -1,0 +1,19 @@
+"""Flags of ``tarq train`` (kept free of torch so the CLI starts fast)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+MODEL_CHOICES = ("tarq", "tt", "inttower", "mvke", "ta", "tarq_no_align", "tarq_no_teacher_align")
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``tarq train`` flags to ``p``."""
+    p.add_argument("--samples", type=Path, required=True, help="folder from build-samples")
+    p.add_argument("--model", choices=MODEL_CHOICES, default="tarq")
+    p.add_argument("--out", type=Path, required=True, help="where weights and metrics go")
+    p.add_argument("--config", type=Path, default=None, help="JSON/TOML with model/train sections")
+    p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    p.add_argument("--max-steps", type=int, default=None, help="cap steps per epoch")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
