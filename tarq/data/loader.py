@@ -46,9 +46,9 @@ class SampleSet:
         return cls(root, layout, vocabs)
 
     def files(self, split: str) -> list[Path]:
-        files = sorted((self.root / split).glob("day=*.parquet"))
+        files = sorted((self.root / split).glob("*.parquet"))
         if not files:
-            raise FileNotFoundError(f"{self.root / split} holds no day files")
+            raise FileNotFoundError(f"{self.root / split} holds no sample files")
         return files
 
 

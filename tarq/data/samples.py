@@ -3,12 +3,13 @@
 For a run date D (design.md) the test day is D − 1 and the training window the
 ``train_days`` days before it. Each impression becomes one row holding the user's last
 ``seq_len`` behaviours strictly before the impression time, the item and user features and
-the label. Days are built one at a time so memory stays bounded by one day of logs.
+the label. Users are hashed into buckets built one statement each, so memory stays bounded
+by one bucket of logs.
 
 Output layout (``out_dir``)::
 
-    train/day=YYYY-MM-DD.parquet   one file per training day
-    test/day=YYYY-MM-DD.parquet    the test day
+    train/part-NNNNN.parquet       training-window rows (column ``day``), one part per bucket
+    test/part-NNNNN.parquet        the test day
     vocab/<field>.parquet          sorted raw values seen in training, per categorical field
     layout.json                    the FeatureLayout (fields, vocab sizes, seq_len)
     meta.json                      window, row counts, exclusions, fingerprint, timings
@@ -19,6 +20,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ DEFAULT_HISTORY_DAYS = 60
 
 
 def _day_files(out_dir: Path, split: str) -> list[Path]:
-    return sorted((out_dir / split).glob("day=*.parquet"))
+    return sorted((out_dir / split).glob("*.parquet"))
 
 
 def build_samples(
@@ -46,6 +49,7 @@ def build_samples(
     history_days: int = DEFAULT_HISTORY_DAYS,
     threads: int | None = None,
     memory_limit: str | None = None,
+    rows_per_bucket: int = 1_000_000,
 ) -> dict[str, Any]:
     """Write the point-in-time samples of ``run_date`` to ``out_dir`` and return a report.
 
@@ -58,6 +62,8 @@ def build_samples(
         history_days: how far back behaviours are looked up for a history.
         threads: DuckDB threads (default: DuckDB's choice).
         memory_limit: DuckDB memory limit such as ``"4GB"`` (default: DuckDB's choice).
+        rows_per_bucket: impressions per statement; users are hashed into as many buckets as
+            needed, which bounds memory while every behaviour is still windowed once.
 
     Returns:
         The report also written to ``meta.json``: window, per-split rows, positives,
@@ -94,46 +100,56 @@ def build_samples(
                 {"start": win.train_start, "end": win.test_day + dt.timedelta(days=1)},
             ).fetchall()
         }
-        days = [
-            win.train_start + dt.timedelta(days=k)
-            for k in range((win.test_day - win.train_start).days + 1)
-        ]
-        per_day: dict[str, dict[str, int]] = {}
-        for day in days:
-            split = "test" if day == win.test_day else "train"
-            target = out / split / f"day={day}.parquet"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".parquet.tmp")
-            query = sqlfiles.load_sql("samples/day_rows")
-            params = {
-                "day_start": dt.datetime.combine(day, dt.time()),
-                "day_end": dt.datetime.combine(day + dt.timedelta(days=1), dt.time()),
-                "history_start": dt.datetime.combine(
-                    day - dt.timedelta(days=history_days), dt.time()
-                ),
-                "seq_len": seq_len,
-            }
+        n_window = sum(raw_counts.values())
+        buckets = max(1, math.ceil(n_window / rows_per_bucket))
+        staging = out / ".staging"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        query = sqlfiles.load_sql("samples/rows")
+        for bucket in range(buckets):
+            # DuckDB writes <staging>/bXXXX/split=train|test/*.parquet for this user bucket.
             con.execute(
-                f"COPY ({query}) TO $out_path (FORMAT parquet, COMPRESSION zstd)",
-                {**params, "out_path": str(tmp)},
+                f"COPY ({query}) TO $out_path (FORMAT parquet, COMPRESSION zstd, "
+                "PARTITION_BY (split), OVERWRITE_OR_IGNORE)",
+                {
+                    "start": dt.datetime.combine(win.train_start, dt.time()),
+                    "end": dt.datetime.combine(win.test_day + dt.timedelta(days=1), dt.time()),
+                    "history_start": dt.datetime.combine(
+                        win.train_start - dt.timedelta(days=history_days), dt.time()
+                    ),
+                    "test_day": win.test_day,
+                    "seq_len": seq_len,
+                    "bucket": bucket,
+                    "buckets": buckets,
+                    "out_path": str(staging / f"b{bucket:04d}"),
+                },
             )
-            tmp.replace(target)
-            meta = pq.ParquetFile(target).metadata
-            n = meta.num_rows
-            pos = con.execute(
-                "SELECT coalesce(sum(label), 0) FROM read_parquet($f)", {"f": str(target)}
-            ).fetchone()[0]
-            per_day[str(day)] = {
-                "rows": int(n),
-                "positives": int(pos),
-                "raw_impressions": raw_counts.get(str(day), 0),
-            }
-        # Remove stale day files from an earlier build of another window.
-        keep = {f"day={d}.parquet" for d in map(str, days)}
         for split in ("train", "test"):
-            for f in _day_files(out, split):
-                if f.name not in keep:
-                    f.unlink()
+            target = out / split
+            if target.exists():
+                shutil.rmtree(target)
+            target.mkdir(parents=True)
+            parts = sorted(staging.glob(f"b*/split={split}/*.parquet"))
+            for k, part in enumerate(parts):
+                part.replace(target / f"part-{k:05d}.parquet")
+        shutil.rmtree(staging)
+        for split in ("train", "test"):
+            if not _day_files(out, split):
+                raise ValueError(
+                    f"no {split} rows for run date {D} (window {win.train_start}..{win.test_day}): "
+                    "every impression was excluded or the days are empty"
+                )
+        per_day = {
+            str(day): {"rows": int(n), "positives": int(pos),
+                       "raw_impressions": raw_counts.get(str(day), 0)}
+            for day, n, pos in sqlfiles.run(
+                con, "samples/split_summary",
+                {"files": [str(f) for s in ("train", "test") for f in _day_files(out, s)]},
+            ).fetchall()
+        }
+        for day, n in raw_counts.items():
+            per_day.setdefault(day, {"rows": 0, "positives": 0, "raw_impressions": n})
 
         train_files = [str(f) for f in _day_files(out, "train")]
         layout = _build_vocabularies(con, out, train_files, user_side, item_side, seq_len)
@@ -153,6 +169,7 @@ def build_samples(
         "rows": rows,
         "train_rows": sum(v["rows"] for d, v in per_day.items() if d != str(win.test_day)),
         "test_rows": per_day[str(win.test_day)]["rows"],
+        "buckets": buckets,
         "excluded_rows": raw - rows,
         "per_day": per_day,
         "user_side_features": user_side,

@@ -1,5 +1,7 @@
--- Point-in-time samples of one day: one row per impression of [$day_start, $day_end) with the
--- user's last ($seq_len) behaviours strictly before the impression time.
+-- Point-in-time samples: one row per impression of [$start, $end) of the users in hash bucket
+-- $bucket of $buckets, with the user's last $seq_len behaviours strictly before the impression
+-- time (looked up from $history_start on). Buckets of users bound the memory of one statement
+-- while every behaviour is still windowed once; `split` is 'test' on $test_day, else 'train'.
 --
 -- Impressions and the behaviours of the same users are merged into one time-ordered stream per
 -- user. At equal timestamps impressions sort before behaviours, so a running count of behaviours
@@ -9,7 +11,8 @@
 WITH imp AS (
     SELECT i.row_id, i.user_id, i.item_id, i.ts, i.clicked, i.exposed, i.position
     FROM impressions AS i
-    WHERE i.ts >= $day_start AND i.ts < $day_end
+    WHERE i.ts >= $start AND i.ts < $end
+      AND hash(i.user_id) % $buckets = $bucket
       AND i.user_id IS NOT NULL AND i.item_id IS NOT NULL AND i.ts IS NOT NULL
       AND i.clicked IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM quarantine_impressions AS q WHERE q.row_id = i.row_id)
@@ -17,7 +20,8 @@ WITH imp AS (
 beh AS (
     SELECT b.row_id, b.user_id, b.ts, b.item_id, b.category_id, b.brand_id, b.action
     FROM behaviors AS b
-    WHERE b.ts >= $history_start AND b.ts < $day_end
+    WHERE b.ts >= $history_start AND b.ts < $end
+      AND hash(b.user_id) % $buckets = $bucket
       AND b.user_id IS NOT NULL AND b.ts IS NOT NULL
       AND b.user_id IN (SELECT user_id FROM imp)
       AND NOT EXISTS (SELECT 1 FROM quarantine_behaviors AS q WHERE q.row_id = b.row_id)
@@ -48,6 +52,7 @@ with_history AS (
                  RANGE BETWEEN $seq_len - 1 PRECEDING AND CURRENT ROW)
 )
 SELECT
+    CASE WHEN imp.ts::DATE = $test_day THEN 'test' ELSE 'train' END AS split,
     imp.row_id,
     imp.ts::DATE AS day,
     imp.ts,
@@ -69,4 +74,4 @@ FROM imp
 JOIN with_history AS h ON h.row_id = imp.row_id AND h.kind = 0
 LEFT JOIN items AS it ON it.item_id = imp.item_id
 LEFT JOIN users AS us ON us.user_id = imp.user_id
-ORDER BY imp.ts, imp.row_id
+ORDER BY imp.row_id
