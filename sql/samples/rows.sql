@@ -63,7 +63,7 @@ SELECT
     imp.position,
     CAST(hash(imp.row_id) % 100 AS TINYINT) AS fold,
     it.* EXCLUDE (item_id, load_id, price),
-    CASE WHEN it.price >= 0 THEN CAST(floor(ln(1 + it.price) * 4) AS BIGINT) END AS price_bucket,
+    price_bucket(it.price) AS price_bucket,
     us.* EXCLUDE (user_id, load_id),
     coalesce(h.hist_item_id, []) AS hist_item_id,
     coalesce(h.hist_category_id, []) AS hist_category_id,

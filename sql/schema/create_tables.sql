@@ -106,3 +106,8 @@ CREATE TABLE IF NOT EXISTS feature_spec (
     kind         VARCHAR,
     PRIMARY KEY (table_name, column_name)
 );
+
+-- The one definition of the price feature, shared by sample building and catalog encoding:
+-- log-spaced buckets (4 per e-fold); negative or missing prices → NULL (the model's OOV).
+CREATE MACRO IF NOT EXISTS price_bucket(p) AS
+    CASE WHEN p >= 0 THEN CAST(floor(ln(1 + p) * 4) AS BIGINT) END;

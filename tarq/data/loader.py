@@ -63,6 +63,23 @@ def _lookup(vocab: Vocab, arr: pa.Array) -> np.ndarray:
     return vocab.lookup(raw, null_mask=nulls)
 
 
+def encode_fields(
+    table: pa.Table | pa.RecordBatch, fields: list[str], vocabs: dict[str, Vocab]
+) -> np.ndarray:
+    """Raw id columns ``fields`` of ``table`` → vocabulary indices, shape (N, len(fields)) int64.
+
+    A column missing from ``table`` (e.g. a side feature an older catalog lacks) maps to OOV.
+    """
+    n = len(table)
+    cols = []
+    for f in fields:
+        if f in table.schema.names:
+            cols.append(_lookup(vocabs[f], _column(table, f)))
+        else:
+            cols.append(np.full(n, OOV, dtype=np.int64))
+    return np.stack(cols, axis=1) if cols else np.zeros((n, 0), dtype=np.int64)
+
+
 def _pad_lists(arr: pa.ListArray, seq_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A list column → (flat index matrix (B, L), mask (B, L), flat values).
 
@@ -81,8 +98,8 @@ def _pad_lists(arr: pa.ListArray, seq_len: int) -> tuple[np.ndarray, np.ndarray,
 def to_batch(rb: pa.RecordBatch | pa.Table, sset: SampleSet) -> Batch:
     """Convert Arrow rows of the sample schema to the model's tensor contract."""
     lay = sset.layout
-    user = np.stack([_lookup(sset.vocabs[f], _column(rb, f)) for f in lay.user_fields], axis=1)
-    item = np.stack([_lookup(sset.vocabs[f], _column(rb, f)) for f in lay.item_fields], axis=1)
+    user = encode_fields(rb, lay.user_fields, sset.vocabs)
+    item = encode_fields(rb, lay.item_fields, sset.vocabs)
     n = len(rb)
     hist = np.zeros((n, lay.seq_len, len(lay.seq_fields)), dtype=np.int64)
     mask = np.zeros((n, lay.seq_len), dtype=bool)
