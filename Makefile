@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint clean-data
+.PHONY: install demo test lint clean-data daily prefect-up prefect-down prefect-status mlflow-ui
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,9 +28,28 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Demo logs (if missing) → tarq-daily for the latest run date after a 2-day backfill → where to look.
 demo: install
-	$(BIN)/tarq demo-data --db $(DB) --preset $(PRESET) --seed $(SEED) --if-missing
-	$(BIN)/tarq validate --db $(DB) --run-date latest
+	BIN=$(BIN) DB=$(DB) PRESET=$(PRESET) SEED=$(SEED) scripts/demo.sh
+
+# One daily run without a server (RUN_DATE=YYYY-MM-DD|latest|today).
+RUN_DATE ?= latest
+daily: install
+	$(BIN)/python -m flows.tarq_daily --db $(DB) --run-date $(RUN_DATE)
+
+# Local Prefect server (127.0.0.1:4200, SQLite in .prefect/) + pool + deployment + worker;
+# then `prefect deployment run tarq-daily/tarq-daily`. prefect-down stops them by PID.
+prefect-up: install
+	scripts/prefect_local.sh up
+
+prefect-down:
+	scripts/prefect_local.sh down
+
+prefect-status:
+	scripts/prefect_local.sh status
+
+mlflow-ui: install
+	mlflow/ui.sh
 
 test: install
 	$(BIN)/ruff check tarq flows tests benchmarks scripts

@@ -63,6 +63,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _cmd_assign_ids(args: argparse.Namespace) -> int:
+    from tarq.semantic_ids import SemanticIdError, assign_ids, health_text
+
+    try:
+        report = assign_ids(args.db, args.model, args.out, chunk_size=args.chunk_size)
+    except SemanticIdError as exc:
+        print(f"tarq assign-ids: {exc}", file=sys.stderr)
+        return 1
+    print(health_text(report), end="")
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from tarq.publish import publish, rollback
+
+    if args.rollback:
+        result = rollback(args.db, to_version=args.to_version)
+    else:
+        if args.ids is None:
+            raise ValueError("--ids DIR is required (or --rollback)")
+        result = publish(args.db, args.ids, model_name=args.model_name,
+                         model_version=args.model_version, run_date=args.run_date,
+                         model_uri=args.model_uri, keep=args.keep, export_dir=args.export_dir)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tarq`` command."""
     parser = argparse.ArgumentParser(
@@ -100,6 +127,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train TARQ or a baseline on built samples")
     add_train_arguments(p)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("assign-ids", help="FAISS-checked semantic IDs for the whole catalog")
+    _add_db(p)
+    p.add_argument("--model", type=Path, required=True, help="trained TARQ model directory")
+    p.add_argument("--out", type=Path, required=True, help="for ids.parquet and health.json/txt")
+    p.add_argument("--chunk-size", type=int, default=65536)
+    p.set_defaults(func=_cmd_assign_ids)
+
+    p = sub.add_parser("publish", help="publish semantic IDs as the served table (or roll back)")
+    _add_db(p)
+    p.add_argument("--ids", type=Path, help="output folder of assign-ids")
+    p.add_argument("--model-name", default="tarq")
+    p.add_argument("--model-version", default="", help="default: sha of the model weights")
+    p.add_argument("--run-date", default=None, help="YYYY-MM-DD (default: today)")
+    p.add_argument("--model-uri", default="")
+    p.add_argument("--keep", type=int, default=5, help="published versions kept for rollback")
+    p.add_argument("--export-dir", type=Path, default=None)
+    p.add_argument("--rollback", action="store_true", help="serve the previous kept version")
+    p.add_argument("--to-version", type=int, default=None, help="with --rollback")
+    p.set_defaults(func=_cmd_publish)
     return parser
 
 

@@ -8,6 +8,8 @@
 -- gives each impression n = number of behaviours strictly before it and each behaviour its rank.
 -- A RANGE frame over that count then holds exactly behaviours n-$seq_len+1 .. n: the history,
 -- with nothing at or after the impression time. Quarantined rows are excluded on both sides.
+-- Impression columns ride along in the stream so that no join back to the impressions (with
+-- every event's lists in a hash table) is needed.
 WITH imp AS (
     SELECT i.row_id, i.user_id, i.item_id, i.ts, i.clicked, i.exposed, i.position
     FROM impressions AS i
@@ -23,15 +25,16 @@ beh AS (
     WHERE b.ts >= $history_start AND b.ts < $end
       AND hash(b.user_id) % $buckets = $bucket
       AND b.user_id IS NOT NULL AND b.ts IS NOT NULL
-      AND b.user_id IN (SELECT user_id FROM imp)
       AND NOT EXISTS (SELECT 1 FROM quarantine_behaviors AS q WHERE q.row_id = b.row_id)
 ),
 events AS (
     SELECT user_id, ts, 0 AS kind, row_id, item_id,
-           NULL::BIGINT AS category_id, NULL::BIGINT AS brand_id, NULL::VARCHAR AS action
+           NULL::BIGINT AS category_id, NULL::BIGINT AS brand_id, NULL::VARCHAR AS action,
+           clicked, exposed, position
     FROM imp
     UNION ALL
-    SELECT user_id, ts, 1 AS kind, row_id, item_id, category_id, brand_id, action
+    SELECT user_id, ts, 1 AS kind, row_id, item_id, category_id, brand_id, action,
+           NULL, NULL, NULL
     FROM beh
 ),
 ranked AS (
@@ -41,7 +44,7 @@ ranked AS (
     FROM events
 ),
 with_history AS (
-    SELECT row_id, kind,
+    SELECT *,
            list(item_id ORDER BY n_before) FILTER (WHERE kind = 1) OVER w AS hist_item_id,
            list(category_id ORDER BY n_before) FILTER (WHERE kind = 1) OVER w AS hist_category_id,
            list(brand_id ORDER BY n_before) FILTER (WHERE kind = 1) OVER w AS hist_brand_id,
@@ -52,16 +55,16 @@ with_history AS (
                  RANGE BETWEEN $seq_len - 1 PRECEDING AND CURRENT ROW)
 )
 SELECT
-    CASE WHEN imp.ts::DATE = $test_day THEN 'test' ELSE 'train' END AS split,
-    imp.row_id,
-    imp.ts::DATE AS day,
-    imp.ts,
-    imp.user_id,
-    imp.item_id,
-    imp.clicked::TINYINT AS label,
-    imp.exposed,
-    imp.position,
-    CAST(hash(imp.row_id) % 100 AS TINYINT) AS fold,
+    CASE WHEN h.ts::DATE = $test_day THEN 'test' ELSE 'train' END AS split,
+    h.row_id,
+    h.ts::DATE AS day,
+    h.ts,
+    h.user_id,
+    h.item_id,
+    h.clicked::TINYINT AS label,
+    h.exposed,
+    h.position,
+    CAST(hash(h.row_id) % 100 AS TINYINT) AS fold,
     it.* EXCLUDE (item_id, load_id, price),
     price_bucket(it.price) AS price_bucket,
     us.* EXCLUDE (user_id, load_id),
@@ -70,8 +73,8 @@ SELECT
     coalesce(h.hist_brand_id, []) AS hist_brand_id,
     coalesce(h.hist_action, []) AS hist_action,
     coalesce(h.hist_ts, []) AS hist_ts
-FROM imp
-JOIN with_history AS h ON h.row_id = imp.row_id AND h.kind = 0
-LEFT JOIN items AS it ON it.item_id = imp.item_id
-LEFT JOIN users AS us ON us.user_id = imp.user_id
-ORDER BY imp.row_id
+FROM with_history AS h
+LEFT JOIN items AS it ON it.item_id = h.item_id
+LEFT JOIN users AS us ON us.user_id = h.user_id
+WHERE h.kind = 0
+ORDER BY h.row_id

@@ -1,0 +1,1 @@
+"""Prefect flows of the daily job (orchestration, MLflow, artifacts); the logic is in ``tarq``."""

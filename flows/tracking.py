@@ -1,0 +1,414 @@
+"""MLflow for the daily job: one experiment, a parent run per run date, a child run per model.
+
+Layout in the tracking store (default ``sqlite:///<repo>/mlflow/mlflow.db``, artifacts under
+``<repo>/mlflow/artifacts``; ``MLFLOW_TRACKING_URI`` or the flow parameter override it):
+
+- experiment ``tarq-daily`` with an explicit artifact location (never ``./mlruns``);
+- parent run ``daily-<run date>``: window, dataset fingerprint, full config, the comparison
+  table, ROC curves of every model on one figure, per-level codebook usage, gate decision;
+  tags ``tarq.kind=daily``, ``tarq.run_date``, ``tarq.status`` (``running``, ``published``,
+  ``rejected``, ``failed``) — the tags that make re-runs of a date idempotent;
+- child run per model with the same metric keys (:data:`METRIC_KEYS`), its config as params,
+  ``metrics.json`` and ``config.json``; the TARQ child also holds the model directory
+  (``model_dir/``, for re-scoring it as a champion later) and the pyfunc model, registered as
+  ``tarq`` with alias ``challenger``; ``champion`` moves only through :func:`promote`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from tarq.telemetry import disable_telemetry
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_EXPERIMENT = "tarq-daily"
+REGISTERED_MODEL = "tarq"
+METRIC_KEYS = ("auc", "gauc", "logloss", "utilization_batch", "utilization_catalog",
+               "collision_rate", "train_seconds", "samples_per_s")
+KIND_TAG, DATE_TAG, STATUS_TAG, MODEL_TAG = "tarq.kind", "tarq.run_date", "tarq.status", "tarq.model"
+DONE_STATUSES = ("published", "rejected")
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` or the repository's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow' / 'mlflow.db'}"
+
+
+def _artifact_root_for(tracking_uri: str) -> Path:
+    """Artifacts live beside a SQLite store (``<db dir>/artifacts``), else in the repo's."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+    return REPO_ROOT / "mlflow" / "artifacts"
+
+
+def setup(
+    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    artifact_root: str | Path | None = None,
+) -> str:
+    """Point MLflow at the store and return the experiment id (created when missing).
+
+    Args:
+        tracking_uri: store URI (default :func:`default_tracking_uri`).
+        experiment: experiment name of the daily job.
+        artifact_root: folder for the experiment's artifacts (default beside the store).
+    """
+    disable_telemetry()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(uri, uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is not None:
+        return exp.experiment_id
+    root = Path(artifact_root) if artifact_root else _artifact_root_for(uri)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        return client.create_experiment(experiment, artifact_location=(root / experiment).as_uri())
+    except MlflowException:
+        # Another process created it between our lookup and create.
+        return client.get_experiment_by_name(experiment).experiment_id
+
+
+def client() -> MlflowClient:
+    """A client on the current tracking and registry URIs."""
+    return MlflowClient(mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+
+
+def find_day_run(experiment_id: str, run_date: str) -> Run | None:
+    """The latest parent run of ``run_date`` (any status), or None."""
+    runs = client().search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{KIND_TAG}` = 'daily' AND tags.`{DATE_TAG}` = '{run_date}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def start_day(
+    experiment_id: str, run_date: str, window: Mapping[str, Any], fingerprint: str,
+    params: Mapping[str, Any],
+) -> str:
+    """Open (or reopen, after a crash) the parent run of ``run_date``; returns its id."""
+    c = client()
+    existing = find_day_run(experiment_id, run_date)
+    if existing is not None and existing.data.tags.get(STATUS_TAG) in ("running", "failed"):
+        run_id = existing.info.run_id
+        c.update_run(run_id, status="RUNNING")
+    else:
+        run_id = c.create_run(experiment_id, run_name=f"daily-{run_date}", tags={
+            KIND_TAG: "daily", DATE_TAG: run_date}).info.run_id
+    tags = {STATUS_TAG: "running", "tarq.fingerprint": fingerprint,
+            **{f"tarq.{k}": str(v) for k, v in window.items()}}
+    c.log_batch(run_id, params=_params({"window": dict(window), **params}, existing_run=run_id),
+                tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
+    return run_id
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+
+
+def _params(data: Mapping[str, Any], existing_run: str | None = None) -> list[Any]:
+    flat: dict[str, str] = {}
+    _flatten("", data, flat)
+    if existing_run is not None:
+        # Params are immutable in MLflow: a reopened run keeps those it already has.
+        have = client().get_run(existing_run).data.params
+        flat = {k: v for k, v in flat.items() if k not in have}
+    return [mlflow.entities.Param(k, v[:6000]) for k, v in flat.items()]
+
+
+def _child(parent_run_id: str, name: str) -> str | None:
+    parent = client().get_run(parent_run_id)
+    runs = client().search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' AND tags.`{MODEL_TAG}` = '{name}'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def model_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The common metric keys from a training result (``tarq.train.train``'s dict)."""
+    test = result.get("test", {})
+    out = {k: test[k] for k in METRIC_KEYS if test.get(k) is not None}
+    for k in ("train_seconds", "samples_per_s"):
+        if result.get(k) is not None:
+            out[k] = result[k]
+    return {k: float(v) for k, v in out.items()}
+
+
+def log_model_run(parent_run_id: str, name: str, result: Mapping[str, Any], model_dir: Path,
+                  run_date: str) -> str:
+    """Log one model as a child of the day's run (reused on a re-run); returns its run id."""
+    c = client()
+    parent = c.get_run(parent_run_id)
+    run_id = _child(parent_run_id, name)
+    fresh = run_id is None
+    if fresh:
+        run_id = c.create_run(parent.info.experiment_id, run_name=f"{name}-{run_date}", tags={
+            "mlflow.parentRunId": parent_run_id, MODEL_TAG: name, DATE_TAG: run_date,
+            KIND_TAG: "model"}).info.run_id
+    cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    metrics = [mlflow.entities.Metric(k, v, 0, 0) for k, v in model_metrics(result).items()]
+    extra = {f"valid_{k}": float(v) for k, v in result.get("valid", {}).items()
+             if k in ("auc", "gauc", "logloss") and v is not None}
+    metrics += [mlflow.entities.Metric(k, v, 0, 0) for k, v in extra.items()]
+    params = _params({"model_name": name, "model": cfg["model"], "train": cfg["train"],
+                      "n_params": result.get("n_params"), "epochs_run": result.get("epochs_run"),
+                      "best_epoch": result.get("best_epoch")},
+                     existing_run=None if fresh else run_id)
+    c.log_batch(run_id, metrics=metrics, params=params)
+    for f in ("metrics.json", "config.json", "layout.json"):
+        c.log_artifact(run_id, str(model_dir / f))
+    c.set_terminated(run_id)
+    return run_id
+
+
+def log_model_dir(run_id: str, model_dir: Path) -> None:
+    """Keep the whole model directory (weights, layout, vocab) with the run for re-scoring."""
+    client().log_artifacts(run_id, str(model_dir), artifact_path="model_dir")
+
+
+def log_comparison(
+    parent_run_id: str, rows: Sequence[Mapping[str, Any]], predictions: Mapping[str, Path],
+    ids_path: Path | None, health: Mapping[str, Any] | None,
+) -> None:
+    """The comparison table, ROC figure and codebook-usage figure on the parent run."""
+    import pandas as pd
+
+    c = client()
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        df = pd.DataFrame(list(rows))
+        df.to_csv(t / "comparison.csv", index=False)
+        (t / "comparison.md").write_text(markdown_table(rows), encoding="utf-8")
+        c.log_artifact(parent_run_id, str(t / "comparison.csv"))
+        c.log_artifact(parent_run_id, str(t / "comparison.md"))
+        if predictions:
+            roc_figure(predictions, t / "roc.png")
+            c.log_artifact(parent_run_id, str(t / "roc.png"), artifact_path="plots")
+        if ids_path is not None and Path(ids_path).exists():
+            codebook_figure(Path(ids_path), t / "codebook_usage.png")
+            c.log_artifact(parent_run_id, str(t / "codebook_usage.png"), artifact_path="plots")
+        if health is not None:
+            (t / "semantic_ids_health.json").write_text(json.dumps(health, indent=2, default=str))
+            c.log_artifact(parent_run_id, str(t / "semantic_ids_health.json"))
+    for row in rows:
+        if row.get("role") == "model" and row.get("auc") is not None:
+            c.log_metric(parent_run_id, f"{row['model']}_auc", float(row["auc"]))
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A Markdown table of ``rows`` (columns from the first row; floats with 4 decimals)."""
+    if not rows:
+        return "(no rows)\n"
+    cols = list(rows[0].keys())
+    for r in rows[1:]:
+        cols += [k for k in r if k not in cols]
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(k)) for k in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def roc_figure(predictions: Mapping[str, Path], out: Path) -> None:
+    """ROC curves of every model's test-day predictions on one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pyarrow.parquet as pq
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for name, path in predictions.items():
+        t = pq.read_table(path, columns=["label", "score"])
+        y, p = t.column("label").to_numpy(), t.column("score").to_numpy()
+        if y.min() == y.max():
+            continue
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, p):.4f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Test-day ROC")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def codebook_figure(ids_path: Path, out: Path) -> None:
+    """Per-level code usage over the catalog: a level × entry heat map of item shares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from tarq.semantic_ids import read_ids
+
+    meta, _, codes, _ = read_ids(ids_path)
+    m = codes.shape[1]
+    k = int(meta.get("K") or codes.max() + 1)
+    counts = np.stack([np.bincount(codes[:, j], minlength=k)[:k] for j in range(m)])
+    share = counts / max(codes.shape[0], 1)
+    used = (counts > 0).mean(axis=1)
+    fig, ax = plt.subplots(figsize=(max(6, k * 0.45), max(3, m * 0.45)))
+    im = ax.imshow(share, aspect="auto", cmap="viridis")
+    ax.set_yticks(range(m), [f"level {j} ({used[j]:.0%} used)" for j in range(m)])
+    ax.set(xlabel="codebook entry", title=f"Catalog code usage ({codes.shape[0]:,} items)")
+    fig.colorbar(im, ax=ax, label="share of items")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def version_for_day(run_date: str, name: str = REGISTERED_MODEL) -> ModelVersion | None:
+    """The registered version already made for ``run_date`` (the idempotency key), or None."""
+    try:
+        versions = client().search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    mine = [v for v in versions if v.tags.get(DATE_TAG) == run_date]
+    return max(mine, key=lambda v: int(v.version)) if mine else None
+
+
+def register(model_uri: str, run_id: str, run_date: str, tags: Mapping[str, str],
+             name: str = REGISTERED_MODEL) -> ModelVersion:
+    """Register ``model_uri`` as a new version of ``name`` (or return the date's existing one)
+    and point the ``challenger`` alias at it."""
+    c = client()
+    existing = version_for_day(run_date, name)
+    if existing is not None:
+        return existing
+    with contextlib.suppress(MlflowException):  # already registered
+        c.create_registered_model(name)
+    mv = c.create_model_version(name, model_uri, run_id=run_id,
+                                tags={DATE_TAG: run_date, **tags})
+    c.set_registered_model_alias(name, "challenger", mv.version)
+    return mv
+
+
+def champion(name: str = REGISTERED_MODEL) -> ModelVersion | None:
+    """The version behind the ``champion`` alias, or None."""
+    try:
+        return client().get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        return None
+
+
+def request_example(samples_dir: Path, n_candidates: int = 5, n_history: int = 5) -> dict[str, Any]:
+    """A real scoring request from the test day (user profile, history, candidate ids).
+
+    It is the pyfunc model's input example, so MLflow's signature describes the nested
+    record: ``user_profile`` {field: id}, ``history`` [{item_id, category_id, brand_id,
+    action}], ``candidate_item_ids`` [id], optional ``unknown`` ("raise" | "nan").
+    """
+    import pyarrow.parquet as pq
+
+    from tarq.data.features import FeatureLayout
+
+    layout = FeatureLayout.load(samples_dir / "layout.json")
+    files = sorted((samples_dir / "test").glob("*.parquet"))
+    rows = pq.read_table(files[0]).slice(0, 256).to_pylist()
+    # Prefer a user with a history, so the example shows the history record shape.
+    row = next((r for r in rows if r["hist_item_id"]), rows[0])
+    hist = [dict(zip(("item_id", "category_id", "brand_id", "action"), h, strict=True))
+            for h in zip(*(row[f"hist_{f}"] for f in ("item_id", "category_id", "brand_id",
+                                                      "action")), strict=True)]
+    hist = [h for h in hist if all(v is not None for v in h.values())][-n_history:]
+    cands = list(dict.fromkeys(r["item_id"] for r in rows))[:n_candidates]
+    return {"user_profile": {f: row[f] for f in layout.user_fields if row.get(f) is not None},
+            "history": hist, "candidate_item_ids": cands, "unknown": "nan"}
+
+
+def log_pyfunc(run_id: str, model_dir: Path, ids_path: Path, samples_dir: Path) -> str:
+    """Log the serving pyfunc (model dir + ID-table snapshot) with signature and input example
+    to ``run_id``; returns the logged model's URI."""
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from mlflow.types.schema import ColSpec, Schema
+
+    from tarq import serving_pyfunc as sp
+
+    example = pd.DataFrame([request_example(samples_dir)])
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = sp._stage_model_dir(model_dir, Path(tmp) / "model_dir")
+        model = sp.TarqScorerModel()
+        ctx = mlflow.pyfunc.PythonModelContext(
+            artifacts={"model_dir": str(staged), "ids": str(ids_path)}, model_config={})
+        model.load_context(ctx)
+        sig = infer_signature(example, model.predict(ctx, example))
+        cols = [ColSpec(c.type, c.name, required=c.name != "unknown") for c in sig.inputs.inputs]
+        sig.inputs = Schema(cols)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=model,
+                artifacts={"model_dir": str(staged), "ids": str(ids_path)},
+                signature=sig, input_example=example,
+                pip_requirements=sp._pip_requirements(),
+            )
+    return info.model_uri
+
+
+def download_model_dir(run_id: str, dst: Path) -> Path:
+    """Fetch a TARQ child run's ``model_dir/`` artifacts into ``dst``; returns the folder."""
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_dir",
+                                                    dst_path=str(dst)))
+
+
+def tag_version(version: str, tags: Mapping[str, str], name: str = REGISTERED_MODEL) -> None:
+    """Set tags on a registered version (gate decision, reason, publication)."""
+    c = client()
+    for k, v in tags.items():
+        c.set_model_version_tag(name, version, k, str(v)[:5000])
+
+
+def promote(version: str, name: str = REGISTERED_MODEL) -> None:
+    """Move the ``champion`` alias to ``version``."""
+    client().set_registered_model_alias(name, "champion", version)
+
+
+def finish_day(parent_run_id: str, status: str, tags: Mapping[str, str] | None = None) -> None:
+    """Tag the parent run with its final status and close it."""
+    c = client()
+    for k, v in {STATUS_TAG: status, **(tags or {})}.items():
+        c.set_tag(parent_run_id, k, str(v)[:5000])
+    c.set_terminated(parent_run_id, "FINISHED" if status in DONE_STATUSES else "FAILED")
+
+
+def run_link(run_id: str) -> str:
+    """Where a person finds the run: the UI address when the store is a server, else a hint."""
+    uri = mlflow.get_tracking_uri()
+    run = client().get_run(run_id)
+    path = f"#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    if urlparse(uri).scheme in ("http", "https"):
+        return f"{uri.rstrip('/')}/{path}"
+    return f"http://127.0.0.1:5000/{path} (after `make mlflow-ui`; store {uri})"

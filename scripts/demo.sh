@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make demo`: the whole daily job on the demo logs, with no server left running.
+#   1. generate the demo logs (preset $PRESET, default small) unless the warehouse has logs;
+#   2. run tarq-daily for the $BACKFILL run dates before the latest one, then the latest,
+#      in order (a backfill, so the champion/challenger gate is exercised day after day);
+#   3. print where to look.
+# Training budget (2 cores, ~10 min): $EPOCHS epoch(s) of at most $MAX_STEPS steps per model.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+BIN="${BIN:-.venv/bin}"
+DB="${DB:-data/tarq.duckdb}"
+PRESET="${PRESET:-small}"
+SEED="${SEED:-7}"
+BACKFILL="${BACKFILL:-2}"
+EPOCHS="${EPOCHS:-1}"
+MAX_STEPS="${MAX_STEPS:-80}"
+MODELS="${MODELS:-tarq,tt,inttower,mvke,ta}"
+export DO_NOT_TRACK=true PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true \
+  GX_ANALYTICS_ENABLED=false MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
+# The flow runs against Prefect's temporary local API (no server left behind) in this
+# checkout's PREFECT_HOME, so its runs and artifacts stay in one place.
+export PREFECT_HOME="${PREFECT_HOME:-$REPO/.prefect}"
+unset PREFECT_API_URL
+
+"$BIN/tarq" demo-data --db "$DB" --preset "$PRESET" --seed "$SEED" --if-missing
+start=$SECONDS
+set +e
+"$BIN/python" -m flows.tarq_daily --db "$DB" --run-date latest --backfill-days "$BACKFILL" \
+  --models "$MODELS" --epochs "$EPOCHS" --max-steps "$MAX_STEPS"
+rc=$?
+set -e
+echo
+echo "tarq-daily: backfill of $((BACKFILL + 1)) run dates finished in $((SECONDS - start)) s (exit $rc)"
+cat <<MSG
+
+Where to look:
+  MLflow UI        mlflow/ui.sh   (or: make mlflow-ui) → http://127.0.0.1:5000, experiment tarq-daily
+                   store $REPO/mlflow/mlflow.db, artifacts $REPO/mlflow/artifacts
+  served table     view serving_item_ids in $DB  (Parquet exports + manifests: $(dirname "$DB")/published/)
+                   $BIN/python -c "from tarq.publish import served_version; print(served_version('$DB'))"
+  run outputs      outputs/daily/<run date>/ (samples, models, semantic IDs, GX Data Docs)
+  Prefect UI       make prefect-up, then http://127.0.0.1:4200 (make prefect-down stops it)
+MSG
+exit $rc

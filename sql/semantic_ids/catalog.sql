@@ -1,0 +1,9 @@
+-- The whole item catalog with the model's item features, one row per item, ordered by item_id.
+-- Features are selected exactly as in samples/rows.sql (every item column but the bookkeeping
+-- ones, price as price_bucket) so that catalog encoding and training see the same inputs.
+-- Items never shown and items added after training are included: their unseen ids map to OOV.
+SELECT
+    it.* EXCLUDE (load_id, price),
+    price_bucket(it.price) AS price_bucket
+FROM items AS it
+ORDER BY it.item_id

@@ -1,0 +1,128 @@
+"""Offline metrics reported the same way by every model: numpy in, Python numbers out.
+
+AUC, GAUC (per-user AUC weighted by the user's impressions; single-class users skipped and
+counted), log-loss, codebook utilization (per batch as the TARQ authors report it, and over the
+whole catalog), semantic-ID tuple collisions and reconstruction error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import log_loss, roc_auc_score
+
+
+def _labels_scores(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y, p = np.asarray(y, dtype=np.float64).ravel(), np.asarray(p, dtype=np.float64).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"labels ({y.size}) and scores ({p.size}) differ in length")
+    if y.size == 0:
+        raise ValueError("no rows to evaluate")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0 or 1")
+    if not np.isfinite(p).all():
+        raise ValueError("scores contain NaN or infinity")
+    return y, p
+
+
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC of scores ``p`` (N,) against labels ``y`` (N,) in {0, 1}."""
+    y, p = _labels_scores(y, p)
+    if y.min() == y.max():
+        raise ValueError("AUC is undefined: all labels are the same class")
+    return float(roc_auc_score(y, p))
+
+
+def gauc(y: np.ndarray, p: np.ndarray, user: np.ndarray) -> tuple[float, int, int]:
+    """Group AUC: Σ_u n_u · AUC_u / Σ_u n_u over users having both classes.
+
+    Args:
+        y: (N,) labels in {0, 1}.  p: (N,) scores.  user: (N,) user keys.
+    Returns:
+        (gauc, users used, users skipped because all their rows have one class). gauc is NaN
+        when no user has both classes.
+    """
+    y, p = _labels_scores(y, p)
+    user = np.asarray(user).ravel()
+    if user.shape != y.shape:
+        raise ValueError(f"user keys ({user.size}) and labels ({y.size}) differ in length")
+    _, uidx = np.unique(user, return_inverse=True)
+    n_users = int(uidx.max()) + 1
+    # Rank scores within each user in one pass: sort by (user, score), average ranks of ties.
+    order = np.lexsort((p, uidx))
+    us, ps, ys = uidx[order], p[order], y[order]
+    n = us.size
+    start = np.r_[0, np.flatnonzero(np.diff(us)) + 1]
+    group_start = np.repeat(start, np.diff(np.r_[start, n]))
+    pos_in_group = np.arange(n) - group_start + 1.0
+    new_run = np.r_[True, (np.diff(us) != 0) | (np.diff(ps) != 0)]
+    run = np.cumsum(new_run) - 1
+    run_first = np.flatnonzero(new_run)
+    run_last = np.r_[run_first[1:], n] - 1
+    rank = (pos_in_group[run_first] + pos_in_group[run_last])[run] / 2.0
+    cnt = np.bincount(us, minlength=n_users).astype(np.float64)
+    npos = np.bincount(us, weights=ys, minlength=n_users)
+    nneg = cnt - npos
+    rpos = np.bincount(us, weights=rank * ys, minlength=n_users)
+    ok = (npos > 0) & (nneg > 0)
+    used, skipped = int(ok.sum()), int(n_users - ok.sum())
+    if used == 0:
+        return float("nan"), 0, skipped
+    per_user = (rpos[ok] - npos[ok] * (npos[ok] + 1) / 2.0) / (npos[ok] * nneg[ok])
+    return float(np.sum(per_user * cnt[ok]) / cnt[ok].sum()), used, skipped
+
+
+def logloss(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of probabilities ``p`` (clipped to [eps, 1 − eps])."""
+    y, p = _labels_scores(y, p)
+    if p.min() < 0 or p.max() > 1:
+        raise ValueError("log-loss needs probabilities in [0, 1]")
+    return float(log_loss(y, np.clip(p, eps, 1 - eps), labels=[0, 1]))
+
+
+def _codes(codes: np.ndarray, k: int | None = None) -> np.ndarray:
+    c = np.asarray(codes)
+    if c.ndim != 2 or c.shape[0] == 0:
+        raise ValueError(f"codes must be a non-empty (N, m) array, got shape {c.shape}")
+    if c.dtype.kind not in "iu":
+        raise ValueError(f"codes must be integers, got {c.dtype}")
+    if k is not None and (c.min() < 0 or c.max() >= k):
+        raise ValueError(f"codes must lie in [0, {k}), got [{c.min()}, {c.max()}]")
+    return c.astype(np.int64, copy=False)
+
+
+def utilization_per_level(codes: np.ndarray, k: int) -> np.ndarray:
+    """Distinct codes used at each level ÷ K: (N, m) codes → (m,) floats in (0, 1]."""
+    c = _codes(codes, k)
+    return np.array([np.unique(c[:, level]).size / k for level in range(c.shape[1])])
+
+
+def utilization_batch(codes: np.ndarray, k: int) -> float:
+    """The authors' figure: distinct codes in one batch ÷ K, averaged over levels."""
+    return float(utilization_per_level(codes, k).mean())
+
+
+def utilization_catalog(codes: np.ndarray, k: int) -> float:
+    """The same over the whole catalog (one row per item)."""
+    return float(utilization_per_level(codes, k).mean())
+
+
+def collision_rate(codes: np.ndarray) -> tuple[float, int]:
+    """Share of items whose full m-tuple is shared with at least one other item.
+
+    Args:
+        codes: (N, m), one row per distinct item.
+    Returns:
+        (rate in [0, 1], size of the largest group of items sharing one tuple; 1 = none).
+    """
+    c = _codes(codes)
+    _, inverse, counts = np.unique(c, axis=0, return_inverse=True, return_counts=True)
+    shared = counts[inverse.ravel()] > 1
+    return float(shared.mean()), int(counts.max())
+
+
+def reconstruction_error(x: np.ndarray, x_hat: np.ndarray) -> float:
+    """Mean over rows of the squared L2 distance ‖x − x̂‖²: (N, d), (N, d) → float."""
+    x, x_hat = np.asarray(x, dtype=np.float64), np.asarray(x_hat, dtype=np.float64)
+    if x.shape != x_hat.shape or x.ndim != 2:
+        raise ValueError(f"x {x.shape} and x_hat {x_hat.shape} must be equal (N, d) arrays")
+    return float(((x - x_hat) ** 2).sum(axis=1).mean())

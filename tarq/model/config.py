@@ -1,0 +1,118 @@
+"""Every model hyperparameter in one dataclass (TARQ and the baselines share it)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from typing import Any
+
+FUSIONS = ("mean", "sum", "attention")
+
+
+@dataclass
+class ModelConfig:
+    """Hyperparameters of TARQ and the baselines.
+
+    Dimensions:
+        emb_dim: size of each categorical field embedding (one table per field).
+        d_model: width of x_user, x_item, the sequence elements, every attention block and the
+            tower outputs (v_user, v_item, h_rq, h_tar all live in R^d_model).
+        latent_dim: dz, the autoencoder latent / static codebook width; ``None`` means d_model.
+            The static codebook entries are the queries of the personalisation attention; when
+            dz != d_model they pass through a linear map dz → d_model first.
+        n_heads: heads of every multi-head attention (d_model must be divisible by it).
+        tower_hidden: hidden widths of the user/item tower MLPs (eq. 3–4).
+        ae_hidden: hidden width of the autoencoder's encoder and decoder.
+        dropout: dropout in MLPs and attention weights.
+        positional: add a learned recency embedding to the behaviour sequence.
+
+    Residual quantizer (paper: m = 8 codebooks × K = 16 entries):
+        n_codebooks: m.  codebook_size: K.
+        kmeans_iters / kmeans_seed: k-means initialisation on the first batch.
+        rq_commitment: β of an optional commitment term β‖r_l − sg[e]‖²; the paper's eq. 8 has
+            none, so the default is 0.
+        fusion: how the m personalised vectors become h_rq (eq. 11): ``mean`` (paper's pooling),
+            ``sum`` or ``attention`` (learned softmax pooling).
+        align_temperature: distances in eq. 17 are divided by it (paper: 1).
+
+    Score: ŷ = σ(s · (ŷ_a + ŷ_b) + b) with s = score_scale_init at start (learnable unless
+    learn_score_scale is false) and bias b initialised to 0.
+
+    Loss weights λ1..λ6 (eq. 23) default to {1, 1, 1, 0.1, 1, 0.8}; lambda_cir weights IntTower's
+    contrastive loss (τ = cir_temperature).
+
+    Baselines: inttower_heads / inttower_head_dim (FE-Block heads), mvke_kernels (virtual kernels).
+    """
+
+    emb_dim: int = 16
+    d_model: int = 64
+    latent_dim: int | None = None
+    n_heads: int = 2
+    tower_hidden: tuple[int, ...] = (128,)
+    ae_hidden: int = 128
+    dropout: float = 0.1
+    positional: bool = True
+
+    n_codebooks: int = 8
+    codebook_size: int = 16
+    kmeans_iters: int = 25
+    kmeans_seed: int = 0
+    rq_commitment: float = 0.0
+    fusion: str = "mean"
+    align_temperature: float = 1.0
+
+    score_scale_init: float = 5.0
+    learn_score_scale: bool = True
+
+    lambda_ctr: float = 1.0
+    lambda_tar: float = 1.0
+    lambda_recon: float = 1.0
+    lambda_rq: float = 0.1
+    lambda_distill: float = 1.0
+    lambda_align: float = 0.8
+    lambda_cir: float = 1.0
+    cir_temperature: float = 0.07
+
+    inttower_heads: int = 4
+    inttower_head_dim: int = 16
+    mvke_kernels: int = 3
+
+    def __post_init__(self) -> None:
+        self.tower_hidden = tuple(int(h) for h in self.tower_hidden)
+        problems = []
+        for name in ("emb_dim", "d_model", "n_heads", "n_codebooks", "codebook_size",
+                     "ae_hidden", "inttower_heads", "inttower_head_dim", "mvke_kernels"):
+            if int(getattr(self, name)) < 1:
+                problems.append(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.d_model % max(self.n_heads, 1):
+            problems.append(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.latent_dim is not None and self.latent_dim < 1:
+            problems.append(f"latent_dim must be ≥ 1 or null, got {self.latent_dim}")
+        if self.fusion not in FUSIONS:
+            problems.append(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.score_scale_init <= 0 or self.cir_temperature <= 0 or self.align_temperature <= 0:
+            problems.append("score_scale_init, cir_temperature and align_temperature must be > 0")
+        if problems:
+            raise ValueError("invalid model config: " + "; ".join(problems))
+
+    @property
+    def dz(self) -> int:
+        """Latent width of the autoencoder and the static codebooks."""
+        return self.latent_dim or self.d_model
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        d = asdict(self)
+        d["tower_hidden"] = list(self.tower_hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a (possibly partial) dict; unknown keys are an error, not ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)

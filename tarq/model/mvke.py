@@ -1,0 +1,81 @@
+"""MVKE, mixture of virtual-kernel experts (Xu et al., KDD'22), under the shared features.
+
+k learnable virtual kernels attend (softmax over fields) to the projected user field embeddings
+plus a sequence-summary field; residual + LayerNorm; each kernel has its own small tower → k
+user vectors. The item embedding x_item gates them, g = softmax_k(x_item · kernels / √d),
+and the score is the scaled dot product ⟨Σ_k g_k u_k, v_item⟩ / √d (the 1/√d keeps it on the
+scale of the cosine models before the shared temperature).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from tarq.data.features import FeatureLayout
+from tarq.model.base import Batch, ModelOutput, ScoreHead, TarqModule, UserState, bce, check_batch
+from tarq.model.config import ModelConfig
+from tarq.model.embeddings import FieldEmbeddings
+from tarq.model.layers import SequenceEncoder, mlp
+from tarq.model.towers import ItemTower
+
+
+class MVKE(TarqModule):
+    """Losses: ctr."""
+
+    name = "mvke"
+
+    def __init__(self, layout: FeatureLayout, config: ModelConfig) -> None:
+        super().__init__(layout, config)
+        d, k = config.d_model, config.mvke_kernels
+        self.emb = FieldEmbeddings(layout, config)
+        self.field_proj = nn.Linear(config.emb_dim, d)
+        self.seq = SequenceEncoder(d, config.n_heads, config.dropout)
+        self.kernels = nn.Parameter(torch.randn(k, d) * 0.1)
+        self.wq, self.wk, self.wv = (nn.Linear(d, d, bias=False) for _ in range(3))
+        self.norm = nn.LayerNorm(d)
+        self.towers = nn.ModuleList(
+            mlp(d, config.tower_hidden, d, config.dropout) for _ in range(k))
+        self.item_tower = ItemTower(config)
+        self.head = ScoreHead(config)
+        self.scale = 1.0 / math.sqrt(d)
+
+    def user_side(self, user: torch.Tensor, hist: torch.Tensor,
+                  hist_mask: torch.Tensor) -> UserState:
+        """v_user = the k kernel user vectors (B, k, d)."""
+        fields = self.field_proj(self.emb.user_fields(user))                 # (B, Fu, d)
+        x_seq, mask = self.emb.sequence(hist, hist_mask)
+        h = self.seq(x_seq, mask)
+        m = mask[..., None].to(h.dtype)
+        summary = (h * m).sum(1) / m.sum(1)                                   # (B, d)
+        f = torch.cat([fields, summary[:, None]], dim=1)                     # (B, Fu+1, d)
+        att = torch.softmax(
+            torch.einsum("kd,bfd->bkf", self.wq(self.kernels), self.wk(f)) * self.scale, dim=-1)
+        vk = self.norm(self.kernels[None] + torch.einsum("bkf,bfd->bkd", att, self.wv(f)))
+        users = torch.stack([t(vk[:, j]) for j, t in enumerate(self.towers)], dim=1)
+        return UserState(users)
+
+    def item_side(self, item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, Fi) → (v_item (N, d), gate (N, k) = softmax over kernels of x_item · kernels)."""
+        x_item = self.emb.x_item(self.emb.item_fields(item))
+        gate = torch.softmax(x_item @ self.kernels.T * self.scale, dim=-1)
+        return self.item_tower(x_item), gate
+
+    def score(self, state: UserState, v_item: torch.Tensor,
+              aux: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (N,); aux = the item gate (N, k)."""
+        if aux is None:
+            raise ValueError("MVKE's score needs the item gate (from item_side)")
+        n = v_item.shape[0]
+        u = (aux[..., None] * self.pair(state.v_user, n)).sum(1)
+        return self.head((u * v_item).sum(-1) * self.scale)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        check_batch(batch, self.layout)
+        state = self.user_side(batch["user"], batch["hist"], batch["hist_mask"])
+        v_item, gate = self.item_side(batch["item"])
+        logit = self.score(state, v_item, gate)
+        losses = {"ctr": bce(logit, batch["label"])} if "label" in batch else {}
+        return ModelOutput(logit, losses)

@@ -1,0 +1,171 @@
+"""The TARQ model: backbone + RQ-Attention student + target-attention teacher + alignment.
+
+Training (eq. 19–23)::
+
+    ŷ   = σ(s · (cos(v_user, v_item) + cos(h_rq,  v_item)) + b)      L_ctr  = BCE
+    ŷ'  = σ(s · (cos(v_user, v_item) + cos(h_tar, v_item)) + b)      L_tar  = BCE
+    L = λ1 L_ctr + λ2 L_tar + λ3 L_recon + λ4 L_rq + λ5 L_distill + λ6 L_align
+
+Serving (section 2.6): ``user_side`` once per request (v_user and Ĉ with its m·K queries),
+``item_side`` offline per catalog item (v_item and the semantic IDs), then ``score`` costs a
+gather of m rows, a mean and two cosines per candidate — the same arithmetic as ``forward``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tarq.data.features import FeatureLayout
+from tarq.model.alignment import alignment_loss
+from tarq.model.base import Batch, ModelOutput, ScoreHead, TarqModule, UserState, bce, check_batch
+from tarq.model.config import ModelConfig
+from tarq.model.embeddings import FieldEmbeddings
+from tarq.model.layers import cosine
+from tarq.model.quantizer import ResidualQuantizer
+from tarq.model.rq_attention import AutoEncoder, RQAttention
+from tarq.model.teacher import TargetAttention
+from tarq.model.towers import ItemTower, UserTower
+
+
+class TarqModel(TarqModule):
+    """TARQ and its ablations.
+
+    Args:
+        layout: feature layout of the batches.
+        config: hyperparameters.
+        teacher: build the target-attention teacher (L_tar, L_distill); False gives
+            ``tarq_no_teacher_align`` (two-tower + RQ-Attention only).
+        align: use the codebook alignment loss (needs the teacher).
+    """
+
+    def __init__(self, layout: FeatureLayout, config: ModelConfig, teacher: bool = True,
+                 align: bool = True, name: str = "tarq") -> None:
+        super().__init__(layout, config)
+        if align and not teacher:
+            raise ValueError("codebook alignment needs the target-attention teacher")
+        self.name = name
+        self.emb = FieldEmbeddings(layout, config)
+        self.user_tower = UserTower(config)
+        self.item_tower = ItemTower(config)
+        self.autoencoder = AutoEncoder(config)
+        self.quantizer = ResidualQuantizer(
+            config.n_codebooks, config.codebook_size, config.dz,
+            config.kmeans_iters, config.kmeans_seed, config.rq_commitment,
+        )
+        self.rq_attention = RQAttention(config)
+        self.teacher = TargetAttention(config) if teacher else None
+        self.use_align = align
+        self.head = ScoreHead(config)
+        self.loss_weights = {"ctr": config.lambda_ctr, "recon": config.lambda_recon,
+                             "rq": config.lambda_rq}
+        if teacher:
+            self.loss_weights.update(tar=config.lambda_tar, distill=config.lambda_distill)
+        if align:
+            self.loss_weights["align"] = config.lambda_align
+
+    # -- codebooks -----------------------------------------------------------------------
+    @property
+    def codebooks(self) -> torch.Tensor:
+        """The static codebooks (m, K, dz), detached."""
+        return self.quantizer.codebooks.detach()
+
+    @property
+    def codebooks_initialized(self) -> bool:
+        return bool(self.quantizer.initialized)
+
+    @torch.no_grad()
+    def init_codebooks(self, batch: Batch, force: bool = False) -> None:
+        """k-means on this batch's latents z, level by level on the residuals; runs once.
+
+        The flag is a buffer, so a second call (or a second batch) does nothing unless
+        ``force``; call it before wrapping the model in DistributedDataParallel.
+        """
+        if self.codebooks_initialized and not force:
+            return
+        check_batch(batch, self.layout)
+        self.quantizer.kmeans_init(self.latent(batch["item"]))
+
+    def latent(self, item: torch.Tensor) -> torch.Tensor:
+        """Item features (N, Fi) → autoencoder latent z (N, dz)."""
+        return self.autoencoder.encode(self.emb.x_item(self.emb.item_fields(item)))
+
+    @torch.no_grad()
+    def catalog_codes(self, item: torch.Tensor) -> torch.Tensor:
+        """Semantic IDs (N, m) int64 of item features (N, Fi) over the trained codebooks."""
+        return self.quantizer.encode(self.latent(item))
+
+    # -- serving path --------------------------------------------------------------------
+    def item_side(self, item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item features (N, Fi) → (v_item (N, d), codes (N, m) int64)."""
+        x_item = self.emb.x_item(self.emb.item_fields(item))
+        return self.item_tower(x_item), self.quantizer.encode(self.autoencoder.encode(x_item))
+
+    def user_side(self, user: torch.Tensor, hist: torch.Tensor,
+                  hist_mask: torch.Tensor) -> UserState:
+        """(B, Fu), (B, L, Fs), (B, L) → v_user (B, d) and ``personal_codebooks`` (B, m, K, d)."""
+        x_user = self.emb.x_user(self.emb.user_fields(user))
+        x_seq, mask = self.emb.sequence(hist, hist_mask)
+        v_user = self.user_tower(x_user, x_seq, mask)
+        personal = self.rq_attention.personal_codebooks(self.quantizer.codebooks, x_seq, mask)
+        return UserState(v_user, {"personal_codebooks": personal})
+
+    def score(self, state: UserState, v_item: torch.Tensor,
+              aux: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (N,) of N candidates: v_item (N, d), aux = codes (N, m).
+
+        The state holds one request (B = 1, broadcast to every candidate) or one user per
+        candidate (B = N).
+        """
+        if aux is None:
+            raise ValueError("TARQ's score needs the candidates' semantic IDs (codes)")
+        n = v_item.shape[0]
+        personal = state.extra["personal_codebooks"]
+        if personal.shape[0] == 1:
+            levels = torch.arange(personal.shape[1], device=aux.device)
+            picked = personal[0][levels[None, :], aux]                        # (N, m, d)
+        else:
+            picked = self.rq_attention.lookup(self.pair(personal, n), aux)
+        h_rq = self.rq_attention.fuse(picked)
+        y = cosine(self.pair(state.v_user, n), v_item) + cosine(h_rq, v_item)
+        return self.head(y)
+
+    # -- training forward ----------------------------------------------------------------
+    def forward(self, batch: Batch) -> ModelOutput:
+        """See :mod:`tarq.model`; losses: ctr, tar, recon, rq, distill, align."""
+        check_batch(batch, self.layout)
+        if not self.codebooks_initialized:
+            self.init_codebooks(batch)
+        e = self.emb
+        x_user = e.x_user(e.user_fields(batch["user"]))
+        x_item = e.x_item(e.item_fields(batch["item"]))
+        x_seq, mask = e.sequence(batch["hist"], batch["hist_mask"])
+        v_user = self.user_tower(x_user, x_seq, mask)
+        v_item = self.item_tower(x_item)
+
+        z = self.autoencoder.encode(x_item)
+        q = self.quantizer.quantize(z)
+        personal = self.rq_attention.personal_codebooks(self.quantizer.codebooks, x_seq, mask)
+        h_rq = self.rq_attention.fuse(self.rq_attention.lookup(personal, q.codes))
+
+        y_tt = cosine(v_user, v_item)
+        y_rq = cosine(h_rq, v_item)
+        logit = self.head(y_tt + y_rq)
+        losses = {"recon": self.autoencoder.recon_loss(x_item, z), "rq": self.quantizer.loss(q)}
+        extras = {"codes": q.codes, "z": z.detach(), "y_tt": y_tt.detach(),
+                  "y_rq": y_rq.detach()}
+        tar_logit = None
+        if self.teacher is not None:
+            h_tar = self.teacher(x_item, x_seq, mask)
+            tar_logit = self.head(y_tt + cosine(h_tar, v_item))
+            losses["distill"] = ((h_tar.detach() - h_rq) ** 2).sum(-1).mean()      # eq. 15
+            if self.use_align:
+                losses["align"] = alignment_loss(
+                    q.residuals, self.quantizer.codebooks, h_tar, personal, q.codes,
+                    self.config.align_temperature,
+                )
+            extras["tar_logit"] = tar_logit.detach()
+        if "label" in batch:
+            losses["ctr"] = bce(logit, batch["label"])
+            if tar_logit is not None:
+                losses["tar"] = bce(tar_logit, batch["label"])
+        return ModelOutput(logit, losses, extras)

@@ -1,0 +1,429 @@
+"""Semantic IDs for the whole item catalog, assigned with FAISS and checked against torch.
+
+``tarq assign-ids --db PATH --model DIR --out DIR`` runs :func:`assign_ids`: every item of the
+``items`` table (items never shown and items added after training included: ids the training
+vocabulary has not seen map to the OOV embedding, their category/brand/price may still be
+known) goes item features → embedding → encoder → z → greedy residual assignment over the
+trained codebooks (paper eq. 7), in bounded-memory chunks.
+
+The assignment is done with FAISS — one ``IndexFlatL2`` per level searched with the level's
+residuals, which is exactly greedy residual quantization (``faiss.ResidualQuantizer`` with
+``max_beam_size=1`` is the same thing; its default beam search gives different codes) — and
+cross-checked against the model's own torch assignment on the same z. An item whose codes
+differ is a *tie* when, at the first level where they part, the two chosen entries are at the
+same distance from the (shared) residual within float tolerance; ties are listed in the report
+and the FAISS codes are kept. Any other disagreement raises :class:`SemanticIdError`.
+
+Output (``out_dir``)::
+
+    ids.parquet    item_id, code_0 … code_{m-1} (int16), v_item (FixedSizeList<float32>[d]);
+                   schema metadata ``tarq`` = JSON (m, K, d, model name, model sha256)
+    health.json    the health report (also returned)
+    health.txt     the same as a short table for people
+
+``ids.parquet`` is written only when every check passes, so a failed assignment can never
+be published; ``health.json`` is always written so the failure can be read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from tarq import metrics, sqlfiles
+from tarq.data.features import OOV, FeatureLayout, Vocab
+from tarq.data.loader import encode_fields
+from tarq.warehouse import open_db
+
+IDS_FILE = "ids.parquet"
+HEALTH_JSON = "health.json"
+HEALTH_TXT = "health.txt"
+META_KEY = b"tarq"
+TIE_RTOL = 1e-5
+MAX_LISTED = 1000
+
+
+class SemanticIdError(ValueError):
+    """The assignment failed a check: FAISS/torch disagreement beyond ties, or coverage."""
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_catalog_model(model_dir: Path) -> tuple[torch.nn.Module, dict[str, Any],
+                                                 FeatureLayout, dict[str, Vocab]]:
+    """A trained TARQ model in eval mode, its config, layout and item vocabularies.
+
+    Raises ``ValueError`` when ``model_dir`` holds a model without semantic IDs (a baseline).
+    """
+    from tarq.train import load_trained
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "model.pt").is_file():
+        raise FileNotFoundError(f"{model_dir} holds no trained model (model.pt missing)")
+    model, cfg = load_trained(model_dir)
+    if not hasattr(model, "catalog_codes"):
+        raise ValueError(
+            f"{model_dir} holds a {cfg['model_name']!r} model, which has no semantic IDs; "
+            "assign IDs with a TARQ model"
+        )
+    layout = FeatureLayout.load(model_dir / "layout.json")
+    vocabs = {f: Vocab.load(model_dir / "vocab" / f"{f}.parquet") for f in layout.item_fields}
+    return model, cfg, layout, vocabs
+
+
+def faiss_assign(z: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
+    """Greedy residual assignment with one ``faiss.IndexFlatL2`` per level.
+
+    Args:
+        z: (N, dz) float32 latents.  codebooks: (m, K, dz) float32.
+    Returns:
+        codes (N, m) int64.
+    """
+    r = np.ascontiguousarray(z, dtype=np.float32)
+    m, _, dz = codebooks.shape
+    codes = np.empty((r.shape[0], m), dtype=np.int64)
+    for level in range(m):
+        book = np.ascontiguousarray(codebooks[level], dtype=np.float32)
+        index = faiss.IndexFlatL2(dz)
+        index.add(book)
+        _, idx = index.search(r, 1)
+        codes[:, level] = idx[:, 0]
+        r = r - book[idx[:, 0]]
+    return codes
+
+
+def residual_at(z: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, level: int) -> np.ndarray:
+    """The level-``level`` residual (dz,) of one latent z (dz,) given its codes (m,).
+
+    Subtracts the chosen entries in level order in float32, the same operations as
+    :func:`faiss_assign`, so the result is bit-identical to what that level searched with.
+    """
+    r = np.asarray(z, dtype=np.float32)
+    for lv in range(level):
+        r = r - codebooks[lv, codes[lv]].astype(np.float32)
+    return r
+
+
+def _tie_or_failure(item_id: int, level: int, r: np.ndarray, book: np.ndarray, c_faiss: int,
+                    c_torch: int, rtol: float) -> tuple[bool, dict[str, Any]]:
+    """Classify one disagreement at its first differing level by exact float64 distances."""
+    r64 = r.astype(np.float64)
+    ef, et = book[c_faiss].astype(np.float64), book[c_torch].astype(np.float64)
+    df, dt_ = float(((r64 - ef) ** 2).sum()), float(((r64 - et) ** 2).sum())
+    # Both libraries expand ‖r‖² − 2 r·e + ‖e‖² in float32: its rounding error scales with
+    # the norms, not with the (possibly tiny) distance itself.
+    scale = float((r64 ** 2).sum() + (ef ** 2).sum() + (et ** 2).sum())
+    tie = abs(df - dt_) <= rtol * max(scale, 1e-12)
+    return tie, {"item_id": item_id, "level": level, "faiss_code": c_faiss,
+                 "torch_code": c_torch, "faiss_dist": df, "torch_dist": dt_}
+
+
+def _entropy_bits(codes: np.ndarray, k: int) -> list[float]:
+    out = []
+    for level in range(codes.shape[1]):
+        p = np.bincount(codes[:, level], minlength=k) / codes.shape[0]
+        p = p[p > 0]
+        out.append(float(-(p * np.log2(p)).sum()))
+    return out
+
+
+def assign_ids(
+    db_path: Path,
+    model_dir: Path,
+    out_dir: Path,
+    chunk_size: int = 65536,
+    progress: bool | None = None,
+    tie_rtol: float = TIE_RTOL,
+    min_utilization: float | None = None,
+    max_collision_rate: float | None = None,
+) -> dict[str, Any]:
+    """Assign semantic IDs to every catalog item and write ``ids.parquet`` + the health report.
+
+    Args:
+        db_path: the DuckDB warehouse (opened read-only).
+        model_dir: a trained TARQ model directory (``tarq train`` output).
+        out_dir: where ``ids.parquet``, ``health.json`` and ``health.txt`` go.
+        chunk_size: items per chunk; memory is bounded by one chunk of features and vectors
+            plus the (N, m) int16 codes kept for the catalog-wide health figures.
+        progress: show a tqdm bar (None: when stderr is a terminal).
+        tie_rtol: tolerance of an exact-distance tie, relative to ‖r‖² + ‖e_a‖² + ‖e_b‖².
+        min_utilization: optional floor on every level's catalog utilization (fails below).
+        max_collision_rate: optional ceiling on the tuple collision rate (fails above).
+
+    Returns:
+        The health report (see ``health.json``): ``ok``, ``checks``, coverage, per-level
+        utilization and entropy, collisions, reconstruction error, FAISS/torch agreement
+        (disagreements, ties listed) and timings.
+
+    Raises:
+        SemanticIdError: a failed check (the report is written first; ``ids.parquet`` is not).
+    """
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ids_path = out / IDS_FILE
+    # A stale ids.parquet next to a new, failing report could be published by mistake.
+    ids_path.unlink(missing_ok=True)
+    tmp_path = out / (IDS_FILE + ".tmp")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+    model, cfg, layout, vocabs = load_catalog_model(Path(model_dir))
+    codebooks = model.codebooks.float().cpu().numpy()                       # (m, K, dz)
+    m, k, dz = codebooks.shape
+    if k > np.iinfo(np.int16).max:
+        raise ValueError(f"codebook size K={k} does not fit the int16 code columns")
+    d = int(model.config.d_model)
+    model_sha = file_sha256(Path(model_dir) / "model.pt")
+    meta = {"m": m, "K": k, "d": d, "dz": dz, "model_name": cfg["model_name"],
+            "model_sha256": model_sha, "model_dir": str(Path(model_dir).resolve())}
+    schema = pa.schema(
+        [("item_id", pa.int64()), *[(f"code_{j}", pa.int16()) for j in range(m)],
+         ("v_item", pa.list_(pa.float32(), d))],
+        metadata={META_KEY: json.dumps(meta).encode()},
+    )
+
+    ids_all, codes_all = [], []
+    n_oov_items = 0
+    n_disagree, ties, failures = 0, [], []
+    n_ties = 0
+    sq_err_sum, z_sq_sum = 0.0, 0.0
+    t_faiss = t_torch = 0.0
+    show = sys.stderr.isatty() if progress is None else progress
+    writer = pq.ParquetWriter(tmp_path, schema, compression="zstd")
+    try:
+        with open_db(db_path, read_only=True) as con:
+            con.begin()  # one snapshot for the size and the rows
+            catalog_size = int(sqlfiles.run(con, "semantic_ids/catalog_size").fetchall()[0][0])
+            # A relation streams Arrow batches without the DB-API copy of the whole result.
+            reader = con.sql(sqlfiles.load_sql("semantic_ids/catalog")).to_arrow_reader(chunk_size)
+            bar = tqdm(total=catalog_size, desc="semantic IDs", unit="item", disable=not show,
+                       file=sys.stderr, mininterval=1.0)
+            for rb in reader:
+                if rb.num_rows == 0:
+                    continue
+                item_ids = rb.column("item_id").to_numpy(zero_copy_only=False).astype(np.int64)
+                feats = encode_fields(rb, layout.item_fields, vocabs)            # (n, Fi)
+                n_oov_items += int((feats[:, 0] == OOV).sum())
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    x = torch.from_numpy(feats)
+                    v_item, codes_t = model.item_side(x)
+                    z = model.latent(x).float()
+                t1 = time.perf_counter()
+                z_np = z.numpy()
+                v_np = v_item.float().numpy()
+                if not (np.isfinite(z_np).all() and np.isfinite(v_np).all()):
+                    bad = item_ids[~(np.isfinite(z_np).all(1) & np.isfinite(v_np).all(1))]
+                    raise SemanticIdError(
+                        f"non-finite latent or item vector for items {bad[:20].tolist()}")
+                codes_f = faiss_assign(z_np, codebooks)
+                t2 = time.perf_counter()
+                t_torch += t1 - t0
+                t_faiss += t2 - t1
+                codes_t_np = codes_t.numpy()
+                differ = np.flatnonzero((codes_f != codes_t_np).any(1))
+                for i in differ.tolist():
+                    level = int(np.flatnonzero(codes_f[i] != codes_t_np[i])[0])
+                    r = residual_at(z_np[i], codebooks, codes_f[i], level)
+                    tie, rec = _tie_or_failure(
+                        int(item_ids[i]), level, r, codebooks[level],
+                        int(codes_f[i, level]), int(codes_t_np[i, level]), tie_rtol)
+                    n_disagree += 1
+                    if tie:
+                        n_ties += 1
+                        if len(ties) < MAX_LISTED:
+                            ties.append(rec)
+                    elif len(failures) < MAX_LISTED:
+                        failures.append(rec)
+                z_hat = codebooks[np.arange(m)[None, :], codes_f].sum(1)
+                sq_err_sum += metrics.reconstruction_error(z_np, z_hat) * len(item_ids)
+                z_sq_sum += float((z_np.astype(np.float64) ** 2).sum())
+                arrays = [pa.array(item_ids)]
+                arrays += [pa.array(codes_f[:, j].astype(np.int16)) for j in range(m)]
+                arrays.append(pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.ascontiguousarray(v_np).ravel()), d))
+                writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+                ids_all.append(item_ids)
+                codes_all.append(codes_f.astype(np.int16))
+                bar.update(len(item_ids))
+            bar.close()
+            con.commit()
+    except BaseException:
+        writer.close()
+        tmp_path.unlink(missing_ok=True)
+        raise
+    writer.close()
+
+    n = int(sum(a.size for a in ids_all))
+    item_ids_cat = np.concatenate(ids_all) if ids_all else np.zeros(0, np.int64)
+    codes_cat = np.concatenate(codes_all) if codes_all else np.zeros((0, m), np.int16)
+    n_unique = int(np.unique(item_ids_cat).size)
+    elapsed = time.perf_counter() - t_start
+    report: dict[str, Any] = {
+        "ok": True,
+        "checks": [],
+        "model": meta,
+        "catalog_size": catalog_size,
+        "items_assigned": n,
+        "coverage": n_unique / catalog_size if catalog_size else 0.0,
+        "items_oov_id": n_oov_items,
+        "m": m,
+        "K": k,
+    }
+    if n:
+        util = metrics.utilization_per_level(codes_cat, k)
+        rate, largest = metrics.collision_rate(codes_cat)
+        entropy = _entropy_bits(codes_cat.astype(np.int64), k)
+        report.update({
+            "utilization_per_level": [float(u) for u in util],
+            "utilization_catalog": float(util.mean()),
+            "entropy_bits_per_level": entropy,
+            "entropy_normalized_per_level": [e / math.log2(k) if k > 1 else 0.0 for e in entropy],
+            "distinct_tuples": int(np.unique(codes_cat, axis=0).shape[0]),
+            "collision_rate": rate,
+            "largest_collision_group": largest,
+            "recon_error": sq_err_sum / n,
+            "recon_error_relative": sq_err_sum / z_sq_sum if z_sq_sum > 0 else 0.0,
+        })
+    report["agreement"] = {
+        "method": "faiss.IndexFlatL2 per level (greedy residual) vs torch quantizer.encode",
+        "disagreements": n_disagree,
+        "ties": n_ties,
+        "failures": n_disagree - n_ties,
+        "tie_rtol": tie_rtol,
+        "ties_listed": ties,
+        "failures_listed": failures,
+    }
+    report["timing"] = {
+        "seconds": round(elapsed, 3),
+        "items_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
+        "torch_seconds": round(t_torch, 3),
+        "faiss_seconds": round(t_faiss, 3),
+        "faiss_items_per_s": round(n / t_faiss, 1) if t_faiss > 0 else None,
+        "torch_threads": torch.get_num_threads(),
+        "faiss_threads": faiss.omp_get_max_threads(),
+        "chunk_size": chunk_size,
+    }
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        report["checks"].append({"name": name, "ok": bool(ok), "detail": detail})
+
+    check("coverage", catalog_size > 0 and n == catalog_size and n_unique == catalog_size,
+          f"{n_unique:,} distinct items with codes of {catalog_size:,} in the catalog"
+          + (f" ({n - n_unique} duplicate rows)" if n != n_unique else ""))
+    check("faiss_torch_agreement", n_disagree == n_ties,
+          f"{n_disagree} disagreements, {n_ties} exact-distance ties, "
+          f"{n_disagree - n_ties} other")
+    if min_utilization is not None and n:
+        worst = min(report["utilization_per_level"])
+        check("min_utilization", worst >= min_utilization,
+              f"lowest level utilization {worst:.3f} (floor {min_utilization})")
+    if max_collision_rate is not None and n:
+        check("max_collision_rate", report["collision_rate"] <= max_collision_rate,
+              f"collision rate {report['collision_rate']:.4f} (ceiling {max_collision_rate})")
+    report["ok"] = all(c["ok"] for c in report["checks"])
+
+    (out / HEALTH_JSON).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (out / HEALTH_TXT).write_text(health_text(report), encoding="utf-8")
+    if not report["ok"]:
+        tmp_path.unlink(missing_ok=True)
+        failed = "; ".join(f"{c['name']}: {c['detail']}" for c in report["checks"] if not c["ok"])
+        raise SemanticIdError(f"semantic-ID assignment failed its checks ({failed}); "
+                              f"see {out / HEALTH_JSON}")
+    tmp_path.replace(ids_path)
+    return report
+
+
+def health_text(report: dict[str, Any]) -> str:
+    """The health report as a short human-readable table."""
+    lines = [f"semantic IDs: {'OK' if report['ok'] else 'FAILED'}   model "
+             f"{report['model']['model_name']} ({report['model']['model_sha256'][:12]}), "
+             f"m={report['m']} K={report['K']}"]
+    for c in report["checks"]:
+        lines.append(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}")
+    lines.append(f"  catalog {report['catalog_size']:,} items, assigned {report['items_assigned']:,}"
+                 f" (coverage {report['coverage']:.4f}); {report['items_oov_id']:,} with an id "
+                 "unseen in training (OOV embedding)")
+    if "utilization_per_level" in report:
+        lines.append("  level  utilization  entropy(bits)  entropy/log2K")
+        for j, (u, e, en) in enumerate(zip(report["utilization_per_level"],
+                                           report["entropy_bits_per_level"],
+                                           report["entropy_normalized_per_level"], strict=True)):
+            lines.append(f"  {j:>5}  {u:>11.3f}  {e:>13.3f}  {en:>13.3f}")
+        lines.append(f"  catalog utilization {report['utilization_catalog']:.3f}; "
+                     f"{report['distinct_tuples']:,} distinct tuples; collision rate "
+                     f"{report['collision_rate']:.4f}, largest group "
+                     f"{report['largest_collision_group']}")
+        lines.append(f"  reconstruction error ‖z−ẑ‖² {report['recon_error']:.5f} "
+                     f"(relative {report['recon_error_relative']:.4f})")
+    a = report["agreement"]
+    lines.append(f"  FAISS vs torch: {a['disagreements']} disagreements, {a['ties']} ties, "
+                 f"{a['failures']} failures")
+    for t in a["ties_listed"][:10]:
+        lines.append(f"    tie: item {t['item_id']} level {t['level']} faiss {t['faiss_code']} "
+                     f"torch {t['torch_code']} dist {t['faiss_dist']:.6g} vs {t['torch_dist']:.6g}")
+    tm = report["timing"]
+    lines.append(f"  {tm['seconds']} s, {tm['items_per_s']} items/s (FAISS "
+                 f"{tm['faiss_items_per_s']} items/s, {tm['faiss_threads']} threads)")
+    return "\n".join(lines) + "\n"
+
+
+def read_ids(path: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+    """Read an ``ids.parquet`` (or a published export).
+
+    Returns:
+        (meta, item_ids (N,) int64, codes (N, m) int64, v_item (N, d) float32), rows in
+        file order; meta is the ``tarq`` schema metadata ({} for an export).
+    """
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(META_KEY)
+    meta = json.loads(raw) if raw else {}
+    try:
+        return (meta, *ids_arrays(table))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def ids_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item_ids (N,) int64, codes (N, m) int64, v_item (N, d) float32) of an ID table.
+
+    Works on ``ids.parquet``, a published version read back from DuckDB (v_item FLOAT[d])
+    and its Parquet export (v_item as a fixed-size or a plain list).
+    """
+    code_cols = sorted((c for c in table.column_names if c.startswith("code_")),
+                       key=lambda c: int(c.split("_")[1]))
+    if not code_cols or "item_id" not in table.column_names or "v_item" not in table.column_names:
+        raise ValueError("not a semantic-ID table (needs item_id, code_0.., v_item)")
+    item_ids = table.column("item_id").to_numpy().astype(np.int64)
+    codes = np.stack([table.column(c).to_numpy() for c in code_cols], axis=1).astype(np.int64)
+    v = table.column("v_item").combine_chunks()
+    n = len(v)
+    if v.null_count:
+        raise ValueError(f"{v.null_count} rows have no item vector")
+    flat = v.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    if n and flat.size % n:
+        raise ValueError("item vectors have different widths")
+    width = flat.size // n if n else 0
+    if pa.types.is_list(v.type) and n and not (np.diff(v.offsets.to_numpy()) == width).all():
+        raise ValueError("item vectors have different widths")
+    return item_ids, codes, flat.reshape(n, width)

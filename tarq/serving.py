@@ -1,0 +1,403 @@
+"""Serving: score a request's candidates with TARQ from the published semantic-ID table.
+
+Per request (paper section 2.6)::
+
+    fixed cost, once     user tower → v_user; personalised codebooks Ĉ (m·K queries in one
+                         attention over the history) — O(L), independent of N
+    per candidate        gather the m rows Ĉ[l, c_l] of its codes and sum them (one fused
+                         ``embedding_bag``), then two dot products with its unit item vector:
+                         logit = s · (⟨v̂_user, v̂_item⟩ + ⟨h_rq, v̂_item⟩ / ‖h_rq‖) + b
+                         — O(m·d), independent of the history length
+
+This is the same arithmetic as the model's training forward (``cos`` normalises h_rq, so the
+mean fusion is a sum here). Candidates are scored in blocks, vectorised, without a Python
+loop over candidates; the item vectors are normalised once at load time.
+
+Unknown candidate ids (not in the published table): ``unknown="raise"`` (default) raises
+:class:`UnknownItemError` listing them; ``unknown="nan"`` scores them NaN and the rest as usual.
+
+The same module holds the equivalent fast paths of the two-tower model (one matrix-vector
+product) and of full target attention (one attention over the history per candidate), used
+by ``benchmarks/serving_latency.py`` to compare the three on equal terms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from tarq import sqlfiles
+from tarq.data.features import ACTIONS, OOV, PAD, FeatureLayout, Vocab
+from tarq.model.base import UserState
+from tarq.semantic_ids import file_sha256, ids_arrays
+
+EPS = 1e-8
+BLOCK = 4096
+UNKNOWN_MODES = ("raise", "nan")
+
+
+class UnknownItemError(ValueError):
+    """Candidate ids that are not in the published semantic-ID table."""
+
+    def __init__(self, item_ids: Sequence[int], n_candidates: int) -> None:
+        self.item_ids = [int(i) for i in item_ids]
+        shown = ", ".join(str(i) for i in self.item_ids[:20])
+        more = f" and {len(self.item_ids) - 20} more" if len(self.item_ids) > 20 else ""
+        super().__init__(
+            f"{len(self.item_ids)} of {n_candidates} candidate ids are not in the published "
+            f"semantic-ID table: {shown}{more} (publish a new version, or score with "
+            "unknown='nan')")
+
+
+# -- request encoding -----------------------------------------------------------------------
+def _ids(value: Any, what: str) -> int | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{what} must be an integer id or null, got {value!r}")
+    return int(value)
+
+
+def encode_user(profile: dict[str, Any], layout: FeatureLayout,
+                vocabs: dict[str, Vocab]) -> torch.Tensor:
+    """User profile {field: raw id} → (1, Fu) int64 indices.
+
+    Fields of ``layout.user_fields`` missing from the profile (or null) map to OOV; other
+    keys are ignored (a serving request may carry more than the model uses).
+    """
+    row = []
+    for f in layout.user_fields:
+        raw = _ids(profile.get(f), f"user_profile[{f!r}]")
+        row.append(OOV if raw is None else int(vocabs[f].lookup(np.array([raw]))[0]))
+    return torch.tensor([row], dtype=torch.int64)
+
+
+def encode_history(history: Sequence[dict[str, Any]], layout: FeatureLayout,
+                   vocabs: dict[str, Vocab]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chronological behaviours (oldest first) → hist (1, n, Fs) int64 and mask (1, n) bool.
+
+    Only the last ``layout.seq_len`` behaviours are kept, as in training; n = their number
+    (at least 1, an all-padding slot for an empty history). Training pads to seq_len; padded
+    slots are masked out of every attention, so leaving them out changes no result.
+    Each behaviour is a dict with ``item_id``, ``category_id``, ``brand_id`` (raw ids, null
+    allowed → OOV) and ``action`` (one of pv/cart/fav/buy; null or other → OOV).
+    """
+    if not isinstance(history, Sequence) or isinstance(history, str | bytes):
+        raise ValueError(f"history must be a list of behaviour dicts, got {type(history).__name__}")
+    recent = list(history)[-layout.seq_len:]
+    n = max(len(recent), 1)
+    hist = np.full((1, n, len(layout.seq_fields)), PAD, dtype=np.int64)
+    mask = np.zeros((1, n), dtype=bool)
+    if recent:
+        for b, ev in enumerate(recent):
+            if not isinstance(ev, dict):
+                raise ValueError(f"history[{b}] must be a dict, got {type(ev).__name__}")
+        mask[0, : len(recent)] = True
+        action_ix = {a: i + 2 for i, a in enumerate(ACTIONS)}
+        for j, f in enumerate(layout.seq_fields):
+            if f == "action":
+                hist[0, : len(recent), j] = [action_ix.get(ev.get("action"), OOV) for ev in recent]
+                continue
+            raw = [_ids(ev.get(f), f"history[{b}][{f!r}]") for b, ev in enumerate(recent)]
+            nulls = np.array([r is None for r in raw])
+            vals = np.array([0 if r is None else r for r in raw], dtype=np.int64)
+            hist[0, : len(recent), j] = vocabs[f].lookup(vals, null_mask=nulls)
+    return torch.from_numpy(hist), torch.from_numpy(mask)
+
+
+# -- per-candidate scoring kernels ----------------------------------------------------------
+def unit_rows(v: torch.Tensor) -> torch.Tensor:
+    """Rows of (N, d) divided by max(‖row‖, eps), as ``F.cosine_similarity`` normalises."""
+    return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(EPS)
+
+
+def _block_rows(v_hat: torch.Tensor, rows: torch.Tensor | None, s: int, e: int) -> torch.Tensor:
+    return v_hat[s:e] if rows is None else v_hat.index_select(0, rows[s:e])
+
+
+def two_tower_logits(u_hat: torch.Tensor, v_hat: torch.Tensor, scale: float, bias: float,
+                     rows: torch.Tensor | None = None, block: int = BLOCK) -> torch.Tensor:
+    """TT: s · ⟨v̂_user, v̂_item⟩ + b.
+
+    Args:
+        u_hat: (d,) unit user vector.  v_hat: (T, d) unit item vectors of the table.
+        rows: (N,) int64 table rows of the candidates; None: every row of v_hat, in order.
+    Returns:
+        (N,) logits.
+    """
+    n = v_hat.shape[0] if rows is None else rows.shape[0]
+    out = torch.empty(n, dtype=v_hat.dtype)
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        torch.mv(_block_rows(v_hat, rows, s, e), u_hat, out=out[s:e])
+    return out.mul_(scale).add_(bias)
+
+
+def tarq_logits(u_hat: torch.Tensor, personal: torch.Tensor, v_hat: torch.Tensor,
+                flat_codes: torch.Tensor, scale: float, bias: float,
+                pool_logits: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+                block: int = 2048) -> torch.Tensor:
+    """TARQ candidates: s · (⟨v̂_u, v̂_i⟩ + cos(Σ_l w_il Ĉ[l, c_il], v̂_i)) + b.
+
+    Args:
+        u_hat: (d,) unit user vector.  personal: (m·K, d) personalised codebooks, level-major.
+        v_hat: (T, d) unit item vectors.  flat_codes: (T, m) int64, code + level·K.
+        scale, bias: the score head.  pool_logits: (m·K,) per-entry pooling logits for the
+            ``attention`` fusion (weights = softmax over the m picked entries); None for
+            mean/sum fusion (cos ignores the 1/m).
+        rows: (N,) int64 table rows of the candidates; None: every row, in order.
+        block: candidates per block, so the gathered (block, d) intermediates stay in cache
+            and each candidate's vector and codes are read from memory once.
+    Returns:
+        (N,) logits.
+    """
+    n = v_hat.shape[0] if rows is None else rows.shape[0]
+    m = flat_codes.shape[1]
+    out = torch.empty(n, dtype=v_hat.dtype)
+    offsets = torch.arange(0, min(block, n) * m, m)
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        v = _block_rows(v_hat, rows, s, e)
+        codes = _block_rows(flat_codes, rows, s, e)
+        weights = None
+        if pool_logits is not None:
+            weights = torch.softmax(pool_logits[codes], dim=1).reshape(-1)
+        # One fused gather-sum of the m rows per candidate; 1-D input + offsets is the
+        # embedding_bag layout with the least overhead.
+        h = F.embedding_bag(codes.reshape(-1), personal, offsets[: e - s], mode="sum",
+                            per_sample_weights=weights)
+        o = out[s:e]
+        torch.mv(v, u_hat, out=o)                                             # ⟨v̂_u, v̂_i⟩
+        o += torch.linalg.vecdot(h, v).div_(torch.linalg.vector_norm(h, dim=1).clamp_min_(EPS))
+    return out.mul_(scale).add_(bias)
+
+
+def target_attention_keys(ta_attn: torch.nn.Module, h_seq: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-request keys and values of the target attention: (1, H, S, dh) each."""
+    h = ta_attn.n_heads
+    k = ta_attn.k(h_seq).view(1, -1, h, ta_attn.head_dim).transpose(1, 2)
+    v = ta_attn.v(h_seq).view(1, -1, h, ta_attn.head_dim).transpose(1, 2)
+    return k, v
+
+
+def target_attention_logits(ta_attn: torch.nn.Module, keys: torch.Tensor, values: torch.Tensor,
+                            mask: torch.Tensor, u_hat: torch.Tensor, x_item: torch.Tensor,
+                            v_hat: torch.Tensor, scale: float, bias: float,
+                            rows: torch.Tensor | None = None, block: int = 1024) -> torch.Tensor:
+    """Full target attention: every candidate attends over the whole history.
+
+    Args:
+        ta_attn: the model's candidate→history ``MultiHeadAttention``.
+        keys, values: (1, H, S, dh) from :func:`target_attention_keys`.  mask: (S,) bool.
+        u_hat: (d,).  x_item: (T, d) attention queries of the table's items.
+        v_hat: (T, d) unit item vectors.  rows: (N,) table rows of the candidates; None: all.
+    Returns:
+        (N,) logits s · (⟨v̂_u, v̂_i⟩ + cos(h_tar,i, v̂_i)) + b; cost O(N · S · d).
+    """
+    n = v_hat.shape[0] if rows is None else rows.shape[0]
+    d = v_hat.shape[1]
+    heads, dh = ta_attn.n_heads, ta_attn.head_dim
+    out = torch.empty(n, dtype=v_hat.dtype)
+    attn_mask = mask.view(1, 1, 1, -1)
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        v = _block_rows(v_hat, rows, s, e)
+        x = _block_rows(x_item, rows, s, e)
+        q = ta_attn.q(x).view(1, e - s, heads, dh).transpose(1, 2)              # (1, H, nb, dh)
+        o = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask)
+        h_tar = ta_attn.out(o.transpose(1, 2).reshape(e - s, d))
+        torch.mv(v, u_hat, out=out[s:e])
+        out[s:e] += torch.einsum("nd,nd->n", unit_rows(h_tar), v)
+    return out.mul_(scale).add_(bias)
+
+
+# -- the scorer -----------------------------------------------------------------------------
+@dataclasses.dataclass
+class RequestState:
+    """What one request computes once: the unit user vector and the flattened Ĉ.
+
+    Attributes:
+        u_hat: (d,) unit user vector.  personal: (m·K, d) personalised codebooks.
+        pool_logits: (m·K,) pooling logits for the ``attention`` fusion, else None.
+    """
+
+    u_hat: torch.Tensor
+    personal: torch.Tensor
+    pool_logits: torch.Tensor | None
+
+
+class Scorer:
+    """Scores requests with a trained TARQ model and a published semantic-ID table.
+
+    Build it with :meth:`from_paths` (the served version in the warehouse) or
+    :meth:`from_parquet` (an ``ids.parquet`` or a published export, e.g. the MLflow
+    artifact). Thread-safe for concurrent ``score`` calls (inference only, no shared state
+    is written after construction).
+    """
+
+    def __init__(self, model: torch.nn.Module, layout: FeatureLayout, vocabs: dict[str, Vocab],
+                 item_ids: np.ndarray, codes: np.ndarray, v_item: np.ndarray,
+                 version: int | None = None, source: str = "") -> None:
+        """Args: model (TARQ, eval mode), layout, vocabularies of the user/item fields,
+        item_ids (N,), codes (N, m), v_item (N, d) of the ID table; version/source for logs.
+        """
+        if not hasattr(model, "rq_attention"):
+            raise ValueError(f"the Scorer needs a TARQ model, got {type(model).__name__}")
+        m, k = model.config.n_codebooks, model.config.codebook_size
+        d = model.config.d_model
+        if codes.ndim != 2 or codes.shape[1] != m:
+            raise ValueError(f"ID table has {codes.shape[-1]} code columns, the model m = {m}")
+        if v_item.shape != (item_ids.shape[0], d):
+            raise ValueError(f"item vectors have shape {v_item.shape}, expected "
+                             f"({item_ids.shape[0]}, {d})")
+        if codes.size and (codes.min() < 0 or codes.max() >= k):
+            raise ValueError(f"codes outside [0, {k}) in the ID table")
+        order = np.argsort(item_ids, kind="stable")
+        self._item_ids = np.ascontiguousarray(item_ids[order])
+        if self._item_ids.size and (np.diff(self._item_ids) == 0).any():
+            raise ValueError("the ID table holds an item more than once")
+        offsets = np.arange(m, dtype=np.int64) * k
+        self._flat_codes = torch.from_numpy(np.ascontiguousarray(codes[order] + offsets))
+        self._v_hat = unit_rows(torch.from_numpy(np.ascontiguousarray(v_item[order],
+                                                                      dtype=np.float32)))
+        self.model = model.eval()
+        self.layout = layout
+        self.vocabs = vocabs
+        self.version = version
+        self.source = source
+        self.m, self.k, self.d = m, k, d
+
+    # -- construction -------------------------------------------------------------------
+    @staticmethod
+    def _load_model(model_dir: Path) -> tuple[torch.nn.Module, FeatureLayout, dict[str, Vocab]]:
+        from tarq.train import load_trained
+
+        model, _ = load_trained(model_dir)
+        layout = FeatureLayout.load(Path(model_dir) / "layout.json")
+        fields = dict.fromkeys([*layout.user_fields, *layout.item_fields])
+        vocabs = {f: Vocab.load(Path(model_dir) / "vocab" / f"{f}.parquet") for f in fields}
+        return model, layout, vocabs
+
+    @classmethod
+    def from_paths(cls, db_path: Path, model_dir: Path, version: int | None = None,
+                   check_model: bool = True) -> Scorer:
+        """The served (or a given kept) published version of the warehouse + the model.
+
+        ``check_model`` refuses a table whose IDs were assigned by other weights than
+        ``model_dir/model.pt`` (compared by sha256).
+        """
+        from tarq.warehouse import open_db
+
+        with open_db(db_path, read_only=True) as con:
+            con.begin()  # the rows and the registry row from one snapshot
+            if version is None:
+                served = con.execute(sqlfiles.load_sql("publish/served")).fetchall()
+                if not served:
+                    raise ValueError(f"{db_path}: no semantic-ID version is published yet")
+                version = int(served[0][0])
+            reg = con.execute(sqlfiles.load_sql("publish/get_version"),
+                              {"version": version}).fetchall()
+            if not reg or reg[0][12] != "published":
+                raise ValueError(f"{db_path}: version {version} is not a kept published version")
+            table = con.sql(sqlfiles.render("publish/read_version",
+                                            table=reg[0][1])).to_arrow_table()
+            model_sha = reg[0][6]
+            con.commit()
+        if check_model and model_sha and model_sha != file_sha256(Path(model_dir) / "model.pt"):
+            raise ValueError(f"published version {version} was assigned by another model "
+                             f"(sha256 {model_sha[:12]}) than {model_dir}")
+        return cls._from_table(table, model_dir, version, f"{db_path}#v{version}")
+
+    @classmethod
+    def from_parquet(cls, path: Path, model_dir: Path) -> Scorer:
+        """An ``ids.parquet`` or a published Parquet export + the model."""
+        import pyarrow.parquet as pq
+
+        return cls._from_table(pq.read_table(path), model_dir, None, str(path))
+
+    @classmethod
+    def _from_table(cls, table: pa.Table, model_dir: Path, version: int | None,
+                    source: str) -> Scorer:
+        item_ids, codes, v_item = ids_arrays(table)
+        if version is None and "version" in table.column_names and len(table):
+            version = int(table.column("version")[0].as_py())
+        model, layout, vocabs = cls._load_model(Path(model_dir))
+        return cls(model, layout, vocabs, item_ids, codes, v_item, version, source)
+
+    # -- scoring ------------------------------------------------------------------------
+    @property
+    def n_items(self) -> int:
+        return int(self._item_ids.size)
+
+    def rows(self, candidate_item_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray,
+                                                                            np.ndarray]:
+        """Table rows of the candidates: (rows (N,) int64, known (N,) bool)."""
+        ids = np.asarray(candidate_item_ids)
+        if ids.ndim != 1:
+            raise ValueError(f"candidate_item_ids must be a flat list, got shape {ids.shape}")
+        if ids.size and ids.dtype.kind not in "iu":
+            raise ValueError(f"candidate_item_ids must be integers, got {ids.dtype}")
+        ids = ids.astype(np.int64, copy=False)
+        pos = np.searchsorted(self._item_ids, ids)
+        pos_c = np.minimum(pos, max(self.n_items - 1, 0))
+        known = (self._item_ids[pos_c] == ids) if self.n_items else np.zeros(ids.size, bool)
+        return pos_c, known
+
+    @torch.inference_mode()
+    def request_state(self, user_profile: dict[str, Any],
+                      history: Sequence[dict[str, Any]]) -> RequestState:
+        """The fixed per-request cost: user tower and the m·K personalised codebook entries."""
+        if not isinstance(user_profile, dict):
+            raise ValueError(f"user_profile must be a dict, got {type(user_profile).__name__}")
+        user = encode_user(user_profile, self.layout, self.vocabs)
+        hist, mask = encode_history(history, self.layout, self.vocabs)
+        state: UserState = self.model.user_side(user, hist, mask)
+        personal = state.extra["personal_codebooks"][0].reshape(self.m * self.k, self.d)
+        rq = self.model.rq_attention
+        pool = rq.pool(personal)[:, 0].contiguous() if rq.fusion == "attention" else None
+        return RequestState(unit_rows(state.v_user)[0].contiguous(), personal.contiguous(), pool)
+
+    @torch.inference_mode()
+    def score_state(self, state: RequestState, candidate_item_ids: Sequence[int] | np.ndarray,
+                    unknown: str = "raise") -> np.ndarray:
+        """Per-candidate cost: logits (N,) float32 of the candidates for a computed request."""
+        if unknown not in UNKNOWN_MODES:
+            raise ValueError(f"unknown must be one of {UNKNOWN_MODES}, got {unknown!r}")
+        rows, known = self.rows(candidate_item_ids)
+        if not known.all():
+            if unknown == "raise":
+                raise UnknownItemError(np.asarray(candidate_item_ids)[~known], rows.size)
+            rows = rows[known]
+        head = self.model.head
+        logits = tarq_logits(state.u_hat, state.personal, self._v_hat, self._flat_codes,
+                             float(head.scale), float(head.bias), state.pool_logits,
+                             rows=torch.from_numpy(rows)).numpy()
+        if known.all():
+            return logits
+        out = np.full(known.size, np.nan, dtype=np.float32)
+        out[known] = logits
+        return out
+
+    def score(self, user_profile: dict[str, Any], history: Sequence[dict[str, Any]],
+              candidate_item_ids: Sequence[int] | np.ndarray,
+              unknown: str = "raise") -> np.ndarray:
+        """Logits (N,) float32 of one request's candidates; σ(logit) = click probability.
+
+        Args:
+            user_profile: {user field: raw id}, e.g. ``{"user_id": 7, "gender": 1}``.
+            history: behaviours oldest first, each ``{"item_id", "category_id",
+                "brand_id", "action"}``; only the last ``seq_len`` count, as in training.
+            candidate_item_ids: (N,) raw item ids.
+            unknown: ``"raise"`` (:class:`UnknownItemError`) or ``"nan"`` for ids not in
+                the published table.
+        """
+        return self.score_state(self.request_state(user_profile, history), candidate_item_ids,
+                                unknown)

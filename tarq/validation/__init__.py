@@ -1,0 +1,11 @@
+"""Validation of the warehouse logs with Great Expectations, and the quarantine of bad rows.
+
+``validate(db_path, run_date)`` checks day D − 1 of run date D; see :mod:`tarq.validation.core`.
+Great Expectations is imported only when a validation runs.
+"""
+
+from tarq.validation.bounds import DEFAULT_ACTIONS, ValidationBounds
+from tarq.validation.core import validate
+from tarq.validation.report import CheckResult, ValidationReport
+
+__all__ = ["DEFAULT_ACTIONS", "CheckResult", "ValidationBounds", "ValidationReport", "validate"]

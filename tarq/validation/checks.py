@@ -1,0 +1,216 @@
+"""The catalogue of checks: what each one tests, as a GX expectation and as its SQL twin.
+
+Row-level checks are evaluated twice on the same temp-table frame: by a GX expectation (the
+verdict shown in GX results and Data Docs) and by a ``bad_<name>`` flag column computed in
+``sql/validation/<table>_frame.sql`` (which rows go to quarantine). The two must flag the
+same rows; ``tarq.validation.core`` compares them on every run.
+
+Expectations are described here as plain data (:class:`ExpectationSpec`) so that this module
+does not import Great Expectations; :mod:`tarq.validation.suites` turns them into GX objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tarq.validation.bounds import ValidationBounds
+
+#: Tables whose rows carry a ``row_id`` and a day (checked per day) vs. catalog tables.
+LOG_TABLES = ("impressions", "behaviors")
+CATALOG_TABLES = ("items", "users")
+CATALOG_KEYS = {"items": "item_id", "users": "user_id"}
+
+
+@dataclass(frozen=True)
+class ExpectationSpec:
+    """One GX expectation: ``type`` is the class name in ``great_expectations.expectations``.
+
+    ``check`` names the check it belongs to (a check may need several expectations, all of
+    which must pass). Values of the form ``{"$PARAMETER": name}`` in ``kwargs`` are bound at
+    run time from the run's expectation parameters.
+    """
+
+    check: str
+    type: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """A row-level check of one table: a GX expectation plus a reason for the quarantine."""
+
+    name: str
+    table: str
+    reason: str
+    expectation: ExpectationSpec
+
+    @property
+    def flag(self) -> str:
+        """The SQL flag column of this check in the table's frame."""
+        return f"bad_{self.name}"
+
+
+def _not_null(table: str, column: str) -> RowCheck:
+    name = f"not_null_{column}"
+    return RowCheck(
+        name,
+        table,
+        f"{column} is NULL (a key column of {table})",
+        ExpectationSpec(name, "ExpectColumnValuesToNotBeNull", {"column": column}),
+    )
+
+
+def _not_in_future(table: str) -> RowCheck:
+    return RowCheck(
+        "ts_not_in_future",
+        table,
+        "ts is later than the time of validation",
+        ExpectationSpec(
+            "ts_not_in_future",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "ts", "max_value": {"$PARAMETER": "now"}},
+        ),
+    )
+
+
+def row_checks(table: str, bounds: ValidationBounds) -> list[RowCheck]:
+    """The row-level checks of ``table`` in evaluation order."""
+    if table == "impressions":
+        return [
+            *(_not_null(table, c) for c in ("user_id", "item_id", "ts", "clicked", "exposed")),
+            RowCheck(
+                "clicked_implies_exposed",
+                table,
+                "clicked = true but exposed = false (a click on an unexposed item is impossible)",
+                ExpectationSpec(
+                    "clicked_implies_exposed",
+                    "ExpectColumnPairValuesToBeInSet",
+                    {
+                        "column_A": "clicked",
+                        "column_B": "exposed",
+                        "value_pairs_set": [(True, True), (False, True), (False, False)],
+                        "ignore_row_if": "either_value_is_missing",
+                    },
+                ),
+            ),
+            RowCheck(
+                "position_non_negative",
+                table,
+                "position < 0",
+                ExpectationSpec(
+                    "position_non_negative",
+                    "ExpectColumnValuesToBeBetween",
+                    {"column": "position", "min_value": 0},
+                ),
+            ),
+            RowCheck(
+                "duplicate_impression",
+                table,
+                "duplicate of an earlier row with the same (user_id, item_id, ts, request_id); "
+                "the lowest row_id is kept",
+                ExpectationSpec(
+                    "duplicate_impression",
+                    "ExpectColumnValuesToBeBetween",
+                    {"column": "dup_rank", "max_value": 1},
+                ),
+            ),
+            RowCheck(
+                "item_in_catalog",
+                table,
+                "item_id is not in items",
+                ExpectationSpec(
+                    "item_in_catalog",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "item_known", "value_set": [True]},
+                ),
+            ),
+            RowCheck(
+                "user_in_users",
+                table,
+                "user_id is not in users",
+                ExpectationSpec(
+                    "user_in_users",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "user_known", "value_set": [True]},
+                ),
+            ),
+            _not_in_future(table),
+        ]
+    if table == "behaviors":
+        return [
+            *(_not_null(table, c) for c in ("user_id", "ts", "action")),
+            RowCheck(
+                "action_in_set",
+                table,
+                f"action is not one of {', '.join(bounds.actions)}",
+                ExpectationSpec(
+                    "action_in_set",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "action", "value_set": list(bounds.actions)},
+                ),
+            ),
+            _not_in_future(table),
+        ]
+    if table in CATALOG_KEYS:
+        return [_not_null(table, CATALOG_KEYS[table])]
+    raise ValueError(f"no row-level checks for table {table!r}")
+
+
+def schema_expectations(tables: tuple[str, ...], bounds: ValidationBounds) -> list[ExpectationSpec]:
+    """One expectation per raw table over the schema frame (one row per column)."""
+    allowed = ["ok", "side_feature"] + (
+        ["unregistered"] if bounds.allow_unregistered_columns else []
+    )
+    return [
+        ExpectationSpec(
+            f"schema:{t}",
+            "ExpectColumnValuesToBeInSet",
+            {
+                "column": "status",
+                "value_set": allowed,
+                "row_condition": f'table_name=="{t}"',
+                "condition_parser": "pandas",
+            },
+        )
+        for t in tables
+    ]
+
+
+def day_expectations(bounds: ValidationBounds) -> list[ExpectationSpec]:
+    """Table-level expectations over the one-row frame of the checked day's aggregates.
+
+    A ratio that cannot be judged (too few trailing days) is NULL in the frame; GX skips
+    NULLs, and the report marks such a check as skipped.
+    """
+    vol_lo, vol_hi = bounds.volume_ratio
+    ctr_lo, ctr_hi = bounds.ctr_ratio
+    between = "ExpectColumnValuesToBeBetween"
+    window = {"min_value": {"$PARAMETER": "day_start"}, "max_value": {"$PARAMETER": "day_end"}}
+    return [
+        ExpectationSpec(
+            "impressions:day_not_empty", between, {"column": "impressions", "min_value": 1}
+        ),
+        ExpectationSpec(
+            "impressions:volume",
+            between,
+            {"column": "volume_ratio", "min_value": vol_lo, "max_value": vol_hi},
+        ),
+        ExpectationSpec(
+            "impressions:ctr",
+            between,
+            {"column": "ctr_ratio", "min_value": ctr_lo, "max_value": ctr_hi},
+        ),
+        ExpectationSpec(
+            "impressions:quarantined_share",
+            between,
+            {"column": "quarantined_share", "max_value": bounds.max_quarantined_share},
+        ),
+        *(
+            ExpectationSpec(
+                f"{t}:day_window", between, {"column": f"{t}_{e}_ts", **window, "strict_max": True}
+            )
+            for t in LOG_TABLES
+            for e in ("min", "max")
+        ),
+    ]

@@ -1,0 +1,144 @@
+"""The outcome of one validation run: per-check results and a readable summary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Level = Literal["row", "table"]
+Status = Literal["passed", "failed", "skipped"]
+
+
+@dataclass
+class CheckResult:
+    """One check of one table.
+
+    ``level='row'`` checks flag individual rows, which are quarantined; their failure does not
+    fail the validation. ``level='table'`` checks judge the data as a whole; any failure fails
+    the validation. ``observed`` holds the numbers behind the verdict (counts, ratios).
+    """
+
+    name: str
+    table: str
+    level: Level
+    status: Status
+    observed: dict[str, Any] = field(default_factory=dict)
+    threshold: str = ""
+    message: str = ""
+
+    @property
+    def success(self) -> bool:
+        """True unless the check failed (a skipped check does not fail)."""
+        return self.status != "failed"
+
+    @property
+    def key(self) -> str:
+        """``table.name``, the check's name in summaries."""
+        return f"{self.table}.{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "name": self.name,
+            "table": self.table,
+            "level": self.level,
+            "status": self.status,
+            "success": self.success,
+            "observed": {k: _jsonable(v) for k, v in self.observed.items()},
+            "threshold": self.threshold,
+            "message": self.message,
+        }
+
+
+@dataclass
+class ValidationReport:
+    """Everything one ``validate`` run found; ``success`` decides whether the job goes on.
+
+    ``quarantined``: rows this run newly copied into ``quarantine_<table>``, per table.
+    ``flagged``: rows the row-level checks flagged this run, per table (a row flagged by two
+    checks counts once; rows quarantined by an earlier run of the same day count again).
+    """
+
+    success: bool
+    run_id: str
+    run_date: dt.date
+    check_day: dt.date
+    checks: list[CheckResult]
+    quarantined: dict[str, int]
+    flagged: dict[str, int]
+    docs_path: Path | None
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed_checks(self) -> list[CheckResult]:
+        """Table-level checks that failed (the reasons the validation failed)."""
+        return [c for c in self.checks if c.level == "table" and c.status == "failed"]
+
+    def check(self, table: str, name: str) -> CheckResult:
+        """The result of ``table.name``; KeyError when no such check ran."""
+        for c in self.checks:
+            if c.table == table and c.name == name:
+                return c
+        raise KeyError(f"no check {table}.{name} in this report")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored in ``validation_runs.summary``)."""
+        return {
+            "success": self.success,
+            "run_id": self.run_id,
+            "run_date": self.run_date.isoformat(),
+            "check_day": self.check_day.isoformat(),
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "failed": [c.key for c in self.failed_checks],
+            "quarantined": dict(self.quarantined),
+            "flagged": dict(self.flagged),
+            "docs_path": str(self.docs_path) if self.docs_path else None,
+            "notes": list(self.notes),
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    def to_text(self) -> str:
+        """A summary for people: verdict, each failed check with its numbers, quarantine."""
+        verdict = "PASSED" if self.success else "FAILED"
+        n_table = sum(1 for c in self.checks if c.level == "table")
+        lines = [
+            f"validation {verdict}: day {self.check_day} (run date {self.run_date}), "
+            f"run {self.run_id}",
+            f"  {n_table - len(self.failed_checks)}/{n_table} table-level checks passed",
+        ]
+        for c in self.failed_checks:
+            lines.append(f"  FAILED {c.key}: {c.message}")
+        for c in self.checks:
+            if c.status == "skipped":
+                lines.append(f"  skipped {c.key}: {c.message}")
+        flagged_rows = [c for c in self.checks if c.level == "row" and c.status == "failed"]
+        if flagged_rows:
+            lines.append("  row-level checks (rows quarantined, excluded from samples):")
+            lines.extend(f"    {c.key}: {c.message}" for c in flagged_rows)
+        else:
+            lines.append("  row-level checks: no bad rows")
+        total = ", ".join(f"{t} {n:,}" for t, n in self.quarantined.items() if n) or "none"
+        lines.append(f"  newly quarantined: {total}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        if self.docs_path:
+            lines.append(f"  Data Docs: {self.docs_path}")
+        return "\n".join(lines)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values for numbers, dates and NaN (→ None)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return _jsonable(value.item())
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,96 @@
+"""Metrics on hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from tarq import metrics
+
+
+def test_auc_hand_case() -> None:
+    # Pairs (pos, neg): (0.8,0.1) ok, (0.8,0.4) ok, (0.35,0.1) ok, (0.35,0.4) wrong → 3/4.
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.4, 0.35, 0.8])
+    assert metrics.auc(y, p) == pytest.approx(0.75)
+
+
+def test_auc_refuses_one_class_and_bad_input() -> None:
+    with pytest.raises(ValueError, match="same class"):
+        metrics.auc(np.ones(3), np.array([0.1, 0.2, 0.3]))
+    with pytest.raises(ValueError, match="differ in length"):
+        metrics.auc(np.array([0, 1]), np.array([0.1]))
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.auc(np.array([0, 1]), np.array([0.1, np.nan]))
+
+
+def test_gauc_weights_by_impressions_and_counts_skipped_users() -> None:
+    # user 1: 4 rows, AUC 0.75 (case above); user 2: 2 rows, AUC 1.0;
+    # user 3: only clicks, user 4: only non-clicks → both skipped.
+    y = np.array([0, 0, 1, 1, 1, 0, 1, 1, 0])
+    p = np.array([0.1, 0.4, 0.35, 0.8, 0.9, 0.2, 0.5, 0.6, 0.3])
+    u = np.array([1, 1, 1, 1, 2, 2, 3, 3, 4])
+    value, used, skipped = metrics.gauc(y, p, u)
+    assert (used, skipped) == (2, 2)
+    assert value == pytest.approx((4 * 0.75 + 2 * 1.0) / 6)
+
+
+def test_gauc_ties_match_sklearn_per_user() -> None:
+    rng = np.random.default_rng(0)
+    n = 3000
+    u = rng.integers(0, 200, n)
+    y = (rng.random(n) < 0.3).astype(float)
+    p = np.round(rng.random(n), 1)  # many ties within users
+    value, used, skipped = metrics.gauc(y, p, u)
+    num = den = 0.0
+    n_used = 0
+    for user in np.unique(u):
+        sel = u == user
+        if 0 < y[sel].sum() < sel.sum():
+            num += sel.sum() * roc_auc_score(y[sel], p[sel])
+            den += sel.sum()
+            n_used += 1
+    assert used == n_used and used + skipped == np.unique(u).size
+    assert value == pytest.approx(num / den, abs=1e-12)
+
+
+def test_gauc_without_any_two_class_user_is_nan() -> None:
+    value, used, skipped = metrics.gauc(np.array([1, 0]), np.array([0.3, 0.2]), np.array([7, 8]))
+    assert math.isnan(value) and (used, skipped) == (0, 2)
+
+
+def test_logloss_hand_case_and_clipping() -> None:
+    y = np.array([1, 0])
+    p = np.array([0.8, 0.4])
+    assert metrics.logloss(y, p) == pytest.approx(-(math.log(0.8) + math.log(0.6)) / 2)
+    assert math.isfinite(metrics.logloss(np.array([1, 0]), np.array([0.0, 1.0])))
+    with pytest.raises(ValueError, match="probabilities"):
+        metrics.logloss(y, np.array([1.5, 0.2]))
+
+
+def test_utilization_per_level_batch_and_catalog() -> None:
+    codes = np.array([[0, 1], [1, 1], [2, 1], [2, 1]])
+    assert metrics.utilization_per_level(codes, 4).tolist() == [0.75, 0.25]
+    assert metrics.utilization_batch(codes, 4) == pytest.approx(0.5)
+    assert metrics.utilization_catalog(codes, 4) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        metrics.utilization_batch(codes, 2)
+
+
+def test_collision_rate_and_largest_group() -> None:
+    codes = np.array([[0, 1], [0, 1], [0, 1], [2, 3], [2, 0], [2, 3]])
+    rate, largest = metrics.collision_rate(codes)
+    assert rate == pytest.approx(5 / 6)
+    assert largest == 3
+    assert metrics.collision_rate(np.array([[0, 1], [1, 0]])) == (0.0, 1)
+
+
+def test_reconstruction_error() -> None:
+    x = np.array([[0.0, 0.0], [1.0, 1.0]])
+    x_hat = np.array([[3.0, 4.0], [1.0, 1.0]])
+    assert metrics.reconstruction_error(x, x_hat) == pytest.approx(12.5)
+    with pytest.raises(ValueError, match="must be equal"):
+        metrics.reconstruction_error(x, x_hat[:1])

@@ -1,0 +1,352 @@
+"""Invariants of TARQ and the baselines (CPU, tiny dimensions, seconds)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from tarq import metrics
+from tarq.data.features import FeatureLayout
+from tarq.model import MODEL_NAMES, TARQ_VARIANTS, ModelConfig, build_model
+from tarq.model.alignment import alignment_loss, level_log_probs, symmetric_kl
+from tarq.model.quantizer import ResidualQuantizer, sq_dist
+
+N_ITEMS, N_CATS, N_BRANDS, N_USERS, SEQ_LEN = 60, 6, 5, 80, 8
+
+LAYOUT = FeatureLayout(
+    user_fields=["user_id", "gender"],
+    item_fields=["item_id", "category_id", "brand_id", "price_bucket", "shop_id"],
+    vocab_sizes={"user_id": N_USERS + 2, "gender": 4, "item_id": N_ITEMS + 2,
+                 "category_id": N_CATS + 2, "brand_id": N_BRANDS + 2, "price_bucket": 6,
+                 "shop_id": 9, "action": 6},
+    seq_len=SEQ_LEN,
+)
+CFG = ModelConfig(emb_dim=8, d_model=16, n_heads=2, tower_hidden=(32,), ae_hidden=32,
+                  n_codebooks=3, codebook_size=4, dropout=0.0, inttower_heads=2,
+                  inttower_head_dim=8, mvke_kernels=2, kmeans_iters=200)
+
+EXPECTED_LOSSES = {
+    "tarq": {"ctr", "tar", "recon", "rq", "distill", "align"},
+    "tarq_no_align": {"ctr", "tar", "recon", "rq", "distill"},
+    "tarq_no_teacher_align": {"ctr", "recon", "rq"},
+    "tt": {"ctr"}, "mvke": {"ctr"}, "ta": {"ctr"}, "inttower": {"ctr", "cir"},
+}
+
+
+class Synthetic:
+    """Seeded click logs where a click depends on the target–history match.
+
+    Every user likes two categories; histories are drawn mostly from them; an impression is
+    clicked with probability 0.85 when the target's category occurs in the history, else 0.08.
+    Item attributes are deterministic functions of the item id (a fixed catalog).
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        cat_rng = np.random.default_rng(1234)
+        self.item_cat = np.arange(N_ITEMS) % N_CATS
+        self.item_brand = cat_rng.integers(0, N_BRANDS, N_ITEMS)
+        self.item_price = cat_rng.integers(0, 4, N_ITEMS)
+        self.item_shop = cat_rng.integers(0, 7, N_ITEMS)
+        self.user_likes = np.stack([cat_rng.choice(N_CATS, 2, replace=False)
+                                    for _ in range(N_USERS)])
+
+    def items(self, ids: np.ndarray) -> torch.Tensor:
+        """Item feature indices (N, 5) of raw item ids (values shifted past PAD/OOV)."""
+        return torch.from_numpy(np.stack([
+            ids + 2, self.item_cat[ids] + 2, self.item_brand[ids] + 2,
+            self.item_price[ids] + 2, self.item_shop[ids] + 2], axis=1).astype(np.int64))
+
+    def batch(self, b: int, empty_share: float = 0.1) -> dict[str, torch.Tensor]:
+        rng = self.rng
+        users = rng.integers(0, N_USERS, b)
+        lengths = rng.integers(1, SEQ_LEN + 1, b)
+        lengths[rng.random(b) < empty_share] = 0
+        hist = np.zeros((b, SEQ_LEN, 4), dtype=np.int64)
+        mask = np.arange(SEQ_LEN)[None, :] < lengths[:, None]
+        hist_cats = np.full((b, SEQ_LEN), -1)
+        for r in range(b):
+            n = lengths[r]
+            likes = self.user_likes[users[r]]
+            cats = np.where(rng.random(n) < 0.85, rng.choice(likes, n), rng.integers(0, N_CATS, n))
+            ids = cats + N_CATS * rng.integers(0, N_ITEMS // N_CATS, n)
+            hist_cats[r, :n] = cats
+            hist[r, :n] = np.stack([ids + 2, self.item_cat[ids] + 2, self.item_brand[ids] + 2,
+                                    rng.integers(2, 6, n)], axis=1)
+        target = rng.integers(0, N_ITEMS, b)
+        match = (hist_cats == self.item_cat[target][:, None]).any(1)
+        label = (rng.random(b) < np.where(match, 0.85, 0.08)).astype(np.float32)
+        user = np.stack([users + 2, users % 2 + 2], axis=1).astype(np.int64)
+        return {
+            "user": torch.from_numpy(user), "item": self.items(target),
+            "hist": torch.from_numpy(hist), "hist_mask": torch.from_numpy(mask),
+            "label": torch.from_numpy(label), "user_key": torch.from_numpy(users),
+        }
+
+
+def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != "user_key"}
+
+
+def _model(name: str, config: ModelConfig = CFG, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(name, LAYOUT, config)
+
+
+@pytest.fixture(scope="module")
+def batch() -> dict[str, torch.Tensor]:
+    return Synthetic(0).batch(64, empty_share=0.2)
+
+
+# -- shapes and the interface ---------------------------------------------------------------
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_shapes_losses_and_backward(name: str, batch: dict[str, torch.Tensor]) -> None:
+    model = _model(name)
+    model.init_codebooks(_inputs(batch))
+    out = model(_inputs(batch))
+    assert out.logit.shape == (64,) and out.logit.dtype == torch.float32
+    assert set(out.losses) == EXPECTED_LOSSES[name]
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in out.losses.values())
+    loss = model.total_loss(out)
+    loss.backward()
+    assert torch.isfinite(loss)
+    if name in TARQ_VARIANTS:
+        assert out.extras["codes"].shape == (64, CFG.n_codebooks)
+        assert out.extras["codes"].dtype == torch.int64
+        assert model.codebooks.shape == (CFG.n_codebooks, CFG.codebook_size, CFG.dz)
+        assert model.latent(batch["item"]).shape == (64, CFG.dz)
+    # Without a label the supervised terms are skipped.
+    model.eval()
+    with torch.no_grad():
+        unlabeled = model({k: v for k, v in _inputs(batch).items() if k != "label"})
+    assert not {"ctr", "tar", "cir"} & set(unlabeled.losses)
+
+
+def test_total_loss_applies_lambda_weights(batch: dict[str, torch.Tensor]) -> None:
+    model = _model("tarq")
+    out = model(_inputs(batch))
+    lam = {"ctr": 1.0, "tar": 1.0, "recon": 1.0, "rq": 0.1, "distill": 1.0, "align": 0.8}
+    expect = sum(lam[k] * float(v.detach()) for k, v in out.losses.items())
+    assert float(model.total_loss(out).detach()) == pytest.approx(expect, rel=1e-5)
+    assert _model("tarq_no_align").loss_weights.get("align", 0.0) == 0.0
+    assert _model("tarq_no_teacher_align").teacher is None
+
+
+def test_config_round_trip_and_errors() -> None:
+    cfg = ModelConfig.from_dict(CFG.to_dict())
+    assert cfg == CFG
+    d = ModelConfig().to_dict()
+    assert (d["n_codebooks"], d["codebook_size"], d["fusion"]) == (8, 16, "mean")
+    assert [d[f"lambda_{k}"] for k in ("ctr", "tar", "recon", "rq", "distill", "align")] == [
+        1.0, 1.0, 1.0, 0.1, 1.0, 0.8]
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({"d_modle": 8})
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(d_model=10, n_heads=3)
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("din", LAYOUT, CFG)
+
+
+def test_bad_batch_names_the_key(batch: dict[str, torch.Tensor]) -> None:
+    model = _model("tt")
+    bad = dict(_inputs(batch), item=batch["item"][:, :3])
+    with pytest.raises(ValueError, match=r"batch\['item'\] has shape"):
+        model(bad)
+    with pytest.raises(ValueError, match="lacks 'hist_mask'"):
+        model({k: v for k, v in _inputs(batch).items() if k != "hist_mask"})
+
+
+# -- residual quantizer --------------------------------------------------------------------
+def test_residual_quantizer_round_trip() -> None:
+    torch.manual_seed(0)
+    rq = ResidualQuantizer(4, 8, 6)
+    z = torch.randn(100, 6)
+    q = rq.quantize(z)
+    assert q.codes.shape == (100, 4) and q.residuals.shape == (100, 4, 6)
+    picked = torch.stack([rq.codebooks[level, q.codes[:, level]] for level in range(4)], 1)
+    final_residual = q.residuals[:, -1] - picked[:, -1]
+    assert torch.allclose(rq.decode(q.codes), picked.sum(1), atol=1e-6)
+    assert torch.allclose(rq.decode(q.codes), z - final_residual, atol=1e-5)
+    assert torch.allclose(q.z_hat, rq.decode(q.codes))
+    # Greedy: each code is the nearest entry to that level's residual.
+    for level in range(4):
+        d = sq_dist(q.residuals[:, level], rq.codebooks[level])
+        assert torch.equal(q.codes[:, level], d.argmin(-1))
+    assert torch.equal(rq.encode(z), q.codes)
+
+
+def test_kmeans_init_uses_first_batch_only(batch: dict[str, torch.Tensor]) -> None:
+    model = _model("tarq")
+    model.eval()
+    assert not model.codebooks_initialized
+    model.init_codebooks(_inputs(batch))
+    assert model.codebooks_initialized and bool(model.state_dict()["quantizer.initialized"])
+    with torch.no_grad():
+        z = model.latent(batch["item"])
+    c0 = model.codebooks[0]
+    assign = sq_dist(z, c0).argmin(-1)
+    for k in assign.unique().tolist():
+        assert torch.allclose(c0[k], z[assign == k].mean(0), atol=1e-5)
+    # Level 1 is fitted to the level-0 residuals of the same batch.
+    r1 = z - c0[assign]
+    c1 = model.codebooks[1]
+    a1 = sq_dist(r1, c1).argmin(-1)
+    for k in a1.unique().tolist():
+        assert torch.allclose(c1[k], r1[a1 == k].mean(0), atol=1e-5)
+    before = model.codebooks.clone()
+    other = Synthetic(99).batch(64)
+    model.init_codebooks(_inputs(other))
+    with torch.no_grad():
+        model(_inputs(other))
+    assert torch.equal(model.codebooks, before)
+    # forward initialises lazily, from the batch it sees first, identically.
+    lazy = _model("tarq")
+    lazy.eval()
+    with torch.no_grad():
+        lazy(_inputs(batch))
+    assert lazy.codebooks_initialized and torch.allclose(lazy.codebooks, before)
+
+
+# -- gradient routing ----------------------------------------------------------------------
+def _grads(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.grad for p in module.parameters()]
+
+
+def _silent(module: torch.nn.Module) -> bool:
+    return all(g is None or not g.abs().any() for g in _grads(module))
+
+
+def test_teacher_gets_no_gradient_from_distillation_or_alignment(
+        batch: dict[str, torch.Tensor]) -> None:
+    model = _model("tarq")
+    model.init_codebooks(_inputs(batch))
+    out = model(_inputs(batch))
+    (out.losses["distill"] + out.losses["align"]).backward(retain_graph=True)
+    assert _silent(model.teacher)
+    assert not _silent(model.rq_attention)         # the student does learn from them
+    assert model.quantizer.codebooks.grad is not None
+    model.zero_grad(set_to_none=True)
+    out.losses["tar"].backward()                   # positive control: L_tar trains the teacher
+    assert not _silent(model.teacher)
+
+
+def test_reconstruction_sends_no_gradient_to_embeddings(batch: dict[str, torch.Tensor]) -> None:
+    model = _model("tarq")
+    out = model(_inputs(batch))
+    out.losses["recon"].backward()
+    for part in (model.emb, model.user_tower, model.item_tower, model.rq_attention,
+                 model.teacher):
+        assert _silent(part)
+    assert not _silent(model.autoencoder)
+
+
+# -- alignment -----------------------------------------------------------------------------
+def test_symmetric_kl_nonnegative_and_zero_on_equal() -> None:
+    torch.manual_seed(0)
+    lp = torch.log_softmax(torch.randn(50, 7), -1)
+    lq = torch.log_softmax(torch.randn(50, 7), -1)
+    assert (symmetric_kl(lp, lq) >= 0).all()
+    assert torch.allclose(symmetric_kl(lp, lp), torch.zeros(50))
+
+
+def test_alignment_loss_zero_when_distributions_equal_and_positive_otherwise() -> None:
+    torch.manual_seed(0)
+    m, k, d, b = 3, 5, 6, 20
+    books = torch.randn(m, k, d)
+    rq = ResidualQuantizer(m, k, d)
+    with torch.no_grad():
+        rq.codebooks.copy_(books)
+    z = torch.randn(b, d)
+    q = rq.quantize(z)
+    # Personalised codebook = static codebook and h_tar = z: identical distributions per level.
+    same = alignment_loss(q.residuals, books, z, books[None].expand(b, -1, -1, -1), q.codes)
+    assert float(same) == pytest.approx(0.0, abs=1e-6)
+    lp = level_log_probs(z, books[0])
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(b))
+    diff = alignment_loss(q.residuals, books, torch.randn(b, d),
+                          books[None] + torch.randn(b, m, k, d), q.codes)
+    assert float(diff) > 0
+
+
+def test_model_alignment_loss_is_nonnegative(batch: dict[str, torch.Tensor]) -> None:
+    out = _model("tarq")(_inputs(batch))
+    assert float(out.losses["align"]) >= 0
+
+
+# -- serving path --------------------------------------------------------------------------
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_serving_path_matches_training_forward(name: str, batch: dict[str, torch.Tensor]) -> None:
+    model = _model(name)
+    model.init_codebooks(_inputs(batch))
+    model.eval()
+    n = 30
+    cand = Synthetic(5).items(np.arange(n))
+    for r in (0, 3):  # a user with history and, in this fixture, possibly one without
+        request = {k: batch[k][r:r + 1] for k in ("user", "hist", "hist_mask")}
+        with torch.no_grad():
+            state = model.user_side(request["user"], request["hist"], request["hist_mask"])
+            v_item, aux = model.item_side(cand)
+            served = model.score(state, v_item, aux)
+            train_like = model({**{k: v.expand(n, *v.shape[1:]) for k, v in request.items()},
+                                "item": cand}).logit
+        assert served.shape == (n,)
+        assert torch.allclose(served, train_like, atol=1e-5), (served - train_like).abs().max()
+    if name in TARQ_VARIANTS:
+        assert state.extra["personal_codebooks"].shape == (1, CFG.n_codebooks,
+                                                           CFG.codebook_size, CFG.d_model)
+        assert torch.equal(aux, model.catalog_codes(cand))
+
+
+def test_tarq_personal_codebooks_latent_dim_differs() -> None:
+    cfg = dataclasses.replace(CFG, latent_dim=6)
+    model = _model("tarq", cfg)
+    b = Synthetic(3).batch(32)
+    out = model(_inputs(b))
+    assert model.codebooks.shape == (3, 4, 6)
+    assert torch.isfinite(model.total_loss(out))
+
+
+# -- empty histories -----------------------------------------------------------------------
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_no_nan_for_users_without_history(name: str) -> None:
+    b = Synthetic(7).batch(32, empty_share=1.0)
+    assert not b["hist_mask"].any()
+    model = _model(name)
+    out = model(_inputs(b))
+    assert torch.isfinite(out.logit).all()
+    loss = model.total_loss(out)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(g).all() for g in _grads(model) if g is not None)
+
+
+# -- learning ------------------------------------------------------------------------------
+# ~6 s (tt) and ~15 s (tarq) on an idle core; marked slow because shared CI cores stretch it.
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tarq", "tt"])
+def test_tiny_run_learns_target_history_match(name: str) -> None:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(CFG, kmeans_iters=25)
+    model = build_model(name, LAYOUT, cfg)
+    gen = Synthetic(1)
+    test = Synthetic(2).batch(2000)
+    model.init_codebooks(_inputs(gen.batch(256)))
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    ctr = []
+    for _ in range(120):
+        out = model(_inputs(gen.batch(128)))
+        loss = model.total_loss(out)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        ctr.append(float(out.losses["ctr"]))
+    model.eval()
+    with torch.no_grad():
+        p = torch.sigmoid(model(_inputs(test)).logit).numpy()
+    auc = metrics.auc(test["label"].numpy(), p)
+    assert np.mean(ctr[-20:]) < np.mean(ctr[:20]) - 0.03
+    assert auc > 0.65, auc

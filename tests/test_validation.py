@@ -1,0 +1,449 @@
+"""``tarq validate``: every corruption class is caught, raw rows stay untouched, reruns add nothing.
+
+The demo generator's ``tiny`` logs (8 days) are generated once per module and each test
+validates its own copy of the file; the volume and CTR collapses use a small deterministic
+warehouse built here, whose numbers are known exactly. One GX context (docs dir) is shared
+by the module, as a deployment shares it across days.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tarq.cli import main
+from tarq.data.demo import generate
+from tarq.validation import DEFAULT_ACTIONS, ValidationBounds, ValidationReport, validate
+from tarq.validation.core import _disagreement
+from tarq.validation.suites import ExpectationOutcome
+from tarq.warehouse import RAW_TABLES, connect, table_fingerprint
+
+# The demo logs: 2026-10-01 .. 2026-10-08; run date 2026-10-09 checks the last day.
+DEMO_DAY0 = dt.date(2026, 10, 1)
+CHECK_DAY = dt.date(2026, 10, 8)
+RUN_DATE = dt.date(2026, 10, 9)
+
+# The hand-built warehouse: 10 days of PER_DAY impressions from BUILT_DAY0.
+BUILT_DAY0 = dt.date(2026, 10, 1)
+BUILT_DAYS = 10
+BUILT_CHECK_DAY = dt.date(2026, 10, 10)
+BUILT_RUN_DATE = dt.date(2026, 10, 11)
+PER_DAY = 400  # every 10th row clicked, every 5th unexposed
+
+
+def _build_warehouse(
+    path: Path,
+    volume: dict[dt.date, int] | None = None,
+    click_every: dict[dt.date, int] | None = None,
+) -> None:
+    """Clean logs: ``volume``/``click_every`` override a day's impression count / click rate."""
+    volume = volume or {}
+    click_every = click_every or {}
+    con = connect(path)
+    con.execute(
+        "INSERT INTO items SELECT range, range % 7, range % 13, 1.5, 'fx' FROM range(1, 101)"
+    )
+    con.execute("INSERT INTO users SELECT range, 'fx' FROM range(1, 51)")
+    for k in range(BUILT_DAYS):
+        day = BUILT_DAY0 + dt.timedelta(days=k)
+        n = volume.get(day, PER_DAY)
+        every = click_every.get(day, 10)
+        # Unexposed rows are the r % 5 = 4 ones; clicks only fall on exposed rows.
+        con.execute(
+            "INSERT INTO impressions (user_id, item_id, ts, clicked, exposed, position, request_id, "
+            "load_id) SELECT 1 + (r * 7) % 50, 1 + (r * 13) % 100, "
+            "$day::TIMESTAMP + INTERVAL 1 SECOND * ((r * 211) % 86400), "
+            "r % $every = 0 AND r % 5 <> 4, r % 5 <> 4, r % 20, "
+            "'req-' || $k || '-' || r, 'fx' FROM range($n) AS t(r)",
+            {"day": day, "n": n, "every": every, "k": k},
+        )
+        con.execute(
+            "INSERT INTO behaviors (user_id, ts, item_id, category_id, brand_id, action, load_id) "
+            "SELECT 1 + r % 50, $day::TIMESTAMP + INTERVAL 1 SECOND * ((r * 307) % 86400), "
+            "1 + r % 100, (1 + r % 100) % 7, (1 + r % 100) % 13, "
+            "['pv', 'pv', 'cart', 'fav', 'buy'][1 + r % 5], 'fx' FROM range(300) AS t(r)",
+            {"day": day},
+        )
+    con.close()
+
+
+@pytest.fixture(scope="module")
+def base_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Demo logs (preset tiny), generated once for the module."""
+    path = tmp_path_factory.mktemp("validation_base") / "demo.duckdb"
+    generate(path, preset="tiny", seed=11, start_date=DEMO_DAY0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def docs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One GX context for the module (suites are created once, then reused)."""
+    return tmp_path_factory.mktemp("validation_gx") / "gx"
+
+
+@pytest.fixture
+def copy_db(base_db: Path, tmp_path: Path) -> Callable[[], Path]:
+    def make(name: str = "w.duckdb") -> Path:
+        dst = tmp_path / name
+        shutil.copy(base_db, dst)
+        return dst
+
+    return make
+
+
+def _fingerprints(db: Path) -> dict[str, tuple[int, str]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return {t: table_fingerprint(con, t) for t in RAW_TABLES}
+
+
+def _quarantine(db: Path, table: str) -> set[tuple[int, str]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            f"SELECT row_id, check_name FROM quarantine_{table} WHERE stage = 'validation'"
+        ).fetchall()
+    return set(rows)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, row: dict) -> int:
+    cols = ", ".join(row)
+    marks = ", ".join(f"${c}" for c in row)
+    return con.execute(
+        f"INSERT INTO {table} ({cols}) VALUES ({marks}) RETURNING row_id", row
+    ).fetchall()[0][0]
+
+
+def _failed(report: ValidationReport) -> set[str]:
+    return {c.key for c in report.failed_checks}
+
+
+def test_clean_day_passes_through_cli(copy_db: Callable[[], Path], docs_dir: Path) -> None:
+    db = copy_db()
+    before = _fingerprints(db)
+    rc = main(
+        [
+            "validate",
+            "--db",
+            str(db),
+            "--run-date",
+            "latest",
+            "--docs-dir",
+            str(docs_dir),
+        ]
+    )
+    assert rc == 0
+    assert _fingerprints(db) == before
+    for table in RAW_TABLES:
+        assert _quarantine(db, table) == set()
+    with duckdb.connect(str(db), read_only=True) as con:
+        ((run_date, check_day, success, summary),) = con.execute(
+            "SELECT run_date, check_day, success, summary FROM validation_runs"
+        ).fetchall()
+        n_side = con.execute(
+            "SELECT count(*) FROM feature_spec WHERE table_name = 'users'"
+        ).fetchall()[0][0]
+    assert (run_date, check_day, success) == (RUN_DATE, CHECK_DAY, True)
+    summary = json.loads(summary)
+    checks = {f"{c['table']}.{c['name']}": c for c in summary["checks"]}
+    assert checks["impressions.volume"]["status"] == "passed"
+    assert 0.5 < checks["impressions.volume"]["observed"]["ratio"] < 2
+    assert checks["impressions.ctr"]["status"] == "passed"
+    assert checks["behaviors.day_window"]["status"] == "passed"
+    assert checks["users.schema"]["observed"]["side_features"] == n_side > 0
+    assert not any(c["name"] == "gx_sql_agreement" for c in summary["checks"])
+    index = Path(summary["docs_path"])
+    assert index.name == "index.html" and index.is_file()
+    assert index.is_relative_to(docs_dir)
+
+
+@pytest.fixture(scope="module")
+def corrupted(
+    base_db: Path, docs_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, ValidationReport, dict[str, set[tuple[int, str]]], dict]:
+    """A copy with one or more rows of every row-level corruption class, validated once."""
+    db = tmp_path_factory.mktemp("validation_rows") / "w.duckdb"
+    shutil.copy(base_db, db)
+    day = dt.datetime.combine(CHECK_DAY, dt.time(12))
+    future = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(days=1)
+    expected: dict[str, set[tuple[int, str]]] = {"impressions": set(), "behaviors": set()}
+    with duckdb.connect(str(db)) as con:
+        (u1, u2, u3, no_user), (i1, no_item) = (
+            con.execute(
+                "SELECT min(user_id), min(user_id) + 1, min(user_id) + 2, max(user_id) + 1000 "
+                "FROM users"
+            ).fetchall()[0],
+            con.execute("SELECT min(item_id), max(item_id) + 1000 FROM items").fetchall()[0],
+        )
+        ok = {
+            "user_id": u1,
+            "item_id": i1,
+            "ts": day,
+            "clicked": False,
+            "exposed": True,
+            "position": 1,
+        }
+
+        def imp(check: str | None, **change: object) -> int:
+            # A request id of its own, so that injected rows are not duplicates of each other.
+            unique = {"request_id": f"bad-{len(expected['impressions'])}-{check}"}
+            row_id = _insert(con, "impressions", {**ok, **unique, **change})
+            if check:
+                expected["impressions"].add((row_id, check))
+            return row_id
+
+        for col in ("user_id", "item_id", "ts", "clicked", "exposed"):
+            imp(f"not_null_{col}", **{col: None})
+        imp("clicked_implies_exposed", clicked=True, exposed=False)
+        imp("position_non_negative", position=-2)
+        imp("item_in_catalog", item_id=no_item)
+        imp("user_in_users", user_id=no_user)
+        imp("ts_not_in_future", ts=future)
+        # Duplicates: the first copy is kept, later ones go; NULL request ids compare equal.
+        first = imp(None, request_id="dup-1", user_id=u2)
+        imp("duplicate_impression", request_id="dup-1", user_id=u2)
+        imp("duplicate_impression", request_id="dup-1", user_id=u2)
+        first_null = imp(None, request_id=None, user_id=u3)
+        imp("duplicate_impression", request_id=None, user_id=u3)
+        # Same key but another request: not a duplicate.
+        other_req = imp(None, request_id="dup-2", user_id=u2)
+
+        beh_ok = {
+            "user_id": u1,
+            "ts": day,
+            "item_id": None,
+            "category_id": 1,
+            "brand_id": 2,
+            "action": "pv",
+        }
+
+        def beh(check: str, **change: object) -> None:
+            expected["behaviors"].add((_insert(con, "behaviors", {**beh_ok, **change}), check))
+
+        for col in ("user_id", "ts", "action"):
+            beh(f"not_null_{col}", **{col: None})
+        beh("action_in_set", action="click")
+        beh("ts_not_in_future", ts=future)
+    kept = {"first": first, "first_null": first_null, "other_req": other_req}
+    before = _fingerprints(db)
+    report = validate(db, RUN_DATE, docs_dir=docs_dir)
+    return db, report, expected, {"kept": kept, "before": before}
+
+
+def test_row_level_corruptions_are_quarantined_exactly(corrupted) -> None:
+    db, report, expected, _ = corrupted
+    assert report.success, report.to_text()
+    for table in ("impressions", "behaviors"):
+        assert _quarantine(db, table) == expected[table]
+    assert _quarantine(db, "items") == set() and _quarantine(db, "users") == set()
+    for table in ("impressions", "behaviors"):
+        by_check: dict[str, int] = {}
+        for _, check in expected[table]:
+            by_check[check] = by_check.get(check, 0) + 1
+        for check, n in by_check.items():
+            result = report.check(table, check)
+            assert result.level == "row" and result.status == "failed"
+            assert result.observed["flagged"] == n == result.observed["gx_unexpected"]
+            assert result.observed["quarantined_new"] == n
+        assert report.quarantined[table] == len(expected[table])
+    assert report.check("impressions", "not_null_user_id").message.startswith("1 of ")
+    assert not [c for c in report.checks if c.name == "gx_sql_agreement"]
+    # The day's share stays under the bound: row-level failures alone do not fail the day.
+    share = report.check("impressions", "quarantined_share")
+    assert share.status == "passed" and 0 < share.observed["share"] < 0.05
+
+
+def test_quarantine_keeps_raw_rows_untouched(corrupted) -> None:
+    db, _, expected, info = corrupted
+    assert _fingerprints(db) == info["before"]
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "SELECT q.row_id, q.run_id, q.reason, q.raw_row, to_json(i) FROM quarantine_impressions q "
+            "JOIN impressions i USING (row_id) WHERE q.check_name = 'clicked_implies_exposed'"
+        ).fetchall()
+    ((row_id, run_id, reason, raw_row, current),) = rows
+    assert run_id.startswith("validation-") and "unexposed" in reason
+    assert json.loads(raw_row) == json.loads(current)
+    assert json.loads(raw_row)["row_id"] == row_id
+    kept = info["kept"]
+    quarantined_ids = {r for r, _ in expected["impressions"]}
+    assert not quarantined_ids & set(kept.values())
+
+
+def test_revalidation_adds_no_duplicate_quarantine_rows(
+    corrupted, tmp_path: Path, docs_dir: Path
+) -> None:
+    src, _, expected, _ = corrupted
+    db = tmp_path / "again.duckdb"
+    shutil.copy(src, db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        n_before = con.execute("SELECT count(*) FROM quarantine_impressions").fetchall()[0][0]
+    # complete_result_limit=0: GX returns summaries, and GX/SQL are compared by counts.
+    bounds = ValidationBounds(complete_result_limit=0)
+    report = validate(db, RUN_DATE, docs_dir=docs_dir, bounds=bounds)
+    assert report.success
+    assert not [c for c in report.checks if c.name == "gx_sql_agreement"]
+    assert report.quarantined == dict.fromkeys(RAW_TABLES, 0)
+    assert report.flagged["impressions"] == len({r for r, _ in expected["impressions"]})
+    with duckdb.connect(str(db), read_only=True) as con:
+        n_after = con.execute("SELECT count(*) FROM quarantine_impressions").fetchall()[0][0]
+        n_runs = con.execute("SELECT count(*) FROM validation_runs").fetchall()[0][0]
+    assert n_after == n_before == len(expected["impressions"])
+    assert _quarantine(db, "behaviors") == expected["behaviors"]
+    assert n_runs == 2
+
+
+def test_schema_drift_fails_with_named_columns(
+    copy_db: Callable[[], Path], docs_dir: Path, capsys
+) -> None:
+    db = copy_db()
+    with duckdb.connect(str(db)) as con:
+        con.execute("ALTER TABLE impressions ALTER position TYPE VARCHAR")
+        con.execute("ALTER TABLE behaviors DROP COLUMN brand_id")
+        con.execute("ALTER TABLE items ADD COLUMN colour VARCHAR")  # not declared in feature_spec
+    before = _fingerprints(db)
+    rc = main(
+        [
+            "validate",
+            "--db",
+            str(db),
+            "--run-date",
+            RUN_DATE.isoformat(),
+            "--docs-dir",
+            str(docs_dir),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "FAILED impressions.schema" in out
+    assert "impressions.position is VARCHAR, contract says INTEGER" in out
+    assert "behaviors.brand_id is missing" in out
+    assert "items.colour (VARCHAR) is not in the contract nor declared in feature_spec" in out
+    assert "FAILED users.schema" not in out  # users.gender is a declared side feature
+    assert _fingerprints(db) == before
+
+
+def test_unregistered_column_allowed_by_bound(copy_db: Callable[[], Path], docs_dir: Path) -> None:
+    db = copy_db()
+    with duckdb.connect(str(db)) as con:
+        con.execute("ALTER TABLE items ADD COLUMN colour VARCHAR")
+    report = validate(
+        db, RUN_DATE, docs_dir=docs_dir, bounds=ValidationBounds(allow_unregistered_columns=True)
+    )
+    assert report.success, report.to_text()
+
+
+def test_empty_day_fails(copy_db: Callable[[], Path], docs_dir: Path) -> None:
+    db = copy_db()
+    report = validate(db, RUN_DATE + dt.timedelta(days=1), docs_dir=docs_dir)  # checks 10-09
+    assert not report.success
+    assert "impressions.day_not_empty" in _failed(report)
+    assert report.check("impressions", "day_not_empty").message == "no impressions on 2026-10-09"
+    assert report.check("impressions", "volume").status == "skipped"
+    assert "FAILED impressions.day_not_empty: no impressions on 2026-10-09" in report.to_text()
+
+
+def test_volume_collapse_fails_with_numbers(tmp_path: Path, docs_dir: Path) -> None:
+    db = tmp_path / "collapse.duckdb"
+    _build_warehouse(db, volume={BUILT_CHECK_DAY: 12})
+    report = validate(db, BUILT_RUN_DATE, docs_dir=docs_dir)
+    assert _failed(report) == {"impressions.volume"}
+    msg = report.check("impressions", "volume").message
+    assert msg == (
+        "12 impressions on 2026-10-10 is 0.03x the trailing median 400 (allowed 0.2x–5x)"
+    )
+    assert report.check("impressions", "volume").observed["ratio"] == pytest.approx(12 / 400)
+
+
+def test_ctr_collapse_fails_with_numbers(tmp_path: Path, docs_dir: Path) -> None:
+    db = tmp_path / "ctr.duckdb"
+    _build_warehouse(db, click_every={BUILT_CHECK_DAY: 200})
+    report = validate(db, BUILT_RUN_DATE, docs_dir=docs_dir)
+    assert _failed(report) == {"impressions.ctr"}
+    ctr = report.check("impressions", "ctr")
+    # Trailing days: 40 clicks / 320 exposed = 0.125; the checked day: 2 / 320.
+    assert ctr.observed["trailing_median"] == pytest.approx(0.125)
+    assert ctr.observed["ratio"] == pytest.approx((2 / 320) / 0.125)
+    assert ctr.message == (
+        "CTR 0.0063 (2 clicks / 320 exposed) on 2026-10-10 is 0.05x the trailing median "
+        "0.1250 (allowed 0.25x–4x)"
+    )
+
+
+def test_too_many_bad_rows_fail_the_day(copy_db: Callable[[], Path], docs_dir: Path) -> None:
+    db = copy_db()
+    with duckdb.connect(str(db)) as con:
+        n_day = con.execute(
+            "SELECT count(*) FROM impressions WHERE ts::DATE = $d", {"d": CHECK_DAY}
+        ).fetchall()[0][0]
+        n_bad = n_day // 10
+        con.execute(
+            "INSERT INTO impressions (user_id, item_id, ts, clicked, exposed, load_id) "
+            "SELECT (SELECT min(user_id) FROM users), (SELECT min(item_id) FROM items), "
+            "$ts::TIMESTAMP + INTERVAL 1 SECOND * r, true, false, 'bad' FROM range($n) t(r)",
+            {"ts": dt.datetime.combine(CHECK_DAY, dt.time(8)), "n": n_bad},
+        )
+    report = validate(db, RUN_DATE, docs_dir=docs_dir)
+    assert _failed(report) == {"impressions.quarantined_share"}
+    total = n_day + n_bad
+    assert report.check("impressions", "quarantined_share").message == (
+        f"{n_bad:,} of {total:,} impressions on 2026-10-08 are quarantined "
+        f"({n_bad / total:.1%}; allowed at most 5.0%)"
+    )
+    assert report.quarantined["impressions"] == n_bad
+
+
+def test_few_trailing_days_skip_and_extended_actions(
+    copy_db: Callable[[], Path], docs_dir: Path
+) -> None:
+    db = copy_db()
+    with duckdb.connect(str(db)) as con:
+        click = _insert(
+            con,
+            "behaviors",
+            {
+                "user_id": con.execute("SELECT min(user_id) FROM users").fetchall()[0][0],
+                "ts": dt.datetime.combine(DEMO_DAY0 + dt.timedelta(days=1), dt.time(9)),
+                "action": "click",
+            },
+        )
+    bounds = ValidationBounds(actions=(*DEFAULT_ACTIONS, "click"))
+    report = validate(db, DEMO_DAY0 + dt.timedelta(days=2), docs_dir=docs_dir, bounds=bounds)
+    assert report.success, report.to_text()
+    assert report.check("impressions", "volume").status == "skipped"
+    assert "only 1 trailing day(s)" in report.check("impressions", "volume").message
+    assert report.check("behaviors", "action_in_set").status == "passed"
+    assert (click, "action_in_set") not in _quarantine(db, "behaviors")
+    # The same row under the default vocabulary is quarantined.
+    report = validate(db, DEMO_DAY0 + dt.timedelta(days=2), docs_dir=docs_dir)
+    assert _quarantine(db, "behaviors") == {(click, "action_in_set")}
+
+
+def test_gx_sql_disagreement_is_reported() -> None:
+    def outcome(success: bool, count: int, ids: list[int] | None) -> ExpectationOutcome:
+        return ExpectationOutcome(
+            "c", "ExpectColumnValuesToNotBeNull", success, 10, count, ids, [], None
+        )
+
+    assert _disagreement(outcome(False, 2, [3, 5]), 2, [3, 5]) == ""
+    assert _disagreement(outcome(True, 0, []), 0, []) == ""
+    assert "SQL flagged 1 rows" in _disagreement(outcome(True, 0, []), 1, [3])
+    assert "GX flagged 2 rows, SQL 1" in _disagreement(outcome(False, 2, [3, 4]), 1, [3])
+    assert "only GX: [4], only SQL: [5]" in _disagreement(outcome(False, 2, [3, 4]), 2, [3, 5])
+    assert _disagreement(outcome(False, 2, None), 2, [3, 5]) == ""  # summary: counts only
+    assert _disagreement(None, 0, []) == "no GX result"
+
+
+def test_bad_arguments_have_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        validate(tmp_path / "nope.duckdb", RUN_DATE)
+    with pytest.raises(ValueError, match="volume_ratio"):
+        ValidationBounds(volume_ratio=(5, 0.2))
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        db = tmp_path / "w.duckdb"
+        connect(db).close()
+        validate(db, "10/11/2026")
