@@ -80,7 +80,7 @@ def test_tampered_weights_are_refused(samples: Path, tmp_path: Path) -> None:
             return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
 
     torch.save({"x": Evil()}, tmp_path / "m" / "model.pt")
-    with pytest.raises(Exception, match="[Ww]eights only"):
+    with pytest.raises(Exception, match=r"[Ww]eights only"):
         load_trained(tmp_path / "m")
     assert not (tmp_path / "pwned").exists()
 
