@@ -509,7 +509,7 @@ def _publication_artifact(day: str, summary: dict[str, Any], pub: dict[str, Any]
     else:
         lines += [f"- published table version **{pub['version']}** "
                   f"({'new' if pub.get('created', True) else 'already published'}), "
-                  f"view `serving_item_ids`, {pub.get('manifest', {}).get('n_rows', '')} rows",
+                  f"view `serving_item_ids`, {pub.get('manifest', {}).get('rows', '')} rows",
                   f"- Parquet export: `{pub.get('export_path')}`",
                   f"- model URI: `{summary['model_uri']}` (alias `champion`)"]
     lines += ["", "| stage | seconds |", "|---|---|"]
