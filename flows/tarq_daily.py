@@ -15,12 +15,19 @@ Failed("GateRejected"); neither publishes nor moves ``champion``. A run date alr
 (parent run tagged ``published`` or ``rejected``) is skipped unless ``force``: no duplicate
 versions or publications.
 
+One run per warehouse at a time (:mod:`tarq.locking`, the server-less twin of the
+deployment's ``concurrency_limit: 1``): a second run waits up to ``lock_wait_s`` and then
+finds its date done, or ends Failed("AlreadyRunning") without touching anything. An MLflow
+store that is unreachable or locked is found before any work (Failed("TrackingUnavailable"),
+after the task's retries). ``retry_delay_s`` tunes the pause between a task's retries.
+
 Without a server::
 
     python -m flows.tarq_daily --db data/tarq.duckdb --run-date 2026-10-22 [--preset tiny]
     python -m flows.tarq_daily --db data/tarq.duckdb --run-date latest --backfill-days 2
 
-exit 0 when the run completed, 3 when the gate rejected the challenger, 1 on other failures.
+exit 0 when the run completed, 3 when the gate rejected the challenger, 4 when another run
+holds the warehouse, 2 on bad parameters, 1 on other failures.
 """
 
 from __future__ import annotations
@@ -28,12 +35,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
@@ -48,7 +57,8 @@ disable_telemetry()
 
 MODEL_CHOICES = ("tarq", "tt", "inttower", "mvke", "ta", "tarq_no_align", "tarq_no_teacher_align")
 ABLATIONS = ("tarq_no_align", "tarq_no_teacher_align")
-EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_BUSY = 0, 1, 3, 4
+RETRY_DELAY_S = 5.0
 CACHE = INPUTS + TASK_SOURCE
 CACHE_FOR = dt.timedelta(days=7)
 
@@ -81,6 +91,27 @@ class DailyParams(BaseModel):
     experiment: str = "tarq-daily"
     keep_versions: int = Field(5, ge=1, description="published versions kept for rollback")
     force: bool = Field(False, description="rerun a run date that already finished")
+    lock_wait_s: float = Field(0.0, ge=0.0, description=(
+        "seconds to wait when another run holds the warehouse (0: refuse at once)"))
+    retry_delay_s: float = Field(RETRY_DELAY_S, ge=0.0, description=(
+        "pause between a failed task's retries (the retries themselves always apply)"))
+    tracking_timeout_s: float = Field(5.0, gt=0.0, description=(
+        "how long one try waits for the MLflow store to answer or grant a write lock"))
+
+    @field_validator("run_date")
+    @classmethod
+    def _run_date(cls, v: str) -> str:
+        # Refused here, before any task runs (and is retried): a run date only ever becomes
+        # a bound parameter, but an ill-formed one is an operator's mistake to name at once.
+        if v in ("today", "latest"):
+            return v
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
+                dt.date.fromisoformat(v)  # a real calendar day
+                return v
+        except ValueError:
+            pass
+        raise ValueError(f"run date {v!r} is not YYYY-MM-DD, 'today' or 'latest'")
 
     @field_validator("models")
     @classmethod
@@ -139,6 +170,15 @@ def resolve_day(db: Path, run_date: str) -> str:
 
     with open_db(db, read_only=True) as con:
         return str(resolve_run_date(run_date, con))
+
+
+@task(name="mlflow-connect", retries=2, retry_delay_seconds=5)
+def connect_tracking(tracking_uri: str | None, experiment: str, run_date: str,
+                     timeout_s: float = 5.0) -> dict[str, Any]:
+    """Check the MLflow store before any work and look up the run date's parent run."""
+    from flows import tracking
+
+    return tracking.open_day(tracking_uri, experiment, run_date, timeout_s=timeout_s)
 
 
 @task(name="warehouse-state", retries=2, retry_delay_seconds=5)
@@ -327,6 +367,19 @@ def _ensure(result: dict[str, Any], check: Callable[[dict[str, Any]], bool],
     return result if check(result) else rerun()
 
 
+def _tasks(delay: float) -> SimpleNamespace:
+    """The flow's tasks with ``delay`` seconds between retries (their retry counts unchanged)."""
+    tasks = {"prepare_logs": prepare_logs, "resolve_day": resolve_day,
+             "connect_tracking": connect_tracking, "warehouse_state": warehouse_state,
+             "validate_logs": validate_logs, "build_samples": build_samples_task,
+             "train": train_task, "rescore_champion": rescore_champion, "assign": assign_task,
+             "register": register_task, "publish": publish_task}
+    if delay == RETRY_DELAY_S:
+        return SimpleNamespace(**tasks)
+    return SimpleNamespace(**{k: t.with_options(retry_delay_seconds=delay)
+                              for k, t in tasks.items()})
+
+
 # ----------------------------------------------------------------------------- flows
 
 
@@ -334,38 +387,68 @@ def _ensure(result: dict[str, Any], check: Callable[[dict[str, Any]], bool],
       validate_parameters=True)
 def tarq_daily(params: DailyParams | None = None) -> dict[str, Any] | State:
     """One daily run; returns a summary dict, or a Failed state on validation/gate failure."""
-    from flows import tracking
-    from tarq.gate import GateConfig, decide
+    from prefect.runtime import flow_run
+
+    from tarq.locking import LockBusyError, exclusive_lock, warehouse_lock_path
 
     p = params or DailyParams()
     log = get_run_logger()
-    timings: dict[str, float] = {}
     db = Path(p.db).resolve()
+    lock = warehouse_lock_path(db)
+    with ExitStack() as held:
+        t0 = time.perf_counter()
+        try:
+            held.enter_context(exclusive_lock(lock, wait_s=p.lock_wait_s, info={
+                "run_date": p.run_date, "flow_run": str(flow_run.get_id())}))
+        except LockBusyError as exc:
+            msg = (f"warehouse {db} is busy: {exc}. Run date {p.run_date} was not started and "
+                   "nothing was changed (lock_wait_s waits for the other run).")
+            log.warning(msg)
+            return Failed(name="AlreadyRunning", message=msg)
+        waited = time.perf_counter() - t0
+        if waited >= 1:
+            log.info("waited %.0fs for another run to release %s", waited, lock)
+        return _run_day(p, db, log)
+
+
+def _run_day(p: DailyParams, db: Path, log: Any) -> dict[str, Any] | State:
+    """The daily run proper, under the warehouse lock."""
+    from flows import tracking
+    from tarq.gate import GateConfig, decide
+
+    tasks = _tasks(p.retry_delay_s)
+    timings: dict[str, float] = {}
     work = Path(p.work_dir).resolve()
 
     with _stage(timings, "logs"):
-        prepare_logs(db, p.preset, p.seed)
-        day = resolve_day(db, p.run_date)
+        tasks.prepare_logs(db, p.preset, p.seed)
+        day = tasks.resolve_day(db, p.run_date)
     log.info("run date %s (test day %s) on %s", day,
              dt.date.fromisoformat(day) - dt.timedelta(days=1), db)
-    exp_id = tracking.setup(p.tracking_uri, p.experiment)
-    done = tracking.find_day_run(exp_id, day)
-    if done is not None and done.data.tags.get(tracking.STATUS_TAG) in tracking.DONE_STATUSES \
-            and not p.force:
-        status = done.data.tags[tracking.STATUS_TAG]
-        msg = (f"run date {day} already finished ({status}, MLflow run {done.info.run_id}, "
-               f"version {done.data.tags.get('tarq.model_version', '-')}); nothing redone. "
+    try:
+        known = tasks.connect_tracking(p.tracking_uri, p.experiment, day, p.tracking_timeout_s)
+    except tracking.TrackingUnavailable as exc:
+        msg = (f"{exc}, after {connect_tracking.retries + 1} attempts; run date {day} stopped "
+               "before validation: nothing was trained, registered or published")
+        log.error(msg)
+        return Failed(name="TrackingUnavailable", message=msg)
+    exp_id = known["experiment_id"]
+    tracking.use_store(p.tracking_uri)  # for the flow's own MLflow calls after the tasks
+    if known["status"] in tracking.DONE_STATUSES and not p.force:
+        status = known["status"]
+        msg = (f"run date {day} already finished ({status}, MLflow run {known['run_id']}, "
+               f"version {known['version'] or '-'}); nothing redone. "
                "Pass force=true to retrain.")
         create_markdown_artifact(key="publication", markdown=f"**Skipped.** {msg}",
                                  description=f"tarq-daily {day}")
         log.info(msg)
         return Completed(message=msg, data={"run_date": day, "status": "skipped",
                                              "previous_status": status,
-                                             "parent_run_id": done.info.run_id})
+                                             "parent_run_id": known["run_id"]})
 
     day_dir = work / day
     with _stage(timings, "validate"):
-        report = validate_logs(db, day, day_dir / "gx")
+        report = tasks.validate_logs(db, day, day_dir / "gx")
     checks = report.get("checks") or report.get("results") or []
     create_table_artifact(
         key="validation-summary",
@@ -380,12 +463,12 @@ def tarq_daily(params: DailyParams | None = None) -> dict[str, Any] | State:
                       message=f"validation of {day} failed, nothing published:\n{report['text']}")
 
     with _stage(timings, "samples"):
-        state = warehouse_state(db)
+        state = tasks.warehouse_state(db)
         sdir = day_dir / "samples"
         args = (db, day, sdir, p.train_days, p.seq_len, state)
-        samples = _ensure(build_samples_task(*args),
+        samples = _ensure(tasks.build_samples(*args),
                           lambda r: (sdir / "meta.json").exists(),
-                          lambda: build_samples_task.with_options(refresh_cache=True)(*args))
+                          lambda: tasks.build_samples.with_options(refresh_cache=True)(*args))
     log.info("samples %s: %s train rows (%s..%s), %s test rows on %s; fingerprint %s", sdir,
              samples["train_rows"], samples["train_start"], samples["train_end"],
              samples["test_rows"], samples["test_day"], samples["fingerprint"])
@@ -402,20 +485,20 @@ def tarq_daily(params: DailyParams | None = None) -> dict[str, Any] | State:
         with _stage(timings, f"train:{name}"):
             mdir = day_dir / "models" / name
             targs = (sdir, samples["fingerprint"], name, mdir, model_cfg, train_cfg)
-            results[name] = _ensure(train_task(*targs),
-                                    lambda r, d=mdir: (d / "model.pt").exists(),
-                                    lambda t=targs: train_task.with_options(refresh_cache=True)(*t))
+            results[name] = _ensure(
+                tasks.train(*targs), lambda r, d=mdir: (d / "model.pt").exists(),
+                lambda t=targs: tasks.train.with_options(refresh_cache=True)(*t))
             model_dirs[name] = str(mdir)
         t = results[name]["test"]
         log.info("%s: auc %.4f gauc %.4f logloss %.4f (%.1fs)", name, t["auc"], t["gauc"],
                  t["logloss"], results[name]["train_seconds"])
 
     with _stage(timings, "champion"):
-        champ = rescore_champion(sdir, day_dir, p.tracking_uri, p.experiment)
+        champ = tasks.rescore_champion(sdir, day_dir, p.tracking_uri, p.experiment)
 
     with _stage(timings, "semantic_ids"):
         ids_dir = day_dir / "ids"
-        health = assign_task(db, Path(model_dirs["tarq"]), ids_dir)
+        health = tasks.assign(db, Path(model_dirs["tarq"]), ids_dir)
     create_table_artifact(
         key="semantic-id-health",
         table=[{"check": c["name"], "ok": c["ok"], "detail": c["detail"]}
@@ -428,9 +511,10 @@ def tarq_daily(params: DailyParams | None = None) -> dict[str, Any] | State:
 
     try:
         with _stage(timings, "mlflow"):
-            reg = register_task(p.tracking_uri, p.experiment, day, samples, sdir, results, model_dirs,
-                                ids_dir, health, champ,
-                                {"params": p.model_dump(), "model": model_cfg, "train": train_cfg})
+            reg = tasks.register(p.tracking_uri, p.experiment, day, samples, sdir, results,
+                                 model_dirs, ids_dir, health, champ,
+                                 {"params": p.model_dump(), "model": model_cfg,
+                                  "train": train_cfg})
     except BaseException:
         _mark_failed(exp_id, day)
         raise
@@ -468,8 +552,8 @@ def tarq_daily(params: DailyParams | None = None) -> dict[str, Any] | State:
                           message=f"gate rejected TARQ for {day}; champion unchanged, nothing "
                                   f"published: {decision.reason}")
         with _stage(timings, "publish"):
-            pub = publish_task(db, ids_dir, str(reg["version"]), day, reg["model_uri"],
-                               p.keep_versions, db.parent / "published")
+            pub = tasks.publish(db, ids_dir, str(reg["version"]), day, reg["model_uri"],
+                                p.keep_versions, db.parent / "published")
             tracking.promote(reg["version"])
             tracking.tag_version(reg["version"], {"published.table_version": pub["version"],
                                                   "published.export": pub.get("export_path")})
@@ -613,7 +697,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=2, default=str))
         return EXIT_OK
     print(f"tarq-daily: {state.name}: {state.message}", file=sys.stderr)
-    return EXIT_REJECTED if state.name == "GateRejected" else EXIT_FAILED
+    return {"GateRejected": EXIT_REJECTED, "AlreadyRunning": EXIT_BUSY}.get(state.name,
+                                                                          EXIT_FAILED)
 
 
 if __name__ == "__main__":

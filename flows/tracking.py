@@ -19,7 +19,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,10 @@ METRIC_KEYS = ("auc", "gauc", "logloss", "utilization_batch", "utilization_catal
                "collision_rate", "train_seconds", "samples_per_s")
 KIND_TAG, DATE_TAG, STATUS_TAG, MODEL_TAG = "tarq.kind", "tarq.run_date", "tarq.status", "tarq.model"
 DONE_STATUSES = ("published", "rejected")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking store cannot be used: unreachable, locked or not writable."""
 
 
 def default_tracking_uri() -> str:
@@ -84,6 +91,87 @@ def setup(
     except MlflowException:
         # Another process created it between our lookup and create.
         return client.get_experiment_by_name(experiment).experiment_id
+
+
+def check_store(tracking_uri: str | None = None, timeout_s: float = 5.0) -> str:
+    """Fail fast, with a clear message, when the tracking store cannot take the day's writes.
+
+    An ``http(s)`` store must answer ``/health`` (any HTTP answer counts: the server is up);
+    a ``sqlite`` store must grant a write lock within ``timeout_s`` (MLflow itself waits 20 s
+    per statement on a locked file, and only fails at the first write, after training).
+    Other stores are left to MLflow. Returns the URI checked.
+
+    Raises:
+        TrackingUnavailable: naming the store and what went wrong.
+    """
+    uri = tracking_uri or default_tracking_uri()
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+                pass
+        except urllib.error.HTTPError:
+            pass  # the server answered; authentication or routing is MLflow's business
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingUnavailable(
+                f"MLflow tracking server {uri} is unreachable ({reason})") from exc
+    elif scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///"))
+        if path.exists():
+            try:
+                con = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
+                try:
+                    con.execute("BEGIN IMMEDIATE")  # a write lock, released at once
+                    con.execute("ROLLBACK")
+                finally:
+                    con.close()
+            except sqlite3.Error as exc:
+                raise TrackingUnavailable(
+                    f"MLflow tracking store {path} is locked or not writable ({exc}; waited "
+                    f"{timeout_s:g}s)") from exc
+    return uri
+
+
+def open_day(tracking_uri: str | None, experiment: str, run_date: str,
+             timeout_s: float = 5.0) -> dict[str, Any]:
+    """Check the store, open the experiment and look up ``run_date``'s parent run.
+
+    Returns ``{"experiment_id", "run_id", "status", "version"}`` (``run_id`` None when the
+    date never ran).
+
+    Raises:
+        TrackingUnavailable: the store is unreachable, locked or refuses the request; the
+            message names the store (MLflow's own error is chained).
+    """
+    uri = tracking_uri or default_tracking_uri()
+    check_store(uri, timeout_s)
+    try:
+        exp_id = setup(uri, experiment)
+        run = find_day_run(exp_id, run_date)
+    except (MlflowException, OSError, sqlite3.Error) as exc:
+        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+        raise TrackingUnavailable(
+            f"MLflow tracking store {uri} failed: {type(exc).__name__}: "
+            f"{lines[0][:300] if lines else ''}") from exc
+    except Exception as exc:  # e.g. SQLAlchemy's OperationalError on a locked or broken file
+        if type(exc).__module__.split(".")[0] != "sqlalchemy":
+            raise
+        raise TrackingUnavailable(
+            f"MLflow tracking store {uri} failed: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300]}") from exc
+    return {"experiment_id": exp_id,
+            "run_id": run.info.run_id if run is not None else None,
+            "status": run.data.tags.get(STATUS_TAG) if run is not None else None,
+            "version": run.data.tags.get("tarq.model_version") if run is not None else None}
+
+
+def use_store(tracking_uri: str | None = None) -> str:
+    """Point this process's MLflow client at the store (no I/O); returns the URI."""
+    uri = tracking_uri or default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
 
 
 def client() -> MlflowClient:
@@ -306,6 +394,11 @@ def register(model_uri: str, run_id: str, run_date: str, tags: Mapping[str, str]
     c = client()
     existing = version_for_day(run_date, name)
     if existing is not None:
+        # A retry after a failure between creating the version and moving the alias
+        # completes the registration instead of leaving a version without its alias.
+        aliases = getattr(existing, "aliases", None) or []
+        if "challenger" not in aliases:
+            c.set_registered_model_alias(name, "challenger", existing.version)
         return existing
     with contextlib.suppress(MlflowException):  # already registered
         c.create_registered_model(name)

@@ -44,6 +44,39 @@ from tarq.train_args import add_train_arguments
 CHECKPOINT = "checkpoints/last.pt"
 
 
+class UntrustedModelError(ValueError):
+    """A weights or checkpoint file that weights-only loading refused (never unpickled)."""
+
+
+def load_weights(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` with a clear error naming the file.
+
+    Weights-only loading accepts tensors, plain containers and numbers only; a file that
+    holds any other Python object (a tampered or foreign pickle) is refused before anything
+    in it runs, wherever the file came from.
+
+    Raises:
+        UntrustedModelError: the file is not a plain-tensor file (tampered, foreign or
+            truncated); the message names the file and says why.
+        FileNotFoundError: the file does not exist.
+    """
+    p = Path(path)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "global" in ln.lower()),
+                      lines[0].split(". ")[0] if lines else type(exc).__name__).rstrip(".")
+        kind = ("weights only loading refused it" if "eights only" in str(exc)
+                else "it is not a readable torch weights file")
+        raise UntrustedModelError(
+            f"{p}: refused to load: {kind} ({detail}). Nothing in it was unpickled; do not "
+            "load it with weights_only=False unless you trust where it came from"
+        ) from exc
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings shared by every model (one loop for all, as the paper's setup)."""
@@ -202,7 +235,7 @@ def train(
     best_state: dict[str, torch.Tensor] | None = None
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = load_weights(ckpt_path)
         if ckpt["model_name"] != model_name:
             raise ValueError(f"{ckpt_path} belongs to model {ckpt['model_name']!r}")
         model.load_state_dict(ckpt["model"])
@@ -340,7 +373,7 @@ def load_trained(model_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any]
 
     layout = FeatureLayout.load(d / "layout.json")
     model = build_model(cfg["model_name"], layout, ModelConfig.from_dict(cfg["model"]))
-    state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
+    state = load_weights(d / "model.pt")
     model.load_state_dict(state)
     model.eval()
     return model, cfg

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from tarq.sqlfiles import load_sql, quote_ident
+from tarq.sqlfiles import load_sql, quote_ident, run
 
 RAW_TABLES = ("items", "users", "impressions", "behaviors")
 DEFAULT_DB = Path("data/tarq.duckdb")
@@ -96,3 +96,36 @@ def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str) -> tuple[int, 
     q = quote_ident(table)
     n, h = con.execute(f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM {q} AS t").fetchone()
     return int(n), hashlib.sha256(str(h).encode()).hexdigest()[:16]
+
+
+def raw_fingerprints(
+    con: duckdb.DuckDBPyConnection, by_load: bool = False
+) -> dict[str, tuple[int, int]] | dict[tuple[str, str | None], tuple[int, int]]:
+    """Row counts and order-independent checksums of the raw tables (``sql/integrity``).
+
+    Args:
+        con: an open warehouse connection.
+        by_load: key the result by ``(table, load_id)`` instead of by table, so that rows
+            appended by a new load can be told apart from the rows that were there before.
+
+    Returns:
+        ``{table: (rows, checksum)}`` for every raw table (``(0, 0)`` when empty), or
+        ``{(table, load_id): (rows, checksum)}``. Equal fingerprints mean no row was
+        changed, lost or added.
+    """
+    rows = run(con, "integrity/raw_fingerprint").fetchall()
+    if by_load:
+        return {(t, load): (int(n), int(c)) for t, load, n, c in rows}
+    out: dict[str, tuple[int, int]] = dict.fromkeys(RAW_TABLES, (0, 0))
+    for t, _, n, c in rows:
+        # Sums of hashes add up, so per-load checksums combine into the table's.
+        out[t] = (out[t][0] + int(n), out[t][1] + int(c))
+    return out
+
+
+def quarantine_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, object]]:
+    """Every row of the four quarantine tables: table, row_id, key, run_id, stage,
+    check_name, source and source_line (``sql/integrity/quarantine_rows.sql``)."""
+    cur = run(con, "integrity/quarantine_rows")
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
