@@ -37,6 +37,7 @@ import datetime as dt
 import json
 import re
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -667,8 +668,15 @@ def params_from_args(args: argparse.Namespace) -> DailyParams:
     return DailyParams(**data)
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the flow (or a backfill ending at the run date) without a server."""
+    # SIGTERM (kill, a supervisor, Ctrl-C's sibling) unwinds like an exit, so the temporary
+    # Prefect API server this process started is stopped instead of being left orphaned.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = _parser().parse_args(argv)
     try:
         p = params_from_args(args)
