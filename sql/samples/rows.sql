@@ -1,15 +1,15 @@
 -- Point-in-time samples: one row per impression of [$start, $end) of the users in hash bucket
 -- $bucket of $buckets, with the user's last $seq_len behaviours strictly before the impression
--- time (looked up from $history_start on). Buckets of users bound the memory of one statement
--- while every behaviour is still windowed once; `split` is 'test' on $test_day, else 'train'.
+-- time (looked up from $history_start on). Buckets of users bound the memory of one statement;
+-- `split` is 'test' on $test_day, else 'train'.
 --
 -- Impressions and the behaviours of the same users are merged into one time-ordered stream per
 -- user. At equal timestamps impressions sort before behaviours, so a running count of behaviours
--- gives each impression n = number of behaviours strictly before it and each behaviour its rank.
--- A RANGE frame over that count then holds exactly behaviours n-$seq_len+1 .. n: the history,
--- with nothing at or after the impression time. Quarantined rows are excluded on both sides.
--- Impression columns ride along in the stream so that no join back to the impressions (with
--- every event's lists in a hash table) is needed.
+-- gives each impression n = the number of the user's behaviours strictly before it. Each user's
+-- behaviours are collected ONCE into lists in the same order, and an impression's history is
+-- the slice n-$seq_len+1 .. n of them: nothing at or after the impression time. (A list window
+-- over the stream would build a list for every behaviour too, and hold them all in memory.)
+-- Quarantined rows are excluded on both sides.
 WITH imp AS (
     SELECT i.row_id, i.user_id, i.item_id, i.ts, i.clicked, i.exposed, i.position
     FROM impressions AS i
@@ -28,13 +28,10 @@ beh AS (
       AND NOT EXISTS (SELECT 1 FROM quarantine_behaviors AS q WHERE q.row_id = b.row_id)
 ),
 events AS (
-    SELECT user_id, ts, 0 AS kind, row_id, item_id,
-           NULL::BIGINT AS category_id, NULL::BIGINT AS brand_id, NULL::VARCHAR AS action,
-           clicked, exposed, position
+    SELECT user_id, ts, 0 AS kind, row_id, item_id, clicked, exposed, position
     FROM imp
     UNION ALL
-    SELECT user_id, ts, 1 AS kind, row_id, item_id, category_id, brand_id, action,
-           NULL, NULL, NULL
+    SELECT user_id, ts, 1 AS kind, row_id, NULL, NULL, NULL, NULL
     FROM beh
 ),
 ranked AS (
@@ -43,16 +40,27 @@ ranked AS (
                            ROWS UNBOUNDED PRECEDING) AS n_before
     FROM events
 ),
+user_history AS (
+    SELECT user_id,
+           list(item_id ORDER BY ts, row_id) AS items,
+           list(category_id ORDER BY ts, row_id) AS categories,
+           list(brand_id ORDER BY ts, row_id) AS brands,
+           list(action ORDER BY ts, row_id) AS actions,
+           list(ts ORDER BY ts, row_id) AS times
+    FROM beh
+    GROUP BY user_id
+),
 with_history AS (
-    SELECT *,
-           list(item_id ORDER BY n_before) FILTER (WHERE kind = 1) OVER w AS hist_item_id,
-           list(category_id ORDER BY n_before) FILTER (WHERE kind = 1) OVER w AS hist_category_id,
-           list(brand_id ORDER BY n_before) FILTER (WHERE kind = 1) OVER w AS hist_brand_id,
-           list(action ORDER BY n_before) FILTER (WHERE kind = 1) OVER w AS hist_action,
-           list(ts ORDER BY n_before) FILTER (WHERE kind = 1) OVER w AS hist_ts
-    FROM ranked
-    WINDOW w AS (PARTITION BY user_id ORDER BY n_before
-                 RANGE BETWEEN $seq_len - 1 PRECEDING AND CURRENT ROW)
+    SELECT r.*,
+           list_slice(uh.items, greatest(r.n_before - $seq_len, 0) + 1, r.n_before) AS hist_item_id,
+           list_slice(uh.categories, greatest(r.n_before - $seq_len, 0) + 1, r.n_before)
+               AS hist_category_id,
+           list_slice(uh.brands, greatest(r.n_before - $seq_len, 0) + 1, r.n_before) AS hist_brand_id,
+           list_slice(uh.actions, greatest(r.n_before - $seq_len, 0) + 1, r.n_before) AS hist_action,
+           list_slice(uh.times, greatest(r.n_before - $seq_len, 0) + 1, r.n_before) AS hist_ts
+    FROM ranked AS r
+    LEFT JOIN user_history AS uh ON uh.user_id = r.user_id
+    WHERE r.kind = 0
 )
 SELECT
     CASE WHEN h.ts::DATE = $test_day THEN 'test' ELSE 'train' END AS split,
