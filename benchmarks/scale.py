@@ -139,7 +139,7 @@ def run_preset(preset: str, work: Path, args: argparse.Namespace) -> list[dict[s
     def ids_fig(out: str) -> dict[str, Any]:
         h = json.loads((ids / "health.json").read_text())
         return {"figure": f"{h.get('catalog_size', 0):,} items, "
-                          f"{h.get('items_per_s', 0) or 0:,.0f} items/s, "
+                          f"{h['timing']['items_per_s']:,.0f} items/s, "
                           f"collision rate {h.get('collision_rate', float('nan')):.4f}"}
 
     if stage("assign-ids", [*tarq, "assign-ids", "--db", str(db), "--model", str(mdir),
