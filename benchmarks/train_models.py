@@ -1,0 +1,559 @@
+"""Benchmark: every model and ablation trained on the same samples, one results table.
+
+Usage::
+
+    python benchmarks/train_models.py --dataset movielens --markdown --json ml.json
+    python benchmarks/train_models.py --dataset demo-small --max-steps 150 --epochs 2 --markdown
+    python benchmarks/train_models.py --db data/tarq.duckdb --run-date 2026-10-23 --models tarq tt
+
+What it does, in order:
+
+1. The warehouse: ``--dataset demo-<preset>`` generates the demo logs (``tarq demo-data
+   --preset <preset> --seed 7``) into ``OUT/warehouse.duckdb`` unless it is there already;
+   ``--dataset movielens`` imports ``--movielens-src`` (default ``../shared/data/movielens-100k``)
+   the same way (and exits 0 with a note when the source is absent); ``--db`` + ``--run-date``
+   use an existing warehouse as it is.
+2. Point-in-time samples, built ONCE into ``OUT/samples`` with
+   :func:`tarq.data.samples.build_samples` (reused when ``meta.json`` there has the same
+   window, unless ``--rebuild-samples``).
+3. Every model of ``--models`` (default: all seven) trained by :func:`tarq.train.train` on those
+   samples with ONE :class:`~tarq.train.TrainConfig` (and the default
+   :class:`~tarq.model.ModelConfig`, or ``--config``), for every seed of ``--seeds``; artefacts
+   under ``OUT/runs/seed<S>/<model>/``.
+4. A table of the test-day metrics (AUC, GAUC, log-loss, per-batch and catalog codebook
+   utilization, semantic-ID collision rate, train time, samples/s; mean ± sd over seeds), the
+   derived figures (TARQ − TT AUC with a 95 % paired bootstrap interval over test users, the
+   share of the TT → TA gap that TARQ recovers, utilization with vs without alignment) and a
+   results JSON (``--json``, default ``OUT/results.json``) to compare runs across commits.
+
+MovieLens-100k spans 1997-09-20 … 1998-04-22 with a few hundred ratings on most days, while
+``build_samples`` tests on ONE day (the run date − 1). The default run date therefore puts the
+test day on the busiest day of the last 28 logged days (1998-03-31: 2,217 ratings by 26 users),
+and the training window covers every earlier day (``train_days`` = days since the first log
+day). Override with ``--run-date`` / ``--train-days``.
+
+Training rows are shuffled through a buffer that holds the whole training window (TrainConfig
+``shuffle_buffer``), so that an epoch capped by ``--max-steps`` is a uniform sample of the window
+rather than the first users of the Parquet file (the sample files are ordered by user bucket).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("tt", "inttower", "mvke", "ta", "tarq", "tarq_no_align", "tarq_no_teacher_align")
+DATASETS = ("demo-tiny", "demo-small", "demo-medium", "demo-large", "movielens")
+DEMO_SEED = 7
+# Metrics copied from a run's test-day metrics (absent keys stay absent).
+TEST_KEYS = ("auc", "gauc", "logloss", "utilization_batch", "utilization_catalog",
+             "collision_rate", "largest_collision_group", "catalog_items_seen", "rows",
+             "positives", "gauc_users", "gauc_skipped_users", "recon_error")
+LOWER_IS_BETTER = {"logloss", "collision_rate"}
+
+
+# ----------------------------------------------------------------------------- data
+def _load_avg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _git() -> dict[str, Any]:
+    def run(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  check=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": run("rev-parse", "HEAD"),
+            "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+
+
+def ensure_warehouse(args: argparse.Namespace) -> Path | None:
+    """The warehouse to build samples from (generated/imported when missing); None = skip."""
+    if args.db is not None:
+        if not args.db.exists():
+            raise FileNotFoundError(f"{args.db} does not exist")
+        return args.db
+    db = args.out / "warehouse.duckdb"
+    if db.exists():
+        print(f"warehouse: reusing {db}", file=sys.stderr)
+        return db
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if args.dataset == "movielens":
+        src = args.movielens_src
+        if not src.exists():
+            return None
+        from tarq.data.importers import run_import
+
+        report = run_import("movielens", src, db)
+        if not report.ok:
+            raise RuntimeError(f"MovieLens import failed:\n{report.to_text()}")
+    else:
+        from tarq.data.demo import generate
+
+        generate(db, preset=args.dataset.removeprefix("demo-"), seed=DEMO_SEED)
+    print(f"warehouse: built {db} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return db
+
+
+def default_window(db: Path, dataset: str | None) -> tuple[str, int]:
+    """(run date, train_days) when not given: demo → the latest day, 19 days (design.md);
+    MovieLens → test on the busiest day of the last 28 logged days, train on every day before."""
+    from tarq.dates import latest_run_date
+    from tarq.warehouse import open_db
+
+    with open_db(db, read_only=True) as con:
+        if dataset != "movielens":
+            return latest_run_date(con).isoformat(), 19
+        first, last = con.execute(
+            "SELECT min(ts)::DATE, max(ts)::DATE FROM impressions").fetchone()
+        test_day = con.execute(
+            "SELECT ts::DATE AS d FROM impressions WHERE ts::DATE > $lo "
+            "GROUP BY d ORDER BY count(*) DESC, d DESC LIMIT 1",
+            {"lo": last - dt.timedelta(days=28)},
+        ).fetchone()[0]
+    return (test_day + dt.timedelta(days=1)).isoformat(), max(1, (test_day - first).days)
+
+
+def ensure_samples(args: argparse.Namespace, db: Path) -> dict[str, Any]:
+    """Build the samples once; reused while the request (warehouse, window, L) is the same."""
+    from tarq.data.samples import build_samples
+    from tarq.dates import resolve_run_date
+    from tarq.warehouse import open_db
+
+    run_date, train_days = default_window(db, args.dataset)
+    if args.run_date:
+        with open_db(db, read_only=True) as con:
+            run_date = resolve_run_date(args.run_date, con).isoformat()
+    train_days = args.train_days or train_days
+    with open_db(db, read_only=True) as con:
+        n_imp, last_ts = con.execute("SELECT count(*), max(ts) FROM impressions").fetchone()
+    out = args.out / "samples"
+    request = {"db": str(db.resolve()), "impressions": int(n_imp), "last_ts": str(last_ts),
+               "run_date": run_date, "train_days": train_days, "seq_len": args.seq_len}
+    req_path, meta_path = out / "bench_request.json", out / "meta.json"
+    if not args.rebuild_samples and meta_path.is_file() and req_path.is_file() and \
+            json.loads(req_path.read_text(encoding="utf-8")) == request:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        print(f"samples: reusing {out} (run date {meta['run_date']}, "
+              f"{meta['train_rows']:,} train / {meta['test_rows']:,} test rows)", file=sys.stderr)
+        return meta
+    meta = build_samples(db, run_date, out, train_days=train_days, seq_len=args.seq_len,
+                         threads=args.threads)
+    req_path.write_text(json.dumps(request, indent=2), encoding="utf-8")
+    print(f"samples: built {out} in {meta['seconds']:.1f} s (run date {meta['run_date']}, "
+          f"{meta['train_rows']:,} train / {meta['test_rows']:,} test rows)", file=sys.stderr)
+    return meta
+
+
+# ----------------------------------------------------------------------------- training
+def _score_scale(model_dir: Path) -> float | None:
+    import torch
+
+    state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
+    log_s = state.get("head.log_scale")
+    return None if log_s is None else float(log_s.exp())
+
+
+def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
+    """``LABEL=MODEL:key=value,key=value`` → (label, model, ModelConfig overrides)."""
+    try:
+        label, rest = text.split("=", 1)
+        base, _, spec = rest.partition(":")
+        overrides = {}
+        for item in filter(None, spec.split(",")):
+            k, v = item.split("=", 1)
+            try:
+                overrides[k] = json.loads(v)
+            except json.JSONDecodeError:
+                overrides[k] = v
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--variant {text!r}: expected LABEL=MODEL:key=value[,key=value]") from None
+    if base not in MODELS or label in MODELS:
+        raise argparse.ArgumentTypeError(
+            f"--variant {text!r}: MODEL must be one of {', '.join(MODELS)} and LABEL a new name")
+    return label, base, overrides
+
+
+def run_one(args: argparse.Namespace, samples: Path, label: str, seed: int,
+            mcfg_base: Any, tcfg_base: Any) -> dict[str, Any]:
+    """Train one model (or --variant) for one seed; returns the per-run record (never raises)."""
+    import dataclasses
+
+    from tarq.train import train
+
+    model, overrides = args.variant_of.get(label, (label, {}))
+    out = args.out / "runs" / f"seed{seed}" / label
+    tcfg = dataclasses.replace(tcfg_base, seed=seed)
+    mcfg = dataclasses.replace(mcfg_base, kmeans_seed=seed, **overrides)
+    want = {"model_name": model, "model": mcfg.to_dict(), "train": dataclasses.asdict(tcfg)}
+    record: dict[str, Any] = {"model": label, "base_model": model, "seed": seed, "dir": str(out),
+                              "model_overrides": overrides}
+    t0 = time.perf_counter()
+    try:
+        done = out / "metrics.json"
+        reuse = False
+        if args.skip_done and done.is_file() and (out / "config.json").is_file():
+            have = json.loads((out / "config.json").read_text(encoding="utf-8"))
+            reuse = have == json.loads(json.dumps(want))
+        if reuse:
+            result = json.loads(done.read_text(encoding="utf-8"))
+            record["reused"] = True
+        else:
+            result = train(samples, model, out, mcfg, tcfg, resume=False,
+                           progress=args.progress)
+    except Exception as exc:  # a failing model is a result too; the others still run
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        record["traceback"] = traceback.format_exc()
+        print(f"{label} seed {seed}: FAILED {record['error']}", file=sys.stderr)
+        return record
+    record["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    test = result["test"]
+    record.update({k: test[k] for k in TEST_KEYS if k in test})
+    record["valid_auc"] = result["valid"]["auc"]
+    for k in ("train_seconds", "samples_per_s", "epochs_run", "best_epoch", "n_params",
+              "threads"):
+        record[k] = result.get(k)
+    hist = result.get("history") or []
+    record["history"] = [{k: h.get(k) for k in ("epoch", "seconds", "samples", "loss",
+                                                  "loss_terms", "valid_auc")} for h in hist]
+    record["score_scale"] = _score_scale(out)
+    print(f"{label} seed {seed}: AUC {record['auc']:.4f}  GAUC {record['gauc']:.4f}  "
+          f"logloss {record['logloss']:.4f}  util {record.get('utilization_batch', '-')}  "
+          f"{record['samples_per_s']} samples/s  {record['wall_seconds']:.0f} s wall",
+          file=sys.stderr, flush=True)
+    return record
+
+
+# ----------------------------------------------------------------------------- statistics
+def _auc_weighted(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p, sample_weight=w))
+
+
+def bootstrap_diff(a_dir: Path, b_dir: Path, n: int, seed: int = 0) -> dict[str, float] | None:
+    """Paired bootstrap over test users of AUC(a) − AUC(b) from the predictions files."""
+    import pyarrow.parquet as pq
+
+    pa_, pb = (pq.read_table(d / "predictions.parquet").to_pandas() for d in (a_dir, b_dir))
+    if len(pa_) != len(pb) or not (pa_["label"].to_numpy() == pb["label"].to_numpy()).all():
+        return None
+    y = pa_["label"].to_numpy()
+    sa, sb = pa_["score"].to_numpy(), pb["score"].to_numpy()
+    _, uidx = np.unique(pa_["user_id"].to_numpy(), return_inverse=True)
+    n_users = int(uidx.max()) + 1
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        counts = np.bincount(rng.integers(0, n_users, n_users), minlength=n_users)
+        w = counts[uidx].astype(np.float64)
+        keep = w > 0
+        if y[keep].min() == y[keep].max():
+            continue
+        diffs.append(_auc_weighted(y[keep], sa[keep], w[keep])
+                     - _auc_weighted(y[keep], sb[keep], w[keep]))
+    if not diffs:
+        return None
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {"lo": float(lo), "hi": float(hi), "resamples": len(diffs), "users": n_users}
+
+
+def _mean_sd(values: list[float]) -> dict[str, Any]:
+    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None,
+            "n": len(v)}
+
+
+def summarise(runs: list[dict[str, Any]], models: list[str], seeds: list[int],
+              boot: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    keys = ("auc", "gauc", "logloss", "utilization_batch", "utilization_catalog",
+            "collision_rate", "train_seconds", "samples_per_s", "wall_seconds", "epochs_run",
+            "valid_auc", "score_scale")
+    ok = [r for r in runs if "error" not in r]
+    summary = {m: {k: _mean_sd([r.get(k) for r in ok if r["model"] == m]) for k in keys}
+               for m in models}
+    by = {(r["model"], r["seed"]): r for r in ok}
+
+    def per_seed(fn: Any) -> list[float]:
+        out = []
+        for s in seeds:
+            try:
+                v = fn(s)
+            except (KeyError, TypeError, ZeroDivisionError):
+                continue
+            if v is not None:
+                out.append(v)
+        return out
+
+    derived: dict[str, Any] = {}
+    for other in ("tt", "inttower", "mvke", "ta"):
+        if other in models and "tarq" in models:
+            derived[f"auc_tarq_minus_{other}"] = _mean_sd(
+                per_seed(lambda s, o=other: by[("tarq", s)]["auc"] - by[(o, s)]["auc"]))
+            if boot:
+                cis = [bootstrap_diff(Path(by[("tarq", s)]["dir"]), Path(by[(other, s)]["dir"]),
+                                      boot, seed=s)
+                       for s in seeds if ("tarq", s) in by and (other, s) in by]
+                cis = [c for c in cis if c]
+                if cis:
+                    derived[f"auc_tarq_minus_{other}"]["ci95_bootstrap_users"] = {
+                        "lo": float(np.mean([c["lo"] for c in cis])),
+                        "hi": float(np.mean([c["hi"] for c in cis])),
+                        "resamples": cis[0]["resamples"], "users": cis[0]["users"],
+                        "seeds": len(cis)}
+    if {"tarq", "tt", "ta"} <= set(models):
+        def gap(s: int) -> float | None:
+            den = by[("ta", s)]["auc"] - by[("tt", s)]["auc"]
+            return None if den <= 0 else (by[("tarq", s)]["auc"] - by[("tt", s)]["auc"]) / den
+        derived["auc_ta_minus_tt"] = _mean_sd(
+            per_seed(lambda s: by[("ta", s)]["auc"] - by[("tt", s)]["auc"]))
+        derived["gap_recovered"] = _mean_sd(per_seed(gap))
+        derived["gap_recovered"]["note"] = (
+            "(AUC_tarq - AUC_tt) / (AUC_ta - AUC_tt), per seed; undefined where TA <= TT")
+    for variant in ("tarq_no_align", "tarq_no_teacher_align"):
+        if variant in models and "tarq" in models:
+            for k in ("utilization_batch", "utilization_catalog"):
+                derived[f"{k}_tarq_vs_{variant}"] = {
+                    "with_alignment": summary["tarq"][k]["mean"],
+                    "without": summary[variant][k]["mean"]}
+            derived[f"auc_tarq_minus_{variant}"] = _mean_sd(
+                per_seed(lambda s, v=variant: by[("tarq", s)]["auc"] - by[(v, s)]["auc"]))
+    return summary, derived
+
+
+# ----------------------------------------------------------------------------- output
+def _fmt(st: dict[str, Any], digits: int = 4, pct: bool = False) -> str:
+    if not st or st.get("mean") is None:
+        return "–"
+    scale = 100.0 if pct else 1.0
+    d = 1 if pct else digits
+    s = f"{st['mean'] * scale:.{d}f}"
+    if st.get("sd") is not None:
+        s += f" ± {st['sd'] * scale:.{d}f}"
+    return s + (" %" if pct else "")
+
+
+def _fmt_num(st: dict[str, Any], digits: int = 0) -> str:
+    if not st or st.get("mean") is None:
+        return "–"
+    s = f"{st['mean']:,.{digits}f}"
+    if st.get("sd") is not None:
+        s += f" ± {st['sd']:,.{digits}f}"
+    return s
+
+
+def markdown(results: dict[str, Any]) -> str:
+    summ, der = results["summary"], results["derived"]
+    lines = [
+        "| model | AUC | GAUC | log-loss | valid AUC | util. batch | util. catalog | collisions | "
+        "epochs | train s | samples/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in results["models"]:
+        s = summ[m]
+        if s["auc"]["n"] == 0:
+            lines.append(f"| {m} | failed | | | | | | | | | |")
+            continue
+        lines.append(
+            f"| {m} | {_fmt(s['auc'])} | {_fmt(s['gauc'])} | {_fmt(s['logloss'])} | "
+            f"{_fmt(s['valid_auc'])} | {_fmt(s['utilization_batch'], pct=True)} | "
+            f"{_fmt(s['utilization_catalog'], pct=True)} | "
+            f"{_fmt(s['collision_rate'], pct=True)} | {_fmt_num(s['epochs_run'])} | "
+            f"{_fmt_num(s['train_seconds'])} | {_fmt_num(s['samples_per_s'])} |")
+    out = ["\n".join(lines), ""]
+    d = []
+    for other in ("tt", "inttower", "mvke", "ta"):
+        k = f"auc_tarq_minus_{other}"
+        if k in der and der[k]["mean"] is not None:
+            line = f"- TARQ − {other.upper() if other in ('tt', 'ta') else other} AUC: " \
+                   f"{der[k]['mean']:+.4f}"
+            if der[k].get("sd") is not None:
+                line += f" ± {der[k]['sd']:.4f} (sd over {der[k]['n']} seeds)"
+            ci = der[k].get("ci95_bootstrap_users")
+            if ci:
+                line += (f", 95 % paired bootstrap over {ci['users']} test users "
+                         f"[{ci['lo']:+.4f}, {ci['hi']:+.4f}]")
+            d.append(line)
+    if "gap_recovered" in der:
+        g, t = der["gap_recovered"], der["auc_ta_minus_tt"]
+        if g["mean"] is None:
+            ta_tt = "n/a" if t["mean"] is None else f"{t['mean']:+.4f}"
+            d.append(f"- TT → TA gap recovered by TARQ: undefined (TA − TT AUC = {ta_tt})")
+        else:
+            d.append(f"- TT → TA gap recovered by TARQ: {g['mean'] * 100:.0f} %"
+                     + (f" ± {g['sd'] * 100:.0f}" if g.get("sd") is not None else "")
+                     + f" (TA − TT AUC = {t['mean']:+.4f})")
+    for variant in ("tarq_no_align", "tarq_no_teacher_align"):
+        kb = f"utilization_batch_tarq_vs_{variant}"
+        kc = f"utilization_catalog_tarq_vs_{variant}"
+        if kb in der and der[kb]["with_alignment"] is not None and der[kb]["without"] is not None:
+            d.append(
+                f"- codebook utilization, tarq vs {variant}: per batch "
+                f"{der[kb]['with_alignment'] * 100:.1f} % vs {der[kb]['without'] * 100:.1f} %, "
+                f"catalog {der[kc]['with_alignment'] * 100:.1f} % vs "
+                f"{der[kc]['without'] * 100:.1f} %")
+    out.append("\n".join(d))
+    return "\n".join(out).rstrip() + "\n"
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("data")
+    src.add_argument("--dataset", choices=DATASETS, default=None,
+                     help="demo preset (generated with seed 7) or MovieLens-100k (imported)")
+    src.add_argument("--preset", choices=["tiny", "small", "medium", "large"], default=None,
+                     help="same as --dataset demo-<preset>")
+    src.add_argument("--db", type=Path, default=None,
+                     help="an existing warehouse instead of --dataset (with --run-date)")
+    src.add_argument("--run-date", default=None,
+                     help="YYYY-MM-DD or 'latest' (default: per dataset, see above)")
+    src.add_argument("--train-days", type=int, default=None)
+    src.add_argument("--seq-len", type=int, default=50)
+    src.add_argument("--movielens-src", type=Path,
+                     default=ROOT.parent / "shared" / "data" / "movielens-100k")
+    src.add_argument("--rebuild-samples", action="store_true")
+    tr = p.add_argument_group("training (one TrainConfig for every model)")
+    tr.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    tr.add_argument("--variant", type=parse_variant, action="append", default=[],
+                    metavar="LABEL=MODEL:key=value,...",
+                    help="an extra row: MODEL with ModelConfig overrides, e.g. "
+                         "tarq_sum=tarq:fusion=sum (repeatable; diagnostics, not a default)")
+    tr.add_argument("--epochs", type=int, default=None, help="TrainConfig.epochs")
+    tr.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch")
+    tr.add_argument("--batch-size", type=int, default=None)
+    tr.add_argument("--lr", type=float, default=None)
+    tr.add_argument("--patience", type=int, default=None,
+                    help="early-stop patience in epochs (0 = off)")
+    tr.add_argument("--threads", type=int, default=2, help="torch (and DuckDB) threads")
+    tr.add_argument("--seeds", type=int, nargs="+", default=[0])
+    tr.add_argument("--config", type=Path, default=None,
+                    help="JSON/TOML with model/train sections (as `tarq train --config`)")
+    tr.add_argument("--skip-done", action="store_true",
+                    help="reuse a run whose metrics.json exists with the same config")
+    tr.add_argument("--progress", action="store_true", help="tqdm bars while training")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", type=Path, default=None,
+                   help="work directory (default outputs/bench-train/<dataset>)")
+    o.add_argument("--json", type=Path, default=None, help="results JSON (default OUT/results.json)")
+    o.add_argument("--markdown", action="store_true", help="print the markdown table on stdout")
+    o.add_argument("--bootstrap", type=int, default=1000,
+                   help="paired bootstrap resamples for the TARQ − baseline AUC intervals (0 = off)")
+    args = p.parse_args(argv)
+    if args.preset:
+        if args.dataset and args.dataset != f"demo-{args.preset}":
+            p.error("--preset contradicts --dataset")
+        args.dataset = f"demo-{args.preset}"
+    if (args.db is None) == (args.dataset is None):
+        p.error("give exactly one of --dataset/--preset or --db")
+    if args.db is not None and args.run_date is None:
+        p.error("--db needs --run-date")
+    if args.out is None:
+        name = args.dataset or args.db.stem
+        args.out = ROOT / "outputs" / "bench-train" / name
+    args.variant_of = {label: (base, ov) for label, base, ov in args.variant}
+    args.models = list(dict.fromkeys([*args.models, *args.variant_of]))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tarq.telemetry import disable_telemetry
+
+    disable_telemetry()
+    args = parse_args(argv)
+    started = time.perf_counter()
+    load_before = _load_avg()
+    db = ensure_warehouse(args)
+    if db is None:
+        print(f"SKIPPED: MovieLens source {args.movielens_src} is absent", file=sys.stderr)
+        return 0
+    meta = ensure_samples(args, db)
+    samples = args.out / "samples"
+
+    import torch
+
+    from tarq.train import load_config
+
+    mcfg, tcfg = load_config(args.config)
+    for flag, key in (("epochs", "epochs"), ("max_steps", "max_steps_per_epoch"),
+                      ("batch_size", "batch_size"), ("lr", "lr"), ("patience", "patience")):
+        if getattr(args, flag) is not None:
+            setattr(tcfg, key, getattr(args, flag))
+    tcfg.threads = args.threads
+    # The whole window in the shuffle buffer: capped epochs sample all users (see above).
+    tcfg.shuffle_buffer = max(tcfg.shuffle_buffer, int(meta["train_rows"]))
+
+    runs = []
+    for seed in args.seeds:
+        for model in args.models:
+            runs.append(run_one(args, samples, model, seed, mcfg, tcfg))
+    summary, derived = summarise(runs, args.models, args.seeds, args.bootstrap)
+    results = {
+        "benchmark": "train_models",
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "dataset": args.dataset or str(args.db),
+        "git": _git(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "threads": args.threads, "load_avg_before": load_before,
+                    "load_avg_after": _load_avg()},
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "samples": {k: meta.get(k) for k in ("run_date", "train_start", "train_end",
+                                             "test_day", "train_days", "seq_len", "rows",
+                                             "train_rows", "test_rows", "fingerprint",
+                                             "vocab_sizes")},
+        "test_positives": next((r.get("positives") for r in runs if "positives" in r), None),
+        "train_config": tcfg.__dict__,
+        "model_config": mcfg.to_dict(),
+        "models": args.models,
+        "variants": {k: {"model": b, "overrides": ov} for k, (b, ov) in args.variant_of.items()},
+        "seeds": args.seeds,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "summary": summary,
+        "derived": derived,
+        "runs": [{k: v for k, v in r.items() if k != "traceback"} for r in runs],
+        "errors": {f"{r['model']}/seed{r['seed']}": r["traceback"]
+                   for r in runs if "traceback" in r},
+    }
+    path = args.json or args.out / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    table = markdown(results)
+    s = results["samples"]
+    head = (f"{results['dataset']}: test day {s['test_day']} ({s['test_rows']:,} rows), train "
+            f"{s['train_start']}..{s['train_end']} ({s['train_rows']:,} rows); "
+            f"{len(args.models)} models × {len(args.seeds)} seed(s), "
+            f"{results['wall_seconds']:.0f} s wall, load avg {load_before} → "
+            f"{results['machine']['load_avg_after']}; results in {path}")
+    if args.markdown:
+        print(head + "\n\n" + table)
+    else:
+        print(head, file=sys.stderr)
+        print(table, file=sys.stderr)
+    return 1 if any("error" in r for r in runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
