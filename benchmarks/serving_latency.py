@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tarq.data.features import FeatureLayout, Vocab
+from tarq.data.features import TIME_GAP_BUCKETS, FeatureLayout, Vocab
 from tarq.model import ModelConfig, build_model
 from tarq.semantic_ids import faiss_assign
 from tarq.serving import (
@@ -55,7 +55,8 @@ from tarq.serving import (
 
 TABLE_ITEMS = 200_000
 VOCAB = {"user_id": 100_002, "item_id": TABLE_ITEMS + 2, "category_id": 2_002,
-         "brand_id": 20_002, "price_bucket": 66, "action": 6}
+         "brand_id": 20_002, "price_bucket": 66, "action": 6,
+         "time_gap": TIME_GAP_BUCKETS + 2}
 
 
 def _layout(seq_len: int) -> FeatureLayout:
@@ -242,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
           f"torch={torch.__version__}  read bandwidth {bw:.1f} GB/s", flush=True)
     for length in args.lengths:
         req = _request(layout, length, g)
+        # One behaviour a minute, the last one a minute before the request.
         history = [{"item_id": int(r[0]), "category_id": int(r[1]), "brand_id": int(r[2]),
-                    "action": actions[i % 4]} for i, r in enumerate(req["hist"][0].tolist())]
+                    "action": actions[i % 4], "ts": 1.7e9 - 60.0 * (length - i)}
+                   for i, r in enumerate(req["hist"][0].tolist())]
         for n in args.n:
             rows = torch.randperm(TABLE_ITEMS, generator=g)[:n]
             for name in ("tt", "tarq", "ta"):
@@ -261,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             times = []
             for i in range(args.warmup + args.reps):
                 t0 = time.perf_counter()
-                scorer.score({"user_id": int(req["user"][0, 0])}, history, cand_ids)
+                scorer.score({"user_id": int(req["user"][0, 0])}, history, cand_ids,
+                             request_ts=1.7e9)
                 if i >= args.warmup:
                     times.append((time.perf_counter() - t0) * 1e3)
             records.append({"model": "tarq_scorer", "n_candidates": n, "history_len": length,

@@ -421,7 +421,7 @@ def request_example(samples_dir: Path, n_candidates: int = 5, n_history: int = 5
 
     It is the pyfunc model's input example, so MLflow's signature describes the nested
     record: ``user_profile`` {field: id}, ``history`` [{item_id, category_id, brand_id,
-    action}], ``candidate_item_ids`` [id], optional ``unknown`` ("raise" | "nan").
+    action, ts}], ``candidate_item_ids`` [id], ``request_ts`` and optional ``unknown``.
     """
     import pyarrow.parquet as pq
 
@@ -432,13 +432,16 @@ def request_example(samples_dir: Path, n_candidates: int = 5, n_history: int = 5
     rows = pq.read_table(files[0]).slice(0, 256).to_pylist()
     # Prefer a user with a history, so the example shows the history record shape.
     row = next((r for r in rows if r["hist_item_id"]), rows[0])
-    hist = [dict(zip(("item_id", "category_id", "brand_id", "action"), h, strict=True))
-            for h in zip(*(row[f"hist_{f}"] for f in ("item_id", "category_id", "brand_id",
-                                                      "action")), strict=True)]
+    keys = ("item_id", "category_id", "brand_id", "action", "ts")
+    hist = [dict(zip(keys, h, strict=True))
+            for h in zip(*(row[f"hist_{f}"] for f in keys), strict=True)]
     hist = [h for h in hist if all(v is not None for v in h.values())][-n_history:]
+    for h in hist:
+        h["ts"] = h["ts"].isoformat()
     cands = list(dict.fromkeys(r["item_id"] for r in rows))[:n_candidates]
     return {"user_profile": {f: row[f] for f in layout.user_fields if row.get(f) is not None},
-            "history": hist, "candidate_item_ids": cands, "unknown": "nan"}
+            "history": hist, "candidate_item_ids": cands,
+            "request_ts": row["ts"].isoformat(), "unknown": "nan"}
 
 
 def log_pyfunc(run_id: str, model_dir: Path, ids_path: Path, samples_dir: Path) -> str:

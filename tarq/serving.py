@@ -24,6 +24,8 @@ by ``benchmarks/serving_latency.py`` to compare the three on equal terms.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from tarq import sqlfiles
-from tarq.data.features import ACTIONS, OOV, PAD, FeatureLayout, Vocab
+from tarq.data.features import ACTIONS, OOV, PAD, FeatureLayout, Vocab, time_gap_index
 from tarq.model.base import UserState
 from tarq.semantic_ids import file_sha256, ids_arrays
 
@@ -79,15 +81,47 @@ def encode_user(profile: dict[str, Any], layout: FeatureLayout,
     return torch.tensor([row], dtype=torch.int64)
 
 
+def epoch_seconds(value: Any, what: str) -> float:
+    """A timestamp → seconds since the epoch.
+
+    Accepts epoch seconds (int/float), ISO-8601 strings, ``datetime`` (pandas ``Timestamp``
+    included) and ``numpy.datetime64``. Naive values are read as UTC, like the warehouse's
+    ``TIMESTAMP`` columns; only differences of timestamps enter the model.
+    """
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{what} must be a timestamp, got {value!r}")
+    if isinstance(value, int | float | np.integer | np.floating):
+        if not np.isfinite(value):
+            raise ValueError(f"{what} must be a finite timestamp, got {value!r}")
+        return float(value)
+    if isinstance(value, np.datetime64):
+        return float(value.astype("datetime64[us]").astype(np.int64)) / 1e6
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"{what} is not an ISO-8601 timestamp: {value!r}") from exc
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value.timestamp()
+    raise ValueError(f"{what} must be a timestamp (epoch seconds, ISO string or datetime), "
+                     f"got {type(value).__name__}")
+
+
 def encode_history(history: Sequence[dict[str, Any]], layout: FeatureLayout,
-                   vocabs: dict[str, Vocab]) -> tuple[torch.Tensor, torch.Tensor]:
+                   vocabs: dict[str, Vocab],
+                   request_ts: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Chronological behaviours (oldest first) → hist (1, n, Fs) int64 and mask (1, n) bool.
 
     Only the last ``layout.seq_len`` behaviours are kept, as in training; n = their number
     (at least 1, an all-padding slot for an empty history). Training pads to seq_len; padded
     slots are masked out of every attention, so leaving them out changes no result.
     Each behaviour is a dict with ``item_id``, ``category_id``, ``brand_id`` (raw ids, null
-    allowed → OOV) and ``action`` (one of pv/cart/fav/buy; null or other → OOV).
+    allowed → OOV), ``action`` (one of pv/cart/fav/buy; null or other → OOV) and, when the
+    model embeds the time since each behaviour (``time_gap`` in ``layout.seq_fields``), its
+    ``ts`` (see :func:`epoch_seconds`); a behaviour without it is an error, since training
+    never saw one. ``request_ts`` is the time of the request (default: now).
     """
     if not isinstance(history, Sequence) or isinstance(history, str | bytes):
         raise ValueError(f"history must be a list of behaviour dicts, got {type(history).__name__}")
@@ -96,16 +130,29 @@ def encode_history(history: Sequence[dict[str, Any]], layout: FeatureLayout,
     hist = np.full((1, n, len(layout.seq_fields)), PAD, dtype=np.int64)
     mask = np.zeros((1, n), dtype=bool)
     if recent:
+        offset = len(history) - len(recent)
         for b, ev in enumerate(recent):
             if not isinstance(ev, dict):
-                raise ValueError(f"history[{b}] must be a dict, got {type(ev).__name__}")
+                raise ValueError(f"history[{b + offset}] must be a dict, got {type(ev).__name__}")
         mask[0, : len(recent)] = True
         action_ix = {a: i + 2 for i, a in enumerate(ACTIONS)}
         for j, f in enumerate(layout.seq_fields):
             if f == "action":
                 hist[0, : len(recent), j] = [action_ix.get(ev.get("action"), OOV) for ev in recent]
                 continue
-            raw = [_ids(ev.get(f), f"history[{b}][{f!r}]") for b, ev in enumerate(recent)]
+            if f == "time_gap":
+                now = time.time() if request_ts is None else epoch_seconds(request_ts,
+                                                                          "request_ts")
+                ts = []
+                for b, ev in enumerate(recent):
+                    if ev.get("ts") is None:
+                        raise ValueError(
+                            f"history[{b + offset}] lacks 'ts': this model embeds the time "
+                            "since each behaviour, so every behaviour needs its timestamp")
+                    ts.append(epoch_seconds(ev["ts"], f"history[{b + offset}]['ts']"))
+                hist[0, : len(recent), j] = time_gap_index(now - np.asarray(ts))
+                continue
+            raw = [_ids(ev.get(f), f"history[{b + offset}][{f!r}]") for b, ev in enumerate(recent)]
             nulls = np.array([r is None for r in raw])
             vals = np.array([0 if r is None else r for r in raw], dtype=np.int64)
             hist[0, : len(recent), j] = vocabs[f].lookup(vals, null_mask=nulls)
@@ -352,13 +399,13 @@ class Scorer:
         return pos_c, known
 
     @torch.inference_mode()
-    def request_state(self, user_profile: dict[str, Any],
-                      history: Sequence[dict[str, Any]]) -> RequestState:
+    def request_state(self, user_profile: dict[str, Any], history: Sequence[dict[str, Any]],
+                      request_ts: Any = None) -> RequestState:
         """The fixed per-request cost: user tower and the m·K personalised codebook entries."""
         if not isinstance(user_profile, dict):
             raise ValueError(f"user_profile must be a dict, got {type(user_profile).__name__}")
         user = encode_user(user_profile, self.layout, self.vocabs)
-        hist, mask = encode_history(history, self.layout, self.vocabs)
+        hist, mask = encode_history(history, self.layout, self.vocabs, request_ts)
         state: UserState = self.model.user_side(user, hist, mask)
         personal = state.extra["personal_codebooks"][0].reshape(self.m * self.k, self.d)
         rq = self.model.rq_attention
@@ -388,16 +435,19 @@ class Scorer:
 
     def score(self, user_profile: dict[str, Any], history: Sequence[dict[str, Any]],
               candidate_item_ids: Sequence[int] | np.ndarray,
-              unknown: str = "raise") -> np.ndarray:
+              unknown: str = "raise", request_ts: Any = None) -> np.ndarray:
         """Logits (N,) float32 of one request's candidates; σ(logit) = click probability.
 
         Args:
             user_profile: {user field: raw id}, e.g. ``{"user_id": 7, "gender": 1}``.
             history: behaviours oldest first, each ``{"item_id", "category_id",
-                "brand_id", "action"}``; only the last ``seq_len`` count, as in training.
+                "brand_id", "action", "ts"}``; only the last ``seq_len`` count, as in
+                training (see :func:`encode_history`).
             candidate_item_ids: (N,) raw item ids.
             unknown: ``"raise"`` (:class:`UnknownItemError`) or ``"nan"`` for ids not in
                 the published table.
+            request_ts: time of the request (default: now), the reference of the behaviours'
+                time gaps.
         """
-        return self.score_state(self.request_state(user_profile, history), candidate_item_ids,
-                                unknown)
+        return self.score_state(self.request_state(user_profile, history, request_ts),
+                                candidate_item_ids, unknown)

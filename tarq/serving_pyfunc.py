@@ -10,11 +10,14 @@ Request: one record per request, e.g. the body of ``POST /invocations``::
 
     {"dataframe_records": [{"user_profile": {"user_id": 7},
                             "history": [{"item_id": 3, "category_id": 1, "brand_id": 2,
-                                         "action": "pv"}],
+                                         "action": "pv", "ts": "2026-10-22T09:41:07"}],
                             "candidate_item_ids": [11, 12, 13],
+                            "request_ts": "2026-10-22T10:02:00",
                             "unknown": "raise"}]}
 
-``unknown`` is optional (``"raise"`` or ``"nan"``, see :mod:`tarq.serving`). Response: one
+``unknown`` is optional (``"raise"`` or ``"nan"``, see :mod:`tarq.serving`); ``request_ts``
+defaults to the time the request is scored. Each behaviour's ``ts`` is required by models
+that embed the time since each behaviour (every model trained since that feature exists). Response: one
 row per request with ``scores`` (logits, σ(logit) = click probability) in candidate order.
 Importing mlflow is confined to this module; the rest of ``tarq`` does not need it.
 """
@@ -49,6 +52,13 @@ def _as_list(value: Any, what: str) -> list[Any]:
     raise ValueError(f"{what} must be a list, got {type(value).__name__}")
 
 
+def _optional(value: Any) -> Any:
+    # A DataFrame fills fields that some records lack with NaN/NaT.
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
+        return None
+    return value
+
+
 def _requests(model_input: Any) -> list[dict[str, Any]]:
     if isinstance(model_input, pd.DataFrame):
         records = model_input.to_dict(orient="records")
@@ -76,6 +86,7 @@ def _requests(model_input: Any) -> list[dict[str, Any]]:
                                                             f"request {i} candidate_item_ids")],
             # A DataFrame fills a missing "unknown" of some records with NaN.
             "unknown": r["unknown"] if isinstance(r.get("unknown"), str) else "raise",
+            "request_ts": _optional(r.get("request_ts")),
         })
     return out
 
@@ -94,7 +105,7 @@ class TarqScorerModel(mlflow.pyfunc.PythonModel):
         scores = []
         for r in _requests(model_input):
             s = self.scorer.score(r["user_profile"], r["history"], r["candidate_item_ids"],
-                                  unknown=r["unknown"])
+                                  unknown=r["unknown"], request_ts=r["request_ts"])
             scores.append([None if np.isnan(x) else float(x) for x in s])
         return pd.DataFrame({"scores": scores})
 

@@ -280,9 +280,9 @@ def train(
             if tcfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
             optim.step()
-            loss_sum += float(loss)
+            loss_sum += float(loss.detach())
             for k, v in out_.losses.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
+                parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach())
             n_batches += 1
             bar.update(1)
             if n_batches % 20 == 0:

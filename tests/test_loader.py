@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from tarq.data.features import OOV, PAD
+from tarq.data.features import OOV, PAD, TIME_GAP_BUCKETS, time_gap_index
 from tarq.data.loader import BatchStream, SampleSet
 from tarq.data.samples import build_samples
 from tests.test_samples import DAY0, N_DAYS, _make_warehouse
@@ -27,7 +28,7 @@ def test_contract_shapes_and_padding(sset: SampleSet) -> None:
     lay = sset.layout
     assert batch["user"].shape == (64, len(lay.user_fields))
     assert batch["item"].shape == (64, len(lay.item_fields))
-    assert batch["hist"].shape == (64, 6, 4) and batch["hist"].dtype == torch.int64
+    assert batch["hist"].shape == (64, 6, 5) and batch["hist"].dtype == torch.int64
     assert batch["hist_mask"].shape == (64, 6) and batch["hist_mask"].dtype == torch.bool
     assert batch["label"].dtype == torch.float32
     assert (batch["hist"][~batch["hist_mask"]] == PAD).all()
@@ -64,3 +65,29 @@ def test_folds_and_ddp_sharding(sset: SampleSet) -> None:
     seen0 = {tuple(b["user_key"].tolist()) for b in shards[0]}
     seen1 = {tuple(b["user_key"].tolist()) for b in shards[1]}
     assert not seen0 & seen1
+
+
+def test_time_gap_is_the_bucketed_time_to_the_impression(sset: SampleSet) -> None:
+    lay = sset.layout
+    col = lay.seq_fields.index("time_gap")
+    assert lay.vocab_sizes["time_gap"] == TIME_GAP_BUCKETS + 2
+    frame = pd.read_parquet(sset.files("train")[0]).head(200)
+    batch = next(iter(BatchStream(sset, "train", batch_size=200)))
+    checked = 0
+    for r, row in enumerate(frame.itertuples()):
+        ts = list(row.hist_ts)[-6:]
+        for s, h_ts in enumerate(ts):
+            gap_s = (row.ts - h_ts).total_seconds()
+            assert gap_s > 0  # point-in-time: strictly before the impression
+            assert int(batch["hist"][r, s, col]) == int(time_gap_index(np.array([gap_s]))[0])
+            checked += 1
+        assert (batch["hist"][r, len(ts):, col] == PAD).all()
+    assert checked > 50
+
+
+def test_time_gap_buckets() -> None:
+    minute = 60.0
+    got = time_gap_index(np.array([0.0, 59.0, minute, 3 * minute, 7 * minute, -5.0,
+                                   np.nan, 1e12]))
+    # [0,1) min → 2, [1,3) → 3, [3,7) → 4, [7,15) → 5; negative → 2; NaN → OOV; huge → last.
+    assert got.tolist() == [2, 2, 3, 4, 5, 2, OOV, TIME_GAP_BUCKETS + 1]

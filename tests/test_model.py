@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tarq import metrics
-from tarq.data.features import FeatureLayout
+from tarq.data.features import TIME_GAP_BUCKETS, FeatureLayout
 from tarq.model import MODEL_NAMES, TARQ_VARIANTS, ModelConfig, build_model
 from tarq.model.alignment import alignment_loss, level_log_probs, symmetric_kl
 from tarq.model.quantizer import ResidualQuantizer, sq_dist
@@ -21,7 +21,7 @@ LAYOUT = FeatureLayout(
     item_fields=["item_id", "category_id", "brand_id", "price_bucket", "shop_id"],
     vocab_sizes={"user_id": N_USERS + 2, "gender": 4, "item_id": N_ITEMS + 2,
                  "category_id": N_CATS + 2, "brand_id": N_BRANDS + 2, "price_bucket": 6,
-                 "shop_id": 9, "action": 6},
+                 "shop_id": 9, "action": 6, "time_gap": TIME_GAP_BUCKETS + 2},
     seq_len=SEQ_LEN,
 )
 CFG = ModelConfig(emb_dim=8, d_model=16, n_heads=2, tower_hidden=(32,), ae_hidden=32,
@@ -65,7 +65,7 @@ class Synthetic:
         users = rng.integers(0, N_USERS, b)
         lengths = rng.integers(1, SEQ_LEN + 1, b)
         lengths[rng.random(b) < empty_share] = 0
-        hist = np.zeros((b, SEQ_LEN, 4), dtype=np.int64)
+        hist = np.zeros((b, SEQ_LEN, 5), dtype=np.int64)
         mask = np.arange(SEQ_LEN)[None, :] < lengths[:, None]
         hist_cats = np.full((b, SEQ_LEN), -1)
         for r in range(b):
@@ -75,7 +75,8 @@ class Synthetic:
             ids = cats + N_CATS * rng.integers(0, N_ITEMS // N_CATS, n)
             hist_cats[r, :n] = cats
             hist[r, :n] = np.stack([ids + 2, self.item_cat[ids] + 2, self.item_brand[ids] + 2,
-                                    rng.integers(2, 6, n)], axis=1)
+                                    rng.integers(2, 6, n),
+                                    rng.integers(2, TIME_GAP_BUCKETS + 2, n)], axis=1)
         target = rng.integers(0, N_ITEMS, b)
         match = (hist_cats == self.item_cat[target][:, None]).any(1)
         label = (rng.random(b) < np.where(match, 0.85, 0.08)).astype(np.float32)
@@ -350,3 +351,27 @@ def test_tiny_run_learns_target_history_match(name: str) -> None:
     auc = metrics.auc(test["label"].numpy(), p)
     assert np.mean(ctr[-20:]) < np.mean(ctr[:20]) - 0.03
     assert auc > 0.65, auc
+
+
+def test_per_dim_losses_are_the_sums_divided_by_the_width(batch: dict[str, torch.Tensor]) -> None:
+    """ModelConfig.per_dim_losses: distill and rq are the paper's sums / width; the alignment
+    softmaxes see distances / width; the ctr/tar/recon terms are unchanged."""
+    import dataclasses
+
+    inputs = _inputs(batch)
+    outs = {}
+    for per_dim in (False, True):
+        model = _model("tarq", dataclasses.replace(CFG, per_dim_losses=per_dim))
+        model.eval()
+        with torch.no_grad():
+            outs[per_dim] = model(inputs).losses
+    lit, per = outs[False], outs[True]
+    for k in ("ctr", "tar", "recon"):
+        assert float(per[k]) == pytest.approx(float(lit[k]), rel=1e-5)
+    assert float(per["distill"]) == pytest.approx(float(lit["distill"]) / CFG.d_model, rel=1e-5)
+    assert float(per["rq"]) == pytest.approx(float(lit["rq"]) / CFG.dz, rel=1e-5)
+    scaled = _model("tarq", dataclasses.replace(CFG, per_dim_losses=False,
+                                                align_temperature=float(CFG.d_model))).eval()
+    with torch.no_grad():
+        assert float(scaled(inputs).losses["align"]) == pytest.approx(float(per["align"]),
+                                                                      rel=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import shutil
 from pathlib import Path
@@ -41,19 +42,20 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict:
     pub = publish(db, root / "ids", run_date="2026-10-06", export_dir=root / "export")
     with connect(db, read_only=True) as con:
         beh = con.execute(
-            "SELECT item_id, category_id, brand_id, action FROM behaviors WHERE user_id = $u "
+            "SELECT item_id, category_id, brand_id, action, ts FROM behaviors WHERE user_id = $u "
             "ORDER BY ts, row_id", {"u": USER}).fetchall()
         items = con.sql("SELECT it.* EXCLUDE (load_id, price), price_bucket(it.price) AS "
                         "price_bucket FROM items it ORDER BY item_id").to_arrow_table()
-    history = [dict(zip(("item_id", "category_id", "brand_id", "action"), b, strict=True))
+    history = [dict(zip(("item_id", "category_id", "brand_id", "action", "ts"), b, strict=True))
                for b in beh]
     tied = {t["item_id"] for t in report["agreement"]["ties_listed"]}
     return {"db": db, "model_dir": model_dir, "history": history, "items": items,
+            "request_ts": history[-1]["ts"] + dt.timedelta(minutes=7),
             "tied": tied, "export": Path(pub["export_path"])}
 
 
 def _forward_logits(model_dir: Path, profile: dict, history: list[dict],
-                    items_tbl, candidates: np.ndarray) -> np.ndarray:
+                    items_tbl, candidates: np.ndarray, request_ts: object = None) -> np.ndarray:
     """The training forward on the same inputs, padded to seq_len exactly as the loader does."""
     from tarq.train import load_trained
 
@@ -65,7 +67,7 @@ def _forward_logits(model_dir: Path, profile: dict, history: list[dict],
     all_ids = items_tbl.column("item_id").to_numpy()
     feats = encode_fields(items_tbl, layout.item_fields, vocabs)[np.searchsorted(all_ids,
                                                                                   candidates)]
-    hist, mask = encode_history(history, layout, vocabs)
+    hist, mask = encode_history(history, layout, vocabs, request_ts)
     full = torch.full((1, layout.seq_len, hist.shape[2]), PAD, dtype=torch.int64)
     full_mask = torch.zeros((1, layout.seq_len), dtype=torch.bool)
     full[:, : hist.shape[1]] = hist
@@ -85,8 +87,9 @@ def test_scores_equal_training_forward(served: dict) -> None:
     cand = np.concatenate([rng.choice(ids[:-NEW_ITEMS], 60, replace=False), ids[-NEW_ITEMS:]])
     cand = np.array([c for c in cand if int(c) not in served["tied"]])
     profile = {"user_id": USER, "gender": 1}
-    got = scorer.score(profile, served["history"], cand)
-    want = _forward_logits(served["model_dir"], profile, served["history"], served["items"], cand)
+    got = scorer.score(profile, served["history"], cand, request_ts=served["request_ts"])
+    want = _forward_logits(served["model_dir"], profile, served["history"], served["items"], cand,
+                           served["request_ts"])
     assert got.shape == (cand.size,) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     # A user with no behaviour at all, and an unknown user id (OOV).
@@ -131,6 +134,26 @@ def test_bad_requests_get_clear_errors(served: dict) -> None:
         scorer.score({"user_id": USER}, [{"item_id": 1}, {"item_id": "x"}], [1])
     with pytest.raises(ValueError, match="unknown must be one of"):
         scorer.score({"user_id": USER}, [], [1], unknown="zero")
+    no_ts = [{k: v for k, v in h.items() if k != "ts"} for h in served["history"][-3:]]
+    with pytest.raises(ValueError, match=r"history\[\d+\] lacks 'ts'"):
+        scorer.score({"user_id": USER}, no_ts, [1])
+    with pytest.raises(ValueError, match="request_ts is not an ISO-8601"):
+        scorer.score({"user_id": USER}, served["history"], [1], request_ts="yesterday")
+
+
+def test_time_since_each_behaviour_changes_the_scores(served: dict) -> None:
+    scorer = Scorer.from_paths(served["db"], served["model_dir"])
+    cand = served["items"].column("item_id").to_numpy()[:30]
+    hist, now = served["history"], served["request_ts"]
+    a = scorer.score({"user_id": USER}, hist, cand, request_ts=now)
+    # Equivalent timestamp forms give identical scores; the same behaviours a month later do not.
+    np.testing.assert_array_equal(a, scorer.score({"user_id": USER}, hist, cand,
+                                                  request_ts=now.isoformat()))
+    np.testing.assert_array_equal(a, scorer.score(
+        {"user_id": USER}, hist, cand,
+        request_ts=now.replace(tzinfo=dt.UTC).timestamp()))
+    later = scorer.score({"user_id": USER}, hist, cand, request_ts=now + dt.timedelta(days=30))
+    assert not np.allclose(a, later)
 
 
 def test_ids_of_another_model_are_refused(served: dict, tmp_path: Path) -> None:
@@ -225,13 +248,15 @@ def test_pyfunc_scores_equal_the_scorer(served: dict, tmp_path: Path) -> None:
     ids = served["items"].column("item_id").to_numpy()
     requests = [
         {"user_profile": {"user_id": USER, "gender": 1}, "history": served["history"],
-         "candidate_item_ids": ids[:40].tolist()},
+         "candidate_item_ids": ids[:40].tolist(),
+         "request_ts": served["request_ts"].isoformat()},
         {"user_profile": {"user_id": 999}, "history": [], "candidate_item_ids":
          [int(ids[3]), 424242], "unknown": "nan"},
     ]
     out = loaded.predict(pd.DataFrame(requests))
     np.testing.assert_allclose(out["scores"][0], scorer.score(
-        requests[0]["user_profile"], requests[0]["history"], ids[:40]), rtol=1e-6, atol=1e-6)
+        requests[0]["user_profile"], requests[0]["history"], ids[:40],
+        request_ts=served["request_ts"]), rtol=1e-6, atol=1e-6)
     assert out["scores"][1][1] is None
     assert out["scores"][1][0] == pytest.approx(float(scorer.score({"user_id": 999}, [],
                                                                    [ids[3]])[0]), abs=1e-6)

@@ -24,7 +24,11 @@ ACTIONS = ("pv", "cart", "fav", "buy")
 
 BASE_USER_FIELDS = ("user_id",)
 BASE_ITEM_FIELDS = ("item_id", "category_id", "brand_id", "price_bucket")
-SEQ_FIELDS = ("item_id", "category_id", "brand_id", "action")
+SEQ_FIELDS = ("item_id", "category_id", "brand_id", "action", "time_gap")
+# Sequence fields that are not item fields: embedded at d_model width and added to x_i.
+SEQ_CONTEXT_FIELDS = ("action", "time_gap")
+# time_gap = log2 buckets of the minutes between a behaviour and the impression it precedes.
+TIME_GAP_BUCKETS = 24
 
 
 @dataclass
@@ -34,8 +38,9 @@ class FeatureLayout:
     Attributes:
         user_fields: columns of the ``user`` tensor, in order; ``user_id`` first.
         item_fields: columns of the ``item`` tensor, in order; ``item_id`` first.
-        seq_fields: columns of the ``hist`` tensor, in order; all but ``action`` share the
-            embedding table of the item field with the same name.
+        seq_fields: columns of the ``hist`` tensor, in order; all but the context fields
+            ``action`` and ``time_gap`` share the embedding table of the item field with the
+            same name. Layouts saved before ``time_gap`` existed simply lack it.
         vocab_sizes: field → number of embedding rows (padding and OOV included).
         seq_len: maximum history length L.
     """
@@ -99,3 +104,19 @@ def action_index(actions: np.ndarray) -> np.ndarray:
     """Map action strings to indices (``pv``→2 … ``buy``→5, unknown→OOV, ``None``→PAD)."""
     lut = {a: i + 2 for i, a in enumerate(ACTIONS)}
     return np.array([PAD if a is None else lut.get(a, OOV) for a in actions], dtype=np.int64)
+
+
+def time_gap_index(gap_seconds: np.ndarray) -> np.ndarray:
+    """Seconds between a behaviour and the impression → ``time_gap`` indices (same shape).
+
+    Bucket b ≥ 0 holds gaps of [2^b − 1, 2^(b+1) − 1) minutes (b = 0: under a minute … the last
+    bucket: everything beyond ~16 years); index = b + 2, NaN → OOV. The click model of
+    interest-driven feeds decays over minutes to hours (DIN/BST-style time features), which a
+    recency *rank* cannot express: the 3rd most recent behaviour may be 2 minutes or 2 weeks old.
+    Negative gaps (clock skew at serving time) count as "under a minute".
+    """
+    g = np.asarray(gap_seconds, dtype=np.float64)
+    nan = np.isnan(g)
+    minutes = np.where(nan, 0.0, np.maximum(g, 0.0)) / 60.0
+    b = np.minimum(np.floor(np.log2(1.0 + minutes)), TIME_GAP_BUCKETS - 1).astype(np.int64)
+    return np.where(nan, OOV, b + 2).astype(np.int64)

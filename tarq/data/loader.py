@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from tarq.data.features import ACTIONS, OOV, PAD, FeatureLayout, Vocab
+from tarq.data.features import ACTIONS, OOV, PAD, FeatureLayout, Vocab, time_gap_index
 
 Batch = dict[str, torch.Tensor]
 
@@ -95,6 +95,14 @@ def _pad_lists(arr: pa.ListArray, seq_len: int) -> tuple[np.ndarray, np.ndarray,
     return idx, mask, arr.values
 
 
+def _epoch_us(arr: pa.Array) -> np.ndarray:
+    """Timestamps (any unit) → float64 microseconds since the epoch, null → NaN."""
+    if pa.types.is_timestamp(arr.type):
+        arr = pc.cast(arr, pa.timestamp("us", tz=arr.type.tz))
+        arr = arr.cast(pa.int64())
+    return arr.to_numpy(zero_copy_only=False).astype(np.float64)
+
+
 def to_batch(rb: pa.RecordBatch | pa.Table, sset: SampleSet) -> Batch:
     """Convert Arrow rows of the sample schema to the model's tensor contract."""
     lay = sset.layout
@@ -104,6 +112,14 @@ def to_batch(rb: pa.RecordBatch | pa.Table, sset: SampleSet) -> Batch:
     hist = np.zeros((n, lay.seq_len, len(lay.seq_fields)), dtype=np.int64)
     mask = np.zeros((n, lay.seq_len), dtype=bool)
     for j, field in enumerate(lay.seq_fields):
+        if field == "time_gap":
+            # Seconds from each behaviour to its own impression (hist_ts < ts by construction).
+            idx, mask, values = _pad_lists(_column(rb, "hist_ts"), lay.seq_len)
+            row_us = _epoch_us(_column(rb, "ts"))
+            beh_us = _epoch_us(values) if len(values) else np.zeros(1)
+            gaps = (row_us[:, None] - beh_us[idx]) / 1e6
+            hist[:, :, j] = np.where(mask, time_gap_index(gaps), PAD)
+            continue
         idx, mask, values = _pad_lists(_column(rb, f"hist_{field}"), lay.seq_len)
         if field == "action":
             codes = pc.index_in(values, value_set=pa.array(ACTIONS)).to_numpy(zero_copy_only=False)

@@ -29,7 +29,15 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from tarq import sqlfiles
-from tarq.data.features import BASE_ITEM_FIELDS, BASE_USER_FIELDS, SEQ_FIELDS, FeatureLayout, Vocab
+from tarq.data.features import (
+    BASE_ITEM_FIELDS,
+    BASE_USER_FIELDS,
+    SEQ_CONTEXT_FIELDS,
+    SEQ_FIELDS,
+    TIME_GAP_BUCKETS,
+    FeatureLayout,
+    Vocab,
+)
 from tarq.dates import resolve_run_date, window_for
 from tarq.warehouse import new_id, open_db, side_features
 
@@ -197,7 +205,7 @@ def _build_vocabularies(
     vocab_dir = out / "vocab"
     vocab_dir.mkdir(parents=True, exist_ok=True)
     sizes: dict[str, int] = {}
-    shared = {f for f in SEQ_FIELDS if f != "action"}
+    shared = {f for f in SEQ_FIELDS if f not in SEQ_CONTEXT_FIELDS}
     for field in [*BASE_USER_FIELDS, *user_side, *BASE_ITEM_FIELDS, *item_side]:
         if field in shared:
             cur = sqlfiles.run(
@@ -211,6 +219,7 @@ def _build_vocabularies(
         vocab.save(vocab_dir / f"{field}.parquet")
         sizes[field] = len(vocab)
     sizes["action"] = 6  # pad, oov and the four Taobao actions
+    sizes["time_gap"] = TIME_GAP_BUCKETS + 2
     layout = FeatureLayout(
         user_fields=[*BASE_USER_FIELDS, *user_side],
         item_fields=[*BASE_ITEM_FIELDS, *item_side],

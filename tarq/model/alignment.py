@@ -22,20 +22,22 @@ def symmetric_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 
 def level_log_probs(residual: torch.Tensor, entries: torch.Tensor,
-                    temperature: float = 1.0) -> torch.Tensor:
-    """Eq. 17 in log space: log softmax_k(−‖r − e_k‖² / τ).
+                    temperature: float = 1.0, per_dim: bool = False) -> torch.Tensor:
+    """Eq. 17 in log space: log softmax_k(−‖r − e_k‖² / τ), or ‖r − e_k‖² / (τ·d) per dimension.
 
     Args:
         residual: (N, d).  entries: (K, d) shared or (N, K, d) per row.
     Returns:
         (N, K).
     """
-    return torch.log_softmax(-sq_dist(residual, entries) / temperature, dim=-1)
+    scale = temperature * (residual.shape[-1] if per_dim else 1)
+    return torch.log_softmax(-sq_dist(residual, entries) / scale, dim=-1)
 
 
 def alignment_loss(
     residuals: torch.Tensor, codebooks: torch.Tensor, h_tar: torch.Tensor,
     personal: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
+    per_dim: bool = False,
 ) -> torch.Tensor:
     """Eq. 18 (minimised).
 
@@ -45,6 +47,7 @@ def alignment_loss(
         h_tar: (B, d) teacher output; detached here.
         personal: (B, m, K, d) personalised codebooks Ĉ.
         codes: (B, m) the item's own semantic IDs (argmin over the static codebooks).
+        temperature, per_dim: see :func:`level_log_probs` (``ModelConfig.per_dim_losses``).
     Returns:
         scalar ≥ 0.
     """
@@ -53,8 +56,8 @@ def alignment_loss(
     rows = torch.arange(codes.shape[0], device=codes.device)
     total = residuals.new_zeros(())
     for level in range(m):
-        log_p = level_log_probs(residuals[:, level], codebooks[level], temperature)
-        log_q = level_log_probs(r_hat, personal[:, level], temperature)
+        log_p = level_log_probs(residuals[:, level], codebooks[level], temperature, per_dim)
+        log_q = level_log_probs(r_hat, personal[:, level], temperature, per_dim)
         total = total + symmetric_kl(log_p, log_q).mean()
         r_hat = r_hat - personal[rows, level, codes[:, level]]
     return total

@@ -34,6 +34,13 @@ class ModelConfig:
         fusion: how the m personalised vectors become h_rq (eq. 11): ``mean`` (paper's pooling),
             ``sum`` or ``attention`` (learned softmax pooling).
         align_temperature: distances in eq. 17 are divided by it (paper: 1).
+        per_dim_losses: the squared distances of L_distill (eq. 15), L_rq (eq. 8) and the
+            alignment softmaxes (eq. 17) are taken per dimension (‖·‖² / width) instead of as
+            plain sums. With d = 64 the sums start 100–200× larger than the BCE (measured on
+            the demo logs: distill 31, rq 25, align 8 vs ctr 0.18), swamp the shared
+            embeddings and made TARQ lose to the two-tower; per dimension, the paper's λ
+            defaults balance the terms. ``False`` gives the literal sums. The autoencoder's
+            L_recon (eq. 6) stays a sum: it trains nothing but the autoencoder.
 
     Score: ŷ = σ(s · (ŷ_a + ŷ_b) + b) with s = score_scale_init at start (learnable unless
     learn_score_scale is false) and bias b initialised to 0.
@@ -60,6 +67,7 @@ class ModelConfig:
     rq_commitment: float = 0.0
     fusion: str = "mean"
     align_temperature: float = 1.0
+    per_dim_losses: bool = True
 
     score_scale_init: float = 5.0
     learn_score_scale: bool = True

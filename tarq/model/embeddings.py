@@ -6,7 +6,7 @@ carries) go through ONE projection ``P_s`` for both the target item and the hist
 x_item and each x_i live in one space (the teacher queries the history with x_item)::
 
     x_item = P_s([e_item_id; e_category; e_brand]) + P_x([other item fields])   (B, d)
-    x_i    = P_s([e_item_id; e_category; e_brand]) + e_action + e_recency       (B, L, d)
+    x_i    = P_s([e_item_id; e_category; e_brand]) + e_action + e_time_gap + e_recency  (B, L, d)
     x_user = P_u([all user fields])                                              (B, d)
 
 A learned "no-history" token is prepended to every sequence and is always attendable, so users
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tarq.data.features import FeatureLayout
+from tarq.data.features import SEQ_CONTEXT_FIELDS, FeatureLayout
 from tarq.model.config import ModelConfig
 
 
@@ -37,7 +37,8 @@ class FieldEmbeddings(nn.Module):
         e, d = config.emb_dim, config.d_model
         names = dict.fromkeys([*layout.user_fields, *layout.item_fields, *layout.seq_fields])
         self.tables = nn.ModuleDict({
-            n: nn.Embedding(layout.vocab_sizes[n], d if n == "action" else e, padding_idx=0)
+            n: nn.Embedding(layout.vocab_sizes[n], d if n in SEQ_CONTEXT_FIELDS else e,
+                            padding_idx=0)
             for n in names
         })
         # Unit-scale inputs to the projections: with tiny embeddings the tower MLPs start out
@@ -51,8 +52,9 @@ class FieldEmbeddings(nn.Module):
         self.item_shared_cols = [layout.item_fields.index(f) for f in self.shared_fields]
         self.item_extra_cols = [j for j, f in enumerate(layout.item_fields)
                                 if f not in self.shared_fields]
-        self.action_col = (layout.seq_fields.index("action")
-                           if "action" in layout.seq_fields else None)
+        # (column, field) of the context fields (action, time_gap) this layout has.
+        self.context_cols = [(j, f) for j, f in enumerate(layout.seq_fields)
+                             if f in SEQ_CONTEXT_FIELDS]
         if not self.shared_fields:
             raise ValueError("seq_fields share no field with item_fields; x_i and x_item "
                              "would live in different spaces")
@@ -100,8 +102,8 @@ class FieldEmbeddings(nn.Module):
         b = hist.shape[0]
         parts = [self.tables[self.layout.seq_fields[j]](hist[:, :, j]) for j in self.seq_item_cols]
         x = self.shared_proj(torch.cat(parts, dim=-1))
-        if self.action_col is not None:
-            x = x + self.tables["action"](hist[:, :, self.action_col])
+        for j, f in self.context_cols:
+            x = x + self.tables[f](hist[:, :, j])
         mask = hist_mask.bool()
         if self.positional is not None:
             # Recency position (0 = most recent behaviour): the number of real behaviours after

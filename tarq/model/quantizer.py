@@ -93,13 +93,15 @@ class ResidualQuantizer(nn.Module):
     """m codebooks of K entries in R^dz, initialised by k-means on the first batch."""
 
     def __init__(self, n_codebooks: int, codebook_size: int, dim: int,
-                 kmeans_iters: int = 25, kmeans_seed: int = 0, commitment: float = 0.0) -> None:
+                 kmeans_iters: int = 25, kmeans_seed: int = 0, commitment: float = 0.0,
+                 per_dim: bool = False) -> None:
         super().__init__()
         self.m, self.k, self.dim = n_codebooks, codebook_size, dim
         self.codebooks = nn.Parameter(torch.randn(n_codebooks, codebook_size, dim) * 0.1)
         # A buffer, so it lives in the state_dict and DDP broadcasts it with the codebooks.
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.kmeans_iters, self.kmeans_seed, self.commitment = kmeans_iters, kmeans_seed, commitment
+        self.per_dim = per_dim
 
     @torch.no_grad()
     def kmeans_init(self, z: torch.Tensor) -> None:
@@ -136,11 +138,15 @@ class ResidualQuantizer(nn.Module):
         return self.codebooks[levels[None, :], codes].sum(1)
 
     def loss(self, q: Quantized) -> torch.Tensor:
-        """Eq. 8 (+ optional commitment): Σ_l mean_n ‖sg[r_l] − e^l_{c_l}‖²; scalar."""
+        """Eq. 8 (+ optional commitment): Σ_l mean_n ‖sg[r_l] − e^l_{c_l}‖²; scalar.
+
+        With ``per_dim`` each ‖·‖² is divided by dz (``ModelConfig.per_dim_losses``).
+        """
         levels = torch.arange(self.m, device=q.codes.device)
         chosen = self.codebooks[levels[None, :], q.codes]                     # (N, m, dz)
-        loss = ((q.residuals.detach() - chosen) ** 2).sum(-1).sum(-1).mean()
+        width = self.dim if self.per_dim else 1
+        loss = ((q.residuals.detach() - chosen) ** 2).sum(-1).sum(-1).mean() / width
         if self.commitment:
             loss = loss + self.commitment * (
-                (q.residuals - chosen.detach()) ** 2).sum(-1).sum(-1).mean()
+                (q.residuals - chosen.detach()) ** 2).sum(-1).sum(-1).mean() / width
         return loss

@@ -50,7 +50,7 @@ class TarqModel(TarqModule):
         self.autoencoder = AutoEncoder(config)
         self.quantizer = ResidualQuantizer(
             config.n_codebooks, config.codebook_size, config.dz,
-            config.kmeans_iters, config.kmeans_seed, config.rq_commitment,
+            config.kmeans_iters, config.kmeans_seed, config.rq_commitment, config.per_dim_losses,
         )
         self.rq_attention = RQAttention(config)
         self.teacher = TargetAttention(config) if teacher else None
@@ -157,11 +157,12 @@ class TarqModel(TarqModule):
         if self.teacher is not None:
             h_tar = self.teacher(x_item, x_seq, mask)
             tar_logit = self.head(y_tt + cosine(h_tar, v_item))
-            losses["distill"] = ((h_tar.detach() - h_rq) ** 2).sum(-1).mean()      # eq. 15
+            sq = (h_tar.detach() - h_rq) ** 2                                         # eq. 15
+            losses["distill"] = (sq.mean(-1) if self.config.per_dim_losses else sq.sum(-1)).mean()
             if self.use_align:
                 losses["align"] = alignment_loss(
                     q.residuals, self.quantizer.codebooks, h_tar, personal, q.codes,
-                    self.config.align_temperature,
+                    self.config.align_temperature, self.config.per_dim_losses,
                 )
             extras["tar_logit"] = tar_logit.detach()
         if "label" in batch:
