@@ -549,6 +549,7 @@ def _run_day(p: DailyParams, db: Path, log: Any) -> dict[str, Any] | State:
             tracking.finish_day(parent, "rejected", {**gate_tags,
                                                      "tarq.model_version": reg["version"] or "-"})
             _publication_artifact(day, summary, None)
+            _write_summary(day_dir, summary)
             return Failed(name="GateRejected",
                           message=f"gate rejected TARQ for {day}; champion unchanged, nothing "
                                   f"published: {decision.reason}")
@@ -566,9 +567,37 @@ def _run_day(p: DailyParams, db: Path, log: Any) -> dict[str, Any] | State:
         _mark_failed(exp_id, day)
         raise
     _publication_artifact(day, summary, pub)
+    _write_summary(day_dir, summary)
     log.info("published version %s (model v%s) for %s; stage seconds %s", pub["version"],
              reg["version"], day, timings)
     return summary
+
+
+def _write_summary(day_dir: Path, summary: dict[str, Any]) -> None:
+    """The run's summary (comparison, gate, publication, stage seconds) as summary.json."""
+    day_dir.mkdir(parents=True, exist_ok=True)
+    (day_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str),
+                                          encoding="utf-8")
+
+
+def digest(summary: dict[str, Any]) -> str:
+    """A few lines for a terminal: per-model test metrics, gate, publication, stage seconds."""
+    out = [f"run date {summary['run_date']} (test day {summary['test_day']}), "
+           f"MLflow {summary.get('mlflow_run', '')}"]
+    for r in summary.get("comparison", []):
+        fig = "  ".join(f"{k} {r[k]:.4f}" for k in ("auc", "gauc", "logloss")
+                        if isinstance(r.get(k), int | float))
+        out.append(f"  {r.get('model', '?'):<10} {fig}")
+    gate = summary.get("gate", {})
+    out.append(f"  gate: {'promote' if gate.get('promote') else 'reject'} — "
+               f"{gate.get('reason', '')}")
+    pub = summary.get("publication")
+    out.append("  published: none (champion and served table unchanged)" if not pub else
+               f"  published: table version {pub.get('version')}, "
+               f"{pub.get('manifest', {}).get('rows', '?')} rows, model v{summary.get('version')}")
+    out.append("  seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in
+                                         summary.get("timings", {}).items()))
+    return "\n".join(out)
 
 
 def _mark_failed(experiment_id: str, day: str) -> None:
@@ -696,6 +725,10 @@ def main(argv: list[str] | None = None) -> int:
         if state.is_completed():
             for r in state.result():
                 print(f"{r['run_date']}: {r['state']} {r['message']}".rstrip())
+                path = Path(p.work_dir) / r["run_date"] / "summary.json"
+                skipped = r["state"] == "Completed" and "skipped" in r["message"]
+                if path.exists() and not skipped:
+                    print(digest(json.loads(path.read_text(encoding="utf-8"))))
             return EXIT_OK
         print(f"tarq-daily-backfill: {state.name}: {state.message}", file=sys.stderr)
         return EXIT_FAILED
