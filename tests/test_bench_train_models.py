@@ -1,0 +1,46 @@
+"""benchmarks/train_models.py runs end to end on the tiny demo preset (2 steps per model)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_models.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("train_models_bench", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_tiny_end_to_end(bench, tmp_path, capsys):
+    out = tmp_path / "bench"
+    rc = bench.main(["--dataset", "demo-tiny", "--models", "tt", "ta", "tarq", "tarq_no_align",
+                     "--variant", "tarq_sum=tarq:fusion=sum", "--epochs", "1",
+                     "--max-steps", "2", "--batch-size", "64", "--threads", "1",
+                     "--bootstrap", "10", "--out", str(out), "--markdown"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["models"] == ["tt", "ta", "tarq", "tarq_no_align", "tarq_sum"]
+    assert {r["model"] for r in res["runs"]} == set(res["models"])
+    assert all("error" not in r for r in res["runs"])
+    tarq = next(r for r in res["runs"] if r["model"] == "tarq")
+    assert 0 < tarq["utilization_batch"] <= 1 and 0 <= tarq["collision_rate"] <= 1
+    assert next(r for r in res["runs"] if r["model"] == "tarq_sum")["model_overrides"] == {
+        "fusion": "sum"}
+    for key in ("auc_tarq_minus_tt", "gap_recovered", "utilization_batch_tarq_vs_tarq_no_align"):
+        assert key in res["derived"]
+    table = capsys.readouterr().out
+    assert "| tarq |" in table and "TARQ − TT AUC" in table
+    # Samples are built once and reused by a second invocation.
+    meta = (out / "samples" / "meta.json").stat().st_mtime_ns
+    assert bench.main(["--dataset", "demo-tiny", "--models", "tt", "--epochs", "1",
+                       "--max-steps", "1", "--batch-size", "64", "--threads", "1",
+                       "--bootstrap", "0", "--out", str(out)]) == 0
+    assert (out / "samples" / "meta.json").stat().st_mtime_ns == meta
