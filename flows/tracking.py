@@ -42,6 +42,7 @@ REGISTERED_MODEL = "tarq"
 METRIC_KEYS = ("auc", "gauc", "logloss", "utilization_batch", "utilization_catalog",
                "collision_rate", "train_seconds", "samples_per_s")
 KIND_TAG, DATE_TAG, STATUS_TAG, MODEL_TAG = "tarq.kind", "tarq.run_date", "tarq.status", "tarq.model"
+SHA_TAG = "tarq.model_sha256"
 DONE_STATUSES = ("published", "rejected")
 
 
@@ -248,8 +249,14 @@ def model_metrics(result: Mapping[str, Any]) -> dict[str, float]:
 
 
 def log_model_run(parent_run_id: str, name: str, result: Mapping[str, Any], model_dir: Path,
-                  run_date: str) -> str:
-    """Log one model as a child of the day's run (reused on a re-run); returns its run id."""
+                  run_date: str, lineage_tags: Mapping[str, str] | None = None,
+                  extra_metrics: Mapping[str, float] | None = None) -> str:
+    """Log one model as a child of the day's run (reused on a re-run); returns its run id.
+
+    The child keeps the whole model directory (``model_dir/``: weights, optimizer state,
+    vocabularies, lineage; not the resume checkpoints) so a later run date can continue it
+    (warm start) or re-score it, and the lineage as tags (``lineage.*``).
+    """
     c = client()
     parent = c.get_run(parent_run_id)
     run_id = _child(parent_run_id, name)
@@ -258,11 +265,19 @@ def log_model_run(parent_run_id: str, name: str, result: Mapping[str, Any], mode
         run_id = c.create_run(parent.info.experiment_id, run_name=f"{name}-{run_date}", tags={
             "mlflow.parentRunId": parent_run_id, MODEL_TAG: name, DATE_TAG: run_date,
             KIND_TAG: "model"}).info.run_id
+    sha = _file_sha256(model_dir / "model.pt")
+    have = c.get_run(run_id).data.tags
+    if fresh or have.get(SHA_TAG) != sha:
+        log_model_dir(run_id, model_dir)
+    tags = {SHA_TAG: sha, **(lineage_tags or {})}
+    c.log_batch(run_id, tags=[mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()])
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     metrics = [mlflow.entities.Metric(k, v, 0, 0) for k, v in model_metrics(result).items()]
     extra = {f"valid_{k}": float(v) for k, v in result.get("valid", {}).items()
              if k in ("auc", "gauc", "logloss") and v is not None}
     metrics += [mlflow.entities.Metric(k, v, 0, 0) for k, v in extra.items()]
+    metrics += [mlflow.entities.Metric(k, float(v), 0, 0)
+                for k, v in (extra_metrics or {}).items()]
     params = _params({"model_name": name, "model": cfg["model"], "train": cfg["train"],
                       "n_params": result.get("n_params"), "epochs_run": result.get("epochs_run"),
                       "best_epoch": result.get("best_epoch")},
@@ -275,8 +290,69 @@ def log_model_run(parent_run_id: str, name: str, result: Mapping[str, Any], mode
 
 
 def log_model_dir(run_id: str, model_dir: Path) -> None:
-    """Keep the whole model directory (weights, layout, vocab) with the run for re-scoring."""
-    client().log_artifacts(run_id, str(model_dir), artifact_path="model_dir")
+    """Keep the model directory (weights, optimizer state, layout, vocab, lineage) with the
+    run, for re-scoring and warm starts; the resume checkpoints stay behind."""
+    c = client()
+    for f in sorted(Path(model_dir).iterdir()):
+        if f.name == "checkpoints" or f.name.startswith("."):
+            continue
+        if f.is_dir():
+            c.log_artifacts(run_id, str(f), artifact_path=f"model_dir/{f.name}")
+        else:
+            c.log_artifact(run_id, str(f), artifact_path="model_dir")
+
+
+def _file_sha256(path: Path) -> str:
+    from tarq.semantic_ids import file_sha256
+
+    return file_sha256(path)
+
+
+def find_parent_run(name: str, run_date: str, experiment_id: str,
+                    prefer_champion: bool) -> tuple[Run, str | None, str] | None:
+    """The run of the model that run date ``run_date`` continues, or None.
+
+    ``prefer_champion`` (TARQ): the run behind the ``champion`` alias when its run date is
+    before ``run_date``. Otherwise, and as TARQ's fallback: the newest child run of model
+    ``name`` from an earlier run date whose day finished (published or rejected) and that
+    kept its model directory.
+
+    Returns:
+        (run, registered version or None, source: ``champion`` or ``latest``).
+    """
+    c = client()
+    if prefer_champion:
+        champ = champion()
+        if champ is not None and champ.run_id and champ.tags.get(DATE_TAG, "") < run_date:
+            return c.get_run(champ.run_id), str(champ.version), "champion"
+    runs = c.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{KIND_TAG}` = 'model' AND tags.`{MODEL_TAG}` = '{name}'",
+        max_results=500, order_by=["attributes.start_time DESC"])
+    earlier = sorted((r for r in runs if r.data.tags.get(DATE_TAG, "") < run_date
+                      and r.data.tags.get(SHA_TAG)),
+                     key=lambda r: r.data.tags[DATE_TAG], reverse=True)
+    status: dict[str, str | None] = {}
+    for r in earlier:
+        pid = r.data.tags.get("mlflow.parentRunId")
+        if pid not in status:
+            status[pid] = c.get_run(pid).data.tags.get(STATUS_TAG) if pid else None
+        if status[pid] in DONE_STATUSES:
+            return r, None, "latest"
+    return None
+
+
+def parent_model_dir(run: Run, local: Path, dst: Path) -> Path:
+    """The parent run's model directory: ``local`` when its ``model.pt`` is the one the run
+    logged (same sha256), else the run's ``model_dir/`` artifacts downloaded into ``dst``."""
+    want = run.data.tags.get(SHA_TAG)
+    if want and (local / "model.pt").is_file() and _file_sha256(local / "model.pt") == want:
+        return local
+    if dst.exists():
+        import shutil
+
+        shutil.rmtree(dst)
+    return download_model_dir(run.info.run_id, dst)
 
 
 def log_comparison(
@@ -474,7 +550,7 @@ def log_pyfunc(run_id: str, model_dir: Path, ids_path: Path, samples_dir: Path) 
 
 
 def download_model_dir(run_id: str, dst: Path) -> Path:
-    """Fetch a TARQ child run's ``model_dir/`` artifacts into ``dst``; returns the folder."""
+    """Fetch a child run's ``model_dir/`` artifacts into ``dst``; returns the folder."""
     dst.mkdir(parents=True, exist_ok=True)
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_dir",
                                                     dst_path=str(dst)))

@@ -4,7 +4,9 @@
 #   2. run tarq-daily for the $BACKFILL run dates before the latest one, then the latest,
 #      in order (a backfill, so the champion/challenger gate is exercised day after day);
 #   3. print where to look.
-# Training budget (2 cores, ~10 min): $EPOCHS epoch(s) of at most $MAX_STEPS steps per model.
+# Training budget (2 cores, ~8 min): the first run date trains every model cold, $EPOCHS full
+# epoch(s) over the 19-day window ($MAX_STEPS caps the steps per epoch when set); the later
+# run dates continue each model warm on their one new day ($WARM_EPOCHS epoch).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -14,7 +16,8 @@ PRESET="${PRESET:-small}"
 SEED="${SEED:-7}"
 BACKFILL="${BACKFILL:-2}"
 EPOCHS="${EPOCHS:-1}"
-MAX_STEPS="${MAX_STEPS:-80}"
+MAX_STEPS="${MAX_STEPS:-}"
+WARM_EPOCHS="${WARM_EPOCHS:-1}"
 MODELS="${MODELS:-tarq,tt,inttower,mvke,ta}"
 export DO_NOT_TRACK=true PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true \
   GX_ANALYTICS_ENABLED=false MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
@@ -27,7 +30,8 @@ unset PREFECT_API_URL
 start=$SECONDS
 set +e
 "$BIN/python" -m flows.tarq_daily --db "$DB" --run-date latest --backfill-days "$BACKFILL" \
-  --models "$MODELS" --epochs "$EPOCHS" --max-steps "$MAX_STEPS"
+  --models "$MODELS" --epochs "$EPOCHS" ${MAX_STEPS:+--max-steps "$MAX_STEPS"} \
+  --warm-epochs "$WARM_EPOCHS"
 rc=$?
 set -e
 echo

@@ -9,6 +9,19 @@ reused by any orchestrator. design.md: the ``champion`` alias moves only when
    test day (the flow re-scores the champion on today's test samples), falling back to the
    champion's own recorded figure only when re-scoring was impossible.
 
+The noise of one test day is measured, not guessed: the flow passes paired-bootstrap
+intervals (:func:`tarq.metrics.paired_bootstrap`, users resampled) of TARQ − TT and of
+challenger − champion. The rule with them:
+
+- **vs TT**: the point gain must exceed ``min_gain_over_tt`` (design contract: TARQ beats the
+  model it would replace); with ``tt_must_be_significant`` the interval must also lie above 0.
+  The reason says whether the gain is inside the noise.
+- **vs champion**: the challenger is refused when it is worse by more than
+  ``champion_tolerance`` *and* the interval lies wholly below 0 (significantly worse). A
+  difference inside the noise promotes: the challenger has seen every day the champion saw
+  plus the newer ones (continuous training), so when the test day cannot tell them apart the
+  fresher model is served. Without an interval the tolerance alone decides.
+
 Higher is better for every gated metric (AUC, GAUC); a lower-is-better metric such as
 log-loss is not accepted as the gate metric.
 """
@@ -19,6 +32,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from tarq.metrics import PairedInterval
 
 GATE_METRICS = ("auc", "gauc")
 
@@ -32,12 +47,14 @@ class GateConfig:
         min_gain_over_tt: TARQ must exceed TT by more than this (0 = strictly better).
         champion_tolerance: TARQ may be at most this much below the champion.
         require_semantic_ids: refuse promotion when the semantic-ID checks did not pass.
+        tt_must_be_significant: also require the TARQ − TT interval to lie above 0.
     """
 
     metric: str = "auc"
     min_gain_over_tt: float = 0.0
     champion_tolerance: float = 0.005
     require_semantic_ids: bool = True
+    tt_must_be_significant: bool = False
 
     def __post_init__(self) -> None:
         if self.metric not in GATE_METRICS:
@@ -79,6 +96,13 @@ def _value(metrics: Mapping[str, Any] | None, metric: str) -> float | None:
     return None if math.isnan(v) else v
 
 
+def _noise(interval: PairedInterval | None) -> str:
+    if interval is None:
+        return ""
+    verdict = "significant" if interval.significant else "inside the noise"
+    return f", 95% interval [{interval.low:+.4f}, {interval.high:+.4f}]: {verdict}"
+
+
 def decide(
     tarq: Mapping[str, Any],
     tt: Mapping[str, Any] | None,
@@ -87,6 +111,8 @@ def decide(
     semantic_ids_detail: str = "",
     config: GateConfig | None = None,
     champion_same_day: bool = True,
+    vs_tt: PairedInterval | None = None,
+    vs_champion: PairedInterval | None = None,
 ) -> GateDecision:
     """Decide whether the TARQ challenger becomes the champion.
 
@@ -100,6 +126,8 @@ def decide(
         semantic_ids_detail: what the semantic-ID checks said (quoted in the reason).
         config: thresholds (defaults: AUC, strictly better than TT, tolerance 0.005).
         champion_same_day: whether ``champion`` was measured on the same test day.
+        vs_tt: paired-bootstrap interval of TARQ − TT on the test day (same metric).
+        vs_champion: the same for challenger − champion (re-scored on the same day).
 
     Returns:
         A :class:`GateDecision`; ``reason`` lists the failed checks, or summarises the pass.
@@ -124,10 +152,15 @@ def decide(
             checks.append(GateCheck("beats_tt", False, f"no TT {m} on the same test day to beat"))
         else:
             gain = ours - base
+            ok = gain > cfg.min_gain_over_tt
+            if cfg.tt_must_be_significant:
+                ok = ok and vs_tt is not None and vs_tt.low > 0
             checks.append(GateCheck(
-                "beats_tt", gain > cfg.min_gain_over_tt,
+                "beats_tt", ok,
                 f"TARQ {m} {ours:.4f} vs TT {base:.4f} (gain {gain:+.4f}, "
-                f"needs > {cfg.min_gain_over_tt:+.4f})",
+                f"needs > {cfg.min_gain_over_tt:+.4f}"
+                + (", interval above 0" if cfg.tt_must_be_significant else "") + ")"
+                + _noise(vs_tt),
             ))
         champ = _value(champion, m)
         if champ is None:
@@ -135,10 +168,17 @@ def decide(
         else:
             delta = ours - champ
             where = "same test day" if champion_same_day else "champion's own test day"
+            interval = vs_champion if champion_same_day else None
+            beyond = delta < -cfg.champion_tolerance
+            worse = beyond and (interval is None or interval.high < 0)
+            note = ""
+            if beyond and not worse:
+                note = "; inside the noise, so the fresher challenger is promoted"
             checks.append(GateCheck(
-                "vs_champion", delta >= -cfg.champion_tolerance,
+                "vs_champion", not worse,
                 f"TARQ {m} {ours:.4f} vs champion {champ:.4f} on the {where} "
-                f"(Δ {delta:+.4f}, tolerance {cfg.champion_tolerance:.4f})",
+                f"(Δ {delta:+.4f}, tolerance {cfg.champion_tolerance:.4f})"
+                + _noise(interval) + note,
             ))
 
     failed = [c for c in checks if not c.passed]

@@ -7,6 +7,8 @@ whole catalog), semantic-ID tuple collisions and reconstruction error.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 from sklearn.metrics import log_loss, roc_auc_score
 
@@ -32,21 +34,9 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p))
 
 
-def gauc(y: np.ndarray, p: np.ndarray, user: np.ndarray) -> tuple[float, int, int]:
-    """Group AUC: Σ_u n_u · AUC_u / Σ_u n_u over users having both classes.
-
-    Args:
-        y: (N,) labels in {0, 1}.  p: (N,) scores.  user: (N,) user keys.
-    Returns:
-        (gauc, users used, users skipped because all their rows have one class). gauc is NaN
-        when no user has both classes.
-    """
-    y, p = _labels_scores(y, p)
-    user = np.asarray(user).ravel()
-    if user.shape != y.shape:
-        raise ValueError(f"user keys ({user.size}) and labels ({y.size}) differ in length")
-    _, uidx = np.unique(user, return_inverse=True)
-    n_users = int(uidx.max()) + 1
+def _per_user_auc(y: np.ndarray, p: np.ndarray, uidx: np.ndarray,
+                  n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """(AUC per user (U,), NaN where the user has one class; rows per user (U,))."""
     # Rank scores within each user in one pass: sort by (user, score), average ranks of ties.
     order = np.lexsort((p, uidx))
     us, ps, ys = uidx[order], p[order], y[order]
@@ -64,11 +54,131 @@ def gauc(y: np.ndarray, p: np.ndarray, user: np.ndarray) -> tuple[float, int, in
     nneg = cnt - npos
     rpos = np.bincount(us, weights=rank * ys, minlength=n_users)
     ok = (npos > 0) & (nneg > 0)
+    per_user = np.full(n_users, np.nan)
+    per_user[ok] = (rpos[ok] - npos[ok] * (npos[ok] + 1) / 2.0) / (npos[ok] * nneg[ok])
+    return per_user, cnt
+
+
+def gauc(y: np.ndarray, p: np.ndarray, user: np.ndarray) -> tuple[float, int, int]:
+    """Group AUC: Σ_u n_u · AUC_u / Σ_u n_u over users having both classes.
+
+    Args:
+        y: (N,) labels in {0, 1}.  p: (N,) scores.  user: (N,) user keys.
+    Returns:
+        (gauc, users used, users skipped because all their rows have one class). gauc is NaN
+        when no user has both classes.
+    """
+    y, p = _labels_scores(y, p)
+    user = np.asarray(user).ravel()
+    if user.shape != y.shape:
+        raise ValueError(f"user keys ({user.size}) and labels ({y.size}) differ in length")
+    _, uidx = np.unique(user, return_inverse=True)
+    n_users = int(uidx.max()) + 1
+    per_user, cnt = _per_user_auc(y, p, uidx, n_users)
+    ok = ~np.isnan(per_user)
     used, skipped = int(ok.sum()), int(n_users - ok.sum())
     if used == 0:
         return float("nan"), 0, skipped
-    per_user = (rpos[ok] - npos[ok] * (npos[ok] + 1) / 2.0) / (npos[ok] * nneg[ok])
-    return float(np.sum(per_user * cnt[ok]) / cnt[ok].sum()), used, skipped
+    return float(np.sum(per_user[ok] * cnt[ok]) / cnt[ok].sum()), used, skipped
+
+
+@dataclass(frozen=True)
+class PairedInterval:
+    """A paired-bootstrap interval of ``metric(a) − metric(b)`` on the same rows.
+
+    Attributes:
+        metric: ``auc`` or ``gauc``.
+        delta: the difference on the rows as they are.
+        low, high: the percentile interval at ``level``.
+        level: e.g. 0.95.
+        n_boot: bootstrap replicates.
+        clusters: resampled units (users: rows of one user are correlated).
+    """
+
+    metric: str
+    delta: float
+    low: float
+    high: float
+    level: float
+    n_boot: int
+    clusters: int
+
+    @property
+    def significant(self) -> bool:
+        """The interval excludes 0."""
+        return self.low > 0 or self.high < 0
+
+    def to_dict(self) -> dict[str, float | int | str | bool]:
+        return {**asdict(self), "significant": self.significant}
+
+    def text(self) -> str:
+        return (f"{self.delta:+.4f} [{self.low:+.4f}, {self.high:+.4f}] "
+                f"({self.level:.0%} paired bootstrap over {self.clusters:,} users)")
+
+
+def _weighted_auc_sorted(ys: np.ndarray, group: np.ndarray, n_groups: int,
+                         w: np.ndarray) -> float:
+    """AUC of rows pre-sorted by score (tie groups ``group``) under row weights ``w``."""
+    gp = np.bincount(group, weights=w * ys, minlength=n_groups)
+    gn = np.bincount(group, weights=w * (1.0 - ys), minlength=n_groups)
+    below = np.cumsum(gn) - gn
+    denom = gp.sum() * gn.sum()
+    return float(np.sum(gp * (below + 0.5 * gn)) / denom) if denom > 0 else float("nan")
+
+
+def paired_bootstrap(
+    y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, user: np.ndarray, metric: str = "auc",
+    n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+) -> PairedInterval:
+    """Interval of ``metric(p_a) − metric(p_b)`` by a paired bootstrap over users.
+
+    Both models are scored on the same rows; each replicate draws users with replacement and
+    weighs every row by its user's count, so the two metrics of a replicate see the same
+    resample (the pairing removes the day's difficulty from the difference) and a user's
+    correlated rows move together.
+
+    Args:
+        y: (N,) labels.  p_a, p_b: (N,) scores of the two models.  user: (N,) user keys.
+        metric: ``auc`` or ``gauc``.
+        n_boot: replicates.  level: interval coverage.  seed: RNG seed (reproducible).
+    """
+    if metric not in ("auc", "gauc"):
+        raise ValueError(f"metric must be auc or gauc, got {metric!r}")
+    y, p_a = _labels_scores(y, p_a)
+    _, p_b = _labels_scores(y, p_b)
+    _, uidx = np.unique(np.asarray(user).ravel(), return_inverse=True)
+    n_users = int(uidx.max()) + 1
+    point_a = auc(y, p_a) if metric == "auc" else gauc(y, p_a, uidx)[0]
+    point_b = auc(y, p_b) if metric == "auc" else gauc(y, p_b, uidx)[0]
+    rng = np.random.default_rng(seed)
+    if metric == "auc":
+        prepared = []
+        for p in (p_a, p_b):
+            order = np.argsort(p, kind="stable")
+            ps = p[order]
+            group = np.cumsum(np.r_[True, np.diff(ps) != 0]) - 1
+            prepared.append((order, group, int(group[-1]) + 1))
+    else:
+        per = [_per_user_auc(y, p, uidx, n_users) for p in (p_a, p_b)]
+    deltas = np.empty(n_boot)
+    for b in range(n_boot):
+        counts = np.bincount(rng.integers(0, n_users, n_users), minlength=n_users)
+        if metric == "auc":
+            w = counts[uidx].astype(np.float64)
+            a, bb = (_weighted_auc_sorted(y[o], g, k, w[o]) for o, g, k in prepared)
+        else:
+            vals = []
+            for per_user, cnt in per:
+                ok = ~np.isnan(per_user) & (counts > 0)
+                wt = counts[ok] * cnt[ok]
+                vals.append(float(np.sum(per_user[ok] * wt) / wt.sum()) if wt.sum() else np.nan)
+            a, bb = vals
+        deltas[b] = a - bb
+    deltas = deltas[np.isfinite(deltas)]
+    tail = (1.0 - level) / 2.0
+    lo, hi = (np.quantile(deltas, [tail, 1.0 - tail]) if deltas.size else (np.nan, np.nan))
+    return PairedInterval(metric, float(point_a - point_b), float(lo), float(hi), level,
+                          int(n_boot), n_users)
 
 
 def logloss(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> float:

@@ -173,6 +173,7 @@ def publish(
         raise FileNotFoundError(f"{ids_path} not found: run `tarq assign-ids` first "
                                 "(it writes no ids file when its checks fail)")
     health_path = Path(ids_dir) / HEALTH_JSON
+    health: dict[str, Any] = {}
     if health_path.is_file():
         health = json.loads(health_path.read_text(encoding="utf-8"))
         if not health.get("ok", False):
@@ -242,7 +243,10 @@ def publish(
             con, out_dir, version, table, {
                 **key, "run_date": str(day), "model_uri": model_uri,
                 "model_sha256": meta["model_sha256"], "m": m, "K": k, "dim": dim,
-                "ids_sha256": ids_sha, "published_at": now.isoformat() + "Z"})
+                "ids_sha256": ids_sha, "published_at": now.isoformat() + "Z",
+                # How far this table moved the IDs against the one it replaces.
+                "churn": health.get("churn"),
+                "collision_rate": health.get("collision_rate")})
         sqlfiles.run(con, "publish/set_export", {
             "version": version, "export_path": str(export_path),
             "manifest": json.dumps(manifest)})

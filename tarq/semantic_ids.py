@@ -43,6 +43,7 @@ import torch
 from tqdm import tqdm
 
 from tarq import metrics, sqlfiles
+from tarq.churn import IdChurn, id_churn, served_codes
 from tarq.data.features import OOV, FeatureLayout, Vocab
 from tarq.data.loader import encode_fields
 from tarq.warehouse import open_db
@@ -53,6 +54,7 @@ HEALTH_TXT = "health.txt"
 META_KEY = b"tarq"
 TIE_RTOL = 1e-5
 MAX_LISTED = 1000
+DEFAULT_MAX_COLLISION_RATE = 0.5
 
 
 class SemanticIdError(ValueError):
@@ -154,7 +156,9 @@ def assign_ids(
     progress: bool | None = None,
     tie_rtol: float = TIE_RTOL,
     min_utilization: float | None = None,
-    max_collision_rate: float | None = None,
+    max_collision_rate: float | None = DEFAULT_MAX_COLLISION_RATE,
+    max_churn: float | None = None,
+    compare_served: bool = True,
 ) -> dict[str, Any]:
     """Assign semantic IDs to every catalog item and write ``ids.parquet`` + the health report.
 
@@ -167,7 +171,15 @@ def assign_ids(
         progress: show a tqdm bar (None: when stderr is a terminal).
         tie_rtol: tolerance of an exact-distance tie, relative to ‖r‖² + ‖e_a‖² + ‖e_b‖².
         min_utilization: optional floor on every level's catalog utilization (fails below).
-        max_collision_rate: optional ceiling on the tuple collision rate (fails above).
+        max_collision_rate: ceiling on the tuple collision rate (fails above; None: no
+            ceiling). The default refuses a collapsed assignment (most items sharing their
+            tuple with another) while allowing the honest collisions of items the model
+            cannot tell apart (same category, brand and price bucket, id unseen in training).
+        max_churn: ceiling on the share of items whose tuple changed against the served
+            table (fails above; None: no ceiling). The daily job sets it on warm runs only:
+            a cold retrain re-indexes the catalog by design.
+        compare_served: compute the churn against the served table (``churn`` in the
+            report) when the warehouse serves one.
 
     Returns:
         The health report (see ``health.json``): ``ok``, ``checks``, coverage, per-level
@@ -341,6 +353,11 @@ def assign_ids(
     if max_collision_rate is not None and n:
         check("max_collision_rate", report["collision_rate"] <= max_collision_rate,
               f"collision rate {report['collision_rate']:.4f} (ceiling {max_collision_rate})")
+    churn = _churn_against_served(db_path, item_ids_cat, codes_cat) if compare_served else None
+    report["churn"] = churn.to_dict() if churn is not None else None
+    if max_churn is not None and churn is not None:
+        check("max_churn", churn.tuple_churn <= max_churn,
+              f"{churn.summary()} (ceiling {max_churn:.2%})")
     report["ok"] = all(c["ok"] for c in report["checks"])
 
     (out / HEALTH_JSON).write_text(json.dumps(report, indent=2), encoding="utf-8")
@@ -352,6 +369,20 @@ def assign_ids(
                               f"see {out / HEALTH_JSON}")
     tmp_path.replace(ids_path)
     return report
+
+
+def _churn_against_served(db_path: Path, item_ids: np.ndarray,
+                          codes: np.ndarray) -> IdChurn | None:
+    """Churn of this assignment against the served table (None when nothing is served or
+    its codebook layout differs)."""
+    with open_db(db_path, read_only=True) as con:
+        served = served_codes(con)
+    if served is None:
+        return None
+    version, old_ids, old_codes = served
+    if old_codes.shape[1] != codes.shape[1]:
+        return None
+    return id_churn(item_ids, codes, old_ids, old_codes, against_version=version)
 
 
 def health_text(report: dict[str, Any]) -> str:
@@ -376,6 +407,8 @@ def health_text(report: dict[str, Any]) -> str:
                      f"{report['largest_collision_group']}")
         lines.append(f"  reconstruction error ‖z−ẑ‖² {report['recon_error']:.5f} "
                      f"(relative {report['recon_error_relative']:.4f})")
+    if report.get("churn"):
+        lines.append(f"  churn: {IdChurn(**report['churn']).summary()}")
     a = report["agreement"]
     lines.append(f"  FAISS vs torch: {a['disagreements']} disagreements, {a['ties']} ties, "
                  f"{a['failures']} failures")

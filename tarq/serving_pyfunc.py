@@ -17,8 +17,8 @@ Request: one record per request, e.g. the body of ``POST /invocations``::
 
 ``unknown`` is optional (``"raise"`` or ``"nan"``, see :mod:`tarq.serving`); ``request_ts``
 defaults to the time the request is scored. Each behaviour's ``ts`` is required by models
-that embed the time since each behaviour (every model trained since that feature exists). Response: one
-row per request with ``scores`` (logits, σ(logit) = click probability) in candidate order.
+that embed the time since each behaviour (every model trained since that feature exists).
+Response: one row per request with ``scores`` (logits, σ(logit) = click probability) in candidate order.
 Importing mlflow is confined to this module; the rest of ``tarq`` does not need it.
 """
 
@@ -76,9 +76,8 @@ def _requests(model_input: Any) -> list[dict[str, Any]]:
         missing = {"user_profile", "candidate_item_ids"} - set(r)
         if missing:
             raise ValueError(f"request {i} lacks {sorted(missing)}")
-        history = r.get("history")
-        history = [] if history is None or (isinstance(history, float) and np.isnan(history)) \
-            else _as_list(history, f"request {i} history")
+        history = _optional(r.get("history"))
+        history = [] if history is None else _as_list(history, f"request {i} history")
         out.append({
             "user_profile": dict(r["user_profile"]),
             "history": [dict(h) for h in history],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import json
 import math
 import os
@@ -40,6 +41,15 @@ from tarq import metrics
 from tarq.data.loader import BatchStream, SampleSet
 from tarq.model import MODEL_NAMES, ModelConfig, build_model
 from tarq.train_args import add_train_arguments
+from tarq.warm_start import (
+    OPTIMIZER_FILE,
+    Parent,
+    WarmStart,
+    extend_sample_set,
+    load_parent,
+    load_state,
+    pad_optimizer_state,
+)
 
 CHECKPOINT = "checkpoints/last.pt"
 
@@ -198,8 +208,14 @@ def train(
     train_config: TrainConfig | None = None,
     resume: bool = True,
     progress: bool | None = None,
+    warm: WarmStart | None = None,
 ) -> dict[str, Any]:
     """Train ``model_name`` on the samples in ``samples`` and write the artefacts to ``out_dir``.
+
+    With ``warm`` the model continues a parent (:mod:`tarq.warm_start`): its vocabularies
+    extended by today's ids, its weights (codebooks included, no k-means) and optionally its
+    optimizer state, trained on the sample days after ``warm.since_day`` plus a replay sample.
+    A crash during a warm run resumes from the run's own checkpoint.
 
     Returns the metrics also written to ``metrics.json`` (rank 0; other ranks get ``{}``).
     """
@@ -214,12 +230,26 @@ def train(
     torch.set_num_threads(tcfg.threads or max(1, (os.cpu_count() or 1) // world))
     torch.manual_seed(tcfg.seed)
     sset = SampleSet.open(samples)
+    parent: Parent | None = None
+    warm_info: dict[str, Any] = {"mode": "cold"}
+    if warm is not None:
+        parent = load_parent(warm.parent_dir, model_name, mcfg, sset.layout,
+                             with_optimizer=warm.carry_optimizer)
+        sset, added = extend_sample_set(sset, parent)
+        warm_info = {"mode": "warm", **warm.to_dict(), "vocab_added": added}
     model = build_model(model_name, sset.layout, mcfg)
+    since = warm.since_day if warm is not None else None
+    replay = warm.replay_folds if warm is not None else 0
     train_stream = BatchStream(
         sset, "train", tcfg.batch_size, folds=(tcfg.valid_folds, 100), shuffle=True,
         seed=tcfg.seed, buffer_rows=tcfg.shuffle_buffer, rank=rank, world=world, drop_last=True,
+        since_day=since, replay_folds=replay,
     )
-    valid_stream = BatchStream(sset, "train", tcfg.eval_batch_size, folds=(0, tcfg.valid_folds))
+    valid_stream = BatchStream(sset, "train", tcfg.eval_batch_size, folds=(0, tcfg.valid_folds),
+                               since_day=since)
+    if since is not None and valid_stream.rows() == 0:
+        valid_stream = BatchStream(sset, "train", tcfg.eval_batch_size,
+                                   folds=(0, tcfg.valid_folds))
     test_stream = BatchStream(sset, "test", tcfg.eval_batch_size)
     steps = len(train_stream)
     if tcfg.max_steps_per_epoch:
@@ -245,6 +275,14 @@ def train(
         best_state = ckpt["best_state"]
         history = json.loads(ckpt["history"])
         torch.set_rng_state(ckpt["rng"])
+    elif parent is not None:
+        # Continue the parent: its rows and codebooks as they are (no k-means re-init).
+        warm_info["grown_tables"] = {k: list(v) for k, v in load_state(model, parent.state).items()}
+        if parent.optimizer is not None:
+            optim.load_state_dict(pad_optimizer_state(parent.optimizer, model))
+            for group in optim.param_groups:
+                group["lr"], group["weight_decay"] = tcfg.lr, tcfg.weight_decay
+        warm_info["optimizer_carried"] = parent.optimizer is not None
     else:
         # k-means initialisation of the codebooks on the first training batch, before DDP
         # broadcasts rank 0's state to every rank.
@@ -340,9 +378,12 @@ def train(
         "threads": torch.get_num_threads(),
         "n_params": int(sum(p.numel() for p in model.parameters())),
         "samples": str(Path(samples).resolve()),
+        "rows_trained": train_stream.rows(),
+        "warm_start": warm_info,
         "history": history,
     }
     _write_artifacts(out, model, model_name, mcfg, tcfg, sset, result, test["_arrays"])
+    _save_atomic(optim.state_dict(), out / OPTIMIZER_FILE)
     if world > 1:
         dist.barrier()
     return result
@@ -358,9 +399,13 @@ def _write_artifacts(
         json.dumps({"model_name": model_name, "model": mcfg.to_dict(), "train": asdict(tcfg)},
                    indent=2), encoding="utf-8")
     sset.layout.save(out / "layout.json")
+    # The vocabularies the model was trained with (a warm start's extended ones, which are
+    # not the sample folder's).
     if (out / "vocab").exists():
         shutil.rmtree(out / "vocab")
-    shutil.copytree(sset.root / "vocab", out / "vocab")
+    (out / "vocab").mkdir(parents=True)
+    for name, vocab in sset.vocabs.items():
+        vocab.save(out / "vocab" / f"{name}.parquet")
     pq.write_table(pa.table(arrays), out / "predictions.parquet")
     (out / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
 
@@ -394,7 +439,15 @@ def run_from_args(args: argparse.Namespace) -> int:
         tcfg.epochs = args.epochs
     if args.max_steps is not None:
         tcfg.max_steps_per_epoch = args.max_steps
-    result = train(args.samples, args.model, args.out, mcfg, tcfg, resume=not args.no_resume)
+    warm = None
+    if args.warm_from is not None:
+        warm = WarmStart(args.warm_from,
+                         dt.date.fromisoformat(args.since_day) if args.since_day else None,
+                         replay_folds=args.replay, carry_optimizer=not args.fresh_optimizer)
+    elif args.since_day:
+        raise SystemExit("tarq train: --since-day needs --warm-from")
+    result = train(args.samples, args.model, args.out, mcfg, tcfg, resume=not args.no_resume,
+                   warm=warm)
     if result:
         print(json.dumps({"model": result["model"], **result["test"],
                           "train_seconds": result["train_seconds"],

@@ -17,3 +17,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     p.add_argument("--max-steps", type=int, default=None, help="cap steps per epoch")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--warm-from", type=Path, default=None,
+                   help="continue this trained model directory (vocabularies extended)")
+    p.add_argument("--since-day", default=None,
+                   help="with --warm-from: train only on sample days after YYYY-MM-DD")
+    p.add_argument("--replay", type=int, default=0,
+                   help="with --since-day: also replay this %% of the older days' rows")
+    p.add_argument("--fresh-optimizer", action="store_true",
+                   help="with --warm-from: do not carry the parent's optimizer state")

@@ -1,8 +1,10 @@
 """The daily flow on the tiny demo preset, under ``prefect_test_harness`` (no server).
 
-One warehouse and one MLflow store are shared by the tests of this module, in order:
-a first run publishes and promotes; a re-run of the same date is a no-op; a rejected gate
-publishes nothing and keeps the champion; a failed validation stops before training.
+The tiny logs span 2026-10-01 .. 2026-10-08; run date D validates and tests on D − 1.
+A module-scoped *baseline* runs the first run date once (:data:`BASE_DAY`: cold, published,
+promoted). Every test gets its own copy of the baseline's warehouse, MLflow store and work
+dir (:func:`copy_flow_env`; the MLflow artifacts stay shared: the experiment's artifact
+location is absolute and run ids are unique), so the tests run in any order and alone.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,44 +23,51 @@ pytestmark = pytest.mark.slow
 
 TINY_MODEL = {"emb_dim": 8, "d_model": 16, "n_heads": 2, "codebook_size": 4, "n_codebooks": 2,
               "tower_hidden": [32], "ae_hidden": 32, "kmeans_iters": 5}
+BASE_DAY = "2026-10-08"  # the baseline's run date: test day 2026-10-07, trained cold
+NEXT_DAY = "2026-10-09"  # 'latest': test day 2026-10-08, the last logged day; warm
+NO_LOGS_DAY = "2026-10-10"  # its check day 2026-10-09 holds no logs
 
 
 def tiny_params(db: Path, work: Path, tracking_uri: str, **over: Any) -> dict[str, Any]:
     """DailyParams (as a dict) that train TT and TARQ for a few steps on the tiny preset.
 
     ``min_gain_over_tt`` = −1 makes the gate's TT check pass regardless of a few steps'
-    noise, so the promotion path is deterministic; tests of rejection raise it.
+    noise, so the promotion path is deterministic; tests of rejection raise it. The tiny
+    model has 4 × 4 = 16 ID tuples for the whole catalog, so the collision check
+    (``max_collision_rate``) cannot pass, and a few steps move IDs more than ``max_churn``
+    allows: both are off (None) here; a test about them sets them.
     """
     p = {"run_date": "latest", "db": str(db), "work_dir": str(work), "preset": "tiny",
          "models": ["tarq", "tt"], "epochs": 1, "max_steps_per_epoch": 6, "batch_size": 128,
          "seq_len": 10, "threads": 1, "model_overrides": TINY_MODEL,
-         "min_gain_over_tt": -1.0, "tracking_uri": tracking_uri}
+         "min_gain_over_tt": -1.0, "tracking_uri": tracking_uri,
+         "max_collision_rate": None, "max_churn": None}
     p.update(over)
     return p
 
 
-@pytest.fixture(scope="module")
-def tiny_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tarq.data.demo import generate
-
-    path = tmp_path_factory.mktemp("tinydb") / "tiny.duckdb"
-    generate(path, preset="tiny", seed=7)
-    return path
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, tiny_db: Path) -> dict[str, Any]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    from tarq.telemetry import disable_telemetry
-
-    disable_telemetry()
-    root = tmp_path_factory.mktemp("flow")
-    db = root / "w.duckdb"
-    shutil.copy(tiny_db, db)
-    store = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
-    with prefect_test_harness():
-        yield {"root": root, "db": db, "store": store, "work": root / "work"}
+def copy_flow_env(base: dict[str, Any], root: Path) -> dict[str, Any]:
+    """A private copy of a flow environment (``root``/w.duckdb, published/, work/,
+    mlflow/mlflow.db) under ``root``; the MLflow artifact store stays ``base``'s."""
+    root.mkdir(parents=True, exist_ok=True)
+    db = root / base["db"].name
+    shutil.copy2(base["db"], db)
+    wal = base["db"].with_name(base["db"].name + ".wal")
+    if wal.exists():
+        shutil.copy2(wal, db.with_name(db.name + ".wal"))
+    for sub in ("published", "work"):
+        if (base["root"] / sub).exists():
+            shutil.copytree(base["root"] / sub, root / sub)
+    src = base["store"].removeprefix("sqlite:///")
+    (root / "mlflow").mkdir()
+    dst = root / "mlflow" / "mlflow.db"
+    a, b = sqlite3.connect(src), sqlite3.connect(dst)
+    try:
+        a.backup(b)  # a consistent copy, whatever the journal mode
+    finally:
+        a.close()
+        b.close()
+    return {**base, "root": root, "db": db, "store": f"sqlite:///{dst}", "work": root / "work"}
 
 
 def _run(env: dict[str, Any], **over: Any):
@@ -66,53 +77,139 @@ def _run(env: dict[str, Any], **over: Any):
     return tarq_daily(p, return_state=True)
 
 
+def _cli_args(env: dict[str, Any], run_date: str, **over: Any) -> list[str]:
+    """``python -m flows.tarq_daily`` arguments for ``env`` (the rest of tiny_params as JSON)."""
+    p = tiny_params(env["db"], env["work"], env["store"], **over)
+    rest = {k: v for k, v in p.items()
+            if k not in ("db", "run_date", "work_dir", "tracking_uri", "force")}
+    return ["--db", str(env["db"]), "--run-date", run_date, "--work-dir", str(env["work"]),
+            "--tracking-uri", env["store"], "--params", json.dumps(rest)]
+
+
 def _client(store: str):
     import mlflow
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
     return MlflowClient(store, store)
 
 
-def _artifacts(state) -> dict[str, Any]:
-    from prefect.artifacts import Artifact
-
-    del state
-    return {k: Artifact.get(k) for k in ("validation-summary", "model-comparison",
-                                         "semantic-id-health", "publication")}
+def _summary(env: dict[str, Any], day: str) -> dict[str, Any]:
+    return json.loads((env["work"] / day / "summary.json").read_text(encoding="utf-8"))
 
 
-def test_first_run_registers_promotes_and_publishes(env: dict[str, Any]) -> None:
+def _day_runs(c: Any, day: str) -> list[Any]:
+    exp = c.get_experiment_by_name("tarq-daily").experiment_id
+    return c.search_runs([exp], f"tags.`tarq.kind` = 'daily' AND tags.`tarq.run_date` = '{day}'",
+                         order_by=["attributes.start_time ASC"])
+
+
+def _artifacts(flow_run_id: Any) -> dict[str, Any]:
+    """The artifacts of ONE flow run (newest per key), whatever ran before or after it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    out: dict[str, Any] = {}
+    with get_client(sync_client=True) as client:
+        for key in ("validation-summary", "model-comparison", "semantic-id-health",
+                    "publication"):
+            found = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]),
+                                               flow_run_id=ArtifactFilterFlowRunId(
+                                                   any_=[flow_run_id])),
+                sort=ArtifactSort.CREATED_DESC, limit=1)
+            out[key] = found[0] if found else None
+    return out
+
+
+@pytest.fixture(scope="module")
+def harness() -> Any:
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    from tarq.telemetry import disable_telemetry
+
+    disable_telemetry()
+    with prefect_test_harness():
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="module")
+def baseline(harness: Any, tmp_path_factory: pytest.TempPathFactory,
+             tiny_db: Path) -> dict[str, Any]:
+    """The first run date, run once: published (table version 1) and promoted. Read only:
+    tests take a copy (:func:`env`)."""
+    root = tmp_path_factory.mktemp("flow_baseline")
+    db = root / "w.duckdb"
+    shutil.copy(tiny_db, db)
+    env = {"root": root, "db": db, "store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+           "work": root / "work", "artifacts": root / "mlflow" / "artifacts",
+           "api_url": harness}
+    state = _run(env, run_date=BASE_DAY)
+    assert state.is_completed(), state.message
+    env["result"] = state.result()
+    env["flow_run_id"] = state.state_details.flow_run_id
+    return env
+
+
+@pytest.fixture
+def env(baseline: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """This test's own copy of the baseline (warehouse, MLflow store, work dir)."""
+    return copy_flow_env(baseline, tmp_path / "env")
+
+
+# ----------------------------------------------------------------------------- first run
+
+
+def test_first_run_registers_promotes_and_publishes(baseline: dict[str, Any],
+                                                    env: dict[str, Any]) -> None:
     from flows.tracking import METRIC_KEYS
     from tarq.publish import served_version
 
-    state = _run(env)
-    assert state.is_completed(), state.message
-    res = state.result()
+    res = baseline["result"]
+    assert res["run_date"] == BASE_DAY and res["test_day"] == "2026-10-07"
     assert res["gate"]["promote"] and res["version"] is not None
     assert res["publication"]["created"] and served_version(env["db"]) == 1
-    for stage in ("validate", "samples", "train:tarq", "train:tt", "semantic_ids", "mlflow",
-                  "gate", "publish"):
-        assert stage in res["timings"]
+    for stage in ("validate", "samples", "train:tarq", "train:tt", "champion", "semantic_ids",
+                  "mlflow", "gate", "publish"):
+        assert stage in res["timings"], stage
+    # The first run of every model is cold (nothing to continue), and says so.
+    for name in ("tarq", "tt"):
+        lin = res["lineage"][name]
+        assert lin["mode"] == "cold" and lin["reason"].startswith("cold: no earlier model")
+        assert lin["train_end"] == "2026-10-06" and lin["parent_version"] is None
+        on_disk = json.loads((env["work"] / BASE_DAY / "models" / name / "lineage.json")
+                             .read_text())
+        assert on_disk == lin
+    assert _summary(env, BASE_DAY) == json.loads(json.dumps(res, default=str))
+    assert not any(r["role"].startswith("champion") for r in res["comparison"])  # none yet
 
     c = _client(env["store"])
     mv = c.get_model_version_by_alias("tarq", "champion")
     assert str(mv.version) == str(res["version"])
     assert c.get_model_version_by_alias("tarq", "challenger").version == mv.version
     assert mv.tags["gate.decision"] == "promote" and mv.tags["gate.reason"].startswith("promoted")
-    assert mv.tags["tarq.run_date"] == res["run_date"]
+    assert mv.tags["tarq.run_date"] == res["run_date"] == BASE_DAY
+    assert mv.tags["lineage.mode"] == "cold" and "gate.tarq_minus_tt" in mv.tags
 
     parent = c.get_run(res["parent_run_id"])
     assert parent.data.tags["tarq.status"] == "published"
     assert parent.data.tags["tarq.fingerprint"] and parent.data.tags["tarq.test_day"]
     exp = parent.info.experiment_id
-    assert c.get_experiment(exp).artifact_location.startswith(
-        (env["root"] / "mlflow" / "artifacts").as_uri())
+    assert c.get_experiment(exp).artifact_location.startswith(baseline["artifacts"].as_uri())
     kids = c.search_runs([exp], f"tags.`mlflow.parentRunId` = '{res['parent_run_id']}'")
     assert sorted(r.data.tags["tarq.model"] for r in kids) == ["tarq", "tt"]
     for r in kids:  # the same metric keys for every model (TT has no codebook figures)
         assert {"auc", "gauc", "logloss", "train_seconds", "samples_per_s"} <= set(r.data.metrics)
-        assert set(r.data.metrics) <= {*METRIC_KEYS, "valid_auc", "valid_gauc", "valid_logloss"}
+        assert set(r.data.metrics) <= {*METRIC_KEYS, "valid_auc", "valid_gauc", "valid_logloss",
+                                       "rows_trained", "warm_start"}
+        assert r.data.metrics["warm_start"] == 0.0
         assert "model.d_model" in r.data.params and "train.epochs" in r.data.params
     names = {a.path for a in c.list_artifacts(res["parent_run_id"])}
     assert {"comparison.csv", "comparison.md", "plots"} <= names
@@ -132,7 +229,7 @@ def test_first_run_registers_promotes_and_publishes(env: dict[str, Any]) -> None
     out = model.predict(pd.DataFrame([req]))
     assert len(out["scores"][0]) == len(req["candidate_item_ids"])
 
-    arts = _artifacts(state)
+    arts = _artifacts(baseline["flow_run_id"])
     assert all(a is not None for a in arts.values()), arts
     assert "published table version **1**" in arts["publication"].data
 
@@ -143,24 +240,78 @@ def test_rerun_of_the_same_date_is_a_no_op(env: dict[str, Any]) -> None:
     c = _client(env["store"])
     before = len(c.search_model_versions("name = 'tarq'"))
     pubs = len(list_versions(env["db"]))
-    state = _run(env)
+    state = _run(env, run_date=BASE_DAY)
     assert state.is_completed() and "already finished" in state.message
     assert state.result()["status"] == "skipped"
     assert len(c.search_model_versions("name = 'tarq'")) == before
     assert len(list_versions(env["db"])) == pubs
+    assert len(_day_runs(c, BASE_DAY)) == 1
+
+
+# ----------------------------------------------------------------------------- the next day
+
+
+def test_second_run_date_rescores_the_champion_and_warm_starts_tarq_from_it(
+        env: dict[str, Any]) -> None:
+    from tarq.evaluation import evaluate_model_dir
+    from tarq.publish import served_version
+
+    c = _client(env["store"])
+    champ = c.get_model_version_by_alias("tarq", "champion")
+    champ_dir = env["work"] / BASE_DAY / "models" / "tarq"
+    # A wide tolerance: whether a few steps beat the champion is not what this test is about.
+    state = _run(env, run_date=NEXT_DAY, champion_tolerance=1.0)
+    assert state.is_completed(), state.message
+    summary = _summary(env, NEXT_DAY)
+    assert summary["run_date"] == NEXT_DAY and summary["test_day"] == "2026-10-08"
+
+    # The champion re-scored on today's test day: exactly what evaluating its model dir on
+    # today's samples gives (not its figures recorded on its own day, not missing).
+    rows = [r for r in summary["comparison"] if r["role"].startswith("champion")]
+    assert len(rows) == 1, summary["comparison"]
+    (row,) = rows
+    assert row["role"] == "champion"
+    assert row["model"] == f"champion v{champ.version} ({BASE_DAY})"
+    today = evaluate_model_dir(champ_dir, env["work"] / NEXT_DAY / "samples")
+    assert row["auc"] == pytest.approx(today["auc"], abs=1e-9)
+    assert row["gauc"] == pytest.approx(today["gauc"], abs=1e-9)
+    recorded = float(champ.tags["tarq.test_auc"])  # its own test day (2026-10-07)
+    assert row["auc"] != pytest.approx(recorded, abs=1e-9)
+    assert summary["gate"]["challenger_minus_champion"] is not None
+
+    # TARQ continues the champion on the one new day; TT continues its own last model.
+    lin = summary["lineage"]["tarq"]
+    assert lin["mode"] == "warm", lin["reason"]
+    assert lin["parent_version"] == str(champ.version) and lin["parent_source"] == "champion"
+    assert lin["parent_run_date"] == BASE_DAY and lin["generation"] == 1
+    assert lin["train_start"] == lin["train_end"] == "2026-10-07"
+    assert lin["cold_run_date"] == BASE_DAY and lin["rows_trained"] > 0
+    tt = summary["lineage"]["tt"]
+    assert tt["mode"] == "warm" and tt["parent_source"] == "latest"
+    assert tt["train_start"] == tt["train_end"] == "2026-10-07"
+    assert json.loads((env["work"] / NEXT_DAY / "models" / "tarq" / "lineage.json")
+                      .read_text()) == lin
+    metrics = json.loads((env["work"] / NEXT_DAY / "models" / "tarq" / "metrics.json")
+                         .read_text())
+    assert metrics["warm_start"]["mode"] == "warm"
+    assert metrics["warm_start"]["parent_dir"] == str(champ_dir)
+
+    mv = c.get_model_version("tarq", summary["version"])
+    assert mv.version != champ.version and mv.tags["tarq.run_date"] == NEXT_DAY
+    assert mv.tags["lineage.mode"] == "warm"
+    assert mv.tags["lineage.parent_version"] == str(champ.version)
+    assert "gate.tarq_minus_tt" in mv.tags and "gate.challenger_minus_champion" in mv.tags
+    assert served_version(env["db"]) == summary["publication"]["version"] == 2
+    assert str(c.get_model_version_by_alias("tarq", "champion").version) == summary["version"]
 
 
 def test_rejected_gate_publishes_nothing_and_keeps_the_champion(env: dict[str, Any]) -> None:
-    from tarq.dates import latest_run_date
     from tarq.publish import served_version
-    from tarq.warehouse import open_db
 
     c = _client(env["store"])
     champ = c.get_model_version_by_alias("tarq", "champion").version
-    with open_db(env["db"], read_only=True) as con:
-        day = latest_run_date(con) - dt.timedelta(days=1)
     # TARQ would have to beat TT by a full AUC point: impossible, so the gate must reject.
-    state = _run(env, run_date=str(day), min_gain_over_tt=1.0)
+    state = _run(env, run_date=NEXT_DAY, min_gain_over_tt=1.0)
     assert state.is_failed() and state.name == "GateRejected"
     assert "beats_tt" in state.message and "nothing published" in state.message
     assert served_version(env["db"]) == 1
@@ -168,25 +319,170 @@ def test_rejected_gate_publishes_nothing_and_keeps_the_champion(env: dict[str, A
     new = c.get_model_version_by_alias("tarq", "challenger")
     assert new.version != champ and new.tags["gate.decision"] == "reject"
     assert "beats_tt" in new.tags["gate.reason"]
-    assert "champion and served table unchanged" in _artifacts(state)["publication"].data
+    (run,) = _day_runs(c, NEXT_DAY)
+    assert run.data.tags["tarq.status"] == "rejected"
+    summary = _summary(env, NEXT_DAY)
+    assert not summary["gate"]["promote"] and summary["publication"] is None
+    arts = _artifacts(state.state_details.flow_run_id)
+    assert "champion and served table unchanged" in arts["publication"].data
+
+
+def test_main_exits_3_when_the_gate_rejects_and_cold_trains_every_model_cold(
+        env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """``--cold`` (warm_start=false) with a gate that cannot pass: exit code 3, every model
+    trained from scratch on the whole window although a parent exists."""
+    from flows.tarq_daily import EXIT_REJECTED, main, params_from_args
+    from tarq.publish import served_version
+
+    args = [*_cli_args(env, NEXT_DAY, min_gain_over_tt=1.0), "--cold"]
+    from flows.tarq_daily import _parser
+
+    assert params_from_args(_parser().parse_args(args)).warm_start is False
+    assert main(args) == EXIT_REJECTED == 3
+    err = capsys.readouterr().err
+    assert "GateRejected" in err and "beats_tt" in err
+    assert served_version(env["db"]) == 1
+    summary = _summary(env, NEXT_DAY)
+    assert set(summary["lineage"]) == {"tarq", "tt"}
+    for name, lin in summary["lineage"].items():
+        assert lin["mode"] == "cold" and lin["reason"] == "cold: warm_start is off", name
+        assert (lin["train_start"], lin["train_end"]) == ("2026-10-01", "2026-10-07")
+        assert lin["parent_version"] is None and lin["generation"] == 0
+        metrics = json.loads((env["work"] / NEXT_DAY / "models" / name / "metrics.json")
+                             .read_text())
+        assert metrics["warm_start"] == {"mode": "cold"}
+    c = _client(env["store"])
+    mv = c.get_model_version("tarq", summary["version"])
+    assert mv.tags["lineage.mode"] == "cold" and mv.tags["gate.decision"] == "reject"
+
+
+# ----------------------------------------------------------------------------- force, dates
+
+
+def test_force_retrains_a_finished_date_in_a_new_parent_run_without_a_second_version(
+        env: dict[str, Any], baseline: dict[str, Any]) -> None:
+    """``force`` reruns a published date: a new parent run (the old one stays as it was),
+    the models trained again, but the date keeps its one registered version and publication
+    (``tracking.version_for_day`` is the idempotency key of the registry)."""
+    from tarq.publish import list_versions, served_version
+
+    c = _client(env["store"])
+    first = baseline["result"]
+    model_pt = env["work"] / BASE_DAY / "models" / "tarq" / "model.pt"
+    mtime = model_pt.stat().st_mtime_ns
+    versions = sorted(v.version for v in c.search_model_versions("name = 'tarq'"))
+    time.sleep(0.01)
+    state = _run(env, run_date=BASE_DAY, force=True)
+    assert state.is_completed(), state.message
+    res = state.result()
+    assert res.get("status") != "skipped" and res["run_date"] == BASE_DAY
+    assert model_pt.stat().st_mtime_ns != mtime  # trained again, not skipped
+
+    runs = _day_runs(c, BASE_DAY)
+    assert [r.info.run_id for r in runs][0] == first["parent_run_id"]
+    assert len(runs) == 2 and runs[1].info.run_id == res["parent_run_id"]
+    assert runs[0].data.tags["tarq.status"] == "published"  # the first run is left as it was
+    assert runs[1].data.tags["tarq.status"] == "published"
+    assert runs[1].data.tags["tarq.model_version"] == str(first["version"])
+    # One registered version for the date: the forced run reuses it.
+    assert sorted(v.version for v in c.search_model_versions("name = 'tarq'")) == versions
+    mine = [v for v in c.search_model_versions("name = 'tarq'")
+            if v.tags.get("tarq.run_date") == BASE_DAY]
+    assert len(mine) == 1 and str(res["version"]) == str(first["version"])
+    assert str(c.get_model_version_by_alias("tarq", "champion").version) == str(res["version"])
+    assert served_version(env["db"]) == 1
+    assert len([v for v in list_versions(env["db"]) if str(v["run_date"]) == BASE_DAY]) == 1
+
+
+def test_run_date_today_resolves_to_the_utc_date_and_fails_validation_on_past_logs(
+        env: dict[str, Any]) -> None:
+    from tarq.publish import served_version
+
+    before = dt.datetime.now(dt.UTC).date()
+    state = _run(env, run_date="today")
+    after = dt.datetime.now(dt.UTC).date()
+    assert state.is_failed() and state.name == "ValidationFailed", (state.name, state.message)
+    day = next((d for d in {before, after} if f"validation of {d} failed" in state.message),
+               None)
+    assert day is not None, state.message
+    assert "nothing published" in state.message
+    assert "2026-10-0" not in state.message.split("\n")[0]  # not the logs' last days
+    assert (env["work"] / str(day) / "gx").exists()
+    assert not (env["work"] / str(day) / "models").exists()
+    assert served_version(env["db"]) == 1
+    c = _client(env["store"])
+    assert _day_runs(c, str(day)) == []
+
+
+def _other_date_zone(now: dt.datetime) -> str:
+    """A POSIX TZ whose local date differs from the UTC date at ``now``."""
+    return "TARQ-14" if now.hour >= 10 else "TARQ+12"  # UTC+14 / UTC−12
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "tarq/dates.py resolve_run_date: 'today' is dt.date.today() (the host's local date), "
+    "not the UTC date the daily schedule and the logs use"))
+def test_today_is_the_utc_date_whatever_the_hosts_time_zone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tarq.dates import resolve_run_date
+
+    now = dt.datetime.now(dt.UTC)
+    monkeypatch.setenv("TZ", _other_date_zone(now))
+    time.tzset()
+    try:
+        assert dt.date.today() != now.date()  # the zone does move the local date
+        got = resolve_run_date("today", None)  # type: ignore[arg-type]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert got in {now.date(), dt.datetime.now(dt.UTC).date()}
 
 
 def test_failed_validation_stops_before_training(env: dict[str, Any]) -> None:
     from flows.tarq_daily import main
-    from tarq.dates import latest_run_date
     from tarq.publish import served_version
-    from tarq.warehouse import open_db
 
-    with open_db(env["db"], read_only=True) as con:
-        day = latest_run_date(con) + dt.timedelta(days=1)  # its check day holds no logs
-    state = _run(env, run_date=str(day))
+    state = _run(env, run_date=NO_LOGS_DAY)
     assert state.is_failed() and state.name == "ValidationFailed"
     assert "nothing published" in state.message
-    assert not (env["work"] / str(day) / "models").exists()
+    assert not (env["work"] / NO_LOGS_DAY / "models").exists()
     assert served_version(env["db"]) == 1
     c = _client(env["store"])
-    assert not c.search_runs([c.get_experiment_by_name("tarq-daily").experiment_id],
-                             f"tags.`tarq.run_date` = '{day}'")
-    args = ["--db", str(env["db"]), "--run-date", str(day), "--work-dir", str(env["work"]),
+    assert _day_runs(c, NO_LOGS_DAY) == []
+    args = ["--db", str(env["db"]), "--run-date", NO_LOGS_DAY, "--work-dir", str(env["work"]),
             "--tracking-uri", env["store"], "--models", "tarq,tt"]
     assert main(args) == 1
+
+
+# ----------------------------------------------------------------------------- backfill
+
+
+def test_backfill_of_two_days_before_latest_through_main(
+        env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """What ``make demo`` runs: ``--run-date latest --backfill-days 2`` (three run dates, in
+    order; the baseline's date is found finished and skipped), exit 0, a summary per date."""
+    from flows.tarq_daily import main
+    from tarq.publish import list_versions
+
+    base_summary = _summary(env, BASE_DAY)
+    args = _cli_args(env, "latest", champion_tolerance=1.0)
+    assert main([*args, "--backfill-days", "2"]) == 0
+    out = capsys.readouterr().out
+    days = ["2026-10-07", BASE_DAY, NEXT_DAY]
+    for day in days:
+        assert f"{day}: " in out
+        s = _summary(env, day)
+        assert s["run_date"] == day
+        assert s["test_day"] == str(dt.date.fromisoformat(day) - dt.timedelta(days=1))
+    assert f"{BASE_DAY}: Completed run date {BASE_DAY} already finished" in out
+    assert _summary(env, BASE_DAY) == base_summary  # skipped, not redone
+    assert out.index("2026-10-07: ") < out.index(f"{BASE_DAY}: ") < out.index(f"{NEXT_DAY}: ")
+    assert f"run date {NEXT_DAY} (test day 2026-10-08)" in out  # the digest of each run
+    # Each date ran once: one parent run each, one publication per published date.
+    c = _client(env["store"])
+    for day in days:
+        assert len(_day_runs(c, day)) == 1, day
+    published = [str(v["run_date"]) for v in list_versions(env["db"])
+                 if v["status"] == "published"]
+    assert NEXT_DAY in published and published.count(NEXT_DAY) == 1
+    assert _summary(env, NEXT_DAY)["lineage"]["tarq"]["mode"] == "warm"

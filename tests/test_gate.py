@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tarq.gate import GateConfig, decide
+from tarq.metrics import PairedInterval
 
 
 def _names(decision) -> dict[str, bool]:
@@ -90,3 +91,44 @@ def test_gate_module_is_pure() -> None:
     imported |= {n.module.split(".")[0] for n in ast.walk(ast.parse(src))
                  if isinstance(n, ast.ImportFrom) and n.module}
     assert not imported & {"prefect", "mlflow", "torch"}
+
+
+def _iv(delta: float, low: float, high: float) -> PairedInterval:
+    return PairedInterval("auc", delta, low, high, 0.95, 1000, 500)
+
+
+def test_a_challenger_inside_the_noise_is_promoted_as_the_fresher_model() -> None:
+    # 0.012 below the champion, beyond the tolerance, but the interval straddles 0.
+    d = decide({"auc": 0.700}, {"auc": 0.690}, {"auc": 0.712}, True,
+               vs_tt=_iv(0.01, 0.002, 0.018), vs_champion=_iv(-0.012, -0.03, 0.006))
+    assert d.promote, d.reason
+    assert "inside the noise, so the fresher challenger is promoted" in d.reason
+    assert "95% interval [+0.0020, +0.0180]: significant" in d.reason
+
+
+def test_a_significantly_worse_challenger_is_refused() -> None:
+    d = decide({"auc": 0.700}, {"auc": 0.690}, {"auc": 0.712}, True,
+               vs_champion=_iv(-0.012, -0.02, -0.004))
+    assert not d.promote and "vs_champion" in d.reason and ": significant" in d.reason
+    # Significantly worse but within the tolerance: the fresher model still wins.
+    d = decide({"auc": 0.708}, {"auc": 0.690}, {"auc": 0.712}, True,
+               vs_champion=_iv(-0.004, -0.006, -0.002))
+    assert d.promote, d.reason
+
+
+def test_an_interval_from_another_day_is_not_used_against_the_champion() -> None:
+    d = decide({"auc": 0.700}, {"auc": 0.690}, {"auc": 0.712}, True, champion_same_day=False,
+               vs_champion=_iv(-0.012, -0.03, 0.006))
+    assert not d.promote and "champion's own test day" in d.reason
+
+
+def test_tt_must_be_significant_when_asked() -> None:
+    cfg = GateConfig(tt_must_be_significant=True)
+    inside = decide({"auc": 0.70}, {"auc": 0.69}, None, True, config=cfg,
+                    vs_tt=_iv(0.01, -0.002, 0.02))
+    assert not inside.promote and "inside the noise" in inside.reason
+    assert decide({"auc": 0.70}, {"auc": 0.69}, None, True, config=cfg,
+                  vs_tt=_iv(0.01, 0.002, 0.02)).promote
+    assert not decide({"auc": 0.70}, {"auc": 0.69}, None, True, config=cfg).promote  # no interval
+    assert decide({"auc": 0.70}, {"auc": 0.69}, None, True,
+                  vs_tt=_iv(0.01, -0.002, 0.02)).promote  # default: the point gain decides

@@ -94,3 +94,39 @@ def test_reconstruction_error() -> None:
     assert metrics.reconstruction_error(x, x_hat) == pytest.approx(12.5)
     with pytest.raises(ValueError, match="must be equal"):
         metrics.reconstruction_error(x, x_hat[:1])
+
+
+def test_weighted_auc_with_unit_weights_is_the_auc() -> None:
+    rng = np.random.default_rng(3)
+    y = (rng.random(500) < 0.2).astype(float)
+    p = np.round(rng.random(500) + 0.3 * y, 2)  # ties on purpose
+    order = np.argsort(p, kind="stable")
+    group = np.cumsum(np.r_[True, np.diff(p[order]) != 0]) - 1
+    got = metrics._weighted_auc_sorted(y[order], group, int(group[-1]) + 1, np.ones(500))
+    assert got == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    w = rng.integers(0, 3, 500).astype(float)  # integer weights = repeated rows
+    rep = np.repeat(np.arange(500), w.astype(int))
+    got_w = metrics._weighted_auc_sorted(y[order], group, int(group[-1]) + 1, w[order])
+    assert got_w == pytest.approx(roc_auc_score(y[rep], p[rep]), abs=1e-12)
+
+
+def test_paired_bootstrap_sees_a_real_gain_and_none_between_equals() -> None:
+    rng = np.random.default_rng(0)
+    n = 6000
+    user = rng.integers(0, 400, n)
+    y = (rng.random(n) < 0.1).astype(float)
+    noise = rng.random(n)
+    better, worse = noise + 0.8 * y, noise + 0.3 * y
+    iv = metrics.paired_bootstrap(y, better, worse, user, n_boot=300)
+    assert iv.delta == pytest.approx(metrics.auc(y, better) - metrics.auc(y, worse))
+    assert 0 < iv.low < iv.delta < iv.high and iv.significant
+    same = metrics.paired_bootstrap(y, better, better, user, n_boot=50)
+    assert same.delta == same.low == same.high == 0.0 and not same.significant
+    g = metrics.paired_bootstrap(y, better, worse, user, metric="gauc", n_boot=300)
+    assert g.delta == pytest.approx(metrics.gauc(y, better, user)[0]
+                                    - metrics.gauc(y, worse, user)[0])
+    assert g.low < g.delta < g.high
+    again = metrics.paired_bootstrap(y, better, worse, user, n_boot=300)
+    assert (again.low, again.high) == (iv.low, iv.high)  # seeded: reproducible
+    with pytest.raises(ValueError, match="auc or gauc"):
+        metrics.paired_bootstrap(y, better, worse, user, metric="logloss")

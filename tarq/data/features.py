@@ -24,6 +24,8 @@ ACTIONS = ("pv", "cart", "fav", "buy")
 
 BASE_USER_FIELDS = ("user_id",)
 BASE_ITEM_FIELDS = ("item_id", "category_id", "brand_id", "price_bucket")
+# Identifier fields: one embedding row per id, so a minimum count applies (rare ids → OOV).
+ID_FIELDS = ("user_id", "item_id")
 SEQ_FIELDS = ("item_id", "category_id", "brand_id", "action", "time_gap")
 # Sequence fields that are not item fields: embedded at d_model width and added to x_i.
 SEQ_CONTEXT_FIELDS = ("action", "time_gap")
@@ -67,13 +69,25 @@ class FeatureLayout:
 
 
 class Vocab:
-    """Sorted raw values of one field; maps arrays of raw ids to indices ≥ 2 (or OOV)."""
+    """Raw values of one field in index order; maps arrays of raw ids to indices ≥ 2 (or OOV).
+
+    Index ``i + 2`` belongs to ``values[i]``. A vocabulary built from scratch is sorted; an
+    extended one (:meth:`extend`, continuous training) keeps the parent's values at their
+    indices and appends the new ones, so a parent's embedding row ``j`` is the child's row
+    ``j`` for every id the parent knew.
+    """
 
     def __init__(self, values: np.ndarray) -> None:
         values = np.asarray(values)
-        if values.dtype.kind not in "iu":
+        if values.size and values.dtype.kind not in "iu":
             raise TypeError(f"vocabulary values must be integers, got {values.dtype}")
-        self.values = np.unique(values.astype(np.int64))
+        values = values.astype(np.int64)
+        uniq, first = np.unique(values, return_index=True)
+        if uniq.size != values.size:
+            values = values[np.sort(first)]  # keep first occurrences, in order
+        self.values = values
+        self._order = np.argsort(values, kind="stable")
+        self._sorted = values[self._order]
 
     def __len__(self) -> int:
         """Number of embedding rows: the known values plus padding and OOV."""
@@ -84,16 +98,23 @@ class Vocab:
         raw = np.asarray(raw, dtype=np.int64)
         if self.values.size == 0:
             return np.full(raw.shape, OOV, dtype=np.int64)
-        pos = np.searchsorted(self.values, raw)
+        pos = np.searchsorted(self._sorted, raw)
         pos_c = np.minimum(pos, self.values.size - 1)
-        found = self.values[pos_c] == raw
-        out = np.where(found, pos_c + 2, OOV).astype(np.int64)
+        found = self._sorted[pos_c] == raw
+        out = np.where(found, self._order[pos_c] + 2, OOV).astype(np.int64)
         if null_mask is not None:
             out[null_mask] = OOV
         return out
 
+    def extend(self, values: np.ndarray) -> Vocab:
+        """A vocabulary with every value of this one at its index and the unknown ``values``
+        (sorted) appended after them. Nothing is ever dropped."""
+        new = np.unique(np.asarray(values, dtype=np.int64))
+        new = new[self.lookup(new) == OOV]
+        return Vocab(np.concatenate([self.values, new]))
+
     def save(self, path: Path) -> None:
-        pq.write_table(pa.table({"value": self.values}), path)
+        pq.write_table(pa.table({"value": pa.array(self.values, pa.int64())}), path)
 
     @classmethod
     def load(cls, path: Path) -> Vocab:

@@ -12,6 +12,7 @@ into batches of the contract documented in :mod:`tarq.model`:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +166,11 @@ class BatchStream:
         seed: base seed; the epoch is added so every epoch has its own order.
         rank, world: under DDP each rank takes every ``world``-th batch of the same stream.
         drop_last: drop the last partial batch (training) or keep it (evaluation).
+        since_day: keep only rows of days after this one (a warm start trains on the days
+            since its parent's last training day); None = every day.
+        replay_folds: with ``since_day``, also keep the rows of earlier days whose ``fold``
+            lies in [folds[0], folds[0] + replay_folds) — a fixed ``replay_folds`` % replay
+            sample of the older days (never the validation folds, which lie below folds[0]).
     """
 
     def __init__(
@@ -179,8 +185,13 @@ class BatchStream:
         rank: int = 0,
         world: int = 1,
         drop_last: bool = False,
+        since_day: dt.date | None = None,
+        replay_folds: int = 0,
     ) -> None:
+        if not 0 <= replay_folds <= 100:
+            raise ValueError(f"replay_folds must be in [0, 100], got {replay_folds}")
         self.sset, self.split, self.batch_size = sset, split, batch_size
+        self.since_day, self.replay_folds = since_day, replay_folds
         self.folds, self.shuffle, self.seed = folds, shuffle, seed
         self.buffer_rows, self.rank, self.world, self.drop_last = buffer_rows, rank, world, drop_last
         self.epoch = 0
@@ -189,13 +200,19 @@ class BatchStream:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _filtered(self) -> bool:
+        return self.folds is not None or self.since_day is not None
+
     def rows(self) -> int:
-        """Rows in the stream after fold filtering (reads only the ``fold`` column)."""
+        """Rows in the stream after filtering (reads only the ``fold`` and ``day`` columns)."""
         if self._rows is None:
             total = 0
             for f in self.sset.files(self.split):
-                fold = pq.read_table(f, columns=["fold"]).column("fold").to_numpy()
-                total += int(self._fold_mask(fold).sum()) if self.folds else fold.size
+                if not self._filtered():
+                    total += pq.ParquetFile(f).metadata.num_rows
+                    continue
+                cols = ["fold", "day"] if self.since_day is not None else ["fold"]
+                total += int(self._keep(pq.read_table(f, columns=cols)).sum())
             self._rows = total
         return self._rows
 
@@ -206,9 +223,17 @@ class BatchStream:
         n = full if self.drop_last or rows % self.batch_size == 0 else full + 1
         return n // self.world if self.world > 1 else n
 
-    def _fold_mask(self, fold: np.ndarray) -> np.ndarray:
-        lo, hi = self.folds  # type: ignore[misc]
-        return (fold >= lo) & (fold < hi)
+    def _keep(self, rb: pa.RecordBatch | pa.Table) -> np.ndarray:
+        """(N,) bool: the rows of ``rb`` this stream yields."""
+        fold = _column(rb, "fold").to_numpy(zero_copy_only=False)
+        lo, hi = self.folds if self.folds is not None else (0, 100)
+        keep = (fold >= lo) & (fold < hi)
+        if self.since_day is not None:
+            day = _column(rb, "day").to_numpy(zero_copy_only=False).astype("datetime64[D]")
+            recent = day > np.datetime64(self.since_day, "D")
+            replay = (fold >= lo) & (fold < lo + self.replay_folds)
+            keep &= recent | replay
+        return keep
 
     def _chunks(self, rng: np.random.Generator) -> Iterator[Batch]:
         files = self.sset.files(self.split)
@@ -216,8 +241,8 @@ class BatchStream:
             files = [files[i] for i in rng.permutation(len(files))]
         for f in files:
             for rb in pq.ParquetFile(f).iter_batches(batch_size=8192):
-                if self.folds:
-                    keep = self._fold_mask(_column(rb, "fold").to_numpy(zero_copy_only=False))
+                if self._filtered():
+                    keep = self._keep(rb)
                     if not keep.any():
                         continue
                     rb = rb.filter(pa.array(keep))

@@ -35,6 +35,7 @@ from tarq.data.features import (
     SEQ_CONTEXT_FIELDS,
     SEQ_FIELDS,
     TIME_GAP_BUCKETS,
+    ID_FIELDS,
     FeatureLayout,
     Vocab,
 )
@@ -42,6 +43,7 @@ from tarq.dates import resolve_run_date, window_for
 from tarq.warehouse import new_id, open_db, side_features
 
 DEFAULT_HISTORY_DAYS = 60
+DEFAULT_MIN_COUNT = 2
 
 
 def _day_files(out_dir: Path, split: str) -> list[Path]:
@@ -58,6 +60,7 @@ def build_samples(
     threads: int | None = None,
     memory_limit: str | None = None,
     rows_per_bucket: int = 250_000,
+    min_count: int = DEFAULT_MIN_COUNT,
 ) -> dict[str, Any]:
     """Write the point-in-time samples of ``run_date`` to ``out_dir`` and return a report.
 
@@ -73,6 +76,9 @@ def build_samples(
         rows_per_bucket: impressions per statement; users are hashed into as many buckets as
             needed, which bounds memory (each behaviour is still read into one bucket only).
             250k measured fastest on 2 cores (1M-row buckets: 1.2x slower, 3x the memory).
+        min_count: ids of the id fields (:data:`ID_FIELDS`) seen fewer times in the training
+            window get no embedding row of their own (they map to OOV); see ``vocab.sql``
+            for what counts as a sighting.
 
     Returns:
         The report also written to ``meta.json``: window, per-split rows, positives,
@@ -80,6 +86,8 @@ def build_samples(
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
     out = Path(out_dir)
     started = time.perf_counter()
     with open_db(db_path, read_only=True) as con:
@@ -161,7 +169,8 @@ def build_samples(
             per_day.setdefault(day, {"rows": 0, "positives": 0, "raw_impressions": n})
 
         train_files = [str(f) for f in _day_files(out, "train")]
-        layout = _build_vocabularies(con, out, train_files, user_side, item_side, seq_len)
+        layout = _build_vocabularies(con, out, train_files, user_side, item_side, seq_len,
+                                     min_count)
 
     rows = sum(v["rows"] for v in per_day.values())
     raw = sum(v["raw_impressions"] for v in per_day.values())
@@ -175,6 +184,7 @@ def build_samples(
         "train_days": win.train_days,
         "seq_len": seq_len,
         "history_days": history_days,
+        "min_count": min_count,
         "rows": rows,
         "train_rows": sum(v["rows"] for d, v in per_day.items() if d != str(win.test_day)),
         "test_rows": per_day[str(win.test_day)]["rows"],
@@ -200,20 +210,24 @@ def _build_vocabularies(
     user_side: list[str],
     item_side: list[str],
     seq_len: int,
+    min_count: int = 1,
 ) -> FeatureLayout:
-    """Write one vocabulary per categorical field (values seen in training) and the layout."""
+    """Write one vocabulary per categorical field (values seen in training) and the layout.
+
+    Fields in :data:`ID_FIELDS` keep the values seen at least ``min_count`` times; the
+    others every value seen.
+    """
     vocab_dir = out / "vocab"
     vocab_dir.mkdir(parents=True, exist_ok=True)
     sizes: dict[str, int] = {}
     shared = {f for f in SEQ_FIELDS if f not in SEQ_CONTEXT_FIELDS}
     for field in [*BASE_USER_FIELDS, *user_side, *BASE_ITEM_FIELDS, *item_side]:
+        params = {"files": train_files, "min_count": min_count if field in ID_FIELDS else 1}
         if field in shared:
-            cur = sqlfiles.run(
-                con, "samples/vocab", {"files": train_files}, field=field,
-                hist_field=f"hist_{field}",
-            )
+            cur = sqlfiles.run(con, "samples/vocab", params, field=field,
+                               hist_field=f"hist_{field}")
         else:
-            cur = sqlfiles.run(con, "samples/vocab_flat", {"files": train_files}, field=field)
+            cur = sqlfiles.run(con, "samples/vocab_flat", params, field=field)
         values = cur.fetchnumpy()["value"]
         vocab = Vocab(values)
         vocab.save(vocab_dir / f"{field}.parquet")

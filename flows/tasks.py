@@ -1,0 +1,278 @@
+"""The Prefect tasks of ``tarq-daily``: thin wrappers that call :mod:`tarq` and MLflow.
+
+One policy for all (:func:`daily_task`): two retries (one for training and the ID assignment,
+whose retry resumes or recomputes), ``retry_delay_s`` between them; the two expensive,
+deterministic stages (samples, training) are cached on their inputs for a week, everything
+else is never cached (``NO_CACHE``: it reads or writes state that changes between runs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+
+from flows.results import ChampionScore, Registration, Samples, TrainedModel
+
+RETRY_DELAY_S = 5.0
+CACHE_FOR = dt.timedelta(days=7)
+
+
+def daily_task(name: str, *, retries: int = 2, cached: bool = False, **kw: Any) -> Any:
+    """``@task`` with the flow's one retry and cache policy."""
+    cache = ({"cache_policy": INPUTS + TASK_SOURCE, "cache_expiration": CACHE_FOR,
+              "persist_result": True} if cached else {"cache_policy": NO_CACHE})
+    return task(name=name, retries=retries, retry_delay_seconds=RETRY_DELAY_S, **cache, **kw)
+
+
+def ensure_logs(db: Path, preset: str | None, seed: int) -> dict[str, Any]:
+    """Generate demo logs when the warehouse holds no impressions and a preset is given."""
+    from tarq.warehouse import open_db
+
+    n = 0
+    if db.exists():
+        with open_db(db, read_only=True) as con:
+            n = con.execute("SELECT count(*) FROM impressions").fetchone()[0]
+    if n:
+        return {"generated": False, "impressions": int(n)}
+    if preset is None:
+        raise ValueError(f"{db} holds no impressions: import logs or pass a demo preset")
+    from tarq.data.demo import generate
+
+    report = generate(db, preset=preset, seed=seed)
+    return {"generated": True, **json.loads(json.dumps(report, default=str))}
+
+
+@daily_task("prepare-logs")
+def prepare_logs(db: Path, preset: str | None, seed: int) -> dict[str, Any]:
+    """:func:`ensure_logs` as a task."""
+    res = ensure_logs(db, preset, seed)
+    if res["generated"]:
+        get_run_logger().info("generated %s demo logs into %s", preset, db)
+    return res
+
+
+@daily_task("resolve-run-date")
+def resolve_day(db: Path, run_date: str) -> str:
+    """``today``/``latest``/``YYYY-MM-DD`` → the run date D as ``YYYY-MM-DD``."""
+    from tarq.dates import resolve_run_date
+    from tarq.warehouse import open_db
+
+    with open_db(db, read_only=True) as con:
+        return str(resolve_run_date(run_date, con))
+
+
+@daily_task("mlflow-connect")
+def connect_tracking(tracking_uri: str | None, experiment: str, run_date: str,
+                     timeout_s: float = 5.0) -> dict[str, Any]:
+    """Check the MLflow store before any work and look up the run date's parent run."""
+    from flows import tracking
+
+    return tracking.open_day(tracking_uri, experiment, run_date, timeout_s=timeout_s)
+
+
+@daily_task("warehouse-state")
+def warehouse_state(db: Path) -> dict[str, int]:
+    """Row counts and max row ids of the raw and quarantine tables (the cache key of samples)."""
+    from tarq import sqlfiles
+    from tarq.warehouse import open_db
+
+    with open_db(db, read_only=True) as con:
+        cur = sqlfiles.run(con, "daily/warehouse_state")
+        names = [d[0] for d in cur.description]
+        return {k: int(v) for k, v in zip(names, cur.fetchone(), strict=True)}
+
+
+@daily_task("validate")
+def validate_logs(db: Path, run_date: str, docs_dir: Path) -> dict[str, Any]:
+    """Great Expectations validation of the day D − 1 (bad rows → quarantine)."""
+    from tarq.validation import validate
+
+    report = validate(db, run_date, docs_dir=docs_dir)
+    out = json.loads(json.dumps(report.to_dict(), default=str))
+    out["success"] = bool(report.success)
+    out["text"] = report.to_text()
+    return out
+
+
+@daily_task("build-samples", cached=True)
+def build_samples(db: Path, run_date: str, out_dir: Path, train_days: int, seq_len: int,
+                  min_count: int, state: dict[str, int]) -> dict[str, Any]:
+    """Point-in-time samples of the run date (cached while the warehouse state is unchanged)."""
+    from tarq.data.samples import build_samples as build
+
+    del state  # part of the cache key only
+    return build(db, run_date, out_dir, train_days=train_days, seq_len=seq_len,
+                 min_count=min_count)
+
+
+@daily_task("find-parent", task_run_name="find-parent-{name}")
+def find_parent(tracking_uri: str | None, experiment_id: str, name: str, run_date: str,
+                work_dir: Path, prefer_champion: bool) -> Any:
+    """The model ``name`` continues on ``run_date`` (a :class:`tarq.lineage.ParentModel`), or
+    None. Its directory is the local one of its run date when unchanged, else downloaded."""
+    from flows import tracking
+    from tarq.lineage import Lineage, ParentModel
+
+    tracking.use_store(tracking_uri)
+    found = tracking.find_parent_run(name, run_date, experiment_id, prefer_champion)
+    if found is None:
+        return None
+    run, version, source = found
+    pdate = run.data.tags[tracking.DATE_TAG]
+    mdir = tracking.parent_model_dir(run, work_dir / pdate / "models" / name,
+                                     work_dir / run_date / "parents" / name)
+    lin = Lineage.load(mdir)
+    d = dt.date.fromisoformat(pdate)
+    if lin is None:  # a model trained before lineage was recorded: a cold run of its date
+        return ParentModel(mdir, d, d - dt.timedelta(days=2), d, 0, version,
+                           run.info.run_id, source)
+    return ParentModel(mdir, d, lin.train_end, lin.cold_run_date, lin.generation, version,
+                       run.info.run_id, source)
+
+
+@daily_task("train", retries=1, cached=True, task_run_name="train-{name}")
+def train(samples_dir: Path, fingerprint: str, name: str, out_dir: Path,
+          model_cfg: dict[str, Any], train_cfg: dict[str, Any],
+          warm: dict[str, Any] | None) -> dict[str, Any]:
+    """Train one model (cold, or warm from ``warm``); a retry resumes from its checkpoint.
+
+    Cached on the sample fingerprint, the configs and the parent (its weights' sha256).
+    """
+    from tarq.model import ModelConfig
+    from tarq.train import TrainConfig
+    from tarq.train import train as fit
+    from tarq.warm_start import WarmStart
+
+    stamp = out_dir / ".inputs.json"
+    key = json.dumps({"fingerprint": fingerprint, "model": model_cfg, "train": train_cfg,
+                      "warm": warm}, sort_keys=True)
+    if out_dir.exists() and (not stamp.exists() or stamp.read_text() != key):
+        # A checkpoint of other samples, settings or parent must not be resumed.
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key)
+    spec = None
+    if warm is not None:
+        spec = WarmStart(Path(warm["parent_dir"]),
+                         dt.date.fromisoformat(warm["since_day"]) if warm["since_day"] else None,
+                         replay_folds=int(warm["replay_folds"]),
+                         carry_optimizer=bool(warm["carry_optimizer"]))
+    result = fit(samples_dir, name, out_dir, ModelConfig.from_dict(model_cfg),
+                 TrainConfig.from_dict(train_cfg), resume=True, progress=False, warm=spec)
+    result.pop("history", None)
+    return result
+
+
+@daily_task("rescore-champion")
+def rescore_champion(samples_dir: Path, work_dir: Path, run_date: str,
+                     tracking_uri: str | None) -> ChampionScore | None:
+    """The current champion's metrics (and predictions) on today's test day; its recorded
+    figures when re-scoring is impossible (``same_day`` False, said in the gate's reason)."""
+    from flows import tracking
+    from tarq.evaluation import evaluate_model_dir
+
+    log = get_run_logger()
+    tracking.use_store(tracking_uri)
+    champ = tracking.champion()
+    if champ is None:
+        return None
+    cdate = champ.tags.get(tracking.DATE_TAG)
+    try:
+        run = tracking.client().get_run(champ.run_id)
+        mdir = tracking.parent_model_dir(run, work_dir / str(cdate) / "models" / "tarq",
+                                         work_dir / run_date / f"champion-v{champ.version}")
+        preds = work_dir / run_date / "champion_predictions.parquet"
+        metrics = evaluate_model_dir(mdir, samples_dir, predictions_out=preds)
+        return ChampionScore(str(champ.version), champ.run_id, cdate, True, metrics, preds)
+    except Exception as exc:
+        log.warning("could not re-score champion v%s on today's test day (%s); using the "
+                    "figures recorded on its own test day", champ.version, exc)
+        recorded = {k.removeprefix("tarq.test_"): float(v) for k, v in champ.tags.items()
+                    if k.startswith("tarq.test_")}
+        return ChampionScore(str(champ.version), champ.run_id, cdate, False, recorded)
+
+
+@daily_task("assign-semantic-ids", retries=1)
+def assign(db: Path, model_dir: Path, out_dir: Path, max_churn: float | None,
+           max_collision_rate: float | None) -> dict[str, Any]:
+    """FAISS-checked semantic IDs for the whole catalog with churn against the served table;
+    a failed check returns ``ok: False`` (and no ids file)."""
+    from tarq.semantic_ids import HEALTH_JSON, SemanticIdError, assign_ids
+
+    try:
+        report = assign_ids(db, model_dir, out_dir, progress=False, max_churn=max_churn,
+                            max_collision_rate=max_collision_rate)
+    except SemanticIdError as exc:
+        path = out_dir / HEALTH_JSON
+        report = json.loads(path.read_text()) if path.exists() else {"ok": False, "checks": []}
+        report["ok"] = False
+        report["error"] = str(exc)
+    return json.loads(json.dumps(report, default=str))
+
+
+@daily_task("mlflow-register")
+def register(tracking_uri: str | None, experiment: str, run_date: str, samples: Samples,
+             trained: dict[str, TrainedModel], ids_dir: Path, health: dict[str, Any],
+             champion: ChampionScore | None, params: dict[str, Any]) -> Registration:
+    """Log the day to MLflow and register TARQ (alias ``challenger``); idempotent per date."""
+    from flows import tracking
+    from flows.tarq_daily import comparison_rows
+
+    exp_id = tracking.setup(tracking_uri, experiment)
+    parent = tracking.start_day(exp_id, run_date, samples.window(), samples.fingerprint, params)
+    churn = health.get("churn") or None
+    children = {}
+    for name, t in trained.items():
+        extra = {"rows_trained": float(t.result.get("rows_trained") or 0),
+                 "warm_start": 1.0 if t.lineage.warm else 0.0}
+        if name == "tarq" and churn:
+            from tarq.churn import IdChurn
+
+            extra.update(IdChurn(**churn).metrics())
+        children[name] = tracking.log_model_run(parent, name, t.result, t.dir, run_date,
+                                                lineage_tags=t.lineage.tags(),
+                                                extra_metrics=extra)
+    rows = comparison_rows({n: t.result for n, t in trained.items()}, champion)
+    preds = {n: t.predictions for n, t in trained.items()}
+    ids_path = ids_dir / "ids.parquet"
+    tracking.log_comparison(parent, rows, preds, ids_path if health.get("ok") else None, health)
+    if not health.get("ok"):
+        return Registration(parent, exp_id, children, rows)  # nothing servable to register
+    tarq = trained["tarq"]
+    existing = tracking.version_for_day(run_date)
+    if existing is None:
+        model_uri = tracking.log_pyfunc(children["tarq"], tarq.dir, ids_path, samples.dir)
+        tags = {"tarq.fingerprint": samples.fingerprint, "tarq.test_day": samples.test_day,
+                **{f"tarq.test_{k}": str(v) for k, v in tracking.model_metrics(tarq.result).items()},
+                **tarq.lineage.tags()}
+        if churn:
+            tags["ids.churn_tuple"] = f"{churn['tuple_churn']:.5f}"
+        mv = tracking.register(model_uri, children["tarq"], run_date, tags)
+    else:
+        mv = existing
+    return Registration(parent, exp_id, children, rows, str(mv.version),
+                        f"models:/{tracking.REGISTERED_MODEL}/{mv.version}")
+
+
+@daily_task("publish")
+def publish(db: Path, ids_dir: Path, version: str, run_date: str, model_uri: str,
+            keep: int, export_dir: Path) -> dict[str, Any]:
+    """Atomically publish the ID table as the served one (idempotent per version and date)."""
+    from tarq.publish import publish as publish_ids
+
+    res = publish_ids(db, ids_dir, model_name="tarq", model_version=version, run_date=run_date,
+                      model_uri=model_uri, keep=keep, export_dir=export_dir)
+    return json.loads(json.dumps(res, default=str))
+
+
+ALL = {"prepare_logs": prepare_logs, "resolve_day": resolve_day,
+       "connect_tracking": connect_tracking, "warehouse_state": warehouse_state,
+       "validate_logs": validate_logs, "build_samples": build_samples,
+       "find_parent": find_parent, "train": train, "rescore_champion": rescore_champion,
+       "assign": assign, "register": register, "publish": publish}

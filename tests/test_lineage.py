@@ -1,0 +1,80 @@
+"""The warm/cold decision of continuous training: every cold trigger fires, and only it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from tarq.lineage import Lineage, LineagePolicy, ParentModel, plan
+
+D = dt.date(2026, 10, 23)
+START, END = dt.date(2026, 10, 3), dt.date(2026, 10, 21)  # window of run date D (19 days)
+POLICY = LineagePolicy()
+
+
+def parent(run_date: dt.date = D - dt.timedelta(days=1), cold: dt.date | None = None,
+           generation: int = 2, train_end: dt.date | None = None) -> ParentModel:
+    return ParentModel(Path("/models/x"), run_date,
+                       train_end or run_date - dt.timedelta(days=2),
+                       cold or run_date - dt.timedelta(days=generation), generation,
+                       version="4", run_id="r1", source="champion")
+
+
+def test_a_fresh_parent_is_continued_on_the_one_new_day() -> None:
+    lin = plan(D, START, END, parent(), POLICY)
+    assert lin.warm and lin.train_start == lin.train_end == END and lin.days_trained == 1
+    assert lin.generation == 3 and lin.cold_run_date == parent().cold_run_date
+    assert lin.parent_version == "4" and lin.parent_run_date == D - dt.timedelta(days=1)
+    assert lin.reason.startswith("warm: continues champion (run date 2026-10-22, version 4)")
+
+
+def test_an_older_parent_trains_on_every_day_since_its_last() -> None:
+    lin = plan(D, START, END, parent(run_date=D - dt.timedelta(days=3)), POLICY)
+    assert lin.warm and lin.train_start == END - dt.timedelta(days=2) and lin.days_trained == 3
+
+
+@pytest.mark.parametrize(("case", "kwargs", "reason"), [
+    ("first run", {"p": None}, "cold: no earlier model to continue (first run)"),
+    ("switched off", {"policy": LineagePolicy(warm_start=False)}, "cold: warm_start is off"),
+    ("too old", {"p": parent(run_date=D - dt.timedelta(days=8), cold=D - dt.timedelta(days=8))},
+     "is 8 days old, more than max_parent_age_days=7"),
+    ("config changed", {"why": "model config changed: d_model 64 → 32"},
+     "cold: model config changed: d_model 64 → 32"),
+    ("periodic", {"p": parent(cold=D - dt.timedelta(days=7), generation=6)},
+     "periodic full retrain: the last cold run was 2026-10-16, 7 days ago"),
+    ("not older", {"p": parent(run_date=D)}, "is not before 2026-10-23"),
+    ("nothing new", {"p": parent(train_end=END)}, "nothing new before 2026-10-21"),
+])
+def test_every_cold_trigger_fires(case: str, kwargs: dict, reason: str) -> None:
+    lin = plan(D, START, END, kwargs.get("p", parent()), kwargs.get("policy", POLICY),
+               kwargs.get("why"))
+    assert lin.mode == "cold", case
+    assert reason in lin.reason, (case, lin.reason)
+    assert (lin.train_start, lin.train_end) == (START, END)  # the whole window
+    assert lin.cold_run_date == D and lin.generation == 0 and lin.parent_version is None
+
+
+def test_periodic_retrain_counts_from_the_lineages_cold_run() -> None:
+    six = parent(cold=D - dt.timedelta(days=6), generation=5)
+    assert plan(D, START, END, six, POLICY).warm
+    assert not plan(D, START, END, six, LineagePolicy(full_retrain_every_days=6)).warm
+
+
+def test_lineage_round_trips_through_its_file_and_tags(tmp_path: Path) -> None:
+    lin = plan(D, START, END, parent(), LineagePolicy(replay_folds=10))
+    lin.save(tmp_path)
+    back = Lineage.load(tmp_path)
+    assert back == lin and back.replay_folds == 10 and "10% replay" in back.reason
+    tags = lin.tags()
+    assert tags["lineage.mode"] == "warm" and tags["lineage.parent_version"] == "4"
+    assert tags["lineage.train_start"] == str(END) and tags["lineage.days_trained"] == "1"
+    assert Lineage.load(tmp_path / "nowhere") is None
+
+
+def test_bad_policies_are_refused() -> None:
+    with pytest.raises(ValueError, match="replay_folds"):
+        LineagePolicy(replay_folds=101)
+    with pytest.raises(ValueError, match="max_parent_age_days"):
+        LineagePolicy(max_parent_age_days=0)
