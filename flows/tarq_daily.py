@@ -98,6 +98,9 @@ class DailyParams(BaseModel):
     warm_epochs: int = Field(1, ge=1, description="epochs of a warm run over its new days")
     warm_max_steps_per_epoch: int | None = Field(None, ge=1,
                                                  description="warm: cap on steps per epoch")
+    warm_lr: float = Field(2e-4, gt=0.0, description=(
+        "Adam learning rate of a warm run (a tenth of a cold run's: measured to keep the day's "
+        "gain without drifting away from what the parent learned)"))
     max_parent_age_days: int = Field(7, ge=1, description="an older parent means a cold run")
     full_retrain_every_days: int = Field(7, ge=1, description=(
         "a cold run when the lineage's last cold run is this many days old"))
@@ -116,8 +119,9 @@ class DailyParams(BaseModel):
         "a challenger worse than the champion by more than this, significantly, is refused"))
     tt_must_be_significant: bool = Field(False, description=(
         "also require the TARQ − TT bootstrap interval to lie above 0"))
-    max_churn: float | None = Field(0.05, ge=0.0, le=1.0, description=(
-        "warm runs: most items whose ID tuple may change against the served table"))
+    max_churn: float | None = Field(0.5, ge=0.0, le=1.0, description=(
+        "warm runs: most items whose ID tuple may change against the served table (a cold "
+        "run re-indexes and is not limited)"))
     max_collision_rate: float | None = Field(0.5, ge=0.0, le=1.0, description=(
         "most items that may share their ID tuple with another"))
     tracking_uri: str | None = Field(None, description="MLflow store (default mlflow/mlflow.db)")
@@ -234,7 +238,9 @@ def samples_stage(d: _Day) -> Samples:
         state = d.tasks.warehouse_state(d.db)
         sdir = d.dir / "samples"
         args = (d.db, d.day, sdir, p.train_days, p.seq_len, p.min_count, state)
-        report = _ensure(d.tasks.build_samples(*args),
+        build = d.tasks.build_samples.with_options(refresh_cache=True) if p.force \
+            else d.tasks.build_samples
+        report = _ensure(build(*args),
                          lambda r: (sdir / "meta.json").exists(),
                          lambda: d.tasks.build_samples.with_options(refresh_cache=True)(*args))
     s = Samples(sdir, report)
@@ -245,9 +251,12 @@ def samples_stage(d: _Day) -> Samples:
 
 
 def _train_config(p: DailyParams, warm: bool) -> dict[str, Any]:
-    return {"epochs": p.warm_epochs if warm else p.epochs, "batch_size": p.batch_size,
-            "max_steps_per_epoch": p.warm_max_steps_per_epoch if warm else p.max_steps_per_epoch,
-            "threads": p.threads, "seed": p.seed}
+    cfg = {"epochs": p.warm_epochs if warm else p.epochs, "batch_size": p.batch_size,
+           "max_steps_per_epoch": p.warm_max_steps_per_epoch if warm else p.max_steps_per_epoch,
+           "threads": p.threads, "seed": p.seed}
+    if warm:
+        cfg["lr"] = p.warm_lr
+    return cfg
 
 
 def train_stage(d: _Day, samples: Samples, experiment_id: str) -> dict[str, TrainedModel]:
@@ -284,8 +293,9 @@ def train_stage(d: _Day, samples: Samples, experiment_id: str) -> dict[str, Trai
             mdir = d.dir / "models" / name
             targs = (samples.dir, samples.fingerprint, name, mdir, mcfg.to_dict(),
                      _train_config(p, lineage.warm), warm)
+            fit = d.tasks.train.with_options(refresh_cache=True) if p.force else d.tasks.train
             result = _ensure(
-                d.tasks.train(*targs), lambda r, m=mdir: (m / "model.pt").exists(),
+                fit(*targs), lambda r, m=mdir: (m / "model.pt").exists(),
                 lambda t=targs: d.tasks.train.with_options(refresh_cache=True)(*t))
             lineage = replace(lineage, rows_trained=int(result.get("rows_trained") or 0))
             lineage.save(mdir)

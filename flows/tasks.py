@@ -245,12 +245,13 @@ def register(tracking_uri: str | None, experiment: str, run_date: str, samples: 
     if not health.get("ok"):
         return Registration(parent, exp_id, children, rows)  # nothing servable to register
     tarq = trained["tarq"]
-    existing = tracking.version_for_day(run_date)
+    sha = tracking.file_sha256(tarq.dir / "model.pt")
+    existing = tracking.version_for_day(run_date, model_sha256=sha)
     if existing is None:
         model_uri = tracking.log_pyfunc(children["tarq"], tarq.dir, ids_path, samples.dir)
         tags = {"tarq.fingerprint": samples.fingerprint, "tarq.test_day": samples.test_day,
                 **{f"tarq.test_{k}": str(v) for k, v in tracking.model_metrics(tarq.result).items()},
-                **tarq.lineage.tags()}
+                **tarq.lineage.tags(), tracking.SHA_TAG: sha}
         if churn:
             tags["ids.churn_tuple"] = f"{churn['tuple_churn']:.5f}"
         mv = tracking.register(model_uri, children["tarq"], run_date, tags)

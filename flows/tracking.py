@@ -265,7 +265,7 @@ def log_model_run(parent_run_id: str, name: str, result: Mapping[str, Any], mode
         run_id = c.create_run(parent.info.experiment_id, run_name=f"{name}-{run_date}", tags={
             "mlflow.parentRunId": parent_run_id, MODEL_TAG: name, DATE_TAG: run_date,
             KIND_TAG: "model"}).info.run_id
-    sha = _file_sha256(model_dir / "model.pt")
+    sha = file_sha256(model_dir / "model.pt")
     have = c.get_run(run_id).data.tags
     if fresh or have.get(SHA_TAG) != sha:
         log_model_dir(run_id, model_dir)
@@ -302,10 +302,11 @@ def log_model_dir(run_id: str, model_dir: Path) -> None:
             c.log_artifact(run_id, str(f), artifact_path="model_dir")
 
 
-def _file_sha256(path: Path) -> str:
-    from tarq.semantic_ids import file_sha256
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file (the key that ties runs and versions to their weights)."""
+    from tarq.semantic_ids import file_sha256 as sha
 
-    return file_sha256(path)
+    return sha(path)
 
 
 def find_parent_run(name: str, run_date: str, experiment_id: str,
@@ -346,7 +347,7 @@ def parent_model_dir(run: Run, local: Path, dst: Path) -> Path:
     """The parent run's model directory: ``local`` when its ``model.pt`` is the one the run
     logged (same sha256), else the run's ``model_dir/`` artifacts downloaded into ``dst``."""
     want = run.data.tags.get(SHA_TAG)
-    if want and (local / "model.pt").is_file() and _file_sha256(local / "model.pt") == want:
+    if want and (local / "model.pt").is_file() and file_sha256(local / "model.pt") == want:
         return local
     if dst.exists():
         import shutil
@@ -453,13 +454,16 @@ def codebook_figure(ids_path: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def version_for_day(run_date: str, name: str = REGISTERED_MODEL) -> ModelVersion | None:
-    """The registered version already made for ``run_date`` (the idempotency key), or None."""
+def version_for_day(run_date: str, name: str = REGISTERED_MODEL,
+                    model_sha256: str | None = None) -> ModelVersion | None:
+    """The registered version already made for ``run_date`` — of the weights ``model_sha256``
+    when given (a forced retrain with other settings is a new version) — or None."""
     try:
         versions = client().search_model_versions(f"name = '{name}'")
     except MlflowException:
         return None
-    mine = [v for v in versions if v.tags.get(DATE_TAG) == run_date]
+    mine = [v for v in versions if v.tags.get(DATE_TAG) == run_date
+            and (model_sha256 is None or v.tags.get(SHA_TAG) == model_sha256)]
     return max(mine, key=lambda v: int(v.version)) if mine else None
 
 
@@ -468,7 +472,7 @@ def register(model_uri: str, run_id: str, run_date: str, tags: Mapping[str, str]
     """Register ``model_uri`` as a new version of ``name`` (or return the date's existing one)
     and point the ``challenger`` alias at it."""
     c = client()
-    existing = version_for_day(run_date, name)
+    existing = version_for_day(run_date, name, tags.get(SHA_TAG))
     if existing is not None:
         # A retry after a failure between creating the version and moving the alias
         # completes the registration instead of leaving a version without its alias.

@@ -47,9 +47,10 @@ def latest_run_date(con: duckdb.DuckDBPyConnection) -> dt.date:
 
 
 def resolve_run_date(value: str | dt.date | None, con: duckdb.DuckDBPyConnection) -> dt.date:
-    """``None``/``"today"`` → today, ``"latest"`` → the day after the last logged day."""
+    """``None``/``"today"`` → today (UTC, like the schedule and the logs), ``"latest"`` → the
+    day after the last logged day."""
     if value is None or value == "today":
-        return dt.date.today()
+        return dt.datetime.now(dt.UTC).date()
     if value == "latest":
         return latest_run_date(con)
     return parse_date(value)

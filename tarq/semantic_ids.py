@@ -206,8 +206,9 @@ def assign_ids(
         raise ValueError(f"codebook size K={k} does not fit the int16 code columns")
     d = int(model.config.d_model)
     model_sha = file_sha256(Path(model_dir) / "model.pt")
+    # No paths: the file's bytes identify the IDs (publication is idempotent on its sha256).
     meta = {"m": m, "K": k, "d": d, "dz": dz, "model_name": cfg["model_name"],
-            "model_sha256": model_sha, "model_dir": str(Path(model_dir).resolve())}
+            "model_sha256": model_sha}
     schema = pa.schema(
         [("item_id", pa.int64()), *[(f"code_{j}", pa.int16()) for j in range(m)],
          ("v_item", pa.list_(pa.float32(), d))],

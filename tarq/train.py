@@ -218,7 +218,26 @@ def train(
     A crash during a warm run resumes from the run's own checkpoint.
 
     Returns the metrics also written to ``metrics.json`` (rank 0; other ranks get ``{}``).
+    The process's torch thread count is set for the run and restored after it.
     """
+    threads_before = torch.get_num_threads()
+    try:
+        return _train(samples, model_name, out_dir, model_config, train_config, resume,
+                      progress, warm)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(
+    samples: str | Path,
+    model_name: str,
+    out_dir: str | Path,
+    model_config: ModelConfig | None,
+    train_config: TrainConfig | None,
+    resume: bool,
+    progress: bool | None,
+    warm: WarmStart | None,
+) -> dict[str, Any]:
     if model_name not in MODEL_NAMES:
         raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(MODEL_NAMES)}")
     mcfg = model_config or ModelConfig()

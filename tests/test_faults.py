@@ -37,7 +37,7 @@ import pytest
 from tarq import sqlfiles
 from tarq.cli import main as tarq_main
 from tarq.warehouse import open_db, quarantine_rows, raw_fingerprints
-from tests.test_flow import TINY_MODEL, tiny_params
+from tests.test_flow import TINY_MODEL, copy_flow_env, tiny_params
 
 REPO = Path(__file__).resolve().parents[1]
 # The tiny demo logs span 2026-10-01 .. 2026-10-08; run date D checks and tests on D - 1.
@@ -101,14 +101,8 @@ def new_loads(before: Snapshot, after: Snapshot) -> dict[tuple[str, str | None],
     return {k: v[0] for k, v in after.raw.items() if k not in before.raw}
 
 
-@pytest.fixture(scope="module")
-def tiny_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny demo preset (8 days), generated once for the module; tests use copies."""
-    from tarq.data.demo import generate
-
-    path = tmp_path_factory.mktemp("faults_db") / "tiny.duckdb"
-    generate(path, preset="tiny", seed=7)
-    return path
+# tiny_db (tests/conftest.py): the tiny demo preset (8 days), generated once per session;
+# tests use copies.
 
 
 @pytest.fixture
@@ -539,8 +533,9 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(
 
 
 @pytest.fixture(scope="module")
-def flow_env(tmp_path_factory: pytest.TempPathFactory, tiny_db: Path) -> Any:
-    """A warehouse and MLflow store with one published, promoted run date (D1)."""
+def flow_baseline(tmp_path_factory: pytest.TempPathFactory, tiny_db: Path) -> Any:
+    """A warehouse and MLflow store with one published, promoted run date (D1), made once
+    under the module's Prefect test harness. Read only: tests take a copy (:func:`flow_env`)."""
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
@@ -557,6 +552,13 @@ def flow_env(tmp_path_factory: pytest.TempPathFactory, tiny_db: Path) -> Any:
         state = _run(env, run_date=D1)
         assert state.is_completed(), state.message
         yield env
+
+
+@pytest.fixture
+def flow_env(flow_baseline: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """This test's own copy of the baseline's warehouse, MLflow store and work dir (the
+    MLflow artifacts stay shared), so no test sees what another one published or broke."""
+    return copy_flow_env(flow_baseline, tmp_path / "env")
 
 
 def _params(env: dict[str, Any], **over: Any) -> dict[str, Any]:

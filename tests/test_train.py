@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,16 +60,68 @@ def test_train_writes_artifacts_and_loads_weights_only(samples: Path, tmp_path: 
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
+def _tensors_equal(a: dict, b: dict) -> bool:
+    """Two (nested) state dicts hold the same keys and bit-identical tensors."""
+    if a.keys() != b.keys():
+        return False
+    for k, v in a.items():
+        w = b[k]
+        if isinstance(v, dict):
+            if not isinstance(w, dict) or not _tensors_equal(v, w):
+                return False
+        elif isinstance(v, torch.Tensor):
+            if not isinstance(w, torch.Tensor) or not torch.equal(v, w):
+                return False
+        elif v != w:
+            return False
+    return True
+
+
 def test_resume_continues_from_last_checkpoint(samples: Path, tmp_path: Path) -> None:
-    mcfg, tcfg = _cfg(epochs=1)
-    train(samples, "tt", tmp_path / "m", mcfg, tcfg, progress=False)
-    # A crash after epoch 1 of 2 leaves the checkpoint; the rerun only runs epoch 2.
+    """A run that crashed after epoch 1 of 2 ends, when rerun, exactly where an uninterrupted
+    run does (weights, optimizer state), keeps the crashed run's epoch-1 record bit for bit and
+    trains only epoch 2; ``resume=False`` retrains from scratch instead."""
+    mcfg, tcfg2 = _cfg(epochs=2)
+    whole = train(samples, "tt", tmp_path / "whole", mcfg, tcfg2, progress=False)
+    end = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=True)
+
+    # The crash: epoch 1 of 2 finished (its checkpoint written), then the process died.
+    # An epochs=1 run trains exactly that epoch (same seed, same stream, same RNG).
+    _, tcfg1 = _cfg(epochs=1)
+    train(samples, "tt", tmp_path / "m", mcfg, tcfg1, progress=False)
     (tmp_path / "m" / "model.pt").unlink()
-    _, tcfg2 = _cfg(epochs=2)
+    ckpt_path = tmp_path / "m" / CHECKPOINT
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert int(ckpt["epoch"]) == 0
+    # Mark the crashed run's record, so "kept" and "retrained alike" cannot be confused.
+    kept = json.loads(ckpt["history"])
+    kept[0]["marker"] = "from the checkpoint"
+    ckpt["history"] = json.dumps(kept)
+    torch.save(ckpt, ckpt_path)
+    crashed = tmp_path / "crashed"
+    shutil.copytree(tmp_path / "m", crashed)
+
     result = train(samples, "tt", tmp_path / "m", mcfg, tcfg2, progress=False)
     assert [h["epoch"] for h in result["history"]] == [0, 1]
-    ckpt = torch.load(tmp_path / "m" / CHECKPOINT, weights_only=True)
-    assert int(ckpt["epoch"]) == 1
+    assert result["history"][0] == kept[0]  # kept bit for bit, not retrained
+    assert result["epochs_run"] == 2
+    resumed = torch.load(ckpt_path, weights_only=True)
+    assert int(resumed["epoch"]) == 1
+    # The same end state as the uninterrupted run: weights, Adam moments, best state.
+    assert _tensors_equal(resumed["model"], end["model"])
+    assert _tensors_equal(resumed["optim"]["state"], end["optim"]["state"])
+    assert _tensors_equal(resumed["best_state"], end["best_state"])
+    assert _tensors_equal(torch.load(tmp_path / "m" / "model.pt", weights_only=True),
+                          torch.load(tmp_path / "whole" / "model.pt", weights_only=True))
+    for key in ("epoch", "loss", "samples", "valid_auc"):
+        assert result["history"][1][key] == whole["history"][1][key]
+
+    # resume=False ignores the checkpoint: both epochs trained anew, the record not kept.
+    fresh = train(samples, "tt", crashed, mcfg, tcfg2, resume=False, progress=False)
+    assert [h["epoch"] for h in fresh["history"]] == [0, 1]
+    assert "marker" not in fresh["history"][0]
+    assert fresh["history"] != result["history"]
+    assert fresh["history"][0]["loss"] == whole["history"][0]["loss"]
 
 
 def test_tampered_weights_are_refused(samples: Path, tmp_path: Path) -> None:
@@ -101,3 +154,89 @@ def test_ddp_two_processes(samples: Path, tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     assert metrics["test"]["auc"] > 0
+
+
+@pytest.mark.parametrize("name", ["inttower", "mvke", "ta", "tarq_no_align",
+                                  "tarq_no_teacher_align"])
+def test_every_other_model_trains_end_to_end(samples: Path, tmp_path: Path, name: str) -> None:
+    mcfg, tcfg = _cfg(max_steps_per_epoch=3)
+    result = train(samples, name, tmp_path / name, mcfg, tcfg, progress=False)
+    out = tmp_path / name
+    for f in ("model.pt", "config.json", "layout.json", "metrics.json", "predictions.parquet"):
+        assert (out / f).exists(), f
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result))
+    assert metrics["model"] == name and metrics["epochs_run"] == 1
+    assert metrics["history"][0]["samples"] == 3 * tcfg.batch_size
+    assert 0 <= metrics["test"]["auc"] <= 1 and metrics["test"]["logloss"] > 0
+    if name.startswith("tarq"):  # the ablations keep the codebooks and their figures
+        assert 0 < metrics["test"]["utilization_batch"] <= 1
+    model, cfg = load_trained(out)
+    assert cfg["model_name"] == name
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def _rows_after(samples: Path, since: dt.date, valid_folds: int = 5) -> int:
+    """Training rows of the days after ``since`` (outside the validation folds)."""
+    import pyarrow.parquet as pq
+
+    n = 0
+    for f in sorted((samples / "train").glob("*.parquet")):
+        t = pq.read_table(f, columns=["fold", "day"]).to_pandas()
+        days = t["day"].astype("datetime64[ns]").dt.date
+        n += int(((t["fold"] >= valid_folds) & (days > since)).sum())
+    return n
+
+
+def test_tarq_train_cli_cold_then_warm_from_since_day(
+        samples: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tarq.cli import main as cli_main
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": TINY_MODEL, "train": {
+        "epochs": 1, "batch_size": 64, "eval_batch_size": 256, "patience": 0, "threads": 1}}))
+    cold = tmp_path / "cold"
+    assert cli_main(["train", "--samples", str(samples), "--model", "tt", "--out", str(cold),
+                     "--config", str(cfg), "--max-steps", "3"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["model"] == "tt" and 0 <= printed["auc"] <= 1
+    cold_metrics = json.loads((cold / "metrics.json").read_text())
+    assert cold_metrics["warm_start"] == {"mode": "cold"}
+    assert cold_metrics["test"]["auc"] == printed["auc"]
+    assert (cold / "optimizer.pt").exists()
+
+    meta = json.loads((samples / "meta.json").read_text())
+    since = dt.date.fromisoformat(str(meta["train_end"])) - dt.timedelta(days=1)
+    warm = tmp_path / "warm"
+    assert cli_main(["train", "--samples", str(samples), "--model", "tt", "--out", str(warm),
+                     "--config", str(cfg), "--warm-from", str(cold),
+                     "--since-day", str(since)]) == 0
+    capsys.readouterr()
+    metrics = json.loads((warm / "metrics.json").read_text())
+    ws = metrics["warm_start"]
+    assert ws["mode"] == "warm" and ws["parent_dir"] == str(cold)
+    assert ws["since_day"] == str(since) and ws["optimizer_carried"] is True
+    # Only the day after --since-day is trained on (the last of the window).
+    assert 0 < metrics["rows_trained"] == _rows_after(samples, since)
+    assert metrics["rows_trained"] < cold_metrics["rows_trained"]
+    assert metrics["history"][0]["samples"] == (metrics["rows_trained"] // 64) * 64
+
+    with pytest.raises(SystemExit, match="--since-day needs --warm-from"):
+        cli_main(["train", "--samples", str(samples), "--model", "tt", "--out",
+                  str(tmp_path / "x"), "--config", str(cfg), "--since-day", str(since)])
+    # A parent of another model is refused by name, nothing trained.
+    assert cli_main(["train", "--samples", str(samples), "--model", "tarq", "--out",
+                     str(tmp_path / "y"), "--config", str(cfg), "--warm-from", str(cold)]) == 2
+    assert "is a 'tt' model, not 'tarq'" in capsys.readouterr().err
+    assert not (tmp_path / "y" / "model.pt").exists()
+
+
+def test_each_test_starts_with_one_torch_thread_and_train_honours_its_config(
+        samples: Path, tmp_path: Path) -> None:
+    """tests/conftest.py pins one thread per test; ``train`` uses what it is told while it
+    runs and gives the process its thread count back afterwards."""
+    assert torch.get_num_threads() == 1
+    mcfg, tcfg = _cfg(threads=2, max_steps_per_epoch=1)
+    result = train(samples, "tt", tmp_path / "m", mcfg, tcfg, progress=False)
+    assert result["threads"] == 2 and torch.get_num_threads() == 1
