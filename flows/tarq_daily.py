@@ -66,6 +66,7 @@ from flows.results import (
     TrainedModel,
 )
 from flows.tasks import RETRY_DELAY_S, ensure_logs
+from tarq import defaults
 from tarq.lineage import LineagePolicy
 from tarq.telemetry import disable_telemetry
 
@@ -98,7 +99,7 @@ class DailyParams(BaseModel):
     warm_epochs: int = Field(1, ge=1, description="epochs of a warm run over its new days")
     warm_max_steps_per_epoch: int | None = Field(None, ge=1,
                                                  description="warm: cap on steps per epoch")
-    warm_lr: float = Field(2e-4, gt=0.0, description=(
+    warm_lr: float = Field(defaults.WARM_LR, gt=0.0, description=(
         "Adam learning rate of a warm run (a tenth of a cold run's: measured to keep the day's "
         "gain without drifting away from what the parent learned)"))
     max_parent_age_days: int = Field(7, ge=1, description="an older parent means a cold run")
@@ -107,7 +108,7 @@ class DailyParams(BaseModel):
     replay_folds: int = Field(0, ge=0, le=100, description=(
         "warm runs also replay this % of the older days of the window"))
     carry_optimizer: bool = Field(True, description="warm runs continue the parent's Adam state")
-    min_count: int = Field(2, ge=1, description=(
+    min_count: int = Field(defaults.MIN_COUNT, ge=1, description=(
         "user/item ids seen fewer times in the window map to OOV (no row of their own)"))
     batch_size: int = Field(512, ge=8)
     threads: int | None = Field(None, ge=1, description="torch threads (default: all cores)")
@@ -119,10 +120,10 @@ class DailyParams(BaseModel):
         "a challenger worse than the champion by more than this, significantly, is refused"))
     tt_must_be_significant: bool = Field(False, description=(
         "also require the TARQ − TT bootstrap interval to lie above 0"))
-    max_churn: float | None = Field(0.5, ge=0.0, le=1.0, description=(
+    max_churn: float | None = Field(defaults.MAX_CHURN, ge=0.0, le=1.0, description=(
         "warm runs: most items whose ID tuple may change against the served table (a cold "
         "run re-indexes and is not limited)"))
-    max_collision_rate: float | None = Field(0.5, ge=0.0, le=1.0, description=(
+    max_collision_rate: float | None = Field(defaults.MAX_COLLISION_RATE, ge=0.0, le=1.0, description=(
         "most items that may share their ID tuple with another"))
     tracking_uri: str | None = Field(None, description="MLflow store (default mlflow/mlflow.db)")
     experiment: str = "tarq-daily"

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from tarq.defaults import MAX_COLLISION_RATE
 from tarq.telemetry import disable_telemetry
 from tarq.train_args import add_train_arguments
 
@@ -67,7 +68,9 @@ def _cmd_assign_ids(args: argparse.Namespace) -> int:
     from tarq.semantic_ids import SemanticIdError, assign_ids, health_text
 
     try:
-        report = assign_ids(args.db, args.model, args.out, chunk_size=args.chunk_size)
+        report = assign_ids(args.db, args.model, args.out, chunk_size=args.chunk_size,
+                            max_collision_rate=args.max_collision_rate,
+                            max_churn=args.max_churn)
     except SemanticIdError as exc:
         print(f"tarq assign-ids: {exc}", file=sys.stderr)
         return 1
@@ -133,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="trained TARQ model directory")
     p.add_argument("--out", type=Path, required=True, help="for ids.parquet and health.json/txt")
     p.add_argument("--chunk-size", type=int, default=65536)
+    p.add_argument("--max-collision-rate", type=float, default=MAX_COLLISION_RATE,
+                   help="fail above this share of items sharing their tuple (1 = no ceiling)")
+    p.add_argument("--max-churn", type=float, default=None,
+                   help="fail when more items than this changed their tuple vs the served table")
     p.set_defaults(func=_cmd_assign_ids)
 
     p = sub.add_parser("publish", help="publish semantic IDs as the served table (or roll back)")

@@ -46,6 +46,7 @@ from tarq import metrics, sqlfiles
 from tarq.churn import IdChurn, id_churn, served_codes
 from tarq.data.features import OOV, FeatureLayout, Vocab
 from tarq.data.loader import encode_fields
+from tarq.defaults import MAX_COLLISION_RATE
 from tarq.warehouse import open_db
 
 IDS_FILE = "ids.parquet"
@@ -54,7 +55,6 @@ HEALTH_TXT = "health.txt"
 META_KEY = b"tarq"
 TIE_RTOL = 1e-5
 MAX_LISTED = 1000
-DEFAULT_MAX_COLLISION_RATE = 0.5
 
 
 class SemanticIdError(ValueError):
@@ -156,7 +156,7 @@ def assign_ids(
     progress: bool | None = None,
     tie_rtol: float = TIE_RTOL,
     min_utilization: float | None = None,
-    max_collision_rate: float | None = DEFAULT_MAX_COLLISION_RATE,
+    max_collision_rate: float | None = MAX_COLLISION_RATE,
     max_churn: float | None = None,
     compare_served: bool = True,
 ) -> dict[str, Any]:

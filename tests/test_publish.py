@@ -29,7 +29,8 @@ def assigned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(pristine warehouse with a trained model's catalog, ids dir)."""
     root = tmp_path_factory.mktemp("pub")
     db, model_dir = make_trained(root)
-    assign_ids(db, model_dir, root / "ids", progress=False)
+    # The tiny model's 4 × 2 codebooks hold 16 tuples: collisions are forced, not collapse.
+    assign_ids(db, model_dir, root / "ids", progress=False, max_collision_rate=None)
     return db, root / "ids"
 
 
@@ -213,7 +214,7 @@ def test_cli_assign_publish_rollback(db: Path, assigned: tuple[Path, Path], tmp_
 
     model_dir = assigned[1].parent / "model"
     assert main(["assign-ids", "--db", str(db), "--model", str(model_dir),
-                 "--out", str(tmp_path / "ids")]) == 0
+                 "--out", str(tmp_path / "ids"), "--max-collision-rate", "1"]) == 0
     assert "semantic IDs: OK" in capsys.readouterr().out
     for day in ("2026-10-06", "2026-10-07"):
         assert main(["publish", "--db", str(db), "--ids", str(tmp_path / "ids"),

@@ -59,7 +59,8 @@ def test_assigns_every_catalog_item_and_agrees_with_torch(trained: tuple[Path, P
     with connect(db, read_only=True) as con:
         before = table_fingerprint(con, "items")
         n_items = con.execute("SELECT count(*) FROM items").fetchone()[0]
-    report = assign_ids(db, model_dir, tmp_path, chunk_size=37, progress=False)
+    report = assign_ids(db, model_dir, tmp_path, chunk_size=37, progress=False,
+                        max_collision_rate=None)
     assert report["ok"], report["checks"]
     assert report["catalog_size"] == n_items == report["items_assigned"]
     assert report["coverage"] == 1.0
@@ -89,7 +90,7 @@ def test_codes_equal_the_model_catalog_codes(trained: tuple[Path, Path], tmp_pat
     from tarq.train import load_trained
 
     db, model_dir = trained
-    report = assign_ids(db, model_dir, tmp_path, progress=False)
+    report = assign_ids(db, model_dir, tmp_path, progress=False, max_collision_rate=None)
     _, item_ids, codes, v_item = read_ids(tmp_path / IDS_FILE)
     model, _ = load_trained(model_dir)
     layout = FeatureLayout.load(model_dir / "layout.json")
@@ -142,7 +143,7 @@ def test_disagreement_beyond_ties_fails_and_writes_no_ids(trained: tuple[Path, P
     sid.faiss_assign = shifted
     try:
         with pytest.raises(SemanticIdError, match="faiss_torch_agreement"):
-            assign_ids(db, model_dir, tmp_path, progress=False)
+            assign_ids(db, model_dir, tmp_path, progress=False, max_collision_rate=None)
     finally:
         sid.faiss_assign = real
     report = json.loads((tmp_path / "health.json").read_text())

@@ -38,7 +38,7 @@ USER = 3
 def served(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("serve")
     db, model_dir = make_trained(root)
-    report = assign_ids(db, model_dir, root / "ids", progress=False)
+    report = assign_ids(db, model_dir, root / "ids", progress=False, max_collision_rate=None)
     pub = publish(db, root / "ids", run_date="2026-10-06", export_dir=root / "export")
     with connect(db, read_only=True) as con:
         beh = con.execute(

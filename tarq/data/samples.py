@@ -40,10 +40,11 @@ from tarq.data.features import (
     Vocab,
 )
 from tarq.dates import resolve_run_date, window_for
+from tarq.defaults import MIN_COUNT
 from tarq.warehouse import new_id, open_db, side_features
 
 DEFAULT_HISTORY_DAYS = 60
-DEFAULT_MIN_COUNT = 2
+DEFAULT_MIN_COUNT = MIN_COUNT
 
 
 def _day_files(out_dir: Path, split: str) -> list[Path]:

@@ -1,0 +1,18 @@
+"""Defaults shared by the library, the CLI and the daily job (torch-free, so the CLI starts
+fast). Each was chosen from a measurement; ``benchmarks/README.md`` ("Continuous training")
+has the figures."""
+
+from __future__ import annotations
+
+# Ids (user, item) seen fewer times in the training window map to OOV: one sighting gives an
+# embedding row that a day of training barely moves from its random start.
+MIN_COUNT = 2
+# A catalog whose items mostly share their semantic-ID tuple has collapsed (seen: 7 distinct
+# tuples for 1.2M items); honest collisions (items the model cannot tell apart) stay far below.
+MAX_COLLISION_RATE = 0.5
+# Warm runs: the most items whose ID tuple may change against the served table in one day.
+# Measured 17–49 % on warm days (deep levels move first); a re-index (fresh optimizer, cold
+# retrain) moves 90–100 %.
+MAX_CHURN = 0.5
+# A warm run's Adam learning rate: a tenth of a cold run's (TrainConfig.lr = 2e-3).
+WARM_LR = 2e-4
