@@ -45,6 +45,7 @@ ENV = {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 # Variants that differ from the warm job only from its first warm day on.
 SHARES_FIRST_DAY = {"carry_optimizer", "replay_folds", "warm_epochs", "warm_max_steps_per_epoch",
+                    "warm_lr",
                     "max_churn", "champion_tolerance"}
 
 

@@ -10,7 +10,7 @@ What it does, in order:
 
 1. The warehouse: ``--dataset demo-<preset>`` generates the demo logs (``tarq demo-data
    --preset <preset> --seed 7``) into ``OUT/warehouse.duckdb`` unless it is there already;
-   ``--dataset movielens`` imports ``--movielens-src`` (default ``../shared/data/movielens-100k``)
+   ``--dataset movielens`` imports ``--movielens-src`` (a folder of the MovieLens-100k RecBole files; see ``--help`` for the default)
    the same way (and exits 0 with a note when the source is absent); ``--db`` + ``--run-date``
    use an existing warehouse as it is.
 2. Point-in-time samples, built ONCE into ``OUT/samples`` with
@@ -114,7 +114,7 @@ def ensure_warehouse(args: argparse.Namespace) -> Path | None:
 
 
 def default_window(db: Path, dataset: str | None) -> tuple[str, int]:
-    """(run date, train_days) when not given: demo → the latest day, 19 days (design.md);
+    """(run date, train_days) when not given: demo → the latest day, 19 days (as the paper);
     MovieLens → test on the busiest day of the last 28 logged days, train on every day before."""
     from tarq.dates import latest_run_date
     from tarq.warehouse import open_db

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from tarq.defaults import MAX_COLLISION_RATE
+from tarq.defaults import MAX_COLLISION_RATE, MIN_COUNT
 from tarq.telemetry import disable_telemetry
 from tarq.train_args import add_train_arguments
 
@@ -44,7 +44,8 @@ def _cmd_build_samples(args: argparse.Namespace) -> int:
     from tarq.data.samples import build_samples
 
     report = build_samples(
-        args.db, args.run_date, args.out, train_days=args.train_days, seq_len=args.seq_len
+        args.db, args.run_date, args.out, train_days=args.train_days, seq_len=args.seq_len,
+        min_count=args.min_count,
     )
     print(json.dumps(report, indent=2, default=str))
     return 0
@@ -119,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--train-days", type=int, default=19)
     p.add_argument("--seq-len", type=int, default=50)
+    p.add_argument("--min-count", type=int, default=MIN_COUNT,
+                   help="user/item ids seen fewer times in the window map to OOV")
     p.set_defaults(func=_cmd_build_samples)
 
     p = sub.add_parser("validate", help="validate the logs of a run date (Great Expectations)")

@@ -1,4 +1,4 @@
-"""Run dates (design.md): a job run on day D works on the logs up to the end of D − 1.
+"""Run dates: a job run on day D works on the logs up to the end of D − 1.
 
 The day validated and tested on is D − 1; the training window is the ``train_days`` days
 before it, capped by what the logs hold.

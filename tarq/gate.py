@@ -1,7 +1,7 @@
 """The champion gate: may today's TARQ challenger replace the served champion?
 
 Pure decision logic (no Prefect, MLflow or torch) so it can be tested exhaustively and
-reused by any orchestrator. design.md: the ``champion`` alias moves only when
+reused by any orchestrator. The ``champion`` alias moves only when
 
 1. the semantic-ID checks of the challenger passed (FAISS agreement, coverage, health),
 2. TARQ beats the two-tower baseline (TT) trained on the same samples, on the same test day,

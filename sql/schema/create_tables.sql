@@ -1,4 +1,4 @@
--- The warehouse schema (design.md "Data contract"). Raw tables are append-only: the job
+-- The warehouse schema (README "Data contract"). Raw tables are append-only: the job
 -- inserts rows and never updates or deletes them. Key columns stay nullable on purpose so
 -- that a bad row can land, be caught by validation and be quarantined with its reason
 -- instead of failing a whole load; items/users keep their primary keys (the catalog and the
@@ -98,7 +98,7 @@ CREATE TABLE IF NOT EXISTS sample_builds (
     report       JSON
 );
 
--- The feature spec (design.md): which side-feature columns of users/items are categorical
+-- The feature spec (README "Data contract"): which side-feature columns of users/items are categorical
 -- model inputs. One row per column; the base columns (category_id, brand_id) are implied.
 CREATE TABLE IF NOT EXISTS feature_spec (
     table_name   VARCHAR,

@@ -1,6 +1,6 @@
 """Point-in-time training samples: the warehouse → Parquet for training and testing.
 
-For a run date D (design.md) the test day is D − 1 and the training window the
+For a run date D the test day is D − 1 and the training window the
 ``train_days`` days before it. Each impression becomes one row holding the user's last
 ``seq_len`` behaviours strictly before the impression time, the item and user features and
 the label. Users are hashed into buckets built one statement each, so memory stays bounded

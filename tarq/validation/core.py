@@ -1,6 +1,6 @@
 """``tarq validate``: check the logs of one day with Great Expectations, quarantine bad rows.
 
-A run on run date D checks day D − 1 (design.md):
+A run on run date D checks day D − 1 (README "The command line"):
 
 1. schema: the raw tables' columns and types against ``sql/schema/create_tables.sql``
    (table-level; a drifted table's other checks are skipped);
