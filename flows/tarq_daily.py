@@ -407,22 +407,6 @@ def _write_summary(day_dir: Path, summary: DaySummary) -> None:
                                           encoding="utf-8")
 
 
-def comparison_rows(results: dict[str, dict[str, Any]],
-                    champion: ChampionScore | None) -> list[dict[str, Any]]:
-    """One row per model (same metric keys) plus the champion re-scored on the same day."""
-    from flows.tracking import METRIC_KEYS, model_metrics
-
-    rows = []
-    for name, res in results.items():
-        m = model_metrics(res)
-        rows.append({"model": name, "role": "model", **{k: m.get(k) for k in METRIC_KEYS}})
-    if champion is not None:
-        rows.append({"model": f"champion v{champion.version} ({champion.run_date})",
-                     "role": "champion" if champion.same_day else "champion (own day)",
-                     **{k: champion.metrics.get(k) for k in METRIC_KEYS[:6]}})
-    return rows
-
-
 def digest(summary: dict[str, Any]) -> str:
     """A few lines for a terminal: per-model metrics and lineage, gate, churn, publication."""
     out = [f"run date {summary['run_date']} (test day {summary['test_day']}), "

@@ -222,7 +222,6 @@ def register(tracking_uri: str | None, experiment: str, run_date: str, samples: 
              champion: ChampionScore | None, params: dict[str, Any]) -> Registration:
     """Log the day to MLflow and register TARQ (alias ``challenger``); idempotent per date."""
     from flows import tracking
-    from flows.tarq_daily import comparison_rows
 
     exp_id = tracking.setup(tracking_uri, experiment)
     parent = tracking.start_day(exp_id, run_date, samples.window(), samples.fingerprint, params)
@@ -238,7 +237,7 @@ def register(tracking_uri: str | None, experiment: str, run_date: str, samples: 
         children[name] = tracking.log_model_run(parent, name, t.result, t.dir, run_date,
                                                 lineage_tags=t.lineage.tags(),
                                                 extra_metrics=extra)
-    rows = comparison_rows({n: t.result for n, t in trained.items()}, champion)
+    rows = tracking.comparison_rows({n: t.result for n, t in trained.items()}, champion)
     preds = {n: t.predictions for n, t in trained.items()}
     ids_path = ids_dir / "ids.parquet"
     tracking.log_comparison(parent, rows, preds, ids_path if health.get("ok") else None, health)

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import mlflow
@@ -35,6 +35,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tarq.telemetry import disable_telemetry
+
+if TYPE_CHECKING:
+    from flows.results import ChampionScore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EXPERIMENT = "tarq-daily"
@@ -287,6 +290,20 @@ def log_model_run(parent_run_id: str, name: str, result: Mapping[str, Any], mode
         c.log_artifact(run_id, str(model_dir / f))
     c.set_terminated(run_id)
     return run_id
+
+
+def comparison_rows(results: dict[str, dict[str, Any]],
+                    champion: ChampionScore | None) -> list[dict[str, Any]]:
+    """One row per model (same metric keys) plus the champion re-scored on the same day."""
+    rows = []
+    for name, res in results.items():
+        m = model_metrics(res)
+        rows.append({"model": name, "role": "model", **{k: m.get(k) for k in METRIC_KEYS}})
+    if champion is not None:
+        rows.append({"model": f"champion v{champion.version} ({champion.run_date})",
+                     "role": "champion" if champion.same_day else "champion (own day)",
+                     **{k: champion.metrics.get(k) for k in METRIC_KEYS[:6]}})
+    return rows
 
 
 def log_model_dir(run_id: str, model_dir: Path) -> None:
