@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -37,6 +36,7 @@ import pytest
 from tarq import sqlfiles
 from tarq.cli import main as tarq_main
 from tarq.warehouse import open_db, quarantine_rows, raw_fingerprints
+from tests.procs import kill_when_file_appears
 from tests.test_flow import TINY_MODEL, copy_flow_env, tiny_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -494,20 +494,7 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     data_before, raw_before = _tree_sha(samples), snapshot(tiny_db)
 
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    try:
-        while not (out / CHECKPOINT).exists():
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "no checkpoint after 240 s"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)  # the worker dies mid-run, without cleanup
-    finally:
-        if proc.poll() is None:
-            proc.wait(timeout=60)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when_file_appears(cmd, out / CHECKPOINT, env)  # the worker dies mid-run
     assert not (out / "model.pt").exists() and not (out / "metrics.json").exists()
     ckpt = load_weights(out / CHECKPOINT)
     done = int(ckpt["epoch"])

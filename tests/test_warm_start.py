@@ -5,10 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +27,9 @@ from tarq.warm_start import (
     load_parent,
     load_state,
 )
+from tests.procs import REPO, kill_when_file_appears
 from tests.test_samples import DAY0, N_DAYS, _make_warehouse
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = {"emb_dim": 8, "d_model": 16, "n_heads": 2, "codebook_size": 4, "n_codebooks": 2}
 D_PARENT = DAY0 + dt.timedelta(days=N_DAYS - 1)  # run date: tests on day 3, trains on day 2
 D_CHILD = DAY0 + dt.timedelta(days=N_DAYS)        # one day later: trains on 0..3
@@ -227,19 +225,7 @@ def test_sigkill_during_a_warm_run_resumes_the_warm_run(warehouse: dict[str, Pat
            "--model", "tarq", "--out", str(out), "--config", str(cfg),
            "--warm-from", str(warehouse["parent"]), "--since-day", since]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    try:
-        while not (out / CHECKPOINT).exists():
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "no checkpoint after 240 s"
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.wait(timeout=60)
-    proc.communicate()
+    kill_when_file_appears(cmd, out / CHECKPOINT, env)
     ckpt = load_weights(out / CHECKPOINT)
     done = int(ckpt["epoch"])
     assert done < 2, "training finished before the kill; the fault was not injected"
