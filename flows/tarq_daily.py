@@ -105,7 +105,7 @@ class DailyParams(BaseModel):
     max_parent_age_days: int = Field(7, ge=1, description="an older parent means a cold run")
     full_retrain_every_days: int = Field(7, ge=1, description=(
         "a cold run when the lineage's last cold run is this many days old"))
-    replay_folds: int = Field(0, ge=0, le=100, description=(
+    replay_folds: int = Field(defaults.REPLAY_FOLDS, ge=0, le=100, description=(
         "warm runs also replay this % of the older days of the window"))
     carry_optimizer: bool = Field(True, description="warm runs continue the parent's Adam state")
     min_count: int = Field(defaults.MIN_COUNT, ge=1, description=(

@@ -16,3 +16,6 @@ MAX_COLLISION_RATE = 0.5
 MAX_CHURN = 0.5
 # A warm run's Adam learning rate: a tenth of a cold run's (TrainConfig.lr = 2e-3).
 WARM_LR = 2e-4
+# A warm run also replays this % of the window's older days (a fixed hash sample): +0.004 AUC
+# on each of 6 warm days measured, for 2.5× the warm run's rows.
+REPLAY_FOLDS = 10

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tarq.defaults import REPLAY_FOLDS
+
 LINEAGE_FILE = "lineage.json"
 
 
@@ -37,7 +39,7 @@ class LineagePolicy:
     warm_start: bool = True
     max_parent_age_days: int = 7
     full_retrain_every_days: int = 7
-    replay_folds: int = 0
+    replay_folds: int = REPLAY_FOLDS
 
     def __post_init__(self) -> None:
         if self.max_parent_age_days < 1 or self.full_retrain_every_days < 1:
