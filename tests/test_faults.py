@@ -36,7 +36,7 @@ import pytest
 from tarq import sqlfiles
 from tarq.cli import main as tarq_main
 from tarq.warehouse import open_db, quarantine_rows, raw_fingerprints
-from tests.procs import kill_when_file_appears
+from tests.procs import crash_and_resume
 from tests.test_flow import TINY_MODEL, copy_flow_env, tiny_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -482,7 +482,7 @@ def _tree_sha(root: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_sigkill_during_training_resumes_from_the_last_checkpoint(
         samples: Path, tmp_path: Path, tiny_db: Path) -> None:
-    from tarq.train import CHECKPOINT, load_trained, load_weights
+    from tarq.train import CHECKPOINT, load_trained
 
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"model": TINY_MODEL, "train": {
@@ -494,17 +494,8 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     data_before, raw_before = _tree_sha(samples), snapshot(tiny_db)
 
-    kill_when_file_appears(cmd, out / CHECKPOINT, env)  # the worker dies mid-run
-    assert not (out / "model.pt").exists() and not (out / "metrics.json").exists()
-    ckpt = load_weights(out / CHECKPOINT)
-    done = int(ckpt["epoch"])
-    assert done < 2, "training finished before the kill; the fault was not injected"
-    history_at_kill = json.loads(ckpt["history"])
-
-    rerun = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    # The rerun's progress bars start at the epoch after the checkpoint.
-    assert f"tarq epoch {done + 2}/3" in rerun.stderr
+    # The worker dies mid-run; the rerun's progress bars start after the checkpoint.
+    done, history_at_kill, rerun = crash_and_resume(cmd, out / CHECKPOINT, env)
     for epoch in range(1, done + 2):
         assert f"tarq epoch {epoch}/3" not in rerun.stderr
     metrics = json.loads((out / "metrics.json").read_text())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from tarq.warm_start import (
     load_parent,
     load_state,
 )
-from tests.procs import REPO, kill_when_file_appears
+from tests.procs import crash_and_resume
 from tests.test_samples import DAY0, N_DAYS, _make_warehouse
 
 TINY_MODEL = {"emb_dim": 8, "d_model": 16, "n_heads": 2, "codebook_size": 4, "n_codebooks": 2}
@@ -225,15 +224,7 @@ def test_sigkill_during_a_warm_run_resumes_the_warm_run(warehouse: dict[str, Pat
            "--model", "tarq", "--out", str(out), "--config", str(cfg),
            "--warm-from", str(warehouse["parent"]), "--since-day", since]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    kill_when_file_appears(cmd, out / CHECKPOINT, env)
-    ckpt = load_weights(out / CHECKPOINT)
-    done = int(ckpt["epoch"])
-    assert done < 2, "training finished before the kill; the fault was not injected"
-    at_kill = json.loads(ckpt["history"])
-
-    rerun = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"tarq epoch {done + 2}/3" in rerun.stderr
+    done, at_kill, rerun = crash_and_resume(cmd, out / CHECKPOINT, env)
     assert "tarq epoch 1/3" not in rerun.stderr  # resumed, not restarted from the parent
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["history"][: done + 1] == at_kill
