@@ -143,14 +143,21 @@ def build_samples(
                     "out_path": str(staging / f"b{bucket:04d}"),
                 },
             )
+        ordered = sqlfiles.load_sql("samples/ordered_part")
         for split in ("train", "test"):
             target = out / split
             if target.exists():
                 shutil.rmtree(target)
             target.mkdir(parents=True)
-            parts = sorted(staging.glob(f"b*/split={split}/*.parquet"))
-            for k, part in enumerate(parts):
-                part.replace(target / f"part-{k:05d}.parquet")
+            k = 0
+            for bdir in sorted(staging.glob("b*")):
+                parts = sorted(str(p) for p in bdir.glob(f"split={split}/*.parquet"))
+                if not parts:
+                    continue
+                # One deterministic file per bucket and split (see ordered_part.sql).
+                con.execute(f"COPY ({ordered}) TO $out_path (FORMAT parquet, COMPRESSION zstd)",
+                            {"files": parts, "out_path": str(target / f"part-{k:05d}.parquet")})
+                k += 1
         shutil.rmtree(staging)
         for split in ("train", "test"):
             if not _day_files(out, split):
