@@ -287,7 +287,7 @@ def train_stage(d: _Day, samples: Samples, experiment_id: str) -> dict[str, Trai
             warm = None
             if lineage.warm and parent is not None:
                 warm = {"parent_dir": str(parent.model_dir),
-                        "parent_sha256": _sha(parent.model_dir / "model.pt"),
+                        "parent_sha256": tracking.file_sha256(parent.model_dir / "model.pt"),
                         "since_day": str(lineage.train_start - dt.timedelta(days=1)),
                         "replay_folds": lineage.replay_folds,
                         "carry_optimizer": p.carry_optimizer}
@@ -307,12 +307,6 @@ def train_stage(d: _Day, samples: Samples, experiment_id: str) -> dict[str, Trai
                    lineage.rows_trained, result["train_seconds"], lineage.reason)
     artifacts.lineage(d.day, trained)
     return trained
-
-
-def _sha(path: Path) -> str:
-    from tarq.semantic_ids import file_sha256
-
-    return file_sha256(path)
 
 
 def champion_stage(d: _Day, samples: Samples) -> ChampionScore | None:

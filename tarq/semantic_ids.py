@@ -225,8 +225,9 @@ def assign_ids(
     writer = pq.ParquetWriter(tmp_path, schema, compression="zstd")
     try:
         with open_db(db_path, read_only=True) as con:
-            con.begin()  # one snapshot for the size and the rows
+            con.begin()  # one snapshot for the size, the rows and the served table
             catalog_size = int(sqlfiles.run(con, "semantic_ids/catalog_size").fetchall()[0][0])
+            served = served_codes(con) if compare_served else None
             # A relation streams Arrow batches without the DB-API copy of the whole result.
             reader = con.sql(sqlfiles.load_sql("semantic_ids/catalog")).to_arrow_reader(chunk_size)
             bar = tqdm(total=catalog_size, desc="semantic IDs", unit="item", disable=not show,
@@ -354,7 +355,9 @@ def assign_ids(
     if max_collision_rate is not None and n:
         check("max_collision_rate", report["collision_rate"] <= max_collision_rate,
               f"collision rate {report['collision_rate']:.4f} (ceiling {max_collision_rate})")
-    churn = _churn_against_served(db_path, item_ids_cat, codes_cat) if compare_served else None
+    churn = None
+    if served is not None and served[2].shape[1] == codes_cat.shape[1]:
+        churn = id_churn(item_ids_cat, codes_cat, served[1], served[2], against_version=served[0])
     report["churn"] = churn.to_dict() if churn is not None else None
     if max_churn is not None and churn is not None:
         check("max_churn", churn.tuple_churn <= max_churn,
@@ -370,20 +373,6 @@ def assign_ids(
                               f"see {out / HEALTH_JSON}")
     tmp_path.replace(ids_path)
     return report
-
-
-def _churn_against_served(db_path: Path, item_ids: np.ndarray,
-                          codes: np.ndarray) -> IdChurn | None:
-    """Churn of this assignment against the served table (None when nothing is served or
-    its codebook layout differs)."""
-    with open_db(db_path, read_only=True) as con:
-        served = served_codes(con)
-    if served is None:
-        return None
-    version, old_ids, old_codes = served
-    if old_codes.shape[1] != codes.shape[1]:
-        return None
-    return id_churn(item_ids, codes, old_ids, old_codes, against_version=version)
 
 
 def health_text(report: dict[str, Any]) -> str:
