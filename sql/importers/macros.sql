@@ -19,7 +19,8 @@ CREATE OR REPLACE TEMP MACRO tarq_epoch(v) AS
 
 -- Timestamp text → naive UTC TIMESTAMP. Text with an offset ('+02:00', 'Z') is converted to
 -- UTC (a plain cast to TIMESTAMP would drop the offset); bare numbers are Unix seconds.
-CREATE OR REPLACE TEMP MACRO tarq_ts(v) AS
+-- 'infinity' / '-infinity' (DuckDB and Parquet can hold them) are no time: NULL.
+CREATE OR REPLACE TEMP MACRO tarq_ts_any(v) AS
     CASE
         WHEN v IS NULL THEN NULL
         WHEN regexp_full_match(trim(CAST(v AS VARCHAR)), '[+-]?[0-9]+(\.[0-9]+)?') THEN tarq_epoch(v)
@@ -27,6 +28,14 @@ CREATE OR REPLACE TEMP MACRO tarq_ts(v) AS
             THEN TRY_CAST(trim(CAST(v AS VARCHAR)) AS TIMESTAMPTZ) AT TIME ZONE 'UTC'
         ELSE TRY_CAST(trim(CAST(v AS VARCHAR)) AS TIMESTAMP)
     END;
+CREATE OR REPLACE TEMP MACRO tarq_ts(v) AS
+    CASE WHEN isfinite(tarq_ts_any(v)) THEN tarq_ts_any(v) END;
+
+-- Number text → DOUBLE, NULL when not a number. 'inf', 'nan' and overflows such as '1e400'
+-- DO convert (to ±inf / NaN): tarq_nonfinite names them, so that they are quarantined as
+-- non_finite instead of reaching a DOUBLE column that later arithmetic (price_bucket) chokes on.
+CREATE OR REPLACE TEMP MACRO tarq_double(v) AS
+    TRY_CAST(trim(CAST(v AS VARCHAR)) AS DOUBLE);
 
 -- Boolean text: true/false/t/f/1/0/yes/no (any case) → BOOLEAN, anything else NULL.
 CREATE OR REPLACE TEMP MACRO tarq_bool(v) AS
@@ -41,3 +50,6 @@ CREATE OR REPLACE TEMP MACRO tarq_missing(name, v) AS
 CREATE OR REPLACE TEMP MACRO tarq_bad(name, v, typed, what) AS
     CASE WHEN v IS NOT NULL AND typed IS NULL
          THEN name || ': ''' || left(CAST(v AS VARCHAR), 80) || ''' is not ' || what END;
+CREATE OR REPLACE TEMP MACRO tarq_nonfinite(name, v) AS
+    CASE WHEN NOT isfinite(tarq_double(v))
+         THEN name || ': ''' || left(trim(CAST(v AS VARCHAR)), 80) || ''' is not a finite number' END;

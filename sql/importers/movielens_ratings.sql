@@ -10,7 +10,7 @@ WITH typed AS (
         s.source_file, s.source_line, s.raw,
         tarq_int(s.raw.user_id) AS user_id,
         tarq_int(s.raw.item_id) AS item_id,
-        TRY_CAST(trim(s.raw.rating) AS DOUBLE) AS rating,
+        tarq_double(s.raw.rating) AS rating,
         tarq_epoch(s.raw."timestamp") AS ts
     FROM import_stage AS s
 ), checked AS (
@@ -25,7 +25,9 @@ WITH typed AS (
             tarq_bad('user_id', raw.user_id, user_id, 'an integer id'),
             tarq_bad('item_id', raw.item_id, item_id, 'an integer id'),
             tarq_bad('rating', raw.rating, rating, 'a number'),
-            tarq_bad('timestamp', raw."timestamp", ts, 'Unix seconds')), '') AS cast_reason
+            tarq_bad('timestamp', raw."timestamp", ts, 'Unix seconds')), '') AS cast_reason,
+        -- NaN >= 4 is true in DuckDB: a 'nan' rating would become a click.
+        tarq_nonfinite('rating', raw.rating) AS finite_reason
     FROM typed
 )
 SELECT
@@ -39,7 +41,8 @@ SELECT
     i.category_id,
     i.brand_id,
     CASE WHEN c.null_reason IS NOT NULL THEN 'null_key'
-         WHEN c.cast_reason IS NOT NULL THEN 'type_cast' END AS reject_check,
-    nullif(concat_ws('; ', c.null_reason, c.cast_reason), '') AS reject_reason
+         WHEN c.cast_reason IS NOT NULL THEN 'type_cast'
+         WHEN c.finite_reason IS NOT NULL THEN 'non_finite' END AS reject_check,
+    nullif(concat_ws('; ', c.null_reason, c.cast_reason, c.finite_reason), '') AS reject_reason
 FROM checked AS c
 LEFT JOIN items AS i ON i.item_id = c.item_id;

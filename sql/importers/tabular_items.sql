@@ -1,4 +1,5 @@
 -- Contract-shaped items (item_id, optional category_id, brand_id, price) → catalog rows.
+-- A price of inf, -inf or NaN (text or a Parquet DOUBLE) is rejected as non_finite.
 -- raw_json keeps the row for the side-feature steps (tabular_side_*.sql).
 CREATE OR REPLACE TEMP TABLE import_typed AS
 WITH j AS (
@@ -17,7 +18,7 @@ WITH j AS (
         tarq_int(item_raw) AS item_id,
         tarq_int(category_raw) AS category_id,
         tarq_int(brand_raw) AS brand_id,
-        TRY_CAST(trim(price_raw) AS DOUBLE) AS price
+        tarq_double(price_raw) AS price
     FROM typed
 ), checked AS (
     SELECT
@@ -27,13 +28,15 @@ WITH j AS (
             tarq_bad('item_id', item_raw, item_id, 'an integer id'),
             tarq_bad('category_id', category_raw, category_id, 'an integer id'),
             tarq_bad('brand_id', brand_raw, brand_id, 'an integer id'),
-            tarq_bad('price', price_raw, price, 'a number')), '') AS cast_reason
+            tarq_bad('price', price_raw, price, 'a number')), '') AS cast_reason,
+        tarq_nonfinite('price', price_raw) AS finite_reason
     FROM converted
 )
 SELECT
     source_file, source_line, raw, raw_json,
     item_id, category_id, brand_id, price,
     CASE WHEN null_reason IS NOT NULL THEN 'null_key'
-         WHEN cast_reason IS NOT NULL THEN 'type_cast' END AS reject_check,
-    nullif(concat_ws('; ', null_reason, cast_reason), '') AS reject_reason
+         WHEN cast_reason IS NOT NULL THEN 'type_cast'
+         WHEN finite_reason IS NOT NULL THEN 'non_finite' END AS reject_check,
+    nullif(concat_ws('; ', null_reason, cast_reason, finite_reason), '') AS reject_reason
 FROM checked;

@@ -1,6 +1,7 @@
 -- Taobao ad_feature (adgroup_id,cate_id,campaign_id,customer,brand,price) → catalog rows.
 -- item_id = adgroup_id, category_id = cate_id, brand_id = brand (the text 'NULL' means no
--- brand), price as is; campaign_id and customer become item side features.
+-- brand), price as is (inf/NaN rejected as non_finite); campaign_id and customer become
+-- item side features.
 CREATE OR REPLACE TEMP TABLE import_typed AS
 WITH v AS (
     SELECT
@@ -17,7 +18,7 @@ WITH v AS (
         tarq_int(raw.adgroup_id) AS item_id,
         tarq_int(cate_raw) AS category_id,
         tarq_int(brand_raw) AS brand_id,
-        TRY_CAST(price_raw AS DOUBLE) AS price,
+        tarq_double(price_raw) AS price,
         tarq_int(campaign_raw) AS campaign_id,
         tarq_int(customer_raw) AS customer
     FROM v
@@ -31,13 +32,15 @@ WITH v AS (
             tarq_bad('brand', brand_raw, brand_id, 'an integer id'),
             tarq_bad('price', price_raw, price, 'a number'),
             tarq_bad('campaign_id', campaign_raw, campaign_id, 'an integer id'),
-            tarq_bad('customer', customer_raw, customer, 'an integer id')), '') AS cast_reason
+            tarq_bad('customer', customer_raw, customer, 'an integer id')), '') AS cast_reason,
+        tarq_nonfinite('price', price_raw) AS finite_reason
     FROM typed
 )
 SELECT
     source_file, source_line, raw,
     item_id, category_id, brand_id, price, campaign_id, customer,
     CASE WHEN null_reason IS NOT NULL THEN 'null_key'
-         WHEN cast_reason IS NOT NULL THEN 'type_cast' END AS reject_check,
-    nullif(concat_ws('; ', null_reason, cast_reason), '') AS reject_reason
+         WHEN cast_reason IS NOT NULL THEN 'type_cast'
+         WHEN finite_reason IS NOT NULL THEN 'non_finite' END AS reject_check,
+    nullif(concat_ws('; ', null_reason, cast_reason, finite_reason), '') AS reject_reason
 FROM checked;

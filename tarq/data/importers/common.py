@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from tarq.data.paths import duckdb_path
 from tarq.sqlfiles import load_sql, run
 from tarq.warehouse import add_side_column, table_columns
 
@@ -307,7 +310,7 @@ def stage_text(ctx: ImportContext, path: Path, fmt: TextFormat, names: list[str]
     run(con, "importers/drop_stage")
     params = {
         "source": str(path),
-        "path": str(path),
+        "path": duckdb_path(path),
         "columns": {n: "VARCHAR" for n in names},
         "skip": 1 if fmt.header else 0,
         "delim": fmt.delim,
@@ -353,11 +356,57 @@ def _describe(fmt: TextFormat, names: list[str], err: tuple, last_line: int, nl:
     return f"line {line}, column {column}: {message}"
 
 
+def check_part_columns(paths: list[Path]) -> None:
+    """Refuse a folder of Parquet parts whose parts do not all have the same columns.
+
+    Read naively, DuckDB takes the columns of the first part: a column only later parts have
+    was dropped (``exposed = false`` stored as TRUE), and read by name, a column some parts
+    lack would silently become NULL or the importer's default. Neither is the export's data.
+
+    Raises:
+        SourceFormatError: a part cannot be read, or parts disagree (both parts named).
+    """
+    first: tuple[Path, list[str]] | None = None
+    for path in paths:
+        try:
+            names = pq.read_schema(path).names
+        except (OSError, pa.ArrowException) as exc:
+            raise SourceFormatError(
+                f"{path}: cannot be read as Parquet: {_first_line(exc)}") from exc
+        if first is None:
+            first = (path, names)
+            continue
+        missing = [c for c in first[1] if c not in names]
+        extra = [c for c in names if c not in first[1]]
+        if missing or extra:
+            what = "; ".join(
+                part for part in (
+                    f"it lacks {', '.join(missing)}" if missing else "",
+                    f"it has {', '.join(extra)} that {first[0].name} lacks" if extra else "",
+                ) if part
+            )
+            raise SourceFormatError(
+                f"{path}: Parquet parts of one table must have the same columns, but {what} "
+                f"(columns of {first[0]}: {', '.join(first[1])}); re-export the parts with "
+                "one schema"
+            )
+
+
 def stage_parquet(ctx: ImportContext, paths: list[Path]) -> int:
-    """Stage Parquet file(s) into ``import_stage``; return the number of rows."""
+    """Stage Parquet file(s) into ``import_stage``; return the number of rows.
+
+    Parts of one folder are checked to have the same columns first
+    (:func:`check_part_columns`); their types may differ (DuckDB unifies them by name, and the
+    typed step checks every value anyway).
+
+    Raises:
+        SourceFormatError: a part cannot be read, or the parts' columns differ.
+    """
+    if len(paths) > 1:
+        check_part_columns(paths)
     run(ctx.con, "importers/drop_stage")
     try:
-        run(ctx.con, "importers/stage_parquet", {"paths": [str(p) for p in paths]})
+        run(ctx.con, "importers/stage_parquet", {"paths": [duckdb_path(p) for p in paths]})
     except duckdb.Error as exc:
         where = paths[0] if len(paths) == 1 else f"{paths[0].parent} ({len(paths)} parts)"
         raise SourceFormatError(f"{where}: cannot be read as Parquet: {_first_line(exc)}") from exc

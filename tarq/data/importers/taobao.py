@@ -18,7 +18,8 @@ Mapping decisions (see the SQL files for the row-level details):
 
 * impressions: ``item_id = adgroup_id``, ``ts`` = ``time_stamp`` as naive UTC,
   ``clicked = (clk = 1)``, ``exposed = TRUE``; ``position`` and ``request_id`` are NULL
-  (``pid`` is the ad slot, not a request; ``nonclk`` is redundant with ``clk``).
+  (``pid`` is the ad slot, not a request). ``nonclk`` must be ``1 - clk``: a row with both
+  set or neither is quarantined as ``label_conflict``.
 * items: ``category_id = cate_id``, ``brand_id = brand`` (the text ``NULL`` → NULL),
   ``price``; side features ``campaign_id`` and ``customer``.
 * users: every profile field is a user side feature under its own name.
@@ -73,7 +74,7 @@ RAW_SAMPLE = TextFormat(
     "Taobao raw_sample",
     ",",
     True,
-    ("user", "time_stamp", "adgroup_id", "clk"),
+    ("user", "time_stamp", "adgroup_id", "nonclk", "clk"),
 )
 BEHAVIOR_LOG = TextFormat(
     "Taobao behavior_log",
