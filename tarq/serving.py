@@ -16,6 +16,17 @@ loop over candidates; the item vectors are normalised once at load time.
 Unknown candidate ids (not in the published table): ``unknown="raise"`` (default) raises
 :class:`UnknownItemError` listing them; ``unknown="nan"`` scores them NaN and the rest as usual.
 
+Requests are checked strictly, each refusal a :class:`ValueError` naming the field and value:
+ids are integers (Python or numpy ints; floats, strings and bools are refused, never rounded
+or parsed); ``user_profile`` is a dict (``{}`` for a user without known fields, ``None`` is
+refused: it usually means a lost join upstream); timestamps are finite (NaN, NaT and null are
+refused); a behaviour later than ``request_ts`` is refused (it would leak the future into the
+request); at most ``max_candidates`` candidates per request (:data:`MAX_CANDIDATES`).
+
+The ID table must come from the same weights: the sha256 of ``model.pt`` is compared with the
+one recorded with the IDs (the warehouse's registry, the ``ids.parquet`` metadata or a
+published export's manifest) before the weights are read.
+
 The same module holds the equivalent fast paths of the two-tower model (one matrix-vector
 product) and of full target attention (one attention over the history per candidate), used
 by ``benchmarks/serving_latency.py`` to compare the three on equal terms.
@@ -25,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,17 +44,25 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
 from tarq import sqlfiles
 from tarq.data.features import ACTIONS, OOV, PAD, FeatureLayout, Vocab, time_gap_index
 from tarq.model.base import UserState
-from tarq.semantic_ids import file_sha256, ids_arrays
+from tarq.semantic_ids import META_KEY, file_sha256, ids_arrays
 
 EPS = 1e-8
 BLOCK = 4096
 UNKNOWN_MODES = ("raise", "nan")
+# Pre-ranking narrows a retrieval set of thousands to hundreds; a request far beyond this is a
+# client bug (or a denial of service), not a ranking workload.
+MAX_CANDIDATES = 10_000
+
+
+class ModelMismatchError(ValueError):
+    """An ID table and weights that do not belong together (or whose pairing cannot be proved)."""
 
 
 class UnknownItemError(ValueError):
@@ -62,9 +82,43 @@ class UnknownItemError(ValueError):
 def _ids(value: Any, what: str) -> int | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         raise ValueError(f"{what} must be an integer id or null, got {value!r}")
     return int(value)
+
+
+def candidate_ids(values: Any, max_candidates: int | None = MAX_CANDIDATES) -> np.ndarray:
+    """Candidate item ids → (N,) int64, refusing anything but integers and more than the cap.
+
+    Integer numpy arrays pass as they are; lists (or object arrays) are checked element by
+    element, so ``1.9``, ``"1"`` and ``True`` are refused instead of becoming item 1.
+    """
+    if isinstance(values, str | bytes | dict) or not isinstance(values, Sequence | np.ndarray):
+        raise ValueError(f"candidate_item_ids must be a list of integer ids, got "
+                         f"{type(values).__name__}")
+    n = len(values)
+    if max_candidates is not None and n > max_candidates:
+        raise ValueError(f"candidate_item_ids has {n} ids, more than the cap of {max_candidates} "
+                         "per request (max_candidates)")
+    if isinstance(values, np.ndarray):
+        if values.ndim != 1:
+            raise ValueError(f"candidate_item_ids must be a flat list, got shape {values.shape}")
+        if values.dtype.kind in "iu":
+            if values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
+                raise ValueError("candidate_item_ids holds an id beyond int64")
+            return values.astype(np.int64, copy=False)
+        if values.dtype.kind != "O" and values.size:
+            raise ValueError(f"candidate_item_ids must be integers, got {values.dtype} "
+                             f"(first value {values[0]!r})")
+    out = np.empty(n, dtype=np.int64)
+    for i, v in enumerate(values):
+        if isinstance(v, bool | np.bool_) or not isinstance(v, int | np.integer):
+            raise ValueError(f"candidate_item_ids[{i}] must be an integer id, got {v!r}")
+        try:
+            out[i] = v
+        except OverflowError:
+            raise ValueError(f"candidate_item_ids[{i}] = {v} does not fit int64") from None
+    return out
 
 
 def encode_user(profile: dict[str, Any], layout: FeatureLayout,
@@ -86,16 +140,22 @@ def epoch_seconds(value: Any, what: str) -> float:
 
     Accepts epoch seconds (int/float), ISO-8601 strings, ``datetime`` (pandas ``Timestamp``
     included) and ``numpy.datetime64``. Naive values are read as UTC, like the warehouse's
-    ``TIMESTAMP`` columns; only differences of timestamps enter the model.
+    ``TIMESTAMP`` columns; only differences of timestamps enter the model. Null, NaN and NaT
+    are refused: a missing time is not "now" and not the epoch.
     """
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool | np.bool_) or value is None:
         raise ValueError(f"{what} must be a timestamp, got {value!r}")
     if isinstance(value, int | float | np.integer | np.floating):
         if not np.isfinite(value):
             raise ValueError(f"{what} must be a finite timestamp, got {value!r}")
         return float(value)
     if isinstance(value, np.datetime64):
+        if np.isnat(value):
+            raise ValueError(f"{what} must be a timestamp, got NaT")
         return float(value.astype("datetime64[us]").astype(np.int64)) / 1e6
+    # pandas.NaT is a datetime subclass whose .timestamp() raises a bare ValueError.
+    if isinstance(value, dt.datetime) and value != value:
+        raise ValueError(f"{what} must be a timestamp, got NaT")
     if isinstance(value, str):
         try:
             value = dt.datetime.fromisoformat(value)
@@ -121,10 +181,15 @@ def encode_history(history: Sequence[dict[str, Any]], layout: FeatureLayout,
     allowed → OOV), ``action`` (one of pv/cart/fav/buy; null or other → OOV) and, when the
     model embeds the time since each behaviour (``time_gap`` in ``layout.seq_fields``), its
     ``ts`` (see :func:`epoch_seconds`); a behaviour without it is an error, since training
-    never saw one. ``request_ts`` is the time of the request (default: now).
+    never saw one, and so is one later than ``request_ts`` (training only ever sees behaviours
+    before the impression; a later one is leakage or a broken clock, not "under a minute").
+    ``request_ts`` is the time of the request (default: now).
     """
     if not isinstance(history, Sequence) or isinstance(history, str | bytes):
         raise ValueError(f"history must be a list of behaviour dicts, got {type(history).__name__}")
+    # Checked even when unused (no history, or a model without time gaps): a bad clock is a
+    # bad request either way.
+    now = time.time() if request_ts is None else epoch_seconds(request_ts, "request_ts")
     recent = list(history)[-layout.seq_len:]
     n = max(len(recent), 1)
     hist = np.full((1, n, len(layout.seq_fields)), PAD, dtype=np.int64)
@@ -141,8 +206,6 @@ def encode_history(history: Sequence[dict[str, Any]], layout: FeatureLayout,
                 hist[0, : len(recent), j] = [action_ix.get(ev.get("action"), OOV) for ev in recent]
                 continue
             if f == "time_gap":
-                now = time.time() if request_ts is None else epoch_seconds(request_ts,
-                                                                          "request_ts")
                 ts = []
                 for b, ev in enumerate(recent):
                     if ev.get("ts") is None:
@@ -150,6 +213,11 @@ def encode_history(history: Sequence[dict[str, Any]], layout: FeatureLayout,
                             f"history[{b + offset}] lacks 'ts': this model embeds the time "
                             "since each behaviour, so every behaviour needs its timestamp")
                     ts.append(epoch_seconds(ev["ts"], f"history[{b + offset}]['ts']"))
+                    if ts[-1] > now:
+                        raise ValueError(
+                            f"history[{b + offset}]['ts'] = {ev['ts']!r} is after request_ts "
+                            f"({'now' if request_ts is None else repr(request_ts)}): a request "
+                            "may only carry behaviours from before it")
                 hist[0, : len(recent), j] = time_gap_index(now - np.asarray(ts))
                 continue
             raw = [_ids(ev.get(f), f"history[{b + offset}][{f!r}]") for b, ev in enumerate(recent)]
@@ -157,6 +225,50 @@ def encode_history(history: Sequence[dict[str, Any]], layout: FeatureLayout,
             vals = np.array([0 if r is None else r for r in raw], dtype=np.int64)
             hist[0, : len(recent), j] = vocabs[f].lookup(vals, null_mask=nulls)
     return torch.from_numpy(hist), torch.from_numpy(mask)
+
+
+# -- pairing of IDs and weights -------------------------------------------------------------
+def ids_model_sha256(path: Path, table: pa.Table | None = None) -> list[tuple[str, str]]:
+    """The weights' sha256 recorded for an ID-table Parquet file: [(where, sha256)].
+
+    ``ids.parquet`` carries it in its ``tarq`` schema metadata; a published export carries
+    none itself, but its manifest beside it does (used only when the manifest's ``sha256`` is
+    that of this file's bytes, so a stale or foreign manifest proves nothing).
+    """
+    path = Path(path)
+    schema = table.schema if table is not None else pq.read_schema(path)
+    found = []
+    raw = (schema.metadata or {}).get(META_KEY)
+    if raw:
+        sha = json.loads(raw).get("model_sha256")
+        if sha:
+            found.append(("metadata", str(sha)))
+    manifest = path.with_name(f"{path.stem}.manifest.json")
+    if manifest.is_file():
+        info = json.loads(manifest.read_text(encoding="utf-8"))
+        if (info.get("file") == path.name and info.get("model_sha256")
+                and info.get("sha256") == file_sha256(path)):
+            found.append(("manifest", str(info["model_sha256"])))
+    return found
+
+
+def check_model_sha(recorded: str | None, model_dir: Path, what: str) -> None:
+    """Refuse ``model_dir/model.pt`` unless its sha256 equals the one recorded for the IDs.
+
+    Raises:
+        ModelMismatchError: a different hash, or none recorded (``recorded`` None).
+    """
+    weights = Path(model_dir) / "model.pt"
+    if not recorded:
+        raise ModelMismatchError(
+            f"{what} records no model sha256, so nothing proves its IDs were assigned by "
+            f"{weights}; use the ids.parquet of `tarq assign-ids` or an export with its manifest "
+            "(or pass allow_unverified=True)")
+    actual = file_sha256(weights)
+    if actual != recorded:
+        raise ModelMismatchError(
+            f"{what} was assigned by another model (sha256 {recorded[:12]}) than {weights} "
+            f"(sha256 {actual[:12]}): semantic IDs and weights must come from the same model")
 
 
 # -- per-candidate scoring kernels ----------------------------------------------------------
@@ -292,10 +404,17 @@ class Scorer:
 
     def __init__(self, model: torch.nn.Module, layout: FeatureLayout, vocabs: dict[str, Vocab],
                  item_ids: np.ndarray, codes: np.ndarray, v_item: np.ndarray,
-                 version: int | None = None, source: str = "") -> None:
+                 version: int | None = None, source: str = "",
+                 max_candidates: int | None = MAX_CANDIDATES) -> None:
         """Args: model (TARQ, eval mode), layout, vocabularies of the user/item fields,
-        item_ids (N,), codes (N, m), v_item (N, d) of the ID table; version/source for logs.
+        item_ids (N,), codes (N, m), v_item (N, d) of the ID table; version/source for logs;
+        max_candidates: the most candidates one request may score (None: no cap).
         """
+        if max_candidates is not None and (isinstance(max_candidates, bool)
+                                           or not isinstance(max_candidates, int)
+                                           or max_candidates < 1):
+            raise ValueError(f"max_candidates must be a positive integer or None, got "
+                             f"{max_candidates!r}")
         if not hasattr(model, "rq_attention"):
             raise ValueError(f"the Scorer needs a TARQ model, got {type(model).__name__}")
         m, k = model.config.n_codebooks, model.config.codebook_size
@@ -320,6 +439,7 @@ class Scorer:
         self.vocabs = vocabs
         self.version = version
         self.source = source
+        self.max_candidates = max_candidates
         self.m, self.k, self.d = m, k, d
 
     # -- construction -------------------------------------------------------------------
@@ -335,11 +455,12 @@ class Scorer:
 
     @classmethod
     def from_paths(cls, db_path: Path, model_dir: Path, version: int | None = None,
-                   check_model: bool = True) -> Scorer:
+                   check_model: bool = True,
+                   max_candidates: int | None = MAX_CANDIDATES) -> Scorer:
         """The served (or a given kept) published version of the warehouse + the model.
 
         ``check_model`` refuses a table whose IDs were assigned by other weights than
-        ``model_dir/model.pt`` (compared by sha256).
+        ``model_dir/model.pt`` (compared by sha256), or whose registry row records no hash.
         """
         from tarq.warehouse import open_db
 
@@ -358,26 +479,47 @@ class Scorer:
                                             table=reg[0][1])).to_arrow_table()
             model_sha = reg[0][6]
             con.commit()
-        if check_model and model_sha and model_sha != file_sha256(Path(model_dir) / "model.pt"):
-            raise ValueError(f"published version {version} was assigned by another model "
-                             f"(sha256 {model_sha[:12]}) than {model_dir}")
-        return cls._from_table(table, model_dir, version, f"{db_path}#v{version}")
+        if check_model:
+            check_model_sha(model_sha or None, Path(model_dir),
+                            f"published version {version} of {db_path}")
+        return cls._from_table(table, model_dir, version, f"{db_path}#v{version}",
+                               max_candidates)
 
     @classmethod
-    def from_parquet(cls, path: Path, model_dir: Path) -> Scorer:
-        """An ``ids.parquet`` or a published Parquet export + the model."""
-        import pyarrow.parquet as pq
+    def from_parquet(cls, path: Path, model_dir: Path, model_sha256: str | None = None,
+                     allow_unverified: bool = False,
+                     max_candidates: int | None = MAX_CANDIDATES) -> Scorer:
+        """An ``ids.parquet`` or a published Parquet export + the model.
 
-        return cls._from_table(pq.read_table(path), model_dir, None, str(path))
+        The IDs must have been assigned by ``model_dir/model.pt``: its sha256 is compared,
+        before the weights are read, with every hash on record for the file — the
+        ``ids.parquet`` metadata, the export's manifest (``<name>.manifest.json`` beside it,
+        when it describes this file's bytes) and ``model_sha256`` when given.
+
+        Raises:
+            ModelMismatchError: a recorded hash differs from the weights', or no hash is
+                recorded at all and ``allow_unverified`` is False.
+        """
+        path = Path(path)
+        table = pq.read_table(path)
+        recorded = ids_model_sha256(path, table)
+        if model_sha256 is not None:
+            recorded.append(("expected", model_sha256))
+        if not recorded and not allow_unverified:
+            check_model_sha(None, Path(model_dir), str(path))
+        for where, sha in recorded:
+            check_model_sha(sha, Path(model_dir), f"{path} ({where})")
+        return cls._from_table(table, model_dir, None, str(path), max_candidates)
 
     @classmethod
     def _from_table(cls, table: pa.Table, model_dir: Path, version: int | None,
-                    source: str) -> Scorer:
+                    source: str, max_candidates: int | None = MAX_CANDIDATES) -> Scorer:
         item_ids, codes, v_item = ids_arrays(table)
         if version is None and "version" in table.column_names and len(table):
             version = int(table.column("version")[0].as_py())
         model, layout, vocabs = cls._load_model(Path(model_dir))
-        return cls(model, layout, vocabs, item_ids, codes, v_item, version, source)
+        return cls(model, layout, vocabs, item_ids, codes, v_item, version, source,
+                   max_candidates)
 
     # -- scoring ------------------------------------------------------------------------
     @property
@@ -386,13 +528,12 @@ class Scorer:
 
     def rows(self, candidate_item_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray,
                                                                             np.ndarray]:
-        """Table rows of the candidates: (rows (N,) int64, known (N,) bool)."""
-        ids = np.asarray(candidate_item_ids)
-        if ids.ndim != 1:
-            raise ValueError(f"candidate_item_ids must be a flat list, got shape {ids.shape}")
-        if ids.size and ids.dtype.kind not in "iu":
-            raise ValueError(f"candidate_item_ids must be integers, got {ids.dtype}")
-        ids = ids.astype(np.int64, copy=False)
+        """Table rows of the candidates: (rows (N,) int64, known (N,) bool).
+
+        Raises:
+            ValueError: a candidate that is not an integer id, or more than ``max_candidates``.
+        """
+        ids = candidate_ids(candidate_item_ids, self.max_candidates)
         pos = np.searchsorted(self._item_ids, ids)
         pos_c = np.minimum(pos, max(self.n_items - 1, 0))
         known = (self._item_ids[pos_c] == ids) if self.n_items else np.zeros(ids.size, bool)
@@ -402,6 +543,9 @@ class Scorer:
     def request_state(self, user_profile: dict[str, Any], history: Sequence[dict[str, Any]],
                       request_ts: Any = None) -> RequestState:
         """The fixed per-request cost: user tower and the m·K personalised codebook entries."""
+        if user_profile is None:
+            raise ValueError("user_profile is null: send {} for a user without profile fields "
+                             "(each field then scores as an unknown id)")
         if not isinstance(user_profile, dict):
             raise ValueError(f"user_profile must be a dict, got {type(user_profile).__name__}")
         user = encode_user(user_profile, self.layout, self.vocabs)
@@ -418,10 +562,11 @@ class Scorer:
         """Per-candidate cost: logits (N,) float32 of the candidates for a computed request."""
         if unknown not in UNKNOWN_MODES:
             raise ValueError(f"unknown must be one of {UNKNOWN_MODES}, got {unknown!r}")
-        rows, known = self.rows(candidate_item_ids)
+        ids = candidate_ids(candidate_item_ids, self.max_candidates)
+        rows, known = self.rows(ids)
         if not known.all():
             if unknown == "raise":
-                raise UnknownItemError(np.asarray(candidate_item_ids)[~known], rows.size)
+                raise UnknownItemError(ids[~known], rows.size)
             rows = rows[known]
         head = self.model.head
         logits = tarq_logits(state.u_hat, state.personal, self._v_hat, self._flat_codes,
@@ -443,7 +588,7 @@ class Scorer:
             history: behaviours oldest first, each ``{"item_id", "category_id",
                 "brand_id", "action", "ts"}``; only the last ``seq_len`` count, as in
                 training (see :func:`encode_history`).
-            candidate_item_ids: (N,) raw item ids.
+            candidate_item_ids: (N,) raw item ids (integers; at most ``max_candidates``).
             unknown: ``"raise"`` (:class:`UnknownItemError`) or ``"nan"`` for ids not in
                 the published table.
             request_ts: time of the request (default: now), the reference of the behaviours'

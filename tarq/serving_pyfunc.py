@@ -2,9 +2,16 @@
 
 The model's artifacts are the trained model directory (weights, config, layout,
 vocabularies — not the training checkpoints) and a snapshot of the published semantic-ID
-table as Parquet (``tarq publish``'s export), so the served model needs neither the
-warehouse nor a network. The ``tarq`` package itself must be importable where it is served
-(``pip install -e .`` of this repository; ``--env-manager local`` uses that environment).
+table as Parquet (``tarq publish``'s export or ``ids.parquet``), so the served model needs
+neither the warehouse nor a network. The ``tarq`` package itself must be importable where it
+is served (``pip install -e .`` of this repository; ``--env-manager local`` uses that
+environment).
+
+Saved as MLflow "models from code": the model is :mod:`tarq.serving_model_code`, run on load;
+nothing is pickled or unpickled (a ``python_model.pkl`` planted in the model folder is never
+read). :func:`load_scorer_model` loads a saved model only when it is this code, unchanged, with
+pickle deserialization switched off. The snapshot's ID table carries the sha256 of the weights
+that assigned it; loading refuses other weights (:class:`tarq.serving.ModelMismatchError`).
 
 Request: one record per request, e.g. the body of ``POST /invocations``::
 
@@ -16,26 +23,45 @@ Request: one record per request, e.g. the body of ``POST /invocations``::
                             "unknown": "raise"}]}
 
 ``unknown`` is optional (``"raise"`` or ``"nan"``, see :mod:`tarq.serving`); ``request_ts``
-defaults to the time the request is scored. Each behaviour's ``ts`` is required by models
-that embed the time since each behaviour (every model trained since that feature exists).
-Response: one row per request with ``scores`` (logits, σ(logit) = click probability) in candidate order.
+defaults to the time the request is scored when absent or null (NaT is refused). Each
+behaviour's ``ts`` is required by models that embed the time since each behaviour (every model
+trained since that feature exists) and may not be later than ``request_ts``. Ids are integers
+(``1.9``, ``"1"``, ``true`` are refused); ``user_profile`` is an object (``{}`` for nothing
+known); at most ``max_candidates`` candidates per request (model config, default
+:data:`tarq.serving.MAX_CANDIDATES`; ``mlflow.pyfunc.load_model(uri, model_config=
+{"max_candidates": n})`` changes it). A bad request fails as a whole with an
+``INVALID_PARAMETER_VALUE`` :class:`~mlflow.exceptions.MlflowException` naming the request, the
+field and the value — HTTP 400 from ``mlflow models serve``.
+Response: one row per request with ``scores`` (logits, σ(logit) = click probability) in
+candidate order.
 Importing mlflow is confined to this module; the rest of ``tarq`` does not need it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from tarq.serving import Scorer
+from tarq.semantic_ids import META_KEY
+from tarq.serving import MAX_CANDIDATES, Scorer, ids_model_sha256
 
 MODEL_FILES = ("model.pt", "config.json", "layout.json")
+# The models-from-code file MLflow copies into the saved model and runs on load.
+MODEL_CODE = Path(__file__).with_name("serving_model_code.py")
+IDS_ARTIFACT = "ids.parquet"
 
 
 def _pip_requirements() -> list[str]:
@@ -46,17 +72,20 @@ def _pip_requirements() -> list[str]:
 
 def _as_list(value: Any, what: str) -> list[Any]:
     if isinstance(value, np.ndarray):
+        # .tolist() gives Python scalars of the array's kind: floats stay floats (refused).
         return value.tolist()
     if isinstance(value, list | tuple):
         return list(value)
     raise ValueError(f"{what} must be a list, got {type(value).__name__}")
 
 
-def _optional(value: Any) -> Any:
-    # A DataFrame fills fields that some records lack with NaN/NaT.
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
-        return None
-    return value
+def _missing(value: Any) -> bool:
+    # A DataFrame fills fields that some records lack with None or NaN.
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _is_nat(value: Any) -> bool:
+    return value is pd.NaT or (isinstance(value, np.datetime64) and bool(np.isnat(value)))
 
 
 def _requests(model_input: Any) -> list[dict[str, Any]]:
@@ -76,35 +105,63 @@ def _requests(model_input: Any) -> list[dict[str, Any]]:
         missing = {"user_profile", "candidate_item_ids"} - set(r)
         if missing:
             raise ValueError(f"request {i} lacks {sorted(missing)}")
-        history = _optional(r.get("history"))
-        history = [] if history is None else _as_list(history, f"request {i} history")
-        out.append({
-            "user_profile": dict(r["user_profile"]),
-            "history": [dict(h) for h in history],
-            "candidate_item_ids": [int(c) for c in _as_list(r["candidate_item_ids"],
-                                                            f"request {i} candidate_item_ids")],
-            # A DataFrame fills a missing "unknown" of some records with NaN.
-            "unknown": r["unknown"] if isinstance(r.get("unknown"), str) else "raise",
-            "request_ts": _optional(r.get("request_ts")),
-        })
+        profile = None if _missing(r["user_profile"]) else r["user_profile"]
+        history = r.get("history")
+        history = [] if _missing(history) else _as_list(history, f"request {i} history")
+        if _missing(r["candidate_item_ids"]):
+            raise ValueError(f"request {i} candidate_item_ids is null")
+        cands = _as_list(r["candidate_item_ids"], f"request {i} candidate_item_ids")
+        unknown = r.get("unknown")
+        if _missing(unknown):
+            unknown = "raise"
+        elif not isinstance(unknown, str):
+            raise ValueError(f"request {i} unknown must be 'raise' or 'nan', got {unknown!r}")
+        request_ts = r.get("request_ts")
+        if _is_nat(request_ts):
+            raise ValueError(f"request {i} request_ts is NaT; omit it (or send null) to score "
+                             "at the time of the request")
+        out.append({"user_profile": profile, "history": history, "candidate_item_ids": cands,
+                    "unknown": unknown,
+                    "request_ts": None if _missing(request_ts) else request_ts})
     return out
 
 
+def _bad_request(message: str) -> MlflowException:
+    # INVALID_PARAMETER_VALUE: the scoring server answers 400 with this message (any other
+    # exception becomes a generic "unexpected error").
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
 class TarqScorerModel(mlflow.pyfunc.PythonModel):
-    """pyfunc model: artifacts ``model_dir`` (trained TARQ) and ``ids`` (ID table Parquet)."""
+    """pyfunc model: artifacts ``model_dir`` (trained TARQ) and ``ids`` (ID table Parquet
+    carrying the weights' sha256); model config ``max_candidates``."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.scorer = Scorer.from_parquet(Path(context.artifacts["ids"]),
-                                          Path(context.artifacts["model_dir"]))
+        cfg = context.model_config or {}
+        self.scorer = Scorer.from_parquet(
+            Path(context.artifacts["ids"]), Path(context.artifacts["model_dir"]),
+            max_candidates=cfg.get("max_candidates", MAX_CANDIDATES))
 
     # No type hints on model_input on purpose: MLflow would turn them into a schema that
     # cannot express nested per-request records.
     def predict(self, context, model_input, params=None):
-        """Scores per request: DataFrame with one ``scores`` list per input record."""
+        """Scores per request: DataFrame with one ``scores`` list per input record.
+
+        Raises:
+            MlflowException: ``INVALID_PARAMETER_VALUE`` for a bad request, naming it.
+        """
+        try:
+            requests = _requests(model_input)
+        except ValueError as exc:
+            raise _bad_request(str(exc)) from None
         scores = []
-        for r in _requests(model_input):
-            s = self.scorer.score(r["user_profile"], r["history"], r["candidate_item_ids"],
-                                  unknown=r["unknown"], request_ts=r["request_ts"])
+        for i, r in enumerate(requests):
+            try:
+                s = self.scorer.score(r["user_profile"], r["history"], r["candidate_item_ids"],
+                                      unknown=r["unknown"], request_ts=r["request_ts"])
+            except ValueError as exc:
+                prefix = f"request {i}: " if len(requests) > 1 else ""
+                raise _bad_request(f"{prefix}{exc}") from None
             scores.append([None if np.isnan(x) else float(x) for x in s])
         return pd.DataFrame({"scores": scores})
 
@@ -118,33 +175,109 @@ def _stage_model_dir(model_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def save_scorer_model(path: Path, model_dir: Path, ids_path: Path) -> Path:
+def _stage_ids(ids_path: Path, model_dir: Path, dest: Path) -> Path:
+    """The ID table as the model's artifact, with the weights' sha256 in its own metadata.
+
+    Refuses IDs of other weights, or with no hash on record (an export without its manifest),
+    here rather than at serving time. An export (no ``tarq`` metadata of its own) is rewritten
+    with the hash its manifest records, so the artifact proves its pairing by itself.
+    """
+    Scorer.from_parquet(Path(ids_path), Path(model_dir))
+    table = pq.read_table(ids_path)
+    meta = dict(table.schema.metadata or {})
+    if META_KEY not in meta:
+        (_, sha), *_ = ids_model_sha256(Path(ids_path), table)
+        meta[META_KEY] = json.dumps({"model_sha256": sha}).encode()
+        pq.write_table(table.replace_schema_metadata(meta), dest, compression="zstd")
+    else:
+        shutil.copy2(ids_path, dest)
+    return dest
+
+
+@contextlib.contextmanager
+def staged_artifacts(model_dir: Path, ids_path: Path) -> Iterator[dict[str, str]]:
+    """The pyfunc's artifacts staged in a temporary folder: ``{"model_dir", "ids"}``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = _stage_model_dir(Path(model_dir), Path(tmp) / "model_dir")
+        ids = _stage_ids(Path(ids_path), Path(model_dir), Path(tmp) / IDS_ARTIFACT)
+        yield {"model_dir": str(staged), "ids": str(ids)}
+
+
+def model_config(max_candidates: int | None = MAX_CANDIDATES) -> dict[str, Any]:
+    """The pyfunc's model config (``max_candidates``: None for no cap)."""
+    return {"max_candidates": max_candidates}
+
+
+def save_scorer_model(path: Path, model_dir: Path, ids_path: Path,
+                      max_candidates: int | None = MAX_CANDIDATES) -> Path:
     """Write a self-contained pyfunc model directory (``mlflow.pyfunc.load_model``-able).
 
     Args:
         path: new directory for the MLflow model.
         model_dir: trained TARQ model directory.
-        ids_path: published Parquet export (or ``ids.parquet``) of the same model's IDs.
+        ids_path: ``ids.parquet`` or a published Parquet export (its manifest beside it) of
+            the same model's IDs.
+        max_candidates: the served model's cap on candidates per request.
     """
-    Scorer.from_parquet(Path(ids_path), Path(model_dir))  # fail here, not at serving time
-    with tempfile.TemporaryDirectory() as tmp:
-        staged = _stage_model_dir(Path(model_dir), Path(tmp) / "model_dir")
+    with staged_artifacts(model_dir, ids_path) as artifacts:
         mlflow.pyfunc.save_model(
-            path=str(path), python_model=TarqScorerModel(),
-            artifacts={"model_dir": str(staged), "ids": str(ids_path)},
-            pip_requirements=_pip_requirements(),
+            path=str(path), python_model=str(MODEL_CODE), artifacts=artifacts,
+            model_config=model_config(max_candidates), pip_requirements=_pip_requirements(),
         )
     return Path(path)
 
 
 def log_scorer_model(name: str, model_dir: Path, ids_path: Path,
-                     registered_model_name: str | None = None) -> Any:
+                     registered_model_name: str | None = None,
+                     max_candidates: int | None = MAX_CANDIDATES) -> Any:
     """``mlflow.pyfunc.log_model`` of the scorer in the active run; returns its ModelInfo."""
-    Scorer.from_parquet(Path(ids_path), Path(model_dir))
-    with tempfile.TemporaryDirectory() as tmp:
-        staged = _stage_model_dir(Path(model_dir), Path(tmp) / "model_dir")
+    with staged_artifacts(model_dir, ids_path) as artifacts:
         return mlflow.pyfunc.log_model(
-            name=name, python_model=TarqScorerModel(),
-            artifacts={"model_dir": str(staged), "ids": str(ids_path)},
-            pip_requirements=_pip_requirements(), registered_model_name=registered_model_name,
+            name=name, python_model=str(MODEL_CODE), artifacts=artifacts,
+            model_config=model_config(max_candidates), pip_requirements=_pip_requirements(),
+            registered_model_name=registered_model_name,
         )
+
+
+def check_model_code(local_path: Path) -> None:
+    """Refuse a saved model that is not this package's models-from-code scorer, unchanged.
+
+    Raises:
+        ValueError: the MLmodel names a pickled python model or another loader, or the saved
+            model code differs from :data:`MODEL_CODE`.
+    """
+    from mlflow.models import Model
+
+    flavor = Model.load(str(local_path)).flavors.get("python_function") or {}
+    code = flavor.get("model_code_path")
+    if "python_model" in flavor or not code:
+        raise ValueError(f"{local_path}: not a models-from-code scorer (MLmodel names "
+                         f"{flavor.get('python_model') or 'no model code'}); refused to load, "
+                         "nothing was unpickled")
+    saved = Path(local_path) / Path(code).name
+    if not saved.is_file() or saved.read_bytes() != MODEL_CODE.read_bytes():
+        raise ValueError(f"{saved}: the saved model code differs from {MODEL_CODE.name} of the "
+                         "installed tarq; refused to load")
+
+
+def load_scorer_model(model_uri: str, max_candidates: int | None = None) -> Any:
+    """``mlflow.pyfunc.load_model`` of a scorer after :func:`check_model_code`, with pickle
+    deserialization switched off for the load.
+
+    Args:
+        model_uri: e.g. ``models:/tarq@champion``, ``runs:/<id>/model`` or a local folder.
+        max_candidates: overrides the saved cap when given.
+    """
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    check_model_code(local)
+    config = None if max_candidates is None else model_config(max_candidates)
+    key = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        return mlflow.pyfunc.load_model(str(local), model_config=config)
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before

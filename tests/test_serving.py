@@ -126,8 +126,10 @@ def test_unknown_candidates(served: dict) -> None:
 
 def test_bad_requests_get_clear_errors(served: dict) -> None:
     scorer = Scorer.from_paths(served["db"], served["model_dir"])
-    with pytest.raises(ValueError, match="integers"):
+    with pytest.raises(ValueError, match=r"candidate_item_ids\[0\] must be an integer id, got 'a'"):
         scorer.score({"user_id": USER}, [], ["a", "b"])
+    with pytest.raises(ValueError, match="candidate_item_ids must be integers, got float64"):
+        scorer.score({"user_id": USER}, [], np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="user_profile must be a dict"):
         scorer.score([USER], [], [1])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"history\[1\]\['item_id'\]"):
