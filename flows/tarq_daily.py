@@ -448,6 +448,7 @@ def tarq_daily(params: DailyParams | None = None) -> dict[str, Any] | State:
     from prefect.runtime import flow_run
 
     from tarq.locking import LockBusyError, exclusive_lock, warehouse_lock_path
+    from tarq.warehouse import WarehouseBusyError
 
     p = params or DailyParams()
     log = get_run_logger()
@@ -466,7 +467,14 @@ def tarq_daily(params: DailyParams | None = None) -> dict[str, Any] | State:
         waited = time.perf_counter() - t0
         if waited >= 1:
             log.info("waited %.0fs for another run to release %s", waited, lock)
-        return _run_day(p, db, log)
+        try:
+            return _run_day(p, db, log)
+        except WarehouseBusyError as exc:
+            # Another process (a reader, a tool) has the DuckDB file open: one line, not a
+            # traceback; what the run had changed is left as a failed run leaves it.
+            msg = f"{exc} (run date {p.run_date})"
+            log.error(msg)
+            return Failed(name="WarehouseBusy", message=msg)
 
 
 def _run_day(p: DailyParams, db: Path, log: Any) -> dict[str, Any] | State:
@@ -648,8 +656,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=2, default=str))
         return EXIT_OK
     print(f"tarq-daily: {state.name}: {state.message}", file=sys.stderr)
-    return {"GateRejected": EXIT_REJECTED, "AlreadyRunning": EXIT_BUSY}.get(state.name,
-                                                                          EXIT_FAILED)
+    return {"GateRejected": EXIT_REJECTED, "AlreadyRunning": EXIT_BUSY,
+            "WarehouseBusy": EXIT_BUSY}.get(state.name, EXIT_FAILED)
 
 
 if __name__ == "__main__":

@@ -5,17 +5,51 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tarq.defaults import MAX_COLLISION_RATE, MIN_COUNT
 from tarq.telemetry import disable_telemetry
 from tarq.train_args import add_train_arguments
 
+EXIT_BUSY = 4
+
 
 def _add_db(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", type=Path, default=Path("data/tarq.duckdb"), help="DuckDB warehouse")
 
 
+class WarehouseInUse(RuntimeError):
+    """The warehouse's run lock is held by another process (the daily run or a command)."""
+
+
+@contextmanager
+def _run_lock(args: argparse.Namespace) -> Iterator[None]:
+    """Hold the warehouse's run lock (:mod:`tarq.locking`, the one the daily run takes)
+    while a command writes, so no import or publication lands in the middle of a run."""
+    from tarq.locking import LockBusyError, exclusive_lock, warehouse_lock_path
+
+    try:
+        with exclusive_lock(warehouse_lock_path(args.db), info={"command": args.command}):
+            yield
+    except LockBusyError as exc:
+        who = ", ".join(f"{k} {v}" for k, v in exc.holder.items()) or "holder unknown"
+        raise WarehouseInUse(f"warehouse {args.db} is in use by another run ({who}; lock "
+                             f"{exc.path}); nothing was changed") from None
+
+
+def _writes(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command that writes the warehouse: runs under its run lock."""
+    def locked(args: argparse.Namespace) -> int:
+        with _run_lock(args):
+            return func(args)
+
+    locked.__doc__ = func.__doc__
+    return locked
+
+
+@_writes
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     from tarq.data.demo import generate
 
@@ -32,6 +66,7 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+@_writes
 def _cmd_import(args: argparse.Namespace) -> int:
     from tarq.data.importers import run_import
 
@@ -40,6 +75,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+@_writes
 def _cmd_build_samples(args: argparse.Namespace) -> int:
     from tarq.data.samples import build_samples
 
@@ -51,6 +87,7 @@ def _cmd_build_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+@_writes
 def _cmd_validate(args: argparse.Namespace) -> int:
     from tarq.validation import validate
 
@@ -79,6 +116,7 @@ def _cmd_assign_ids(args: argparse.Namespace) -> int:
     return 0
 
 
+@_writes
 def _cmd_publish(args: argparse.Namespace) -> int:
     from tarq.publish import publish, rollback
 
@@ -164,8 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tarq`` console script."""
     disable_telemetry()
     args = build_parser().parse_args(argv)
+    from tarq.warehouse import WarehouseBusyError
+
     try:
         return int(args.func(args) or 0)
+    except (WarehouseInUse, WarehouseBusyError) as exc:
+        print(f"tarq: error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except (ValueError, FileNotFoundError) as exc:
         print(f"tarq {args.command}: error: {exc}", file=sys.stderr)
         return 2

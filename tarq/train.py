@@ -54,6 +54,64 @@ from tarq.warm_start import (
 CHECKPOINT = "checkpoints/last.pt"
 
 
+class CheckpointMismatch(ValueError):
+    """The output folder's checkpoint was made from other samples, settings or parent."""
+
+
+# Settings a resumed run may change: more epochs continue training; threads and the
+# evaluation batch size do not change what is trained on.
+_RESUMABLE = ("epochs", "threads", "eval_batch_size")
+
+
+def _samples_fingerprint(samples: Path) -> str:
+    meta = samples / "meta.json"
+    if meta.is_file():
+        fp = json.loads(meta.read_text(encoding="utf-8")).get("fingerprint")
+        if fp:
+            return str(fp)
+    # Samples without build metadata: their files' names and sizes stand in for it.
+    files = sorted(samples.glob("*/*.parquet"))
+    return "files:" + ",".join(f"{f.parent.name}/{f.name}:{f.stat().st_size}" for f in files)
+
+
+def checkpoint_inputs(samples: str | Path, model_name: str, mcfg: ModelConfig, tcfg: TrainConfig,
+                      warm: WarmStart | None) -> dict[str, Any]:
+    """What a checkpoint was made from (samples fingerprint, model, settings, parent): a
+    resume must match it, or it would continue other weights under the new run's name."""
+    from tarq.semantic_ids import file_sha256
+
+    train_cfg = {k: v for k, v in asdict(tcfg).items() if k not in _RESUMABLE}
+    parent = None
+    if warm is not None:
+        parent = {**warm.to_dict(), "parent_dir": None,
+                  "parent_sha256": file_sha256(Path(warm.parent_dir) / "model.pt")}
+    out = {"samples": _samples_fingerprint(Path(samples)), "model_name": model_name,
+           "model": mcfg.to_dict(), "train": train_cfg, "warm": parent}
+    return json.loads(json.dumps(out, sort_keys=True, default=str))  # as stored (JSON)
+
+
+def _differences(have: dict[str, Any], want: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(have) | set(want)):
+        a, b = have.get(k), want.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k} {str(a)[:16]} vs {str(b)[:16]}")
+    return out
+
+
+def _check_resume(ckpt_path: Path, ckpt: dict[str, Any], inputs: dict[str, Any]) -> None:
+    have = json.loads(ckpt["inputs"]) if "inputs" in ckpt else None
+    if have == inputs:
+        return
+    what = ("it records no inputs (made by an older version)" if have is None else
+            "it was made from other inputs: " + "; ".join(_differences(have, inputs)[:4]))
+    raise CheckpointMismatch(
+        f"{ckpt_path}: will not resume: {what}. Train into another --out, or pass --fresh "
+        "(train(resume=False)) to start over in this folder")
+
+
 class UntrustedModelError(ValueError):
     """A weights or checkpoint file that weights-only loading refused (never unpickled)."""
 
@@ -288,10 +346,12 @@ def _train(
     start_epoch, best_auc, best_epoch, history = 0, -math.inf, -1, []
     best_state: dict[str, torch.Tensor] | None = None
     ckpt_path = out / CHECKPOINT
+    inputs = checkpoint_inputs(samples, model_name, mcfg, tcfg, warm)
     if resume and ckpt_path.is_file():
         ckpt = load_weights(ckpt_path)
         if ckpt["model_name"] != model_name:
-            raise ValueError(f"{ckpt_path} belongs to model {ckpt['model_name']!r}")
+            raise CheckpointMismatch(f"{ckpt_path} belongs to model {ckpt['model_name']!r}")
+        _check_resume(ckpt_path, ckpt, inputs)
         model.load_state_dict(ckpt["model"])
         optim.load_state_dict(ckpt["optim"])
         start_epoch = int(ckpt["epoch"]) + 1
@@ -373,7 +433,7 @@ def _train(
                     "model_name": model_name, "epoch": epoch, "model": model.state_dict(),
                     "optim": optim.state_dict(), "best_auc": best_auc, "best_epoch": best_epoch,
                     "best_state": best_state, "history": json.dumps(history),
-                    "rng": torch.get_rng_state(),
+                    "rng": torch.get_rng_state(), "inputs": json.dumps(inputs, sort_keys=True),
                 },
                 ckpt_path,
             )

@@ -16,7 +16,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="JSON/TOML with model/train sections")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     p.add_argument("--max-steps", type=int, default=None, help="cap steps per epoch")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--fresh", "--no-resume", dest="no_resume", action="store_true",
+                   help="start over, ignoring a checkpoint in --out (by default a checkpoint "
+                        "is resumed only when made from the same samples and settings)")
     p.add_argument("--warm-from", type=Path, default=None,
                    help="continue this trained model directory (vocabularies extended)")
     p.add_argument("--since-day", default=None,

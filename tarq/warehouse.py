@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,15 +18,40 @@ RAW_TABLES = ("items", "users", "impressions", "behaviors")
 DEFAULT_DB = Path("data/tarq.duckdb")
 
 
+class WarehouseBusyError(RuntimeError):
+    """Another process has the DuckDB file open (one writing process, or many readers, per
+    file); the message is one line naming the file and the holder."""
+
+
+_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+
+
+def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "Could not set lock" not in str(exc):
+            raise
+        m = _HOLDER.search(str(exc))
+        who = f"pid {m.group(2)} ({m.group(1)})" if m else "another process"
+        raise WarehouseBusyError(
+            f"warehouse {path} is in use by {who}: DuckDB lets one process write a file (or "
+            "several read it); nothing was changed, retry when it is done") from None
+
+
 def connect(db_path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse (created with its schema when missing, unless ``read_only``)."""
+    """Open the warehouse (created with its schema when missing, unless ``read_only``).
+
+    Raises:
+        WarehouseBusyError: another process holds the file open in a conflicting mode.
+    """
     path = Path(db_path)
     if read_only:
         if not path.exists():
             raise FileNotFoundError(f"warehouse {path} does not exist")
-        return duckdb.connect(str(path), read_only=True)
+        return _open(path, read_only=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
+    con = _open(path, read_only=False)
     ensure_schema(con)
     return con
 
@@ -43,6 +69,20 @@ def open_db(db_path: str | Path, read_only: bool = False) -> Iterator[duckdb.Duc
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the warehouse tables if they are missing (idempotent)."""
     con.execute(load_sql("schema/create_tables"))
+
+
+def warehouse_id(db_path: str | Path) -> str:
+    """The warehouse's identity (a uuid made with its schema), adopting one for a warehouse
+    made before identities existed (that opens it for writing once)."""
+    with open_db(db_path, read_only=True) as con:
+        try:
+            row = run(con, "schema/warehouse_id").fetchone()
+        except duckdb.CatalogException:
+            row = None
+    if row is None:
+        with open_db(db_path) as con:  # ensure_schema creates the table and the id
+            row = run(con, "schema/warehouse_id").fetchone()
+    return str(row[0])
 
 
 def new_id(prefix: str) -> str:

@@ -111,3 +111,9 @@ CREATE TABLE IF NOT EXISTS feature_spec (
 -- log-spaced buckets (4 per e-fold); negative or missing prices → NULL (the model's OOV).
 CREATE MACRO IF NOT EXISTS price_bucket(p) AS
     CASE WHEN p >= 0 THEN CAST(floor(ln(1 + p) * 4) AS BIGINT) END;
+
+-- The warehouse's identity: a uuid made once, with the schema. MLflow runs, registered
+-- versions and the registered model are tagged with it (tarq.warehouse), so two warehouses
+-- on one tracking store never take each other's results. A copied file keeps the identity.
+CREATE TABLE IF NOT EXISTS warehouse_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+INSERT INTO warehouse_meta VALUES ('warehouse_id', uuid()::VARCHAR) ON CONFLICT DO NOTHING;
