@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import duckdb
 
+from tarq import sqlfiles
+
 
 @dataclass(frozen=True)
 class Window:
@@ -38,21 +40,45 @@ def parse_date(value: str | dt.date) -> dt.date:
         raise ValueError(f"run date {value!r} is not a date of the form YYYY-MM-DD") from None
 
 
-def latest_run_date(con: duckdb.DuckDBPyConnection) -> dt.date:
-    """The run date whose test day is the last day holding impressions."""
-    last = con.execute("SELECT max(ts)::DATE FROM impressions").fetchone()[0]
+def utc_now() -> dt.datetime:
+    """The current time as a naive UTC datetime (the warehouse's TIMESTAMP convention)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def latest_run_date(
+    con: duckdb.DuckDBPyConnection, now: dt.datetime | None = None
+) -> dt.date:
+    """The run date whose test day is the last day holding a usable impression.
+
+    Usable: not in ``quarantine_impressions`` and not later than ``now`` (naive UTC; default
+    the current time), so one impression stamped 2099 cannot move every later run to 2099.
+
+    Raises:
+        ValueError: no usable impression (the message says how many rows were set aside).
+    """
+    now = utc_now() if now is None else now
+    last, total = sqlfiles.run(con, "dates/latest_day", {"now": now}).fetchone()
     if last is None:
+        if total:
+            raise ValueError(
+                f"the warehouse holds no usable impression: all {total:,} are quarantined "
+                f"or later than now ({now:%Y-%m-%d %H:%M} UTC)"
+            )
         raise ValueError("the warehouse holds no impressions: load or generate logs first")
     return last + dt.timedelta(days=1)
 
 
-def resolve_run_date(value: str | dt.date | None, con: duckdb.DuckDBPyConnection) -> dt.date:
+def resolve_run_date(
+    value: str | dt.date | None,
+    con: duckdb.DuckDBPyConnection,
+    now: dt.datetime | None = None,
+) -> dt.date:
     """``None``/``"today"`` → today (UTC, like the schedule and the logs), ``"latest"`` → the
-    day after the last logged day."""
+    day after the last day holding a usable impression (:func:`latest_run_date`)."""
     if value is None or value == "today":
-        return dt.datetime.now(dt.UTC).date()
+        return (utc_now() if now is None else now).date()
     if value == "latest":
-        return latest_run_date(con)
+        return latest_run_date(con, now)
     return parse_date(value)
 
 

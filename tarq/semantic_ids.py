@@ -227,6 +227,8 @@ def assign_ids(
         with open_db(db_path, read_only=True) as con:
             con.begin()  # one snapshot for the size, the rows and the served table
             catalog_size = int(sqlfiles.run(con, "semantic_ids/catalog_size").fetchall()[0][0])
+            # inf/NaN prices stored before import rejected them: unknown bucket (catalog.sql).
+            bad_prices = int(sqlfiles.run(con, "samples/non_finite_prices").fetchone()[0])
             served = served_codes(con) if compare_served else None
             # A relation streams Arrow batches without the DB-API copy of the whole result.
             reader = con.sql(sqlfiles.load_sql("semantic_ids/catalog")).to_arrow_reader(chunk_size)
@@ -301,6 +303,7 @@ def assign_ids(
         "items_assigned": n,
         "coverage": n_unique / catalog_size if catalog_size else 0.0,
         "items_oov_id": n_oov_items,
+        "items_price_non_finite": bad_prices,
         "m": m,
         "K": k,
     }
@@ -385,6 +388,9 @@ def health_text(report: dict[str, Any]) -> str:
     lines.append(f"  catalog {report['catalog_size']:,} items, assigned {report['items_assigned']:,}"
                  f" (coverage {report['coverage']:.4f}); {report['items_oov_id']:,} with an id "
                  "unseen in training (OOV embedding)")
+    if report.get("items_price_non_finite"):
+        lines.append(f"  warning: {report['items_price_non_finite']:,} item(s) with a non-finite "
+                     "price (inf/NaN, stored before import rejected them) got the unknown bucket")
     if "utilization_per_level" in report:
         lines.append("  level  utilization  entropy(bits)  entropy/log2K")
         for j, (u, e, en) in enumerate(zip(report["utilization_per_level"],

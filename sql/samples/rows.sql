@@ -74,7 +74,9 @@ SELECT
     h.position,
     CAST(hash(h.row_id) % 100 AS TINYINT) AS fold,
     it.* EXCLUDE (item_id, load_id, price),
-    price_bucket(it.price) AS price_bucket,
+    -- A non-finite price (stored before import rejected them) is an unknown price: casting
+    -- its bucket to BIGINT would fail every build for good (the catalog is append-only).
+    price_bucket(CASE WHEN isfinite(it.price) THEN it.price END) AS price_bucket,
     us.* EXCLUDE (user_id, load_id),
     coalesce(h.hist_item_id, []) AS hist_item_id,
     coalesce(h.hist_category_id, []) AS hist_category_id,

@@ -4,6 +4,7 @@
 -- Items never shown and items added after training are included: their unseen ids map to OOV.
 SELECT
     it.* EXCLUDE (load_id, price),
-    price_bucket(it.price) AS price_bucket
+    -- As in samples/rows.sql: a non-finite price is an unknown price, not a failure.
+    price_bucket(CASE WHEN isfinite(it.price) THEN it.price END) AS price_bucket
 FROM items AS it
 ORDER BY it.item_id

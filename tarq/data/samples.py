@@ -13,6 +13,10 @@ Output layout (``out_dir``)::
     vocab/<field>.parquet          sorted raw values seen in training, per categorical field
     layout.json                    the FeatureLayout (fields, vocab sizes, seq_len)
     meta.json                      window, row counts, exclusions, fingerprint, timings
+
+A build is written into ``out_dir/.build-<id>/`` and swapped in (renames) only when it is
+complete and has train and test rows: a failed or empty build leaves the previous samples as
+they were. Other files in ``out_dir`` are left alone.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import math
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +38,24 @@ from tarq import sqlfiles
 from tarq.data.features import (
     BASE_ITEM_FIELDS,
     BASE_USER_FIELDS,
+    ID_FIELDS,
     SEQ_CONTEXT_FIELDS,
     SEQ_FIELDS,
     TIME_GAP_BUCKETS,
-    ID_FIELDS,
     FeatureLayout,
     Vocab,
 )
-from tarq.dates import resolve_run_date, window_for
+from tarq.data.paths import duckdb_path
+from tarq.dates import resolve_run_date, utc_now, window_for
 from tarq.defaults import MIN_COUNT
 from tarq.warehouse import new_id, open_db, side_features
 
 DEFAULT_HISTORY_DAYS = 60
 DEFAULT_MIN_COUNT = MIN_COUNT
+#: What one build writes into ``out_dir``; exactly these are swapped in.
+OUTPUTS = ("train", "test", "vocab", "layout.json", "meta.json")
+
+log = logging.getLogger(__name__)
 
 
 def _day_files(out_dir: Path, split: str) -> list[Path]:
@@ -68,7 +79,8 @@ def build_samples(
     Args:
         db_path: the DuckDB warehouse (opened read-only: building samples changes no row).
         run_date: the run date D (``YYYY-MM-DD``, ``"latest"`` or ``"today"``).
-        out_dir: output folder; it is replaced atomically file by file.
+        out_dir: output folder; the new samples replace the previous ones (:data:`OUTPUTS`)
+            only once complete and non-empty.
         train_days: days in the training window before the test day (capped by the logs).
         seq_len: history length L kept per impression.
         history_days: how far back behaviours are looked up for a history.
@@ -83,7 +95,13 @@ def build_samples(
 
     Returns:
         The report also written to ``meta.json``: window, per-split rows, positives,
-        exclusions (quarantined or incomplete rows), rows/s and the dataset fingerprint.
+        exclusions (quarantined or incomplete rows), rows/s, the dataset fingerprint and
+        ``items_price_non_finite`` (catalog prices of inf/NaN, stored before the importer
+        rejected them: they get the unknown price bucket, and a warning is logged).
+
+    Raises:
+        ValueError: bad arguments, no usable logs for the window, or no train/test rows
+            (the previous samples in ``out_dir`` are kept).
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
@@ -91,15 +109,48 @@ def build_samples(
         raise ValueError(f"min_count must be >= 1, got {min_count}")
     out = Path(out_dir)
     started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out)
+    # Next to the previous samples (same file system), so that swapping in is renames.
+    build = out / f".build-{uuid.uuid4().hex[:12]}"
+    build.mkdir()
+    try:
+        report = _build(db_path, run_date, build, train_days, seq_len, history_days, threads,
+                         memory_limit, rows_per_bucket, min_count, started)
+        _swap_in(build, out)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    _record_build(db_path, report, out)
+    return report
+
+
+def _build(
+    db_path: str | Path,
+    run_date: str | dt.date,
+    out: Path,
+    train_days: int,
+    seq_len: int,
+    history_days: int,
+    threads: int | None,
+    memory_limit: str | None,
+    rows_per_bucket: int,
+    min_count: int,
+    started: float,
+) -> dict[str, Any]:
+    """Write a complete build into the empty folder ``out``; return its report."""
     with open_db(db_path, read_only=True) as con:
         if threads:
             con.execute(f"SET threads = {int(threads)}")
         if memory_limit:
             con.execute("SET memory_limit = $m", {"m": memory_limit})
-        D = resolve_run_date(run_date, con)
-        first_day, last_day = sqlfiles.run(con, "samples/log_days").fetchone()
+        now = utc_now()
+        D = resolve_run_date(run_date, con, now)
+        first_day, last_day = sqlfiles.run(con, "samples/log_days", {"now": now}).fetchone()
         if first_day is None:
-            raise ValueError("the warehouse holds no impressions: nothing to build samples from")
+            raise ValueError(
+                "the warehouse holds no usable impressions (none, or all quarantined or later "
+                "than now): nothing to build samples from")
         win = window_for(D, train_days, first_log_day=first_day)
         if win.test_day > last_day:
             raise ValueError(
@@ -119,11 +170,14 @@ def build_samples(
             ).fetchall()
         }
         n_window = sum(raw_counts.values())
+        bad_prices = int(sqlfiles.run(con, "samples/non_finite_prices").fetchone()[0])
+        if bad_prices:
+            log.warning("%d catalog item(s) have a non-finite price (inf/NaN, stored before "
+                        "the importer rejected them): they get the unknown price bucket",
+                        bad_prices)
         buckets = max(1, math.ceil(n_window / rows_per_bucket))
         staging = out / ".staging"
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
+        staging.mkdir()
         query = sqlfiles.load_sql("samples/rows")
         for bucket in range(buckets):
             # DuckDB writes <staging>/bXXXX/split=train|test/*.parquet for this user bucket.
@@ -146,12 +200,10 @@ def build_samples(
         ordered = sqlfiles.load_sql("samples/ordered_part")
         for split in ("train", "test"):
             target = out / split
-            if target.exists():
-                shutil.rmtree(target)
-            target.mkdir(parents=True)
+            target.mkdir()
             k = 0
             for bdir in sorted(staging.glob("b*")):
-                parts = sorted(str(p) for p in bdir.glob(f"split={split}/*.parquet"))
+                parts = sorted(duckdb_path(p) for p in bdir.glob(f"split={split}/*.parquet"))
                 if not parts:
                     continue
                 # One deterministic file per bucket and split (see ordered_part.sql).
@@ -170,13 +222,13 @@ def build_samples(
                        "raw_impressions": raw_counts.get(str(day), 0)}
             for day, n, pos in sqlfiles.run(
                 con, "samples/split_summary",
-                {"files": [str(f) for s in ("train", "test") for f in _day_files(out, s)]},
+                {"files": [duckdb_path(f) for s in ("train", "test") for f in _day_files(out, s)]},
             ).fetchall()
         }
         for day, n in raw_counts.items():
             per_day.setdefault(day, {"rows": 0, "positives": 0, "raw_impressions": n})
 
-        train_files = [str(f) for f in _day_files(out, "train")]
+        train_files = [duckdb_path(f) for f in _day_files(out, "train")]
         layout = _build_vocabularies(con, out, train_files, user_side, item_side, seq_len,
                                      min_count)
 
@@ -202,13 +254,50 @@ def build_samples(
         "user_side_features": user_side,
         "item_side_features": item_side,
         "vocab_sizes": layout.vocab_sizes,
+        "items_price_non_finite": bad_prices,
         "seconds": round(elapsed, 3),
         "rows_per_s": round(rows / elapsed, 1) if elapsed > 0 else None,
         "fingerprint": _fingerprint(out),
     }
     (out / "meta.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    _record_build(db_path, report, out)
     return report
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove what an interrupted build left in ``out`` (never the samples themselves)."""
+    for stale in [out / ".staging", *out.glob(".build-*"), *out.glob(".old-*")]:
+        if stale.is_dir():
+            shutil.rmtree(stale)
+
+
+def _swap_in(build: Path, out: Path) -> None:
+    """Replace the samples in ``out`` by the complete build in ``build`` (renames only).
+
+    The previous outputs are moved aside first and moved back if any rename fails, so ``out``
+    holds either the old samples or the new ones.
+    """
+    missing = [name for name in OUTPUTS if not (build / name).exists()]
+    if missing:
+        raise RuntimeError(f"sample build {build} lacks {', '.join(missing)}; this is a bug")
+    old = out / f".old-{build.name.removeprefix('.build-')}"
+    old.mkdir()
+    try:
+        for name in OUTPUTS:
+            if (out / name).exists():
+                (out / name).rename(old / name)
+        for name in OUTPUTS:
+            (build / name).rename(out / name)
+    except BaseException:
+        for name in OUTPUTS:
+            if (old / name).exists():
+                if (out / name).is_dir():
+                    shutil.rmtree(out / name)
+                elif (out / name).exists():
+                    (out / name).unlink()
+                (old / name).rename(out / name)
+        raise
+    shutil.rmtree(old)
+    shutil.rmtree(build)
 
 
 def _build_vocabularies(
