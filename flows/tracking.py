@@ -7,11 +7,18 @@ Layout in the tracking store (default ``sqlite:///<repo>/mlflow/mlflow.db``, art
 - parent run ``daily-<run date>``: window, dataset fingerprint, full config, the comparison
   table, ROC curves of every model on one figure, per-level codebook usage, gate decision;
   tags ``tarq.kind=daily``, ``tarq.run_date``, ``tarq.status`` (``running``, ``published``,
-  ``rejected``, ``failed``) — the tags that make re-runs of a date idempotent;
+  ``not-served``, ``rejected``, ``failed``) — the tags that make re-runs of a date idempotent;
 - child run per model with the same metric keys (:data:`METRIC_KEYS`), its config as params,
   ``metrics.json`` and ``config.json``; the TARQ child also holds the model directory
   (``model_dir/``, for re-scoring it as a champion later) and the pyfunc model, registered as
   ``tarq`` with alias ``challenger``; ``champion`` moves only through :func:`promote`.
+
+Everything is scoped to one warehouse (``tarq.warehouse``, the uuid in its ``warehouse_meta``
+table): day runs, child runs, logged models and registered versions carry it, every lookup
+filters on it, and the registered model is bound to one warehouse by the same tag, so its
+``champion`` alias is that warehouse's. A second warehouse on the same store is refused
+(:class:`ForeignWarehouse`) until it names a registered model of its own. Runs, versions and
+a registered model without the tag (made before it existed) are adopted on first use.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import tempfile
 import urllib.error
@@ -46,11 +54,38 @@ METRIC_KEYS = ("auc", "gauc", "logloss", "utilization_batch", "utilization_catal
                "collision_rate", "train_seconds", "samples_per_s")
 KIND_TAG, DATE_TAG, STATUS_TAG, MODEL_TAG = "tarq.kind", "tarq.run_date", "tarq.status", "tarq.model"
 SHA_TAG = "tarq.model_sha256"
-DONE_STATUSES = ("published", "rejected")
+WAREHOUSE_TAG = "tarq.warehouse"
+# "not-served": published, but the table was not the served one (an operator rolled it
+# back); the day is finished and its champion did not move.
+DONE_STATUSES = ("published", "not-served", "rejected")
+REGISTER_CRASH_ENV = "TARQ_REGISTER_CRASH"
 
 
 class TrackingUnavailable(RuntimeError):
     """The MLflow tracking store cannot be used: unreachable, locked or not writable."""
+
+
+class ForeignWarehouse(ValueError):
+    """The registered model belongs to another warehouse (its ``tarq.warehouse`` tag)."""
+
+
+class InjectedCrash(RuntimeError):
+    """Raised where ``$TARQ_REGISTER_CRASH`` names the current step (fault drills only)."""
+
+
+def maybe_crash(step: str) -> None:
+    """Fail once at ``step`` when ``$TARQ_REGISTER_CRASH`` names it (the variable is cleared,
+    so a retry in this process goes on, like after a transient store failure)."""
+    if os.environ.get(REGISTER_CRASH_ENV, "") == step:
+        del os.environ[REGISTER_CRASH_ENV]
+        raise InjectedCrash(f"injected failure at {step!r} (${REGISTER_CRASH_ENV})")
+
+
+def _wh(warehouse: str) -> str:
+    # Ids go into MLflow filter strings: only the uuid shape is accepted.
+    if not re.fullmatch(r"[0-9a-fA-F-]{8,64}", warehouse or ""):
+        raise ValueError(f"invalid warehouse id {warehouse!r}")
+    return warehouse
 
 
 def default_tracking_uri() -> str:
@@ -138,21 +173,25 @@ def check_store(tracking_uri: str | None = None, timeout_s: float = 5.0) -> str:
 
 
 def open_day(tracking_uri: str | None, experiment: str, run_date: str,
-             timeout_s: float = 5.0) -> dict[str, Any]:
-    """Check the store, open the experiment and look up ``run_date``'s parent run.
+             timeout_s: float = 5.0, warehouse: str = "",
+             registered_model: str = "tarq") -> dict[str, Any]:
+    """Check the store, open the experiment, bind it to ``warehouse`` (:func:`bind`) and look
+    up ``run_date``'s parent run of that warehouse.
 
     Returns ``{"experiment_id", "run_id", "status", "version"}`` (``run_id`` None when the
-    date never ran).
+    date never ran on this warehouse).
 
     Raises:
         TrackingUnavailable: the store is unreachable, locked or refuses the request; the
             message names the store (MLflow's own error is chained).
+        ForeignWarehouse: ``registered_model`` belongs to another warehouse.
     """
     uri = tracking_uri or default_tracking_uri()
     check_store(uri, timeout_s)
     try:
         exp_id = setup(uri, experiment)
-        run = find_day_run(exp_id, run_date)
+        bind(exp_id, warehouse, registered_model)
+        run = find_day_run(exp_id, run_date, warehouse)
     except (MlflowException, OSError, sqlite3.Error) as exc:
         lines = [ln for ln in str(exc).splitlines() if ln.strip()]
         raise TrackingUnavailable(
@@ -183,11 +222,46 @@ def client() -> MlflowClient:
     return MlflowClient(mlflow.get_tracking_uri(), mlflow.get_registry_uri())
 
 
-def find_day_run(experiment_id: str, run_date: str) -> Run | None:
-    """The latest parent run of ``run_date`` (any status), or None."""
+def bind(experiment_id: str, warehouse: str, name: str = REGISTERED_MODEL) -> None:
+    """Scope the store to ``warehouse``: refuse a registered model bound to another one, and
+    adopt what predates the tag (the registered model, its versions, the day and model runs
+    of the experiment) for this warehouse.
+
+    Raises:
+        ForeignWarehouse: ``name`` is bound to another warehouse; the message says which
+            parameter to set.
+    """
+    wh, c = _wh(warehouse), client()
+    try:
+        rm = c.get_registered_model(name)
+    except MlflowException:
+        rm = None
+    if rm is not None:
+        owner = (rm.tags or {}).get(WAREHOUSE_TAG)
+        if owner is not None and owner != wh:
+            raise ForeignWarehouse(
+                f"registered model {name!r} on this MLflow store belongs to warehouse {owner}, "
+                f"not to this one ({wh}): its champion is not this warehouse's. Set "
+                "registered_model (and, to keep the runs apart too, experiment) to names of "
+                "this warehouse's own")
+        if owner is None:
+            for v in c.search_model_versions(f"name = '{name}'"):
+                if WAREHOUSE_TAG not in v.tags:
+                    c.set_model_version_tag(name, v.version, WAREHOUSE_TAG, wh)
+            c.set_registered_model_tag(name, WAREHOUSE_TAG, wh)
+    for kind in ("daily", "model"):
+        for r in c.search_runs([experiment_id], filter_string=f"tags.`{KIND_TAG}` = '{kind}'",
+                               max_results=50000):
+            if WAREHOUSE_TAG not in r.data.tags:
+                c.set_tag(r.info.run_id, WAREHOUSE_TAG, wh)
+
+
+def find_day_run(experiment_id: str, run_date: str, warehouse: str) -> Run | None:
+    """The latest parent run of ``run_date`` on ``warehouse`` (any status), or None."""
     runs = client().search_runs(
         [experiment_id],
-        filter_string=f"tags.`{KIND_TAG}` = 'daily' AND tags.`{DATE_TAG}` = '{run_date}'",
+        filter_string=f"tags.`{KIND_TAG}` = 'daily' AND tags.`{DATE_TAG}` = '{run_date}' "
+                      f"AND tags.`{WAREHOUSE_TAG}` = '{_wh(warehouse)}'",
         order_by=["attributes.start_time DESC"], max_results=1,
     )
     return runs[0] if runs else None
@@ -195,17 +269,17 @@ def find_day_run(experiment_id: str, run_date: str) -> Run | None:
 
 def start_day(
     experiment_id: str, run_date: str, window: Mapping[str, Any], fingerprint: str,
-    params: Mapping[str, Any],
+    params: Mapping[str, Any], warehouse: str,
 ) -> str:
     """Open (or reopen, after a crash) the parent run of ``run_date``; returns its id."""
     c = client()
-    existing = find_day_run(experiment_id, run_date)
+    existing = find_day_run(experiment_id, run_date, warehouse)
     if existing is not None and existing.data.tags.get(STATUS_TAG) in ("running", "failed"):
         run_id = existing.info.run_id
         c.update_run(run_id, status="RUNNING")
     else:
         run_id = c.create_run(experiment_id, run_name=f"daily-{run_date}", tags={
-            KIND_TAG: "daily", DATE_TAG: run_date}).info.run_id
+            KIND_TAG: "daily", DATE_TAG: run_date, WAREHOUSE_TAG: _wh(warehouse)}).info.run_id
     tags = {STATUS_TAG: "running", "tarq.fingerprint": fingerprint,
             **{f"tarq.{k}": str(v) for k, v in window.items()}}
     c.log_batch(run_id, params=_params({"window": dict(window), **params}, existing_run=run_id),
@@ -267,7 +341,8 @@ def log_model_run(parent_run_id: str, name: str, result: Mapping[str, Any], mode
     if fresh:
         run_id = c.create_run(parent.info.experiment_id, run_name=f"{name}-{run_date}", tags={
             "mlflow.parentRunId": parent_run_id, MODEL_TAG: name, DATE_TAG: run_date,
-            KIND_TAG: "model"}).info.run_id
+            KIND_TAG: "model",
+            WAREHOUSE_TAG: parent.data.tags.get(WAREHOUSE_TAG, "")}).info.run_id
     sha = file_sha256(model_dir / "model.pt")
     have = c.get_run(run_id).data.tags
     if fresh or have.get(SHA_TAG) != sha:
@@ -327,25 +402,28 @@ def file_sha256(path: Path) -> str:
 
 
 def find_parent_run(name: str, run_date: str, experiment_id: str,
-                    prefer_champion: bool) -> tuple[Run, str | None, str] | None:
-    """The run of the model that run date ``run_date`` continues, or None.
+                    prefer_champion: bool, warehouse: str,
+                    registered_model: str = REGISTERED_MODEL,
+                    ) -> tuple[Run, str | None, str] | None:
+    """The run of the model that run date ``run_date`` continues on ``warehouse``, or None.
 
     ``prefer_champion`` (TARQ): the run behind the ``champion`` alias when its run date is
     before ``run_date``. Otherwise, and as TARQ's fallback: the newest child run of model
-    ``name`` from an earlier run date whose day finished (published or rejected) and that
-    kept its model directory.
+    ``name`` from an earlier run date whose day finished (published, not served or rejected)
+    and that kept its model directory. Only this warehouse's runs and versions count.
 
     Returns:
         (run, registered version or None, source: ``champion`` or ``latest``).
     """
     c = client()
     if prefer_champion:
-        champ = champion()
+        champ = champion(registered_model, warehouse)
         if champ is not None and champ.run_id and champ.tags.get(DATE_TAG, "") < run_date:
             return c.get_run(champ.run_id), str(champ.version), "champion"
     runs = c.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{KIND_TAG}` = 'model' AND tags.`{MODEL_TAG}` = '{name}'",
+        filter_string=f"tags.`{KIND_TAG}` = 'model' AND tags.`{MODEL_TAG}` = '{name}' "
+                      f"AND tags.`{WAREHOUSE_TAG}` = '{_wh(warehouse)}'",
         max_results=500, order_by=["attributes.start_time DESC"])
     earlier = sorted((r for r in runs if r.data.tags.get(DATE_TAG, "") < run_date
                       and r.data.tags.get(SHA_TAG)),
@@ -472,24 +550,47 @@ def codebook_figure(ids_path: Path, out: Path) -> None:
 
 
 def version_for_day(run_date: str, name: str = REGISTERED_MODEL,
-                    model_sha256: str | None = None) -> ModelVersion | None:
+                    model_sha256: str | None = None,
+                    warehouse: str | None = None) -> ModelVersion | None:
     """The registered version already made for ``run_date`` — of the weights ``model_sha256``
-    when given (a forced retrain with other settings is a new version) — or None."""
+    when given (a forced retrain with other settings is a new version), of ``warehouse`` when
+    given — or None."""
     try:
         versions = client().search_model_versions(f"name = '{name}'")
     except MlflowException:
         return None
     mine = [v for v in versions if v.tags.get(DATE_TAG) == run_date
-            and (model_sha256 is None or v.tags.get(SHA_TAG) == model_sha256)]
+            and (model_sha256 is None or v.tags.get(SHA_TAG) == model_sha256)
+            and (warehouse is None or v.tags.get(WAREHOUSE_TAG) == warehouse)]
     return max(mine, key=lambda v: int(v.version)) if mine else None
+
+
+def logged_model_for(run_id: str, model_sha256: str) -> str | None:
+    """The URI of the pyfunc already logged to ``run_id`` for the weights ``model_sha256``
+    (a retried registration reuses it instead of logging the model again), or None."""
+    c = client()
+    exp_id = c.get_run(run_id).info.experiment_id
+    found = c.search_logged_models(
+        [exp_id], filter_string=f"source_run_id = '{run_id}' AND "
+                                f"tags.`{SHA_TAG}` = '{model_sha256}'")
+    ready = [m for m in found if str(m.status) == "READY"]
+    return f"models:/{ready[0].model_id}" if ready else None
+
+
+def mark_logged_model(model_uri: str, tags: Mapping[str, str]) -> None:
+    """Tag the logged model behind ``models:/<model id>`` (weights sha256, warehouse)."""
+    model_id = model_uri.removeprefix("models:/")
+    if model_id != model_uri and "/" not in model_id:
+        client().set_logged_model_tags(model_id, {k: str(v) for k, v in tags.items()})
 
 
 def register(model_uri: str, run_id: str, run_date: str, tags: Mapping[str, str],
              name: str = REGISTERED_MODEL) -> ModelVersion:
     """Register ``model_uri`` as a new version of ``name`` (or return the date's existing one)
-    and point the ``challenger`` alias at it."""
+    and point the ``challenger`` alias at it. ``tags`` carry the weights' sha256 and the
+    warehouse (``tarq.warehouse``); the registered model is bound to that warehouse."""
     c = client()
-    existing = version_for_day(run_date, name, tags.get(SHA_TAG))
+    existing = version_for_day(run_date, name, tags.get(SHA_TAG), tags.get(WAREHOUSE_TAG))
     if existing is not None:
         # A retry after a failure between creating the version and moving the alias
         # completes the registration instead of leaving a version without its alias.
@@ -498,19 +599,23 @@ def register(model_uri: str, run_id: str, run_date: str, tags: Mapping[str, str]
             c.set_registered_model_alias(name, "challenger", existing.version)
         return existing
     with contextlib.suppress(MlflowException):  # already registered
-        c.create_registered_model(name)
+        c.create_registered_model(name, tags={WAREHOUSE_TAG: tags[WAREHOUSE_TAG]}
+                                  if tags.get(WAREHOUSE_TAG) else None)
     mv = c.create_model_version(name, model_uri, run_id=run_id,
                                 tags={DATE_TAG: run_date, **tags})
     c.set_registered_model_alias(name, "challenger", mv.version)
     return mv
 
 
-def champion(name: str = REGISTERED_MODEL) -> ModelVersion | None:
-    """The version behind the ``champion`` alias, or None."""
+def champion(name: str = REGISTERED_MODEL, warehouse: str | None = None) -> ModelVersion | None:
+    """The version behind the ``champion`` alias (of ``warehouse`` when given), or None."""
     try:
-        return client().get_model_version_by_alias(name, "champion")
+        mv = client().get_model_version_by_alias(name, "champion")
     except MlflowException:
         return None
+    if warehouse is not None and mv.tags.get(WAREHOUSE_TAG) != warehouse:
+        return None
+    return mv
 
 
 def request_example(samples_dir: Path, n_candidates: int = 5, n_history: int = 5) -> dict[str, Any]:
@@ -551,20 +656,20 @@ def log_pyfunc(run_id: str, model_dir: Path, ids_path: Path, samples_dir: Path) 
     from tarq import serving_pyfunc as sp
 
     example = pd.DataFrame([request_example(samples_dir)])
-    with tempfile.TemporaryDirectory() as tmp:
-        staged = sp._stage_model_dir(model_dir, Path(tmp) / "model_dir")
+    # Models from code (tarq/serving_model_code.py): nothing is pickled; the staged ID table
+    # carries the weights' sha256, checked again on every load.
+    with sp.staged_artifacts(model_dir, ids_path) as artifacts:
+        config = sp.model_config()
         model = sp.TarqScorerModel()
-        ctx = mlflow.pyfunc.PythonModelContext(
-            artifacts={"model_dir": str(staged), "ids": str(ids_path)}, model_config={})
+        ctx = mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config=config)
         model.load_context(ctx)
         sig = infer_signature(example, model.predict(ctx, example))
         cols = [ColSpec(c.type, c.name, required=c.name != "unknown") for c in sig.inputs.inputs]
         sig.inputs = Schema(cols)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=model,
-                artifacts={"model_dir": str(staged), "ids": str(ids_path)},
-                signature=sig, input_example=example,
+                name="model", python_model=str(sp.MODEL_CODE), artifacts=artifacts,
+                model_config=config, signature=sig, input_example=example,
                 pip_requirements=sp._pip_requirements(),
             )
     return info.model_uri

@@ -36,7 +36,12 @@ USER = 3
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("serve")
+    return make_served(tmp_path_factory.mktemp("serve"))
+
+
+def make_served(root: Path) -> dict:
+    """A tiny trained TARQ, its IDs assigned and published (export + manifest), a user's
+    history and a request time after it."""
     db, model_dir = make_trained(root)
     report = assign_ids(db, model_dir, root / "ids", progress=False, max_collision_rate=None)
     pub = publish(db, root / "ids", run_date="2026-10-06", export_dir=root / "export")
