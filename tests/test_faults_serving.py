@@ -90,7 +90,6 @@ def test_a_planted_pickle_in_the_registered_model_is_never_executed(
     from mlflow.tracking import MlflowClient
 
     from flows.tracking import log_pyfunc, request_example
-    from tarq.serving_pyfunc import MODEL_CODE, load_scorer_model
 
     marker = tmp_path / "pwned"
     samples = served["export"].parent.parent / "samples"
@@ -104,16 +103,20 @@ def test_a_planted_pickle_in_the_registered_model_is_never_executed(
     art_root = tmp_path / "artifacts"
     saved = [p for p in art_root.rglob("*") if p.is_file()]
     assert not [p for p in saved if p.suffix in (".pkl", ".pickle", ".cloudpickle")], saved
-    (code,) = [p for p in saved if p.name == MODEL_CODE.name]
-    model_dir = code.parent
-    assert "model_code_path" in (model_dir / "MLmodel").read_text()
+    (mlmodel_path,) = [p for p in saved if p.name == "MLmodel"]
+    model_dir = mlmodel_path.parent
+    assert "model_code_path" in mlmodel_path.read_text()
 
     # A python_model.pkl planted in the registered model's folder is never read.
     (model_dir / "python_model.pkl").write_bytes(pickle.dumps(_Evil(marker)))
     req = request_example(samples)
-    for load in (lambda: mlflow.pyfunc.load_model("models:/tarq@champion"),
-                 lambda: load_scorer_model("models:/tarq@champion")):
-        model = load()
+    plain = mlflow.pyfunc.load_model("models:/tarq@champion")
+    assert not marker.exists(), "the planted pickle ran on load"
+
+    from tarq.serving_pyfunc import MODEL_CODE, load_scorer_model
+
+    code = model_dir / MODEL_CODE.name
+    for model in (plain, load_scorer_model("models:/tarq@champion")):
         out = model.predict(pd.DataFrame([req]))
         assert len(out["scores"][0]) == len(req["candidate_item_ids"])
         # The registered signature does not coerce a float id into an integer one either.
@@ -142,17 +145,19 @@ def test_ids_of_other_weights_or_of_no_known_weights_are_refused(
         served: dict, tmp_path: Path) -> None:
     import mlflow
 
-    from tarq.serving import ModelMismatchError, Scorer
+    from tarq.serving import Scorer
     from tarq.serving_pyfunc import save_scorer_model
 
     ids = _ids_parquet(served)
     altered = _altered_weights(served["model_dir"], tmp_path / "altered")
     # IDs of model A (ids.parquet metadata, or the export's manifest) with weights of model B.
     for path in (ids, served["export"]):
-        with pytest.raises(ModelMismatchError, match=r"was assigned by another model .* than "
-                                                     r".*altered/model\.pt"):
+        with pytest.raises(ValueError, match=r"was assigned by another model .* than "
+                                             r".*altered/model\.pt"):
             Scorer.from_parquet(path, altered)
         assert Scorer.from_parquet(path, served["model_dir"]).n_items == len(served["items"])
+
+    from tarq.serving import ModelMismatchError
     # An export without its manifest (or beside a manifest of other bytes) proves nothing.
     bare = tmp_path / "bare" / served["export"].name
     bare.parent.mkdir()
@@ -188,8 +193,9 @@ def pyfunc(served: dict, tmp_path_factory: pytest.TempPathFactory) -> Any:
     from tarq.serving_pyfunc import save_scorer_model
 
     path = save_scorer_model(tmp_path_factory.mktemp("pyfunc") / "m", served["model_dir"],
-                             served["export"], max_candidates=50)
-    return mlflow.pyfunc.load_model(str(path))
+                             served["export"])
+    # The cap is the model's config (default 10,000); a load may set another.
+    return mlflow.pyfunc.load_model(str(path), model_config={"max_candidates": 50})
 
 
 def _bad_requests(served: dict) -> list[tuple[dict[str, Any], str]]:
@@ -235,7 +241,6 @@ def test_bad_serving_input_is_refused_by_name_never_coerced(served: dict, pyfunc
     # The same through a DataFrame, as `mlflow models serve` hands it over.
     with pytest.raises(MlflowException, match=r"candidate_item_ids\[0\] must be an integer"):
         pyfunc.predict(pd.DataFrame([_request(served, candidate_item_ids=[1.9, 2.5])]))
-    # The cap is the model's config; a load may raise it.
     assert pyfunc.metadata.flavors["python_function"]["config"]["max_candidates"] == 50
 
 
