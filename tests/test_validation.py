@@ -153,7 +153,7 @@ def test_clean_day_passes_through_cli(copy_db: Callable[[], Path], docs_dir: Pat
     assert checks["impressions.volume"]["status"] == "passed"
     assert 0.5 < checks["impressions.volume"]["observed"]["ratio"] < 2
     assert checks["impressions.ctr"]["status"] == "passed"
-    assert checks["behaviors.day_window"]["status"] == "passed"
+    assert checks["behaviors.click_history"]["status"] == "passed"
     assert checks["users.schema"]["observed"]["side_features"] == n_side > 0
     assert not any(c["name"] == "gx_sql_agreement" for c in summary["checks"])
     index = Path(summary["docs_path"])
@@ -354,7 +354,8 @@ def test_volume_collapse_fails_with_numbers(tmp_path: Path, docs_dir: Path) -> N
     assert _failed(report) == {"impressions.volume"}
     msg = report.check("impressions", "volume").message
     assert msg == (
-        "12 impressions on 2026-10-10 is 0.03x the trailing median 400 (allowed 0.2x–5x)"
+        "12 impressions on 2026-10-10 is 0.03x the trailing median 400 (allowed 0.5x–1.8x; "
+        "previous day 400)"
     )
     assert report.check("impressions", "volume").observed["ratio"] == pytest.approx(12 / 400)
 
@@ -370,7 +371,7 @@ def test_ctr_collapse_fails_with_numbers(tmp_path: Path, docs_dir: Path) -> None
     assert ctr.observed["ratio"] == pytest.approx((2 / 320) / 0.125)
     assert ctr.message == (
         "CTR 0.0063 (2 clicks / 320 exposed) on 2026-10-10 is 0.05x the trailing median "
-        "0.1250 (allowed 0.25x–4x)"
+        "0.1250 (allowed 0.8x–1.25x; z = -6.0)"
     )
 
 

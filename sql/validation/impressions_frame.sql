@@ -1,15 +1,24 @@
 -- The impressions under check for one validation run, as a temp table the GX batch is read
 -- from and the quarantine is filled from (so both see exactly the same rows).
--- Scope: the rows of the checked day (ts::DATE = $day), plus rows that belong to no day or to
--- a day that has not happened yet (ts NULL or later than $now); those are re-checked on every
--- run and quarantined once. Helper columns carry what a per-row GX expectation cannot see on
--- its own (duplicate rank, catalog membership); bad_<check> flags are the SQL twin of each
+-- Scope: the rows of the checked days ($days), plus rows that belong to no day or to a day
+-- that has not happened yet (ts NULL or later than $now); those are re-checked on every run
+-- and quarantined once. Helper columns carry what a per-row GX expectation cannot see on
+-- its own (duplicate rank, catalog membership, whether the row agrees with the user and day of
+-- its request id's first row anywhere in the table); bad_<check> flags are the SQL twin of each
 -- row-level expectation and must flag the same rows GX does.
 CREATE OR REPLACE TEMP TABLE validation_impressions AS
 WITH scope AS (
     SELECT row_id, user_id, item_id, ts, clicked, exposed, position, request_id
     FROM impressions
-    WHERE ts::DATE = $day OR ts IS NULL OR ts > $now
+    WHERE list_contains($days::DATE[], ts::DATE) OR ts IS NULL OR ts > $now
+),
+request_owner AS (
+    -- The user and day of each request id's first row (lowest row_id) in the whole table.
+    SELECT request_id, arg_min(user_id, row_id) AS req_user, arg_min(ts::DATE, row_id) AS req_day
+    FROM impressions
+    WHERE request_id IN (SELECT request_id FROM scope WHERE request_id IS NOT NULL)
+      AND user_id IS NOT NULL AND ts IS NOT NULL
+    GROUP BY request_id
 ),
 ranked AS (
     SELECT
@@ -18,8 +27,11 @@ ranked AS (
         row_number() OVER dup AS dup_rank,
         min(s.row_id) OVER dup AS dup_of,
         CASE WHEN s.item_id IS NOT NULL THEN it.item_id IS NOT NULL END AS item_known,
-        CASE WHEN s.user_id IS NOT NULL THEN us.user_id IS NOT NULL END AS user_known
+        CASE WHEN s.user_id IS NOT NULL THEN us.user_id IS NOT NULL END AS user_known,
+        CASE WHEN s.request_id IS NOT NULL AND s.user_id IS NOT NULL AND s.ts IS NOT NULL
+             THEN s.user_id = ro.req_user AND s.ts::DATE = ro.req_day END AS request_consistent
     FROM scope AS s
+    LEFT JOIN request_owner AS ro ON ro.request_id = s.request_id
     LEFT JOIN items AS it ON it.item_id = s.item_id
     LEFT JOIN users AS us ON us.user_id = s.user_id
     WINDOW dup AS (PARTITION BY s.user_id, s.item_id, s.ts, s.request_id ORDER BY s.row_id)
@@ -36,5 +48,6 @@ SELECT
     dup_rank > 1                                  AS bad_duplicate_impression,
     coalesce(NOT item_known, false)               AS bad_item_in_catalog,
     coalesce(NOT user_known, false)               AS bad_user_in_users,
+    coalesce(NOT request_consistent, false)       AS bad_request_id_reused,
     coalesce(ts > $now, false)                    AS bad_ts_not_in_future
 FROM ranked;

@@ -116,6 +116,17 @@ def row_checks(table: str, bounds: ValidationBounds) -> list[RowCheck]:
                 ),
             ),
             RowCheck(
+                "request_id_reused",
+                table,
+                "request_id already names a request of another user or day (its first row, "
+                "lowest row_id, is kept)",
+                ExpectationSpec(
+                    "request_id_reused",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "request_consistent", "value_set": [True]},
+                ),
+            ),
+            RowCheck(
                 "item_in_catalog",
                 table,
                 "item_id is not in items",
@@ -150,10 +161,35 @@ def row_checks(table: str, bounds: ValidationBounds) -> list[RowCheck]:
                     {"column": "action", "value_set": list(bounds.actions)},
                 ),
             ),
+            RowCheck(
+                "duplicate_behavior",
+                table,
+                "duplicate of an earlier row with the same (user_id, item_id, ts, action); "
+                "the lowest row_id is kept",
+                ExpectationSpec(
+                    "duplicate_behavior",
+                    "ExpectColumnValuesToBeBetween",
+                    {"column": "dup_rank", "max_value": 1},
+                ),
+            ),
             _not_in_future(table),
         ]
-    if table in CATALOG_KEYS:
-        return [_not_null(table, CATALOG_KEYS[table])]
+    if table == "items":
+        # The keys of items and users are primary keys: a NULL-key check could never fire.
+        return [
+            RowCheck(
+                "price_valid",
+                table,
+                "price is NaN, infinite or negative (a missing price is allowed: OOV bucket)",
+                ExpectationSpec(
+                    "price_valid",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "price_ok", "value_set": [True]},
+                ),
+            )
+        ]
+    if table == "users":
+        return []
     raise ValueError(f"no row-level checks for table {table!r}")
 
 
@@ -178,18 +214,18 @@ def schema_expectations(tables: tuple[str, ...], bounds: ValidationBounds) -> li
 
 
 def day_expectations(bounds: ValidationBounds) -> list[ExpectationSpec]:
-    """Table-level expectations over the one-row frame of the checked day's aggregates.
+    """Table-level expectations over the frame of the checked days' aggregates (one row a day).
 
-    A ratio that cannot be judged (too few trailing days) is NULL in the frame; GX skips
-    NULLs, and the report marks such a check as skipped.
+    Each column holds what its check judges, or NULL where the check cannot judge that day
+    (too few or too unsteady trailing days, no clicks, a window day that is not the test day);
+    GX skips NULLs, and the report marks such a day's check as skipped.
     """
     vol_lo, vol_hi = bounds.volume_ratio
     ctr_lo, ctr_hi = bounds.ctr_ratio
     between = "ExpectColumnValuesToBeBetween"
-    window = {"min_value": {"$PARAMETER": "day_start"}, "max_value": {"$PARAMETER": "day_end"}}
     return [
         ExpectationSpec(
-            "impressions:day_not_empty", between, {"column": "impressions", "min_value": 1}
+            "impressions:day_not_empty", between, {"column": "test_day_impressions", "min_value": 1}
         ),
         ExpectationSpec(
             "impressions:volume",
@@ -199,18 +235,29 @@ def day_expectations(bounds: ValidationBounds) -> list[ExpectationSpec]:
         ExpectationSpec(
             "impressions:ctr",
             between,
-            {"column": "ctr_ratio", "min_value": ctr_lo, "max_value": ctr_hi},
+            {"column": "ctr_ratio_significant", "min_value": ctr_lo, "max_value": ctr_hi},
         ),
         ExpectationSpec(
             "impressions:quarantined_share",
             between,
             {"column": "quarantined_share", "max_value": bounds.max_quarantined_share},
         ),
-        *(
-            ExpectationSpec(
-                f"{t}:day_window", between, {"column": f"{t}_{e}_ts", **window, "strict_max": True}
-            )
-            for t in LOG_TABLES
-            for e in ("min", "max")
+        ExpectationSpec(
+            "impressions:stub_share",
+            between,
+            {"column": "stub_share_increase", "max_value": bounds.max_stub_share_increase},
+        ),
+        ExpectationSpec(
+            "behaviors:click_history",
+            between,
+            {"column": "click_history_share", "max_value": bounds.max_click_history_share},
+        ),
+        ExpectationSpec(
+            "behaviors:click_history",
+            between,
+            {
+                "column": "click_history_increase",
+                "max_value": bounds.max_click_history_increase,
+            },
         ),
     ]

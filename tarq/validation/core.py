@@ -1,17 +1,23 @@
-"""``tarq validate``: check the logs of one day with Great Expectations, quarantine bad rows.
+"""``tarq validate``: check the logs with Great Expectations, quarantine bad rows.
 
-A run on run date D checks day D − 1 (README "The command line"):
+A run on run date D checks day D − 1 (the test day) and, with ``window_days = N``, each of
+the N days before it whose rows changed since it was last validated (``validated_days``
+records each (table, day)'s row count and row-id checksum and the verdict; a day never
+validated, or whose latest verdict failed, counts as changed):
 
 1. schema: the raw tables' columns and types against ``sql/schema/create_tables.sql``
    (table-level; a drifted table's other checks are skipped);
-2. row-level checks of the day's impressions and behaviours and of the catalog tables (GX
+2. row-level checks of those days' impressions and behaviours and of the item catalog (GX
    verdict + SQL flags on the same temp-table frame); flagged rows are copied into
    ``quarantine_<table>`` — raw rows are never modified or deleted;
-3. table-level checks of the day: not empty, volume and CTR against the trailing days,
-   quarantined share, timestamps inside the day.
+3. table-level checks of each of those days, day over day against its trailing days:
+   volume, CTR, quarantined share, stub-item share, and the cross-log clock check (clicks
+   whose item is already in the user's behaviours just before the impression); the test
+   day must not be empty.
 
 Row-level failures do not fail the run (their rows are excluded from samples); any
-table-level failure does. Each run leaves a row in ``validation_runs`` and a Data Docs page.
+table-level failure does. Each run leaves a row in ``validation_runs``, one per (table, day)
+in ``validated_days``, and a Data Docs page.
 """
 
 from __future__ import annotations
@@ -54,8 +60,9 @@ def validate(
     docs_dir: Path | None = None,
     run_id: str | None = None,
     bounds: ValidationBounds | None = None,
+    window_days: int = 0,
 ) -> ValidationReport:
-    """Validate the logs that run date ``run_date`` trains on (the day D − 1).
+    """Validate the logs that run date ``run_date`` tests on (D − 1) and trains on.
 
     Args:
         db_path: the DuckDB warehouse; it must exist.
@@ -65,15 +72,20 @@ def validate(
         run_id: id of this run in ``validation_runs`` and the quarantine tables (default: a
             new ``validation-…`` id); a repeated id replaces its ``validation_runs`` row.
         bounds: thresholds and domains of the checks (default :class:`ValidationBounds`).
+        window_days: the training window: the days D − 1 − window_days .. D − 2 are
+            validated too, those whose rows changed since their latest validation.
 
     Returns:
         The report; ``report.success`` is False when a table-level check failed.
 
     Raises:
         FileNotFoundError: the warehouse does not exist.
-        ValueError: a malformed run date, or ``"latest"`` on a warehouse without impressions.
+        ValueError: a malformed run date, ``"latest"`` on a warehouse without impressions, or a
+            negative ``window_days``.
     """
     disable_telemetry()
+    if window_days < 0:
+        raise ValueError(f"window_days must be >= 0, got {window_days}")
     bounds = bounds or ValidationBounds()
     db_path = Path(db_path)
     if not db_path.is_file():
@@ -82,12 +94,21 @@ def validate(
     started = _utcnow()
     with open_db(db_path) as con:
         day_after = resolve_run_date(run_date, con)
+        run(con, "validation/create_tables")
+        day = day_after - dt.timedelta(days=1)
+        changed = run(
+            con,
+            "validation/day_fingerprints",
+            {"first_day": day - dt.timedelta(days=window_days), "last_day": day},
+        ).fetchall()
+        days = sorted({day, *(d for d, ch in changed if ch and d < day)})
         job = _Run(
             con=con,
             bounds=bounds,
             run_id=run_id or new_id("validation"),
             run_date=day_after,
-            day=day_after - dt.timedelta(days=1),
+            day=day,
+            days=days,
             # One "now" for SQL and GX alike, so both judge "in the future" identically.
             now=_utcnow(),
             started=started,
@@ -105,6 +126,7 @@ class _Run:
     run_id: str
     run_date: dt.date
     day: dt.date
+    days: list[dt.date]
     now: dt.datetime
     started: dt.datetime
     gx: GxRunner | None = None
@@ -126,14 +148,25 @@ class _Run:
         if drifted & set(LOG_TABLES):
             self.notes.append("day checks skipped: schema drift in impressions or behaviors")
         else:
-            self._check_day()
+            self._check_days()
+        if len(self.days) > 1:
+            self.notes.append(
+                f"validated {len(self.days)} days: the test day {self.day} and "
+                f"{len(self.days) - 1} day(s) of the training window new or changed since "
+                "their last validation: " + ", ".join(str(d) for d in self.days[:-1])
+            )
 
         failed = [c for c in self.checks if c.level == "table" and c.status == "failed"]
+        if any(c.day is None for c in failed):
+            failed_days = list(self.days)
+        else:
+            failed_days = sorted({c.day for c in failed})
         report = ValidationReport(
             success=not failed,
             run_id=self.run_id,
             run_date=self.run_date,
             check_day=self.day,
+            days=list(self.days),
             checks=self.checks,
             quarantined=self.quarantined,
             flagged=self.flagged,
@@ -154,6 +187,12 @@ class _Run:
                 "success": report.success,
                 "summary": json.dumps(report.to_dict(), default=str),
             },
+        )
+        run(
+            self.con,
+            "validation/record_days",
+            {"days": self.days, "failed_days": failed_days, "run_id": self.run_id,
+             "now": report.finished_at},
         )
         return report
 
@@ -221,25 +260,14 @@ class _Run:
         """Run the row-level checks of ``table``; returns (table, check, SQL count) to quarantine."""
         frame = FRAMES[table]
         checks = row_checks(table, self.bounds)
-        if table in LOG_TABLES:
-            run(
-                self.con,
-                f"validation/{table}_frame",
-                {"day": self.day, "now": self.now, "actions": list(self.bounds.actions)},
-            )
-            id_col = "row_id"
-        else:
-            key = CATALOG_KEYS[table]
-            (check,) = checks
-            run(
-                self.con,
-                "validation/catalog_frame",
-                frame=frame,
-                key=key,
-                raw=table,
-                flag=check.flag,
-            )
-            id_col = None  # catalog rows have no row id; GX and SQL are compared by counts
+        if not checks:
+            return []
+        run(
+            self.con,
+            f"validation/{table}_frame",
+            {"days": self.days, "now": self.now, "actions": list(self.bounds.actions)},
+        )
+        id_col = "row_id" if table in LOG_TABLES else CATALOG_KEYS[table]
         cur = run(self.con, "validation/flag_counts", frame=frame)
         names = [d[0] for d in cur.description]
         counts = dict(zip(names, _one(cur), strict=True))
@@ -326,7 +354,8 @@ class _Run:
                     "run_id": self.run_id,
                     "check_name": check.name,
                     "reason": check.reason,
-                    "source": f"validation of {self.day}",
+                    "source": f"validation of {self.day}"
+                    + (f" and {len(self.days) - 1} window day(s)" if len(self.days) > 1 else ""),
                 }
                 idents = {"qtable": f"quarantine_{table}", "raw": table}
                 if table in LOG_TABLES:
@@ -358,86 +387,87 @@ class _Run:
 
     # -- table-level checks of the day ----------------------------------------------------
 
-    def _check_day(self) -> None:
+    def _check_days(self) -> None:
+        """The table-level checks of each checked day, in one GX run over one row a day."""
         b = self.bounds
-        day = self.day
-        first = day - dt.timedelta(days=b.trailing_days)
-        counts = run(self.con, "validation/day_counts", {"first_day": first, "day": day}).df()
-        today = counts[counts["day"] == pd.Timestamp(day)]
-        trailing = counts[(counts["day"] < pd.Timestamp(day)) & (counts["usable"] > 0)]
-        raw_n = int(today["impressions"].sum())
-        usable = int(today["usable"].sum())
-        exposed = int(today["exposed"].sum())
-        clicks = int(today["clicks"].sum())
-        ctr = clicks / exposed if exposed else math.nan
-
-        enough = len(trailing) >= b.min_trailing_days
-        med_volume = float(statistics.median(trailing["usable"])) if len(trailing) else math.nan
-        trailing_ctr = (trailing["clicks"] / trailing["exposed"])[trailing["exposed"] > 0]
-        med_ctr = float(statistics.median(trailing_ctr)) if len(trailing_ctr) else math.nan
-        volume_ratio = usable / med_volume if raw_n and enough and med_volume > 0 else math.nan
-        ctr_ok_to_judge = (
-            raw_n
-            and len(trailing_ctr) >= b.min_trailing_days
-            and med_ctr > 0
-            and not math.isnan(ctr)
-        )
-        ctr_ratio = ctr / med_ctr if ctr_ok_to_judge else math.nan
-
-        q_n, q_bad = _one(run(self.con, "validation/quarantined_share", {"day": day}))
-        share = q_bad / q_n if q_n else math.nan
-        cur = run(self.con, "validation/day_window", {"day": day})
-        window = dict(zip([d[0] for d in cur.description], _one(cur), strict=True))
-
-        frame = pd.DataFrame(
-            [
-                {
-                    "day": pd.Timestamp(day),
-                    "impressions": raw_n,
-                    "usable_impressions": usable,
-                    "trailing_days": len(trailing),
-                    "trailing_median_volume": med_volume,
-                    "volume_ratio": volume_ratio,
-                    "ctr": ctr,
-                    "trailing_median_ctr": med_ctr,
-                    "ctr_ratio": ctr_ratio,
-                    "quarantined": int(q_bad),
-                    "quarantined_share": share,
-                    **window,
-                }
-            ]
-        )
-        for col in (
-            "impressions_min_ts",
-            "impressions_max_ts",
-            "behaviors_min_ts",
-            "behaviors_max_ts",
-        ):
-            frame[col] = pd.to_datetime(frame[col])
-        day_start = dt.datetime.combine(day, dt.time())
-        day_end = day_start + dt.timedelta(days=1)
+        first = self.days[0] - dt.timedelta(days=b.trailing_days)
+        counts = run(
+            self.con,
+            "validation/day_counts",
+            {"first_day": first, "last_day": self.day, "history_minutes": b.history_minutes},
+        ).df()
+        counts = counts.fillna(0)
+        counts["day"] = counts["day"].dt.date
+        counts = counts.set_index("day")
+        shares = {
+            d: (int(n), int(q))
+            for d, n, q in run(self.con, "validation/quarantined_share", {"days": self.days})
+            .fetchall()
+        }
+        stats = [self._day_stats(d, counts, shares.get(d, (0, 0))) for d in self.days]
+        frame = pd.DataFrame([s.frame_row() for s in stats])
         outcomes = _by_check(
             self._gx.validate_frame(
-                "day",
-                frame,
-                day_expectations(b),
-                parameters={"day_start": day_start, "day_end": day_end},
+                "days", frame, day_expectations(b), index_column="day", complete=True
             )
         )
+        for s in stats:
+            self._add_day_results(s, outcomes)
 
-        def add(
-            name: str,
-            table: str,
-            judged: bool,
-            observed: dict[str, Any],
-            threshold: str,
-            fail_msg: str,
-            ok_msg: str,
-            skip_msg: str = "",
-        ) -> None:
+    def _day_stats(
+        self, day: dt.date, counts: pd.DataFrame, quarantined: tuple[int, int]
+    ) -> _DayStats:
+        b = self.bounds
+        trailing = counts[
+            (counts.index < day)
+            & (counts.index >= day - dt.timedelta(days=b.trailing_days))
+            & (counts["usable"] > 0)
+        ]
+        r = counts.loc[day] if day in counts.index else None
+        get = (lambda c: int(r[c])) if r is not None else (lambda c: 0)
+        prev = counts.loc[day - dt.timedelta(days=1)] if (
+            day - dt.timedelta(days=1)) in counts.index else None
+        return _DayStats(
+            day=day,
+            test_day=day == self.day,
+            impressions=get("impressions"),
+            usable=get("usable"),
+            exposed=get("exposed"),
+            clicks=get("clicks"),
+            stubs=get("stub_impressions"),
+            clicks_after_history=get("clicks_after_history"),
+            nonclicks_after_history=get("nonclicks_after_history"),
+            ctr_moments=(float(r["ctr_cc"]), float(r["ctr_ce"]), float(r["ctr_ee"]))
+            if r is not None else (0.0, 0.0, 0.0),
+            prev_usable=int(prev["usable"]) if prev is not None else 0,
+            prev_exposed=int(prev["exposed"]) if prev is not None else 0,
+            prev_clicks=int(prev["clicks"]) if prev is not None else 0,
+            trailing=trailing,
+            q_n=quarantined[0],
+            q_bad=quarantined[1],
+            bounds=b,
+        )
+
+    def _add_day_results(
+        self, s: _DayStats, outcomes: dict[str, list[ExpectationOutcome]]
+    ) -> None:
+        b = self.bounds
+        day = s.day
+        key = day.isoformat()
+        span = f"{day - dt.timedelta(days=b.trailing_days)}..{day - dt.timedelta(days=1)}"
+        too_few = (
+            f"only {s.n_trailing} trailing day(s) with impressions in {span}; "
+            f"{b.min_trailing_days} needed to judge"
+        )
+
+        def add(name: str, table: str, judged: bool, observed: dict[str, Any], threshold: str,
+                fail_msg: str, ok_msg: str, skip_msg: str = "") -> None:
             outs = outcomes.get(f"{table}:{name}", [])
             errors = [o.error for o in outs if o.error]
-            gx_ok = bool(outs) and all(o.success for o in outs) and not errors
+            gx_ok = bool(outs) and not errors and all(
+                key not in (o.unexpected_ids or []) and (o.unexpected_ids is not None or o.success)
+                for o in outs
+            )
             if not judged:
                 status, message = "skipped", skip_msg
             elif gx_ok:
@@ -446,90 +476,190 @@ class _Run:
                 status = "failed"
                 message = fail_msg + (f" (GX error: {'; '.join(errors)})" if errors else "")
             self.checks.append(
-                CheckResult(name, table, "table", status, observed, threshold, message)
+                CheckResult(name, table, "table", status, observed, threshold, message, day=day)
             )
 
-        add(
-            "day_not_empty",
-            "impressions",
-            True,
-            {"impressions": raw_n},
-            "at least 1 impression on the checked day",
-            f"no impressions on {day}",
-            f"{raw_n:,} impressions on {day}",
-        )
+        if s.test_day:
+            add("day_not_empty", "impressions", True, {"impressions": s.impressions},
+                "at least 1 impression on the test day", f"no impressions on {day}",
+                f"{s.impressions:,} impressions on {day}")
         lo, hi = b.volume_ratio
-        trailing_span = f"{first}..{day - dt.timedelta(days=1)}"
-        too_few = (
-            f"only {len(trailing)} trailing day(s) with impressions in {trailing_span}; "
-            f"{b.min_trailing_days} needed to judge"
-        )
+        if not s.impressions:
+            vol_skip = "day is empty"
+        elif s.n_trailing < b.min_trailing_days:
+            vol_skip = too_few
+        else:
+            vol_skip = (
+                f"the trailing days are not a steady feed ({s.spread:.1f}x from their smallest "
+                f"to their largest day; allowed {b.volume_max_trailing_spread:g}x): not judged"
+            )
         add(
-            "volume",
-            "impressions",
-            bool(raw_n) and not math.isnan(volume_ratio),
-            {
-                "impressions": usable,
-                "trailing_median": med_volume,
-                "ratio": volume_ratio,
-                "trailing_days": len(trailing),
-            },
+            "volume", "impressions", not math.isnan(s.volume_ratio),
+            {"impressions": s.usable, "trailing_median": s.med_volume, "ratio": s.volume_ratio,
+             "previous_day": s.prev_usable, "ratio_to_previous_day": _ratio(s.usable, s.prev_usable),
+             "trailing_days": s.n_trailing, "trailing_spread": s.spread},
             f"{lo:g}x–{hi:g}x the median of the trailing {b.trailing_days} days",
-            f"{usable:,} impressions on {day} is {volume_ratio:.2f}x the trailing median "
-            f"{med_volume:,.0f} (allowed {lo:g}x–{hi:g}x)",
-            f"{usable:,} impressions is {volume_ratio:.2f}x the trailing median {med_volume:,.0f}",
-            "day is empty" if not raw_n else too_few,
+            f"{s.usable:,} impressions on {day} is {s.volume_ratio:.2f}x the trailing median "
+            f"{s.med_volume:,.0f} (allowed {lo:g}x–{hi:g}x; previous day {s.prev_usable:,})",
+            f"{s.usable:,} impressions is {s.volume_ratio:.2f}x the trailing median "
+            f"{s.med_volume:,.0f}",
+            vol_skip,
         )
         lo, hi = b.ctr_ratio
-        if not raw_n:
+        if not s.impressions:
             ctr_skip = "day is empty"
-        elif math.isnan(ctr):
+        elif math.isnan(s.ctr):
             ctr_skip = f"no exposed impressions on {day}"
-        elif len(trailing_ctr) < b.min_trailing_days:
+        elif s.n_trailing_ctr < b.min_trailing_days:
             ctr_skip = too_few
         else:
-            ctr_skip = f"trailing median CTR is {med_ctr:g}; a ratio cannot be formed"
+            ctr_skip = f"trailing median CTR is {s.med_ctr:g}; a ratio cannot be formed"
+        inside = math.isnan(s.ctr_ratio) or lo <= s.ctr_ratio <= hi
         add(
-            "ctr",
-            "impressions",
-            not math.isnan(ctr_ratio),
-            {
-                "ctr": ctr,
-                "clicks": clicks,
-                "exposed": exposed,
-                "trailing_median": med_ctr,
-                "ratio": ctr_ratio,
-            },
-            f"{lo:g}x–{hi:g}x the median CTR of the trailing {b.trailing_days} days",
-            f"CTR {ctr:.4f} ({clicks:,} clicks / {exposed:,} exposed) on {day} is "
-            f"{ctr_ratio:.2f}x the trailing median {med_ctr:.4f} (allowed {lo:g}x–{hi:g}x)",
-            f"CTR {ctr:.4f} is {ctr_ratio:.2f}x the trailing median {med_ctr:.4f}",
+            "ctr", "impressions", not math.isnan(s.ctr_ratio),
+            {"ctr": s.ctr, "clicks": s.clicks, "exposed": s.exposed,
+             "trailing_median": s.med_ctr, "ratio": s.ctr_ratio, "z": s.ctr_z,
+             "previous_day_ctr": _ratio(s.prev_clicks, s.prev_exposed)},
+            f"{lo:g}x–{hi:g}x the median CTR of the trailing {b.trailing_days} days, or inside "
+            f"the noise (|z| < {b.ctr_min_z:g})",
+            f"CTR {s.ctr:.4f} ({s.clicks:,} clicks / {s.exposed:,} exposed) on {day} is "
+            f"{s.ctr_ratio:.2f}x the trailing median {s.med_ctr:.4f} (allowed {lo:g}x–{hi:g}x; "
+            f"z = {s.ctr_z:.1f})",
+            f"CTR {s.ctr:.4f} is {s.ctr_ratio:.2f}x the trailing median {s.med_ctr:.4f}"
+            + ("" if inside else f", inside the noise (z = {s.ctr_z:.1f})"),
             ctr_skip,
         )
         add(
-            "quarantined_share",
-            "impressions",
-            bool(q_n),
-            {"quarantined": int(q_bad), "impressions": int(q_n), "share": share},
-            f"at most {b.max_quarantined_share:.1%} of the day's impressions quarantined",
-            f"{int(q_bad):,} of {int(q_n):,} impressions on {day} are quarantined "
-            f"({share:.1%}; allowed at most {b.max_quarantined_share:.1%})",
-            f"{int(q_bad):,} of {int(q_n):,} impressions quarantined ({share:.2%})",
+            "quarantined_share", "impressions", bool(s.q_n),
+            {"quarantined": s.q_bad, "impressions": s.q_n, "share": s.q_share},
+            f"at most {b.max_quarantined_share:.1%} of the day's impressions quarantined "
+            "(exact duplicates aside)",
+            f"{s.q_bad:,} of {s.q_n:,} impressions on {day} are quarantined "
+            f"({s.q_share:.1%}; allowed at most {b.max_quarantined_share:.1%})",
+            f"{s.q_bad:,} of {s.q_n:,} impressions quarantined ({s.q_share:.2%})",
             "day is empty",
         )
-        for table in LOG_TABLES:
-            lo_ts, hi_ts = window[f"{table}_min_ts"], window[f"{table}_max_ts"]
-            add(
-                "day_window",
-                table,
-                lo_ts is not None,
-                {"min_ts": lo_ts, "max_ts": hi_ts},
-                f"[{day_start}, {day_end})",
-                f"the {table} selected for {day} span {lo_ts} .. {hi_ts}, "
-                f"outside [{day_start}, {day_end})",
-                f"{table} of the day span {lo_ts} .. {hi_ts}",
-                f"no {table} on {day}",
-            )
+        add(
+            "stub_share", "impressions", not math.isnan(s.stub_increase),
+            {"stub_impressions": s.stubs, "share": s.stub_share,
+             "trailing_median": s.med_stub_share, "increase": s.stub_increase},
+            f"at most {b.max_stub_share_increase:.0%} above the trailing median share of "
+            "impressions of catalog stubs",
+            f"{s.stubs:,} of {s.usable:,} impressions on {day} ({s.stub_share:.1%}) show items "
+            f"the catalog only has as stubs, {s.stub_increase:+.1%} over the trailing median "
+            f"{s.med_stub_share:.1%} (allowed +{b.max_stub_share_increase:.0%})",
+            f"{s.stub_share:.1%} of impressions show stub items"
+            + _median_text(s.med_stub_share),
+            "day is empty" if not s.usable else too_few,
+        )
+        add(
+            "click_history", "behaviors", not math.isnan(s.hist_share),
+            {"clicks": s.hist_clicks, "clicks_after_history": s.clicks_after_history,
+             "share": s.hist_share, "nonclicks_after_history": s.nonclicks_after_history,
+             "trailing_median": s.med_hist_share, "increase": s.hist_increase},
+            f"at most {b.max_click_history_share:.0%} of the clicks, and at most "
+            f"+{b.max_click_history_increase:.0%} over the trailing median, after a behaviour "
+            f"on the same item in the {b.history_minutes} min before the impression",
+            f"{s.clicks_after_history:,} of {s.hist_clicks:,} clicks on {day} "
+            f"({s.hist_share:.1%}) come after a behaviour on the same item in the "
+            f"{b.history_minutes} min before (trailing median {s.med_hist_share:.1%}; allowed "
+            f"{b.max_click_history_share:.0%} and +{b.max_click_history_increase:.0%}): the "
+            "behaviour log's clock runs ahead of the impressions' and each click's follow-up "
+            "lands in its own history (leakage)",
+            f"{s.hist_share:.1%} of clicks after a behaviour on the same item"
+            + _median_text(s.med_hist_share),
+            f"no clicks on {day}",
+        )
+
+
+@dataclass
+class _DayStats:
+    """The aggregates of one checked day and its trailing days (internal)."""
+
+    day: dt.date
+    test_day: bool
+    impressions: int
+    usable: int
+    exposed: int
+    clicks: int
+    stubs: int
+    clicks_after_history: int
+    nonclicks_after_history: int
+    ctr_moments: tuple[float, float, float]
+    prev_usable: int
+    prev_exposed: int
+    prev_clicks: int
+    trailing: pd.DataFrame
+    q_n: int
+    q_bad: int
+    bounds: ValidationBounds
+
+    def __post_init__(self) -> None:
+        b, t = self.bounds, self.trailing
+        self.n_trailing = len(t)
+        enough = self.n_trailing >= b.min_trailing_days
+        self.med_volume = float(statistics.median(t["usable"])) if len(t) else math.nan
+        self.spread = float(t["usable"].max() / t["usable"].min()) if len(t) else math.nan
+        self.volume_ratio = (
+            self.usable / self.med_volume
+            if self.impressions and enough and self.spread <= b.volume_max_trailing_spread
+            else math.nan
+        )
+        self.ctr = self.clicks / self.exposed if self.exposed else math.nan
+        t_ctr = (t["clicks"] / t["exposed"])[t["exposed"] > 0]
+        self.n_trailing_ctr = len(t_ctr)
+        self.med_ctr = float(statistics.median(t_ctr)) if len(t_ctr) else math.nan
+        judge = (self.impressions and self.n_trailing_ctr >= b.min_trailing_days
+                 and self.med_ctr > 0 and not math.isnan(self.ctr))
+        self.ctr_ratio = self.ctr / self.med_ctr if judge else math.nan
+        # z of the day's clicks against the trailing median CTR, with the users as clusters:
+        # one user's rows move together (MovieLens: a day can be a few users' ratings).
+        cc, ce, ee = self.ctr_moments
+        p = self.med_ctr
+        var = cc - 2 * p * ce + p * p * ee if judge else math.nan
+        self.ctr_z = (self.clicks - self.exposed * p) / math.sqrt(var) if var > 0 else math.nan
+        self.q_share = self.q_bad / self.q_n if self.q_n else math.nan
+        self.stub_share = self.stubs / self.usable if self.usable else math.nan
+        t_stub = (t["stub_impressions"] / t["usable"])
+        self.med_stub_share = float(statistics.median(t_stub)) if len(t_stub) else math.nan
+        self.stub_increase = (
+            self.stub_share - self.med_stub_share if self.usable and enough else math.nan
+        )
+        self.hist_clicks = self.clicks
+        self.hist_share = self.clicks_after_history / self.clicks if self.clicks else math.nan
+        t_hist = (t["clicks_after_history"] / t["clicks"])[t["clicks"] > 0]
+        self.med_hist_share = (
+            float(statistics.median(t_hist)) if len(t_hist) >= b.min_trailing_days else math.nan
+        )
+        self.hist_increase = (
+            self.hist_share - self.med_hist_share if self.clicks else math.nan
+        )
+
+    def frame_row(self) -> dict[str, Any]:
+        """This day's row of the GX frame: NULL (NaN) where a check does not judge the day."""
+        ctr_sig = (
+            self.ctr_ratio
+            if not math.isnan(self.ctr_z) and abs(self.ctr_z) >= self.bounds.ctr_min_z
+            else math.nan
+        )
+        return {
+            "day": self.day.isoformat(),
+            "test_day_impressions": self.impressions if self.test_day else math.nan,
+            "volume_ratio": self.volume_ratio,
+            "ctr_ratio_significant": ctr_sig,
+            "quarantined_share": self.q_share,
+            "stub_share_increase": self.stub_increase,
+            "click_history_share": self.hist_share,
+            "click_history_increase": self.hist_increase,
+        }
+
+
+def _median_text(median: float) -> str:
+    return "" if math.isnan(median) else f" (trailing median {median:.1%})"
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
 
 
 # -- helpers ------------------------------------------------------------------------------

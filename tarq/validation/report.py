@@ -19,6 +19,7 @@ class CheckResult:
     ``level='row'`` checks flag individual rows, which are quarantined; their failure does not
     fail the validation. ``level='table'`` checks judge the data as a whole; any failure fails
     the validation. ``observed`` holds the numbers behind the verdict (counts, ratios).
+    ``day`` is the day a table-level check of a day judged (None: not a check of one day).
     """
 
     name: str
@@ -28,6 +29,7 @@ class CheckResult:
     observed: dict[str, Any] = field(default_factory=dict)
     threshold: str = ""
     message: str = ""
+    day: dt.date | None = None
 
     @property
     def success(self) -> bool:
@@ -36,7 +38,7 @@ class CheckResult:
 
     @property
     def key(self) -> str:
-        """``table.name``, the check's name in summaries."""
+        """``table.name``, the check's name in summaries (``table.name@day`` for a window day)."""
         return f"{self.table}.{self.name}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -45,6 +47,7 @@ class CheckResult:
             "name": self.name,
             "table": self.table,
             "level": self.level,
+            "day": self.day.isoformat() if self.day else None,
             "status": self.status,
             "success": self.success,
             "observed": {k: _jsonable(v) for k, v in self.observed.items()},
@@ -57,6 +60,8 @@ class CheckResult:
 class ValidationReport:
     """Everything one ``validate`` run found; ``success`` decides whether the job goes on.
 
+    ``days``: the days checked (the test day ``check_day`` last, after the window days whose
+    rows changed since their last validation).
     ``quarantined``: rows this run newly copied into ``quarantine_<table>``, per table.
     ``flagged``: rows the row-level checks flagged this run, per table (a row flagged by two
     checks counts once; rows quarantined by an earlier run of the same day count again).
@@ -66,6 +71,7 @@ class ValidationReport:
     run_id: str
     run_date: dt.date
     check_day: dt.date
+    days: list[dt.date]
     checks: list[CheckResult]
     quarantined: dict[str, int]
     flagged: dict[str, int]
@@ -79,12 +85,18 @@ class ValidationReport:
         """Table-level checks that failed (the reasons the validation failed)."""
         return [c for c in self.checks if c.level == "table" and c.status == "failed"]
 
-    def check(self, table: str, name: str) -> CheckResult:
-        """The result of ``table.name``; KeyError when no such check ran."""
+    def check(self, table: str, name: str, day: dt.date | None = None) -> CheckResult:
+        """The result of ``table.name`` (a check of one day: of ``day``, default the test day);
+        KeyError when no such check ran."""
+        day = day or self.check_day
         for c in self.checks:
-            if c.table == table and c.name == name:
+            if c.table == table and c.name == name and c.day in (None, day):
                 return c
-        raise KeyError(f"no check {table}.{name} in this report")
+        raise KeyError(f"no check {table}.{name} of {day} in this report")
+
+    def _label(self, c: CheckResult) -> str:
+        """``table.name``, with ``@day`` for a check of a window day."""
+        return f"{c.key}@{c.day}" if c.day not in (None, self.check_day) else c.key
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored in ``validation_runs.summary``)."""
@@ -93,9 +105,10 @@ class ValidationReport:
             "run_id": self.run_id,
             "run_date": self.run_date.isoformat(),
             "check_day": self.check_day.isoformat(),
+            "days": [d.isoformat() for d in self.days],
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat(),
-            "failed": [c.key for c in self.failed_checks],
+            "failed": [self._label(c) for c in self.failed_checks],
             "quarantined": dict(self.quarantined),
             "flagged": dict(self.flagged),
             "docs_path": str(self.docs_path) if self.docs_path else None,
@@ -109,14 +122,15 @@ class ValidationReport:
         n_table = sum(1 for c in self.checks if c.level == "table")
         lines = [
             f"validation {verdict}: day {self.check_day} (run date {self.run_date}), "
-            f"run {self.run_id}",
+            f"run {self.run_id}"
+            + (f", and {len(self.days) - 1} window day(s)" if len(self.days) > 1 else ""),
             f"  {n_table - len(self.failed_checks)}/{n_table} table-level checks passed",
         ]
         for c in self.failed_checks:
-            lines.append(f"  FAILED {c.key}: {c.message}")
+            lines.append(f"  FAILED {self._label(c)}: {c.message}")
         for c in self.checks:
-            if c.status == "skipped":
-                lines.append(f"  skipped {c.key}: {c.message}")
+            if c.status == "skipped" and c.day in (None, self.check_day):
+                lines.append(f"  skipped {self._label(c)}: {c.message}")
         flagged_rows = [c for c in self.checks if c.level == "row" and c.status == "failed"]
         if flagged_rows:
             lines.append("  row-level checks (rows quarantined, excluded from samples):")
