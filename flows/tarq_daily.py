@@ -221,9 +221,10 @@ def _ensure(result: Any, check: Callable[[Any], bool], rerun: Callable[[], Any])
 
 
 def validate_stage(d: _Day) -> State | None:
-    """GX validation of D − 1; a Failed state when it fails (nothing else runs)."""
+    """GX validation of D − 1 and of the training window's days whose rows changed since they
+    were last validated; a Failed state when it fails (nothing else runs)."""
     with d.stage("validate"):
-        report = d.tasks.validate_logs(d.db, d.day, d.dir / "gx")
+        report = d.tasks.validate_logs(d.db, d.day, d.dir / "gx", d.p.train_days)
     artifacts.validation(d.day, report)
     if report["success"]:
         return None
