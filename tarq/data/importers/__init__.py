@@ -6,9 +6,16 @@ is one load: a ``loads`` row with the report as JSON, and every row it inserts c
 delimiter, bad encoding, a truncated line) raises :class:`SourceFormatError` naming file
 and line, and nothing of the run is kept.
 
-Row-level problems do not stop a load: a row whose key is empty or whose value does not
-convert to its column type goes to ``quarantine_<table>`` (stage ``import``, with check
-name, reason, source file, 1-based line and the raw fields as JSON).
+Row-level problems do not stop a load: a row whose key is empty (``null_key``), whose value
+does not convert to its column type (``type_cast``), whose number is inf, -inf or NaN
+(``non_finite``) or whose Taobao ``clk``/``nonclk`` contradict each other
+(``label_conflict``) goes to ``quarantine_<table>`` (stage ``import``, with check name,
+reason, source file, 1-based line and the raw fields as JSON).
+
+Paths are literal: glob characters (``*?[``) in a source path are escaped before DuckDB reads
+the file, so ``b*/`` reads that folder and nothing else. The Parquet parts of one table folder
+must all have the same columns (a part with a column the others lack is refused: read by the
+first part's schema it would be dropped, read by name it would become NULL).
 
 Re-importing: raw tables are append-only. Impressions and behaviours are appended again
 (repeats are validation's business); item and user ids already in the warehouse are skipped

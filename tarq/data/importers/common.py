@@ -4,11 +4,13 @@ Every source file goes through the same steps, each a named statement in ``sql/i
 
 1. **stage** – the file is read with every field as text (``stage_csv``) or as stored
    (``stage_parquet``) into the temporary table ``import_stage`` with its source file and
-   1-based line (Parquet: row) number. Structural problems (field count, encoding, quoting)
-   abort the import with a :class:`SourceFormatError` naming file and line.
+   1-based line (Parquet: row) number. Structural problems (field count, encoding, quoting,
+   Parquet parts with different columns) abort the import with a :class:`SourceFormatError`
+   naming file and line. Paths reach DuckDB literally (:func:`tarq.data.paths.duckdb_path`).
 2. **type** – a format-specific statement (``taobao_raw_sample`` …) builds ``import_typed``:
    contract columns, side features, and per row ``reject_check``/``reject_reason`` when a
-   key is empty or a non-empty value does not convert to its type.
+   key is empty (``null_key``), a non-empty value does not convert to its type
+   (``type_cast``) or a number is inf, -inf or NaN (``non_finite``).
 3. **quarantine** – rejected rows go to ``quarantine_<table>`` (stage ``import``, the raw
    fields as JSON, file and line).
 4. **append** – good rows are inserted with the load's ``load_id``. Logs (impressions,

@@ -2,7 +2,8 @@
 
 ``SRC`` is a directory holding any of ``items``, ``users``, ``impressions``, ``behaviors``,
 each as ``<name>.parquet``, ``<name>.csv`` (comma-separated, header line) or a directory
-``<name>/`` of Parquet parts. A table without a file is skipped and reported.
+``<name>/`` of Parquet parts (all with the same columns; their types may differ, columns are
+matched by name). A table without a file is skipped and reported.
 
 Columns are the warehouse contract's (``sql/schema/create_tables.sql``):
 

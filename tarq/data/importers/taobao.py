@@ -21,7 +21,8 @@ Mapping decisions (see the SQL files for the row-level details):
   (``pid`` is the ad slot, not a request). ``nonclk`` must be ``1 - clk``: a row with both
   set or neither is quarantined as ``label_conflict``.
 * items: ``category_id = cate_id``, ``brand_id = brand`` (the text ``NULL`` → NULL),
-  ``price``; side features ``campaign_id`` and ``customer``.
+  ``price`` (inf/NaN quarantined as ``non_finite``); side features ``campaign_id`` and
+  ``customer``.
 * users: every profile field is a user side feature under its own name.
 * behaviours: ``action = btag`` (pv/cart/fav/buy), category and brand; ``item_id`` NULL for
   ``behavior_log`` and set for ``UserBehavior``.
