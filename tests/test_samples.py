@@ -204,3 +204,38 @@ def test_user_buckets_give_identical_rows(built: tuple[Path, Path, dict], tmp_pa
         return df[["row_id", "label", "hist_item_id"]].sort_values("row_id").reset_index(drop=True)
 
     pd.testing.assert_frame_equal(rows(out), rows(tmp_path / "b"))
+
+
+def test_a_rebuild_swaps_in_whole_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A rebuild replaces exactly the sample outputs (into a folder whose name has glob
+    characters: DuckDB must read the parts of this folder only), and stale leftovers of an
+    interrupted build are cleared."""
+    db = tmp_path / "w.duckdb"
+    _make_warehouse(db)
+    run_date = DAY0 + dt.timedelta(days=N_DAYS)
+    out = tmp_path / "s[1]*"
+    (tmp_path / "s1x" / "train").mkdir(parents=True)  # a decoy the glob s[1]* would match
+    first = build_samples(db, run_date, out, seq_len=8)
+    (out / ".build-dead").mkdir()  # left by a killed build
+    (out / "README").write_text("kept")
+    second = build_samples(db, run_date, out, seq_len=8)
+    assert second["fingerprint"] == first["fingerprint"]
+    assert second["build_id"] != first["build_id"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["README", "layout.json", "meta.json", "test", "train", "vocab"])
+    assert json.loads((out / "meta.json").read_text())["build_id"] == second["build_id"]
+
+
+def test_latest_with_no_usable_impression_says_why(tmp_path: Path) -> None:
+    from tarq.dates import latest_run_date
+
+    db = tmp_path / "w.duckdb"
+    _make_warehouse(db)
+    con = connect(db)
+    try:
+        assert latest_run_date(con) == DAY0 + dt.timedelta(days=N_DAYS)
+        with pytest.raises(ValueError, match=r"no usable impression: all [\d,]+ are quarantined "
+                                             r"or later than now \(2026-09-01 00:00 UTC\)"):
+            latest_run_date(con, dt.datetime(2026, 9, 1))
+    finally:
+        con.close()
