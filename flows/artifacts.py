@@ -82,6 +82,11 @@ def publication(summary: DaySummary) -> None:
                      f"{summary.churn['items_compared']:,} items changed their tuple")
     if pub is None:
         lines.append("- publication: **none** (champion and served table unchanged)")
+    elif not pub.get("served", True):
+        lines += [f"- status: **not served**: table version {pub['version']} is published "
+                  f"but version {pub.get('previous')} is served (an operator rolled it back); "
+                  "`champion` not moved",
+                  f"- model URI: `{summary.model_uri}` (not the champion)"]
     else:
         lines += [f"- published table version **{pub['version']}** "
                   f"({'new' if pub.get('created', True) else 'already published'}), "

@@ -142,6 +142,9 @@ class DaySummary:
     churn: dict[str, Any] | None
     timings: dict[str, float]
     publication: dict[str, Any] | None = None
+    # "published", "not-served" (published but another table version is served) or
+    # "rejected": the day run's tarq.status.
+    status: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -127,6 +127,10 @@ class DailyParams(BaseModel):
         "most items that may share their ID tuple with another"))
     tracking_uri: str | None = Field(None, description="MLflow store (default mlflow/mlflow.db)")
     experiment: str = "tarq-daily"
+    registered_model: str = Field(
+        "tarq", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description=(
+            "MLflow registered model (and its champion alias) of this warehouse; it is bound "
+            "to the first warehouse that registers it, another warehouse needs its own"))
     keep_versions: int = Field(5, ge=1, description="published versions kept for rollback")
     force: bool = Field(False, description="rerun a run date that already finished")
     lock_wait_s: float = Field(0.0, ge=0.0, description=(
@@ -188,6 +192,7 @@ class _Day:
     day: str
     log: Any
     tasks: SimpleNamespace
+    warehouse: str = ""  # the warehouse's identity, the scope of every MLflow lookup
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -281,7 +286,9 @@ def train_stage(d: _Day, samples: Samples, experiment_id: str) -> dict[str, Trai
             parent = None
             if policy.warm_start:
                 parent = d.tasks.find_parent(p.tracking_uri, experiment_id, name, d.day, d.work,
-                                             prefer_champion=name == "tarq")
+                                             prefer_champion=name == "tarq",
+                                             warehouse=d.warehouse,
+                                             registered_model=p.registered_model)
             why = (incompatibility(parent.model_dir, name, mcfg, layout)
                    if parent is not None else None)
             lineage = plan(D, start, end, parent, policy, why)
@@ -312,7 +319,8 @@ def train_stage(d: _Day, samples: Samples, experiment_id: str) -> dict[str, Trai
 
 def champion_stage(d: _Day, samples: Samples) -> ChampionScore | None:
     with d.stage("champion"):
-        return d.tasks.rescore_champion(samples.dir, d.work, d.day, d.p.tracking_uri)
+        return d.tasks.rescore_champion(samples.dir, d.work, d.day, d.p.tracking_uri,
+                                        d.warehouse, d.p.registered_model)
 
 
 def semantic_ids_stage(d: _Day, tarq: TrainedModel) -> dict[str, Any]:
@@ -336,7 +344,8 @@ def register_stage(d: _Day, samples: Samples, trained: dict[str, TrainedModel],
             champ, {"params": d.p.model_dump(),
                     "model": ModelConfig.from_dict(d.p.model_overrides).to_dict(),
                     "train": _train_config(d.p, warm=False),
-                    "train_warm": _train_config(d.p, warm=True)})
+                    "train_warm": _train_config(d.p, warm=True)},
+            d.warehouse, d.p.registered_model)
     artifacts.comparison(reg.rows, samples.test_day, samples.fingerprint,
                          tracking.run_link(reg.parent_run_id))
     return reg
@@ -371,17 +380,20 @@ def gate_stage(d: _Day, trained: dict[str, TrainedModel], champ: ChampionScore |
 
 def publish_stage(d: _Day, reg: Registration) -> dict[str, Any]:
     """Publish the ID table, then move ``champion`` — only when the table is served."""
+    name = d.p.registered_model
     with d.stage("publish"):
         pub = d.tasks.publish(d.db, d.dir / "ids", str(reg.version), d.day, reg.model_uri,
-                              d.p.keep_versions, d.db.parent / "published")
+                              d.p.keep_versions, d.db.parent / "published", name)
         tracking.tag_version(str(reg.version), {
             "published.table_version": pub["version"],
-            "published.export": pub.get("export_path"), "published.served": pub["served"]})
+            "published.export": pub.get("export_path"), "published.served": pub["served"]},
+            name)
         if pub["served"]:
-            tracking.promote(str(reg.version))
+            tracking.promote(str(reg.version), name)
         else:  # e.g. an operator rolled the table back: the served IDs are not this model's
-            d.log.warning("table version %s is not the served one; champion not moved",
-                          pub["version"])
+            d.log.warning("table version %s is not the served one (version %s is); champion "
+                          "not moved, run date %s ends not-served", pub["version"],
+                          pub.get("previous"), d.day)
     return pub
 
 
@@ -422,18 +434,24 @@ def digest(summary: dict[str, Any]) -> str:
         out.append(f"  ID churn vs version {churn.get('against_version')}: "
                    f"{churn['tuple_churn']:.2%} of tuples, {churn['items_new']} new items")
     pub = summary.get("publication")
-    out.append("  published: none (champion and served table unchanged)" if not pub else
-               f"  published: table version {pub.get('version')}, "
-               f"{pub.get('manifest', {}).get('rows', '?')} rows, model v{summary.get('version')}")
+    if not pub:
+        out.append("  published: none (champion and served table unchanged)")
+    elif pub.get("served", True):
+        out.append(f"  published: table version {pub.get('version')}, "
+                   f"{pub.get('manifest', {}).get('rows', '?')} rows, model v{summary.get('version')}")
+    else:
+        out.append(f"  NOT SERVED: table version {pub.get('version')} of model "
+                   f"v{summary.get('version')} is published but version {pub.get('previous')} is "
+                   "served (rolled back); champion not moved")
     out.append("  seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in
                                          summary.get("timings", {}).items()))
     return "\n".join(out)
 
 
-def _mark_failed(experiment_id: str, day: str) -> None:
+def _mark_failed(experiment_id: str, day: str, warehouse: str) -> None:
     """Close the day's parent run as failed (a re-run reopens it) without masking the error."""
     try:
-        run = tracking.find_day_run(experiment_id, day)
+        run = tracking.find_day_run(experiment_id, day, warehouse)
         if run is not None and run.data.tags.get(tracking.STATUS_TAG) == "running":
             tracking.finish_day(run.info.run_id, "failed")
     except Exception as exc:
@@ -485,12 +503,19 @@ def _run_day(p: DailyParams, db: Path, log: Any) -> dict[str, Any] | State:
     t0 = time.perf_counter()
     tasks.prepare_logs(db, p.preset, p.seed)
     day = tasks.resolve_day(db, p.run_date)
-    d = _Day(p, db, day, log, tasks, timings)
+    from tarq.warehouse import warehouse_id
+
+    d = _Day(p, db, day, log, tasks, warehouse_id(db), timings)
     d.timings["logs"] = round(time.perf_counter() - t0, 2)
     log.info("run date %s (test day %s) on %s", day,
              dt.date.fromisoformat(day) - dt.timedelta(days=1), db)
     try:
-        known = tasks.connect_tracking(p.tracking_uri, p.experiment, day, p.tracking_timeout_s)
+        known = tasks.connect_tracking(p.tracking_uri, p.experiment, day, p.tracking_timeout_s,
+                                       d.warehouse, p.registered_model)
+    except tracking.ForeignWarehouse as exc:
+        msg = f"{exc}; run date {day} was not started and nothing was changed"
+        log.error(msg)
+        return Failed(name="ForeignWarehouse", message=msg)
     except tracking.TrackingUnavailable as exc:
         msg = (f"{exc}, after {daily_tasks.connect_tracking.retries + 1} attempts; run date "
                f"{day} stopped before validation: nothing was trained, registered or published")
@@ -518,14 +543,15 @@ def _run_day(p: DailyParams, db: Path, log: Any) -> dict[str, Any] | State:
     try:
         reg = register_stage(d, samples, trained, health, champ)
     except BaseException:
-        _mark_failed(exp_id, day)
+        _mark_failed(exp_id, day, d.warehouse)
         raise
     try:
         gate = gate_stage(d, trained, champ, health)
         if reg.version is not None:
-            tracking.tag_version(reg.version, gate.tags())
+            tracking.tag_version(reg.version, gate.tags(), p.registered_model)
         summary = _summary(d, samples, trained, health, reg, gate)
         if not gate.promote:
+            summary.status = "rejected"
             tracking.finish_day(reg.parent_run_id, "rejected", {
                 **gate.tags(), "tarq.model_version": reg.version or "-"})
             artifacts.publication(summary)
@@ -534,16 +560,19 @@ def _run_day(p: DailyParams, db: Path, log: Any) -> dict[str, Any] | State:
                           message=f"gate rejected TARQ for {day}; champion unchanged, nothing "
                                   f"published: {gate.decision.reason}")
         summary.publication = publish_stage(d, reg)
-        tracking.finish_day(reg.parent_run_id, "published", {
+        summary.status = "published" if summary.publication["served"] else "not-served"
+        tracking.finish_day(reg.parent_run_id, summary.status, {
             **gate.tags(), "tarq.model_version": reg.version,
-            "tarq.published_version": summary.publication["version"]})
+            "tarq.published_version": summary.publication["version"],
+            "tarq.served_version": summary.publication.get("previous")
+            if not summary.publication["served"] else summary.publication["version"]})
     except BaseException:
-        _mark_failed(exp_id, day)
+        _mark_failed(exp_id, day, d.warehouse)
         raise
     artifacts.publication(summary)
     _write_summary(d.dir, summary)
-    log.info("published version %s (model v%s) for %s; stage seconds %s",
-             summary.publication["version"], reg.version, day, d.timings)
+    log.info("%s table version %s (model v%s) for %s; stage seconds %s",
+             summary.status, summary.publication["version"], reg.version, day, d.timings)
     return summary.to_dict()
 
 @flow(name="tarq-daily-backfill", description="Run tarq-daily for a range of dates, in order.")

@@ -69,11 +69,13 @@ def resolve_day(db: Path, run_date: str) -> str:
 
 @daily_task("mlflow-connect")
 def connect_tracking(tracking_uri: str | None, experiment: str, run_date: str,
-                     timeout_s: float = 5.0) -> dict[str, Any]:
-    """Check the MLflow store before any work and look up the run date's parent run."""
+                     timeout_s: float, warehouse: str, registered_model: str) -> dict[str, Any]:
+    """Check the MLflow store before any work, bind it to the warehouse and look up the run
+    date's parent run of that warehouse."""
     from flows import tracking
 
-    return tracking.open_day(tracking_uri, experiment, run_date, timeout_s=timeout_s)
+    return tracking.open_day(tracking_uri, experiment, run_date, timeout_s=timeout_s,
+                             warehouse=warehouse, registered_model=registered_model)
 
 
 @daily_task("warehouse-state")
@@ -115,14 +117,16 @@ def build_samples(db: Path, run_date: str, out_dir: Path, train_days: int, seq_l
 
 @daily_task("find-parent", task_run_name="find-parent-{name}")
 def find_parent(tracking_uri: str | None, experiment_id: str, name: str, run_date: str,
-                work_dir: Path, prefer_champion: bool) -> Any:
+                work_dir: Path, prefer_champion: bool, warehouse: str,
+                registered_model: str) -> Any:
     """The model ``name`` continues on ``run_date`` (a :class:`tarq.lineage.ParentModel`), or
     None. Its directory is the local one of its run date when unchanged, else downloaded."""
     from flows import tracking
     from tarq.lineage import Lineage, ParentModel
 
     tracking.use_store(tracking_uri)
-    found = tracking.find_parent_run(name, run_date, experiment_id, prefer_champion)
+    found = tracking.find_parent_run(name, run_date, experiment_id, prefer_champion,
+                                     warehouse, registered_model)
     if found is None:
         return None
     run, version, source = found
@@ -173,7 +177,8 @@ def train(samples_dir: Path, fingerprint: str, name: str, out_dir: Path,
 
 @daily_task("rescore-champion")
 def rescore_champion(samples_dir: Path, work_dir: Path, run_date: str,
-                     tracking_uri: str | None) -> ChampionScore | None:
+                     tracking_uri: str | None, warehouse: str,
+                     registered_model: str) -> ChampionScore | None:
     """The current champion's metrics (and predictions) on today's test day; its recorded
     figures when re-scoring is impossible (``same_day`` False, said in the gate's reason)."""
     from flows import tracking
@@ -181,7 +186,7 @@ def rescore_champion(samples_dir: Path, work_dir: Path, run_date: str,
 
     log = get_run_logger()
     tracking.use_store(tracking_uri)
-    champ = tracking.champion()
+    champ = tracking.champion(registered_model, warehouse)
     if champ is None:
         return None
     cdate = champ.tags.get(tracking.DATE_TAG)
@@ -221,12 +226,15 @@ def assign(db: Path, model_dir: Path, out_dir: Path, max_churn: float | None,
 @daily_task("mlflow-register")
 def register(tracking_uri: str | None, experiment: str, run_date: str, samples: Samples,
              trained: dict[str, TrainedModel], ids_dir: Path, health: dict[str, Any],
-             champion: ChampionScore | None, params: dict[str, Any]) -> Registration:
-    """Log the day to MLflow and register TARQ (alias ``challenger``); idempotent per date."""
+             champion: ChampionScore | None, params: dict[str, Any], warehouse: str,
+             registered_model: str) -> Registration:
+    """Log the day to MLflow and register TARQ (alias ``challenger``); idempotent per date
+    and weights: a retry reuses the pyfunc it already logged and the version it made."""
     from flows import tracking
 
     exp_id = tracking.setup(tracking_uri, experiment)
-    parent = tracking.start_day(exp_id, run_date, samples.window(), samples.fingerprint, params)
+    parent = tracking.start_day(exp_id, run_date, samples.window(), samples.fingerprint, params,
+                                warehouse)
     churn = health.get("churn") or None
     children = {}
     for name, t in trained.items():
@@ -247,28 +255,33 @@ def register(tracking_uri: str | None, experiment: str, run_date: str, samples: 
         return Registration(parent, exp_id, children, rows)  # nothing servable to register
     tarq = trained["tarq"]
     sha = tracking.file_sha256(tarq.dir / "model.pt")
-    existing = tracking.version_for_day(run_date, model_sha256=sha)
+    existing = tracking.version_for_day(run_date, registered_model, sha, warehouse)
     if existing is None:
-        model_uri = tracking.log_pyfunc(children["tarq"], tarq.dir, ids_path, samples.dir)
+        scope = {tracking.SHA_TAG: sha, tracking.WAREHOUSE_TAG: warehouse}
+        model_uri = tracking.logged_model_for(children["tarq"], sha)
+        if model_uri is None:
+            model_uri = tracking.log_pyfunc(children["tarq"], tarq.dir, ids_path, samples.dir)
+            tracking.mark_logged_model(model_uri, scope)
+        tracking.maybe_crash("after_log_model")
         tags = {"tarq.fingerprint": samples.fingerprint, "tarq.test_day": samples.test_day,
                 **{f"tarq.test_{k}": str(v) for k, v in tracking.model_metrics(tarq.result).items()},
-                **tarq.lineage.tags(), tracking.SHA_TAG: sha}
+                **tarq.lineage.tags(), **scope}
         if churn:
             tags["ids.churn_tuple"] = f"{churn['tuple_churn']:.5f}"
-        mv = tracking.register(model_uri, children["tarq"], run_date, tags)
+        mv = tracking.register(model_uri, children["tarq"], run_date, tags, registered_model)
     else:
         mv = existing
     return Registration(parent, exp_id, children, rows, str(mv.version),
-                        f"models:/{tracking.REGISTERED_MODEL}/{mv.version}")
+                        f"models:/{registered_model}/{mv.version}")
 
 
 @daily_task("publish")
 def publish(db: Path, ids_dir: Path, version: str, run_date: str, model_uri: str,
-            keep: int, export_dir: Path) -> dict[str, Any]:
+            keep: int, export_dir: Path, model_name: str = "tarq") -> dict[str, Any]:
     """Atomically publish the ID table as the served one (idempotent per version and date)."""
     from tarq.publish import publish as publish_ids
 
-    res = publish_ids(db, ids_dir, model_name="tarq", model_version=version, run_date=run_date,
+    res = publish_ids(db, ids_dir, model_name=model_name, model_version=version, run_date=run_date,
                       model_uri=model_uri, keep=keep, export_dir=export_dir)
     return json.loads(json.dumps(res, default=str))
 
