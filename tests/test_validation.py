@@ -354,7 +354,7 @@ def test_volume_collapse_fails_with_numbers(tmp_path: Path, docs_dir: Path) -> N
     assert _failed(report) == {"impressions.volume"}
     msg = report.check("impressions", "volume").message
     assert msg == (
-        "12 impressions on 2026-10-10 is 0.03x the trailing median 400 (allowed 0.5x–1.8x; "
+        "12 impressions on 2026-10-10 is 0.03x the trailing median 400 (allowed 0.5x–1.6x; "
         "previous day 400)"
     )
     assert report.check("impressions", "volume").observed["ratio"] == pytest.approx(12 / 400)

@@ -22,7 +22,7 @@ class ValidationBounds:
 
     Attributes:
         volume_ratio: allowed (low, high) ratio of a day's usable impressions to the median
-            of its trailing days (1.8 catches a doubled day).
+            of its trailing days (1.6 catches a doubled day).
         volume_max_trailing_spread: the volume is judged only when the trailing days are a
             steady feed: their largest count at most this many times their smallest;
             otherwise it is skipped with a note (MovieLens).
@@ -59,7 +59,7 @@ class ValidationBounds:
             with the quarantined rows; above it GX returns a summary and counts are compared.
     """
 
-    volume_ratio: tuple[float, float] = (0.5, 1.8)
+    volume_ratio: tuple[float, float] = (0.5, 1.6)
     volume_max_trailing_spread: float = 3.0
     ctr_ratio: tuple[float, float] = (0.8, 1.25)
     ctr_min_z: float = 4.0

@@ -372,6 +372,8 @@ class _Run:
                         self.con,
                         "validation/quarantine_catalog_rows",
                         params,
+                        frame=FRAMES[table],
+                        flag=check.flag,
                         key=CATALOG_KEYS[table],
                         **idents,
                     )
