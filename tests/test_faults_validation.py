@@ -276,3 +276,47 @@ def test_a_copy_of_the_tiny_db_passes_the_window(tiny_db: Path, tmp_path: Path) 
     report = _validate(db, tmp_path)
     assert report["success"], report["text"]
     assert len(report["days"]) == 8
+
+
+def test_a_row_dated_in_the_future_is_judged_with_its_day_not_quarantined_for_good(
+        db: Path, tmp_path: Path) -> None:
+    """A row dated a few seconds ahead used to be quarantined as ``ts_not_in_future`` by the
+    next validation and stay excluded for good. Now a row of a day not yet checked is left
+    alone (a note counts it; no sample reads a day before it is over) and, once its day is
+    checked and the row is no longer in the future, the ordinary checks judge it: it is
+    clean, so it is used. A row of the checked day that is still in the future is flagged."""
+    import time
+
+    from tarq.data.importers import run_import
+
+    ids = _ids(db)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    soon = now + dt.timedelta(seconds=2)
+    if soon.date() != now.date():
+        pytest.skip("too close to midnight UTC")
+    later = now + dt.timedelta(days=1)
+    _csv(tmp_path / "ahead" / "impressions.csv", IMP_HEADER, [
+        f"{ids['u1']},{ids['i1']},{soon:%Y-%m-%d %H:%M:%S.%f},false,true,1,fault-soon",
+        f"{ids['u1']},{ids['i1']},{later:%Y-%m-%d %H:%M:%S.%f},false,true,1,fault-later",
+    ])
+    run_import("parquet", tmp_path / "ahead", db)
+    report = _validate(db, tmp_path, window=0)
+    assert report["success"], report["text"]
+    assert "2 impressions and 0 behaviours are dated after now" in report["text"]
+    time.sleep(max(0.0, (soon - dt.datetime.now(dt.UTC).replace(tzinfo=None)).total_seconds())
+               + 0.5)
+    # The day of `soon` (today, UTC) is checked once `soon` has passed: judged, and clean.
+    today = _validate(db, tmp_path, window=0, run_date=str(now.date() + dt.timedelta(days=1)))
+    assert today["check_day"] == str(now.date())
+    with open_db(db, read_only=True) as con:
+        flagged = con.execute(
+            "SELECT i.request_id, q.check_name FROM quarantine_impressions q "
+            "JOIN impressions i USING (row_id)").fetchall()
+    assert flagged == []
+    # Checking the day of `later` before it is over flags that row (its day is not over).
+    _validate(db, tmp_path, window=0, run_date=str(later.date() + dt.timedelta(days=1)))
+    with open_db(db, read_only=True) as con:
+        flagged = con.execute(
+            "SELECT i.request_id, q.check_name FROM quarantine_impressions q "
+            "JOIN impressions i USING (row_id)").fetchall()
+    assert flagged == [("fault-later", "ts_not_in_future")]

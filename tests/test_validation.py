@@ -202,7 +202,7 @@ def corrupted(
         imp("position_non_negative", position=-2)
         imp("item_in_catalog", item_id=no_item)
         imp("user_in_users", user_id=no_user)
-        imp("ts_not_in_future", ts=future)
+        imp(None, ts=future)  # not yet due: judged with its own day, not quarantined now
         # Duplicates: the first copy is kept, later ones go; NULL request ids compare equal.
         first = imp(None, request_id="dup-1", user_id=u2)
         imp("duplicate_impression", request_id="dup-1", user_id=u2)
@@ -227,7 +227,7 @@ def corrupted(
         for col in ("user_id", "ts", "action"):
             beh(f"not_null_{col}", **{col: None})
         beh("action_in_set", action="click")
-        beh("ts_not_in_future", ts=future)
+        _insert(con, "behaviors", {**beh_ok, "ts": future})  # not yet due
     kept = {"first": first, "first_null": first_null, "other_req": other_req}
     before = _fingerprints(db)
     report = validate(db, RUN_DATE, docs_dir=docs_dir)
@@ -251,6 +251,7 @@ def test_row_level_corruptions_are_quarantined_exactly(corrupted) -> None:
             assert result.observed["quarantined_new"] == n
         assert report.quarantined[table] == len(expected[table])
     assert report.check("impressions", "not_null_user_id").message.startswith("1 of ")
+    assert any("1 impressions and 1 behaviours are dated after now" in n for n in report.notes)
     assert not [c for c in report.checks if c.name == "gx_sql_agreement"]
     # The day's share stays under the bound: row-level failures alone do not fail the day.
     share = report.check("impressions", "quarantined_share")

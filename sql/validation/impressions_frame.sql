@@ -1,16 +1,18 @@
 -- The impressions under check for one validation run, as a temp table the GX batch is read
 -- from and the quarantine is filled from (so both see exactly the same rows).
--- Scope: the rows of the checked days ($days), plus rows that belong to no day or to a day
--- that has not happened yet (ts NULL or later than $now); those are re-checked on every run
--- and quarantined once. Helper columns carry what a per-row GX expectation cannot see on
--- its own (duplicate rank, catalog membership, whether the row agrees with the user and day of
--- its request id's first row anywhere in the table); bad_<check> flags are the SQL twin of each
--- row-level expectation and must flag the same rows GX does.
+-- Scope: the rows of the checked days ($days), plus rows that belong to no day (ts NULL),
+-- which are re-checked on every run and quarantined once. Rows of a later day, even one still
+-- in the future, are judged when their day is checked (sql/validation/not_yet_due.sql counts
+-- them meanwhile); a row of a checked day later than $now is flagged. Helper columns carry
+-- what a per-row GX expectation cannot see on its own (duplicate rank, catalog membership,
+-- whether the row agrees with the user and day of its request id's first row anywhere in the
+-- table); bad_<check> flags are the SQL twin of each row-level expectation and must flag the
+-- same rows GX does.
 CREATE OR REPLACE TEMP TABLE validation_impressions AS
 WITH scope AS (
     SELECT row_id, user_id, item_id, ts, clicked, exposed, position, request_id
     FROM impressions
-    WHERE list_contains($days::DATE[], ts::DATE) OR ts IS NULL OR ts > $now
+    WHERE list_contains($days::DATE[], ts::DATE) OR ts IS NULL
 ),
 request_owner AS (
     -- The user and day of each request id's first row (lowest row_id) in the whole table.

@@ -62,10 +62,13 @@ def _not_null(table: str, column: str) -> RowCheck:
 
 
 def _not_in_future(table: str) -> RowCheck:
+    # Only rows of the checked days: a checked day must be over, so a row of it later than
+    # "now" cannot have happened yet. A row of a later day is not judged before its day is
+    # (it is in no sample and does not move ``latest`` until then).
     return RowCheck(
         "ts_not_in_future",
         table,
-        "ts is later than the time of validation",
+        "ts is later than the time of validation, on a day being validated",
         ExpectationSpec(
             "ts_not_in_future",
             "ExpectColumnValuesToBeBetween",

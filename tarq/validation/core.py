@@ -149,6 +149,14 @@ class _Run:
             self.notes.append("day checks skipped: schema drift in impressions or behaviors")
         else:
             self._check_days()
+        n_imp, n_beh, latest = _one(
+            run(self.con, "validation/not_yet_due", {"now": self.now, "last_day": self.day})
+        )
+        if n_imp or n_beh:
+            self.notes.append(
+                f"{n_imp:,} impressions and {n_beh:,} behaviours are dated after now (up to "
+                f"{latest}): not yet due, in no sample; they are judged with their day"
+            )
         if len(self.days) > 1:
             self.notes.append(
                 f"validated {len(self.days)} days: the test day {self.day} and "
