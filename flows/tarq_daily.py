@@ -31,8 +31,10 @@ Without a server::
     python -m flows.tarq_daily --db data/tarq.duckdb --run-date 2026-10-22 [--preset tiny]
     python -m flows.tarq_daily --db data/tarq.duckdb --run-date latest --backfill-days 2
 
-exit 0 when the run completed, 3 when the gate rejected the challenger, 4 when another run
-holds the warehouse, 2 on bad parameters, 1 on other failures.
+exit 0 when the run completed (also "not-served": published while an operator serves another
+table version; champion not moved), 3 when the gate rejected the challenger, 4 when another
+run or process holds the warehouse, 2 on bad parameters (also a registered model that belongs
+to another warehouse: set ``registered_model``), 1 on other failures.
 """
 
 from __future__ import annotations
@@ -687,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     print(f"tarq-daily: {state.name}: {state.message}", file=sys.stderr)
     return {"GateRejected": EXIT_REJECTED, "AlreadyRunning": EXIT_BUSY,
-            "WarehouseBusy": EXIT_BUSY}.get(state.name, EXIT_FAILED)
+            "WarehouseBusy": EXIT_BUSY, "ForeignWarehouse": 2}.get(state.name, EXIT_FAILED)
 
 
 if __name__ == "__main__":
