@@ -1,6 +1,8 @@
 """Validation of the warehouse logs with Great Expectations, and the quarantine of bad rows.
 
-``validate(db_path, run_date)`` checks day D − 1 of run date D; see :mod:`tarq.validation.core`.
+``validate(db_path, run_date, window_days=N)`` checks day D − 1 of run date D and each of the N
+days before it whose rows changed since they were last validated; see
+:mod:`tarq.validation.core`.
 Great Expectations is imported only when a validation runs.
 """
 
