@@ -91,7 +91,7 @@ def _cmd_build_samples(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from tarq.validation import validate
 
-    report = validate(args.db, args.run_date, docs_dir=args.docs_dir)
+    report = validate(args.db, args.run_date, docs_dir=args.docs_dir, window_days=args.train_days)
     print(report.to_text())
     return 0 if report.success else 1
 
@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate the logs of a run date (Great Expectations)")
     _add_db(p)
     p.add_argument("--run-date", required=True, help="YYYY-MM-DD, 'today' or 'latest'")
+    p.add_argument("--train-days", type=int, default=19,
+                   help="also validate each of the N days before D - 1 whose rows changed since "
+                        "their last validation (the training window; 0: D - 1 only)")
     p.add_argument("--docs-dir", type=Path, default=None, help="where GX Data Docs are built")
     p.set_defaults(func=_cmd_validate)
 

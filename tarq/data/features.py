@@ -134,7 +134,9 @@ def time_gap_index(gap_seconds: np.ndarray) -> np.ndarray:
     bucket: everything beyond ~16 years); index = b + 2, NaN → OOV. The click model of
     interest-driven feeds decays over minutes to hours (DIN/BST-style time features), which a
     recency *rank* cannot express: the 3rd most recent behaviour may be 2 minutes or 2 weeks old.
-    Negative gaps (clock skew at serving time) count as "under a minute".
+    Negative gaps never come from training samples (history is strictly before the
+    impression) and serving refuses them; should one reach this function it lands in the
+    "under a minute" bucket.
     """
     g = np.asarray(gap_seconds, dtype=np.float64)
     nan = np.isnan(g)
