@@ -664,10 +664,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.backfill_days:
         from tarq.dates import resolve_run_date
+        from tarq.locking import LockBusyError, exclusive_lock, warehouse_lock_path
         from tarq.warehouse import open_db
 
-        if p.preset:
-            ensure_logs(Path(p.db), p.preset, p.seed)
+        if p.preset:  # demo logs are written under the run lock, like every other writer
+            try:
+                with exclusive_lock(warehouse_lock_path(p.db), wait_s=p.lock_wait_s,
+                                    info={"run_date": p.run_date, "step": "demo logs"}):
+                    ensure_logs(Path(p.db), p.preset, p.seed)
+            except LockBusyError as exc:
+                print(f"tarq-daily: error: warehouse {p.db} is busy: {exc}", file=sys.stderr)
+                return EXIT_BUSY
         with open_db(p.db, read_only=True) as con:
             end = resolve_run_date(p.run_date, con)
         start = end - dt.timedelta(days=args.backfill_days)

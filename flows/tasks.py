@@ -67,7 +67,15 @@ def resolve_day(db: Path, run_date: str) -> str:
         return str(resolve_run_date(run_date, con))
 
 
-@daily_task("mlflow-connect")
+def _unless_foreign(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a failed MLflow connect unless the store belongs to another warehouse (a retry
+    cannot change that)."""
+    from flows.tracking import ForeignWarehouse
+
+    return not isinstance(state.result(raise_on_failure=False), ForeignWarehouse)
+
+
+@daily_task("mlflow-connect", retry_condition_fn=_unless_foreign)
 def connect_tracking(tracking_uri: str | None, experiment: str, run_date: str,
                      timeout_s: float, warehouse: str, registered_model: str) -> dict[str, Any]:
     """Check the MLflow store before any work, bind it to the warehouse and look up the run

@@ -1525,8 +1525,6 @@ def test_every_writing_command_is_refused_while_another_process_holds_the_run_lo
         db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An import between a run's validation and its sample build would train on rows nobody
     validated: every command that writes takes the run lock the daily run holds."""
-    from tests.test_faults import IMP_HEADER, _csv, _ids
-
     u, i, ts, clicked, _, pos, _ = _ids(db)["existing"]
     src = _csv(tmp_path / "src" / "impressions.csv", IMP_HEADER,
                [f"{u},{i},{ts},{int(clicked)},1,{pos},r-late"]).parent
@@ -1551,6 +1549,25 @@ def test_every_writing_command_is_refused_while_another_process_holds_the_run_lo
     finally:
         _stop(holder)
     assert snapshot(db) == before and not (tmp_path / "s").exists()
+
+
+def test_a_backfill_that_would_generate_demo_logs_waits_for_the_run_lock(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--backfill-days`` generated demo logs before any run took the lock."""
+    from flows.tarq_daily import EXIT_BUSY
+    from flows.tarq_daily import main as daily_main
+
+    db = tmp_path / "new.duckdb"
+    holder = _holder("from tarq.locking import exclusive_lock, warehouse_lock_path\n"
+                     f"cm = exclusive_lock(warehouse_lock_path({str(db)!r}))\ncm.__enter__()")
+    try:
+        rc = daily_main(["--db", str(db), "--run-date", "latest", "--preset", "tiny",
+                         "--backfill-days", "1", "--work-dir", str(tmp_path / "work")])
+    finally:
+        _stop(holder)
+    err = capsys.readouterr().err.strip()
+    assert rc == EXIT_BUSY and err.startswith(f"tarq-daily: error: warehouse {db} is busy"), err
+    assert not db.exists()
 
 
 def test_publish_while_another_process_has_the_duckdb_file_open_is_one_line(
@@ -1673,6 +1690,8 @@ def test_a_second_warehouse_on_the_same_store_never_takes_the_firsts_results(
     state = _run(b, run_date=D1)
     assert state.is_failed() and state.name == "ForeignWarehouse", (state.name, state.message)
     assert "registered model 'tarq'" in state.message and "registered_model" in state.message
+    # Refused once: a retry cannot make the store B's.
+    assert [n for k, n in _task_attempts(state).items() if k.startswith("mlflow-connect")] == [1]
     assert snapshot(a["db"], a["store"]) == a_before and snapshot(b_db) == b_before
     assert len(_day_runs(a["store"], D1)) == 1
 
