@@ -268,8 +268,8 @@ def register(tracking_uri: str | None, experiment: str, run_date: str, samples: 
         scope = {tracking.SHA_TAG: sha, tracking.WAREHOUSE_TAG: warehouse}
         model_uri = tracking.logged_model_for(children["tarq"], sha)
         if model_uri is None:
-            model_uri = tracking.log_pyfunc(children["tarq"], tarq.dir, ids_path, samples.dir)
-            tracking.mark_logged_model(model_uri, scope)
+            model_uri = tracking.log_pyfunc(children["tarq"], tarq.dir, ids_path, samples.dir,
+                                            tags=scope)
         tracking.maybe_crash("after_log_model")
         tags = {"tarq.fingerprint": samples.fingerprint, "tarq.test_day": samples.test_day,
                 **{f"tarq.test_{k}": str(v) for k, v in tracking.model_metrics(tarq.result).items()},

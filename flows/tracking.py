@@ -577,13 +577,6 @@ def logged_model_for(run_id: str, model_sha256: str) -> str | None:
     return f"models:/{ready[0].model_id}" if ready else None
 
 
-def mark_logged_model(model_uri: str, tags: Mapping[str, str]) -> None:
-    """Tag the logged model behind ``models:/<model id>`` (weights sha256, warehouse)."""
-    model_id = model_uri.removeprefix("models:/")
-    if model_id != model_uri and "/" not in model_id:
-        client().set_logged_model_tags(model_id, {k: str(v) for k, v in tags.items()})
-
-
 def register(model_uri: str, run_id: str, run_date: str, tags: Mapping[str, str],
              name: str = REGISTERED_MODEL) -> ModelVersion:
     """Register ``model_uri`` as a new version of ``name`` (or return the date's existing one)
@@ -646,9 +639,11 @@ def request_example(samples_dir: Path, n_candidates: int = 5, n_history: int = 5
             "request_ts": row["ts"].isoformat(), "unknown": "nan"}
 
 
-def log_pyfunc(run_id: str, model_dir: Path, ids_path: Path, samples_dir: Path) -> str:
+def log_pyfunc(run_id: str, model_dir: Path, ids_path: Path, samples_dir: Path,
+               tags: Mapping[str, str] | None = None) -> str:
     """Log the serving pyfunc (model dir + ID-table snapshot) with signature and input example
-    to ``run_id``; returns the logged model's URI."""
+    to ``run_id``; returns the logged model's URI. ``tags`` are set on the logged model as it
+    is created (the weights' sha256 and warehouse a retried registration finds it by)."""
     import pandas as pd
     from mlflow.models import infer_signature
     from mlflow.types.schema import ColSpec, Schema
@@ -671,6 +666,7 @@ def log_pyfunc(run_id: str, model_dir: Path, ids_path: Path, samples_dir: Path) 
                 name="model", python_model=str(sp.MODEL_CODE), artifacts=artifacts,
                 model_config=config, signature=sig, input_example=example,
                 pip_requirements=sp._pip_requirements(),
+                tags={k: str(v) for k, v in (tags or {}).items()},
             )
     return info.model_uri
 
