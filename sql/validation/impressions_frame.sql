@@ -1,7 +1,10 @@
 -- The impressions under check for one validation run, as a temp table the GX batch is read
 -- from and the quarantine is filled from (so both see exactly the same rows).
--- Scope: the rows of the checked days ($days), plus rows that belong to no day (ts NULL),
--- which are re-checked on every run and quarantined once. Rows of a later day, even one still
+-- Scope: the rows of the checked days ($days, one chunk of them: whole days, see
+-- chunk_days.sql), plus, when $undated (the run's last chunk), rows that belong to no day
+-- (ts NULL), which are re-checked on every run and quarantined once. Every helper column is
+-- a function of the row's own day or of the whole table, so a chunk flags exactly the rows
+-- that one frame of all the checked days would. Rows of a later day, even one still
 -- in the future, are judged when their day is checked (sql/validation/not_yet_due.sql counts
 -- them meanwhile); a row of a checked day later than $now is flagged. Helper columns carry
 -- what a per-row GX expectation cannot see on its own (duplicate rank, catalog membership,
@@ -12,7 +15,7 @@ CREATE OR REPLACE TEMP TABLE validation_impressions AS
 WITH scope AS (
     SELECT row_id, user_id, item_id, ts, clicked, exposed, position, request_id
     FROM impressions
-    WHERE list_contains($days::DATE[], ts::DATE) OR ts IS NULL
+    WHERE list_contains($days::DATE[], ts::DATE) OR ($undated AND ts IS NULL)
 ),
 request_owner AS (
     -- The user and day of each request id's first row (lowest row_id) in the whole table.

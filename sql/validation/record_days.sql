@@ -1,6 +1,9 @@
 -- Record what one validation run checked: each (table, day) of $days with its rows now and
 -- the run's verdict on that day ($failed_days: the days a table-level check failed on).
-INSERT INTO validated_days (table_name, day, n_rows, checksum, run_id, success, validated_at)
+-- An operator's acceptance (tarq validate --accept-day) records the day's rows the same way,
+-- with $accepted_by and $reason set (NULL for a validation run).
+INSERT INTO validated_days (table_name, day, n_rows, checksum, run_id, success, validated_at,
+                            accepted_by, reason)
 WITH days AS (SELECT unnest($days::DATE[]) AS day),
 tables AS (SELECT unnest(['impressions', 'behaviors']) AS table_name),
 rows AS (
@@ -22,7 +25,9 @@ SELECT
     coalesce(fp.checksum, 0::UBIGINT),
     $run_id,
     NOT list_contains($failed_days::DATE[], d.day),
-    $now
+    $now,
+    $accepted_by::VARCHAR,
+    $reason::VARCHAR
 FROM days AS d
 CROSS JOIN tables AS t
 LEFT JOIN fp ON fp.table_name = t.table_name AND fp.day = d.day;

@@ -3,11 +3,19 @@
 ``validate(db_path, run_date, window_days=N)`` checks day D − 1 of run date D and each of the N
 days before it whose rows changed since they were last validated; see
 :mod:`tarq.validation.core`.
+``accept_day`` records an operator's acceptance of a day that failed its table-level checks.
 Great Expectations is imported only when a validation runs.
 """
 
 from tarq.validation.bounds import DEFAULT_ACTIONS, ValidationBounds
-from tarq.validation.core import validate
+from tarq.validation.core import accept_day, validate
 from tarq.validation.report import CheckResult, ValidationReport
 
-__all__ = ["DEFAULT_ACTIONS", "CheckResult", "ValidationBounds", "ValidationReport", "validate"]
+__all__ = [
+    "DEFAULT_ACTIONS",
+    "CheckResult",
+    "ValidationBounds",
+    "ValidationReport",
+    "accept_day",
+    "validate",
+]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 #: Behaviour actions of Taobao's logs (and what the MovieLens/tabular importers write).
 DEFAULT_ACTIONS: tuple[str, ...] = ("pv", "cart", "fav", "buy")
@@ -57,6 +59,11 @@ class ValidationBounds:
         complete_result_limit: up to this many flagged rows per frame GX returns every
             unexpected ``row_id`` (result format COMPLETE) and they are compared one by one
             with the quarantined rows; above it GX returns a summary and counts are compared.
+            The limit applies to each chunk (``max_chunk_rows``).
+        max_chunk_rows: not a threshold but a memory bound: the row-level checks of the log
+            tables read the checked days in chunks of whole days holding at most this many rows
+            (a larger day is a chunk of its own; 0: one day a chunk), so that a run validating
+            the whole training window holds one chunk in pandas for GX, not the window.
     """
 
     volume_ratio: tuple[float, float] = (0.5, 1.6)
@@ -73,6 +80,7 @@ class ValidationBounds:
     actions: tuple[str, ...] = field(default=DEFAULT_ACTIONS)
     allow_unregistered_columns: bool = False
     complete_result_limit: int = 10_000
+    max_chunk_rows: int = 1_000_000
 
     def __post_init__(self) -> None:
         for name in ("volume_ratio", "ctr_ratio"):
@@ -113,5 +121,57 @@ class ValidationBounds:
             )
         if self.complete_result_limit < 0:
             raise ValueError("ValidationBounds.complete_result_limit must be >= 0")
+        if self.max_chunk_rows < 0:
+            raise ValueError("ValidationBounds.max_chunk_rows must be >= 0")
         # Accept a list for convenience but keep the dataclass hashable and immutable.
         object.__setattr__(self, "actions", tuple(self.actions))
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, Any] | None) -> ValidationBounds:
+        """The default bounds with ``overrides`` applied, from plain (JSON/YAML) values.
+
+        Pairs and ``actions`` may be given as lists. Raises ValueError naming the key for an
+        unknown key or a value of the wrong type or out of range.
+        """
+        overrides = dict(overrides or {})
+        defaults = cls()
+        known = {f.name: getattr(defaults, f.name) for f in fields(cls)}
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown validation bound(s) {unknown}; known: {', '.join(sorted(known))}"
+            )
+        values = {k: _coerce(k, v, known[k]) for k, v in overrides.items()}
+        return cls(**values)
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default`` (bool, int, float, pair of numbers, strings)."""
+
+    def bad(expected: str) -> ValueError:
+        return ValueError(f"validation bound {name} must be {expected}, got {value!r}")
+
+    def number(v: Any, integral: bool) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise bad("an integer" if integral else "a number")
+        if integral and not isinstance(v, int):
+            raise bad("an integer")
+        return v if integral else float(v)
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if isinstance(default, int):
+        return number(value, integral=True)
+    if isinstance(default, float):
+        return number(value, integral=False)
+    if name == "actions":
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise bad("a list of strings")
+        return tuple(value)  # __post_init__ checks the items
+    if isinstance(default, tuple):
+        if isinstance(value, str) or not isinstance(value, list | tuple) or len(value) != 2:
+            raise bad("a pair [low, high]")
+        return tuple(number(v, integral=False) for v in value)
+    raise bad(type(default).__name__)

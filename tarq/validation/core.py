@@ -50,8 +50,11 @@ from tarq.validation.report import CheckResult, ValidationReport
 from tarq.validation.suites import ExpectationOutcome, GxRunner
 from tarq.warehouse import RAW_TABLES, ensure_schema, new_id, open_db, table_columns
 
-#: The temp table each raw table's rows are checked in (see sql/validation/*_frame.sql).
+#: The temp table each raw table's rows are checked in (see sql/validation/*_frame.sql),
+#: one chunk at a time.
 FRAMES = {t: f"validation_{t}" for t in RAW_TABLES}
+#: The temp table collecting the flagged rows of every chunk (the quarantine's source).
+FLAGGED = {t: f"validation_{t}_flagged" for t in RAW_TABLES}
 
 
 def validate(
@@ -96,12 +99,15 @@ def validate(
         day_after = resolve_run_date(run_date, con)
         run(con, "validation/create_tables")
         day = day_after - dt.timedelta(days=1)
-        changed = run(
-            con,
-            "validation/day_fingerprints",
-            {"first_day": day - dt.timedelta(days=window_days), "last_day": day},
-        ).fetchall()
-        days = sorted({day, *(d for d, ch in changed if ch and d < day)})
+        status = [
+            _DayStatus(*r)
+            for r in run(
+                con,
+                "validation/day_fingerprints",
+                {"first_day": day - dt.timedelta(days=window_days), "last_day": day},
+            ).fetchall()
+        ]
+        days = sorted({day, *(s.day for s in status if s.changed and s.day < day)})
         job = _Run(
             con=con,
             bounds=bounds,
@@ -112,9 +118,99 @@ def validate(
             # One "now" for SQL and GX alike, so both judge "in the future" identically.
             now=_utcnow(),
             started=started,
+            accepted={s.day: s for s in status if s.accepted_by is not None},
         )
         job.gx = GxRunner(docs_dir, job.run_id, started)
         return job.execute()
+
+
+def accept_day(
+    db_path: Path, day: str | dt.date, reason: str, accepted_by: str | None = None
+) -> dict[str, Any]:
+    """Record an operator's acceptance of a day that failed its table-level checks.
+
+    The day's current rows (count and row-id checksum of impressions and behaviours) get a
+    passing record in ``validated_days`` with who, when and why; raw rows are not changed.
+    Later runs then leave the day alone (its table-level checks are not judged again) until
+    its rows change, when it is validated afresh like any changed day. Only a day whose latest
+    validation failed on exactly its current rows can be accepted: new rows must be validated
+    (and their bad rows quarantined) first.
+
+    Args:
+        db_path: the DuckDB warehouse.
+        day: ``YYYY-MM-DD`` or a date: the day whose failed verdict is accepted.
+        reason: why the failure is acceptable (required; shown in every later report).
+        accepted_by: who accepts (default: the login name of this process).
+
+    Returns:
+        The recorded acceptance: day, accepted_by, accepted_at, reason, failed_run_id.
+
+    Raises:
+        FileNotFoundError: the warehouse does not exist.
+        ValueError: an empty reason, a malformed day, a day without rows, never validated, whose
+            rows changed since its last validation, or whose latest verdict is not a failure.
+    """
+    db_path = Path(db_path)
+    if not db_path.is_file():
+        raise FileNotFoundError(f"warehouse {db_path} does not exist")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValueError("accepting a day needs a reason (--reason TEXT)")
+    if isinstance(day, str):
+        try:
+            day = dt.date.fromisoformat(day)
+        except ValueError:
+            raise ValueError(f"day {day!r} is not YYYY-MM-DD") from None
+    who = accepted_by or _login()
+    with open_db(db_path) as con:
+        run(con, "validation/create_tables")
+        rows = run(con, "validation/day_fingerprints", {"first_day": day, "last_day": day})
+        found = [_DayStatus(*r) for r in rows.fetchall()]
+        if not found:
+            raise ValueError(f"{day} holds no impressions or behaviours: nothing to accept")
+        (st,) = found
+        if st.last_run_id is None:
+            raise ValueError(f"{day} was never validated: validate it first")
+        if st.rows_changed:
+            raise ValueError(
+                f"the rows of {day} changed since its last validation (run {st.last_run_id}): "
+                "validate them first; only a verdict on the current rows can be accepted"
+            )
+        if not st.changed:
+            how = f"already accepted ({st.text()})" if st.accepted_by else "passed"
+            raise ValueError(
+                f"{day} {how} in its latest validation (run {st.last_run_id}): nothing to accept"
+            )
+        now = _utcnow()
+        run(
+            con,
+            "validation/record_days",
+            {
+                "days": [day],
+                "failed_days": [],
+                "run_id": st.last_run_id,
+                "now": now,
+                "accepted_by": who,
+                "reason": reason,
+            },
+        )
+    return {
+        "day": day.isoformat(),
+        "accepted_by": who,
+        "accepted_at": now.isoformat(),
+        "reason": reason,
+        "failed_run_id": st.last_run_id,
+    }
+
+
+def _login() -> str:
+    """The login name of this process (``unknown`` where the system has none)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 @dataclass
@@ -129,6 +225,7 @@ class _Run:
     days: list[dt.date]
     now: dt.datetime
     started: dt.datetime
+    accepted: dict[dt.date, _DayStatus]
     gx: GxRunner | None = None
 
     def execute(self) -> ValidationReport:
@@ -182,6 +279,7 @@ class _Run:
             started_at=self.started,
             finished_at=_utcnow(),
             notes=self.notes,
+            accepted=[a.to_dict() for _, a in sorted(self.accepted.items())],
         )
         run(
             self.con,
@@ -199,8 +297,15 @@ class _Run:
         run(
             self.con,
             "validation/record_days",
-            {"days": self.days, "failed_days": failed_days, "run_id": self.run_id,
-             "now": report.finished_at},
+            {
+                # An accepted day's record stays its latest: the acceptance holds.
+                "days": [d for d in self.days if d not in self.accepted],
+                "failed_days": failed_days,
+                "run_id": self.run_id,
+                "now": report.finished_at,
+                "accepted_by": None,
+                "reason": None,
+            },
         )
         return report
 
@@ -264,74 +369,138 @@ class _Run:
 
     # -- row-level checks -----------------------------------------------------------------
 
+    def _chunks(self, table: str) -> list[_Chunk]:
+        """The chunks of ``table``'s rows under check: whole days, consecutive, each at most
+        ``bounds.max_chunk_rows`` rows unless one day holds more; the last one also holds the
+        rows that belong to no day. The catalog is one chunk."""
+        if table not in LOG_TABLES:
+            return [_Chunk([], False, "all")]
+        limit = self.bounds.max_chunk_rows
+        per_day = run(
+            self.con, "validation/chunk_days", {"days": self.days}, raw=table
+        ).fetchall()
+        chunks: list[_Chunk] = []
+        days: list[dt.date] = []
+        n = 0
+        for day, rows in per_day:
+            if day is None:
+                continue
+            if days and n + rows > limit:
+                chunks.append(_Chunk(days, False))
+                days, n = [], 0
+            days.append(day)
+            n += rows
+        chunks.append(_Chunk(days, True))
+        return chunks
+
     def _check_rows(self, table: str) -> list[tuple[str, RowCheck, int]]:
-        """Run the row-level checks of ``table``; returns (table, check, SQL count) to quarantine."""
+        """Run the row-level checks of ``table``; returns (table, check, SQL count) to quarantine.
+
+        The rows are checked chunk by chunk (:meth:`_chunks`), so that GX holds one chunk in
+        pandas at a time; the flagged rows of every chunk are kept in a temp table
+        (``FLAGGED``) that the quarantine is filled from. Each check's result sums its chunks;
+        GX and SQL are compared chunk by chunk.
+        """
         frame = FRAMES[table]
         checks = row_checks(table, self.bounds)
         if not checks:
             return []
-        run(
-            self.con,
-            f"validation/{table}_frame",
-            {"days": self.days, "now": self.now, "actions": list(self.bounds.actions)},
-        )
         id_col = "row_id" if table in LOG_TABLES else CATALOG_KEYS[table]
-        cur = run(self.con, "validation/flag_counts", frame=frame)
-        names = [d[0] for d in cur.description]
-        counts = dict(zip(names, _one(cur), strict=True))
-        self.flagged[table] = int(counts["n_flagged"] or 0)
-        complete = self.flagged[table] <= self.bounds.complete_result_limit
-        df = run(self.con, "validation/frame_rows", frame=frame).df()
-        outcomes = _by_check(
-            self._gx.validate_frame(
-                f"{table}_rows",
-                df,
-                [c.expectation for c in checks],
-                parameters={"now": self.now},
-                index_column=id_col,
-                complete=complete,
-            )
-        )
+        chunks = self._chunks(table)
+        n_rows = 0
+        n_sql = dict.fromkeys((c.name for c in checks), 0)
+        n_gx: dict[str, int | None] = dict.fromkeys((c.name for c in checks), 0)
+        gx_failed: set[str] = set()
+        shown_ids: dict[str, list[Any]] = {c.name: [] for c in checks}
         disagreements: list[str] = []
+        for k, chunk in enumerate(chunks):
+            run(
+                self.con,
+                f"validation/{table}_frame",
+                {"days": chunk.days, "undated": chunk.undated, "now": self.now,
+                 "actions": list(self.bounds.actions)},
+            )
+            if k == 0:
+                run(self.con, "validation/new_flagged", frame=frame, flagged=FLAGGED[table])
+            run(self.con, "validation/keep_flagged", frame=frame, flagged=FLAGGED[table])
+            cur = run(self.con, "validation/flag_counts", frame=frame)
+            names = [d[0] for d in cur.description]
+            counts = dict(zip(names, _one(cur), strict=True))
+            n_flagged = int(counts["n_flagged"] or 0)
+            self.flagged[table] += n_flagged
+            n_rows += int(counts["n_rows"])
+            complete = n_flagged <= self.bounds.complete_result_limit
+            label = chunk.label(len(chunks))
+            df = run(self.con, "validation/frame_rows", frame=frame).df()
+            outcomes = _by_check(
+                self._gx.validate_frame(
+                    f"{table}_rows",
+                    df,
+                    [c.expectation for c in checks],
+                    parameters={"now": self.now},
+                    index_column=id_col,
+                    complete=complete,
+                    batch_label=None if len(chunks) == 1 else label,
+                )
+            )
+            del df
+            for check in checks:
+                n = int(counts[check.flag] or 0)
+                (out,) = outcomes.get(check.name) or [None]
+                sql_ids: list[Any] = []
+                if id_col and n:
+                    cur = run(
+                        self.con,
+                        "validation/flagged_ids",
+                        {"limit": n if complete else 100},
+                        frame=frame,
+                        flag=check.flag,
+                        id=id_col,
+                    )
+                    sql_ids = [r[0] for r in cur.fetchall()]
+                problem = _disagreement(out, n, sql_ids)
+                if problem:
+                    where = f" ({label})" if len(chunks) > 1 else ""
+                    disagreements.append(f"{check.name}{where}: {problem}")
+                n_sql[check.name] += n
+                if out is None or out.unexpected_count is None or n_gx[check.name] is None:
+                    n_gx[check.name] = None
+                else:
+                    n_gx[check.name] = (n_gx[check.name] or 0) + out.unexpected_count
+                if out is not None and not out.success:
+                    gx_failed.add(check.name)
+                shown_ids[check.name].extend(sql_ids[: 100 - len(shown_ids[check.name])])
+        if len(chunks) > 1:
+            self.notes.append(
+                f"row-level checks of {table} ran in {len(chunks)} chunks of whole days (at "
+                f"most {self.bounds.max_chunk_rows:,} rows each unless one day holds more)"
+            )
         pending: list[tuple[str, RowCheck, int]] = []
         for check in checks:
-            n_sql = int(counts[check.flag] or 0)
-            (out,) = outcomes.get(check.name) or [None]
-            sql_ids: list[Any] = []
-            if id_col and n_sql:
-                cur = run(
-                    self.con,
-                    "validation/flagged_ids",
-                    {"limit": n_sql if complete else 100},
-                    frame=frame,
-                    flag=check.flag,
-                    id=id_col,
-                )
-                sql_ids = [r[0] for r in cur.fetchall()]
-            problem = _disagreement(out, n_sql, sql_ids)
-            if problem:
-                disagreements.append(f"{check.name}: {problem}")
-            if n_sql:
-                pending.append((table, check, n_sql))
-            shown = ", ".join(str(i) for i in sql_ids[:10]) + (" …" if len(sql_ids) > 10 else "")
+            n = n_sql[check.name]
+            ids = shown_ids[check.name]
+            if n:
+                pending.append((table, check, n))
+            shown = ", ".join(str(i) for i in ids[:10]) + (" …" if n > 10 else "")
             self.checks.append(
                 CheckResult(
                     name=check.name,
                     table=table,
                     level="row",
-                    status="failed" if n_sql or (out is not None and not out.success) else "passed",
+                    status="failed" if n or check.name in gx_failed else "passed",
                     observed={
-                        "rows_checked": int(counts["n_rows"]),
-                        "flagged": n_sql,
-                        "gx_unexpected": out.unexpected_count if out else None,
-                        "row_ids": sql_ids[:100],
+                        "rows_checked": n_rows,
+                        "flagged": n,
+                        "gx_unexpected": n_gx[check.name],
+                        "row_ids": ids[:100],
                         "quarantined_new": 0,
+                        "chunks": len(chunks),
                     },
                     threshold="no rows",
                     message=(
-                        f"{n_sql:,} of {int(counts['n_rows']):,} rows: {check.reason}"
-                        + (f" (row_id {shown})" if shown else "")
-                        if n_sql
+                        f"{n:,} of {n_rows:,} rows: {check.reason}"
+                        + (f" (row_id {shown})" if ids else "")
+                        if n
                         else "no bad rows"
                     ),
                 )
@@ -371,7 +540,7 @@ class _Run:
                         self.con,
                         "validation/quarantine_log_rows",
                         params,
-                        frame=FRAMES[table],
+                        frame=FLAGGED[table],
                         flag=check.flag,
                         **idents,
                     )
@@ -380,7 +549,7 @@ class _Run:
                         self.con,
                         "validation/quarantine_catalog_rows",
                         params,
-                        frame=FRAMES[table],
+                        frame=FLAGGED[table],
                         flag=check.flag,
                         key=CATALOG_KEYS[table],
                         **idents,
@@ -478,7 +647,11 @@ class _Run:
                 key not in (o.unexpected_ids or []) and (o.unexpected_ids is not None or o.success)
                 for o in outs
             )
-            if not judged:
+            acc = self.accepted.get(day)
+            if acc is not None:
+                status = "skipped"
+                message = f"not judged: {day} was accepted by an operator ({acc.text()})"
+            elif not judged:
                 status, message = "skipped", skip_msg
             elif gx_ok:
                 status, message = "passed", ok_msg
@@ -580,6 +753,53 @@ class _Run:
             + _median_text(s.med_hist_share),
             f"no clicks on {day}",
         )
+
+
+@dataclass
+class _DayStatus:
+    """A day's row of ``sql/validation/day_fingerprints.sql`` (internal)."""
+
+    day: dt.date
+    rows_changed: bool
+    changed: bool
+    accepted_by: str | None
+    accepted_at: dt.datetime | None
+    reason: str | None
+    last_run_id: str | None
+
+    def text(self) -> str:
+        """``alice on 2026-10-06 09:12: <reason>; failed in run <id>``."""
+        at = self.accepted_at.strftime("%Y-%m-%d %H:%M") if self.accepted_at else "?"
+        return f"{self.accepted_by} on {at} UTC: {self.reason}; failed in run {self.last_run_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The acceptance as the report lists it."""
+        return {
+            "day": self.day.isoformat(),
+            "accepted_by": self.accepted_by,
+            "accepted_at": self.accepted_at.isoformat() if self.accepted_at else None,
+            "reason": self.reason,
+            "failed_run_id": self.last_run_id,
+        }
+
+
+@dataclass
+class _Chunk:
+    """Whole days of a log table checked together (``undated``: with the rows of no day)."""
+
+    days: list[dt.date]
+    undated: bool
+    name: str = ""
+
+    def label(self, n_chunks: int) -> str:
+        """A name for reports and the GX run of this chunk, e.g. ``2026-10-01_2026-10-07``."""
+        if self.name:
+            return self.name
+        if not self.days:
+            return "undated"
+        first, last = self.days[0], self.days[-1]
+        span = str(first) if first == last else f"{first}_{last}"
+        return span + ("+undated" if self.undated and n_chunks > 1 else "")
 
 
 @dataclass

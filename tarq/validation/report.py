@@ -65,6 +65,9 @@ class ValidationReport:
     ``quarantined``: rows this run newly copied into ``quarantine_<table>``, per table.
     ``flagged``: rows the row-level checks flagged this run, per table (a row flagged by two
     checks counts once; rows quarantined by an earlier run of the same day count again).
+    ``accepted``: the days of the window (and test day) whose failed verdict an operator
+    accepted (``tarq validate --accept-day``) and whose rows are unchanged since: day,
+    accepted_by, accepted_at, reason, failed_run_id. Their table-level checks are not judged.
     """
 
     success: bool
@@ -79,6 +82,7 @@ class ValidationReport:
     started_at: dt.datetime
     finished_at: dt.datetime
     notes: list[str] = field(default_factory=list)
+    accepted: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failed_checks(self) -> list[CheckResult]:
@@ -113,6 +117,7 @@ class ValidationReport:
             "flagged": dict(self.flagged),
             "docs_path": str(self.docs_path) if self.docs_path else None,
             "notes": list(self.notes),
+            "accepted": [dict(a) for a in self.accepted],
             "checks": [c.to_dict() for c in self.checks],
         }
 
@@ -139,6 +144,12 @@ class ValidationReport:
             lines.append("  row-level checks: no bad rows")
         total = ", ".join(f"{t} {n:,}" for t, n in self.quarantined.items() if n) or "none"
         lines.append(f"  newly quarantined: {total}")
+        for a in self.accepted:
+            lines.append(
+                f"  accepted by an operator: {a['day']} by {a['accepted_by']} on "
+                f"{a['accepted_at']}: {a['reason']} (failed in run {a['failed_run_id']}; not "
+                "judged again until its rows change)"
+            )
         lines.extend(f"  note: {n}" for n in self.notes)
         if self.docs_path:
             lines.append(f"  Data Docs: {self.docs_path}")

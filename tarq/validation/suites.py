@@ -59,6 +59,7 @@ class GxRunner:
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self._gx = gx
+        self._run_identifier_cls = RunIdentifier
         self.docs_dir = Path(docs_dir)
         self.docs_dir.mkdir(parents=True, exist_ok=True)
         self.context = gx.get_context(mode="file", context_root_dir=str(self.docs_dir))
@@ -168,6 +169,7 @@ class GxRunner:
         parameters: dict[str, Any] | None = None,
         index_column: str | None = None,
         complete: bool = True,
+        batch_label: str | None = None,
     ) -> list[ExpectationOutcome]:
         """Validate ``df`` (the batch of asset ``frame``) against ``specs``; update Data Docs.
 
@@ -178,6 +180,9 @@ class GxRunner:
             parameters: run-time values of ``{"$PARAMETER": name}`` placeholders.
             index_column: column identifying rows in unexpected-row listings (``row_id``).
             complete: return every unexpected row (COMPLETE) rather than a sample (SUMMARY).
+            batch_label: one chunk of a frame validated in several batches in one run: its
+                result is stored (and shown in Data Docs) under the run name
+                ``<run id>.<batch_label>``, so that the chunks' results do not replace each other.
         """
         name = f"tarq_{frame}"
         suite, changed = self._suite(name, specs)
@@ -193,7 +198,10 @@ class GxRunner:
         result = checkpoint.run(
             batch_parameters={"dataframe": df},
             expectation_parameters=parameters or {},
-            run_id=self.run_identifier,
+            run_id=self.run_identifier if batch_label is None else self._run_identifier_cls(
+                run_name=f"{self.run_identifier.run_name}.{batch_label}",
+                run_time=self.run_identifier.run_time,
+            ),
         )
         self._docs_pending.extend(result.run_results.keys())
         (validation,) = result.run_results.values()
