@@ -7,10 +7,17 @@ checksums per load unchanged (``sql/integrity/raw_fingerprint.sql``), the quaran
 exactly the bad rows, the served ID-table version and the ``champion`` alias unchanged, no
 registered version or publication half made.
 
-Faults: corrupt rows of every validation class and malformed files through the importer;
-SIGKILL during training; a crash between writing an ID-table version and switching to it;
-an unreachable or locked MLflow store; two runs of one date at once; tampered or foreign
-model files; hostile strings where SQL could be injected.
+Faults (README "Nothing lost" has the table of what each one does to the run, the rows, the
+champion and the served table): corrupt rows of every validation class and malformed files
+through the importer; SIGKILL during training; a crash between writing an ID-table version and
+switching to it; an unreachable or locked MLflow store; two runs of one date at once; tampered
+or foreign model files; hostile strings where SQL could be injected. Then, by section: IMPORT
+(non-finite numbers, Parquet part drift, glob paths, Taobao label conflicts, `latest` from
+usable rows, failed sample rebuilds), VALIDATION (the changed days of the training window,
+clock skew/leakage, day-over-day bounds, stubs, reused request ids, prices, future rows),
+TRACKING AND LOCKS (warehouse-scoped MLflow, honest publication status, foreign checkpoints,
+the run lock for every writer, DuckDB file locks, retried registration) and SERVING (no pickle,
+IDs bound to their weights, strict request input).
 """
 
 from __future__ import annotations
