@@ -91,6 +91,9 @@ class DailyParams(BaseModel):
         None, description="generate demo logs of this preset when the warehouse holds none")
     seed: int = 7
     train_days: int = Field(19, ge=1, description="training days before the test day")
+    validation: dict[str, Any] = Field(default_factory=dict, description=(
+        "ValidationBounds fields to override, e.g. {\"volume_ratio\": [0.7, 1.4]} "
+        "(tarq.validation.bounds)"))
     seq_len: int = Field(50, ge=1)
     models: list[str] = Field(default_factory=lambda: ["tarq", "tt", "inttower", "mvke", "ta"])
     ablations: bool = Field(False, description="also train the paper's Table-1 ablations")
@@ -156,6 +159,15 @@ class DailyParams(BaseModel):
         except ValueError:
             pass
         raise ValueError(f"run date {v!r} is not YYYY-MM-DD, 'today' or 'latest'")
+
+    @field_validator("validation")
+    @classmethod
+    def _validation_bounds(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # Checked here, before any task runs: an unknown key or a bad value names itself.
+        from tarq.validation.bounds import ValidationBounds
+
+        ValidationBounds.from_overrides(v)
+        return v
 
     @field_validator("models")
     @classmethod
@@ -231,7 +243,8 @@ def validate_stage(d: _Day) -> State | None:
     """GX validation of D − 1 and of the training window's days whose rows changed since they
     were last validated; a Failed state when it fails (nothing else runs)."""
     with d.stage("validate"):
-        report = d.tasks.validate_logs(d.db, d.day, d.dir / "gx", d.p.train_days)
+        report = d.tasks.validate_logs(d.db, d.day, d.dir / "gx", d.p.train_days,
+                                       d.p.validation)
     artifacts.validation(d.day, report)
     if report["success"]:
         return None

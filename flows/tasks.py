@@ -100,12 +100,14 @@ def warehouse_state(db: Path) -> dict[str, int]:
 
 @daily_task("validate")
 def validate_logs(db: Path, run_date: str, docs_dir: Path,
-                  window_days: int = 0) -> dict[str, Any]:
+                  window_days: int = 0, bounds: dict[str, Any] | None = None) -> dict[str, Any]:
     """Great Expectations validation of the day D − 1 and of each of the ``window_days`` days
-    before it whose rows changed since they were last validated (bad rows → quarantine)."""
-    from tarq.validation import validate
+    before it whose rows changed since they were last validated (bad rows → quarantine);
+    ``bounds`` overrides fields of :class:`tarq.validation.ValidationBounds`."""
+    from tarq.validation import ValidationBounds, validate
 
-    report = validate(db, run_date, docs_dir=docs_dir, window_days=window_days)
+    report = validate(db, run_date, docs_dir=docs_dir, window_days=window_days,
+                      bounds=ValidationBounds.from_overrides(bounds))
     out = json.loads(json.dumps(report.to_dict(), default=str))
     out["success"] = bool(report.success)
     out["text"] = report.to_text()

@@ -89,8 +89,20 @@ def _cmd_build_samples(args: argparse.Namespace) -> int:
 
 @_writes
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from tarq.validation import validate
+    from tarq.validation import accept_day, validate
 
+    if args.accept_day is not None:
+        if args.reason is None:
+            raise ValueError("--accept-day needs --reason TEXT (why the failure is acceptable)")
+        if args.run_date is not None:
+            raise ValueError("--accept-day records a verdict and validates nothing: no --run-date")
+        acc = accept_day(args.db, args.accept_day, args.reason, accepted_by=args.accepted_by)
+        print(f"accepted {acc['day']} (failed in run {acc['failed_run_id']}) by "
+              f"{acc['accepted_by']} at {acc['accepted_at']}: {acc['reason']}; its table-level "
+              "checks are not judged again until its rows change")
+        return 0
+    if args.run_date is None:
+        raise ValueError("--run-date is required (or --accept-day DAY --reason TEXT)")
     report = validate(args.db, args.run_date, docs_dir=args.docs_dir, window_days=args.train_days)
     print(report.to_text())
     return 0 if report.success else 1
@@ -164,11 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="validate the logs of a run date (Great Expectations)")
     _add_db(p)
-    p.add_argument("--run-date", required=True, help="YYYY-MM-DD, 'today' or 'latest'")
+    p.add_argument("--run-date", default=None, help="YYYY-MM-DD, 'today' or 'latest'")
     p.add_argument("--train-days", type=int, default=19,
                    help="also validate each of the N days before D - 1 whose rows changed since "
                         "their last validation (the training window; 0: D - 1 only)")
     p.add_argument("--docs-dir", type=Path, default=None, help="where GX Data Docs are built")
+    p.add_argument("--accept-day", default=None, metavar="YYYY-MM-DD",
+                   help="instead of validating: accept this day's failed table-level checks for "
+                        "its current rows (judged again once its rows change)")
+    p.add_argument("--reason", default=None, help="with --accept-day: why (kept and reported)")
+    p.add_argument("--accepted-by", default=None,
+                   help="with --accept-day: who accepts (default: the login name)")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("train", help="train TARQ or a baseline on built samples")

@@ -449,3 +449,154 @@ def test_bad_arguments_have_clear_errors(tmp_path: Path) -> None:
         db = tmp_path / "w.duckdb"
         connect(db).close()
         validate(db, "10/11/2026")
+
+
+# ----------------------------------------------------------------------------- the window
+
+
+def test_window_checked_by_day_chunks_quarantines_what_one_chunk_does(
+    copy_db: Callable[[], Path], docs_dir: Path
+) -> None:
+    """Row-level checks read the window a chunk of days at a time: the same rows quarantined,
+    GX and SQL agreeing chunk by chunk, as when the whole window is one chunk."""
+    dbs = {"one": copy_db("one.duckdb"), "by_day": copy_db("by_day.duckdb")}
+    for db in dbs.values():
+        with duckdb.connect(str(db)) as con:
+            u, i = con.execute("SELECT min(user_id), min(item_id) FROM users, items").fetchall()[0]
+            ok = {"user_id": u, "item_id": i, "clicked": False, "exposed": True, "position": 1}
+            rows = [
+                (1, {"clicked": True, "exposed": False}),
+                (2, {"position": -1}),
+                (3, {"ts": None}),
+                (1, {"request_id": "twice"}),  # reused on another day, so in another chunk
+                (2, {"request_id": "twice"}),
+                *[(3, {"request_id": "dup"})] * 3,  # two duplicates of the first
+            ]
+            for k, (offset, change) in enumerate(rows):
+                ts = dt.datetime.combine(DEMO_DAY0 + dt.timedelta(days=offset), dt.time(7))
+                _insert(con, "impressions", {**ok, "ts": ts, "request_id": f"c{k}", **change})
+            _insert(con, "behaviors", {"user_id": u, "ts": dt.datetime.combine(
+                DEMO_DAY0 + dt.timedelta(days=2), dt.time(9)), "action": "click"})
+    reports = {
+        name: validate(db, RUN_DATE, docs_dir=docs_dir, window_days=19,
+                       bounds=ValidationBounds(max_chunk_rows=0 if name == "by_day" else 10**9))
+        for name, db in dbs.items()
+    }
+    one, by_day = reports["one"], reports["by_day"]
+    assert len(by_day.days) == len(one.days) == 8
+    for table in ("impressions", "behaviors"):
+        assert _quarantine(dbs["by_day"], table) == _quarantine(dbs["one"], table) != set()
+        assert by_day.flagged[table] == one.flagged[table]
+    flagged = {c.key: (c.observed["flagged"], c.observed["gx_unexpected"], c.observed["row_ids"])
+               for c in one.checks if c.level == "row"}
+    assert {c.key: (c.observed["flagged"], c.observed["gx_unexpected"], c.observed["row_ids"])
+            for c in by_day.checks if c.level == "row"} == flagged
+    assert flagged["impressions.duplicate_impression"][0] == 2
+    assert flagged["impressions.request_id_reused"][0] == 1  # its first row is another chunk's
+    assert flagged["impressions.not_null_ts"][0] == 1  # the undated row: in the last chunk
+    assert by_day.check("impressions", "position_non_negative").observed["chunks"] == 8
+    assert one.check("impressions", "position_non_negative").observed["chunks"] == 1
+    assert not [c for c in by_day.checks if c.name == "gx_sql_agreement"]
+    assert by_day.success == one.success
+    assert any("impressions ran in 8 chunks" in n for n in by_day.notes)
+    assert by_day.docs_path is not None and by_day.docs_path.is_file()
+
+
+ACCEPT_DAY = dt.date(2026, 10, 5)  # 4 trailing days: its volume is judged
+
+
+def test_an_accepted_old_day_passes_until_its_rows_change(tmp_path: Path, docs_dir: Path,
+                                                          capsys) -> None:
+    db = tmp_path / "accept.duckdb"
+    _build_warehouse(db, volume={ACCEPT_DAY: 12})
+    window = ["--db", str(db), "--run-date", BUILT_RUN_DATE.isoformat(), "--docs-dir",
+              str(docs_dir), "--train-days", "19"]
+    # A window day that fails a table-level check fails every run while it is in the window.
+    for _ in range(2):
+        assert main(["validate", *window]) == 1
+        assert "FAILED impressions.volume@2026-10-05" in capsys.readouterr().out
+    accept = ["validate", "--db", str(db), "--accept-day", ACCEPT_DAY.isoformat()]
+    assert main(accept) == 2
+    assert "needs --reason" in capsys.readouterr().err
+    assert main([*accept, "--reason", "feed outage, confirmed", "--accepted-by", "ops-ann"]) == 0
+    assert "accepted 2026-10-05" in capsys.readouterr().out
+    assert main([*accept, "--reason", "again"]) == 2  # its latest verdict passes now
+    assert "already accepted" in capsys.readouterr().err
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "SELECT table_name, success, accepted_by, reason FROM validated_days "
+            "WHERE accepted_by IS NOT NULL ORDER BY table_name"
+        ).fetchall()
+    assert rows == [("behaviors", True, "ops-ann", "feed outage, confirmed"),
+                    ("impressions", True, "ops-ann", "feed outage, confirmed")]
+
+    report = validate(db, BUILT_RUN_DATE, docs_dir=docs_dir, window_days=19)
+    assert report.success, report.to_text()
+    assert ACCEPT_DAY not in report.days
+    ((acc),) = report.accepted
+    assert (acc["day"], acc["accepted_by"], acc["reason"]) == (
+        "2026-10-05", "ops-ann", "feed outage, confirmed")
+    assert acc["failed_run_id"].startswith("validation-")
+    assert "accepted by an operator: 2026-10-05 by ops-ann" in report.to_text()
+    assert report.to_dict()["accepted"] == [acc]
+
+    # New rows on the day (one of them bad): the day is validated afresh, rows quarantined,
+    # the volume judged and failed again, and the acceptance no longer applies.
+    with duckdb.connect(str(db)) as con:
+        bad = _insert(con, "impressions", {
+            "user_id": 1, "item_id": 1, "ts": dt.datetime.combine(ACCEPT_DAY, dt.time(5)),
+            "clicked": True, "exposed": False, "position": 1, "request_id": "late-1"})
+    report = validate(db, BUILT_RUN_DATE, docs_dir=docs_dir, window_days=19)
+    assert not report.success
+    assert ACCEPT_DAY in report.days and report.accepted == []
+    assert "impressions.volume@2026-10-05" in report.to_dict()["failed"]
+    assert (bad, "clicked_implies_exposed") in _quarantine(db, "impressions")
+    assert main([*accept, "--reason", "still the outage"]) == 0
+    assert validate(db, BUILT_RUN_DATE, docs_dir=docs_dir, window_days=19).success
+
+
+def test_accept_day_refuses_what_it_cannot_accept(tmp_path: Path, docs_dir: Path) -> None:
+    from tarq.validation import accept_day
+
+    db = tmp_path / "refuse.duckdb"
+    _build_warehouse(db, volume={ACCEPT_DAY: 12})
+    with pytest.raises(ValueError, match="never validated"):
+        accept_day(db, ACCEPT_DAY, "why")
+    assert not validate(db, BUILT_RUN_DATE, docs_dir=docs_dir, window_days=19).success
+    with pytest.raises(ValueError, match="passed in its latest validation"):
+        accept_day(db, ACCEPT_DAY + dt.timedelta(days=1), "why")
+    with pytest.raises(ValueError, match="no impressions or behaviours"):
+        accept_day(db, dt.date(2026, 9, 1), "why")
+    with pytest.raises(ValueError, match="needs a reason"):
+        accept_day(db, ACCEPT_DAY, "  ")
+    with duckdb.connect(str(db)) as con:
+        con.execute("INSERT INTO behaviors (user_id, ts, action) VALUES (1, $ts, 'pv')",
+                    {"ts": dt.datetime.combine(ACCEPT_DAY, dt.time(3))})
+    with pytest.raises(ValueError, match="changed since its last validation"):
+        accept_day(db, ACCEPT_DAY, "why")
+
+
+# ----------------------------------------------------------------------------- the flow
+
+
+def test_flow_validation_bounds_take_effect_and_bad_keys_are_named(
+    copy_db: Callable[[], Path], docs_dir: Path
+) -> None:
+    from pydantic import ValidationError
+
+    from flows.tarq_daily import DailyParams
+    from flows.tasks import validate_logs
+
+    tight = DailyParams(validation={"volume_ratio": [0.999, 1.001]})
+    for params, success in ((DailyParams(), True), (tight, False)):
+        report = validate_logs.fn(copy_db(f"{success}.duckdb"), RUN_DATE.isoformat(), docs_dir,
+                                  params.train_days, params.validation)
+        assert report["success"] is success, report["text"]
+    assert "impressions.volume" in report["failed"]
+    assert "allowed 0.999x–1.001x" in report["text"]
+    with pytest.raises(ValidationError, match=r"unknown validation bound\(s\) \['volume_ratoi'\]"):
+        DailyParams(validation={"volume_ratoi": [0.5, 2]})
+    with pytest.raises(ValidationError, match="volume_ratio must be a pair"):
+        DailyParams(validation={"volume_ratio": "wide"})
+    with pytest.raises(ValidationError, match="must satisfy 0 <= low < high"):
+        DailyParams(validation={"volume_ratio": [2, 1]})
