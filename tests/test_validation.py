@@ -600,3 +600,20 @@ def test_flow_validation_bounds_take_effect_and_bad_keys_are_named(
         DailyParams(validation={"volume_ratio": "wide"})
     with pytest.raises(ValidationError, match="must satisfy 0 <= low < high"):
         DailyParams(validation={"volume_ratio": [2, 1]})
+
+
+def test_an_accepted_test_day_is_not_judged_on_a_rerun(tmp_path: Path, docs_dir: Path) -> None:
+    from tarq.validation import accept_day
+
+    db = tmp_path / "accept_test_day.duckdb"
+    _build_warehouse(db, volume={BUILT_CHECK_DAY: 12})
+    assert _failed(validate(db, BUILT_RUN_DATE, docs_dir=docs_dir)) == {"impressions.volume"}
+    accept_day(db, BUILT_CHECK_DAY, "a half-day feed, known", accepted_by="ops-bo")
+    for _ in range(2):  # the acceptance outlives the reruns that check the day again
+        report = validate(db, BUILT_RUN_DATE, docs_dir=docs_dir)
+        assert report.success, report.to_text()
+        volume = report.check("impressions", "volume")
+        assert volume.status == "skipped"
+        assert "accepted by an operator (ops-bo on " in volume.message
+        assert "a half-day feed, known" in volume.message
+        assert [a["day"] for a in report.accepted] == [BUILT_CHECK_DAY.isoformat()]

@@ -8,15 +8,19 @@ validated, or whose latest verdict failed, counts as changed):
 1. schema: the raw tables' columns and types against ``sql/schema/create_tables.sql``
    (table-level; a drifted table's other checks are skipped);
 2. row-level checks of those days' impressions and behaviours and of the item catalog (GX
-   verdict + SQL flags on the same temp-table frame); flagged rows are copied into
-   ``quarantine_<table>`` — raw rows are never modified or deleted;
+   verdict + SQL flags on the same temp-table frame), a chunk of whole days at a time
+   (``ValidationBounds.max_chunk_rows``) so that memory is bounded by a chunk, not the window;
+   flagged rows are copied into ``quarantine_<table>`` — raw rows are never modified or
+   deleted;
 3. table-level checks of each of those days, day over day against its trailing days:
    volume, CTR, quarantined share, stub-item share, and the cross-log clock check (clicks
    whose item is already in the user's behaviours just before the impression); the test
    day must not be empty.
 
 Row-level failures do not fail the run (their rows are excluded from samples); any
-table-level failure does. Each run leaves a row in ``validation_runs``, one per (table, day)
+table-level failure does. An operator can accept a failed day (:func:`accept_day`, ``tarq
+validate --accept-day``): its table-level checks are then not judged until its rows change,
+and every report lists the accepted days of its window with who accepted them and why. Each run leaves a row in ``validation_runs``, one per (table, day)
 in ``validated_days``, and a Data Docs page.
 """
 
