@@ -18,7 +18,7 @@ and its own peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``). Variants:
   the commit before the row checks were chunked (``git worktree add --detach DIR <commit>``):
   the whole window's rows in one pandas frame. Skipped without ``--base``.
 
-Ratios are to ``test day only``. Every variant must agree on what it found (success, days,
+``--only day default`` runs a subset. Ratios are to ``test day only``. Every variant must agree on what it found (success, days,
 rows flagged and quarantined); the table says so.
 """
 
@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-days", type=int, default=19)
     ap.add_argument("--base", type=Path, default=None,
                     help="checkout of the commit before chunking (the one-frame variant)")
+    ap.add_argument("--only", nargs="+", default=None, metavar="VARIANT",
+                    help="run only these variants: day, by-day, default, base")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -142,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.base is not None:
         variants.append(("window, one frame (base)", args.base.resolve(), args.train_days, None))
+    if args.only:
+        keys = dict(zip(["day", "by-day", "default", "base"], [v[0] for v in variants],
+                        strict=False))
+        unknown = set(args.only) - set(keys)
+        if unknown:
+            ap.error(f"unknown variants {sorted(unknown)} (choose from {sorted(keys)})")
+        variants = [v for v in variants if v[0] in {keys[k] for k in args.only}]
     work = args.work.resolve()
     results = []
     for name, code, window, chunk in variants:
