@@ -20,8 +20,9 @@ validated, or whose latest verdict failed, counts as changed):
 Row-level failures do not fail the run (their rows are excluded from samples); any
 table-level failure does. An operator can accept a failed day (:func:`accept_day`, ``tarq
 validate --accept-day``): its table-level checks are then not judged until its rows change,
-and every report lists the accepted days of its window with who accepted them and why. Each run leaves a row in ``validation_runs``, one per (table, day)
-in ``validated_days``, and a Data Docs page.
+and every report lists the accepted days of its window with who accepted them and why. Each
+run leaves a row in ``validation_runs``, one per (table, day) in ``validated_days``, and Data
+Docs pages (one validation result per chunk of rows).
 """
 
 from __future__ import annotations
