@@ -9,8 +9,10 @@
     predictions.parquet  test-day (user_id, item_id, label, score) for plots and comparisons
     checkpoints/last.pt  the state after the last finished epoch (resume after a crash)
 
-Early stopping looks only at a validation slice held out of the training window (rows whose
-``fold`` < ``valid_folds``), never at the test day. Under ``torchrun`` the loop runs
+Early stopping and the choice of the best epoch look only at a validation slice held out of
+the training window, never at the test day: by default its last day (``valid_split = "time"``,
+the day before the test day is the closest to it), else a random hash of rows (``fold`` <
+``valid_folds``). Under ``torchrun`` the loop runs
 DistributedDataParallel (gloo on CPU); rank 0 evaluates and writes.
 """
 
@@ -38,7 +40,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from tarq import metrics
-from tarq.data.loader import BatchStream, SampleSet
+from tarq.data.loader import BatchStream, SampleSet, temporal_cutoff
 from tarq.model import MODEL_NAMES, ModelConfig, build_model
 from tarq.train_args import add_train_arguments
 from tarq.warm_start import (
@@ -145,9 +147,23 @@ def load_weights(path: str | Path) -> Any:
         ) from exc
 
 
+VALID_SPLITS = ("time", "hash")
+
+
 @dataclass
 class TrainConfig:
-    """Optimisation settings shared by every model (one loop for all, as the paper's setup)."""
+    """Optimisation settings shared by every model (one loop for all, as the paper's setup).
+
+    Validation (what early stopping and the best epoch are chosen on):
+        valid_split: ``"time"`` holds out the training window's last day (when the window is
+            one day, e.g. a warm run on one new day: its latest quarter of rows by time;
+            :func:`tarq.data.loader.temporal_cutoff`) and selects on it, reported as
+            ``valid``. ``"hash"`` selects on the random slice below and trains on every day
+            (the behaviour before the temporal slice existed).
+        valid_folds: rows whose ``fold`` (a 0–99 hash of the row) is below it are held out
+            too; with ``"time"`` they are reported as ``valid_random`` (same days and users
+            as training, so it measures fit, not the next day); 0 holds out none.
+    """
 
     epochs: int = 2
     batch_size: int = 512
@@ -155,6 +171,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 5.0
     valid_folds: int = 5
+    valid_split: str = "time"
     patience: int = 1
     seed: int = 0
     max_steps_per_epoch: int | None = None
@@ -322,16 +339,34 @@ def _train(
     model = build_model(model_name, sset.layout, mcfg)
     since = warm.since_day if warm is not None else None
     replay = warm.replay_folds if warm is not None else 0
+    if tcfg.valid_split not in VALID_SPLITS:
+        raise ValueError(f"valid_split must be one of {VALID_SPLITS}, got {tcfg.valid_split!r}")
+    if tcfg.valid_split == "hash" and tcfg.valid_folds < 1:
+        raise ValueError("valid_split 'hash' needs valid_folds >= 1")
+    # Rows from the cutoff on are the temporal slice: never trained on, replay included.
+    cutoff = temporal_cutoff(sset, "train", since) if tcfg.valid_split == "time" else None
     train_stream = BatchStream(
         sset, "train", tcfg.batch_size, folds=(tcfg.valid_folds, 100), shuffle=True,
         seed=tcfg.seed, buffer_rows=tcfg.shuffle_buffer, rank=rank, world=world, drop_last=True,
-        since_day=since, replay_folds=replay,
+        since_day=since, replay_folds=replay, ts_before=cutoff,
     )
-    valid_stream = BatchStream(sset, "train", tcfg.eval_batch_size, folds=(0, tcfg.valid_folds),
-                               since_day=since)
-    if since is not None and valid_stream.rows() == 0:
-        valid_stream = BatchStream(sset, "train", tcfg.eval_batch_size,
-                                   folds=(0, tcfg.valid_folds))
+    random_stream: BatchStream | None = None
+    if tcfg.valid_folds:
+        random_stream = BatchStream(sset, "train", tcfg.eval_batch_size,
+                                    folds=(0, tcfg.valid_folds), since_day=since,
+                                    ts_before=cutoff)
+        if since is not None and random_stream.rows() == 0:
+            random_stream = BatchStream(sset, "train", tcfg.eval_batch_size,
+                                        folds=(0, tcfg.valid_folds), ts_before=cutoff)
+        if random_stream.rows() == 0:
+            random_stream = None
+    if cutoff is not None:
+        valid_stream = BatchStream(sset, "train", tcfg.eval_batch_size, ts_from=cutoff)
+    elif random_stream is not None:
+        valid_stream, random_stream = random_stream, None
+    else:
+        raise ValueError(f"{samples}: no validation rows (valid_split {tcfg.valid_split!r}, "
+                         f"valid_folds {tcfg.valid_folds})")
     test_stream = BatchStream(sset, "test", tcfg.eval_batch_size)
     steps = len(train_stream)
     if tcfg.max_steps_per_epoch:
@@ -371,7 +406,8 @@ def _train(
         # k-means initialisation of the codebooks on the first training batch, before DDP
         # broadcasts rank 0's state to every rank.
         first = next(iter(BatchStream(sset, "train", tcfg.batch_size, folds=(tcfg.valid_folds, 100),
-                                      shuffle=True, seed=tcfg.seed, buffer_rows=tcfg.shuffle_buffer)))
+                                      shuffle=True, seed=tcfg.seed, buffer_rows=tcfg.shuffle_buffer,
+                                      ts_before=cutoff)))
         model.init_codebooks(_inputs(first))
     net: torch.nn.Module = model
     if world > 1:
@@ -422,6 +458,9 @@ def _train(
         if rank == 0:
             val = evaluate(model, valid_stream, mcfg.codebook_size)
             record["valid_auc"] = val["auc"]
+            if random_stream is not None:
+                record["valid_random_auc"] = evaluate(model, random_stream,
+                                                      mcfg.codebook_size)["auc"]
             if val["auc"] > best_auc:
                 best_auc, best_epoch, bad_epochs = val["auc"], epoch, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -454,6 +493,10 @@ def _train(
         "model": model_name,
         "test": _public(test),
         "valid": _public(val),
+        **({"valid_random": _public(evaluate(model, random_stream, mcfg.codebook_size))}
+           if random_stream is not None else {}),
+        "valid_slice": {"split": tcfg.valid_split, "valid_folds": tcfg.valid_folds,
+                        "time_from": cutoff.isoformat() if cutoff is not None else None},
         "best_epoch": best_epoch,
         "epochs_run": len(history),
         "train_seconds": round(train_seconds, 3),

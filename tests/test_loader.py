@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tarq.data.features import OOV, PAD, TIME_GAP_BUCKETS, time_gap_index
-from tarq.data.loader import BatchStream, SampleSet
+from tarq.data.loader import ONE_DAY_VALID_SHARE, BatchStream, SampleSet, temporal_cutoff
 from tarq.data.samples import build_samples
 from tests.test_samples import DAY0, N_DAYS, _make_warehouse
 
@@ -91,3 +91,42 @@ def test_time_gap_buckets() -> None:
                                    np.nan, 1e12]))
     # [0,1) min → 2, [1,3) → 3, [3,7) → 4, [7,15) → 5; negative → 2; NaN → OOV; huge → last.
     assert got.tolist() == [2, 2, 3, 4, 5, 2, OOV, TIME_GAP_BUCKETS + 1]
+
+
+def test_temporal_cutoff_holds_out_the_last_day_or_the_last_hours_of_one_day(
+        sset: SampleSet) -> None:
+    """Several days: the slice is the last day, from its midnight. One day (a warm run on one
+    new day): its latest quarter of rows by time. The ts filters split the rows exactly."""
+    rows = pd.read_parquet(sset.root / "train", columns=["day", "ts", "fold"])
+    days = pd.to_datetime(rows["day"]).dt.date
+    last = max(days)
+    assert min(days) < last
+    cut = temporal_cutoff(sset)
+    assert cut == dt.datetime.combine(last, dt.time())
+    held = BatchStream(sset, "train", 50, ts_from=cut)
+    kept = BatchStream(sset, "train", 50, ts_before=cut)
+    assert held.rows() == int((days == last).sum()) > 0
+    assert held.rows() + kept.rows() == len(rows)
+    assert sum(len(b["label"]) for b in held) == held.rows()
+
+    # A warm run's window: only the days after since_day count.
+    since = last - dt.timedelta(days=1)
+    one = temporal_cutoff(sset, since_day=since)
+    assert one is not None and one.date() == last and one > cut
+    day_ts = rows.loc[(days == last).to_numpy(), "ts"]
+    share = float((day_ts >= pd.Timestamp(one)).mean())
+    assert ONE_DAY_VALID_SHARE <= share < ONE_DAY_VALID_SHARE + 0.05
+    warm_train = BatchStream(sset, "train", 50, folds=(5, 100), since_day=since,
+                             replay_folds=20, ts_before=one)
+    warm_valid = BatchStream(sset, "train", 50, ts_from=one)
+    assert warm_valid.rows() == int((day_ts >= pd.Timestamp(one)).sum())
+    # The replay rows (older days) all lie before the cutoff: none is lost to the slice.
+    replay = BatchStream(sset, "train", 50, folds=(5, 100), since_day=since, replay_folds=20)
+    old = int(((days <= since).to_numpy() & (rows["fold"] >= 5).to_numpy()
+               & (rows["fold"] < 25).to_numpy()).sum())
+    assert warm_train.rows() == old + int(((days == last).to_numpy()
+                                           & (rows["fold"] >= 5).to_numpy()
+                                           & (rows["ts"] < pd.Timestamp(one)).to_numpy()).sum())
+    assert warm_train.rows() < replay.rows()
+    # since_day past every day: the window falls back to all days.
+    assert temporal_cutoff(sset, since_day=last) == cut

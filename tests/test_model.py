@@ -375,3 +375,40 @@ def test_per_dim_losses_are_the_sums_divided_by_the_width(batch: dict[str, torch
     with torch.no_grad():
         assert float(scaled(inputs).losses["align"]) == pytest.approx(float(per["align"]),
                                                                       rel=1e-5)
+
+
+def test_mvke_gets_the_backbones_x_user_queried_history_attention(
+        batch: dict[str, torch.Tensor]) -> None:
+    """MVKE's user side holds the same history-attention module as the two-tower's user tower
+    (TT's trained weights load into it as they are), queries it with x_user, feeds its output
+    to the virtual kernels, and every weight of it gets a gradient from the click loss."""
+    from tarq.model.towers import HistoryAttention
+
+    mvke, tt = _model("mvke"), _model("tt", seed=1)
+    assert type(mvke.history) is HistoryAttention and isinstance(tt.user_tower, HistoryAttention)
+    backbone = {k: v for k, v in tt.user_tower.state_dict().items() if not k.startswith("mlp.")}
+    mvke.history.load_state_dict(backbone, strict=True)
+
+    seen: dict[str, torch.Tensor] = {}
+    mvke.history.attn.register_forward_hook(
+        lambda _m, args, out: seen.update(query=args[0].detach(), h_user=out.detach()))
+    inputs = _inputs(batch)
+    mvke.eval()
+    with torch.no_grad():
+        base = mvke(inputs).logit
+        x_user = mvke.emb.x_user(mvke.emb.user_fields(inputs["user"]))
+    assert torch.allclose(seen["query"][:, 0], x_user)
+    h_user = seen["h_user"][:, 0]
+
+    # The attention's output reaches the score: a different h_user gives other logits.
+    handle = mvke.history.attn.register_forward_hook(lambda _m, _a, out: out * 0.0)
+    with torch.no_grad():
+        assert not torch.allclose(mvke(inputs).logit, base)
+    handle.remove()
+    assert h_user.abs().sum() > 0
+
+    mvke.train()
+    mvke.zero_grad()
+    mvke.total_loss(mvke(inputs)).backward()
+    for name, p in mvke.history.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

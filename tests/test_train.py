@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -177,16 +178,58 @@ def test_every_other_model_trains_end_to_end(samples: Path, tmp_path: Path, name
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
-def _rows_after(samples: Path, since: dt.date, valid_folds: int = 5) -> int:
-    """Training rows of the days after ``since`` (outside the validation folds)."""
-    import pyarrow.parquet as pq
+def _train_rows(samples: Path) -> pd.DataFrame:
+    """day (date), ts and fold of every training row."""
+    t = pd.read_parquet(samples / "train", columns=["day", "ts", "fold"])
+    t["day"] = pd.to_datetime(t["day"]).dt.date
+    return t
 
-    n = 0
-    for f in sorted((samples / "train").glob("*.parquet")):
-        t = pq.read_table(f, columns=["fold", "day"]).to_pandas()
-        days = t["day"].astype("datetime64[ns]").dt.date
-        n += int(((t["fold"] >= valid_folds) & (days > since)).sum())
-    return n
+
+def _rows_after(samples: Path, since: dt.date, valid_folds: int = 5) -> tuple[int, int]:
+    """(training rows, temporal validation rows) of a warm run on the ONE day after ``since``:
+    its latest quarter by time is the validation slice, the rest outside the hash folds is
+    trained on."""
+    import numpy as np
+
+    t = _train_rows(samples)
+    new = t[t["day"] > since]
+    assert new["day"].nunique() == 1
+    ts = new["ts"].to_numpy()
+    cut = np.sort(ts)[int(np.ceil(0.75 * (len(ts) - 1)))]
+    return int(((new["fold"] >= valid_folds) & (ts < cut)).sum()), int((ts >= cut).sum())
+
+
+def test_the_last_day_is_the_validation_slice_and_the_random_slice_is_reported(
+        samples: Path, tmp_path: Path) -> None:
+    """valid_split "time": early stopping and the best epoch look at the window's last day,
+    which is never trained on; the hash folds of the other days are held out too and reported
+    as ``valid_random``. "hash" trains on every day and selects on the folds (as before), and
+    a checkpoint made under one split is not resumed under the other."""
+    from tarq.train import CheckpointMismatch
+
+    t = _train_rows(samples)
+    last = max(t["day"])
+    before = t["day"] < last
+    mcfg, tcfg = _cfg(max_steps_per_epoch=2)
+    res = train(samples, "tt", tmp_path / "time", mcfg, tcfg, progress=False)
+    assert res["valid_slice"] == {"split": "time", "valid_folds": 5,
+                                  "time_from": dt.datetime.combine(last, dt.time()).isoformat()}
+    assert res["valid"]["rows"] == int((~before).sum()) > 0
+    assert res["valid_random"]["rows"] == int((before & (t["fold"] < 5)).sum()) > 0
+    assert res["rows_trained"] == int((before & (t["fold"] >= 5)).sum())
+    assert 0 <= res["history"][0]["valid_random_auc"] <= 1
+    assert res["history"][0]["valid_auc"] == res["valid"]["auc"]
+
+    _, hcfg = _cfg(max_steps_per_epoch=2, valid_split="hash")
+    with pytest.raises(CheckpointMismatch, match="valid_split"):
+        train(samples, "tt", tmp_path / "time", mcfg, hcfg, progress=False)
+    old = train(samples, "tt", tmp_path / "hash", mcfg, hcfg, progress=False)
+    assert old["valid_slice"]["split"] == "hash" and "valid_random" not in old
+    assert old["valid"]["rows"] == int((t["fold"] < 5).sum())
+    assert old["rows_trained"] == int((t["fold"] >= 5).sum()) > res["rows_trained"]
+    assert "valid_random_auc" not in old["history"][0]
+    with pytest.raises(ValueError, match="valid_split must be one of"):
+        train(samples, "tt", tmp_path / "bad", mcfg, _cfg(valid_split="day")[1], progress=False)
 
 
 def test_tarq_train_cli_cold_then_warm_from_since_day(
@@ -217,8 +260,12 @@ def test_tarq_train_cli_cold_then_warm_from_since_day(
     ws = metrics["warm_start"]
     assert ws["mode"] == "warm" and ws["parent_dir"] == str(cold)
     assert ws["since_day"] == str(since) and ws["optimizer_carried"] is True
-    # Only the day after --since-day is trained on (the last of the window).
-    assert 0 < metrics["rows_trained"] == _rows_after(samples, since)
+    # Only the day after --since-day is trained on (the last of the window), less its last
+    # hours, which are the warm run's validation slice.
+    rows, held = _rows_after(samples, since)
+    assert 0 < metrics["rows_trained"] == rows
+    assert metrics["valid"]["rows"] == held > 0
+    assert metrics["valid_slice"]["time_from"] > str(since + dt.timedelta(days=1))
     assert metrics["rows_trained"] < cold_metrics["rows_trained"]
     assert metrics["history"][0]["samples"] == (metrics["rows_trained"] // 64) * 64
 

@@ -104,6 +104,57 @@ def _epoch_us(arr: pa.Array) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False).astype(np.float64)
 
 
+def _naive_us(t: dt.datetime) -> float:
+    """A naive datetime → microseconds since the epoch, on the scale of :func:`_epoch_us`."""
+    return float(np.datetime64(t.replace(tzinfo=None), "us").astype(np.int64))
+
+
+# Share of the rows, latest by time, that form the temporal validation slice of a window
+# that holds a single day (a warm run on one new day): its last hours.
+ONE_DAY_VALID_SHARE = 0.25
+
+
+def temporal_cutoff(sset: SampleSet, split: str = "train",
+                    since_day: dt.date | None = None) -> dt.datetime | None:
+    """Start of the temporal validation slice: the rows with ``ts`` >= it are held out.
+
+    The window is the split's days after ``since_day`` (a warm run's new days; every day
+    when None, or when no row lies after it). A window of several days holds out its last
+    day (the cutoff is that day's midnight); a window of one day holds out its latest
+    :data:`ONE_DAY_VALID_SHARE` of rows by time. Rows before ``since_day`` (a warm run's
+    replay) are older than any cutoff, so they are never part of the slice.
+
+    Returns:
+        The naive cutoff datetime, or None when the split has no rows.
+    """
+    def window_days(since: dt.date | None) -> tuple[np.datetime64, np.datetime64] | None:
+        lo = hi = None
+        for f in sset.files(split):
+            day = _column(pq.read_table(f, columns=["day"]), "day").to_numpy(
+                zero_copy_only=False).astype("datetime64[D]")
+            if since is not None:
+                day = day[day > np.datetime64(since, "D")]
+            if day.size:
+                lo = day.min() if lo is None else min(lo, day.min())
+                hi = day.max() if hi is None else max(hi, day.max())
+        return None if lo is None or hi is None else (lo, hi)
+
+    days = window_days(since_day) if since_day is not None else None
+    days = days or window_days(None)
+    if days is None:
+        return None
+    first, last = days
+    if first < last:
+        return dt.datetime.combine(last.item(), dt.time())
+    stamps = []
+    for f in sset.files(split):
+        t = pq.read_table(f, columns=["day", "ts"])
+        on_day = _column(t, "day").to_numpy(zero_copy_only=False).astype("datetime64[D]") == last
+        stamps.append(_epoch_us(_column(t, "ts"))[on_day])
+    cut = np.quantile(np.concatenate(stamps), 1.0 - ONE_DAY_VALID_SHARE, method="higher")
+    return dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(cut))
+
+
 def to_batch(rb: pa.RecordBatch | pa.Table, sset: SampleSet) -> Batch:
     """Convert Arrow rows of the sample schema to the model's tensor contract."""
     lay = sset.layout
@@ -171,6 +222,10 @@ class BatchStream:
         replay_folds: with ``since_day``, also keep the rows of earlier days whose ``fold``
             lies in [folds[0], folds[0] + replay_folds) — a fixed ``replay_folds`` % replay
             sample of the older days (never the validation folds, which lie below folds[0]).
+        ts_from, ts_before: keep only rows whose impression time ``ts`` lies in
+            [ts_from, ts_before) (naive, like the ``ts`` column); None = unbounded. The
+            temporal validation slice is ``ts_from=cutoff``, its training rows
+            ``ts_before=cutoff`` (:func:`temporal_cutoff`).
     """
 
     def __init__(
@@ -187,11 +242,14 @@ class BatchStream:
         drop_last: bool = False,
         since_day: dt.date | None = None,
         replay_folds: int = 0,
+        ts_from: dt.datetime | None = None,
+        ts_before: dt.datetime | None = None,
     ) -> None:
         if not 0 <= replay_folds <= 100:
             raise ValueError(f"replay_folds must be in [0, 100], got {replay_folds}")
         self.sset, self.split, self.batch_size = sset, split, batch_size
         self.since_day, self.replay_folds = since_day, replay_folds
+        self.ts_from, self.ts_before = ts_from, ts_before
         self.folds, self.shuffle, self.seed = folds, shuffle, seed
         self.buffer_rows, self.rank, self.world, self.drop_last = buffer_rows, rank, world, drop_last
         self.epoch = 0
@@ -201,7 +259,17 @@ class BatchStream:
         self.epoch = epoch
 
     def _filtered(self) -> bool:
-        return self.folds is not None or self.since_day is not None
+        return (self.folds is not None or self.since_day is not None
+                or self.ts_from is not None or self.ts_before is not None)
+
+    def _columns(self) -> list[str]:
+        """The columns :meth:`_keep` reads."""
+        cols = ["fold"]
+        if self.since_day is not None:
+            cols.append("day")
+        if self.ts_from is not None or self.ts_before is not None:
+            cols.append("ts")
+        return cols
 
     def rows(self) -> int:
         """Rows in the stream after filtering (reads only the ``fold`` and ``day`` columns)."""
@@ -211,8 +279,7 @@ class BatchStream:
                 if not self._filtered():
                     total += pq.ParquetFile(f).metadata.num_rows
                     continue
-                cols = ["fold", "day"] if self.since_day is not None else ["fold"]
-                total += int(self._keep(pq.read_table(f, columns=cols)).sum())
+                total += int(self._keep(pq.read_table(f, columns=self._columns())).sum())
             self._rows = total
         return self._rows
 
@@ -233,6 +300,12 @@ class BatchStream:
             recent = day > np.datetime64(self.since_day, "D")
             replay = (fold >= lo) & (fold < lo + self.replay_folds)
             keep &= recent | replay
+        if self.ts_from is not None or self.ts_before is not None:
+            ts = _epoch_us(_column(rb, "ts"))
+            if self.ts_from is not None:
+                keep &= ts >= _naive_us(self.ts_from)
+            if self.ts_before is not None:
+                keep &= ts < _naive_us(self.ts_before)
         return keep
 
     def _chunks(self, rng: np.random.Generator) -> Iterator[Batch]:

@@ -1,10 +1,12 @@
 """MVKE, mixture of virtual-kernel experts (Xu et al., KDD'22), under the shared features.
 
 k learnable virtual kernels attend (softmax over fields) to the projected user field embeddings
-plus a sequence-summary field; residual + LayerNorm; each kernel has its own small tower → k
-user vectors. The item embedding x_item gates them, g = softmax_k(x_item · kernels / √d),
-and the score is the scaled dot product ⟨Σ_k g_k u_k, v_item⟩ / √d (the 1/√d keeps it on the
-scale of the cosine models before the shared temperature).
+plus two backbone fields: x_user and the x_user-queried history attention h_user of eq. 1–2 (the
+same module and inputs as the two-tower's user tower, so MVKE sees everything TT sees);
+residual + LayerNorm; each kernel has its own small tower → k user vectors. The item embedding
+x_item gates them, g = softmax_k(x_item · kernels / √d), and the score is the scaled dot
+product ⟨Σ_k g_k u_k, v_item⟩ / √d (the 1/√d keeps it on the scale of the cosine models before
+the shared temperature).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from tarq.data.features import FeatureLayout
 from tarq.model.base import Batch, ModelOutput, ScoreHead, TarqModule, UserState, bce, check_batch
 from tarq.model.config import ModelConfig
 from tarq.model.embeddings import FieldEmbeddings
-from tarq.model.layers import SequenceEncoder, mlp
-from tarq.model.towers import ItemTower
+from tarq.model.layers import mlp
+from tarq.model.towers import HistoryAttention, ItemTower
 
 
 class MVKE(TarqModule):
@@ -32,7 +34,7 @@ class MVKE(TarqModule):
         d, k = config.d_model, config.mvke_kernels
         self.emb = FieldEmbeddings(layout, config)
         self.field_proj = nn.Linear(config.emb_dim, d)
-        self.seq = SequenceEncoder(d, config.n_heads, config.dropout)
+        self.history = HistoryAttention(config)
         self.kernels = nn.Parameter(torch.randn(k, d) * 0.1)
         self.wq, self.wk, self.wv = (nn.Linear(d, d, bias=False) for _ in range(3))
         self.norm = nn.LayerNorm(d)
@@ -45,12 +47,12 @@ class MVKE(TarqModule):
     def user_side(self, user: torch.Tensor, hist: torch.Tensor,
                   hist_mask: torch.Tensor) -> UserState:
         """v_user = the k kernel user vectors (B, k, d)."""
-        fields = self.field_proj(self.emb.user_fields(user))                 # (B, Fu, d)
+        e_user = self.emb.user_fields(user)                                  # (B, Fu, e)
+        x_user = self.emb.x_user(e_user)                                     # (B, d)
         x_seq, mask = self.emb.sequence(hist, hist_mask)
-        h = self.seq(x_seq, mask)
-        m = mask[..., None].to(h.dtype)
-        summary = (h * m).sum(1) / m.sum(1)                                   # (B, d)
-        f = torch.cat([fields, summary[:, None]], dim=1)                     # (B, Fu+1, d)
+        h_user = self.history.summary(x_user, x_seq, mask)                   # (B, d)
+        f = torch.cat([self.field_proj(e_user), x_user[:, None], h_user[:, None]],
+                      dim=1)                                                 # (B, Fu+2, d)
         att = torch.softmax(
             torch.einsum("kd,bfd->bkf", self.wq(self.kernels), self.wk(f)) * self.scale, dim=-1)
         vk = self.norm(self.kernels[None] + torch.einsum("bkf,bfd->bkd", att, self.wv(f)))

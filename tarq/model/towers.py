@@ -9,21 +9,32 @@ from tarq.model.config import ModelConfig
 from tarq.model.layers import MultiHeadAttention, SequenceEncoder, mlp
 
 
-class UserTower(nn.Module):
-    """v_user = MLP([x_user; MHA(x_user, H^user, H^user)]) with H^user = MHA(X, X, X)."""
+class HistoryAttention(nn.Module):
+    """h_user = MHA(x_user, H^user, H^user) with H^user = MHA(X, X, X) (eq. 1–2).
+
+    The history input every user tower of the comparison gets (TT, IntTower, MVKE, TA, TARQ).
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         d = config.d_model
         self.seq = SequenceEncoder(d, config.n_heads, config.dropout)            # eq. 1
         self.attn = MultiHeadAttention(d, config.n_heads, config.dropout)       # eq. 2
-        self.mlp = mlp(2 * d, config.tower_hidden, d, config.dropout)           # eq. 3
 
     def summary(self, x_user: torch.Tensor, x_seq: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
         """h_user (B, d) from x_user (B, d), X_seq (B, S, d) and its mask (B, S)."""
         h_seq = self.seq(x_seq, mask)
         return self.attn(x_user[:, None], h_seq, h_seq, mask)[:, 0]
+
+
+class UserTower(HistoryAttention):
+    """v_user = MLP([x_user; MHA(x_user, H^user, H^user)]) with H^user = MHA(X, X, X)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        d = config.d_model
+        self.mlp = mlp(2 * d, config.tower_hidden, d, config.dropout)           # eq. 3
 
     def forward(self, x_user: torch.Tensor, x_seq: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
