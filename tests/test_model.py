@@ -412,3 +412,64 @@ def test_mvke_gets_the_backbones_x_user_queried_history_attention(
     mvke.total_loss(mvke(inputs)).backward()
     for name, p in mvke.history.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# -- fast paths equal their reference formulation (training speed) -------------------------
+def _values_and_grads(fn, inputs: list[torch.Tensor], module: torch.nn.Module,
+                      seed: int) -> list[torch.Tensor]:
+    """fn()'s output and the gradients of a fixed random projection of it w.r.t. ``inputs``
+    and ``module``'s parameters, with the RNG (dropout) seeded alike."""
+    torch.manual_seed(seed)
+    out = fn()
+    weight = torch.linspace(-1.0, 1.0, out.numel()).view_as(out)
+    params = [p for p in module.parameters() if p.requires_grad]
+    grads = torch.autograd.grad((out * weight).sum(), [*inputs, *params], allow_unused=True)
+    return [out.detach(), *(g for g in grads if g is not None)]
+
+
+def _assert_all_close(fast: list[torch.Tensor], ref: list[torch.Tensor]) -> None:
+    assert len(fast) == len(ref)
+    for a, b in zip(fast, ref, strict=True):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_shared_query_attention_equals_expanded_queries(training: bool) -> None:
+    from tarq.model.layers import MultiHeadAttention
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 2, dropout=0.3).train(training)
+    query = torch.randn(12, 16, requires_grad=True)
+    kv = torch.randn(5, 7, 16, requires_grad=True)
+    mask = torch.rand(5, 7) > 0.4
+    mask[:, 0] = True
+    fast = _values_and_grads(lambda: mha.shared_query(query, kv, kv, mask), [query, kv], mha, 1)
+    ref = _values_and_grads(lambda: mha(query[None].expand(5, -1, -1), kv, kv, mask),
+                            [query, kv], mha, 1)
+    _assert_all_close(fast, ref)
+    # The comparison can fail: other dropout draws give other outputs in training.
+    other = _values_and_grads(lambda: mha.shared_query(query, kv, kv, mask), [query, kv], mha, 2)
+    assert torch.equal(other[0], fast[0]) is (not training)
+
+
+@pytest.mark.parametrize("latent_dim", [None, 6])
+def test_personal_codebooks_equal_reference_formulation(latent_dim: int | None) -> None:
+    """Ĉ = MHA(lift(C), H^rq, H^rq) with the m·K queries repeated per row (the reference)."""
+    cfg = dataclasses.replace(CFG, latent_dim=latent_dim, dropout=0.2)
+    model = _model("tarq", cfg).train()
+    rq = model.rq_attention
+    b = Synthetic(11).batch(16, empty_share=0.25)
+    x_seq, mask = model.emb.sequence(b["hist"], b["hist_mask"])
+    x_seq = x_seq.detach().requires_grad_(True)
+    books = model.quantizer.codebooks
+
+    def reference() -> torch.Tensor:
+        h = rq.seq(x_seq, mask)
+        q = rq.lift(books.reshape(cfg.n_codebooks * cfg.codebook_size, -1))
+        out = rq.attn(q[None].expand(16, -1, -1), h, h, mask)
+        return out.view(16, cfg.n_codebooks, cfg.codebook_size, -1)
+
+    fast = _values_and_grads(lambda: rq.personal_codebooks(books, x_seq, mask),
+                             [x_seq, books], rq, 3)
+    _assert_all_close(fast, _values_and_grads(reference, [x_seq, books], rq, 3))
