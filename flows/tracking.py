@@ -325,6 +325,19 @@ def model_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
+def alignment_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """TARQ variants: the test day's sharpness of the alignment's p and p̂ (eq. 17) per level
+    and averaged over levels, e.g. ``align_p_hat_max_prob_l0``, ``align_p_entropy_mean``
+    (``tarq.train.evaluate``'s ``align_sharpness``); empty for the other models."""
+    out: dict[str, float] = {}
+    for side, stats in result.get("test", {}).get("align_sharpness", {}).items():
+        for stat, levels in stats.items():
+            for level, v in enumerate(levels):
+                out[f"align_{side}_{stat}_l{level}"] = float(v)
+            out[f"align_{side}_{stat}_mean"] = float(sum(levels) / len(levels))
+    return out
+
+
 def log_model_run(parent_run_id: str, name: str, result: Mapping[str, Any], model_dir: Path,
                   run_date: str, lineage_tags: Mapping[str, str] | None = None,
                   extra_metrics: Mapping[str, float] | None = None) -> str:
@@ -350,7 +363,8 @@ def log_model_run(parent_run_id: str, name: str, result: Mapping[str, Any], mode
     tags = {SHA_TAG: sha, **(lineage_tags or {})}
     c.log_batch(run_id, tags=[mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()])
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    metrics = [mlflow.entities.Metric(k, v, 0, 0) for k, v in model_metrics(result).items()]
+    metrics = [mlflow.entities.Metric(k, v, 0, 0)
+               for k, v in {**model_metrics(result), **alignment_metrics(result)}.items()]
     extra = {f"valid_{k}": float(v) for k, v in result.get("valid", {}).items()
              if k in ("auc", "gauc", "logloss") and v is not None}
     metrics += [mlflow.entities.Metric(k, v, 0, 0) for k, v in extra.items()]

@@ -221,6 +221,7 @@ def evaluate(model: torch.nn.Module, stream: BatchStream, codebook_size: int) ->
     model.eval()
     ys, ps, users, items, codes, util = [], [], [], [], [], []
     recon = []
+    sharp: dict[str, list[tuple[int, np.ndarray]]] = {}
     for batch in stream:
         out = model(_inputs(batch))
         ys.append(batch["label"].numpy())
@@ -233,6 +234,10 @@ def evaluate(model: torch.nn.Module, stream: BatchStream, codebook_size: int) ->
             codes.append(c)
         if "recon" in out.losses:
             recon.append(float(out.losses["recon"]))
+        for side in ("p", "p_hat"):
+            if f"align_sharpness_{side}" in out.extras:
+                sharp.setdefault(side, []).append(
+                    (len(batch["label"]), out.extras[f"align_sharpness_{side}"].numpy()))
     if not ys:
         raise ValueError("evaluation stream is empty")
     y, p = np.concatenate(ys), np.concatenate(ps)
@@ -259,9 +264,26 @@ def evaluate(model: torch.nn.Module, stream: BatchStream, codebook_size: int) ->
         res["catalog_items_seen"] = int(cat.shape[0])
     if recon:
         res["recon_error"] = float(np.mean(recon))
+    if sharp:
+        res["align_sharpness"] = _sharpness_summary(sharp)
     res["_arrays"] = {"label": y, "score": p, "user_id": u, "item_id": np.concatenate(items)}
     model.train()
     return res
+
+
+def _sharpness_summary(parts: dict[str, list[tuple[int, np.ndarray]]]) -> dict[str, Any]:
+    """Row-weighted means of the per-batch (2, m) sharpness arrays of p and p̂.
+
+    Returns ``{"p": {"entropy": [m], "max_prob": [m]}, "p_hat": {...}}`` (p̂ only for models
+    with a teacher); uniform over K entries is entropy log K, max-probability 1/K.
+    """
+    out: dict[str, Any] = {}
+    for side, batches in parts.items():
+        w = np.array([n for n, _ in batches], dtype=np.float64)
+        mean = np.tensordot(w / w.sum(), np.stack([a for _, a in batches]), axes=1)
+        out[side] = {"entropy": [round(float(v), 5) for v in mean[0]],
+                     "max_prob": [round(float(v), 5) for v in mean[1]]}
+    return out
 
 
 def _public(m: dict[str, Any]) -> dict[str, Any]:

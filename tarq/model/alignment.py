@@ -1,11 +1,17 @@
 """Codebook Alignment (eq. 17–18), with the fixes README "The model" lists.
 
-Per level l (authors' code): p_l = softmax(−‖r_l − C_l‖²) over the STATIC codebook, residuals
-of the item latent z; p̂_l = softmax(−‖r̂_l − Ĉ_l‖²) over the user's PERSONALISED codebook,
-residuals of r̂_0 = sg[h_tar]. Both sides subtract the entry chosen by the item's own argmin
-code c_l at each level. Loss = Σ_l mean_b (KL(p_l‖p̂_l) + KL(p̂_l‖p_l)), minimised (the paper's
-leading minus sign is a slip). The teacher gets no gradient (h_tar is detached); z, the static
-codebook and the RQ-Attention net do.
+Per level l (authors' code): p_l = softmax(−‖r_l − C_l‖² / τ) over the STATIC codebook,
+residuals of the item latent z; p̂_l = softmax(−‖r̂_l − Ĉ_l‖² / τ) over the user's PERSONALISED
+codebook, residuals of r̂_0 = sg[h_tar]. Both sides subtract the entry chosen by the item's own
+argmin code c_l at each level. Loss = Σ_l mean_b (KL(p_l‖p̂_l) + KL(p̂_l‖p_l)), minimised (the
+paper's leading minus sign is a slip). The teacher gets no gradient (h_tar is detached); z, the
+static codebook and the RQ-Attention net do.
+
+The temperature τ (``ModelConfig.align_temperature``) is the alignment's own setting: the
+distances are plain sums over the dimensions, whatever ``per_dim_losses`` says. Dividing them
+by the width (τ_eff = 64 at d = 64) leaves p and p̂ almost uniform, and a symmetric KL
+between two near-uniform distributions has almost no gradient: the alignment does nothing.
+:func:`sharpness` measures how far from uniform the distributions are (entropy, max-probability).
 """
 
 from __future__ import annotations
@@ -22,24 +28,23 @@ def symmetric_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 
 def level_log_probs(residual: torch.Tensor, entries: torch.Tensor,
-                    temperature: float = 1.0, per_dim: bool = False) -> torch.Tensor:
-    """Eq. 17 in log space: log softmax_k(−‖r − e_k‖² / τ), or ‖r − e_k‖² / (τ·d) per dimension.
+                    temperature: float = 1.0) -> torch.Tensor:
+    """Eq. 17 in log space: log softmax_k(−‖r − e_k‖² / τ), ‖·‖² summed over the d dimensions.
 
     Args:
         residual: (N, d).  entries: (K, d) shared or (N, K, d) per row.
+        temperature: τ > 0; smaller is sharper.
     Returns:
         (N, K).
     """
-    scale = temperature * (residual.shape[-1] if per_dim else 1)
-    return torch.log_softmax(-sq_dist(residual, entries) / scale, dim=-1)
+    return torch.log_softmax(-sq_dist(residual, entries) / temperature, dim=-1)
 
 
-def alignment_loss(
+def level_distributions(
     residuals: torch.Tensor, codebooks: torch.Tensor, h_tar: torch.Tensor,
     personal: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
-    per_dim: bool = False,
-) -> torch.Tensor:
-    """Eq. 18 (minimised).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p and log p̂ of every level (eq. 17).
 
     Args:
         residuals: (B, m, dz) static residuals r_0 = z, …, r_{m−1} (from the quantizer).
@@ -47,17 +52,46 @@ def alignment_loss(
         h_tar: (B, d) teacher output; detached here.
         personal: (B, m, K, d) personalised codebooks Ĉ.
         codes: (B, m) the item's own semantic IDs (argmin over the static codebooks).
-        temperature, per_dim: see :func:`level_log_probs` (``ModelConfig.per_dim_losses``).
+        temperature: τ of :func:`level_log_probs`.
     Returns:
-        scalar ≥ 0.
+        (log_p, log_p̂), each (B, m, K).
     """
     m = codebooks.shape[0]
     r_hat = h_tar.detach()
     rows = torch.arange(codes.shape[0], device=codes.device)
-    total = residuals.new_zeros(())
+    log_p, log_q = [], []
     for level in range(m):
-        log_p = level_log_probs(residuals[:, level], codebooks[level], temperature, per_dim)
-        log_q = level_log_probs(r_hat, personal[:, level], temperature, per_dim)
-        total = total + symmetric_kl(log_p, log_q).mean()
+        log_p.append(level_log_probs(residuals[:, level], codebooks[level], temperature))
+        log_q.append(level_log_probs(r_hat, personal[:, level], temperature))
         r_hat = r_hat - personal[rows, level, codes[:, level]]
-    return total
+    return torch.stack(log_p, dim=1), torch.stack(log_q, dim=1)
+
+
+def alignment_from_log_probs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Eq. 18 (minimised) from (B, m, K) log-probabilities: Σ_l mean_b symmetric KL; scalar."""
+    return symmetric_kl(log_p, log_q).mean(0).sum()
+
+
+def alignment_loss(
+    residuals: torch.Tensor, codebooks: torch.Tensor, h_tar: torch.Tensor,
+    personal: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
+) -> torch.Tensor:
+    """Eq. 18 (minimised); arguments as :func:`level_distributions`. Returns a scalar ≥ 0."""
+    return alignment_from_log_probs(
+        *level_distributions(residuals, codebooks, h_tar, personal, codes, temperature))
+
+
+@torch.no_grad()
+def sharpness(log_probs: torch.Tensor) -> torch.Tensor:
+    """Per level, batch means of the entropy and of the max-probability of a distribution.
+
+    Uniform over K entries: entropy log K, max-probability 1/K; one-hot: 0 and 1.
+
+    Args:
+        log_probs: (B, m, K).
+    Returns:
+        (2, m): row 0 the mean entropy (nats), row 1 the mean max-probability.
+    """
+    p = log_probs.exp()
+    entropy = -(p * log_probs).sum(-1).mean(0)
+    return torch.stack([entropy, p.amax(-1).mean(0)])

@@ -33,14 +33,19 @@ class ModelConfig:
             none, so the default is 0.
         fusion: how the m personalised vectors become h_rq (eq. 11): ``mean`` (paper's pooling),
             ``sum`` or ``attention`` (learned softmax pooling).
-        align_temperature: distances in eq. 17 are divided by it (paper: 1).
-        per_dim_losses: the squared distances of L_distill (eq. 15), L_rq (eq. 8) and the
-            alignment softmaxes (eq. 17) are taken per dimension (‖·‖² / width) instead of as
-            plain sums. With d = 64 the sums start 100–200× larger than the BCE (measured on
-            the demo logs: distill 31, rq 25, align 8 vs ctr 0.18), swamp the shared
-            embeddings and made TARQ lose to the two-tower; per dimension, the paper's λ
-            defaults balance the terms. ``False`` gives the literal sums. The autoencoder's
-            L_recon (eq. 6) stays a sum: it trains nothing but the autoencoder.
+        align_temperature: τ of the alignment softmaxes (eq. 17): p = softmax(−‖r − e‖² / τ)
+            with ‖·‖² the plain sum over the dimensions, independent of ``per_dim_losses``
+            (paper and authors' code: 1). Larger τ flattens p and p̂ towards uniform, where
+            the symmetric KL and its gradient vanish; τ = 64 (what per-dimension distances
+            gave at d = 64) left the alignment inert.
+        per_dim_losses: the squared distances of L_distill (eq. 15) and L_rq (eq. 8) are taken
+            per dimension (‖·‖² / width) instead of as plain sums, i.e. their λ divided by the
+            width. With d = 64 the sums start 100–200× larger than the BCE (measured on the
+            demo logs: distill 31, rq 25 vs ctr 0.18), swamp the shared embeddings and made
+            TARQ lose to the two-tower; per dimension, the paper's λ defaults balance the
+            terms. ``False`` gives the literal sums. The alignment is not affected (its
+            temperature is ``align_temperature``), nor is the autoencoder's L_recon (eq. 6),
+            which stays a sum: it trains nothing but the autoencoder.
 
     Score: ŷ = σ(s · (ŷ_a + ŷ_b) + b) with s = score_scale_init at start (learnable unless
     learn_score_scale is false) and bias b initialised to 0.

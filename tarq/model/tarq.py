@@ -16,7 +16,12 @@ from __future__ import annotations
 import torch
 
 from tarq.data.features import FeatureLayout
-from tarq.model.alignment import alignment_loss
+from tarq.model.alignment import (
+    alignment_from_log_probs,
+    level_distributions,
+    level_log_probs,
+    sharpness,
+)
 from tarq.model.base import Batch, ModelOutput, ScoreHead, TarqModule, UserState, bce, check_batch
 from tarq.model.config import ModelConfig
 from tarq.model.embeddings import FieldEmbeddings
@@ -131,7 +136,13 @@ class TarqModel(TarqModule):
 
     # -- training forward ----------------------------------------------------------------
     def forward(self, batch: Batch) -> ModelOutput:
-        """See :mod:`tarq.model`; losses: ctr, tar, recon, rq, distill, align."""
+        """See :mod:`tarq.model`; losses: ctr, tar, recon, rq, distill, align.
+
+        Extras ``align_sharpness_p`` / ``align_sharpness_p_hat``: (2, m) per-level batch means
+        of the entropy and max-probability of the alignment's p and p̂ (eq. 17,
+        :func:`tarq.model.alignment.sharpness`); with alignment always, for the ablations in
+        eval mode only (p̂ needs the teacher).
+        """
         check_batch(batch, self.layout)
         if not self.codebooks_initialized:
             self.init_codebooks(batch)
@@ -159,12 +170,24 @@ class TarqModel(TarqModule):
             tar_logit = self.head(y_tt + cosine(h_tar, v_item))
             sq = (h_tar.detach() - h_rq) ** 2                                         # eq. 15
             losses["distill"] = (sq.mean(-1) if self.config.per_dim_losses else sq.sum(-1)).mean()
-            if self.use_align:
-                losses["align"] = alignment_loss(
-                    q.residuals, self.quantizer.codebooks, h_tar, personal, q.codes,
-                    self.config.align_temperature, self.config.per_dim_losses,
-                )
+            if self.use_align or not self.training:
+                # Ablations without alignment get the same diagnostics, at evaluation only.
+                with torch.set_grad_enabled(self.use_align and torch.is_grad_enabled()):
+                    log_p, log_q = level_distributions(
+                        q.residuals, self.quantizer.codebooks, h_tar, personal, q.codes,
+                        self.config.align_temperature)
+                if self.use_align:
+                    losses["align"] = alignment_from_log_probs(log_p, log_q)
+                extras["align_sharpness_p"] = sharpness(log_p)
+                extras["align_sharpness_p_hat"] = sharpness(log_q)
             extras["tar_logit"] = tar_logit.detach()
+        elif not self.training:
+            with torch.no_grad():
+                log_p = torch.stack([
+                    level_log_probs(q.residuals[:, level], self.quantizer.codebooks[level],
+                                    self.config.align_temperature)
+                    for level in range(q.codes.shape[1])], dim=1)
+            extras["align_sharpness_p"] = sharpness(log_p)
         if "label" in batch:
             losses["ctr"] = bce(logit, batch["label"])
             if tar_logit is not None:
