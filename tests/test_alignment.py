@@ -97,19 +97,20 @@ def _align_vs_ctr(config: ModelConfig, batch: dict[str, torch.Tensor]) -> tuple[
     return ratio, float(out.extras["align_sharpness_p"][1].mean())
 
 
-def test_alignment_is_active_at_the_default_settings(batch: dict[str, torch.Tensor]) -> None:
-    """At the default d = 64, m = 8, K = 16 the alignment's gradient on the embeddings at
-    initialisation is within three orders of magnitude of the CTR loss's (on these synthetic
-    logs, whose latents are smaller than the demo's: 3e-3 at τ = 1, ~1 on the demo samples).
-    τ = 64, what per-dimension distances amounted to, leaves it 1e-6 and p uniform."""
-    cfg = dataclasses.replace(ModelConfig(), dropout=0.0)
+def test_alignment_activity_follows_its_temperature(batch: dict[str, torch.Tensor]) -> None:
+    """At d = 64, m = 8, K = 16 the alignment's gradient on the embeddings at initialisation
+    falls by orders of magnitude from τ = 1 (the paper) to τ = 64 (the default, what
+    per-dimension distances amounted to), where p is uniform; per_dim_losses does not move it."""
+    cfg = dataclasses.replace(ModelConfig(), dropout=0.0, align_temperature=1.0)
     k = cfg.codebook_size
     ratio, top = _align_vs_ctr(cfg, batch)
     assert ratio > 1e-3, ratio
     assert top > 1.02 / k, top
-    inert_ratio, inert_top = _align_vs_ctr(dataclasses.replace(cfg, align_temperature=64.0),
-                                           batch)
+    flat = dataclasses.replace(cfg, align_temperature=ModelConfig().align_temperature)
+    inert_ratio, inert_top = _align_vs_ctr(flat, batch)
     assert inert_ratio < ratio / 100 and inert_top < 1.001 / k, (inert_ratio, inert_top)
+    assert _align_vs_ctr(dataclasses.replace(flat, per_dim_losses=False), batch)[0] == \
+        pytest.approx(inert_ratio, rel=1e-4)
 
 
 @pytest.mark.parametrize("name,sides", [("tarq", {"p", "p_hat"}),
