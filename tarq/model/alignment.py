@@ -8,9 +8,9 @@ paper's leading minus sign is a slip). The teacher gets no gradient (h_tar is de
 static codebook and the RQ-Attention net do.
 
 The temperature τ (``ModelConfig.align_temperature``) is the alignment's own setting: the
-distances are plain sums over the dimensions, whatever ``per_dim_losses`` says. Dividing them
-by the width (τ_eff = 64 at d = 64) leaves p and p̂ almost uniform, and a symmetric KL
-between two near-uniform distributions has almost no gradient: the alignment does nothing.
+distances are plain sums over the dimensions, whatever ``per_dim_losses`` says. At τ = 64 p and
+p̂ stay near uniform, yet the loss still moves the static codebooks (every entry gets a pull
+from every item); at τ = 1 or below it flattens both sides instead (see ``ModelConfig``).
 :func:`sharpness` measures how far from uniform the distributions are (entropy, max-probability).
 """
 
