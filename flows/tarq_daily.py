@@ -277,7 +277,11 @@ def _train_config(p: DailyParams, warm: bool) -> dict[str, Any]:
            "max_steps_per_epoch": p.warm_max_steps_per_epoch if warm else p.max_steps_per_epoch,
            "threads": p.threads, "seed": p.seed}
     if warm:
-        cfg["lr"] = p.warm_lr
+        # A warm run trains warm_epochs (1) on its new day(s): there is no epoch to choose, and
+        # a temporal slice would hold out the newest rows the served model most needs. It
+        # reports the hash slice; cold runs select epochs on the window's last day, which their
+        # child then trains on (tarq.lineage.trained_through).
+        cfg.update(lr=p.warm_lr, valid_split="hash")
     return cfg
 
 

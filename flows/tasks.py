@@ -132,7 +132,7 @@ def find_parent(tracking_uri: str | None, experiment_id: str, name: str, run_dat
     """The model ``name`` continues on ``run_date`` (a :class:`tarq.lineage.ParentModel`), or
     None. Its directory is the local one of its run date when unchanged, else downloaded."""
     from flows import tracking
-    from tarq.lineage import Lineage, ParentModel
+    from tarq.lineage import Lineage, ParentModel, trained_through
 
     tracking.use_store(tracking_uri)
     found = tracking.find_parent_run(name, run_date, experiment_id, prefer_champion,
@@ -148,8 +148,8 @@ def find_parent(tracking_uri: str | None, experiment_id: str, name: str, run_dat
     if lin is None:  # a model trained before lineage was recorded: a cold run of its date
         return ParentModel(mdir, d, d - dt.timedelta(days=2), d, 0, version,
                            run.info.run_id, source)
-    return ParentModel(mdir, d, lin.train_end, lin.cold_run_date, lin.generation, version,
-                       run.info.run_id, source)
+    return ParentModel(mdir, d, trained_through(mdir, lin.train_end), lin.cold_run_date,
+                       lin.generation, version, run.info.run_id, source)
 
 
 @daily_task("train", retries=1, cached=True, task_run_name="train-{name}")

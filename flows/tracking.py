@@ -365,7 +365,10 @@ def log_model_run(parent_run_id: str, name: str, result: Mapping[str, Any], mode
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     metrics = [mlflow.entities.Metric(k, v, 0, 0)
                for k, v in {**model_metrics(result), **alignment_metrics(result)}.items()]
-    extra = {f"valid_{k}": float(v) for k, v in result.get("valid", {}).items()
+    # valid: the slice epochs were chosen on (a cold run's last window day); valid_random: the
+    # hash slice of the training days (same users and days as training: fit, not the next day).
+    extra = {f"{slice_}_{k}": float(v) for slice_ in ("valid", "valid_random")
+             for k, v in (result.get(slice_) or {}).items()
              if k in ("auc", "gauc", "logloss") and v is not None}
     metrics += [mlflow.entities.Metric(k, v, 0, 0) for k, v in extra.items()]
     metrics += [mlflow.entities.Metric(k, float(v), 0, 0)

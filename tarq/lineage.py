@@ -15,7 +15,9 @@ scratch on the whole window, vocabularies rebuilt, codebooks re-initialised by k
 
 Otherwise it is **warm**: the parent's weights, vocabularies (extended), codebooks and optimizer
 state continue on the days after the parent's last training day — normally one — plus an
-optional replay sample of the older days of the window.
+optional replay sample of the older days of the window. A parent that held out its window's
+last day for validation (a cold run's temporal slice) did not train on it: :func:`trained_through`
+makes that day the child's first, so no day of the logs is left out of a lineage.
 """
 
 from __future__ import annotations
@@ -145,6 +147,24 @@ class Lineage:
         if not path.is_file():
             return None
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def trained_through(model_dir: Path, window_end: dt.date) -> dt.date:
+    """The last day a model in ``model_dir`` trained on in full, its window ending ``window_end``.
+
+    A run with a temporal validation slice (``metrics.json`` ``valid_slice.time_from``) held
+    out the rows from that time on and never trained on them: it trained through the day
+    before the slice's day, so its child starts there (a slice that begins inside a day makes
+    the child train that whole day again rather than lose its held-out part).
+    """
+    path = Path(model_dir) / "metrics.json"
+    if not path.is_file():
+        return window_end
+    time_from = (json.loads(path.read_text(encoding="utf-8")).get("valid_slice") or {}).get(
+        "time_from")
+    if not time_from:
+        return window_end
+    return min(window_end, dt.datetime.fromisoformat(time_from).date() - dt.timedelta(days=1))
 
 
 def plan(

@@ -208,8 +208,11 @@ def test_first_run_registers_promotes_and_publishes(baseline: dict[str, Any],
     assert sorted(r.data.tags["tarq.model"] for r in kids) == ["tarq", "tt"]
     for r in kids:  # the same metric keys for every model (TT has no codebook figures)
         assert {"auc", "gauc", "logloss", "train_seconds", "samples_per_s"} <= set(r.data.metrics)
-        assert set(r.data.metrics) <= {*METRIC_KEYS, "valid_auc", "valid_gauc", "valid_logloss",
-                                       "rows_trained", "warm_start"}
+        align = {k for k in r.data.metrics if k.startswith("align_")}  # TARQ's sharpness
+        assert bool(align) == (r.data.tags["tarq.model"] == "tarq")
+        valid = {f"{s}_{k}" for s in ("valid", "valid_random") for k in ("auc", "gauc", "logloss")}
+        assert {"valid_auc", "valid_random_auc"} <= set(r.data.metrics)  # cold: both slices
+        assert set(r.data.metrics) - align <= {*METRIC_KEYS, *valid, "rows_trained", "warm_start"}
         assert r.data.metrics["warm_start"] == 0.0
         assert "model.d_model" in r.data.params and "train.epochs" in r.data.params
     names = {a.path for a in c.list_artifacts(res["parent_run_id"])}
@@ -280,16 +283,17 @@ def test_second_run_date_rescores_the_champion_and_warm_starts_tarq_from_it(
     assert row["auc"] != pytest.approx(recorded, abs=1e-9)
     assert summary["gate"]["challenger_minus_champion"] is not None
 
-    # TARQ continues the champion on the one new day; TT continues its own last model.
+    # TARQ continues the champion on the one new day, plus the day its cold parent held out
+    # for validation (never trained on: tarq.lineage.trained_through); TT its own last model.
     lin = summary["lineage"]["tarq"]
     assert lin["mode"] == "warm", lin["reason"]
     assert lin["parent_version"] == str(champ.version) and lin["parent_source"] == "champion"
     assert lin["parent_run_date"] == BASE_DAY and lin["generation"] == 1
-    assert lin["train_start"] == lin["train_end"] == "2026-10-07"
+    assert (lin["train_start"], lin["train_end"]) == ("2026-10-06", "2026-10-07")
     assert lin["cold_run_date"] == BASE_DAY and lin["rows_trained"] > 0
     tt = summary["lineage"]["tt"]
     assert tt["mode"] == "warm" and tt["parent_source"] == "latest"
-    assert tt["train_start"] == tt["train_end"] == "2026-10-07"
+    assert (tt["train_start"], tt["train_end"]) == ("2026-10-06", "2026-10-07")
     assert json.loads((env["work"] / NEXT_DAY / "models" / "tarq" / "lineage.json")
                       .read_text()) == lin
     metrics = json.loads((env["work"] / NEXT_DAY / "models" / "tarq" / "metrics.json")
@@ -521,12 +525,14 @@ def test_backfill_of_two_days_before_latest_through_main(
         if k == 0:
             assert lin["mode"] == "cold"
             assert not any(r["role"].startswith("champion") for r in s["comparison"])
-        else:  # each day continues the previous day's champion on its one new day
+        else:  # each day continues the previous day's champion on its one new day (after
+            # the cold run, also on the day the cold run held out for validation)
             assert lin["mode"] == "warm" and lin["generation"] == k, lin["reason"]
             assert lin["parent_run_date"] == days[k - 1]
             assert lin["parent_version"] == versions[-1]
-            new_day = str(dt.date.fromisoformat(s["test_day"]) - dt.timedelta(days=1))
-            assert lin["train_start"] == lin["train_end"] == new_day
+            new_day = dt.date.fromisoformat(s["test_day"]) - dt.timedelta(days=1)
+            first = new_day - dt.timedelta(days=1 if k == 1 else 0)
+            assert (lin["train_start"], lin["train_end"]) == (str(first), str(new_day))
             assert [r["role"] for r in s["comparison"]].count("champion") == 1
         versions.append(s["version"])
     assert len(set(versions)) == 3

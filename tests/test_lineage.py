@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tarq.lineage import Lineage, LineagePolicy, ParentModel, plan
+from tarq.lineage import Lineage, LineagePolicy, ParentModel, plan, trained_through
 
 D = dt.date(2026, 10, 23)
 START, END = dt.date(2026, 10, 3), dt.date(2026, 10, 21)  # window of run date D (19 days)
@@ -78,3 +78,29 @@ def test_bad_policies_are_refused() -> None:
         LineagePolicy(replay_folds=101)
     with pytest.raises(ValueError, match="max_parent_age_days"):
         LineagePolicy(max_parent_age_days=0)
+
+
+def test_a_parent_that_held_out_its_last_day_is_continued_from_that_day(tmp_path: Path) -> None:
+    """A cold run's temporal validation slice (its window's last day) was never trained on:
+    the child must start on it, else no model of the lineage ever trains that day."""
+    import json
+
+    end = dt.date(2026, 10, 19)
+    assert trained_through(tmp_path, end) == end  # no metrics.json: the whole window
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"valid_slice": {"split": "hash", "time_from": None}}))
+    assert trained_through(tmp_path, end) == end
+    metrics.write_text(json.dumps({"valid_slice": {"split": "time",
+                                                   "time_from": "2026-10-19T00:00:00"}}))
+    assert trained_through(tmp_path, end) == dt.date(2026, 10, 18)
+    # A slice starting inside a one-day window: the child trains that whole day again.
+    metrics.write_text(json.dumps({"valid_slice": {"split": "time",
+                                                   "time_from": "2026-10-19T17:42:10"}}))
+    assert trained_through(tmp_path, end) == dt.date(2026, 10, 18)
+
+    parent = ParentModel(tmp_path, dt.date(2026, 10, 21), trained_through(tmp_path, end),
+                         dt.date(2026, 10, 21), 0)
+    lin = plan(dt.date(2026, 10, 22), dt.date(2026, 10, 2), dt.date(2026, 10, 20), parent,
+               LineagePolicy(), None)
+    assert lin.warm and (lin.train_start, lin.train_end) == (dt.date(2026, 10, 19),
+                                                             dt.date(2026, 10, 20))
