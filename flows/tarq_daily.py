@@ -113,6 +113,9 @@ class DailyParams(BaseModel):
     replay_folds: int = Field(defaults.REPLAY_FOLDS, ge=0, le=100, description=(
         "warm runs also replay this % of the older days of the window"))
     carry_optimizer: bool = Field(True, description="warm runs continue the parent's Adam state")
+    valid_split: Literal["hash", "time"] = Field("hash", description=(
+        "cold runs: the slice epochs are chosen on. 'time' holds out the window's last day "
+        "(its warm child then trains it: two days of ID churn at once); 'hash' a 5% hash slice"))
     min_count: int = Field(defaults.MIN_COUNT, ge=1, description=(
         "user/item ids seen fewer times in the window map to OOV (no row of their own)"))
     batch_size: int = Field(512, ge=8)
@@ -278,10 +281,12 @@ def _train_config(p: DailyParams, warm: bool) -> dict[str, Any]:
            "threads": p.threads, "seed": p.seed}
     if warm:
         # A warm run trains warm_epochs (1) on its new day(s): there is no epoch to choose, and
-        # a temporal slice would hold out the newest rows the served model most needs. It
-        # reports the hash slice; cold runs select epochs on the window's last day, which their
-        # child then trains on (tarq.lineage.trained_through).
+        # a temporal slice would hold out the newest rows the served model most needs. A cold
+        # run with valid_split "time" selects epochs on the window's last day, which its child
+        # then trains (tarq.lineage.trained_through).
         cfg.update(lr=p.warm_lr, valid_split="hash")
+    else:
+        cfg["valid_split"] = p.valid_split
     return cfg
 
 
