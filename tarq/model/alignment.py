@@ -56,19 +56,15 @@ def level_distributions(
     Returns:
         (log_p, log_p̂), each (B, m, K).
     """
-    m, d = codebooks.shape[0], personal.shape[-1]
-    # All levels at once on the personalised side: indexing Ĉ level by level costs, in the
-    # backward, one zero-filled (B, m, K, d) gradient per slice and per index (2m of them).
-    picked = personal.gather(2, codes[:, :, None, None].expand(-1, -1, 1, d))[:, :, 0]
-    r, r_hat = h_tar.detach(), []
-    for level in range(m):  # r̂_l = r̂_{l−1} − Ĉ_{l−1}[c_{l−1}], on (B, d) rows
-        r_hat.append(r)
-        r = r - picked[:, level]
-    sq = ((torch.stack(r_hat, dim=1)[:, :, None] - personal) ** 2).sum(-1)          # (B, m, K)
-    log_q = torch.log_softmax(-sq / temperature, dim=-1)
-    log_p = torch.stack([level_log_probs(residuals[:, level], codebooks[level], temperature)
-                         for level in range(m)], dim=1)
-    return log_p, log_q
+    m = codebooks.shape[0]
+    r_hat = h_tar.detach()
+    rows = torch.arange(codes.shape[0], device=codes.device)
+    log_p, log_q = [], []
+    for level in range(m):
+        log_p.append(level_log_probs(residuals[:, level], codebooks[level], temperature))
+        log_q.append(level_log_probs(r_hat, personal[:, level], temperature))
+        r_hat = r_hat - personal[rows, level, codes[:, level]]
+    return torch.stack(log_p, dim=1), torch.stack(log_q, dim=1)
 
 
 def alignment_from_log_probs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:

@@ -42,30 +42,7 @@ class MultiHeadAttention(nn.Module):
         Returns:
             (B, Nq, d).
         """
-        q = self._split(self.q(query))
-        return self._attend(q, self._split(self.k(key)), self._split(self.v(value)), key_mask)
-
-    def shared_query(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-        key_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Attend with the SAME Nq queries for every row of the batch.
-
-        Equals ``forward(query[None].expand(B, -1, -1), key, value, key_mask)`` but projects
-        the queries once instead of B times (TARQ's m·K codebook entries are shared by all
-        users: B·m·K rows of projection forward and backward saved per step).
-
-        Args:
-            query: (Nq, d) shared queries.  key, value: (B, Nk, d).  key_mask: (B, Nk) bool.
-        Returns:
-            (B, Nq, d).
-        """
-        q = self._split(self.q(query)[None]).expand(key.shape[0], -1, -1, -1)
-        return self._attend(q, self._split(self.k(key)), self._split(self.v(value)), key_mask)
-
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                key_mask: torch.Tensor | None) -> torch.Tensor:
-        """Heads (B, h, Nq, hd), (B, h, Nk, hd) ×2 and the key mask (B, Nk) → (B, Nq, d)."""
+        q, k, v = self._split(self.q(query)), self._split(self.k(key)), self._split(self.v(value))
         mask = None if key_mask is None else key_mask[:, None, None, :]
         o = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0

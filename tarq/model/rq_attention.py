@@ -59,7 +59,8 @@ class RQAttention(nn.Module):
         b = x_seq.shape[0]
         h = self.seq(x_seq, mask)
         q = self.lift(codebooks.reshape(self.m * self.k, -1))
-        return self.attn.shared_query(q, h, h, mask).view(b, self.m, self.k, -1)
+        out = self.attn(q[None].expand(b, -1, -1), h, h, mask)
+        return out.view(b, self.m, self.k, -1)
 
     @staticmethod
     def lookup(personal: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
