@@ -57,7 +57,7 @@ def latest_run_date(
         ValueError: no usable impression (the message says how many rows were set aside).
     """
     now = utc_now() if now is None else now
-    last, total = sqlfiles.run(con, "dates/latest_day", {"now": now}).fetchone()
+    _, last, total = sqlfiles.run(con, "dates/usable_days", {"now": now}).fetchone()
     if last is None:
         if total:
             raise ValueError(

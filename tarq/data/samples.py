@@ -146,7 +146,7 @@ def _build(
             con.execute("SET memory_limit = $m", {"m": memory_limit})
         now = utc_now()
         D = resolve_run_date(run_date, con, now)
-        first_day, last_day = sqlfiles.run(con, "samples/log_days", {"now": now}).fetchone()
+        first_day, last_day, _ = sqlfiles.run(con, "dates/usable_days", {"now": now}).fetchone()
         if first_day is None:
             raise ValueError(
                 "the warehouse holds no usable impressions (none, or all quarantined or later "
