@@ -241,6 +241,7 @@ def register(tracking_uri: str | None, experiment: str, run_date: str, samples: 
     """Log the day to MLflow and register TARQ (alias ``challenger``); idempotent per date
     and weights: a retry reuses the pyfunc it already logged and the version it made."""
     from flows import tracking
+    from tarq.drills import crash_point
 
     exp_id = tracking.setup(tracking_uri, experiment)
     parent = tracking.start_day(exp_id, run_date, samples.window(), samples.fingerprint, params,
@@ -272,7 +273,7 @@ def register(tracking_uri: str | None, experiment: str, run_date: str, samples: 
         if model_uri is None:
             model_uri = tracking.log_pyfunc(children["tarq"], tarq.dir, ids_path, samples.dir,
                                             tags=scope)
-        tracking.maybe_crash("after_log_model")
+        crash_point(tracking.REGISTER_CRASH_ENV, "after_log_model", once=True)
         tags = {"tarq.fingerprint": samples.fingerprint, "tarq.test_day": samples.test_day,
                 **{f"tarq.test_{k}": str(v) for k, v in tracking.model_metrics(tarq.result).items()},
                 **tarq.lineage.tags(), **scope}

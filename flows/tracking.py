@@ -69,18 +69,6 @@ class ForeignWarehouse(ValueError):
     """The registered model belongs to another warehouse (its ``tarq.warehouse`` tag)."""
 
 
-class InjectedCrash(RuntimeError):
-    """Raised where ``$TARQ_REGISTER_CRASH`` names the current step (fault drills only)."""
-
-
-def maybe_crash(step: str) -> None:
-    """Fail once at ``step`` when ``$TARQ_REGISTER_CRASH`` names it (the variable is cleared,
-    so a retry in this process goes on, like after a transient store failure)."""
-    if os.environ.get(REGISTER_CRASH_ENV, "") == step:
-        del os.environ[REGISTER_CRASH_ENV]
-        raise InjectedCrash(f"injected failure at {step!r} (${REGISTER_CRASH_ENV})")
-
-
 def _wh(warehouse: str) -> str:
     # Ids go into MLflow filter strings: only the uuid shape is accepted.
     if not re.fullmatch(r"[0-9a-fA-F-]{8,64}", warehouse or ""):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ import pyarrow.parquet as pq
 
 from tarq import sqlfiles
 from tarq.dates import parse_date
+from tarq.drills import crash_point
 from tarq.semantic_ids import HEALTH_JSON, IDS_FILE, META_KEY, file_sha256
 from tarq.warehouse import open_db
 
@@ -46,10 +46,6 @@ class PublishError(ValueError):
     """Publication refused: a failed check, inconsistent inputs or nothing to roll back to."""
 
 
-class InjectedCrash(RuntimeError):
-    """Raised where ``$TARQ_PUBLISH_CRASH`` names the current step (crash drills only)."""
-
-
 def table_name(version: int) -> str:
     """The table holding publication ``version``."""
     return f"semantic_ids_v{int(version)}"
@@ -57,11 +53,6 @@ def table_name(version: int) -> str:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def _maybe_crash(step: str) -> None:
-    if os.environ.get(CRASH_ENV, "") == step:
-        raise InjectedCrash(f"injected crash at {step!r} (${CRASH_ENV})")
 
 
 def _ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -251,7 +242,7 @@ def publish(
             "version": version, "export_path": str(export_path),
             "manifest": json.dumps(manifest)})
 
-        _maybe_crash("before_switch")
+        crash_point(CRASH_ENV, "before_switch")
         _switch(con, version, table, mark_published=True)
         pruned = _prune(con, keep)
     return {"version": version, "created": True, "served": True, "previous": served,
@@ -269,7 +260,7 @@ def _switch(con: duckdb.DuckDBPyConnection, version: int, table: str,
             sqlfiles.run(con, "publish/mark_published", {"version": version, "published_at": now})
         sqlfiles.run(con, "publish/set_served", {"version": version, "switched_at": now})
         sqlfiles.run(con, "publish/served_view", table=table)
-        _maybe_crash("in_switch")
+        crash_point(CRASH_ENV, "in_switch")
         con.commit()
     except BaseException:
         con.rollback()

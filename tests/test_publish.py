@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tarq.drills import InjectedCrash
 from tarq.publish import (
     CRASH_ENV,
-    InjectedCrash,
     PublishError,
     list_versions,
     publish,
