@@ -10,9 +10,10 @@ What it does, in order:
 
 1. The warehouse: ``--dataset demo-<preset>`` generates the demo logs (``tarq demo-data
    --preset <preset> --seed 7``) into ``OUT/warehouse.duckdb`` unless it is there already;
-   ``--dataset movielens`` imports ``--movielens-src`` (a folder of the MovieLens-100k RecBole files; see ``--help`` for the default)
-   the same way (and exits 0 with a note when the source is absent); ``--db`` + ``--run-date``
-   use an existing warehouse as it is.
+   ``--dataset movielens`` / ``taobao`` import ``--movielens-src`` (the MovieLens-100k RecBole
+   files) / ``--taobao-src`` (raw Taobao ad-click files: raw_sample, behavior_log, ...) the same
+   way (and exit 0 with a note when the source is absent; see ``--help`` for the defaults);
+   ``--db`` + ``--run-date`` use an existing warehouse as it is.
 2. Point-in-time samples, built ONCE into ``OUT/samples`` with
    :func:`tarq.data.samples.build_samples` (reused when ``meta.json`` there has the same
    window, unless ``--rebuild-samples``).
@@ -21,8 +22,9 @@ What it does, in order:
    :class:`~tarq.model.ModelConfig`, or ``--config``), for every seed of ``--seeds``; artefacts
    under ``OUT/runs/seed<S>/<model>/``.
 4. A table of the test-day metrics (AUC, GAUC, log-loss, per-batch and catalog codebook
-   utilization, semantic-ID collision rate, train time, samples/s; mean ± sd over seeds), the
-   derived figures (TARQ − TT AUC with a 95 % paired bootstrap interval over test users, the
+   utilization, semantic-ID collision rate, the alignment's sharpness, train time, samples/s;
+   mean ± sd over seeds), the derived figures (TARQ − each baseline's AUC, averaged over seeds,
+   with a 95 % paired bootstrap interval that resamples test users and seeds, the
    share of the TT → TA gap that TARQ recovers, utilization with vs without alignment) and a
    results JSON (``--json``, default ``OUT/results.json``) to compare runs across commits.
 
@@ -30,7 +32,8 @@ MovieLens-100k spans 1997-09-20 … 1998-04-22 with a few hundred ratings on mos
 ``build_samples`` tests on ONE day (the run date − 1). The default run date therefore puts the
 test day on the busiest day of the last 28 logged days (1998-03-31: 2,217 ratings by 26 users),
 and the training window covers every earlier day (``train_days`` = days since the first log
-day). Override with ``--run-date`` / ``--train-days``.
+day). The Taobao files test on their last impression day and train on every earlier one.
+Override with ``--run-date`` / ``--train-days``.
 
 Training rows are shuffled through a buffer that holds the whole training window (TrainConfig
 ``shuffle_buffer``), so that an epoch capped by ``--max-steps`` is a uniform sample of the window
@@ -56,7 +59,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("tt", "inttower", "mvke", "ta", "tarq", "tarq_no_align", "tarq_no_teacher_align")
-DATASETS = ("demo-tiny", "demo-small", "demo-medium", "demo-large", "movielens")
+DATASETS = ("demo-tiny", "demo-small", "demo-medium", "demo-large", "movielens", "taobao")
+IMPORTED = {"movielens": "movielens_src", "taobao": "taobao_src"}
 DEMO_SEED = 7
 # Metrics copied from a run's test-day metrics (absent keys stay absent).
 TEST_KEYS = ("auc", "gauc", "logloss", "utilization_batch", "utilization_catalog",
@@ -96,15 +100,15 @@ def ensure_warehouse(args: argparse.Namespace) -> Path | None:
         return db
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if args.dataset == "movielens":
-        src = args.movielens_src
+    if args.dataset in IMPORTED:
+        src = getattr(args, IMPORTED[args.dataset])
         if not src.exists():
             return None
         from tarq.data.importers import run_import
 
-        report = run_import("movielens", src, db)
+        report = run_import(args.dataset, src, db)
         if not report.ok:
-            raise RuntimeError(f"MovieLens import failed:\n{report.to_text()}")
+            raise RuntimeError(f"{args.dataset} import failed:\n{report.to_text()}")
     else:
         from tarq.data.demo import generate
 
@@ -115,15 +119,18 @@ def ensure_warehouse(args: argparse.Namespace) -> Path | None:
 
 def default_window(db: Path, dataset: str | None) -> tuple[str, int]:
     """(run date, train_days) when not given: demo → the latest day, 19 days (as the paper);
-    MovieLens → test on the busiest day of the last 28 logged days, train on every day before."""
+    MovieLens → test on the busiest day of the last 28 logged days, train on every day before;
+    Taobao → test on the last impression day, train on every day before."""
     from tarq.dates import latest_run_date
     from tarq.warehouse import open_db
 
     with open_db(db, read_only=True) as con:
-        if dataset != "movielens":
+        if dataset not in IMPORTED:
             return latest_run_date(con).isoformat(), 19
         first, last = con.execute(
             "SELECT min(ts)::DATE, max(ts)::DATE FROM impressions").fetchone()
+        if dataset == "taobao":
+            return (last + dt.timedelta(days=1)).isoformat(), max(1, (last - first).days)
         test_day = con.execute(
             "SELECT ts::DATE AS d FROM impressions WHERE ts::DATE > $lo "
             "GROUP BY d ORDER BY count(*) DESC, d DESC LIMIT 1",
@@ -229,6 +236,12 @@ def run_one(args: argparse.Namespace, samples: Path, label: str, seed: int,
     test = result["test"]
     record.update({k: test[k] for k in TEST_KEYS if k in test})
     record["valid_auc"] = result["valid"]["auc"]
+    if "valid_random" in result:
+        record["valid_random_auc"] = result["valid_random"]["auc"]
+    for side, st in (test.get("align_sharpness") or {}).items():
+        # Mean over levels; uniform over K codes is 1/K (max-prob) and log K (entropy).
+        record[f"align_max_prob_{side}"] = float(np.mean(st["max_prob"]))
+        record[f"align_entropy_{side}"] = float(np.mean(st["entropy"]))
     for k in ("train_seconds", "samples_per_s", "epochs_run", "best_epoch", "n_params",
               "threads"):
         record[k] = result.get(k)
@@ -244,37 +257,30 @@ def run_one(args: argparse.Namespace, samples: Path, label: str, seed: int,
 
 
 # ----------------------------------------------------------------------------- statistics
-def _auc_weighted(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+def pooled_bootstrap(a_dirs: list[Path], b_dirs: list[Path], n: int) -> dict[str, Any] | None:
+    """Paired bootstrap of the seed-mean AUC(a) − AUC(b) over test users and seeds.
 
-    return float(roc_auc_score(y, p, sample_weight=w))
-
-
-def bootstrap_diff(a_dir: Path, b_dir: Path, n: int, seed: int = 0) -> dict[str, float] | None:
-    """Paired bootstrap over test users of AUC(a) − AUC(b) from the predictions files."""
+    ``a_dirs[s]`` and ``b_dirs[s]`` are the run directories of seed s; their
+    predictions.parquet files must hold the same test rows in the same order (None if not).
+    """
     import pyarrow.parquet as pq
 
-    pa_, pb = (pq.read_table(d / "predictions.parquet").to_pandas() for d in (a_dir, b_dir))
-    if len(pa_) != len(pb) or not (pa_["label"].to_numpy() == pb["label"].to_numpy()).all():
-        return None
-    y = pa_["label"].to_numpy()
-    sa, sb = pa_["score"].to_numpy(), pb["score"].to_numpy()
-    _, uidx = np.unique(pa_["user_id"].to_numpy(), return_inverse=True)
-    n_users = int(uidx.max()) + 1
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n):
-        counts = np.bincount(rng.integers(0, n_users, n_users), minlength=n_users)
-        w = counts[uidx].astype(np.float64)
-        keep = w > 0
-        if y[keep].min() == y[keep].max():
-            continue
-        diffs.append(_auc_weighted(y[keep], sa[keep], w[keep])
-                     - _auc_weighted(y[keep], sb[keep], w[keep]))
-    if not diffs:
-        return None
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"lo": float(lo), "hi": float(hi), "resamples": len(diffs), "users": n_users}
+    from tarq.metrics import pooled_paired_bootstrap
+
+    frames = [[pq.read_table(d / "predictions.parquet",
+                             columns=["user_id", "label", "score"]).to_pandas() for d in dirs]
+              for dirs in (a_dirs, b_dirs)]
+    ref = frames[0][0]
+    for f in (*frames[0], *frames[1]):
+        if len(f) != len(ref) or not (f["label"].to_numpy() == ref["label"].to_numpy()).all() \
+                or not (f["user_id"].to_numpy() == ref["user_id"].to_numpy()).all():
+            return None
+    iv = pooled_paired_bootstrap(ref["label"].to_numpy(),
+                                 np.stack([f["score"].to_numpy() for f in frames[0]]),
+                                 np.stack([f["score"].to_numpy() for f in frames[1]]),
+                                 ref["user_id"].to_numpy(), n_boot=n)
+    return {"lo": iv.low, "hi": iv.high, "resamples": iv.n_boot, "users": iv.clusters,
+            "seeds": len(a_dirs), "significant": iv.significant}
 
 
 def _mean_sd(values: list[float]) -> dict[str, Any]:
@@ -289,7 +295,8 @@ def summarise(runs: list[dict[str, Any]], models: list[str], seeds: list[int],
               boot: int) -> tuple[dict[str, Any], dict[str, Any]]:
     keys = ("auc", "gauc", "logloss", "utilization_batch", "utilization_catalog",
             "collision_rate", "train_seconds", "samples_per_s", "wall_seconds", "epochs_run",
-            "valid_auc", "score_scale")
+            "valid_auc", "valid_random_auc", "score_scale", "align_max_prob_p",
+            "align_max_prob_p_hat", "align_entropy_p", "align_entropy_p_hat")
     ok = [r for r in runs if "error" not in r]
     summary = {m: {k: _mean_sd([r.get(k) for r in ok if r["model"] == m]) for k in keys}
                for m in models}
@@ -311,17 +318,12 @@ def summarise(runs: list[dict[str, Any]], models: list[str], seeds: list[int],
         if other in models and "tarq" in models:
             derived[f"auc_tarq_minus_{other}"] = _mean_sd(
                 per_seed(lambda s, o=other: by[("tarq", s)]["auc"] - by[(o, s)]["auc"]))
-            if boot:
-                cis = [bootstrap_diff(Path(by[("tarq", s)]["dir"]), Path(by[(other, s)]["dir"]),
-                                      boot, seed=s)
-                       for s in seeds if ("tarq", s) in by and (other, s) in by]
-                cis = [c for c in cis if c]
-                if cis:
-                    derived[f"auc_tarq_minus_{other}"]["ci95_bootstrap_users"] = {
-                        "lo": float(np.mean([c["lo"] for c in cis])),
-                        "hi": float(np.mean([c["hi"] for c in cis])),
-                        "resamples": cis[0]["resamples"], "users": cis[0]["users"],
-                        "seeds": len(cis)}
+            paired = [s for s in seeds if ("tarq", s) in by and (other, s) in by]
+            if boot and paired:
+                ci = pooled_bootstrap([Path(by[("tarq", s)]["dir"]) for s in paired],
+                                      [Path(by[(other, s)]["dir"]) for s in paired], boot)
+                if ci:
+                    derived[f"auc_tarq_minus_{other}"]["ci95_bootstrap_users_seeds"] = ci
     if {"tarq", "tt", "ta"} <= set(models):
         def gap(s: int) -> float | None:
             den = by[("ta", s)]["auc"] - by[("tt", s)]["auc"]
@@ -366,20 +368,25 @@ def _fmt_num(st: dict[str, Any], digits: int = 0) -> str:
 def markdown(results: dict[str, Any]) -> str:
     summ, der = results["summary"], results["derived"]
     lines = [
-        "| model | AUC | GAUC | log-loss | valid AUC | util. batch | util. catalog | collisions | "
-        "epochs | train s | samples/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | AUC | GAUC | log-loss | valid AUC (last day) | valid AUC (random 5 %) | "
+        "util. batch | util. catalog | collisions | max-prob p / p̂ | epochs | train s | "
+        "samples/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in results["models"]:
         s = summ[m]
         if s["auc"]["n"] == 0:
-            lines.append(f"| {m} | failed | | | | | | | | | |")
+            lines.append(f"| {m} | failed |" + " |" * 11)
             continue
+        sharp = " / ".join(f"{s[k]['mean']:.3f}" for k in ("align_max_prob_p",
+                                                             "align_max_prob_p_hat")
+                           if s[k]["mean"] is not None) or "–"
         lines.append(
             f"| {m} | {_fmt(s['auc'])} | {_fmt(s['gauc'])} | {_fmt(s['logloss'])} | "
-            f"{_fmt(s['valid_auc'])} | {_fmt(s['utilization_batch'], pct=True)} | "
+            f"{_fmt(s['valid_auc'])} | {_fmt(s['valid_random_auc'])} | "
+            f"{_fmt(s['utilization_batch'], pct=True)} | "
             f"{_fmt(s['utilization_catalog'], pct=True)} | "
-            f"{_fmt(s['collision_rate'], pct=True)} | {_fmt_num(s['epochs_run'])} | "
+            f"{_fmt(s['collision_rate'], pct=True)} | {sharp} | {_fmt_num(s['epochs_run'])} | "
             f"{_fmt_num(s['train_seconds'])} | {_fmt_num(s['samples_per_s'])} |")
     out = ["\n".join(lines), ""]
     d = []
@@ -390,10 +397,10 @@ def markdown(results: dict[str, Any]) -> str:
                    f"{der[k]['mean']:+.4f}"
             if der[k].get("sd") is not None:
                 line += f" ± {der[k]['sd']:.4f} (sd over {der[k]['n']} seeds)"
-            ci = der[k].get("ci95_bootstrap_users")
+            ci = der[k].get("ci95_bootstrap_users_seeds")
             if ci:
-                line += (f", 95 % paired bootstrap over {ci['users']} test users "
-                         f"[{ci['lo']:+.4f}, {ci['hi']:+.4f}]")
+                line += (f", 95 % paired bootstrap over {ci['users']} test users × "
+                         f"{ci['seeds']} seed(s) [{ci['lo']:+.4f}, {ci['hi']:+.4f}]")
             d.append(line)
     if "gap_recovered" in der:
         g, t = der["gap_recovered"], der["auc_ta_minus_tt"]
@@ -423,7 +430,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("data")
     src.add_argument("--dataset", choices=DATASETS, default=None,
-                     help="demo preset (generated with seed 7) or MovieLens-100k (imported)")
+                     help="demo preset (generated with seed 7), MovieLens-100k or the Taobao "
+                          "ad-click files (imported)")
     src.add_argument("--preset", choices=["tiny", "small", "medium", "large"], default=None,
                      help="same as --dataset demo-<preset>")
     src.add_argument("--db", type=Path, default=None,
@@ -434,6 +442,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--seq-len", type=int, default=50)
     src.add_argument("--movielens-src", type=Path,
                      default=ROOT.parent / "shared" / "data" / "movielens-100k")
+    src.add_argument("--taobao-src", type=Path,
+                     default=ROOT.parent / "shared" / "data" / "taobao-samples")
     src.add_argument("--rebuild-samples", action="store_true")
     tr = p.add_argument_group("training (one TrainConfig for every model)")
     tr.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -460,7 +470,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--json", type=Path, default=None, help="results JSON (default OUT/results.json)")
     o.add_argument("--markdown", action="store_true", help="print the markdown table on stdout")
     o.add_argument("--bootstrap", type=int, default=1000,
-                   help="paired bootstrap resamples for the TARQ − baseline AUC intervals (0 = off)")
+                   help="paired bootstrap resamples (test users × seeds) for the TARQ − "
+                        "baseline AUC intervals (0 = off)")
     args = p.parse_args(argv)
     if args.preset:
         if args.dataset and args.dataset != f"demo-{args.preset}":
@@ -487,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = _load_avg()
     db = ensure_warehouse(args)
     if db is None:
-        print(f"SKIPPED: MovieLens source {args.movielens_src} is absent", file=sys.stderr)
+        print(f"SKIPPED: {args.dataset} source "
+              f"{getattr(args, IMPORTED[args.dataset])} is absent", file=sys.stderr)
         return 0
     meta = ensure_samples(args, db)
     samples = args.out / "samples"

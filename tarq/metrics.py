@@ -181,6 +181,65 @@ def paired_bootstrap(
                           int(n_boot), n_users)
 
 
+def pooled_paired_bootstrap(
+    y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, user: np.ndarray, n_boot: int = 1000,
+    level: float = 0.95, seed: int = 0,
+) -> PairedInterval:
+    """Interval of the seed-mean ``AUC(a) − AUC(b)``, resampling test users AND seeds.
+
+    Several training seeds of each model score the same test rows. Each replicate draws the
+    users with replacement (as :func:`paired_bootstrap`) and, when there is more than one
+    seed, the seeds with replacement too, pairing seed ``s`` of ``a`` with seed ``s`` of
+    ``b``; the replicate's value is the mean over the drawn seeds of the paired AUC
+    difference. The interval therefore carries both the test day's sampling noise and the
+    run-to-run noise of training, which a per-seed interval or an sd over seeds alone miss.
+
+    Args:
+        y: (N,) labels, the same rows for every seed.  user: (N,) user keys.
+        p_a, p_b: (S, N) scores of the two models, one row per seed (row s of both = seed s).
+        n_boot: replicates.  level: interval coverage.  seed: RNG seed (reproducible).
+    Returns:
+        ``delta`` = mean over seeds of the paired AUC difference; ``clusters`` = users.
+        With S = 1 the result equals :func:`paired_bootstrap` with the same seed.
+    """
+    p_a, p_b = np.atleast_2d(np.asarray(p_a, dtype=np.float64)), np.atleast_2d(
+        np.asarray(p_b, dtype=np.float64))
+    if p_a.shape != p_b.shape:
+        raise ValueError(f"scores of a {p_a.shape} and b {p_b.shape} differ in shape")
+    n_seeds = p_a.shape[0]
+    y = _labels_scores(y, p_a[0])[0]
+    for row in (*p_a, *p_b):
+        _labels_scores(y, row)
+    _, uidx = np.unique(np.asarray(user).ravel(), return_inverse=True)
+    if uidx.size != y.size:
+        raise ValueError(f"user keys ({uidx.size}) and labels ({y.size}) differ in length")
+    n_users = int(uidx.max()) + 1
+    point = float(np.mean([auc(y, a) - auc(y, b) for a, b in zip(p_a, p_b, strict=True)]))
+
+    def prepare(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        order = np.argsort(p, kind="stable")
+        group = np.cumsum(np.r_[True, np.diff(p[order]) != 0]) - 1
+        return order, group, int(group[-1]) + 1
+
+    prepared = [(prepare(a), prepare(b)) for a, b in zip(p_a, p_b, strict=True)]
+    rng = np.random.default_rng(seed)
+    deltas = np.empty(n_boot)
+    for r in range(n_boot):
+        counts = np.bincount(rng.integers(0, n_users, n_users), minlength=n_users)
+        w = counts[uidx].astype(np.float64)
+        drawn = rng.integers(0, n_seeds, n_seeds) if n_seeds > 1 else np.zeros(1, dtype=int)
+        per_seed = {}
+        for s in np.unique(drawn):
+            (oa, ga, ka), (ob, gb, kb) = prepared[s]
+            per_seed[s] = (_weighted_auc_sorted(y[oa], ga, ka, w[oa])
+                           - _weighted_auc_sorted(y[ob], gb, kb, w[ob]))
+        deltas[r] = np.mean([per_seed[s] for s in drawn])
+    deltas = deltas[np.isfinite(deltas)]
+    tail = (1.0 - level) / 2.0
+    lo, hi = (np.quantile(deltas, [tail, 1.0 - tail]) if deltas.size else (np.nan, np.nan))
+    return PairedInterval("auc", point, float(lo), float(hi), level, int(n_boot), n_users)
+
+
 def logloss(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> float:
     """Mean binary cross-entropy of probabilities ``p`` (clipped to [eps, 1 − eps])."""
     y, p = _labels_scores(y, p)

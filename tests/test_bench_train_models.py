@@ -36,6 +36,11 @@ def test_tiny_end_to_end(bench, tmp_path, capsys):
         "fusion": "sum"}
     for key in ("auc_tarq_minus_tt", "gap_recovered", "utilization_batch_tarq_vs_tarq_no_align"):
         assert key in res["derived"]
+    ci = res["derived"]["auc_tarq_minus_tt"]["ci95_bootstrap_users_seeds"]
+    assert ci["seeds"] == 1 and ci["lo"] <= ci["hi"]
+    # The temporal slice selects epochs; the random slice and the sharpness are reported.
+    assert 0 <= tarq["valid_random_auc"] <= 1
+    assert 0 < tarq["align_max_prob_p"] <= 1 and 0 < tarq["align_max_prob_p_hat"] <= 1
     table = capsys.readouterr().out
     assert "| tarq |" in table and "TARQ − TT AUC" in table
     # Samples are built once and reused by a second invocation.

@@ -130,3 +130,32 @@ def test_paired_bootstrap_sees_a_real_gain_and_none_between_equals() -> None:
     assert (again.low, again.high) == (iv.low, iv.high)  # seeded: reproducible
     with pytest.raises(ValueError, match="auc or gauc"):
         metrics.paired_bootstrap(y, better, worse, user, metric="logloss")
+
+
+def test_pooled_bootstrap_over_seeds_carries_the_seed_to_seed_spread() -> None:
+    rng = np.random.default_rng(1)
+    n = 4000
+    user = rng.integers(0, 300, n)
+    y = (rng.random(n) < 0.15).astype(float)
+    noise = rng.random((3, n))
+    base = noise + 0.5 * y
+    # One seed equals the per-day paired bootstrap exactly (same RNG stream).
+    one = metrics.pooled_paired_bootstrap(y, base[:1] + 0.1 * y, base[:1], user, n_boot=200)
+    ref = metrics.paired_bootstrap(y, base[0] + 0.1 * y, base[0], user, n_boot=200)
+    assert (one.delta, one.low, one.high) == (ref.delta, ref.low, ref.high)
+    # a beats b by the same margin on every seed: significant, delta = the seed mean.
+    a = base + 0.1 * y
+    iv = metrics.pooled_paired_bootstrap(y, a, base, user, n_boot=200)
+    assert iv.delta == pytest.approx(np.mean([metrics.auc(y, a[s]) - metrics.auc(y, base[s])
+                                              for s in range(3)]))
+    assert iv.significant and iv.low < iv.delta < iv.high
+    # A gain on one seed and losses on the other two: the seed draw widens the interval
+    # beyond what resampling users alone gives, and it covers zero.
+    sign = np.array([[0.4], [-0.15], [-0.15]])
+    mixed = base + sign * y
+    pooled = metrics.pooled_paired_bootstrap(y, mixed, base, user, n_boot=300)
+    fixed = [metrics.paired_bootstrap(y, mixed[s], base[s], user, n_boot=300) for s in range(3)]
+    assert pooled.low < 0 < pooled.high
+    assert pooled.high - pooled.low > 2 * max(f.high - f.low for f in fixed)
+    with pytest.raises(ValueError, match="differ in shape"):
+        metrics.pooled_paired_bootstrap(y, a, base[:2], user)
