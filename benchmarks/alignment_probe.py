@@ -17,7 +17,7 @@ gradient clip 5, the training rows outside the 5 % validation hash, k-means on t
    cos(h_tar, h_rq), to see which term moves and why;
 3. after ``--steps`` steps: the same gradient norms again, and on the test day AUC, per-batch
    and catalog codebook utilization and the alignment sharpness of p and p̂ per level
-   (``tarq.train.evaluate``).
+   (``tarq.evaluation.evaluate``).
 
 Prints one markdown table and writes everything to ``--json``.
 """
@@ -36,6 +36,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from tarq.data.loader import model_inputs
+from tarq.defaults import SEQ_LEN, TRAIN_DAYS
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {"emb": ("emb.",), "codebooks": ("quantizer.",), "encoder": ("autoencoder.encoder",),
@@ -58,7 +61,7 @@ def ensure_samples(preset: str, out: Path) -> Path:
         generate(db, preset=preset, seed=7)
     with open_db(db, read_only=True) as con:
         run_date = latest_run_date(con).isoformat()
-    build_samples(db, run_date, samples, train_days=19, seq_len=50, threads=2)
+    build_samples(db, run_date, samples, train_days=TRAIN_DAYS, seq_len=SEQ_LEN, threads=2)
     return samples
 
 
@@ -73,14 +76,10 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
     return label, base, overrides
 
 
-def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in batch.items() if k not in ("user_key", "item_key")}
-
-
 def grad_norms(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
     """{loss term: {parameter group: ‖∂(λ·L_term)/∂θ_group‖}} on one batch (train mode)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    out = model(_inputs(batch))
+    out = model(model_inputs(batch))
     res: dict[str, dict[str, float]] = {}
     for term, loss in out.losses.items():
         w = model.loss_weights.get(term, 0.0)
@@ -103,8 +102,9 @@ def run(samples: Path, label: str, base: str, overrides: dict[str, Any], seed: i
         steps: int, log_every: int, threads: int) -> dict[str, Any]:
     """One variant, one seed: see the module docstring."""
     from tarq.data.loader import BatchStream, SampleSet
+    from tarq.evaluation import evaluate
     from tarq.model import ModelConfig, build_model
-    from tarq.train import TrainConfig, evaluate
+    from tarq.train import TrainConfig
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -116,7 +116,7 @@ def run(samples: Path, label: str, base: str, overrides: dict[str, Any], seed: i
                          shuffle=True, seed=seed, buffer_rows=10**7, drop_last=True)
     batches = iter(stream)
     first = next(batches)
-    model.init_codebooks(_inputs(first))
+    model.init_codebooks(model_inputs(first))
     model.train()
     rec: dict[str, Any] = {"label": label, "model": base, "overrides": overrides, "seed": seed,
                            "grad_init": grad_norms(model, first)}
@@ -139,7 +139,7 @@ def run(samples: Path, label: str, base: str, overrides: dict[str, Any], seed: i
     for step in range(steps):
         if step:
             batch = next(batches)
-        out = model(_inputs(batch))
+        out = model(model_inputs(batch))
         loss = model.total_loss(out)
         optim.zero_grad(set_to_none=True)
         loss.backward()

@@ -39,10 +39,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tarq.telemetry import TELEMETRY_OFF
+
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-       "MLFLOW_DISABLE_TELEMETRY": "true", "GX_ANALYTICS_ENABLED": "false",
-       "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+ENV = {**TELEMETRY_OFF, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 # Variants that differ from the warm job only from its first warm day on.
 SHARES_FIRST_DAY = {"carry_optimizer", "replay_folds", "warm_epochs", "warm_max_steps_per_epoch",
                     "warm_lr",

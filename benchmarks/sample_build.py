@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tarq import sqlfiles
 from tarq.data.samples import build_samples
+from tarq.defaults import SEQ_LEN, TRAIN_DAYS
 from tarq.warehouse import connect
 
 START = dt.datetime(2026, 10, 1)
@@ -49,7 +50,7 @@ def one(n_impressions: int, threads: int) -> dict:
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         report = build_samples(
             db, (START + dt.timedelta(days=DAYS)).date(), Path(tmp) / "samples",
-            train_days=19, seq_len=50, threads=threads,
+            train_days=TRAIN_DAYS, seq_len=SEQ_LEN, threads=threads,
         )
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {

@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tarq.defaults import DEMO_SEED, PRESETS
+from tarq.telemetry import TELEMETRY_OFF
+
 REPO = Path(__file__).resolve().parents[1]
 TIME = "/usr/bin/time"
 
@@ -170,9 +173,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", nargs="+", default=["small", "medium", "large"],
-                   choices=["tiny", "small", "medium", "large"])
+                   choices=PRESETS)
     p.add_argument("--work", type=Path, default=REPO / "outputs" / "bench-scale")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=int, default=DEMO_SEED)
     p.add_argument("--train-days", type=int, default=19)
     p.add_argument("--max-steps", type=int, default=200, help="training steps (one epoch)")
     p.add_argument("--batch-size", type=int, default=512)
@@ -183,8 +186,7 @@ def main() -> int:
     if not Path(TIME).exists():
         print(f"{TIME} not found (apt-get install time)", file=sys.stderr)
         return 2
-    os.environ.update(DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true",
-                      GX_ANALYTICS_ENABLED="false", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    os.environ.update(TELEMETRY_OFF)
     rows: list[dict[str, Any]] = []
     for preset in args.preset:
         rows += run_preset(preset, args.work.resolve(), args)

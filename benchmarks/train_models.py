@@ -57,11 +57,12 @@ from typing import Any
 
 import numpy as np
 
+from tarq.defaults import DEMO_SEED, PRESETS, SEQ_LEN, TRAIN_DAYS
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("tt", "inttower", "mvke", "ta", "tarq", "tarq_no_align", "tarq_no_teacher_align")
-DATASETS = ("demo-tiny", "demo-small", "demo-medium", "demo-large", "movielens", "taobao")
+DATASETS = (*(f"demo-{p}" for p in PRESETS), "movielens", "taobao")
 IMPORTED = {"movielens": "movielens_src", "taobao": "taobao_src"}
-DEMO_SEED = 7
 # Metrics copied from a run's test-day metrics (absent keys stay absent).
 TEST_KEYS = ("auc", "gauc", "logloss", "utilization_batch", "utilization_catalog",
              "collision_rate", "largest_collision_group", "catalog_items_seen", "rows",
@@ -126,7 +127,7 @@ def default_window(db: Path, dataset: str | None) -> tuple[str, int]:
 
     with open_db(db, read_only=True) as con:
         if dataset not in IMPORTED:
-            return latest_run_date(con).isoformat(), 19
+            return latest_run_date(con).isoformat(), TRAIN_DAYS
         first, last = con.execute(
             "SELECT min(ts)::DATE, max(ts)::DATE FROM impressions").fetchone()
         if dataset == "taobao":
@@ -432,14 +433,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--dataset", choices=DATASETS, default=None,
                      help="demo preset (generated with seed 7), MovieLens-100k or the Taobao "
                           "ad-click files (imported)")
-    src.add_argument("--preset", choices=["tiny", "small", "medium", "large"], default=None,
+    src.add_argument("--preset", choices=PRESETS, default=None,
                      help="same as --dataset demo-<preset>")
     src.add_argument("--db", type=Path, default=None,
                      help="an existing warehouse instead of --dataset (with --run-date)")
     src.add_argument("--run-date", default=None,
                      help="YYYY-MM-DD or 'latest' (default: per dataset, see above)")
     src.add_argument("--train-days", type=int, default=None)
-    src.add_argument("--seq-len", type=int, default=50)
+    src.add_argument("--seq-len", type=int, default=SEQ_LEN)
     src.add_argument("--movielens-src", type=Path,
                      default=ROOT.parent / "shared" / "data" / "movielens-100k")
     src.add_argument("--taobao-src", type=Path,

@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tarq.telemetry import TELEMETRY_OFF
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: The child: validates a copy, prints one JSON line. Only uses the API the base commit has.
@@ -94,9 +96,7 @@ def run_variant(name: str, code: Path, db: Path, work: Path, run_date: str, wind
     vdir.mkdir(parents=True)
     copy = vdir / "w.duckdb"
     shutil.copy(db, copy)
-    env = {**os.environ, "PYTHONPATH": str(code), "DO_NOT_TRACK": "true",
-           "GX_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, **TELEMETRY_OFF, "PYTHONPATH": str(code)}
     env.pop("TARQ_SQL_DIR", None)
     cmd = [sys.executable, "-c", CHILD, str(copy), str(vdir / "gx"), run_date, str(window),
            "-" if chunk is None else str(chunk)]

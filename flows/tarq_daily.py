@@ -74,8 +74,7 @@ from tarq.telemetry import disable_telemetry
 
 disable_telemetry()
 
-MODEL_CHOICES = ("tarq", "tt", "inttower", "mvke", "ta", "tarq_no_align", "tarq_no_teacher_align")
-ABLATIONS = ("tarq_no_align", "tarq_no_teacher_align")
+MODEL_CHOICES, ABLATIONS = defaults.MODEL_NAMES, defaults.ABLATIONS
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_BUSY = 0, 1, 3, 4
 
 
@@ -85,17 +84,17 @@ class DailyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_date: str = Field("today", description="YYYY-MM-DD, 'today' or 'latest'; works on logs up to D-1")
-    db: str = Field("data/tarq.duckdb", description="the DuckDB warehouse")
+    db: str = Field(defaults.DEFAULT_DB, description="the DuckDB warehouse")
     work_dir: str = Field("outputs/daily", description="samples, models and IDs per run date")
-    preset: Literal["tiny", "small", "medium", "large"] | None = Field(
+    preset: Literal[defaults.PRESETS] | None = Field(
         None, description="generate demo logs of this preset when the warehouse holds none")
-    seed: int = 7
-    train_days: int = Field(19, ge=1, description="training days before the test day")
+    seed: int = defaults.DEMO_SEED
+    train_days: int = Field(defaults.TRAIN_DAYS, ge=1, description="training days before the test day")
     validation: dict[str, Any] = Field(default_factory=dict, description=(
         "ValidationBounds fields to override, e.g. {\"volume_ratio\": [0.7, 1.4]} "
         "(tarq.validation.bounds)"))
-    seq_len: int = Field(50, ge=1)
-    models: list[str] = Field(default_factory=lambda: ["tarq", "tt", "inttower", "mvke", "ta"])
+    seq_len: int = Field(defaults.SEQ_LEN, ge=1)
+    models: list[str] = Field(default_factory=lambda: list(defaults.DAILY_MODELS))
     ablations: bool = Field(False, description="also train the paper's Table-1 ablations")
     epochs: int = Field(2, ge=1, description="epochs of a cold run (the whole window)")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cold: cap on steps per epoch")
@@ -630,9 +629,9 @@ def tarq_backfill(start: str, end: str, params: DailyParams | None = None,
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m flows.tarq_daily", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--db", default="data/tarq.duckdb")
+    ap.add_argument("--db", default=defaults.DEFAULT_DB)
     ap.add_argument("--run-date", default="today", help="YYYY-MM-DD, 'today' or 'latest'")
-    ap.add_argument("--preset", choices=["tiny", "small", "medium", "large"], default=None)
+    ap.add_argument("--preset", choices=defaults.PRESETS, default=None)
     ap.add_argument("--work-dir", default="outputs/daily")
     ap.add_argument("--models", default=None, help="comma-separated (must include tarq,tt)")
     ap.add_argument("--ablations", action="store_true")

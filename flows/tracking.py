@@ -316,7 +316,7 @@ def model_metrics(result: Mapping[str, Any]) -> dict[str, float]:
 def alignment_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     """TARQ variants: the test day's sharpness of the alignment's p and p̂ (eq. 17) per level
     and averaged over levels, e.g. ``align_p_hat_max_prob_l0``, ``align_p_entropy_mean``
-    (``tarq.train.evaluate``'s ``align_sharpness``); empty for the other models."""
+    (``tarq.evaluation.evaluate``'s ``align_sharpness``); empty for the other models."""
     out: dict[str, float] = {}
     for side, stats in result.get("test", {}).get("align_sharpness", {}).items():
         for stat, levels in stats.items():

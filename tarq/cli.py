@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tarq import defaults
 from tarq.defaults import MAX_COLLISION_RATE, MIN_COUNT
 from tarq.telemetry import disable_telemetry
 from tarq.train_args import add_train_arguments
@@ -17,7 +18,7 @@ EXIT_BUSY = 4
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", type=Path, default=Path("data/tarq.duckdb"), help="DuckDB warehouse")
+    p.add_argument("--db", type=Path, default=Path(defaults.DEFAULT_DB), help="DuckDB warehouse")
 
 
 class WarehouseInUse(RuntimeError):
@@ -153,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo-data", help="generate realistic multi-day demo click logs")
     _add_db(p)
-    p.add_argument("--preset", choices=["tiny", "small", "medium", "large"], default="small")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--preset", choices=defaults.PRESETS, default="small")
+    p.add_argument("--seed", type=int, default=defaults.DEMO_SEED)
     p.add_argument("--if-missing", action="store_true", help="skip when the warehouse has logs")
     p.set_defaults(func=_cmd_demo_data)
 

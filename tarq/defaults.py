@@ -1,8 +1,22 @@
 """Defaults shared by the library, the CLI and the daily job (torch-free, so the CLI starts
-fast). Each was chosen from a measurement; ``benchmarks/README.md`` ("Continuous training")
-has the figures."""
+fast): the one place each constant is written. The gate's and continuous training's values
+were chosen from measurements; ``benchmarks/README.md`` ("Continuous training") has the figures."""
 
 from __future__ import annotations
+
+# Every model the library can train: TARQ, the paper's baselines and two ablations.
+MODEL_NAMES = ("tarq", "tt", "inttower", "mvke", "ta", "tarq_no_align", "tarq_no_teacher_align")
+# The ablations of the paper's Table 1 (trained by the daily job only on request).
+ABLATIONS = ("tarq_no_align", "tarq_no_teacher_align")
+# What the daily job trains and compares by default: TARQ and the four baselines.
+DAILY_MODELS = ("tarq", "tt", "inttower", "mvke", "ta")
+# Sizes of the built-in demo logs (tarq.data.demo.PRESETS has what each one means).
+PRESETS = ("tiny", "small", "medium", "large")
+DEMO_SEED = 7
+DEFAULT_DB = "data/tarq.duckdb"
+# The paper's setting: 19 days of logs train a model tested on the next day; L = 50 behaviours.
+TRAIN_DAYS = 19
+SEQ_LEN = 50
 
 # Ids (user, item) seen fewer times in the training window map to OOV: one sighting gives an
 # embedding row that a day of training barely moves from its random start.

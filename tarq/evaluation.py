@@ -1,4 +1,5 @@
-"""Re-score a trained model directory on another day's samples (e.g. the champion today).
+"""Evaluation: a model on a batch stream (the training loop's validation and test metrics),
+and a trained model directory re-scored on another day's samples (e.g. the champion today).
 
 A model directory (``tarq train`` output) carries its own layout and vocabularies; the sample
 folder of another run date carries raw ids. Encoding today's rows with the *model's*
@@ -12,13 +13,96 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
+from tarq import metrics
 from tarq.data.features import FeatureLayout, Vocab
-from tarq.data.loader import BatchStream, SampleSet
+from tarq.data.loader import BatchStream, SampleSet, model_inputs
 from tarq.metrics import PairedInterval, paired_bootstrap
-from tarq.train import evaluate, load_trained
+from tarq.model.io import load_trained
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, stream: BatchStream, codebook_size: int) -> dict[str, Any]:
+    """Metrics of ``model`` on a stream: AUC, GAUC, log-loss and codebook figures.
+
+    Returns a dict with the metrics and the raw arrays under ``"_arrays"`` (labels,
+    probabilities, user and item keys) for predictions files and plots.
+    """
+    model.eval()
+    ys, ps, users, items, codes, util = [], [], [], [], [], []
+    recon = []
+    sharp: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for batch in stream:
+        out = model(model_inputs(batch))
+        ys.append(batch["label"].numpy())
+        ps.append(torch.sigmoid(out.logit).numpy())
+        users.append(batch["user_key"].numpy())
+        items.append(batch["item_key"].numpy())
+        if "codes" in out.extras:
+            c = out.extras["codes"].numpy()
+            util.append(metrics.utilization_batch(c, codebook_size))
+            codes.append(c)
+        if "recon" in out.losses:
+            recon.append(float(out.losses["recon"]))
+        for side in ("p", "p_hat"):
+            if f"align_sharpness_{side}" in out.extras:
+                sharp.setdefault(side, []).append(
+                    (len(batch["label"]), out.extras[f"align_sharpness_{side}"].numpy()))
+    if not ys:
+        raise ValueError("evaluation stream is empty")
+    y, p = np.concatenate(ys), np.concatenate(ps)
+    u = np.concatenate(users)
+    g, n_users, n_skipped = metrics.gauc(y, p, u)
+    res: dict[str, Any] = {
+        "rows": int(y.size),
+        "positives": int(y.sum()),
+        "auc": metrics.auc(y, p),
+        "gauc": g,
+        "gauc_users": n_users,
+        "gauc_skipped_users": n_skipped,
+        "logloss": metrics.logloss(y, p),
+    }
+    if util:
+        # One code tuple per distinct item of the evaluated rows.
+        _, first = np.unique(np.concatenate(items), return_index=True)
+        cat = np.concatenate(codes)[first]
+        res["utilization_batch"] = float(np.mean(util))
+        res["utilization_catalog"] = metrics.utilization_catalog(cat, codebook_size)
+        rate, largest = metrics.collision_rate(cat)
+        res["collision_rate"] = rate
+        res["largest_collision_group"] = largest
+        res["catalog_items_seen"] = int(cat.shape[0])
+    if recon:
+        res["recon_error"] = float(np.mean(recon))
+    if sharp:
+        res["align_sharpness"] = _sharpness_summary(sharp)
+    res["_arrays"] = {"label": y, "score": p, "user_id": u, "item_id": np.concatenate(items)}
+    model.train()
+    return res
+
+
+def _sharpness_summary(parts: dict[str, list[tuple[int, np.ndarray]]]) -> dict[str, Any]:
+    """Row-weighted means of the per-batch (2, m) sharpness arrays of p and p̂.
+
+    Returns ``{"p": {"entropy": [m], "max_prob": [m]}, "p_hat": {...}}`` (p̂ only for models
+    with a teacher); uniform over K entries is entropy log K, max-probability 1/K.
+    """
+    out: dict[str, Any] = {}
+    for side, batches in parts.items():
+        w = np.array([n for n, _ in batches], dtype=np.float64)
+        mean = np.tensordot(w / w.sum(), np.stack([a for _, a in batches]), axes=1)
+        out[side] = {"entropy": [round(float(v), 5) for v in mean[0]],
+                     "max_prob": [round(float(v), 5) for v in mean[1]]}
+    return out
+
+
+def public_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """The metrics of :func:`evaluate` without its arrays (what JSON files hold)."""
+    return {k: v for k, v in m.items() if not k.startswith("_")}
 
 
 def evaluate_model_dir(
@@ -52,7 +136,7 @@ def evaluate_model_dir(
     res = evaluate(model, BatchStream(sset, split, batch_size), int(cfg["model"]["codebook_size"]))
     if predictions_out is not None:
         pq.write_table(pa.table(res["_arrays"]), predictions_out)
-    return {k: v for k, v in res.items() if not k.startswith("_")}
+    return public_metrics(res)
 
 
 def paired_interval(predictions_a: str | Path, predictions_b: str | Path, metric: str = "auc",

@@ -76,7 +76,7 @@ def load_catalog_model(model_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]
 
     Raises ``ValueError`` when ``model_dir`` holds a model without semantic IDs (a baseline).
     """
-    from tarq.train import load_trained
+    from tarq.model.io import load_trained
 
     model_dir = Path(model_dir)
     if not (model_dir / "model.pt").is_file():

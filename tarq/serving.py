@@ -445,7 +445,7 @@ class Scorer:
     # -- construction -------------------------------------------------------------------
     @staticmethod
     def _load_model(model_dir: Path) -> tuple[torch.nn.Module, FeatureLayout, dict[str, Vocab]]:
-        from tarq.train import load_trained
+        from tarq.model.io import load_trained
 
         model, _ = load_trained(model_dir)
         layout = FeatureLayout.load(Path(model_dir) / "layout.json")

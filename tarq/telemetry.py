@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-_OFF = {
+# Opt-outs for every library we use; also set by subprocesses' environments (TELEMETRY_OFF).
+TELEMETRY_OFF = {
     "DO_NOT_TRACK": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -15,5 +16,5 @@ _OFF = {
 
 def disable_telemetry() -> None:
     """Set the opt-out variables unless the user already chose a value."""
-    for key, value in _OFF.items():
+    for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)

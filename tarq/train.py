@@ -39,9 +39,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from tarq import metrics
-from tarq.data.loader import BatchStream, SampleSet, temporal_cutoff
+from tarq.data.loader import BatchStream, SampleSet, model_inputs, temporal_cutoff
+from tarq.evaluation import evaluate, public_metrics
 from tarq.model import MODEL_NAMES, ModelConfig, build_model
+from tarq.model.io import load_weights, save_atomic
 from tarq.train_args import add_train_arguments
 from tarq.warm_start import (
     OPTIMIZER_FILE,
@@ -76,7 +77,7 @@ def _samples_fingerprint(samples: Path) -> str:
     return "files:" + ",".join(f"{f.parent.name}/{f.name}:{f.stat().st_size}" for f in files)
 
 
-def checkpoint_inputs(samples: str | Path, model_name: str, mcfg: ModelConfig, tcfg: TrainConfig,
+def checkpointmodel_inputs(samples: str | Path, model_name: str, mcfg: ModelConfig, tcfg: TrainConfig,
                       warm: WarmStart | None) -> dict[str, Any]:
     """What a checkpoint was made from (samples fingerprint, model, settings, parent): a
     resume must match it, or it would continue other weights under the new run's name."""
@@ -112,39 +113,6 @@ def _check_resume(ckpt_path: Path, ckpt: dict[str, Any], inputs: dict[str, Any])
     raise CheckpointMismatch(
         f"{ckpt_path}: will not resume: {what}. Train into another --out, or pass --fresh "
         "(train(resume=False)) to start over in this folder")
-
-
-class UntrustedModelError(ValueError):
-    """A weights or checkpoint file that weights-only loading refused (never unpickled)."""
-
-
-def load_weights(path: str | Path) -> Any:
-    """``torch.load(path, weights_only=True)`` with a clear error naming the file.
-
-    Weights-only loading accepts tensors, plain containers and numbers only; a file that
-    holds any other Python object (a tampered or foreign pickle) is refused before anything
-    in it runs, wherever the file came from.
-
-    Raises:
-        UntrustedModelError: the file is not a plain-tensor file (tampered, foreign or
-            truncated); the message names the file and says why.
-        FileNotFoundError: the file does not exist.
-    """
-    p = Path(path)
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if "global" in ln.lower()),
-                      lines[0].split(". ")[0] if lines else type(exc).__name__).rstrip(".")
-        kind = ("weights only loading refused it" if "eights only" in str(exc)
-                else "it is not a readable torch weights file")
-        raise UntrustedModelError(
-            f"{p}: refused to load: {kind} ({detail}). Nothing in it was unpickled; do not "
-            "load it with weights_only=False unless you trust where it came from"
-        ) from exc
 
 
 VALID_SPLITS = ("time", "hash")
@@ -205,96 +173,6 @@ def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     return rank, world
-
-
-def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in batch.items() if k not in ("user_key", "item_key")}
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, stream: BatchStream, codebook_size: int) -> dict[str, Any]:
-    """Metrics of ``model`` on a stream: AUC, GAUC, log-loss and codebook figures.
-
-    Returns a dict with the metrics and the raw arrays under ``"_arrays"`` (labels,
-    probabilities, user and item keys) for predictions files and plots.
-    """
-    model.eval()
-    ys, ps, users, items, codes, util = [], [], [], [], [], []
-    recon = []
-    sharp: dict[str, list[tuple[int, np.ndarray]]] = {}
-    for batch in stream:
-        out = model(_inputs(batch))
-        ys.append(batch["label"].numpy())
-        ps.append(torch.sigmoid(out.logit).numpy())
-        users.append(batch["user_key"].numpy())
-        items.append(batch["item_key"].numpy())
-        if "codes" in out.extras:
-            c = out.extras["codes"].numpy()
-            util.append(metrics.utilization_batch(c, codebook_size))
-            codes.append(c)
-        if "recon" in out.losses:
-            recon.append(float(out.losses["recon"]))
-        for side in ("p", "p_hat"):
-            if f"align_sharpness_{side}" in out.extras:
-                sharp.setdefault(side, []).append(
-                    (len(batch["label"]), out.extras[f"align_sharpness_{side}"].numpy()))
-    if not ys:
-        raise ValueError("evaluation stream is empty")
-    y, p = np.concatenate(ys), np.concatenate(ps)
-    u = np.concatenate(users)
-    g, n_users, n_skipped = metrics.gauc(y, p, u)
-    res: dict[str, Any] = {
-        "rows": int(y.size),
-        "positives": int(y.sum()),
-        "auc": metrics.auc(y, p),
-        "gauc": g,
-        "gauc_users": n_users,
-        "gauc_skipped_users": n_skipped,
-        "logloss": metrics.logloss(y, p),
-    }
-    if util:
-        # One code tuple per distinct item of the evaluated rows.
-        _, first = np.unique(np.concatenate(items), return_index=True)
-        cat = np.concatenate(codes)[first]
-        res["utilization_batch"] = float(np.mean(util))
-        res["utilization_catalog"] = metrics.utilization_catalog(cat, codebook_size)
-        rate, largest = metrics.collision_rate(cat)
-        res["collision_rate"] = rate
-        res["largest_collision_group"] = largest
-        res["catalog_items_seen"] = int(cat.shape[0])
-    if recon:
-        res["recon_error"] = float(np.mean(recon))
-    if sharp:
-        res["align_sharpness"] = _sharpness_summary(sharp)
-    res["_arrays"] = {"label": y, "score": p, "user_id": u, "item_id": np.concatenate(items)}
-    model.train()
-    return res
-
-
-def _sharpness_summary(parts: dict[str, list[tuple[int, np.ndarray]]]) -> dict[str, Any]:
-    """Row-weighted means of the per-batch (2, m) sharpness arrays of p and p̂.
-
-    Returns ``{"p": {"entropy": [m], "max_prob": [m]}, "p_hat": {...}}`` (p̂ only for models
-    with a teacher); uniform over K entries is entropy log K, max-probability 1/K.
-    """
-    out: dict[str, Any] = {}
-    for side, batches in parts.items():
-        w = np.array([n for n, _ in batches], dtype=np.float64)
-        mean = np.tensordot(w / w.sum(), np.stack([a for _, a in batches]), axes=1)
-        out[side] = {"entropy": [round(float(v), 5) for v in mean[0]],
-                     "max_prob": [round(float(v), 5) for v in mean[1]]}
-    return out
-
-
-def _public(m: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in m.items() if not k.startswith("_")}
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 def train(
@@ -403,7 +281,7 @@ def _train(
     start_epoch, best_auc, best_epoch, history = 0, -math.inf, -1, []
     best_state: dict[str, torch.Tensor] | None = None
     ckpt_path = out / CHECKPOINT
-    inputs = checkpoint_inputs(samples, model_name, mcfg, tcfg, warm)
+    inputs = checkpointmodel_inputs(samples, model_name, mcfg, tcfg, warm)
     if resume and ckpt_path.is_file():
         ckpt = load_weights(ckpt_path)
         if ckpt["model_name"] != model_name:
@@ -430,7 +308,7 @@ def _train(
         first = next(iter(BatchStream(sset, "train", tcfg.batch_size, folds=(tcfg.valid_folds, 100),
                                       shuffle=True, seed=tcfg.seed, buffer_rows=tcfg.shuffle_buffer,
                                       ts_before=cutoff)))
-        model.init_codebooks(_inputs(first))
+        model.init_codebooks(model_inputs(first))
     net: torch.nn.Module = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
@@ -451,7 +329,7 @@ def _train(
         for step, batch in enumerate(train_stream):
             if step >= steps:
                 break
-            out_ = net(_inputs(batch))
+            out_ = net(model_inputs(batch))
             loss = model.total_loss(out_)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{model_name}: non-finite loss at epoch {epoch} step {step}")
@@ -489,7 +367,7 @@ def _train(
             else:
                 bad_epochs += 1
             history.append(record)
-            _save_atomic(
+            save_atomic(
                 {
                     "model_name": model_name, "epoch": epoch, "model": model.state_dict(),
                     "optim": optim.state_dict(), "best_auc": best_auc, "best_epoch": best_epoch,
@@ -513,9 +391,9 @@ def _train(
     test = evaluate(model, test_stream, mcfg.codebook_size)
     result = {
         "model": model_name,
-        "test": _public(test),
-        "valid": _public(val),
-        **({"valid_random": _public(evaluate(model, random_stream, mcfg.codebook_size))}
+        "test": public_metrics(test),
+        "valid": public_metrics(val),
+        **({"valid_random": public_metrics(evaluate(model, random_stream, mcfg.codebook_size))}
            if random_stream is not None else {}),
         "valid_slice": {"split": tcfg.valid_split, "valid_folds": tcfg.valid_folds,
                         "time_from": cutoff.isoformat() if cutoff is not None else None},
@@ -532,7 +410,7 @@ def _train(
         "history": history,
     }
     _write_artifacts(out, model, model_name, mcfg, tcfg, sset, result, test["_arrays"])
-    _save_atomic(optim.state_dict(), out / OPTIMIZER_FILE)
+    save_atomic(optim.state_dict(), out / OPTIMIZER_FILE)
     if world > 1:
         dist.barrier()
     return result
@@ -543,7 +421,7 @@ def _write_artifacts(
     sset: SampleSet, result: dict[str, Any], arrays: dict[str, np.ndarray],
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    _save_atomic(model.state_dict(), out / "model.pt")
+    save_atomic(model.state_dict(), out / "model.pt")
     (out / "config.json").write_text(
         json.dumps({"model_name": model_name, "model": mcfg.to_dict(), "train": asdict(tcfg)},
                    indent=2), encoding="utf-8")
@@ -557,20 +435,6 @@ def _write_artifacts(
         vocab.save(out / "vocab" / f"{name}.parquet")
     pq.write_table(pa.table(arrays), out / "predictions.parquet")
     (out / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-
-
-def load_trained(model_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a trained model from ``model_dir`` with weights-only loading (no unpickling)."""
-    d = Path(model_dir)
-    cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
-    from tarq.data.features import FeatureLayout
-
-    layout = FeatureLayout.load(d / "layout.json")
-    model = build_model(cfg["model_name"], layout, ModelConfig.from_dict(cfg["model"]))
-    state = load_weights(d / "model.pt")
-    model.load_state_dict(state)
-    model.eval()
-    return model, cfg
 
 
 def main(argv: list[str] | None = None) -> int:

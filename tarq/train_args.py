@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-MODEL_CHOICES = ("tarq", "tt", "inttower", "mvke", "ta", "tarq_no_align", "tarq_no_teacher_align")
+from tarq.defaults import MODEL_NAMES as MODEL_CHOICES
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:

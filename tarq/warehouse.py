@@ -12,10 +12,11 @@ from pathlib import Path
 
 import duckdb
 
+from tarq import defaults
 from tarq.sqlfiles import load_sql, quote_ident, run
 
 RAW_TABLES = ("items", "users", "impressions", "behaviors")
-DEFAULT_DB = Path("data/tarq.duckdb")
+DEFAULT_DB = Path(defaults.DEFAULT_DB)
 
 
 class WarehouseBusyError(RuntimeError):

@@ -116,7 +116,7 @@ def incompatibility(parent_dir: Path, model_name: str, model_config: ModelConfig
 def load_parent(parent_dir: Path, model_name: str, model_config: ModelConfig,
                 layout: FeatureLayout, with_optimizer: bool = True) -> Parent:
     """Load a compatible parent (weights-only) or raise :class:`IncompatibleParentError`."""
-    from tarq.train import load_weights
+    from tarq.model.io import load_weights
 
     root = Path(parent_dir)
     why = incompatibility(root, model_name, model_config, layout)

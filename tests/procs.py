@@ -43,7 +43,7 @@ def crash_and_resume(cmd: list[str], checkpoint: Path, env: dict[str, str],
     """
     import json
 
-    from tarq.train import load_weights
+    from tarq.model.io import load_weights
 
     kill_when_file_appears(cmd, checkpoint, env)
     out = checkpoint.parent.parent  # <out>/checkpoints/last.pt

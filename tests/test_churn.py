@@ -96,7 +96,7 @@ def test_collapsed_assignments_are_refused_by_default(trained: tuple[Path, Path]
                                                       tmp_path: Path) -> None:
     import torch
 
-    from tarq.train import load_weights
+    from tarq.model.io import load_weights
 
     db, model_dir = trained
     collapsed = tmp_path / "collapsed"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tarq.telemetry import TELEMETRY_OFF
 from tests.test_flow import tiny_params
 
 pytestmark = pytest.mark.slow
@@ -33,8 +34,7 @@ def test_deployment_run_on_a_real_server_and_worker(tmp_path: Path) -> None:
 
     port = _free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),
-           "TARQ_PREFECT_PORT": str(port), "DO_NOT_TRACK": "true",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+           **TELEMETRY_OFF, "TARQ_PREFECT_PORT": str(port),
            "PREFECT_WORKER_QUERY_SECONDS": "1",
            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
     env.pop("PREFECT_PROFILE", None)

@@ -496,7 +496,8 @@ def _tree_sha(root: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_sigkill_during_training_resumes_from_the_last_checkpoint(
         samples: Path, tmp_path: Path, tiny_db: Path) -> None:
-    from tarq.train import CHECKPOINT, load_trained
+    from tarq.model.io import load_trained
+    from tarq.train import CHECKPOINT
 
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"model": TINY_MODEL, "train": {
@@ -704,9 +705,10 @@ def test_tampered_or_foreign_model_files_are_refused_never_unpickled(
     from flows.tracking import download_model_dir
     from tarq.evaluation import evaluate_model_dir
     from tarq.model import ModelConfig
+    from tarq.model.io import UntrustedModelError, load_trained
     from tarq.semantic_ids import assign_ids
     from tarq.serving import Scorer
-    from tarq.train import CHECKPOINT, TrainConfig, UntrustedModelError, load_trained, train
+    from tarq.train import CHECKPOINT, TrainConfig, train
 
     env = flow_env
     before = snapshot(env["db"], env["store"])

@@ -87,7 +87,7 @@ def test_assigns_every_catalog_item_and_agrees_with_torch(trained: tuple[Path, P
 def test_codes_equal_the_model_catalog_codes(trained: tuple[Path, Path], tmp_path: Path) -> None:
     from tarq.data.features import FeatureLayout, Vocab
     from tarq.data.loader import encode_fields
-    from tarq.train import load_trained
+    from tarq.model.io import load_trained
 
     db, model_dir = trained
     report = assign_ids(db, model_dir, tmp_path, progress=False, max_collision_rate=None)

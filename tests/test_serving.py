@@ -62,7 +62,7 @@ def make_served(root: Path) -> dict:
 def _forward_logits(model_dir: Path, profile: dict, history: list[dict],
                     items_tbl, candidates: np.ndarray, request_ts: object = None) -> np.ndarray:
     """The training forward on the same inputs, padded to seq_len exactly as the loader does."""
-    from tarq.train import load_trained
+    from tarq.model.io import load_trained
 
     model, _ = load_trained(model_dir)
     layout = FeatureLayout.load(model_dir / "layout.json")

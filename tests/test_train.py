@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from tarq.model import ModelConfig
-from tarq.train import CHECKPOINT, TrainConfig, load_trained, train
+from tarq.model.io import load_trained
+from tarq.train import CHECKPOINT, TrainConfig, train
 from tests.test_samples import DAY0, N_DAYS, _make_warehouse
 
 TINY_MODEL = {"emb_dim": 8, "d_model": 16, "n_heads": 2, "codebook_size": 4, "n_codebooks": 2}
@@ -294,8 +295,8 @@ def test_the_same_logs_give_the_same_sample_bytes_and_the_same_model(tmp_path: P
     wrote its parts in thread order), hence the fingerprint, hence the seeded training."""
     from tarq.data.demo import generate
     from tarq.data.samples import build_samples
+    from tarq.model.io import load_weights
     from tarq.semantic_ids import file_sha256
-    from tarq.train import load_weights
 
     # The `small` preset: parts big enough for DuckDB's writer to run in parallel (the tiny
     # fixtures fit one thread's chunk and were ordered by luck).

@@ -16,7 +16,8 @@ import torch
 from tarq.data.features import OOV, Vocab
 from tarq.data.loader import BatchStream, SampleSet
 from tarq.model import ModelConfig
-from tarq.train import CHECKPOINT, TrainConfig, load_trained, load_weights, train
+from tarq.model.io import load_trained, load_weights
+from tarq.train import CHECKPOINT, TrainConfig, train
 from tarq.warm_start import (
     OPTIMIZER_FILE,
     IncompatibleParentError,

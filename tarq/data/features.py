@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tarq.defaults import SEQ_LEN
+
 PAD = 0
 OOV = 1
 ACTIONS = ("pv", "cart", "fav", "buy")
@@ -51,7 +53,7 @@ class FeatureLayout:
     item_fields: list[str]
     seq_fields: list[str] = field(default_factory=lambda: list(SEQ_FIELDS))
     vocab_sizes: dict[str, int] = field(default_factory=dict)
-    seq_len: int = 50
+    seq_len: int = SEQ_LEN
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -197,6 +197,11 @@ def to_batch(rb: pa.RecordBatch | pa.Table, sset: SampleSet) -> Batch:
     }
 
 
+def model_inputs(batch: Batch) -> Batch:
+    """The keys a model reads: the batch without the raw ``user_key`` / ``item_key`` columns."""
+    return {k: v for k, v in batch.items() if k not in ("user_key", "item_key")}
+
+
 def _select(batch: Batch, idx: torch.Tensor) -> Batch:
     return {k: v[idx] for k, v in batch.items()}
 

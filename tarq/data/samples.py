@@ -47,7 +47,7 @@ from tarq.data.features import (
 )
 from tarq.data.paths import duckdb_path
 from tarq.dates import resolve_run_date, utc_now, window_for
-from tarq.defaults import MIN_COUNT
+from tarq.defaults import MIN_COUNT, SEQ_LEN, TRAIN_DAYS
 from tarq.warehouse import new_id, open_db, side_features
 
 DEFAULT_HISTORY_DAYS = 60
@@ -66,8 +66,8 @@ def build_samples(
     db_path: str | Path,
     run_date: str | dt.date,
     out_dir: str | Path,
-    train_days: int = 19,
-    seq_len: int = 50,
+    train_days: int = TRAIN_DAYS,
+    seq_len: int = SEQ_LEN,
     history_days: int = DEFAULT_HISTORY_DAYS,
     threads: int | None = None,
     memory_limit: str | None = None,

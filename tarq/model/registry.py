@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from tarq.data.features import FeatureLayout
+from tarq.defaults import MODEL_NAMES
 from tarq.model.base import TarqModule
 from tarq.model.config import ModelConfig
 from tarq.model.inttower import IntTower
@@ -13,7 +14,6 @@ from tarq.model.ta import TargetAttentionModel
 from tarq.model.tarq import TarqModel
 from tarq.model.tt import TwoTower
 
-MODEL_NAMES = ("tarq", "tt", "inttower", "mvke", "ta", "tarq_no_align", "tarq_no_teacher_align")
 TARQ_VARIANTS = ("tarq", "tarq_no_align", "tarq_no_teacher_align")
 
 
