@@ -205,22 +205,11 @@ def assign_ids(
     if k > np.iinfo(np.int16).max:
         raise ValueError(f"codebook size K={k} does not fit the int16 code columns")
     d = int(model.config.d_model)
-    model_sha = file_sha256(Path(model_dir) / "model.pt")
     # No paths: the file's bytes identify the IDs (publication is idempotent on its sha256).
     meta = {"m": m, "K": k, "d": d, "dz": dz, "model_name": cfg["model_name"],
-            "model_sha256": model_sha}
-    schema = pa.schema(
-        [("item_id", pa.int64()), *[(f"code_{j}", pa.int16()) for j in range(m)],
-         ("v_item", pa.list_(pa.float32(), d))],
-        metadata={META_KEY: json.dumps(meta).encode()},
-    )
-
-    ids_all, codes_all = [], []
-    n_oov_items = 0
-    n_disagree, ties, failures = 0, [], []
-    n_ties = 0
-    sq_err_sum, z_sq_sum = 0.0, 0.0
-    t_faiss = t_torch = 0.0
+            "model_sha256": file_sha256(Path(model_dir) / "model.pt")}
+    schema = _ids_schema(m, d, meta)
+    acc = _Assignment(codebooks, tie_rtol)
     show = sys.stderr.isatty() if progress is None else progress
     writer = pq.ParquetWriter(tmp_path, schema, compression="zstd")
     try:
@@ -232,57 +221,14 @@ def assign_ids(
             served = served_codes(con) if compare_served else None
             # A relation streams Arrow batches without the DB-API copy of the whole result.
             reader = con.sql(sqlfiles.load_sql("semantic_ids/catalog")).to_arrow_reader(chunk_size)
-            bar = tqdm(total=catalog_size, desc="semantic IDs", unit="item", disable=not show,
-                       file=sys.stderr, mininterval=1.0)
-            for rb in reader:
-                if rb.num_rows == 0:
-                    continue
-                item_ids = rb.column("item_id").to_numpy(zero_copy_only=False).astype(np.int64)
-                feats = encode_fields(rb, layout.item_fields, vocabs)            # (n, Fi)
-                n_oov_items += int((feats[:, 0] == OOV).sum())
-                t0 = time.perf_counter()
-                with torch.inference_mode():
-                    x = torch.from_numpy(feats)
-                    v_item, codes_t = model.item_side(x)
-                    z = model.latent(x).float()
-                t1 = time.perf_counter()
-                z_np = z.numpy()
-                v_np = v_item.float().numpy()
-                if not (np.isfinite(z_np).all() and np.isfinite(v_np).all()):
-                    bad = item_ids[~(np.isfinite(z_np).all(1) & np.isfinite(v_np).all(1))]
-                    raise SemanticIdError(
-                        f"non-finite latent or item vector for items {bad[:20].tolist()}")
-                codes_f = faiss_assign(z_np, codebooks)
-                t2 = time.perf_counter()
-                t_torch += t1 - t0
-                t_faiss += t2 - t1
-                codes_t_np = codes_t.numpy()
-                differ = np.flatnonzero((codes_f != codes_t_np).any(1))
-                for i in differ.tolist():
-                    level = int(np.flatnonzero(codes_f[i] != codes_t_np[i])[0])
-                    r = residual_at(z_np[i], codebooks, codes_f[i], level)
-                    tie, rec = _tie_or_failure(
-                        int(item_ids[i]), level, r, codebooks[level],
-                        int(codes_f[i, level]), int(codes_t_np[i, level]), tie_rtol)
-                    n_disagree += 1
-                    if tie:
-                        n_ties += 1
-                        if len(ties) < MAX_LISTED:
-                            ties.append(rec)
-                    elif len(failures) < MAX_LISTED:
-                        failures.append(rec)
-                z_hat = codebooks[np.arange(m)[None, :], codes_f].sum(1)
-                sq_err_sum += metrics.reconstruction_error(z_np, z_hat) * len(item_ids)
-                z_sq_sum += float((z_np.astype(np.float64) ** 2).sum())
-                arrays = [pa.array(item_ids)]
-                arrays += [pa.array(codes_f[:, j].astype(np.int16)) for j in range(m)]
-                arrays.append(pa.FixedSizeListArray.from_arrays(
-                    pa.array(np.ascontiguousarray(v_np).ravel()), d))
-                writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-                ids_all.append(item_ids)
-                codes_all.append(codes_f.astype(np.int16))
-                bar.update(len(item_ids))
-            bar.close()
+            with tqdm(total=catalog_size, desc="semantic IDs", unit="item", disable=not show,
+                      file=sys.stderr, mininterval=1.0) as bar:
+                for rb in reader:
+                    if rb.num_rows == 0:
+                        continue
+                    item_ids, codes_f, v_np = acc.add(model, rb, layout, vocabs)
+                    writer.write_batch(_ids_batch(schema, item_ids, codes_f, v_np, d))
+                    bar.update(len(item_ids))
             con.commit()
     except BaseException:
         writer.close()
@@ -290,11 +236,8 @@ def assign_ids(
         raise
     writer.close()
 
-    n = int(sum(a.size for a in ids_all))
-    item_ids_cat = np.concatenate(ids_all) if ids_all else np.zeros(0, np.int64)
-    codes_cat = np.concatenate(codes_all) if codes_all else np.zeros((0, m), np.int16)
-    n_unique = int(np.unique(item_ids_cat).size)
-    elapsed = time.perf_counter() - t_start
+    item_ids_cat, codes_cat = acc.catalog()
+    n, n_unique = int(item_ids_cat.size), int(np.unique(item_ids_cat).size)
     report: dict[str, Any] = {
         "ok": True,
         "checks": [],
@@ -302,69 +245,20 @@ def assign_ids(
         "catalog_size": catalog_size,
         "items_assigned": n,
         "coverage": n_unique / catalog_size if catalog_size else 0.0,
-        "items_oov_id": n_oov_items,
+        "items_oov_id": acc.n_oov_items,
         "items_price_non_finite": bad_prices,
         "m": m,
         "K": k,
+        **(_catalog_figures(codes_cat, k, acc) if n else {}),
+        "agreement": acc.agreement(),
+        "timing": acc.timing(time.perf_counter() - t_start, n, chunk_size),
     }
-    if n:
-        util = metrics.utilization_per_level(codes_cat, k)
-        rate, largest = metrics.collision_rate(codes_cat)
-        entropy = _entropy_bits(codes_cat.astype(np.int64), k)
-        report.update({
-            "utilization_per_level": [float(u) for u in util],
-            "utilization_catalog": float(util.mean()),
-            "entropy_bits_per_level": entropy,
-            "entropy_normalized_per_level": [e / math.log2(k) if k > 1 else 0.0 for e in entropy],
-            "distinct_tuples": int(np.unique(codes_cat, axis=0).shape[0]),
-            "collision_rate": rate,
-            "largest_collision_group": largest,
-            "recon_error": sq_err_sum / n,
-            "recon_error_relative": sq_err_sum / z_sq_sum if z_sq_sum > 0 else 0.0,
-        })
-    report["agreement"] = {
-        "method": "faiss.IndexFlatL2 per level (greedy residual) vs torch quantizer.encode",
-        "disagreements": n_disagree,
-        "ties": n_ties,
-        "failures": n_disagree - n_ties,
-        "tie_rtol": tie_rtol,
-        "ties_listed": ties,
-        "failures_listed": failures,
-    }
-    report["timing"] = {
-        "seconds": round(elapsed, 3),
-        "items_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
-        "torch_seconds": round(t_torch, 3),
-        "faiss_seconds": round(t_faiss, 3),
-        "faiss_items_per_s": round(n / t_faiss, 1) if t_faiss > 0 else None,
-        "torch_threads": torch.get_num_threads(),
-        "faiss_threads": faiss.omp_get_max_threads(),
-        "chunk_size": chunk_size,
-    }
-
-    def check(name: str, ok: bool, detail: str) -> None:
-        report["checks"].append({"name": name, "ok": bool(ok), "detail": detail})
-
-    check("coverage", catalog_size > 0 and n == catalog_size and n_unique == catalog_size,
-          f"{n_unique:,} distinct items with codes of {catalog_size:,} in the catalog"
-          + (f" ({n - n_unique} duplicate rows)" if n != n_unique else ""))
-    check("faiss_torch_agreement", n_disagree == n_ties,
-          f"{n_disagree} disagreements, {n_ties} exact-distance ties, "
-          f"{n_disagree - n_ties} other")
-    if min_utilization is not None and n:
-        worst = min(report["utilization_per_level"])
-        check("min_utilization", worst >= min_utilization,
-              f"lowest level utilization {worst:.3f} (floor {min_utilization})")
-    if max_collision_rate is not None and n:
-        check("max_collision_rate", report["collision_rate"] <= max_collision_rate,
-              f"collision rate {report['collision_rate']:.4f} (ceiling {max_collision_rate})")
     churn = None
     if served is not None and served[2].shape[1] == codes_cat.shape[1]:
         churn = id_churn(item_ids_cat, codes_cat, served[1], served[2], against_version=served[0])
     report["churn"] = churn.to_dict() if churn is not None else None
-    if max_churn is not None and churn is not None:
-        check("max_churn", churn.tuple_churn <= max_churn,
-              f"{churn.summary()} (ceiling {max_churn:.2%})")
+    report["checks"] = _health_checks(report, n_unique, churn, min_utilization,
+                                      max_collision_rate, max_churn)
     report["ok"] = all(c["ok"] for c in report["checks"])
 
     (out / HEALTH_JSON).write_text(json.dumps(report, indent=2), encoding="utf-8")
@@ -376,6 +270,164 @@ def assign_ids(
                               f"see {out / HEALTH_JSON}")
     tmp_path.replace(ids_path)
     return report
+
+
+def _ids_schema(m: int, d: int, meta: dict[str, Any]) -> pa.Schema:
+    """ids.parquet's schema: item_id, code_0 … code_{m-1} (int16), v_item [d], meta as JSON."""
+    return pa.schema(
+        [("item_id", pa.int64()), *[(f"code_{j}", pa.int16()) for j in range(m)],
+         ("v_item", pa.list_(pa.float32(), d))],
+        metadata={META_KEY: json.dumps(meta).encode()},
+    )
+
+
+def _ids_batch(schema: pa.Schema, item_ids: np.ndarray, codes: np.ndarray, v: np.ndarray,
+               d: int) -> pa.RecordBatch:
+    """One chunk of ids.parquet: ids (n,), codes (n, m), item vectors (n, d)."""
+    arrays = [pa.array(item_ids)]
+    arrays += [pa.array(codes[:, j].astype(np.int16)) for j in range(codes.shape[1])]
+    arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(v).ravel()), d))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+class _Assignment:
+    """Assigns chunks of the catalog and accumulates what the health report needs.
+
+    Keeps the (N,) ids and (N, m) int16 codes of the whole catalog (for the catalog-wide
+    figures), the FAISS/torch disagreements (ties and failures, the first MAX_LISTED of
+    each listed), the reconstruction error sums and the time spent in torch and FAISS.
+    """
+
+    def __init__(self, codebooks: np.ndarray, tie_rtol: float) -> None:
+        self.codebooks, self.tie_rtol = codebooks, tie_rtol
+        self.ids: list[np.ndarray] = []
+        self.codes: list[np.ndarray] = []
+        self.n_oov_items = self.n_disagree = self.n_ties = 0
+        self.ties: list[dict[str, Any]] = []
+        self.failures: list[dict[str, Any]] = []
+        self.sq_err_sum = self.z_sq_sum = 0.0
+        self.t_torch = self.t_faiss = 0.0
+
+    def add(self, model: torch.nn.Module, rb: pa.RecordBatch, layout: FeatureLayout,
+            vocabs: dict[str, Vocab]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Assign one chunk of catalog rows: (item ids (n,), FAISS codes (n, m), v_item (n, d))."""
+        item_ids = rb.column("item_id").to_numpy(zero_copy_only=False).astype(np.int64)
+        feats = encode_fields(rb, layout.item_fields, vocabs)            # (n, Fi)
+        self.n_oov_items += int((feats[:, 0] == OOV).sum())
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            x = torch.from_numpy(feats)
+            v_item, codes_t = model.item_side(x)
+            z = model.latent(x).float()
+        t1 = time.perf_counter()
+        z_np, v_np = z.numpy(), v_item.float().numpy()
+        if not (np.isfinite(z_np).all() and np.isfinite(v_np).all()):
+            bad = item_ids[~(np.isfinite(z_np).all(1) & np.isfinite(v_np).all(1))]
+            raise SemanticIdError(f"non-finite latent or item vector for items {bad[:20].tolist()}")
+        codes_f = faiss_assign(z_np, self.codebooks)
+        self.t_torch += t1 - t0
+        self.t_faiss += time.perf_counter() - t1
+        self._compare(item_ids, z_np, codes_f, codes_t.numpy())
+        m = self.codebooks.shape[0]
+        z_hat = self.codebooks[np.arange(m)[None, :], codes_f].sum(1)
+        self.sq_err_sum += metrics.reconstruction_error(z_np, z_hat) * len(item_ids)
+        self.z_sq_sum += float((z_np.astype(np.float64) ** 2).sum())
+        self.ids.append(item_ids)
+        self.codes.append(codes_f.astype(np.int16))
+        return item_ids, codes_f, v_np
+
+    def _compare(self, item_ids: np.ndarray, z: np.ndarray, codes_f: np.ndarray,
+                 codes_t: np.ndarray) -> None:
+        """Classify every item whose FAISS and torch codes differ as a tie or a failure."""
+        for i in np.flatnonzero((codes_f != codes_t).any(1)).tolist():
+            level = int(np.flatnonzero(codes_f[i] != codes_t[i])[0])
+            r = residual_at(z[i], self.codebooks, codes_f[i], level)
+            tie, rec = _tie_or_failure(int(item_ids[i]), level, r, self.codebooks[level],
+                                       int(codes_f[i, level]), int(codes_t[i, level]),
+                                       self.tie_rtol)
+            self.n_disagree += 1
+            if tie:
+                self.n_ties += 1
+                if len(self.ties) < MAX_LISTED:
+                    self.ties.append(rec)
+            elif len(self.failures) < MAX_LISTED:
+                self.failures.append(rec)
+
+    def catalog(self) -> tuple[np.ndarray, np.ndarray]:
+        """(item ids (N,) int64, codes (N, m) int16) of every chunk so far."""
+        m = self.codebooks.shape[0]
+        return (np.concatenate(self.ids) if self.ids else np.zeros(0, np.int64),
+                np.concatenate(self.codes) if self.codes else np.zeros((0, m), np.int16))
+
+    def agreement(self) -> dict[str, Any]:
+        return {
+            "method": "faiss.IndexFlatL2 per level (greedy residual) vs torch quantizer.encode",
+            "disagreements": self.n_disagree,
+            "ties": self.n_ties,
+            "failures": self.n_disagree - self.n_ties,
+            "tie_rtol": self.tie_rtol,
+            "ties_listed": self.ties,
+            "failures_listed": self.failures,
+        }
+
+    def timing(self, elapsed: float, n: int, chunk_size: int) -> dict[str, Any]:
+        return {
+            "seconds": round(elapsed, 3),
+            "items_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
+            "torch_seconds": round(self.t_torch, 3),
+            "faiss_seconds": round(self.t_faiss, 3),
+            "faiss_items_per_s": round(n / self.t_faiss, 1) if self.t_faiss > 0 else None,
+            "torch_threads": torch.get_num_threads(),
+            "faiss_threads": faiss.omp_get_max_threads(),
+            "chunk_size": chunk_size,
+        }
+
+
+def _catalog_figures(codes: np.ndarray, k: int, acc: _Assignment) -> dict[str, Any]:
+    """Utilization, entropy, collisions and reconstruction error of the (N, m) catalog codes."""
+    util = metrics.utilization_per_level(codes, k)
+    rate, largest = metrics.collision_rate(codes)
+    entropy = _entropy_bits(codes.astype(np.int64), k)
+    return {
+        "utilization_per_level": [float(u) for u in util],
+        "utilization_catalog": float(util.mean()),
+        "entropy_bits_per_level": entropy,
+        "entropy_normalized_per_level": [e / math.log2(k) if k > 1 else 0.0 for e in entropy],
+        "distinct_tuples": int(np.unique(codes, axis=0).shape[0]),
+        "collision_rate": rate,
+        "largest_collision_group": largest,
+        "recon_error": acc.sq_err_sum / codes.shape[0],
+        "recon_error_relative": acc.sq_err_sum / acc.z_sq_sum if acc.z_sq_sum > 0 else 0.0,
+    }
+
+
+def _health_checks(report: dict[str, Any], n_unique: int, churn: IdChurn | None,
+                   min_utilization: float | None, max_collision_rate: float | None,
+                   max_churn: float | None) -> list[dict[str, Any]]:
+    """The pass/fail checks of an assignment (coverage, agreement, and the optional ceilings)."""
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append({"name": name, "ok": bool(ok), "detail": detail})
+
+    n, size, agree = report["items_assigned"], report["catalog_size"], report["agreement"]
+    check("coverage", size > 0 and n == size and n_unique == size,
+          f"{n_unique:,} distinct items with codes of {size:,} in the catalog"
+          + (f" ({n - n_unique} duplicate rows)" if n != n_unique else ""))
+    check("faiss_torch_agreement", agree["failures"] == 0,
+          f"{agree['disagreements']} disagreements, {agree['ties']} exact-distance ties, "
+          f"{agree['failures']} other")
+    if min_utilization is not None and n:
+        worst = min(report["utilization_per_level"])
+        check("min_utilization", worst >= min_utilization,
+              f"lowest level utilization {worst:.3f} (floor {min_utilization})")
+    if max_collision_rate is not None and n:
+        check("max_collision_rate", report["collision_rate"] <= max_collision_rate,
+              f"collision rate {report['collision_rate']:.4f} (ceiling {max_collision_rate})")
+    if max_churn is not None and churn is not None:
+        check("max_churn", churn.tuple_churn <= max_churn,
+              f"{churn.summary()} (ceiling {max_churn:.2%})")
+    return checks
 
 
 def health_text(report: dict[str, Any]) -> str:

@@ -77,7 +77,7 @@ def _samples_fingerprint(samples: Path) -> str:
     return "files:" + ",".join(f"{f.parent.name}/{f.name}:{f.stat().st_size}" for f in files)
 
 
-def checkpointmodel_inputs(samples: str | Path, model_name: str, mcfg: ModelConfig, tcfg: TrainConfig,
+def checkpoint_inputs(samples: str | Path, model_name: str, mcfg: ModelConfig, tcfg: TrainConfig,
                       warm: WarmStart | None) -> dict[str, Any]:
     """What a checkpoint was made from (samples fingerprint, model, settings, parent): a
     resume must match it, or it would continue other weights under the new run's name."""
@@ -220,25 +220,96 @@ def _train(
 ) -> dict[str, Any]:
     if model_name not in MODEL_NAMES:
         raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    mcfg = model_config or ModelConfig()
-    tcfg = train_config or TrainConfig()
-    out = Path(out_dir)
+    mcfg, tcfg, out = model_config or ModelConfig(), train_config or TrainConfig(), Path(out_dir)
     rank, world = _dist_info()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("gloo")
     torch.set_num_threads(tcfg.threads or max(1, (os.cpu_count() or 1) // world))
     torch.manual_seed(tcfg.seed)
-    sset = SampleSet.open(samples)
-    parent: Parent | None = None
-    warm_info: dict[str, Any] = {"mode": "cold"}
-    if warm is not None:
-        parent = load_parent(warm.parent_dir, model_name, mcfg, sset.layout,
-                             with_optimizer=warm.carry_optimizer)
-        sset, added = extend_sample_set(sset, parent)
-        warm_info = {"mode": "warm", **warm.to_dict(), "vocab_added": added}
+    sset, parent, warm_info = _open_samples(samples, model_name, mcfg, warm)
     model = build_model(model_name, sset.layout, mcfg)
     since = warm.since_day if warm is not None else None
-    replay = warm.replay_folds if warm is not None else 0
+    streams = _streams(samples, sset, tcfg, since, warm.replay_folds if warm else 0, rank, world)
+    train_stream, steps = streams.train, streams.steps
+
+    optim = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    ckpt_path = out / CHECKPOINT
+    inputs = checkpoint_inputs(samples, model_name, mcfg, tcfg, warm)
+    run = _starting_point(model, optim, model_name, tcfg, sset, streams.cutoff, ckpt_path,
+                          inputs if resume else None, parent, warm_info)
+    history = run.history
+    net: torch.nn.Module = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, find_unused_parameters=True)
+    model.train()
+    train_seconds = float(sum(h["seconds"] for h in history))
+    samples_seen = int(sum(h["samples"] for h in history))
+    bad_epochs = len(history) - 1 - run.best_epoch if history else 0
+    show = (rank == 0) if progress is None else (progress and rank == 0)
+
+    for epoch in range(run.epoch, tcfg.epochs):
+        if tcfg.patience and bad_epochs >= tcfg.patience:
+            break  # early stop: validation AUC has not improved for `patience` epochs
+        train_stream.set_epoch(epoch)
+        t0 = time.perf_counter()
+        bar = tqdm(total=steps, desc=f"{model_name} epoch {epoch + 1}/{tcfg.epochs}",
+                   disable=not show, file=sys.stderr, mininterval=2.0)
+        record = _train_epoch(net, model, optim, train_stream, steps, tcfg.grad_clip, bar,
+                              f"{model_name} epoch {epoch}")
+        bar.close()
+        seconds = time.perf_counter() - t0
+        n_samples = record.pop("batches") * tcfg.batch_size * world
+        train_seconds += seconds
+        samples_seen += n_samples
+        record = {"epoch": epoch, "seconds": round(seconds, 3), "samples": n_samples, **record}
+        if rank == 0:
+            improved = _end_epoch(model, optim, model_name, mcfg, streams, run, record, epoch,
+                                  ckpt_path, inputs)
+            bad_epochs = 0 if improved else bad_epochs + 1
+        if world > 1:  # every rank stops early together: rank 0 decides
+            flag = torch.tensor([bad_epochs], dtype=torch.int64)
+            dist.broadcast(flag, 0)
+            bad_epochs = int(flag.item())
+            dist.barrier()
+
+    if rank != 0:
+        dist.barrier()
+        return {}
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
+    result, arrays = _final_metrics(model, model_name, mcfg, tcfg, streams, run)
+    result.update({
+        "train_seconds": round(train_seconds, 3),
+        "samples_per_s": round(samples_seen / train_seconds, 1) if train_seconds else None,
+        "world_size": world,
+        "threads": torch.get_num_threads(),
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+        "samples": str(Path(samples).resolve()),
+        "rows_trained": train_stream.rows(),
+        "warm_start": warm_info,
+        "history": history,
+    })
+    _write_artifacts(out, model, model_name, mcfg, tcfg, sset, result, arrays)
+    save_atomic(optim.state_dict(), out / OPTIMIZER_FILE)
+    if world > 1:
+        dist.barrier()
+    return result
+
+
+@dataclass
+class _Streams:
+    """The batch streams of one run: training rows, the validation slice that selects epochs,
+    the random hash slice reported beside a temporal one (None when absent), the test day."""
+
+    train: BatchStream
+    valid: BatchStream
+    random: BatchStream | None
+    test: BatchStream
+    cutoff: dt.datetime | None  # the temporal slice starts here (never trained on)
+    steps: int  # optimizer steps per epoch (max_steps_per_epoch applied)
+
+
+def _streams(samples: str | Path, sset: SampleSet, tcfg: TrainConfig, since: dt.date | None,
+             replay: int, rank: int, world: int) -> _Streams:
     if tcfg.valid_split not in VALID_SPLITS:
         raise ValueError(f"valid_split must be one of {VALID_SPLITS}, got {tcfg.valid_split!r}")
     if tcfg.valid_split == "hash" and tcfg.valid_folds < 1:
@@ -267,7 +338,6 @@ def _train(
     else:
         raise ValueError(f"{samples}: no validation rows (valid_split {tcfg.valid_split!r}, "
                          f"valid_folds {tcfg.valid_folds})")
-    test_stream = BatchStream(sset, "test", tcfg.eval_batch_size)
     steps = len(train_stream)
     if tcfg.max_steps_per_epoch:
         steps = min(steps, tcfg.max_steps_per_epoch)
@@ -276,25 +346,130 @@ def _train(
             f"{samples}: {train_stream.rows()} training rows are fewer than one batch "
             f"of {tcfg.batch_size} per process"
         )
+    return _Streams(train_stream, valid_stream, random_stream,
+                    BatchStream(sset, "test", tcfg.eval_batch_size), cutoff, steps)
 
-    optim = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    start_epoch, best_auc, best_epoch, history = 0, -math.inf, -1, []
+
+def _open_samples(samples: str | Path, model_name: str, mcfg: ModelConfig,
+                  warm: WarmStart | None) -> tuple[SampleSet, Parent | None, dict[str, Any]]:
+    """The sample set (a warm run's vocabularies extended by today's ids), the warm parent
+    (None when cold) and the ``warm_start`` record of metrics.json."""
+    sset = SampleSet.open(samples)
+    if warm is None:
+        return sset, None, {"mode": "cold"}
+    parent = load_parent(warm.parent_dir, model_name, mcfg, sset.layout,
+                         with_optimizer=warm.carry_optimizer)
+    sset, added = extend_sample_set(sset, parent)
+    return sset, parent, {"mode": "warm", **warm.to_dict(), "vocab_added": added}
+
+
+@dataclass
+class _Start:
+    """Where the epoch loop starts: epoch 0 of a fresh or warm model, or after a checkpoint."""
+
+    epoch: int = 0
+    best_auc: float = -math.inf
+    best_epoch: int = -1
     best_state: dict[str, torch.Tensor] | None = None
-    ckpt_path = out / CHECKPOINT
-    inputs = checkpointmodel_inputs(samples, model_name, mcfg, tcfg, warm)
-    if resume and ckpt_path.is_file():
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def _train_epoch(net: torch.nn.Module, model: torch.nn.Module, optim: torch.optim.Optimizer,
+                 stream: BatchStream, steps: int, grad_clip: float | None, bar: tqdm,
+                 where: str) -> dict[str, Any]:
+    """One epoch of at most ``steps`` optimizer steps (``net`` is ``model`` or its DDP wrapper).
+
+    Returns {"batches", "loss" (mean weighted total), "loss_terms" (mean unweighted terms)}.
+    """
+    loss_sum, n_batches, parts_sum = 0.0, 0, {}
+    for step, batch in enumerate(stream):
+        if step >= steps:
+            break
+        out = net(model_inputs(batch))
+        loss = model.total_loss(out)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{where}: non-finite loss at step {step}")
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optim.step()
+        loss_sum += float(loss.detach())
+        for k, v in out.losses.items():
+            parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach())
+        n_batches += 1
+        bar.update(1)
+        if n_batches % 20 == 0:
+            bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
+    return {"batches": n_batches, "loss": loss_sum / max(n_batches, 1),
+            "loss_terms": {k: v / max(n_batches, 1) for k, v in parts_sum.items()}}
+
+
+def _final_metrics(model: torch.nn.Module, model_name: str, mcfg: ModelConfig,
+                   tcfg: TrainConfig, streams: _Streams,
+                   run: _Start) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The selected model's validation and test metrics (the start of metrics.json) and the
+    test day's arrays (labels, scores, user and item keys) for predictions.parquet."""
+    val = evaluate(model, streams.valid, mcfg.codebook_size)
+    test = evaluate(model, streams.test, mcfg.codebook_size)
+    result = {
+        "model": model_name,
+        "test": public_metrics(test),
+        "valid": public_metrics(val),
+        **({"valid_random": public_metrics(evaluate(model, streams.random, mcfg.codebook_size))}
+           if streams.random is not None else {}),
+        "valid_slice": {"split": tcfg.valid_split, "valid_folds": tcfg.valid_folds,
+                        "time_from": (streams.cutoff.isoformat()
+                                      if streams.cutoff is not None else None)},
+        "best_epoch": run.best_epoch,
+        "epochs_run": len(run.history),
+    }
+    return result, test["_arrays"]
+
+
+def _end_epoch(model: torch.nn.Module, optim: torch.optim.Optimizer, model_name: str,
+               mcfg: ModelConfig, streams: _Streams, run: _Start, record: dict[str, Any],
+               epoch: int, ckpt_path: Path, inputs: dict[str, Any]) -> bool:
+    """Score the validation slice(s), keep the best state, append ``record`` to the history
+    and checkpoint the run (rank 0). Returns whether the validation AUC improved."""
+    auc = evaluate(model, streams.valid, mcfg.codebook_size)["auc"]
+    record["valid_auc"] = auc
+    if streams.random is not None:
+        record["valid_random_auc"] = evaluate(model, streams.random, mcfg.codebook_size)["auc"]
+    improved = auc > run.best_auc
+    if improved:
+        run.best_auc, run.best_epoch = auc, epoch
+        run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    run.history.append(record)
+    save_atomic(
+        {
+            "model_name": model_name, "epoch": epoch, "model": model.state_dict(),
+            "optim": optim.state_dict(), "best_auc": run.best_auc, "best_epoch": run.best_epoch,
+            "best_state": run.best_state, "history": json.dumps(run.history),
+            "rng": torch.get_rng_state(), "inputs": json.dumps(inputs, sort_keys=True),
+        },
+        ckpt_path,
+    )
+    return improved
+
+
+def _starting_point(model: torch.nn.Module, optim: torch.optim.Optimizer, model_name: str,
+                    tcfg: TrainConfig, sset: SampleSet, cutoff: dt.datetime | None,
+                    ckpt_path: Path, resume_inputs: dict[str, Any] | None,
+                    parent: Parent | None, warm_info: dict[str, Any]) -> _Start:
+    """Load the run's checkpoint (when ``resume_inputs`` is given and one exists), else the
+    warm parent's weights (and optimizer), else k-means-initialise the codebooks."""
+    if resume_inputs is not None and ckpt_path.is_file():
         ckpt = load_weights(ckpt_path)
         if ckpt["model_name"] != model_name:
             raise CheckpointMismatch(f"{ckpt_path} belongs to model {ckpt['model_name']!r}")
-        _check_resume(ckpt_path, ckpt, inputs)
+        _check_resume(ckpt_path, ckpt, resume_inputs)
         model.load_state_dict(ckpt["model"])
         optim.load_state_dict(ckpt["optim"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        best_auc, best_epoch = float(ckpt["best_auc"]), int(ckpt["best_epoch"])
-        best_state = ckpt["best_state"]
-        history = json.loads(ckpt["history"])
         torch.set_rng_state(ckpt["rng"])
-    elif parent is not None:
+        return _Start(int(ckpt["epoch"]) + 1, float(ckpt["best_auc"]), int(ckpt["best_epoch"]),
+                      ckpt["best_state"], json.loads(ckpt["history"]))
+    if parent is not None:
         # Continue the parent: its rows and codebooks as they are (no k-means re-init).
         warm_info["grown_tables"] = {k: list(v) for k, v in load_state(model, parent.state).items()}
         if parent.optimizer is not None:
@@ -302,118 +477,14 @@ def _train(
             for group in optim.param_groups:
                 group["lr"], group["weight_decay"] = tcfg.lr, tcfg.weight_decay
         warm_info["optimizer_carried"] = parent.optimizer is not None
-    else:
-        # k-means initialisation of the codebooks on the first training batch, before DDP
-        # broadcasts rank 0's state to every rank.
-        first = next(iter(BatchStream(sset, "train", tcfg.batch_size, folds=(tcfg.valid_folds, 100),
-                                      shuffle=True, seed=tcfg.seed, buffer_rows=tcfg.shuffle_buffer,
-                                      ts_before=cutoff)))
-        model.init_codebooks(model_inputs(first))
-    net: torch.nn.Module = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    model.train()
-    train_seconds = float(sum(h["seconds"] for h in history))
-    samples_seen = int(sum(h["samples"] for h in history))
-    bad_epochs = len(history) - 1 - best_epoch if history else 0
-    show = (rank == 0) if progress is None else (progress and rank == 0)
-
-    for epoch in range(start_epoch, tcfg.epochs):
-        if tcfg.patience and bad_epochs >= tcfg.patience:
-            break  # early stop: validation AUC has not improved for `patience` epochs
-        train_stream.set_epoch(epoch)
-        t0 = time.perf_counter()
-        loss_sum, n_batches, parts_sum = 0.0, 0, {}
-        bar = tqdm(total=steps, desc=f"{model_name} epoch {epoch + 1}/{tcfg.epochs}",
-                   disable=not show, file=sys.stderr, mininterval=2.0)
-        for step, batch in enumerate(train_stream):
-            if step >= steps:
-                break
-            out_ = net(model_inputs(batch))
-            loss = model.total_loss(out_)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{model_name}: non-finite loss at epoch {epoch} step {step}")
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            if tcfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-            optim.step()
-            loss_sum += float(loss.detach())
-            for k, v in out_.losses.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach())
-            n_batches += 1
-            bar.update(1)
-            if n_batches % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
-        bar.close()
-        seconds = time.perf_counter() - t0
-        n_samples = n_batches * tcfg.batch_size * world
-        train_seconds += seconds
-        samples_seen += n_samples
-        record: dict[str, Any] = {
-            "epoch": epoch, "seconds": round(seconds, 3), "samples": n_samples,
-            "loss": loss_sum / max(n_batches, 1),
-            "loss_terms": {k: v / max(n_batches, 1) for k, v in parts_sum.items()},
-        }
-        if rank == 0:
-            val = evaluate(model, valid_stream, mcfg.codebook_size)
-            record["valid_auc"] = val["auc"]
-            if random_stream is not None:
-                record["valid_random_auc"] = evaluate(model, random_stream,
-                                                      mcfg.codebook_size)["auc"]
-            if val["auc"] > best_auc:
-                best_auc, best_epoch, bad_epochs = val["auc"], epoch, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                bad_epochs += 1
-            history.append(record)
-            save_atomic(
-                {
-                    "model_name": model_name, "epoch": epoch, "model": model.state_dict(),
-                    "optim": optim.state_dict(), "best_auc": best_auc, "best_epoch": best_epoch,
-                    "best_state": best_state, "history": json.dumps(history),
-                    "rng": torch.get_rng_state(), "inputs": json.dumps(inputs, sort_keys=True),
-                },
-                ckpt_path,
-            )
-        if world > 1:
-            flag = torch.tensor([bad_epochs], dtype=torch.int64)
-            dist.broadcast(flag, 0)
-            bad_epochs = int(flag.item())
-            dist.barrier()
-
-    if rank != 0:
-        dist.barrier()
-        return {}
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    val = evaluate(model, valid_stream, mcfg.codebook_size)
-    test = evaluate(model, test_stream, mcfg.codebook_size)
-    result = {
-        "model": model_name,
-        "test": public_metrics(test),
-        "valid": public_metrics(val),
-        **({"valid_random": public_metrics(evaluate(model, random_stream, mcfg.codebook_size))}
-           if random_stream is not None else {}),
-        "valid_slice": {"split": tcfg.valid_split, "valid_folds": tcfg.valid_folds,
-                        "time_from": cutoff.isoformat() if cutoff is not None else None},
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
-        "train_seconds": round(train_seconds, 3),
-        "samples_per_s": round(samples_seen / train_seconds, 1) if train_seconds else None,
-        "world_size": world,
-        "threads": torch.get_num_threads(),
-        "n_params": int(sum(p.numel() for p in model.parameters())),
-        "samples": str(Path(samples).resolve()),
-        "rows_trained": train_stream.rows(),
-        "warm_start": warm_info,
-        "history": history,
-    }
-    _write_artifacts(out, model, model_name, mcfg, tcfg, sset, result, test["_arrays"])
-    save_atomic(optim.state_dict(), out / OPTIMIZER_FILE)
-    if world > 1:
-        dist.barrier()
-    return result
+        return _Start()
+    # k-means initialisation of the codebooks on the first training batch, before DDP
+    # broadcasts rank 0's state to every rank.
+    first = next(iter(BatchStream(sset, "train", tcfg.batch_size, folds=(tcfg.valid_folds, 100),
+                                  shuffle=True, seed=tcfg.seed, buffer_rows=tcfg.shuffle_buffer,
+                                  ts_before=cutoff)))
+    model.init_codebooks(model_inputs(first))
+    return _Start()
 
 
 def _write_artifacts(
