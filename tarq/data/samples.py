@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow.parquet as pq
 
 from tarq import sqlfiles
@@ -46,7 +47,7 @@ from tarq.data.features import (
     Vocab,
 )
 from tarq.data.paths import duckdb_path
-from tarq.dates import resolve_run_date, utc_now, window_for
+from tarq.dates import Window, resolve_run_date, utc_now, window_for
 from tarq.defaults import MIN_COUNT, SEQ_LEN, TRAIN_DAYS
 from tarq.warehouse import new_id, open_db, side_features
 
@@ -144,18 +145,7 @@ def _build(
             con.execute(f"SET threads = {int(threads)}")
         if memory_limit:
             con.execute("SET memory_limit = $m", {"m": memory_limit})
-        now = utc_now()
-        D = resolve_run_date(run_date, con, now)
-        first_day, last_day, _ = sqlfiles.run(con, "dates/usable_days", {"now": now}).fetchone()
-        if first_day is None:
-            raise ValueError(
-                "the warehouse holds no usable impressions (none, or all quarantined or later "
-                "than now): nothing to build samples from")
-        win = window_for(D, train_days, first_log_day=first_day)
-        if win.test_day > last_day:
-            raise ValueError(
-                f"run date {D} tests on {win.test_day}, but the logs end on {last_day}"
-            )
+        win = _window(con, run_date, train_days)
         user_side = side_features(con, "users")
         item_side = side_features(con, "items")
         clash = set(user_side) & set(item_side)
@@ -176,47 +166,7 @@ def _build(
                         "the importer rejected them): they get the unknown price bucket",
                         bad_prices)
         buckets = max(1, math.ceil(n_window / rows_per_bucket))
-        staging = out / ".staging"
-        staging.mkdir()
-        query = sqlfiles.load_sql("samples/rows")
-        for bucket in range(buckets):
-            # DuckDB writes <staging>/bXXXX/split=train|test/*.parquet for this user bucket.
-            con.execute(
-                f"COPY ({query}) TO $out_path (FORMAT parquet, COMPRESSION zstd, "
-                "PARTITION_BY (split), OVERWRITE_OR_IGNORE)",
-                {
-                    "start": dt.datetime.combine(win.train_start, dt.time()),
-                    "end": dt.datetime.combine(win.test_day + dt.timedelta(days=1), dt.time()),
-                    "history_start": dt.datetime.combine(
-                        win.train_start - dt.timedelta(days=history_days), dt.time()
-                    ),
-                    "test_day": win.test_day,
-                    "seq_len": seq_len,
-                    "bucket": bucket,
-                    "buckets": buckets,
-                    "out_path": str(staging / f"b{bucket:04d}"),
-                },
-            )
-        ordered = sqlfiles.load_sql("samples/ordered_part")
-        for split in ("train", "test"):
-            target = out / split
-            target.mkdir()
-            k = 0
-            for bdir in sorted(staging.glob("b*")):
-                parts = sorted(duckdb_path(p) for p in bdir.glob(f"split={split}/*.parquet"))
-                if not parts:
-                    continue
-                # One deterministic file per bucket and split (see ordered_part.sql).
-                con.execute(f"COPY ({ordered}) TO $out_path (FORMAT parquet, COMPRESSION zstd)",
-                            {"files": parts, "out_path": str(target / f"part-{k:05d}.parquet")})
-                k += 1
-        shutil.rmtree(staging)
-        for split in ("train", "test"):
-            if not _day_files(out, split):
-                raise ValueError(
-                    f"no {split} rows for run date {D} (window {win.train_start}..{win.test_day}): "
-                    "every impression was excluded or the days are empty"
-                )
+        _write_rows(con, out, win, buckets, seq_len, history_days)
         per_day = {
             str(day): {"rows": int(n), "positives": int(pos),
                        "raw_impressions": raw_counts.get(str(day), 0)}
@@ -261,6 +211,71 @@ def _build(
     }
     (out / "meta.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report
+
+
+def _window(con: duckdb.DuckDBPyConnection, run_date: str | dt.date, train_days: int) -> Window:
+    """The run's window, checked against the usable log days (not quarantined, not future)."""
+    now = utc_now()
+    d = resolve_run_date(run_date, con, now)
+    first_day, last_day, _ = sqlfiles.run(con, "dates/usable_days", {"now": now}).fetchone()
+    if first_day is None:
+        raise ValueError(
+            "the warehouse holds no usable impressions (none, or all quarantined or later "
+            "than now): nothing to build samples from")
+    win = window_for(d, train_days, first_log_day=first_day)
+    if win.test_day > last_day:
+        raise ValueError(f"run date {d} tests on {win.test_day}, but the logs end on {last_day}")
+    return win
+
+
+def _write_rows(con: duckdb.DuckDBPyConnection, out: Path, win: Window, buckets: int,
+                seq_len: int, history_days: int) -> None:
+    """The point-in-time rows of the window as ``out/{train,test}/part-NNNNN.parquet``.
+
+    Users are split into ``buckets`` hash buckets, one COPY each (bounded memory); each
+    bucket's rows are then rewritten in a deterministic order, one file per bucket and split.
+    """
+    staging = out / ".staging"
+    staging.mkdir()
+    query = sqlfiles.load_sql("samples/rows")
+    for bucket in range(buckets):
+        # DuckDB writes <staging>/bXXXX/split=train|test/*.parquet for this user bucket.
+        con.execute(
+            f"COPY ({query}) TO $out_path (FORMAT parquet, COMPRESSION zstd, "
+            "PARTITION_BY (split), OVERWRITE_OR_IGNORE)",
+            {
+                "start": dt.datetime.combine(win.train_start, dt.time()),
+                "end": dt.datetime.combine(win.test_day + dt.timedelta(days=1), dt.time()),
+                "history_start": dt.datetime.combine(
+                    win.train_start - dt.timedelta(days=history_days), dt.time()
+                ),
+                "test_day": win.test_day,
+                "seq_len": seq_len,
+                "bucket": bucket,
+                "buckets": buckets,
+                "out_path": str(staging / f"b{bucket:04d}"),
+            },
+        )
+    ordered = sqlfiles.load_sql("samples/ordered_part")
+    for split in ("train", "test"):
+        target = out / split
+        target.mkdir()
+        k = 0
+        for bdir in sorted(staging.glob("b*")):
+            parts = sorted(duckdb_path(p) for p in bdir.glob(f"split={split}/*.parquet"))
+            if not parts:
+                continue
+            # One deterministic file per bucket and split (see ordered_part.sql).
+            con.execute(f"COPY ({ordered}) TO $out_path (FORMAT parquet, COMPRESSION zstd)",
+                        {"files": parts, "out_path": str(target / f"part-{k:05d}.parquet")})
+            k += 1
+    shutil.rmtree(staging)
+    for split in ("train", "test"):
+        if not _day_files(out, split):
+            raise ValueError(
+                f"no {split} rows for run date {win.run_date} (window {win.train_start}.."
+                f"{win.test_day}): every impression was excluded or the days are empty"
+            )
 
 
 def _remove_leftovers(out: Path) -> None:
