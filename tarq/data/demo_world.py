@@ -251,14 +251,36 @@ def build_world(cfg: DemoConfig, seed: int, item_base: int = 0, user_base: int =
     """Build the catalog and users of ``cfg`` deterministically from ``seed``.
 
     ``item_base``/``user_base`` offset the public ids past ids already in the warehouse.
+    One random stream feeds every step below in a fixed order (the logs depend on it).
     """
     rng = rng_for(seed, 0)
-    d = cfg.dim
-    n_c, n_b, n_i = cfg.n_categories, cfg.n_brands, cfg.n_items
-    if n_b < n_c or n_c < cfg.n_departments:
+    if cfg.n_brands < cfg.n_categories or cfg.n_categories < cfg.n_departments:
         raise ValueError("a demo config needs n_departments <= n_categories <= n_brands")
+    cats = _categories(rng, cfg)
+    items = _items(rng, cfg, cats)
+    items.update(_prices(rng, cfg, items["item_cat"], items["item_brand"]))
+    items["item_shop"] = _shops(rng, cfg, cats["cat_dept"], cats["brand_cat"],
+                                items["item_cat"], items["item_brand"])
+    items["item_launch"] = _launch_days(rng, cfg)
+    brand_vec = _unit(rng.standard_normal((cfg.n_brands, cfg.dim)))
+    noise = rng.standard_normal((cfg.n_items, cfg.dim)) / np.sqrt(cfg.dim)
+    item_emb = _unit(cats["cat_vec"][items["item_cat"]]
+                     + 0.6 * brand_vec[items["item_brand"]] + 0.45 * noise)
+    item_id = item_base + rng.permutation(cfg.n_items).astype(np.int64) + 1
+    world = World(
+        **cats, **items, item_id=item_id, item_emb=item_emb.astype(np.float32),
+        **_users(rng, cfg, user_base),
+        interest_cat=np.empty(0, dtype=np.int64),
+        interest_w=np.empty(0),
+    )
+    _draw_interests(rng, cfg, world)
+    return world
 
-    # Categories: departments, popularity, embeddings correlated within a department.
+
+def _categories(rng: np.random.Generator, cfg: DemoConfig) -> dict[str, np.ndarray]:
+    """Departments, popularity and embeddings (correlated within a department) of the
+    categories; their complements; brands per category."""
+    n_c, d = cfg.n_categories, cfg.dim
     cat_dept = rng.permutation(np.arange(n_c) % cfg.n_departments)
     cat_weight = _zipf_weights(rng, n_c, cfg.category_pop_exponent)
     cat_weight /= cat_weight.sum()
@@ -275,39 +297,50 @@ def build_world(cfg: DemoConfig, seed: int, item_base: int = 0, user_base: int =
         cand[bad] = rng.integers(0, n_c, size=int(bad.sum()))
     ok = has & (cat_dept[cand] != cat_dept)
     cat_comp[ok] = cand[ok]
-
     # Brands belong to categories (every category has one; popular ones get more).
-    extra = rng.choice(n_c, size=n_b - n_c, p=np.sqrt(cat_weight) / np.sqrt(cat_weight).sum())
-    brand_cat = np.sort(np.concatenate([np.arange(n_c), extra]))
+    extra = rng.choice(n_c, size=cfg.n_brands - n_c,
+                       p=np.sqrt(cat_weight) / np.sqrt(cat_weight).sum())
+    return {"cat_dept": cat_dept, "cat_weight": cat_weight, "cat_vec": cat_vec,
+            "cat_comp": cat_comp,
+            "brand_cat": np.sort(np.concatenate([np.arange(n_c), extra]))}
+
+
+def _items(rng: np.random.Generator, cfg: DemoConfig,
+           cats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Items: category by popularity, brand within the category by brand popularity; items
+    ordered by brand; popularity (z-scored over what gets shown) and quality."""
+    n_c, n_b, n_i = cfg.n_categories, cfg.n_brands, cfg.n_items
+    brand_cat = cats["brand_cat"]
     brand_weight = _zipf_weights(rng, n_b, cfg.brand_pop_exponent)
     brand_cstart = np.searchsorted(brand_cat, np.arange(n_c + 1))
-    brand_label = rng.permutation(n_b) + 1
-
-    # Items: category by popularity, brand within the category by brand popularity.
-    item_cat = rng.choice(n_c, size=n_i, p=cat_weight)
+    cats["brand_label"] = rng.permutation(n_b) + 1
+    item_cat = rng.choice(n_c, size=n_i, p=cats["cat_weight"])
     bcum = np.concatenate([[0.0], np.cumsum(brand_weight)])
     item_brand, _ = sample_in_ranges(
         bcum, brand_cstart[item_cat], brand_cstart[item_cat + 1], rng.random(n_i)
     )
-    order = np.argsort(item_brand, kind="stable")
-    item_brand = item_brand[order]
+    item_brand = item_brand[np.argsort(item_brand, kind="stable")]
     item_cat = brand_cat[item_brand]
-    brand_start = np.searchsorted(item_brand, np.arange(n_b + 1))
-    cat_start = np.searchsorted(item_cat, np.arange(n_c + 1))
-
+    cats["brand_start"] = np.searchsorted(item_brand, np.arange(n_b + 1))
+    cats["cat_start"] = np.searchsorted(item_cat, np.arange(n_c + 1))
     item_weight = _zipf_weights(rng, n_i, cfg.item_pop_exponent)
     # Standardized over what gets shown (popularity-weighted), so the popularity term means
     # the same for a 600-item and a 1.2M-item catalog.
     logw = np.log(item_weight)
     pw = item_weight / item_weight.sum()
     mean = float(pw @ logw)
-    item_pop_z = (logw - mean) / np.sqrt(float(pw @ (logw - mean) ** 2))
-    item_quality = rng.normal(0.0, cfg.click.quality_sd, n_i)
+    return {"item_cat": item_cat, "item_brand": item_brand, "item_weight": item_weight,
+            "item_pop_z": (logw - mean) / np.sqrt(float(pw @ (logw - mean) ** 2)),
+            "item_quality": rng.normal(0.0, cfg.click.quality_sd, n_i)}
 
-    # Prices: log-normal per category, with a brand premium.
-    cat_mu = rng.normal(3.3, 0.9, n_c)
-    cat_sigma = rng.uniform(0.25, 0.7, n_c)
-    brand_premium = rng.normal(0.0, 0.35, n_b)
+
+def _prices(rng: np.random.Generator, cfg: DemoConfig, item_cat: np.ndarray,
+            item_brand: np.ndarray) -> dict[str, np.ndarray]:
+    """Prices: log-normal per category with a brand premium; 0.5 % missing (NaN)."""
+    n_i = cfg.n_items
+    cat_mu = rng.normal(3.3, 0.9, cfg.n_categories)
+    cat_sigma = rng.uniform(0.25, 0.7, cfg.n_categories)
+    brand_premium = rng.normal(0.0, 0.35, cfg.n_brands)
     z = rng.standard_normal(n_i)
     logp = cat_mu[item_cat] + brand_premium[item_brand] + cat_sigma[item_cat] * z
     item_price = np.round(np.exp(logp), 2)
@@ -315,34 +348,41 @@ def build_world(cfg: DemoConfig, seed: int, item_base: int = 0, user_base: int =
     missing = rng.random(n_i) < 0.005
     item_price[missing] = np.nan
     item_price_z[missing] = 0.0
+    return {"item_price": item_price, "item_price_z": item_price_z}
 
-    # Shops sell within one department; an item is in its brand's flagship shop or another.
+
+def _shops(rng: np.random.Generator, cfg: DemoConfig, cat_dept: np.ndarray,
+           brand_cat: np.ndarray, item_cat: np.ndarray, item_brand: np.ndarray) -> np.ndarray:
+    """(n_items,) shop per item: shops sell within one department; an item is in its brand's
+    flagship shop (60 %) or another shop of its department."""
     shop_dept = np.sort(np.arange(cfg.n_shops) % cfg.n_departments)
     shop_dstart = np.searchsorted(shop_dept, np.arange(cfg.n_departments + 1))
     bdept = cat_dept[brand_cat]
     flagship = shop_dstart[bdept] + (
-        rng.random(n_b) * (shop_dstart[bdept + 1] - shop_dstart[bdept])
+        rng.random(cfg.n_brands) * (shop_dstart[bdept + 1] - shop_dstart[bdept])
     ).astype(np.int64)
     idept = cat_dept[item_cat]
     other = shop_dstart[idept] + (
-        rng.random(n_i) * (shop_dstart[idept + 1] - shop_dstart[idept])
+        rng.random(cfg.n_items) * (shop_dstart[idept + 1] - shop_dstart[idept])
     ).astype(np.int64)
-    item_shop = np.where(rng.random(n_i) < 0.6, flagship[item_brand], other)
+    return np.where(rng.random(cfg.n_items) < 0.6, flagship[item_brand], other)
 
-    # Launch days: most items predate the window, some launch during it, some after it.
-    u = rng.random(n_i)
-    item_launch = np.full(n_i, -1, dtype=np.int64)
+
+def _launch_days(rng: np.random.Generator, cfg: DemoConfig) -> np.ndarray:
+    """(n_items,) launch day: most items predate the window (-1), some launch during it,
+    some after it (day n_days)."""
+    u = rng.random(cfg.n_items)
+    item_launch = np.full(cfg.n_items, -1, dtype=np.int64)
     late = u < cfg.late_item_frac
     new = (u >= cfg.late_item_frac) & (u < cfg.late_item_frac + cfg.new_item_frac)
     item_launch[late] = cfg.n_days
     item_launch[new] = rng.integers(1, max(cfg.n_days, 2), size=int(new.sum()))
+    return item_launch
 
-    brand_vec = _unit(rng.standard_normal((n_b, d)))
-    noise = rng.standard_normal((n_i, d)) / np.sqrt(d)
-    item_emb = _unit(cat_vec[item_cat] + 0.6 * brand_vec[item_brand] + 0.45 * noise)
-    item_id = item_base + rng.permutation(n_i).astype(np.int64) + 1
 
-    # Users.
+def _users(rng: np.random.Generator, cfg: DemoConfig, user_base: int) -> dict[str, np.ndarray]:
+    """Users: profile (gender, age, segment), activity, join day, and the profile's
+    department affinity (3, 8, n_departments)."""
     n_u = cfg.n_users
     gender = rng.choice(3, size=n_u, p=GENDER_P)
     age = rng.choice(8, size=n_u, p=AGE_P)
@@ -358,38 +398,14 @@ def build_world(cfg: DemoConfig, seed: int, item_base: int = 0, user_base: int =
     g_aff[0] = 0.0  # unknown gender / age: no profile lean
     a_aff[0] = 0.0
     affinity[:] = g_aff[:, None, :] + a_aff[None, :, :]
+    return {"user_id": user_base + np.arange(n_u, dtype=np.int64) + 1, "gender": gender,
+            "age": age, "segment": segment, "activity": activity, "join_day": join_day,
+            "affinity": affinity}
 
-    world = World(
-        cat_dept=cat_dept,
-        cat_weight=cat_weight,
-        cat_vec=cat_vec,
-        cat_comp=cat_comp,
-        cat_start=cat_start,
-        brand_cat=brand_cat,
-        brand_start=brand_start,
-        brand_label=brand_label,
-        item_id=item_id,
-        item_cat=item_cat,
-        item_brand=item_brand,
-        item_shop=item_shop,
-        item_price=item_price,
-        item_price_z=item_price_z,
-        item_weight=item_weight,
-        item_pop_z=item_pop_z,
-        item_quality=item_quality,
-        item_launch=item_launch,
-        item_emb=item_emb.astype(np.float32),
-        user_id=user_base + np.arange(n_u, dtype=np.int64) + 1,
-        gender=gender,
-        age=age,
-        segment=segment,
-        activity=activity,
-        join_day=join_day,
-        interest_cat=np.empty(0, dtype=np.int64),
-        interest_w=np.empty(0),
-        affinity=affinity,
-    )
-    k_max = cfg.interests_max
+
+def _draw_interests(rng: np.random.Generator, cfg: DemoConfig, world: World) -> None:
+    """Each user's interest categories (n_users, interests_max; -1 = none) and weights."""
+    n_u, k_max = cfg.n_users, cfg.interests_max
     n_int = rng.integers(cfg.interests_min, k_max + 1, size=n_u)
     interest_cat = np.full((n_u, k_max), -1, dtype=np.int64)
     all_users = np.arange(n_u)
@@ -399,4 +415,3 @@ def build_world(cfg: DemoConfig, seed: int, item_base: int = 0, user_base: int =
     w = rng.dirichlet(np.ones(k_max), size=n_u) * (interest_cat >= 0)
     world.interest_cat = interest_cat
     world.interest_w = w / w.sum(axis=1, keepdims=True)
-    return world
