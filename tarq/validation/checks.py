@@ -77,120 +77,58 @@ def _not_in_future(table: str) -> RowCheck:
     )
 
 
+def _check(name: str, table: str, reason: str, expectation: str,
+           kwargs: dict[str, Any]) -> RowCheck:
+    """A row check whose GX expectation has the check's name."""
+    return RowCheck(name, table, reason, ExpectationSpec(name, expectation, kwargs))
+
+
+def _flag_true(name: str, table: str, reason: str, column: str) -> RowCheck:
+    """A row check on a boolean column of the frame that is True for good rows."""
+    return _check(name, table, reason, "ExpectColumnValuesToBeInSet",
+                  {"column": column, "value_set": [True]})
+
+
+def _first_of_duplicates(name: str, table: str, key: str) -> RowCheck:
+    return _check(name, table, f"duplicate of an earlier row with the same ({key}); the "
+                  "lowest row_id is kept", "ExpectColumnValuesToBeBetween",
+                  {"column": "dup_rank", "max_value": 1})
+
+
 def row_checks(table: str, bounds: ValidationBounds) -> list[RowCheck]:
     """The row-level checks of ``table`` in evaluation order."""
     if table == "impressions":
         return [
             *(_not_null(table, c) for c in ("user_id", "item_id", "ts", "clicked", "exposed")),
-            RowCheck(
-                "clicked_implies_exposed",
-                table,
-                "clicked = true but exposed = false (a click on an unexposed item is impossible)",
-                ExpectationSpec(
-                    "clicked_implies_exposed",
-                    "ExpectColumnPairValuesToBeInSet",
-                    {
-                        "column_A": "clicked",
-                        "column_B": "exposed",
-                        "value_pairs_set": [(True, True), (False, True), (False, False)],
-                        "ignore_row_if": "either_value_is_missing",
-                    },
-                ),
-            ),
-            RowCheck(
-                "position_non_negative",
-                table,
-                "position < 0",
-                ExpectationSpec(
-                    "position_non_negative",
-                    "ExpectColumnValuesToBeBetween",
-                    {"column": "position", "min_value": 0},
-                ),
-            ),
-            RowCheck(
-                "duplicate_impression",
-                table,
-                "duplicate of an earlier row with the same (user_id, item_id, ts, request_id); "
-                "the lowest row_id is kept",
-                ExpectationSpec(
-                    "duplicate_impression",
-                    "ExpectColumnValuesToBeBetween",
-                    {"column": "dup_rank", "max_value": 1},
-                ),
-            ),
-            RowCheck(
-                "request_id_reused",
-                table,
-                "request_id already names a request of another user or day (its first row, "
-                "lowest row_id, is kept)",
-                ExpectationSpec(
-                    "request_id_reused",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "request_consistent", "value_set": [True]},
-                ),
-            ),
-            RowCheck(
-                "item_in_catalog",
-                table,
-                "item_id is not in items",
-                ExpectationSpec(
-                    "item_in_catalog",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "item_known", "value_set": [True]},
-                ),
-            ),
-            RowCheck(
-                "user_in_users",
-                table,
-                "user_id is not in users",
-                ExpectationSpec(
-                    "user_in_users",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "user_known", "value_set": [True]},
-                ),
-            ),
+            _check("clicked_implies_exposed", table,
+                   "clicked = true but exposed = false (a click on an unexposed item is "
+                   "impossible)", "ExpectColumnPairValuesToBeInSet",
+                   {"column_A": "clicked", "column_B": "exposed",
+                    "value_pairs_set": [(True, True), (False, True), (False, False)],
+                    "ignore_row_if": "either_value_is_missing"}),
+            _check("position_non_negative", table, "position < 0",
+                   "ExpectColumnValuesToBeBetween", {"column": "position", "min_value": 0}),
+            _first_of_duplicates("duplicate_impression", table, "user_id, item_id, ts, request_id"),
+            _flag_true("request_id_reused", table,
+                       "request_id already names a request of another user or day (its first "
+                       "row, lowest row_id, is kept)", "request_consistent"),
+            _flag_true("item_in_catalog", table, "item_id is not in items", "item_known"),
+            _flag_true("user_in_users", table, "user_id is not in users", "user_known"),
             _not_in_future(table),
         ]
     if table == "behaviors":
         return [
             *(_not_null(table, c) for c in ("user_id", "ts", "action")),
-            RowCheck(
-                "action_in_set",
-                table,
-                f"action is not one of {', '.join(bounds.actions)}",
-                ExpectationSpec(
-                    "action_in_set",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "action", "value_set": list(bounds.actions)},
-                ),
-            ),
-            RowCheck(
-                "duplicate_behavior",
-                table,
-                "duplicate of an earlier row with the same (user_id, item_id, ts, action); "
-                "the lowest row_id is kept",
-                ExpectationSpec(
-                    "duplicate_behavior",
-                    "ExpectColumnValuesToBeBetween",
-                    {"column": "dup_rank", "max_value": 1},
-                ),
-            ),
+            _check("action_in_set", table, f"action is not one of {', '.join(bounds.actions)}",
+                   "ExpectColumnValuesToBeInSet",
+                   {"column": "action", "value_set": list(bounds.actions)}),
+            _first_of_duplicates("duplicate_behavior", table, "user_id, item_id, ts, action"),
             _not_in_future(table),
         ]
     if table == "items":
         # The keys of items and users are primary keys: a NULL-key check could never fire.
-        return [
-            RowCheck(
-                "price_valid",
-                table,
-                "price is NaN, infinite or negative (a missing price is allowed: OOV bucket)",
-                ExpectationSpec(
-                    "price_valid",
-                    "ExpectColumnValuesToBeInSet",
-                    {"column": "price_ok", "value_set": [True]},
-                ),
-            )
-        ]
+        return [_flag_true("price_valid", table, "price is NaN, infinite or negative (a missing "
+                           "price is allowed: OOV bucket)", "price_ok")]
     if table == "users":
         return []
     raise ValueError(f"no row-level checks for table {table!r}")

@@ -31,8 +31,9 @@ import datetime as dt
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,55 @@ def _login() -> str:
 
 
 @dataclass
+class _RowTally:
+    """One table's row-check results summed over its chunks."""
+
+    def __init__(self, checks: list[RowCheck]) -> None:
+        self.n_rows = 0
+        self.n_sql = dict.fromkeys((c.name for c in checks), 0)
+        self.n_gx: dict[str, int | None] = dict.fromkeys((c.name for c in checks), 0)
+        self.gx_failed: set[str] = set()
+        self.shown_ids: dict[str, list[Any]] = {c.name: [] for c in checks}
+        self.disagreements: list[str] = []
+
+    def add(self, check: RowCheck, n: int, out: Any, sql_ids: list[Any]) -> None:
+        """A chunk's SQL count ``n``, GX outcome ``out`` (None: none) and flagged ids."""
+        self.n_sql[check.name] += n
+        if out is None or out.unexpected_count is None or self.n_gx[check.name] is None:
+            self.n_gx[check.name] = None
+        else:
+            self.n_gx[check.name] = (self.n_gx[check.name] or 0) + out.unexpected_count
+        if out is not None and not out.success:
+            self.gx_failed.add(check.name)
+        shown = self.shown_ids[check.name]
+        shown.extend(sql_ids[: 100 - len(shown)])
+
+    def result(self, table: str, check: RowCheck, n_chunks: int) -> CheckResult:
+        n, ids = self.n_sql[check.name], self.shown_ids[check.name]
+        shown = ", ".join(str(i) for i in ids[:10]) + (" …" if n > 10 else "")
+        return CheckResult(
+            name=check.name,
+            table=table,
+            level="row",
+            status="failed" if n or check.name in self.gx_failed else "passed",
+            observed={
+                "rows_checked": self.n_rows,
+                "flagged": n,
+                "gx_unexpected": self.n_gx[check.name],
+                "row_ids": ids[:100],
+                "quarantined_new": 0,
+                "chunks": n_chunks,
+            },
+            threshold="no rows",
+            message=(
+                f"{n:,} of {self.n_rows:,} rows: {check.reason}"
+                + (f" (row_id {shown})" if ids else "")
+                if n
+                else "no bad rows"
+            ),
+        )
+
+
 class _Run:
     """State of one validation run (internal)."""
 
@@ -406,75 +456,13 @@ class _Run:
         (``FLAGGED``) that the quarantine is filled from. Each check's result sums its chunks;
         GX and SQL are compared chunk by chunk.
         """
-        frame = FRAMES[table]
         checks = row_checks(table, self.bounds)
         if not checks:
             return []
-        id_col = "row_id" if table in LOG_TABLES else CATALOG_KEYS[table]
         chunks = self._chunks(table)
-        n_rows = 0
-        n_sql = dict.fromkeys((c.name for c in checks), 0)
-        n_gx: dict[str, int | None] = dict.fromkeys((c.name for c in checks), 0)
-        gx_failed: set[str] = set()
-        shown_ids: dict[str, list[Any]] = {c.name: [] for c in checks}
-        disagreements: list[str] = []
+        tally = _RowTally(checks)
         for k, chunk in enumerate(chunks):
-            run(
-                self.con,
-                f"validation/{table}_frame",
-                {"days": chunk.days, "undated": chunk.undated, "now": self.now,
-                 "actions": list(self.bounds.actions)},
-            )
-            if k == 0:
-                run(self.con, "validation/new_flagged", frame=frame, flagged=FLAGGED[table])
-            run(self.con, "validation/keep_flagged", frame=frame, flagged=FLAGGED[table])
-            cur = run(self.con, "validation/flag_counts", frame=frame)
-            names = [d[0] for d in cur.description]
-            counts = dict(zip(names, _one(cur), strict=True))
-            n_flagged = int(counts["n_flagged"] or 0)
-            self.flagged[table] += n_flagged
-            n_rows += int(counts["n_rows"])
-            complete = n_flagged <= self.bounds.complete_result_limit
-            label = chunk.label(len(chunks))
-            df = run(self.con, "validation/frame_rows", frame=frame).df()
-            outcomes = _by_check(
-                self._gx.validate_frame(
-                    f"{table}_rows",
-                    df,
-                    [c.expectation for c in checks],
-                    parameters={"now": self.now},
-                    index_column=id_col,
-                    complete=complete,
-                    batch_label=None if len(chunks) == 1 else label,
-                )
-            )
-            del df
-            for check in checks:
-                n = int(counts[check.flag] or 0)
-                (out,) = outcomes.get(check.name) or [None]
-                sql_ids: list[Any] = []
-                if id_col and n:
-                    cur = run(
-                        self.con,
-                        "validation/flagged_ids",
-                        {"limit": n if complete else 100},
-                        frame=frame,
-                        flag=check.flag,
-                        id=id_col,
-                    )
-                    sql_ids = [r[0] for r in cur.fetchall()]
-                problem = _disagreement(out, n, sql_ids)
-                if problem:
-                    where = f" ({label})" if len(chunks) > 1 else ""
-                    disagreements.append(f"{check.name}{where}: {problem}")
-                n_sql[check.name] += n
-                if out is None or out.unexpected_count is None or n_gx[check.name] is None:
-                    n_gx[check.name] = None
-                else:
-                    n_gx[check.name] = (n_gx[check.name] or 0) + out.unexpected_count
-                if out is not None and not out.success:
-                    gx_failed.add(check.name)
-                shown_ids[check.name].extend(sql_ids[: 100 - len(shown_ids[check.name])])
+            self._check_chunk(table, checks, chunk, k, len(chunks), tally)
         if len(chunks) > 1:
             self.notes.append(
                 f"row-level checks of {table} ran in {len(chunks)} chunks of whole days (at "
@@ -482,47 +470,78 @@ class _Run:
             )
         pending: list[tuple[str, RowCheck, int]] = []
         for check in checks:
-            n = n_sql[check.name]
-            ids = shown_ids[check.name]
+            n = tally.n_sql[check.name]
             if n:
                 pending.append((table, check, n))
-            shown = ", ".join(str(i) for i in ids[:10]) + (" …" if n > 10 else "")
-            self.checks.append(
-                CheckResult(
-                    name=check.name,
-                    table=table,
-                    level="row",
-                    status="failed" if n or check.name in gx_failed else "passed",
-                    observed={
-                        "rows_checked": n_rows,
-                        "flagged": n,
-                        "gx_unexpected": n_gx[check.name],
-                        "row_ids": ids[:100],
-                        "quarantined_new": 0,
-                        "chunks": len(chunks),
-                    },
-                    threshold="no rows",
-                    message=(
-                        f"{n:,} of {n_rows:,} rows: {check.reason}"
-                        + (f" (row_id {shown})" if ids else "")
-                        if n
-                        else "no bad rows"
-                    ),
-                )
-            )
-        if disagreements:
+            self.checks.append(tally.result(table, check, len(chunks)))
+        if tally.disagreements:
             self.checks.append(
                 CheckResult(
                     name="gx_sql_agreement",
                     table=table,
                     level="table",
                     status="failed",
-                    observed={"disagreements": disagreements},
+                    observed={"disagreements": tally.disagreements},
                     threshold="GX and the SQL quarantine flags mark the same rows",
-                    message="GX and the quarantine disagree: " + "; ".join(disagreements),
+                    message="GX and the quarantine disagree: " + "; ".join(tally.disagreements),
                 )
             )
         return pending
+
+    def _check_chunk(self, table: str, checks: list[RowCheck], chunk: _Chunk, k: int,
+                     n_chunks: int, tally: _RowTally) -> None:
+        """Flag one chunk's rows in SQL, validate the same rows with GX, compare, tally."""
+        frame = FRAMES[table]
+        id_col = "row_id" if table in LOG_TABLES else CATALOG_KEYS[table]
+        run(
+            self.con,
+            f"validation/{table}_frame",
+            {"days": chunk.days, "undated": chunk.undated, "now": self.now,
+             "actions": list(self.bounds.actions)},
+        )
+        if k == 0:
+            run(self.con, "validation/new_flagged", frame=frame, flagged=FLAGGED[table])
+        run(self.con, "validation/keep_flagged", frame=frame, flagged=FLAGGED[table])
+        cur = run(self.con, "validation/flag_counts", frame=frame)
+        names = [d[0] for d in cur.description]
+        counts = dict(zip(names, _one(cur), strict=True))
+        n_flagged = int(counts["n_flagged"] or 0)
+        self.flagged[table] += n_flagged
+        tally.n_rows += int(counts["n_rows"])
+        complete = n_flagged <= self.bounds.complete_result_limit
+        label = chunk.label(n_chunks)
+        df = run(self.con, "validation/frame_rows", frame=frame).df()
+        outcomes = _by_check(
+            self._gx.validate_frame(
+                f"{table}_rows",
+                df,
+                [c.expectation for c in checks],
+                parameters={"now": self.now},
+                index_column=id_col,
+                complete=complete,
+                batch_label=None if n_chunks == 1 else label,
+            )
+        )
+        del df
+        for check in checks:
+            n = int(counts[check.flag] or 0)
+            (out,) = outcomes.get(check.name) or [None]
+            sql_ids: list[Any] = []
+            if id_col and n:
+                cur = run(
+                    self.con,
+                    "validation/flagged_ids",
+                    {"limit": n if complete else 100},
+                    frame=frame,
+                    flag=check.flag,
+                    id=id_col,
+                )
+                sql_ids = [r[0] for r in cur.fetchall()]
+            problem = _disagreement(out, n, sql_ids)
+            if problem:
+                where = f" ({label})" if n_chunks > 1 else ""
+                tally.disagreements.append(f"{check.name}{where}: {problem}")
+            tally.add(check, n, out, sql_ids)
 
     def _quarantine(self, pending: list[tuple[str, RowCheck, int]]) -> None:
         """Copy the flagged rows into quarantine_<table>, all in one transaction."""
@@ -635,38 +654,47 @@ class _Run:
     def _add_day_results(
         self, s: _DayStats, outcomes: dict[str, list[ExpectationOutcome]]
     ) -> None:
-        b = self.bounds
-        day = s.day
+        """One CheckResult per day-level check of day ``s.day`` from its GX ``outcomes``."""
+        add = partial(self._add_day_check, s.day, outcomes)
+        self._add_volume_and_ctr(s, add)
+        self._add_shares(s, add)
+
+    def _add_day_check(self, day: dt.date, outcomes: dict[str, list[ExpectationOutcome]],
+                       name: str, table: str, judged: bool, observed: dict[str, Any],
+                       threshold: str, fail_msg: str, ok_msg: str, skip_msg: str = "") -> None:
+        """Record one day-level check: skipped (not ``judged``, or the day was accepted by an
+        operator), passed (GX did not flag the day) or failed (with ``fail_msg``)."""
         key = day.isoformat()
-        span = f"{day - dt.timedelta(days=b.trailing_days)}..{day - dt.timedelta(days=1)}"
-        too_few = (
-            f"only {s.n_trailing} trailing day(s) with impressions in {span}; "
-            f"{b.min_trailing_days} needed to judge"
+        outs = outcomes.get(f"{table}:{name}", [])
+        errors = [o.error for o in outs if o.error]
+        gx_ok = bool(outs) and not errors and all(
+            key not in (o.unexpected_ids or []) and (o.unexpected_ids is not None or o.success)
+            for o in outs
+        )
+        acc = self.accepted.get(day)
+        if acc is not None:
+            status = "skipped"
+            message = f"not judged: {day} was accepted by an operator ({acc.text()})"
+        elif not judged:
+            status, message = "skipped", skip_msg
+        elif gx_ok:
+            status, message = "passed", ok_msg
+        else:
+            status = "failed"
+            message = fail_msg + (f" (GX error: {'; '.join(errors)})" if errors else "")
+        self.checks.append(
+            CheckResult(name, table, "table", status, observed, threshold, message, day=day)
         )
 
-        def add(name: str, table: str, judged: bool, observed: dict[str, Any], threshold: str,
-                fail_msg: str, ok_msg: str, skip_msg: str = "") -> None:
-            outs = outcomes.get(f"{table}:{name}", [])
-            errors = [o.error for o in outs if o.error]
-            gx_ok = bool(outs) and not errors and all(
-                key not in (o.unexpected_ids or []) and (o.unexpected_ids is not None or o.success)
-                for o in outs
-            )
-            acc = self.accepted.get(day)
-            if acc is not None:
-                status = "skipped"
-                message = f"not judged: {day} was accepted by an operator ({acc.text()})"
-            elif not judged:
-                status, message = "skipped", skip_msg
-            elif gx_ok:
-                status, message = "passed", ok_msg
-            else:
-                status = "failed"
-                message = fail_msg + (f" (GX error: {'; '.join(errors)})" if errors else "")
-            self.checks.append(
-                CheckResult(name, table, "table", status, observed, threshold, message, day=day)
-            )
+    def _too_few(self, s: _DayStats) -> str:
+        b, day = self.bounds, s.day
+        span = f"{day - dt.timedelta(days=b.trailing_days)}..{day - dt.timedelta(days=1)}"
+        return (f"only {s.n_trailing} trailing day(s) with impressions in {span}; "
+                f"{b.min_trailing_days} needed to judge")
 
+    def _add_volume_and_ctr(self, s: _DayStats, add: Callable[..., None]) -> None:
+        """The test day's emptiness, and the day's volume and CTR against its trailing days."""
+        b, day, too_few = self.bounds, s.day, self._too_few(s)
         if s.test_day:
             add("day_not_empty", "impressions", True, {"impressions": s.impressions},
                 "at least 1 impression on the test day", f"no impressions on {day}",
@@ -717,6 +745,11 @@ class _Run:
             + ("" if inside else f", inside the noise (z = {s.ctr_z:.1f})"),
             ctr_skip,
         )
+
+    def _add_shares(self, s: _DayStats, add: Callable[..., None]) -> None:
+        """The shares of the day's rows quarantined, showing stub items, or clicked right
+        after a behaviour on the same item (clock skew / leakage)."""
+        b, day = self.bounds, s.day
         add(
             "quarantined_share", "impressions", bool(s.q_n),
             {"quarantined": s.q_bad, "impressions": s.q_n, "share": s.q_share},
@@ -738,7 +771,7 @@ class _Run:
             f"{s.med_stub_share:.1%} (allowed +{b.max_stub_share_increase:.0%})",
             f"{s.stub_share:.1%} of impressions show stub items"
             + _median_text(s.med_stub_share),
-            "day is empty" if not s.usable else too_few,
+            "day is empty" if not s.usable else self._too_few(s),
         )
         add(
             "click_history", "behaviors", not math.isnan(s.hist_share),
