@@ -159,16 +159,7 @@ def publish(
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
-    ids_path = Path(ids_dir) / IDS_FILE
-    if not ids_path.is_file():
-        raise FileNotFoundError(f"{ids_path} not found: run `tarq assign-ids` first "
-                                "(it writes no ids file when its checks fail)")
-    health_path = Path(ids_dir) / HEALTH_JSON
-    health: dict[str, Any] = {}
-    if health_path.is_file():
-        health = json.loads(health_path.read_text(encoding="utf-8"))
-        if not health.get("ok", False):
-            raise PublishError(f"{health_path} reports a failed assignment; not publishing")
+    ids_path, health = _read_assignment(Path(ids_dir))
     meta = _ids_meta(ids_path)
     m, k, dim = int(meta["m"]), int(meta["K"]), int(meta["d"])
     model_version = model_version or f"sha-{meta['model_sha256'][:12]}"
@@ -194,19 +185,7 @@ def publish(
                     "table": row["table_name"], "checks": [],
                     "export_path": row["export_path"], "status": row["status"], "pruned": []}
 
-        # Clean up after an attempt that stopped between writing and switching.
-        for stale in _rows(sqlfiles.run(con, "publish/staged_versions")):
-            if stale["export_path"]:
-                exported = Path(stale["export_path"])
-                exported.unlink(missing_ok=True)
-                exported.with_name(f"{stale['table_name']}.manifest.json").unlink(missing_ok=True)
-            con.begin()
-            sqlfiles.run(con, "publish/drop_version", table=stale["table_name"])
-            sqlfiles.run(con, "publish/set_status", {
-                "version": stale["version"], "status": "abandoned",
-                "note": "stopped between writing and switching; cleaned up by a later run"})
-            con.commit()
-
+        _abandon_staged(con)
         version = int(sqlfiles.run(con, "publish/next_version").fetchall()[0][0])
         table = table_name(version)
         now = _now()
@@ -218,17 +197,7 @@ def publish(
         sqlfiles.run(con, "publish/write_version", {
             **key, "version": version, "published_at": now, "path": str(ids_path)}, table=table)
         con.commit()
-
-        checks = check_version(con, table, k, dim, m)
-        failed = [c for c in checks if not c["ok"]]
-        if failed:
-            con.begin()
-            sqlfiles.run(con, "publish/drop_version", table=table)
-            note = "; ".join(f"{c['name']}: {c['detail']}" for c in failed)
-            sqlfiles.run(con, "publish/set_status",
-                         {"version": version, "status": "rejected", "note": note})
-            con.commit()
-            raise PublishError(f"version {version} failed its checks, nothing published ({note})")
+        checks = _checked_or_rejected(con, version, table, k, dim, m)
 
         export_path, manifest_path, manifest = _export(
             con, out_dir, version, table, {
@@ -248,6 +217,54 @@ def publish(
     return {"version": version, "created": True, "served": True, "previous": served,
             "table": table, "checks": checks, "export_path": str(export_path),
             "manifest_path": str(manifest_path), "manifest": manifest, "pruned": pruned}
+
+
+def _read_assignment(ids_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """(the ids file, its health report or {}); refuses a missing file or a failed report."""
+    ids_path = ids_dir / IDS_FILE
+    if not ids_path.is_file():
+        raise FileNotFoundError(f"{ids_path} not found: run `tarq assign-ids` first "
+                                "(it writes no ids file when its checks fail)")
+    health_path = ids_dir / HEALTH_JSON
+    if not health_path.is_file():
+        return ids_path, {}
+    health = json.loads(health_path.read_text(encoding="utf-8"))
+    if not health.get("ok", False):
+        raise PublishError(f"{health_path} reports a failed assignment; not publishing")
+    return ids_path, health
+
+
+def _abandon_staged(con: duckdb.DuckDBPyConnection) -> None:
+    """Clean up after an attempt that stopped between writing and switching: its table and
+    export removed, its registry row marked ``abandoned``."""
+    for stale in _rows(sqlfiles.run(con, "publish/staged_versions")):
+        if stale["export_path"]:
+            exported = Path(stale["export_path"])
+            exported.unlink(missing_ok=True)
+            exported.with_name(f"{stale['table_name']}.manifest.json").unlink(missing_ok=True)
+        con.begin()
+        sqlfiles.run(con, "publish/drop_version", table=stale["table_name"])
+        sqlfiles.run(con, "publish/set_status", {
+            "version": stale["version"], "status": "abandoned",
+            "note": "stopped between writing and switching; cleaned up by a later run"})
+        con.commit()
+
+
+def _checked_or_rejected(con: duckdb.DuckDBPyConnection, version: int, table: str, k: int,
+                         dim: int, m: int) -> list[dict[str, Any]]:
+    """The written version's checks; on a failure its table is dropped, its registry row
+    marked ``rejected`` and PublishError raised (nothing published)."""
+    checks = check_version(con, table, k, dim, m)
+    failed = [c for c in checks if not c["ok"]]
+    if failed:
+        con.begin()
+        sqlfiles.run(con, "publish/drop_version", table=table)
+        note = "; ".join(f"{c['name']}: {c['detail']}" for c in failed)
+        sqlfiles.run(con, "publish/set_status",
+                     {"version": version, "status": "rejected", "note": note})
+        con.commit()
+        raise PublishError(f"version {version} failed its checks, nothing published ({note})")
+    return checks
 
 
 def _switch(con: duckdb.DuckDBPyConnection, version: int, table: str,

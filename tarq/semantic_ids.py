@@ -208,33 +208,11 @@ def assign_ids(
     # No paths: the file's bytes identify the IDs (publication is idempotent on its sha256).
     meta = {"m": m, "K": k, "d": d, "dz": dz, "model_name": cfg["model_name"],
             "model_sha256": file_sha256(Path(model_dir) / "model.pt")}
-    schema = _ids_schema(m, d, meta)
     acc = _Assignment(codebooks, tie_rtol)
     show = sys.stderr.isatty() if progress is None else progress
-    writer = pq.ParquetWriter(tmp_path, schema, compression="zstd")
-    try:
-        with open_db(db_path, read_only=True) as con:
-            con.begin()  # one snapshot for the size, the rows and the served table
-            catalog_size = int(sqlfiles.run(con, "semantic_ids/catalog_size").fetchall()[0][0])
-            # inf/NaN prices stored before import rejected them: unknown bucket (catalog.sql).
-            bad_prices = int(sqlfiles.run(con, "samples/non_finite_prices").fetchone()[0])
-            served = served_codes(con) if compare_served else None
-            # A relation streams Arrow batches without the DB-API copy of the whole result.
-            reader = con.sql(sqlfiles.load_sql("semantic_ids/catalog")).to_arrow_reader(chunk_size)
-            with tqdm(total=catalog_size, desc="semantic IDs", unit="item", disable=not show,
-                      file=sys.stderr, mininterval=1.0) as bar:
-                for rb in reader:
-                    if rb.num_rows == 0:
-                        continue
-                    item_ids, codes_f, v_np = acc.add(model, rb, layout, vocabs)
-                    writer.write_batch(_ids_batch(schema, item_ids, codes_f, v_np, d))
-                    bar.update(len(item_ids))
-            con.commit()
-    except BaseException:
-        writer.close()
-        tmp_path.unlink(missing_ok=True)
-        raise
-    writer.close()
+    catalog_size, bad_prices, served = _assign_catalog(
+        db_path, tmp_path, _ids_schema(m, d, meta), acc, (model, layout, vocabs), chunk_size,
+        show, compare_served)
 
     item_ids_cat, codes_cat = acc.catalog()
     n, n_unique = int(item_ids_cat.size), int(np.unique(item_ids_cat).size)
@@ -270,6 +248,45 @@ def assign_ids(
                               f"see {out / HEALTH_JSON}")
     tmp_path.replace(ids_path)
     return report
+
+
+def _assign_catalog(
+    db_path: Path, tmp_path: Path, schema: pa.Schema, acc: _Assignment,
+    model_parts: tuple[torch.nn.Module, FeatureLayout, dict[str, Vocab]], chunk_size: int,
+    show: bool, compare_served: bool,
+) -> tuple[int, int, tuple[int, np.ndarray, np.ndarray] | None]:
+    """Stream the catalog in chunks through ``acc`` into ``tmp_path`` (removed on failure).
+
+    Returns (catalog size, items with a non-finite price, the served codes or None), all read
+    from one snapshot of the warehouse.
+    """
+    model, layout, vocabs = model_parts
+    d = schema.field("v_item").type.list_size
+    writer = pq.ParquetWriter(tmp_path, schema, compression="zstd")
+    try:
+        with open_db(db_path, read_only=True) as con:
+            con.begin()  # one snapshot for the size, the rows and the served table
+            catalog_size = int(sqlfiles.run(con, "semantic_ids/catalog_size").fetchall()[0][0])
+            # inf/NaN prices stored before import rejected them: unknown bucket (catalog.sql).
+            bad_prices = int(sqlfiles.run(con, "samples/non_finite_prices").fetchone()[0])
+            served = served_codes(con) if compare_served else None
+            # A relation streams Arrow batches without the DB-API copy of the whole result.
+            reader = con.sql(sqlfiles.load_sql("semantic_ids/catalog")).to_arrow_reader(chunk_size)
+            with tqdm(total=catalog_size, desc="semantic IDs", unit="item", disable=not show,
+                      file=sys.stderr, mininterval=1.0) as bar:
+                for rb in reader:
+                    if rb.num_rows == 0:
+                        continue
+                    item_ids, codes_f, v_np = acc.add(model, rb, layout, vocabs)
+                    writer.write_batch(_ids_batch(schema, item_ids, codes_f, v_np, d))
+                    bar.update(len(item_ids))
+            con.commit()
+    except BaseException:
+        writer.close()
+        tmp_path.unlink(missing_ok=True)
+        raise
+    writer.close()
+    return catalog_size, bad_prices, served
 
 
 def _ids_schema(m: int, d: int, meta: dict[str, Any]) -> pa.Schema:

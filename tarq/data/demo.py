@@ -646,22 +646,7 @@ def generate_from_config(
     in_transaction = False
     committed_days = 0
     try:
-        n = sqlfiles.run(con, "demo/count_impressions").fetchone()[0]
-        if n:
-            raise ValueError(
-                f"{db_path} already holds {n:,} impressions; demo logs are only generated into "
-                "a warehouse without impressions (use a new --db, or --if-missing to skip)"
-            )
-        item_base, user_base = sqlfiles.run(con, "demo/id_bases").fetchone()
-        for col in USER_SIDE_COLUMNS:
-            add_side_column(con, "users", col, "BIGINT")
-        for col in ITEM_SIDE_COLUMNS:
-            add_side_column(con, "items", col, "BIGINT")
-        # One thread keeps the row_id sequence in insertion order (parallel inserts would hand
-        # out ids in a scheduling-dependent order and break "same seed → identical tables").
-        con.execute("SET threads = 1")
-        # Bounded memory: DuckDB's cache of written pages stays small.
-        con.execute("SET memory_limit = $m", {"m": MEMORY_LIMIT})
+        item_base, user_base = _prepare(con, db_path)
         # Derived from the inputs rather than new_id("demo"): the load id is stored on every
         # raw row, and the same (preset, seed, start_date) must give identical tables.
         load_id = f"demo-{cfg.name}-seed{seed}-{start_date:%Y%m%d}"
@@ -674,22 +659,8 @@ def generate_from_config(
         blocks = range(0, world.n_users, cfg.user_block)
         pending = 0
         for day in range(cfg.n_days):
-            sim.start_day(day)
-            n_day = 0
-            for b, lo in enumerate(blocks):
-                users = np.arange(lo, min(lo + cfg.user_block, world.n_users))
-                imps, behs = sim.simulate_block(day, b, users)
-                _insert(con, "demo/insert_impressions", _impressions_table(world, imps), load_id)
-                _insert(con, "demo/insert_behaviors", _behaviors_table(world, behs), load_id)
-                sim.shown[imps["item"]] = True
-                st = sim.stats
-                st.impressions += len(imps["item"])
-                st.exposed += int(imps["exposed"].sum())
-                st.clicked += int(imps["clicked"].sum())
-                st.behaviors += len(behs["item"])
-                st.actions += np.bincount(behs["action"], minlength=4)
-                n_day += len(imps["item"])
-                pending += len(imps["item"]) + len(behs["item"])
+            n_day, n_rows = _simulate_day(con, sim, world, day, blocks, load_id)
+            pending += n_rows
             day_str = (start_date + dt.timedelta(days=day)).isoformat()
             sim.stats.per_day[day_str] = n_day
             log.info("demo %s: day %s, %d impressions", cfg.name, day_str, n_day)
@@ -718,6 +689,51 @@ def generate_from_config(
     finally:
         con.close()
     return report
+
+
+def _prepare(con: duckdb.DuckDBPyConnection, db_path: Path) -> tuple[int, int]:
+    """Refuse a warehouse with impressions, add the demo's side columns, pin one thread and
+    bounded memory; returns the (item, user) id bases past the ids already stored."""
+    n = sqlfiles.run(con, "demo/count_impressions").fetchone()[0]
+    if n:
+        raise ValueError(
+            f"{db_path} already holds {n:,} impressions; demo logs are only generated into "
+            "a warehouse without impressions (use a new --db, or --if-missing to skip)"
+        )
+    item_base, user_base = sqlfiles.run(con, "demo/id_bases").fetchone()
+    for col in USER_SIDE_COLUMNS:
+        add_side_column(con, "users", col, "BIGINT")
+    for col in ITEM_SIDE_COLUMNS:
+        add_side_column(con, "items", col, "BIGINT")
+    # One thread keeps the row_id sequence in insertion order (parallel inserts would hand
+    # out ids in a scheduling-dependent order and break "same seed → identical tables").
+    con.execute("SET threads = 1")
+    # Bounded memory: DuckDB's cache of written pages stays small.
+    con.execute("SET memory_limit = $m", {"m": MEMORY_LIMIT})
+    return int(item_base), int(user_base)
+
+
+def _simulate_day(con: duckdb.DuckDBPyConnection, sim: _Simulator, world: World, day: int,
+                  blocks: range, load_id: str) -> tuple[int, int]:
+    """Simulate and insert one day, block of users by block; returns (impressions, rows)."""
+    cfg = sim.cfg
+    sim.start_day(day)
+    n_day = n_rows = 0
+    for b, lo in enumerate(blocks):
+        users = np.arange(lo, min(lo + cfg.user_block, world.n_users))
+        imps, behs = sim.simulate_block(day, b, users)
+        _insert(con, "demo/insert_impressions", _impressions_table(world, imps), load_id)
+        _insert(con, "demo/insert_behaviors", _behaviors_table(world, behs), load_id)
+        sim.shown[imps["item"]] = True
+        st = sim.stats
+        st.impressions += len(imps["item"])
+        st.exposed += int(imps["exposed"].sum())
+        st.clicked += int(imps["clicked"].sum())
+        st.behaviors += len(behs["item"])
+        st.actions += np.bincount(behs["action"], minlength=4)
+        n_day += len(imps["item"])
+        n_rows += len(imps["item"]) + len(behs["item"])
+    return n_day, n_rows
 
 
 def _record_load(

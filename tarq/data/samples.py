@@ -167,16 +167,7 @@ def _build(
                         bad_prices)
         buckets = max(1, math.ceil(n_window / rows_per_bucket))
         _write_rows(con, out, win, buckets, seq_len, history_days)
-        per_day = {
-            str(day): {"rows": int(n), "positives": int(pos),
-                       "raw_impressions": raw_counts.get(str(day), 0)}
-            for day, n, pos in sqlfiles.run(
-                con, "samples/split_summary",
-                {"files": [duckdb_path(f) for s in ("train", "test") for f in _day_files(out, s)]},
-            ).fetchall()
-        }
-        for day, n in raw_counts.items():
-            per_day.setdefault(day, {"rows": 0, "positives": 0, "raw_impressions": n})
+        per_day = _per_day(con, out, raw_counts)
 
         train_files = [duckdb_path(f) for f in _day_files(out, "train")]
         layout = _build_vocabularies(con, out, train_files, user_side, item_side, seq_len,
@@ -211,6 +202,23 @@ def _build(
     }
     (out / "meta.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report
+
+
+def _per_day(con: duckdb.DuckDBPyConnection, out: Path,
+             raw_counts: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Rows and positives written per day beside the day's raw impressions (every day of
+    the window, empty ones included)."""
+    per_day = {
+        str(day): {"rows": int(n), "positives": int(pos),
+                   "raw_impressions": raw_counts.get(str(day), 0)}
+        for day, n, pos in sqlfiles.run(
+            con, "samples/split_summary",
+            {"files": [duckdb_path(f) for s in ("train", "test") for f in _day_files(out, s)]},
+        ).fetchall()
+    }
+    for day, n in raw_counts.items():
+        per_day.setdefault(day, {"rows": 0, "positives": 0, "raw_impressions": n})
+    return per_day
 
 
 def _window(con: duckdb.DuckDBPyConnection, run_date: str | dt.date, train_days: int) -> Window:
