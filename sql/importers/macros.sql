@@ -53,3 +53,13 @@ CREATE OR REPLACE TEMP MACRO tarq_bad(name, v, typed, what) AS
 CREATE OR REPLACE TEMP MACRO tarq_nonfinite(name, v) AS
     CASE WHEN NOT isfinite(tarq_double(v))
          THEN name || ': ''' || left(trim(CAST(v AS VARCHAR)), 80) || ''' is not a finite number' END;
+
+-- A staged row's reject check and reason from its per-kind reasons (NULL = fine): missing
+-- keys first, then values that do not parse, then one importer-specific check (optional).
+CREATE OR REPLACE TEMP MACRO tarq_reject_check(null_reason, cast_reason, other_reason := NULL,
+                                               other_check := NULL) AS
+    CASE WHEN null_reason IS NOT NULL THEN 'null_key'
+         WHEN cast_reason IS NOT NULL THEN 'type_cast'
+         WHEN other_reason IS NOT NULL THEN other_check END;
+CREATE OR REPLACE TEMP MACRO tarq_reject_reason(null_reason, cast_reason, other_reason := NULL) AS
+    nullif(concat_ws('; ', null_reason, cast_reason, other_reason), '');

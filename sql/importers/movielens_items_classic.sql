@@ -1,8 +1,9 @@
 -- Classic MovieLens u.item (item_id|title|release_date|video_release_date|imdb_url|19 genre
--- flags) → catalog rows, coded exactly like the RecBole .item: category_id = stable code of the
--- first genre whose flag is 1 (flags in file order, the same order RecBole lists genres in),
--- brand_id = stable code of the release decade taken from release_date ('01-Jan-1995').
-CREATE OR REPLACE TEMP TABLE import_typed AS
+-- flags) → the view import_items_typed (item_id, first_genre, release_year) that
+-- importers/movielens_items.sql turns into catalog rows, coded exactly like the RecBole .item:
+-- first_genre = the first genre whose flag is 1 (flags in file order, the same order RecBole
+-- lists genres in), release_year from release_date ('01-Jan-1995').
+CREATE OR REPLACE TEMP VIEW import_items_typed AS
 WITH typed AS (
     SELECT
         source_file, source_line, raw,
@@ -31,20 +32,5 @@ WITH typed AS (
         TRY_CAST(nullif(regexp_extract(trim(raw.release_date), '([0-9]{4})$', 1), '') AS INTEGER)
             AS release_year
     FROM import_stage
-), checked AS (
-    SELECT
-        *,
-        tarq_missing('item_id', raw.item_id) AS null_reason,
-        tarq_bad('item_id', raw.item_id, item_id, 'an integer id') AS cast_reason
-    FROM typed
 )
-SELECT
-    source_file, source_line, raw,
-    item_id,
-    tarq_code(first_genre) AS category_id,
-    tarq_code(CAST(release_year // 10 * 10 AS VARCHAR) || 's') AS brand_id,
-    CAST(NULL AS DOUBLE) AS price,
-    CASE WHEN null_reason IS NOT NULL THEN 'null_key'
-         WHEN cast_reason IS NOT NULL THEN 'type_cast' END AS reject_check,
-    nullif(concat_ws('; ', null_reason, cast_reason), '') AS reject_reason
-FROM checked;
+SELECT * FROM typed;

@@ -1,8 +1,9 @@
--- RecBole .item (item_id, release_year, genres = class/genre token_seq) → catalog rows.
--- category_id = stable code of the FIRST genre; brand_id = stable code of the release decade
--- ('1990s'); price NULL. A release_year that is not a 4-digit year (ml-100k has 'unkonwn')
--- leaves brand_id NULL (OOV) rather than rejecting the movie: the field is a token, not a key.
-CREATE OR REPLACE TEMP TABLE import_typed AS
+-- RecBole .item (item_id, release_year, genres = class/genre token_seq) → the view
+-- import_items_typed (item_id, first_genre = the FIRST genre, release_year), which
+-- importers/movielens_items.sql turns into catalog rows. A release_year that is not a 4-digit
+-- year (ml-100k has 'unkonwn') leaves release_year NULL (brand_id OOV) rather than rejecting
+-- the movie: the field is a token, not a key.
+CREATE OR REPLACE TEMP VIEW import_items_typed AS
 WITH typed AS (
     SELECT
         source_file, source_line, raw,
@@ -11,20 +12,5 @@ WITH typed AS (
         TRY_CAST(nullif(regexp_extract(trim(raw.release_year), '^([0-9]{4})$', 1), '') AS INTEGER)
             AS release_year
     FROM import_stage
-), checked AS (
-    SELECT
-        *,
-        tarq_missing('item_id', raw.item_id) AS null_reason,
-        tarq_bad('item_id', raw.item_id, item_id, 'an integer id') AS cast_reason
-    FROM typed
 )
-SELECT
-    source_file, source_line, raw,
-    item_id,
-    tarq_code(first_genre) AS category_id,
-    tarq_code(CAST(release_year // 10 * 10 AS VARCHAR) || 's') AS brand_id,
-    CAST(NULL AS DOUBLE) AS price,
-    CASE WHEN null_reason IS NOT NULL THEN 'null_key'
-         WHEN cast_reason IS NOT NULL THEN 'type_cast' END AS reject_check,
-    nullif(concat_ws('; ', null_reason, cast_reason), '') AS reject_reason
-FROM checked;
+SELECT * FROM typed;

@@ -40,9 +40,8 @@ SELECT
     CASE WHEN c.rating >= 4 THEN 'fav' ELSE 'pv' END AS action,
     i.category_id,
     i.brand_id,
-    CASE WHEN c.null_reason IS NOT NULL THEN 'null_key'
-         WHEN c.cast_reason IS NOT NULL THEN 'type_cast'
-         WHEN c.finite_reason IS NOT NULL THEN 'non_finite' END AS reject_check,
-    nullif(concat_ws('; ', c.null_reason, c.cast_reason, c.finite_reason), '') AS reject_reason
+    tarq_reject_check(c.null_reason, c.cast_reason, c.finite_reason, 'non_finite')
+        AS reject_check,
+    tarq_reject_reason(c.null_reason, c.cast_reason, c.finite_reason) AS reject_reason
 FROM checked AS c
 LEFT JOIN items AS i ON i.item_id = c.item_id;

@@ -39,7 +39,6 @@ SELECT
     tarq_code(gender_raw) AS gender,
     tarq_code(occupation_raw) AS occupation,
     tarq_code(zip3_raw) AS zip3,
-    CASE WHEN null_reason IS NOT NULL THEN 'null_key'
-         WHEN cast_reason IS NOT NULL THEN 'type_cast' END AS reject_check,
-    nullif(concat_ws('; ', null_reason, cast_reason), '') AS reject_reason
+    tarq_reject_check(null_reason, cast_reason) AS reject_check,
+    tarq_reject_reason(null_reason, cast_reason) AS reject_reason
 FROM checked;

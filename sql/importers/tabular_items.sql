@@ -35,8 +35,7 @@ WITH j AS (
 SELECT
     source_file, source_line, raw, raw_json,
     item_id, category_id, brand_id, price,
-    CASE WHEN null_reason IS NOT NULL THEN 'null_key'
-         WHEN cast_reason IS NOT NULL THEN 'type_cast'
-         WHEN finite_reason IS NOT NULL THEN 'non_finite' END AS reject_check,
-    nullif(concat_ws('; ', null_reason, cast_reason, finite_reason), '') AS reject_reason
+    tarq_reject_check(null_reason, cast_reason, finite_reason, 'non_finite')
+        AS reject_check,
+    tarq_reject_reason(null_reason, cast_reason, finite_reason) AS reject_reason
 FROM checked;

@@ -40,8 +40,7 @@ SELECT
     TRUE AS exposed,
     CAST(NULL AS INTEGER) AS position,
     CAST(NULL AS VARCHAR) AS request_id,
-    CASE WHEN null_reason IS NOT NULL THEN 'null_key'
-         WHEN cast_reason IS NOT NULL THEN 'type_cast'
-         WHEN label_reason IS NOT NULL THEN 'label_conflict' END AS reject_check,
-    nullif(concat_ws('; ', null_reason, cast_reason, label_reason), '') AS reject_reason
+    tarq_reject_check(null_reason, cast_reason, label_reason, 'label_conflict')
+        AS reject_check,
+    tarq_reject_reason(null_reason, cast_reason, label_reason) AS reject_reason
 FROM checked;

@@ -31,7 +31,6 @@ WITH typed AS (
 SELECT
     source_file, source_line, raw,
     user_id, ts, item_id, category_id, brand_id, action,
-    CASE WHEN null_reason IS NOT NULL THEN 'null_key'
-         WHEN cast_reason IS NOT NULL THEN 'type_cast' END AS reject_check,
-    nullif(concat_ws('; ', null_reason, cast_reason), '') AS reject_reason
+    tarq_reject_check(null_reason, cast_reason) AS reject_check,
+    tarq_reject_reason(null_reason, cast_reason) AS reject_reason
 FROM checked;

@@ -35,7 +35,6 @@ SELECT
     source_file, source_line, raw,
     user_id, cms_segid, cms_group_id, final_gender_code, age_level, pvalue_level,
     shopping_level, occupation, new_user_class_level,
-    CASE WHEN null_reason IS NOT NULL THEN 'null_key'
-         WHEN cast_reason IS NOT NULL THEN 'type_cast' END AS reject_check,
-    nullif(concat_ws('; ', null_reason, cast_reason), '') AS reject_reason
+    tarq_reject_check(null_reason, cast_reason) AS reject_check,
+    tarq_reject_reason(null_reason, cast_reason) AS reject_reason
 FROM checked;

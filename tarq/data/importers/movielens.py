@@ -185,6 +185,8 @@ def load(ctx: ImportContext, todo: list[_Planned]) -> list[FileReport]:
     for item in todo:
         stage_text(ctx, item.path, item.fmt, item.names)
         run(ctx.con, item.sql)
+        if item.what == "items":  # both item formats end in the same catalog rows
+            run(ctx.con, "importers/movielens_items")
         if item.what == "ratings":
             imp = FileReport(file=str(item.path), table="impressions")
             beh = FileReport(file=str(item.path), table="behaviors")
