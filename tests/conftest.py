@@ -1,16 +1,40 @@
-"""Suite-wide fixtures: one torch thread per test, and the tiny demo warehouse generated once.
+"""Suite-wide fixtures: one torch thread per test, the tiny demo warehouse generated once,
+and the public datasets (MovieLens-100k, the Taobao sample) beside the checkout.
 
 The per-test time limit is ``timeout`` in ``[tool.pytest.ini_options]`` (pytest-timeout).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 TINY_SEED = 7
+# Where the public datasets are: TARQ_SHARED_DATA, else ../shared/data beside the checkout.
+# Tests marked shared_data skip when the folder is absent, unless TARQ_SHARED_DATA names it:
+# then a missing folder fails them (CI sets it, so a lost dataset cannot pass as a skip).
+SHARED_DATA_ENV = "TARQ_SHARED_DATA"
+
+
+def shared_data_dir() -> Path:
+    """The public-datasets folder (it may not exist; see :func:`shared_data`)."""
+    env = os.environ.get(SHARED_DATA_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The public datasets folder; skips the test when absent (fails when TARQ_SHARED_DATA
+    names a folder that is not there)."""
+    path = shared_data_dir()
+    if not path.is_dir():
+        if os.environ.get(SHARED_DATA_ENV):
+            pytest.fail(f"{SHARED_DATA_ENV}={path} does not exist")
+        pytest.skip(f"public datasets not present at {path} (set {SHARED_DATA_ENV})")
+    return path
 
 
 @pytest.fixture(autouse=True)

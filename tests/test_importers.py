@@ -14,8 +14,6 @@ from tarq.data.codes import stable_code
 from tarq.data.importers import ImportReport, SourceFormatError, run_import
 from tarq.warehouse import open_db, side_features
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -557,10 +555,8 @@ def _data_rows(path: Path, header: bool) -> int:
 
 
 @pytest.mark.shared_data
-def test_shared_taobao_samples(tmp_path: Path) -> None:
-    src = SHARED / "taobao-samples"
-    if not src.is_dir():
-        pytest.skip(f"shared Taobao samples not present at {src}")
+def test_shared_taobao_samples(tmp_path: Path, shared_data: Path) -> None:
+    src = shared_data / "taobao-samples"
     db = tmp_path / "w.duckdb"
     report = run_import("taobao", src, db)
     expected = {
@@ -585,10 +581,8 @@ def test_shared_taobao_samples(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared_data
-def test_shared_movielens_100k(tmp_path: Path) -> None:
-    src = SHARED / "movielens-100k"
-    if not src.is_dir():
-        pytest.skip(f"shared MovieLens 100k not present at {src}")
+def test_shared_movielens_100k(tmp_path: Path, shared_data: Path) -> None:
+    src = shared_data / "movielens-100k"
     db = tmp_path / "w.duckdb"
     report = run_import("movielens", src, db)
     assert report.totals["rows_rejected"] == 0
