@@ -55,9 +55,9 @@ def one(n_impressions: int, threads: int) -> dict:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "impressions": n_impressions,
-        "rows": report["rows"],
-        "build_seconds": report["seconds"],
-        "rows_per_s": report["rows_per_s"],
+        "rows": report.rows,
+        "build_seconds": report.seconds,
+        "rows_per_s": report.rows_per_s,
         "peak_rss_mb": round(peak / 1024, 1),
         "rss_before_build_mb": round(rss_before / 1024, 1),
         "generate_seconds": round(gen_s, 1),

@@ -53,11 +53,14 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tarq.defaults import DEMO_SEED, PRESETS, SEQ_LEN, TRAIN_DAYS
+
+if TYPE_CHECKING:
+    from tarq.data.samples import SampleBuild
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("tt", "inttower", "mvke", "ta", "tarq", "tarq_no_align", "tarq_no_teacher_align")
@@ -140,9 +143,9 @@ def default_window(db: Path, dataset: str | None) -> tuple[str, int]:
     return (test_day + dt.timedelta(days=1)).isoformat(), max(1, (test_day - first).days)
 
 
-def ensure_samples(args: argparse.Namespace, db: Path) -> dict[str, Any]:
+def ensure_samples(args: argparse.Namespace, db: Path) -> SampleBuild:
     """Build the samples once; reused while the request (warehouse, window, L) is the same."""
-    from tarq.data.samples import build_samples
+    from tarq.data.samples import SampleBuild, build_samples
     from tarq.dates import resolve_run_date
     from tarq.warehouse import open_db
 
@@ -159,15 +162,15 @@ def ensure_samples(args: argparse.Namespace, db: Path) -> dict[str, Any]:
     req_path, meta_path = out / "bench_request.json", out / "meta.json"
     if not args.rebuild_samples and meta_path.is_file() and req_path.is_file() and \
             json.loads(req_path.read_text(encoding="utf-8")) == request:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        print(f"samples: reusing {out} (run date {meta['run_date']}, "
-              f"{meta['train_rows']:,} train / {meta['test_rows']:,} test rows)", file=sys.stderr)
+        meta = SampleBuild.from_dict(json.loads(meta_path.read_text(encoding="utf-8")))
+        print(f"samples: reusing {out} (run date {meta.run_date}, "
+              f"{meta.train_rows:,} train / {meta.test_rows:,} test rows)", file=sys.stderr)
         return meta
     meta = build_samples(db, run_date, out, train_days=train_days, seq_len=args.seq_len,
                          threads=args.threads)
     req_path.write_text(json.dumps(request, indent=2), encoding="utf-8")
-    print(f"samples: built {out} in {meta['seconds']:.1f} s (run date {meta['run_date']}, "
-          f"{meta['train_rows']:,} train / {meta['test_rows']:,} test rows)", file=sys.stderr)
+    print(f"samples: built {out} in {meta.seconds:.1f} s (run date {meta.run_date}, "
+          f"{meta.train_rows:,} train / {meta.test_rows:,} test rows)", file=sys.stderr)
     return meta
 
 
@@ -206,7 +209,7 @@ def run_one(args: argparse.Namespace, samples: Path, label: str, seed: int,
     """Train one model (or --variant) for one seed; returns the per-run record (never raises)."""
     import dataclasses
 
-    from tarq.train import train
+    from tarq.train import TrainResult, train
 
     model, overrides = args.variant_of.get(label, (label, {}))
     out = args.out / "runs" / f"seed{seed}" / label
@@ -223,30 +226,32 @@ def run_one(args: argparse.Namespace, samples: Path, label: str, seed: int,
             have = json.loads((out / "config.json").read_text(encoding="utf-8"))
             reuse = have == json.loads(json.dumps(want))
         if reuse:
-            result = json.loads(done.read_text(encoding="utf-8"))
+            result = TrainResult.from_dict(json.loads(done.read_text(encoding="utf-8")))
             record["reused"] = True
         else:
             result = train(samples, model, out, mcfg, tcfg, resume=False,
                            progress=args.progress)
+            if result is None:
+                raise RuntimeError("no training result: run the benchmark without torchrun")
     except Exception as exc:  # a failing model is a result too; the others still run
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["traceback"] = traceback.format_exc()
         print(f"{label} seed {seed}: FAILED {record['error']}", file=sys.stderr)
         return record
     record["wall_seconds"] = round(time.perf_counter() - t0, 2)
-    test = result["test"]
+    test = result.test
     record.update({k: test[k] for k in TEST_KEYS if k in test})
-    record["valid_auc"] = result["valid"]["auc"]
-    if "valid_random" in result:
-        record["valid_random_auc"] = result["valid_random"]["auc"]
+    record["valid_auc"] = result.valid["auc"]
+    if result.valid_random is not None:
+        record["valid_random_auc"] = result.valid_random["auc"]
     for side, st in (test.get("align_sharpness") or {}).items():
         # Mean over levels; uniform over K codes is 1/K (max-prob) and log K (entropy).
         record[f"align_max_prob_{side}"] = float(np.mean(st["max_prob"]))
         record[f"align_entropy_{side}"] = float(np.mean(st["entropy"]))
     for k in ("train_seconds", "samples_per_s", "epochs_run", "best_epoch", "n_params",
               "threads"):
-        record[k] = result.get(k)
-    hist = result.get("history") or []
+        record[k] = getattr(result, k)
+    hist = result.history
     record["history"] = [{k: h.get(k) for k in ("epoch", "seconds", "samples", "loss",
                                                   "loss_terms", "valid_auc")} for h in hist]
     record["score_scale"] = _score_scale(out)
@@ -516,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             setattr(tcfg, key, getattr(args, flag))
     tcfg.threads = args.threads
     # The whole window in the shuffle buffer: capped epochs sample all users (see above).
-    tcfg.shuffle_buffer = max(tcfg.shuffle_buffer, int(meta["train_rows"]))
+    tcfg.shuffle_buffer = max(tcfg.shuffle_buffer, int(meta.train_rows))
 
     runs = []
     for seed in args.seeds:
@@ -533,10 +538,10 @@ def main(argv: list[str] | None = None) -> int:
                     "threads": args.threads, "load_avg_before": load_before,
                     "load_avg_after": _load_avg()},
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "samples": {k: meta.get(k) for k in ("run_date", "train_start", "train_end",
-                                             "test_day", "train_days", "seq_len", "rows",
-                                             "train_rows", "test_rows", "fingerprint",
-                                             "vocab_sizes")},
+        "samples": {k: getattr(meta, k) for k in ("run_date", "train_start", "train_end",
+                                                  "test_day", "train_days", "seq_len", "rows",
+                                                  "train_rows", "test_rows", "fingerprint",
+                                                  "vocab_sizes")},
         "test_positives": next((r.get("positives") for r in runs if "positives" in r), None),
         "train_config": tcfg.__dict__,
         "model_config": mcfg.to_dict(),

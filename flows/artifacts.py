@@ -33,8 +33,8 @@ def lineage(day: str, trained: dict[str, TrainedModel]) -> None:
                            + (f" v{t.lineage.parent_version}" if t.lineage.parent_version
                               else "")) if t.lineage.warm else "",
                 "days": f"{t.lineage.train_start}..{t.lineage.train_end}",
-                "rows": t.result.get("rows_trained"),
-                "seconds": t.result.get("train_seconds"), "reason": t.lineage.reason}
+                "rows": t.result.rows_trained,
+                "seconds": t.result.train_seconds, "reason": t.lineage.reason}
                for t in trained.values()],
         description=f"Training of {day}: warm runs continue their parent on the new days, "
                     "cold runs train the whole window from scratch")
@@ -82,16 +82,16 @@ def publication(summary: DaySummary) -> None:
                      f"{summary.churn['items_compared']:,} items changed their tuple")
     if pub is None:
         lines.append("- publication: **none** (champion and served table unchanged)")
-    elif not pub.get("served", True):
-        lines += [f"- status: **not served**: table version {pub['version']} is published "
-                  f"but version {pub.get('previous')} is served (an operator rolled it back); "
+    elif not pub.served:
+        lines += [f"- status: **not served**: table version {pub.version} is published "
+                  f"but version {pub.previous} is served (an operator rolled it back); "
                   "`champion` not moved",
                   f"- model URI: `{summary.model_uri}` (not the champion)"]
     else:
-        lines += [f"- published table version **{pub['version']}** "
-                  f"({'new' if pub.get('created', True) else 'already published'}), "
-                  f"view `serving_item_ids`, {pub.get('manifest', {}).get('rows', '')} rows",
-                  f"- Parquet export: `{pub.get('export_path')}`",
+        lines += [f"- published table version **{pub.version}** "
+                  f"({'new' if pub.created else 'already published'}), "
+                  f"view `serving_item_ids`, {(pub.manifest or {}).get('rows', '')} rows",
+                  f"- Parquet export: `{pub.export_path}`",
                   f"- model URI: `{summary.model_uri}` (alias `champion`)"]
     lines += ["", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in summary.timings.items()]

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tarq.gate import GateDecision
 from tarq.lineage import Lineage
 from tarq.metrics import PairedInterval
+
+if TYPE_CHECKING:  # annotations only: importing the flow's hand-offs loads no torch or DuckDB
+    from tarq.data.samples import SampleBuild
+    from tarq.publish import Publication
+    from tarq.train import TrainResult
 
 
 @dataclass(frozen=True)
@@ -20,42 +25,48 @@ class Samples:
     """The point-in-time samples of a run date (``build_samples``' report and folder)."""
 
     dir: Path
-    report: dict[str, Any]
+    report: SampleBuild
 
     @property
     def fingerprint(self) -> str:
-        return str(self.report["fingerprint"])
+        return self.report.fingerprint
 
     @property
     def test_day(self) -> str:
-        return str(self.report["test_day"])
+        return self.report.test_day
 
     @property
     def train_start(self) -> str:
-        return str(self.report["train_start"])
+        return self.report.train_start
 
     @property
     def train_end(self) -> str:
-        return str(self.report["train_end"])
+        return self.report.train_end
 
     def window(self) -> dict[str, Any]:
         """Window and row counts (MLflow tags of the day's run)."""
-        keys = ("train_start", "train_end", "test_day", "train_days", "train_rows", "test_rows")
-        return {k: self.report[k] for k in keys}
+        r = self.report
+        return {"train_start": r.train_start, "train_end": r.train_end, "test_day": r.test_day,
+                "train_days": r.train_days, "train_rows": r.train_rows,
+                "test_rows": r.test_rows}
 
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """One model trained for the run date, with its lineage (warm or cold, and why)."""
+    """One model trained for the run date, with its lineage (warm or cold, and why).
+
+    ``result`` is the training result without its per-epoch ``history`` (metrics.json in
+    ``dir`` has it).
+    """
 
     name: str
     dir: Path
-    result: dict[str, Any]
+    result: TrainResult
     lineage: Lineage
 
     @property
     def test(self) -> dict[str, Any]:
-        return self.result["test"]
+        return self.result.test
 
     @property
     def predictions(self) -> Path:
@@ -63,8 +74,8 @@ class TrainedModel:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.name, "dir": str(self.dir), "test": self.test,
-                "train_seconds": self.result.get("train_seconds"),
-                "rows_trained": self.result.get("rows_trained"),
+                "train_seconds": self.result.train_seconds,
+                "rows_trained": self.result.rows_trained,
                 "lineage": self.lineage.to_dict()}
 
 
@@ -141,7 +152,7 @@ class DaySummary:
     lineage: dict[str, dict[str, Any]]
     churn: dict[str, Any] | None
     timings: dict[str, float]
-    publication: dict[str, Any] | None = None
+    publication: Publication | None = None
     # "published", "not-served" (published but another table version is served) or
     # "rejected": the day run's tarq.status.
     status: str | None = None
@@ -149,5 +160,7 @@ class DaySummary:
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        if self.publication is not None:
+            out["publication"] = self.publication.to_dict()
         out.update(self.extra)
         return out

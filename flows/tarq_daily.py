@@ -51,7 +51,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
@@ -71,6 +71,9 @@ from flows.tasks import RETRY_DELAY_S, ensure_logs
 from tarq import defaults
 from tarq.lineage import LineagePolicy
 from tarq.telemetry import disable_telemetry
+
+if TYPE_CHECKING:
+    from tarq.publish import Publication
 
 disable_telemetry()
 
@@ -269,7 +272,7 @@ def samples_stage(d: _Day) -> Samples:
                          lambda: d.tasks.build_samples.with_options(refresh_cache=True)(*args))
     s = Samples(sdir, report)
     d.log.info("samples %s: %s train rows (%s..%s), %s test rows on %s; fingerprint %s", sdir,
-               report["train_rows"], s.train_start, s.train_end, report["test_rows"],
+               report.train_rows, s.train_start, s.train_end, report.test_rows,
                s.test_day, s.fingerprint)
     return s
 
@@ -329,13 +332,13 @@ def train_stage(d: _Day, samples: Samples, experiment_id: str) -> dict[str, Trai
             result = _ensure(
                 fit(*targs), lambda r, m=mdir: (m / "model.pt").exists(),
                 lambda t=targs: d.tasks.train.with_options(refresh_cache=True)(*t))
-            lineage = replace(lineage, rows_trained=int(result.get("rows_trained") or 0))
+            lineage = replace(lineage, rows_trained=int(result.rows_trained or 0))
             lineage.save(mdir)
         t = TrainedModel(name, mdir, result, lineage)
         trained[name] = t
         d.log.info("%s (%s): auc %.4f gauc %.4f logloss %.4f, %s rows in %.1fs — %s", name,
                    lineage.mode, t.test["auc"], t.test["gauc"], t.test["logloss"],
-                   lineage.rows_trained, result["train_seconds"], lineage.reason)
+                   lineage.rows_trained, result.train_seconds, lineage.reason)
     artifacts.lineage(d.day, trained)
     return trained
 
@@ -401,22 +404,22 @@ def gate_stage(d: _Day, trained: dict[str, TrainedModel], champ: ChampionScore |
     return GateOutcome(decision, vs_tt, vs_champ)
 
 
-def publish_stage(d: _Day, reg: Registration) -> dict[str, Any]:
+def publish_stage(d: _Day, reg: Registration) -> Publication:
     """Publish the ID table, then move ``champion`` — only when the table is served."""
     name = d.p.registered_model
     with d.stage("publish"):
         pub = d.tasks.publish(d.db, d.dir / "ids", str(reg.version), d.day, reg.model_uri,
                               d.p.keep_versions, d.db.parent / "published", name)
         tracking.tag_version(str(reg.version), {
-            "published.table_version": pub["version"],
-            "published.export": pub.get("export_path"), "published.served": pub["served"]},
+            "published.table_version": pub.version,
+            "published.export": pub.export_path, "published.served": pub.served},
             name)
-        if pub["served"]:
+        if pub.served:
             tracking.promote(str(reg.version), name)
         else:  # e.g. an operator rolled the table back: the served IDs are not this model's
             d.log.warning("table version %s is not the served one (version %s is); champion "
-                          "not moved, run date %s ends not-served", pub["version"],
-                          pub.get("previous"), d.day)
+                          "not moved, run date %s ends not-served", pub.version,
+                          pub.previous, d.day)
     return pub
 
 
@@ -582,20 +585,19 @@ def _run_day(p: DailyParams, db: Path, log: Any) -> dict[str, Any] | State:
             return Failed(name="GateRejected",
                           message=f"gate rejected TARQ for {day}; champion unchanged, nothing "
                                   f"published: {gate.decision.reason}")
-        summary.publication = publish_stage(d, reg)
-        summary.status = "published" if summary.publication["served"] else "not-served"
+        pub = summary.publication = publish_stage(d, reg)
+        summary.status = "published" if pub.served else "not-served"
         tracking.finish_day(reg.parent_run_id, summary.status, {
             **gate.tags(), "tarq.model_version": reg.version,
-            "tarq.published_version": summary.publication["version"],
-            "tarq.served_version": summary.publication.get("previous")
-            if not summary.publication["served"] else summary.publication["version"]})
+            "tarq.published_version": pub.version,
+            "tarq.served_version": pub.version if pub.served else pub.previous})
     except BaseException:
         _mark_failed(exp_id, day, d.warehouse)
         raise
     artifacts.publication(summary)
     _write_summary(d.dir, summary)
     log.info("%s table version %s (model v%s) for %s; stage seconds %s",
-             summary.status, summary.publication["version"], reg.version, day, d.timings)
+             summary.status, pub.version, reg.version, day, d.timings)
     return summary.to_dict()
 
 @flow(name="tarq-daily-backfill", description="Run tarq-daily for a range of dates, in order.")

@@ -8,16 +8,22 @@ else is never cached (``NO_CACHE``: it reads or writes state that changes betwee
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
 from flows.results import ChampionScore, Registration, Samples, TrainedModel
+
+if TYPE_CHECKING:  # the tasks import tarq when they run
+    from tarq.data.samples import SampleBuild
+    from tarq.publish import Publication
+    from tarq.train import TrainResult
 
 RETRY_DELAY_S = 5.0
 CACHE_FOR = dt.timedelta(days=7)
@@ -116,7 +122,7 @@ def validate_logs(db: Path, run_date: str, docs_dir: Path,
 
 @daily_task("build-samples", cached=True)
 def build_samples(db: Path, run_date: str, out_dir: Path, train_days: int, seq_len: int,
-                  min_count: int, state: dict[str, int]) -> dict[str, Any]:
+                  min_count: int, state: dict[str, int]) -> SampleBuild:
     """Point-in-time samples of the run date (cached while the warehouse state is unchanged)."""
     from tarq.data.samples import build_samples as build
 
@@ -155,10 +161,11 @@ def find_parent(tracking_uri: str | None, experiment_id: str, name: str, run_dat
 @daily_task("train", retries=1, cached=True, task_run_name="train-{name}")
 def train(samples_dir: Path, fingerprint: str, name: str, out_dir: Path,
           model_cfg: dict[str, Any], train_cfg: dict[str, Any],
-          warm: dict[str, Any] | None) -> dict[str, Any]:
+          warm: dict[str, Any] | None) -> TrainResult:
     """Train one model (cold, or warm from ``warm``); a retry resumes from its checkpoint.
 
-    Cached on the sample fingerprint, the configs and the parent (its weights' sha256).
+    Cached on the sample fingerprint, the configs and the parent (its weights' sha256). The
+    result's ``history`` is left empty (the cached result stays small; metrics.json has it).
     """
     from tarq.model import ModelConfig
     from tarq.train import TrainConfig
@@ -181,8 +188,9 @@ def train(samples_dir: Path, fingerprint: str, name: str, out_dir: Path,
                          carry_optimizer=bool(warm["carry_optimizer"]))
     result = fit(samples_dir, name, out_dir, ModelConfig.from_dict(model_cfg),
                  TrainConfig.from_dict(train_cfg), resume=True, progress=False, warm=spec)
-    result.pop("history", None)
-    return result
+    if result is None:  # only a DDP rank other than 0 gets no result; the task runs alone
+        raise RuntimeError(f"training {name} returned no result (WORLD_SIZE/RANK set?)")
+    return dataclasses.replace(result, history=[])
 
 
 @daily_task("rescore-champion")
@@ -224,7 +232,7 @@ def assign(db: Path, model_dir: Path, out_dir: Path, max_churn: float | None,
 
     try:
         report = assign_ids(db, model_dir, out_dir, progress=False, max_churn=max_churn,
-                            max_collision_rate=max_collision_rate)
+                            max_collision_rate=max_collision_rate).to_dict()
     except SemanticIdError as exc:
         path = out_dir / HEALTH_JSON
         report = json.loads(path.read_text()) if path.exists() else {"ok": False, "checks": []}
@@ -249,7 +257,7 @@ def register(tracking_uri: str | None, experiment: str, run_date: str, samples: 
     churn = health.get("churn") or None
     children = {}
     for name, t in trained.items():
-        extra = {"rows_trained": float(t.result.get("rows_trained") or 0),
+        extra = {"rows_trained": float(t.result.rows_trained or 0),
                  "warm_start": 1.0 if t.lineage.warm else 0.0}
         if name == "tarq" and churn:
             from tarq.churn import IdChurn
@@ -288,13 +296,12 @@ def register(tracking_uri: str | None, experiment: str, run_date: str, samples: 
 
 @daily_task("publish")
 def publish(db: Path, ids_dir: Path, version: str, run_date: str, model_uri: str,
-            keep: int, export_dir: Path, model_name: str = "tarq") -> dict[str, Any]:
+            keep: int, export_dir: Path, model_name: str = "tarq") -> Publication:
     """Atomically publish the ID table as the served one (idempotent per version and date)."""
     from tarq.publish import publish as publish_ids
 
-    res = publish_ids(db, ids_dir, model_name=model_name, model_version=version, run_date=run_date,
-                      model_uri=model_uri, keep=keep, export_dir=export_dir)
-    return json.loads(json.dumps(res, default=str))
+    return publish_ids(db, ids_dir, model_name=model_name, model_version=version,
+                       run_date=run_date, model_uri=model_uri, keep=keep, export_dir=export_dir)
 
 
 ALL = {"prepare_logs": prepare_logs, "resolve_day": resolve_day,

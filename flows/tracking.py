@@ -46,6 +46,7 @@ from tarq.telemetry import disable_telemetry
 
 if TYPE_CHECKING:
     from flows.results import ChampionScore
+    from tarq.train import TrainResult
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EXPERIMENT = "tarq-daily"
@@ -303,22 +304,24 @@ def _child(parent_run_id: str, name: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def model_metrics(result: Mapping[str, Any]) -> dict[str, float]:
-    """The common metric keys from a training result (``tarq.train.train``'s dict)."""
-    test = result.get("test", {})
+def model_metrics(result: TrainResult) -> dict[str, float]:
+    """The common metric keys from a training result (``tarq.train.train``'s)."""
+    test = result.test
     out = {k: test[k] for k in METRIC_KEYS if test.get(k) is not None}
-    for k in ("train_seconds", "samples_per_s"):
-        if result.get(k) is not None:
-            out[k] = result[k]
+    for k, v in (("train_seconds", result.train_seconds),
+                 ("samples_per_s", result.samples_per_s)):
+        if v is not None:
+            out[k] = v
     return {k: float(v) for k, v in out.items()}
 
 
-def alignment_metrics(result: Mapping[str, Any]) -> dict[str, float]:
-    """TARQ variants: the test day's sharpness of the alignment's p and p̂ (eq. 17) per level
-    and averaged over levels, e.g. ``align_p_hat_max_prob_l0``, ``align_p_entropy_mean``
-    (``tarq.evaluation.evaluate``'s ``align_sharpness``); empty for the other models."""
+def alignment_metrics(test: Mapping[str, Any]) -> dict[str, float]:
+    """TARQ variants: the sharpness of the alignment's p and p̂ (eq. 17) in a training
+    result's ``test`` metrics, per level and averaged over levels, e.g.
+    ``align_p_hat_max_prob_l0``, ``align_p_entropy_mean`` (``tarq.evaluation.evaluate``'s
+    ``align_sharpness``); empty for the other models."""
     out: dict[str, float] = {}
-    for side, stats in result.get("test", {}).get("align_sharpness", {}).items():
+    for side, stats in test.get("align_sharpness", {}).items():
         for stat, levels in stats.items():
             for level, v in enumerate(levels):
                 out[f"align_{side}_{stat}_l{level}"] = float(v)
@@ -326,7 +329,7 @@ def alignment_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_model_run(parent_run_id: str, name: str, result: Mapping[str, Any], model_dir: Path,
+def log_model_run(parent_run_id: str, name: str, result: TrainResult, model_dir: Path,
                   run_date: str, lineage_tags: Mapping[str, str] | None = None,
                   extra_metrics: Mapping[str, float] | None = None) -> str:
     """Log one model as a child of the day's run (reused on a re-run); returns its run id.
@@ -352,18 +355,19 @@ def log_model_run(parent_run_id: str, name: str, result: Mapping[str, Any], mode
     c.log_batch(run_id, tags=[mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()])
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     metrics = [mlflow.entities.Metric(k, v, 0, 0)
-               for k, v in {**model_metrics(result), **alignment_metrics(result)}.items()]
+               for k, v in {**model_metrics(result), **alignment_metrics(result.test)}.items()]
     # valid: the slice epochs were chosen on (a cold run's last window day); valid_random: the
     # hash slice of the training days (same users and days as training: fit, not the next day).
-    extra = {f"{slice_}_{k}": float(v) for slice_ in ("valid", "valid_random")
-             for k, v in (result.get(slice_) or {}).items()
+    extra = {f"{slice_}_{k}": float(v)
+             for slice_, figures in (("valid", result.valid), ("valid_random", result.valid_random))
+             for k, v in (figures or {}).items()
              if k in ("auc", "gauc", "logloss") and v is not None}
     metrics += [mlflow.entities.Metric(k, v, 0, 0) for k, v in extra.items()]
     metrics += [mlflow.entities.Metric(k, float(v), 0, 0)
                 for k, v in (extra_metrics or {}).items()]
     params = _params({"model_name": name, "model": cfg["model"], "train": cfg["train"],
-                      "n_params": result.get("n_params"), "epochs_run": result.get("epochs_run"),
-                      "best_epoch": result.get("best_epoch")},
+                      "n_params": result.n_params, "epochs_run": result.epochs_run,
+                      "best_epoch": result.best_epoch},
                      existing_run=None if fresh else run_id)
     c.log_batch(run_id, metrics=metrics, params=params)
     for f in ("metrics.json", "config.json", "layout.json"):
@@ -372,7 +376,7 @@ def log_model_run(parent_run_id: str, name: str, result: Mapping[str, Any], mode
     return run_id
 
 
-def comparison_rows(results: dict[str, dict[str, Any]],
+def comparison_rows(results: dict[str, TrainResult],
                     champion: ChampionScore | None) -> list[dict[str, Any]]:
     """One row per model (same metric keys) plus the champion re-scored on the same day."""
     rows = []

@@ -84,7 +84,7 @@ def _cmd_build_samples(args: argparse.Namespace) -> int:
         args.db, args.run_date, args.out, train_days=args.train_days, seq_len=args.seq_len,
         min_count=args.min_count,
     )
-    print(json.dumps(report, indent=2, default=str))
+    print(json.dumps(report.to_dict(), indent=2, default=str))
     return 0
 
 
@@ -140,7 +140,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
             raise ValueError("--ids DIR is required (or --rollback)")
         result = publish(args.db, args.ids, model_name=args.model_name,
                          model_version=args.model_version, run_date=args.run_date,
-                         model_uri=args.model_uri, keep=args.keep, export_dir=args.export_dir)
+                         model_uri=args.model_uri, keep=args.keep,
+                         export_dir=args.export_dir).to_dict()
     print(json.dumps(result, indent=2, default=str))
     return 0
 

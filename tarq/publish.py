@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,56 @@ VIEW = "serving_item_ids"
 
 class PublishError(ValueError):
     """Publication refused: a failed check, inconsistent inputs or nothing to roll back to."""
+
+
+@dataclass(frozen=True)
+class Publication:
+    """The record of one :func:`publish` call: a new version, or the one already published
+    under the same (model name, model version, run date) key (``created`` False).
+
+    Attributes:
+        version: the publication version N (table ``semantic_ids_v<N>``).
+        created: True when this call wrote the version; False when the key was already
+            published (nothing written, ``checks`` and ``pruned`` empty).
+        served: whether ``version`` is the served one (always True for a new version; an
+            earlier one may have been rolled back since).
+        previous: the version served when the call started (None: nothing was served).
+        table: the version's DuckDB table.
+        checks: the pre-publication checks, one ``{"name", "ok", "detail"}`` each
+            (:func:`check_version`; empty when not created).
+        export_path: the version's Parquet export (as recorded in the registry).
+        manifest_path: the export's manifest file; None when not created.
+        manifest: the manifest (version, table, file, rows, sha256, bytes, model name,
+            version and URI, run date, m, K, dim, ids sha256, published_at, churn,
+            collision_rate); None when not created.
+        pruned: versions whose tables this call dropped (older than the ``keep`` newest).
+        status: the registry status of the already-published version (``published``,
+            ``pruned`` …); None for a new version (it is published and served).
+
+    ``to_dict()`` gives the keys each case has always returned: a new version without
+    ``status``, an already-published one without ``manifest_path`` and ``manifest``.
+    """
+
+    version: int
+    created: bool
+    served: bool
+    previous: int | None
+    table: str
+    checks: list[dict[str, Any]]
+    export_path: str | None
+    manifest_path: str | None
+    manifest: dict[str, Any] | None
+    pruned: list[int]
+    status: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the CLI's output, the daily run's ``summary.json``)."""
+        out = asdict(self)
+        if self.created:
+            del out["status"]
+            return out
+        return {k: out[k] for k in ("version", "created", "served", "previous", "table",
+                                    "checks", "export_path", "status", "pruned")}
 
 
 def table_name(version: int) -> str:
@@ -135,7 +186,7 @@ def publish(
     model_uri: str = "",
     keep: int = 5,
     export_dir: Path | None = None,
-) -> dict[str, Any]:
+) -> Publication:
     """Publish ``ids_dir/ids.parquet`` as the served semantic-ID table (see the module doc).
 
     Args:
@@ -149,9 +200,8 @@ def publish(
         export_dir: where the Parquet export and manifest go; None: ``<db dir>/published``.
 
     Returns:
-        ``{"version", "created", "served", "previous", "table", "checks", "export_path",
-        "manifest_path", "manifest", "pruned"}``; ``created`` is False when the same
-        (model name, model version, run date) was already published.
+        The :class:`Publication`; ``created`` is False when the same (model name, model
+        version, run date) was already published.
 
     Raises:
         PublishError: failed checks (nothing published), a failed assignment report, or the
@@ -180,10 +230,11 @@ def publish(
                     f"{model_name} {model_version} for {day} is already published as version "
                     f"{row['version']} with different IDs (sha256 {row['ids_sha256'][:12]} vs "
                     f"{ids_sha[:12]}); publish under a new model_version")
-            return {"version": int(row["version"]), "created": False,
-                    "served": served == row["version"], "previous": served,
-                    "table": row["table_name"], "checks": [],
-                    "export_path": row["export_path"], "status": row["status"], "pruned": []}
+            return Publication(version=int(row["version"]), created=False,
+                               served=served == row["version"], previous=served,
+                               table=row["table_name"], checks=[],
+                               export_path=row["export_path"], manifest_path=None,
+                               manifest=None, pruned=[], status=row["status"])
 
         _abandon_staged(con)
         version = int(sqlfiles.run(con, "publish/next_version").fetchall()[0][0])
@@ -214,9 +265,9 @@ def publish(
         crash_point(CRASH_ENV, "before_switch")
         _switch(con, version, table, mark_published=True)
         pruned = _prune(con, keep)
-    return {"version": version, "created": True, "served": True, "previous": served,
-            "table": table, "checks": checks, "export_path": str(export_path),
-            "manifest_path": str(manifest_path), "manifest": manifest, "pruned": pruned}
+    return Publication(version=version, created=True, served=True, previous=served,
+                       table=table, checks=checks, export_path=str(export_path),
+                       manifest_path=str(manifest_path), manifest=manifest, pruned=pruned)
 
 
 def _read_assignment(ids_dir: Path) -> tuple[Path, dict[str, Any]]:

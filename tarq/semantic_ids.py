@@ -18,7 +18,7 @@ Output (``out_dir``)::
 
     ids.parquet    item_id, code_0 … code_{m-1} (int16), v_item (FixedSizeList<float32>[d]);
                    schema metadata ``tarq`` = JSON (m, K, d, model name, model sha256)
-    health.json    the health report (also returned)
+    health.json    the health report (:class:`IdHealth`, returned)
     health.txt     the same as a short table for people
 
 ``ids.parquet`` is written only when every check passes, so a failed assignment can never
@@ -32,6 +32,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,100 @@ MAX_LISTED = 1000
 
 class SemanticIdError(ValueError):
     """The assignment failed a check: FAISS/torch disagreement beyond ties, or coverage."""
+
+
+#: The catalog-wide figures of :class:`IdHealth`: None (and not in ``health.json``) when no
+#: item was assigned.
+CATALOG_FIGURES = ("utilization_per_level", "utilization_catalog", "entropy_bits_per_level",
+                   "entropy_normalized_per_level", "distinct_tuples", "collision_rate",
+                   "largest_collision_group", "recon_error", "recon_error_relative")
+
+
+@dataclass(frozen=True)
+class IdHealth:
+    """The health report of one semantic-ID assignment (:func:`assign_ids`), also written to
+    ``health.json`` (``to_dict()``) and, for people, ``health.txt`` (:func:`health_text`).
+
+    Attributes:
+        ok: every check passed (only then is ``ids.parquet`` written).
+        checks: one ``{"name", "ok", "detail"}`` per check (``coverage``,
+            ``faiss_torch_agreement`` and the optional ``min_utilization``,
+            ``max_collision_rate``, ``max_churn``).
+        model: what the IDs were made with, as in ids.parquet's metadata: ``m``, ``K``, ``d``,
+            ``dz``, ``model_name``, ``model_sha256``.
+        catalog_size: items in the ``items`` table.
+        items_assigned: rows assigned (one per catalog row read).
+        coverage: distinct assigned items / catalog size (0.0 for an empty catalog).
+        items_oov_id: items whose id the training vocabulary has not seen (OOV embedding).
+        items_price_non_finite: items whose stored price is inf/NaN (unknown price bucket).
+        m: codebook levels.
+        K: entries per codebook.
+        utilization_per_level: (m,) share of each level's K entries used by the catalog.
+        utilization_catalog: mean of ``utilization_per_level``.
+        entropy_bits_per_level: (m,) entropy of each level's code distribution, in bits.
+        entropy_normalized_per_level: (m,) the same divided by log2 K.
+        distinct_tuples: distinct (code_0 … code_{m-1}) tuples in the catalog.
+        collision_rate: share of items sharing their tuple with another item.
+        largest_collision_group: items in the largest group sharing one tuple.
+        recon_error: mean ‖z − ẑ‖² over the catalog.
+        recon_error_relative: Σ‖z − ẑ‖² / Σ‖z‖².
+        agreement: FAISS vs torch: ``method``, ``disagreements``, ``ties``, ``failures``,
+            ``tie_rtol``, ``ties_listed``, ``failures_listed`` (first MAX_LISTED of each:
+            ``item_id``, ``level``, ``faiss_code``, ``torch_code``, ``faiss_dist``,
+            ``torch_dist``).
+        timing: ``seconds``, ``items_per_s``, ``torch_seconds``, ``faiss_seconds``,
+            ``faiss_items_per_s``, ``torch_threads``, ``faiss_threads``, ``chunk_size``.
+        churn: :meth:`tarq.churn.IdChurn.to_dict` against the served table, None when none is
+            served (or it has another m).
+
+    The :data:`CATALOG_FIGURES` (utilization … recon_error_relative) are None when no item
+    was assigned; ``to_dict()`` then leaves them out, as ``health.json`` always has.
+    """
+
+    ok: bool
+    checks: list[dict[str, Any]]
+    model: dict[str, Any]
+    catalog_size: int
+    items_assigned: int
+    coverage: float
+    items_oov_id: int
+    items_price_non_finite: int
+    m: int
+    K: int
+    utilization_per_level: list[float] | None
+    utilization_catalog: float | None
+    entropy_bits_per_level: list[float] | None
+    entropy_normalized_per_level: list[float] | None
+    distinct_tuples: int | None
+    collision_rate: float | None
+    largest_collision_group: int | None
+    recon_error: float | None
+    recon_error_relative: float | None
+    agreement: dict[str, Any]
+    timing: dict[str, Any]
+    churn: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as written to ``health.json`` (catalog figures only when present)."""
+        return {k: v for k, v in asdict(self).items()
+                if not (k in CATALOG_FIGURES and v is None)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IdHealth:
+        """A report read back from ``health.json``. Absent catalog figures (an empty catalog)
+        become None; keys older reports lack get None (``churn``) or 0
+        (``items_price_non_finite``); unknown keys are ignored.
+
+        Raises:
+            ValueError: another key is missing (not a health report).
+        """
+        old: dict[str, Any] = {"churn": None, "items_price_non_finite": 0,
+                               **dict.fromkeys(CATALOG_FIGURES)}
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in data and n not in old]
+        if missing:
+            raise ValueError(f"not a semantic-ID health report: no {', '.join(missing)}")
+        return cls(**{n: data[n] if n in data else old[n] for n in names})
 
 
 def file_sha256(path: Path) -> str:
@@ -159,7 +254,7 @@ def assign_ids(
     max_collision_rate: float | None = MAX_COLLISION_RATE,
     max_churn: float | None = None,
     compare_served: bool = True,
-) -> dict[str, Any]:
+) -> IdHealth:
     """Assign semantic IDs to every catalog item and write ``ids.parquet`` + the health report.
 
     Args:
@@ -182,9 +277,9 @@ def assign_ids(
             report) when the warehouse serves one.
 
     Returns:
-        The health report (see ``health.json``): ``ok``, ``checks``, coverage, per-level
-        utilization and entropy, collisions, reconstruction error, FAISS/torch agreement
-        (disagreements, ties listed) and timings.
+        The :class:`IdHealth` report (``to_dict()`` is ``health.json``): ``ok``, ``checks``,
+        coverage, per-level utilization and entropy, collisions, reconstruction error,
+        FAISS/torch agreement (disagreements, ties listed), timings and churn.
 
     Raises:
         SemanticIdError: a failed check (the report is written first; ``ids.parquet`` is not).
@@ -216,34 +311,35 @@ def assign_ids(
 
     item_ids_cat, codes_cat = acc.catalog()
     n, n_unique = int(item_ids_cat.size), int(np.unique(item_ids_cat).size)
-    report: dict[str, Any] = {
-        "ok": True,
-        "checks": [],
-        "model": meta,
-        "catalog_size": catalog_size,
-        "items_assigned": n,
-        "coverage": n_unique / catalog_size if catalog_size else 0.0,
-        "items_oov_id": acc.n_oov_items,
-        "items_price_non_finite": bad_prices,
-        "m": m,
-        "K": k,
-        **(_catalog_figures(codes_cat, k, acc) if n else {}),
-        "agreement": acc.agreement(),
-        "timing": acc.timing(time.perf_counter() - t_start, n, chunk_size),
-    }
+    timing = acc.timing(time.perf_counter() - t_start, n, chunk_size)
     churn = None
     if served is not None and served[2].shape[1] == codes_cat.shape[1]:
         churn = id_churn(item_ids_cat, codes_cat, served[1], served[2], against_version=served[0])
-    report["churn"] = churn.to_dict() if churn is not None else None
-    report["checks"] = _health_checks(report, n_unique, churn, min_utilization,
-                                      max_collision_rate, max_churn)
-    report["ok"] = all(c["ok"] for c in report["checks"])
+    report = IdHealth(
+        ok=True,
+        checks=[],
+        model=meta,
+        catalog_size=catalog_size,
+        items_assigned=n,
+        coverage=n_unique / catalog_size if catalog_size else 0.0,
+        items_oov_id=acc.n_oov_items,
+        items_price_non_finite=bad_prices,
+        m=m,
+        K=k,
+        **(_catalog_figures(codes_cat, k, acc) if n else dict.fromkeys(CATALOG_FIGURES)),
+        agreement=acc.agreement(),
+        timing=timing,
+        churn=churn.to_dict() if churn is not None else None,
+    )
+    checks = _health_checks(report, n_unique, churn, min_utilization, max_collision_rate,
+                            max_churn)
+    report = replace(report, checks=checks, ok=all(c["ok"] for c in checks))
 
-    (out / HEALTH_JSON).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (out / HEALTH_JSON).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
     (out / HEALTH_TXT).write_text(health_text(report), encoding="utf-8")
-    if not report["ok"]:
+    if not report.ok:
         tmp_path.unlink(missing_ok=True)
-        failed = "; ".join(f"{c['name']}: {c['detail']}" for c in report["checks"] if not c["ok"])
+        failed = "; ".join(f"{c['name']}: {c['detail']}" for c in report.checks if not c["ok"])
         raise SemanticIdError(f"semantic-ID assignment failed its checks ({failed}); "
                               f"see {out / HEALTH_JSON}")
     tmp_path.replace(ids_path)
@@ -401,7 +497,8 @@ class _Assignment:
 
 
 def _catalog_figures(codes: np.ndarray, k: int, acc: _Assignment) -> dict[str, Any]:
-    """Utilization, entropy, collisions and reconstruction error of the (N, m) catalog codes."""
+    """Utilization, entropy, collisions and reconstruction error of the (N, m) catalog codes
+    (the :data:`CATALOG_FIGURES` of :class:`IdHealth`)."""
     util = metrics.utilization_per_level(codes, k)
     rate, largest = metrics.collision_rate(codes)
     entropy = _entropy_bits(codes.astype(np.int64), k)
@@ -418,7 +515,7 @@ def _catalog_figures(codes: np.ndarray, k: int, acc: _Assignment) -> dict[str, A
     }
 
 
-def _health_checks(report: dict[str, Any], n_unique: int, churn: IdChurn | None,
+def _health_checks(report: IdHealth, n_unique: int, churn: IdChurn | None,
                    min_utilization: float | None, max_collision_rate: float | None,
                    max_churn: float | None) -> list[dict[str, Any]]:
     """The pass/fail checks of an assignment (coverage, agreement, and the optional ceilings)."""
@@ -427,60 +524,61 @@ def _health_checks(report: dict[str, Any], n_unique: int, churn: IdChurn | None,
     def check(name: str, ok: bool, detail: str) -> None:
         checks.append({"name": name, "ok": bool(ok), "detail": detail})
 
-    n, size, agree = report["items_assigned"], report["catalog_size"], report["agreement"]
+    n, size, agree = report.items_assigned, report.catalog_size, report.agreement
     check("coverage", size > 0 and n == size and n_unique == size,
           f"{n_unique:,} distinct items with codes of {size:,} in the catalog"
           + (f" ({n - n_unique} duplicate rows)" if n != n_unique else ""))
     check("faiss_torch_agreement", agree["failures"] == 0,
           f"{agree['disagreements']} disagreements, {agree['ties']} exact-distance ties, "
           f"{agree['failures']} other")
-    if min_utilization is not None and n:
-        worst = min(report["utilization_per_level"])
+    if min_utilization is not None and report.utilization_per_level is not None:
+        worst = min(report.utilization_per_level)
         check("min_utilization", worst >= min_utilization,
               f"lowest level utilization {worst:.3f} (floor {min_utilization})")
-    if max_collision_rate is not None and n:
-        check("max_collision_rate", report["collision_rate"] <= max_collision_rate,
-              f"collision rate {report['collision_rate']:.4f} (ceiling {max_collision_rate})")
+    if max_collision_rate is not None and report.collision_rate is not None:
+        check("max_collision_rate", report.collision_rate <= max_collision_rate,
+              f"collision rate {report.collision_rate:.4f} (ceiling {max_collision_rate})")
     if max_churn is not None and churn is not None:
         check("max_churn", churn.tuple_churn <= max_churn,
               f"{churn.summary()} (ceiling {max_churn:.2%})")
     return checks
 
 
-def health_text(report: dict[str, Any]) -> str:
+def health_text(report: IdHealth) -> str:
     """The health report as a short human-readable table."""
-    lines = [f"semantic IDs: {'OK' if report['ok'] else 'FAILED'}   model "
-             f"{report['model']['model_name']} ({report['model']['model_sha256'][:12]}), "
-             f"m={report['m']} K={report['K']}"]
-    for c in report["checks"]:
+    lines = [f"semantic IDs: {'OK' if report.ok else 'FAILED'}   model "
+             f"{report.model['model_name']} ({report.model['model_sha256'][:12]}), "
+             f"m={report.m} K={report.K}"]
+    for c in report.checks:
         lines.append(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}")
-    lines.append(f"  catalog {report['catalog_size']:,} items, assigned {report['items_assigned']:,}"
-                 f" (coverage {report['coverage']:.4f}); {report['items_oov_id']:,} with an id "
+    lines.append(f"  catalog {report.catalog_size:,} items, assigned {report.items_assigned:,}"
+                 f" (coverage {report.coverage:.4f}); {report.items_oov_id:,} with an id "
                  "unseen in training (OOV embedding)")
-    if report.get("items_price_non_finite"):
-        lines.append(f"  warning: {report['items_price_non_finite']:,} item(s) with a non-finite "
+    if report.items_price_non_finite:
+        lines.append(f"  warning: {report.items_price_non_finite:,} item(s) with a non-finite "
                      "price (inf/NaN, stored before import rejected them) got the unknown bucket")
-    if "utilization_per_level" in report:
+    if report.utilization_per_level is not None:
         lines.append("  level  utilization  entropy(bits)  entropy/log2K")
-        for j, (u, e, en) in enumerate(zip(report["utilization_per_level"],
-                                           report["entropy_bits_per_level"],
-                                           report["entropy_normalized_per_level"], strict=True)):
+        for j, (u, e, en) in enumerate(zip(report.utilization_per_level,
+                                           report.entropy_bits_per_level or [],
+                                           report.entropy_normalized_per_level or [],
+                                           strict=True)):
             lines.append(f"  {j:>5}  {u:>11.3f}  {e:>13.3f}  {en:>13.3f}")
-        lines.append(f"  catalog utilization {report['utilization_catalog']:.3f}; "
-                     f"{report['distinct_tuples']:,} distinct tuples; collision rate "
-                     f"{report['collision_rate']:.4f}, largest group "
-                     f"{report['largest_collision_group']}")
-        lines.append(f"  reconstruction error ‖z−ẑ‖² {report['recon_error']:.5f} "
-                     f"(relative {report['recon_error_relative']:.4f})")
-    if report.get("churn"):
-        lines.append(f"  churn: {IdChurn(**report['churn']).summary()}")
-    a = report["agreement"]
+        lines.append(f"  catalog utilization {report.utilization_catalog:.3f}; "
+                     f"{report.distinct_tuples:,} distinct tuples; collision rate "
+                     f"{report.collision_rate:.4f}, largest group "
+                     f"{report.largest_collision_group}")
+        lines.append(f"  reconstruction error ‖z−ẑ‖² {report.recon_error:.5f} "
+                     f"(relative {report.recon_error_relative:.4f})")
+    if report.churn:
+        lines.append(f"  churn: {IdChurn(**report.churn).summary()}")
+    a = report.agreement
     lines.append(f"  FAISS vs torch: {a['disagreements']} disagreements, {a['ties']} ties, "
                  f"{a['failures']} failures")
     for t in a["ties_listed"][:10]:
         lines.append(f"    tie: item {t['item_id']} level {t['level']} faiss {t['faiss_code']} "
                      f"torch {t['torch_code']} dist {t['faiss_dist']:.6g} vs {t['torch_dist']:.6g}")
-    tm = report["timing"]
+    tm = report.timing
     lines.append(f"  {tm['seconds']} s, {tm['items_per_s']} items/s (FAISS "
                  f"{tm['faiss_items_per_s']} items/s, {tm['faiss_threads']} threads)")
     return "\n".join(lines) + "\n"

@@ -169,6 +169,82 @@ def load_config(path: str | Path | None) -> tuple[ModelConfig, TrainConfig]:
     return ModelConfig.from_dict(data.get("model", {})), TrainConfig.from_dict(data.get("train", {}))
 
 
+@dataclass(frozen=True)
+class TrainResult:
+    """What one training run measured (:func:`train`), also written to ``metrics.json``.
+
+    The metric dicts are :func:`tarq.evaluation.evaluate`'s figures without its arrays:
+    ``rows``, ``positives``, ``auc``, ``gauc``, ``gauc_users``, ``gauc_skipped_users``,
+    ``logloss`` and, for TARQ variants, codebook figures (``utilization_batch``,
+    ``utilization_catalog``, ``collision_rate``, ``align_sharpness``, …).
+
+    Attributes:
+        model: the model name (:data:`tarq.model.MODEL_NAMES`).
+        test: metrics of the selected model on the test day.
+        valid: metrics on the validation slice epochs were selected on.
+        valid_random: metrics on the random hash slice of the training days, reported beside
+            a temporal ``valid`` slice; None when there is none (not in ``metrics.json``).
+        valid_slice: what ``valid`` is: ``{"split": "time"|"hash", "valid_folds",
+            "time_from": ISO timestamp or None}`` (None in files from before it was recorded).
+        best_epoch: the epoch whose weights were kept (best validation AUC; -1: none).
+        epochs_run: epochs in ``history`` (early stopping may end before ``epochs``).
+        train_seconds: wall time of the training epochs (all ranks in step, resumes included).
+        samples_per_s: training samples per second over all processes (None: no time spent).
+        world_size: processes that trained (DDP).
+        threads: torch threads per process.
+        n_params: parameters of the model.
+        samples: the sample folder trained on (resolved path).
+        rows_trained: training rows the stream held (None in files from before it was
+            recorded).
+        warm_start: ``{"mode": "cold"}``, or ``{"mode": "warm", ...}`` with the
+            :class:`tarq.warm_start.WarmStart` settings, ``vocab_added``, ``grown_tables`` and
+            ``optimizer_carried``.
+        history: one record per epoch: ``epoch``, ``seconds``, ``samples``, ``loss``,
+            ``loss_terms``, ``valid_auc`` (and ``valid_random_auc``).
+    """
+
+    model: str
+    test: dict[str, Any]
+    valid: dict[str, Any]
+    valid_random: dict[str, Any] | None
+    valid_slice: dict[str, Any] | None
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    samples_per_s: float | None
+    world_size: int
+    threads: int
+    n_params: int
+    samples: str
+    rows_trained: int | None
+    warm_start: dict[str, Any]
+    history: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as written to ``metrics.json`` (``valid_random`` only when present)."""
+        out = asdict(self)
+        if out["valid_random"] is None:
+            del out["valid_random"]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
+        """A result read back from ``metrics.json``. Keys that older runs did not write:
+        ``valid_random``, ``valid_slice`` and ``rows_trained`` become None, ``warm_start``
+        ``{"mode": "cold"}`` (every run was cold then); unknown keys are ignored.
+
+        Raises:
+            ValueError: another key is missing (not a training result).
+        """
+        old: dict[str, Any] = {"valid_random": None, "valid_slice": None, "rows_trained": None,
+                               "warm_start": {"mode": "cold"}}
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in data and n not in old]
+        if missing:
+            raise ValueError(f"not a training result: no {', '.join(missing)}")
+        return cls(**{n: data[n] if n in data else old[n] for n in names})
+
+
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -184,7 +260,7 @@ def train(
     resume: bool = True,
     progress: bool | None = None,
     warm: WarmStart | None = None,
-) -> dict[str, Any]:
+) -> TrainResult | None:
     """Train ``model_name`` on the samples in ``samples`` and write the artefacts to ``out_dir``.
 
     With ``warm`` the model continues a parent (:mod:`tarq.warm_start`): its vocabularies
@@ -192,7 +268,8 @@ def train(
     optimizer state, trained on the sample days after ``warm.since_day`` plus a replay sample.
     A crash during a warm run resumes from the run's own checkpoint.
 
-    Returns the metrics also written to ``metrics.json`` (rank 0; other ranks get ``{}``).
+    Returns the :class:`TrainResult` whose ``to_dict()`` is written to ``metrics.json``, on
+    rank 0; the other ranks of a DDP run (which evaluate and write nothing) get None.
     The process's torch thread count is set for the run and restored after it. Training uses
     torch's deterministic algorithms (the same samples, settings and thread count give the same
     weights bit for bit; measured at no cost on CPU), restored after the run too.
@@ -217,7 +294,7 @@ def _train(
     resume: bool,
     progress: bool | None,
     warm: WarmStart | None,
-) -> dict[str, Any]:
+) -> TrainResult | None:
     if model_name not in MODEL_NAMES:
         raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(MODEL_NAMES)}")
     mcfg, tcfg, out = model_config or ModelConfig(), train_config or TrainConfig(), Path(out_dir)
@@ -273,21 +350,22 @@ def _train(
 
     if rank != 0:
         dist.barrier()
-        return {}
+        return None
     if run.best_state is not None:
         model.load_state_dict(run.best_state)
-    result, arrays = _final_metrics(model, model_name, mcfg, tcfg, streams, run)
-    result.update({
-        "train_seconds": round(train_seconds, 3),
-        "samples_per_s": round(samples_seen / train_seconds, 1) if train_seconds else None,
-        "world_size": world,
-        "threads": torch.get_num_threads(),
-        "n_params": int(sum(p.numel() for p in model.parameters())),
-        "samples": str(Path(samples).resolve()),
-        "rows_trained": train_stream.rows(),
-        "warm_start": warm_info,
-        "history": history,
-    })
+    metrics, arrays = _final_metrics(model, model_name, mcfg, tcfg, streams, run)
+    result = TrainResult(
+        **metrics,
+        train_seconds=round(train_seconds, 3),
+        samples_per_s=round(samples_seen / train_seconds, 1) if train_seconds else None,
+        world_size=world,
+        threads=torch.get_num_threads(),
+        n_params=int(sum(p.numel() for p in model.parameters())),
+        samples=str(Path(samples).resolve()),
+        rows_trained=train_stream.rows(),
+        warm_start=warm_info,
+        history=history,
+    )
     _write_artifacts(out, model, model_name, mcfg, tcfg, sset, result, arrays)
     save_atomic(optim.state_dict(), out / OPTIMIZER_FILE)
     if world > 1:
@@ -408,16 +486,17 @@ def _train_epoch(net: torch.nn.Module, model: torch.nn.Module, optim: torch.opti
 def _final_metrics(model: torch.nn.Module, model_name: str, mcfg: ModelConfig,
                    tcfg: TrainConfig, streams: _Streams,
                    run: _Start) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The selected model's validation and test metrics (the start of metrics.json) and the
-    test day's arrays (labels, scores, user and item keys) for predictions.parquet."""
+    """The selected model's validation and test metrics (the first :class:`TrainResult`
+    fields, ``valid_random`` None without a random slice) and the test day's arrays (labels,
+    scores, user and item keys) for predictions.parquet."""
     val = evaluate(model, streams.valid, mcfg.codebook_size)
     test = evaluate(model, streams.test, mcfg.codebook_size)
     result = {
         "model": model_name,
         "test": public_metrics(test),
         "valid": public_metrics(val),
-        **({"valid_random": public_metrics(evaluate(model, streams.random, mcfg.codebook_size))}
-           if streams.random is not None else {}),
+        "valid_random": (public_metrics(evaluate(model, streams.random, mcfg.codebook_size))
+                         if streams.random is not None else None),
         "valid_slice": {"split": tcfg.valid_split, "valid_folds": tcfg.valid_folds,
                         "time_from": (streams.cutoff.isoformat()
                                       if streams.cutoff is not None else None)},
@@ -489,7 +568,7 @@ def _starting_point(model: torch.nn.Module, optim: torch.optim.Optimizer, model_
 
 def _write_artifacts(
     out: Path, model: torch.nn.Module, model_name: str, mcfg: ModelConfig, tcfg: TrainConfig,
-    sset: SampleSet, result: dict[str, Any], arrays: dict[str, np.ndarray],
+    sset: SampleSet, result: TrainResult, arrays: dict[str, np.ndarray],
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_atomic(model.state_dict(), out / "model.pt")
@@ -505,7 +584,7 @@ def _write_artifacts(
     for name, vocab in sset.vocabs.items():
         vocab.save(out / "vocab" / f"{name}.parquet")
     pq.write_table(pa.table(arrays), out / "predictions.parquet")
-    (out / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -532,10 +611,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise SystemExit("tarq train: --since-day needs --warm-from")
     result = train(args.samples, args.model, args.out, mcfg, tcfg, resume=not args.no_resume,
                    warm=warm)
-    if result:
-        print(json.dumps({"model": result["model"], **result["test"],
-                          "train_seconds": result["train_seconds"],
-                          "samples_per_s": result["samples_per_s"]}, indent=2))
+    if result is not None:  # rank 0
+        print(json.dumps({"model": result.model, **result.test,
+                          "train_seconds": result.train_seconds,
+                          "samples_per_s": result.samples_per_s}, indent=2))
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0

@@ -135,8 +135,8 @@ def test_alignment_metrics_for_mlflow() -> None:
     result = {"test": {"auc": 0.7, "align_sharpness": {
         "p": {"entropy": [1.0, 2.0], "max_prob": [0.5, 0.25]},
         "p_hat": {"entropy": [2.5, 2.7], "max_prob": [0.1, 0.07]}}}}
-    m = alignment_metrics(result)
+    m = alignment_metrics(result["test"])
     assert m["align_p_entropy_l1"] == 2.0 and m["align_p_hat_max_prob_l0"] == 0.1
     assert m["align_p_max_prob_mean"] == pytest.approx(0.375)
     assert len(m) == 2 * 2 * (2 + 1)
-    assert alignment_metrics({"test": {"auc": 0.7}}) == {}
+    assert alignment_metrics({"auc": 0.7}) == {}

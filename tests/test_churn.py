@@ -54,22 +54,22 @@ def test_churn_against_the_served_table_and_its_ceiling(trained: tuple[Path, Pat
     db = tmp_path / "w.duckdb"
     db.write_bytes(src.read_bytes())
     first = assign_ids(db, model_dir, tmp_path / "ids1", progress=False, max_collision_rate=None)
-    assert first["churn"] is None  # nothing served yet
+    assert first.churn is None  # nothing served yet
     pub = publish(db, tmp_path / "ids1", model_version="1", run_date="2026-10-06",
                   export_dir=tmp_path / "pub")
-    assert pub["manifest"]["churn"] is None
+    assert pub.manifest["churn"] is None
 
     with connect(db) as con:  # the catalog grows
         con.execute("INSERT INTO items SELECT range, 1, 2, 9.5, 'new' FROM range(5001, 5011)")
     same = assign_ids(db, model_dir, tmp_path / "ids2", progress=False, max_collision_rate=None,
                       max_churn=0.0)
-    ch = same["churn"]
-    assert ch["against_version"] == pub["version"] and ch["tuple_churn"] == 0.0
-    assert ch["items_new"] == 10 and ch["items_compared"] == pub["manifest"]["rows"]
-    assert any(c["name"] == "max_churn" and c["ok"] for c in same["checks"])
+    ch = same.churn
+    assert ch["against_version"] == pub.version and ch["tuple_churn"] == 0.0
+    assert ch["items_new"] == 10 and ch["items_compared"] == pub.manifest["rows"]
+    assert any(c["name"] == "max_churn" and c["ok"] for c in same.checks)
     second = publish(db, tmp_path / "ids2", model_version="2", run_date="2026-10-07",
                      export_dir=tmp_path / "pub")
-    assert second["manifest"]["churn"]["items_new"] == 10
+    assert second.manifest["churn"]["items_new"] == 10
 
     # Another model's IDs move most tuples: the ceiling refuses them and writes no ids file.
     other = tmp_path / "other"

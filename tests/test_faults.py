@@ -997,7 +997,7 @@ def test_a_stored_non_finite_price_is_an_unknown_bucket_in_samples(
     day = LAST_DAY - dt.timedelta(days=2)
     items = _poison_prices(db, day)
     report = build_samples(db, D1, tmp_path / "s", seq_len=5)
-    assert report["items_price_non_finite"] == 3
+    assert report.items_price_non_finite == 3
     rows = pq.read_table(tmp_path / "s" / "train",
                          columns=["item_id", "price_bucket"]).to_pylist()
     shown = [r for r in rows if r["item_id"] in items]
@@ -1015,8 +1015,8 @@ def test_a_stored_non_finite_price_is_an_unknown_bucket_in_semantic_ids(tmp_path
         con.execute("UPDATE items SET price = 'nan'::DOUBLE WHERE item_id = 1003")
         n_items = con.execute("SELECT count(*) FROM items").fetchone()[0]
     report = assign_ids(db, model_dir, tmp_path / "ids", progress=False, max_collision_rate=None)
-    assert report["ok"] and report["items_assigned"] == n_items
-    assert report["items_price_non_finite"] == 3
+    assert report.ok and report.items_assigned == n_items
+    assert report.items_price_non_finite == 3
 
 
 # ----------------------------------------------------------------------------- latest
@@ -1050,7 +1050,7 @@ def test_latest_ignores_quarantined_and_future_impressions(
         # Seen from 2099-06-01 the far row is usable: the rule is "not after now".
         assert latest_run_date(con, dt.datetime(2099, 6, 1)) == dt.date(2099, 1, 2)
     report = build_samples(db, "latest", tmp_path / "s", seq_len=5)
-    assert (report["run_date"], report["test_day"]) == (D1, str(LAST_DAY))
+    assert (report.run_date, report.test_day) == (D1, str(LAST_DAY))
     assert tarq_main(["build-samples", "--db", str(db), "--run-date", "latest",
                       "--out", str(tmp_path / "s2")]) == 0, capsys.readouterr().err
 
@@ -1193,7 +1193,7 @@ def test_a_failed_sample_rebuild_keeps_the_previous_samples(db: Path, tmp_path: 
     assert {k: v for k, v in _tree_sha(out).items() if k != "notes.txt"} == kept
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["train", "test", "vocab", "layout.json", "meta.json", "notes.txt"])
-    assert json.loads((out / "meta.json").read_text())["fingerprint"] == first["fingerprint"]
+    assert json.loads((out / "meta.json").read_text())["fingerprint"] == first.fingerprint
     assert snapshot(db) == before  # no build recorded
 
 
@@ -1777,7 +1777,7 @@ def test_republishing_when_another_table_is_served_ends_not_served_not_published
     env = flow_env
     hotfix = publish(env["db"], env["work"] / D1 / "ids", model_version="hotfix", run_date=D1,
                      export_dir=env["root"] / "published")
-    assert hotfix["served"] and hotfix["version"] == 2
+    assert hotfix.served and hotfix.version == 2
     before = snapshot(env["db"], env["store"])
 
     state = _run(env, run_date=D1, force=True)

@@ -62,23 +62,32 @@ def test_publish_serves_exports_and_is_idempotent(db: Path, assigned: tuple[Path
     assert served_version(db) is None
     res = publish(db, ids, model_version="3", run_date="2026-10-06", model_uri="models:/tarq/3",
                   export_dir=tmp_path / "exp")
-    assert res["created"] and res["version"] == 1 and res["previous"] is None
-    assert all(c["ok"] for c in res["checks"])
+    assert res.created and res.version == 1 and res.previous is None
+    assert all(c["ok"] for c in res.checks)
     assert served_version(db) == 1
     assert _served_rows(db) == (_catalog(db), {1})
     with duckdb.connect(str(db), read_only=True) as con:
         cols = [d[0] for d in con.execute("SELECT * FROM serving_item_ids LIMIT 0").description]
         assert {"item_id", "code_0", "code_2", "v_item", "model_name", "model_version",
                 "run_date", "published_at", "version"} <= set(cols)
-    manifest = json.loads(Path(res["manifest_path"]).read_text())
-    exported = Path(res["export_path"])
+    manifest = json.loads(Path(res.manifest_path).read_text())
+    exported = Path(res.export_path)
     assert manifest["rows"] == _catalog(db) == pq.ParquetFile(exported).metadata.num_rows
     assert manifest["sha256"] == file_sha256(exported)
     assert manifest["model_uri"] == "models:/tarq/3" and manifest["version"] == 1
 
     again = publish(db, ids, model_version="3", run_date="2026-10-06",
                     export_dir=tmp_path / "exp")
-    assert not again["created"] and again["version"] == 1
+    assert not again.created and again.version == 1
+    # Each case keeps the keys it has always had: an existing version has its registry
+    # status and no manifest.
+    assert list(res.to_dict()) == ["version", "created", "served", "previous", "table",
+                                   "checks", "export_path", "manifest_path", "manifest",
+                                   "pruned"]
+    assert again.to_dict() == {"version": 1, "created": False, "served": True, "previous": 1,
+                               "table": "semantic_ids_v1", "checks": [],
+                               "export_path": res.export_path, "status": "published",
+                               "pruned": []}
     assert [v["version"] for v in list_versions(db)] == [1]
     with connect(db) as con:
         assert table_fingerprint(con, "items") == before
@@ -105,9 +114,9 @@ def test_crash_between_write_and_switch_keeps_previous_version(
 
     monkeypatch.delenv(CRASH_ENV)
     res = publish(db, ids, model_version="2", run_date="2026-10-07", export_dir=tmp_path)
-    assert res["created"] and served_version(db) == res["version"] == 4
+    assert res.created and served_version(db) == res.version == 4
     again = publish(db, ids, model_version="2", run_date="2026-10-07", export_dir=tmp_path)
-    assert not again["created"] and again["version"] == 4
+    assert not again.created and again.version == 4
     status = {v["version"]: v["status"] for v in list_versions(db)}
     assert status == {1: "published", 2: "abandoned", 3: "abandoned", 4: "published"}
     with duckdb.connect(str(db), read_only=True) as con:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tarq.data.features import FeatureLayout, Vocab
-from tarq.data.samples import build_samples
+from tarq.data.samples import SampleBuild, build_samples
 from tarq.warehouse import add_side_column, connect, table_fingerprint
 
 DAY0 = dt.date(2026, 10, 1)
@@ -74,7 +74,7 @@ def _make_warehouse(path: Path, seed: int = 0) -> None:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, SampleBuild]:
     root = tmp_path_factory.mktemp("samples")
     db = root / "w.duckdb"
     _make_warehouse(db)
@@ -101,19 +101,26 @@ def _brute_force_history(db: Path, seq_len: int) -> dict[int, list[int]]:
     return out
 
 
-def test_window_and_counts(built: tuple[Path, Path, dict]) -> None:
+def test_window_and_counts(built: tuple[Path, Path, SampleBuild]) -> None:
     _, out, report = built
-    assert report["test_day"] == str(DAY0 + dt.timedelta(days=N_DAYS - 1))
-    assert report["train_start"] == str(DAY0)  # capped at the first logged day
-    assert report["train_days"] == N_DAYS - 1
-    assert report["rows"] == 1501 and report["excluded_rows"] == 0
+    assert report.test_day == str(DAY0 + dt.timedelta(days=N_DAYS - 1))
+    assert report.train_start == str(DAY0)  # capped at the first logged day
+    assert report.train_days == N_DAYS - 1
+    assert report.rows == 1501 and report.excluded_rows == 0
     assert len(list((out / "train").glob("*.parquet"))) >= 1
     assert len(list((out / "test").glob("*.parquet"))) == 1
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["fingerprint"] == report["fingerprint"]
+    assert meta["fingerprint"] == report.fingerprint
+    # meta.json is the report's dict, and reads back into the same report.
+    assert meta == report.to_dict() and list(meta) == list(report.to_dict())
+    assert SampleBuild.from_dict(meta) == report
+    older = {k: v for k, v in meta.items() if k not in ("items_price_non_finite", "min_count")}
+    assert SampleBuild.from_dict(older).items_price_non_finite == 0
+    with pytest.raises(ValueError, match="fingerprint"):
+        SampleBuild.from_dict({k: v for k, v in meta.items() if k != "fingerprint"})
 
 
-def test_histories_exact_and_strictly_before(built: tuple[Path, Path, dict]) -> None:
+def test_histories_exact_and_strictly_before(built: tuple[Path, Path, SampleBuild]) -> None:
     db, out, _ = built
     df = pd.read_parquet(out / "train").sort_values("row_id")
     df = pd.concat([df, pd.read_parquet(out / "test")])
@@ -132,7 +139,7 @@ def test_histories_exact_and_strictly_before(built: tuple[Path, Path, dict]) -> 
     assert ties >= 200
 
 
-def test_features_and_layout(built: tuple[Path, Path, dict]) -> None:
+def test_features_and_layout(built: tuple[Path, Path, SampleBuild]) -> None:
     _, out, report = built
     df = pd.read_parquet(out / "test")
     assert {"category_id", "brand_id", "price_bucket", "gender", "label", "fold"} <= set(df)
@@ -143,7 +150,7 @@ def test_features_and_layout(built: tuple[Path, Path, dict]) -> None:
     vocab = Vocab.load(out / "vocab" / "item_id.parquet")
     assert layout.vocab_sizes["item_id"] == len(vocab) == vocab.values.size + 2
     assert vocab.lookup(np.array([10**12]))[0] == 1  # unseen → OOV
-    assert report["vocab_sizes"]["action"] == 6
+    assert report.vocab_sizes["action"] == 6
 
 
 def test_quarantined_rows_are_excluded_and_raw_untouched(tmp_path: Path) -> None:
@@ -168,7 +175,7 @@ def test_quarantined_rows_are_excluded_and_raw_untouched(tmp_path: Path) -> None
     con.close()
     out = tmp_path / "out"
     report = build_samples(db, DAY0 + dt.timedelta(days=N_DAYS), out, seq_len=50)
-    assert report["excluded_rows"] == 5
+    assert report.excluded_rows == 5
     df = pd.concat([pd.read_parquet(out / "train"), pd.read_parquet(out / "test")])
     assert not set(bad_imp) & set(df.row_id)
     con = connect(db)
@@ -189,14 +196,15 @@ def test_bad_run_dates(tmp_path: Path) -> None:
         build_samples(db, DAY0 + dt.timedelta(days=1), tmp_path / "o")
 
 
-def test_user_buckets_give_identical_rows(built: tuple[Path, Path, dict], tmp_path: Path) -> None:
+def test_user_buckets_give_identical_rows(built: tuple[Path, Path, SampleBuild],
+                                         tmp_path: Path) -> None:
     db, out, report = built
-    assert report["buckets"] == 1
+    assert report.buckets == 1
     small = build_samples(
         db, DAY0 + dt.timedelta(days=N_DAYS), tmp_path / "b", seq_len=8, rows_per_bucket=300
     )
-    assert small["buckets"] == 6
-    assert small["rows"] == report["rows"]
+    assert small.buckets == 6
+    assert small.rows == report.rows
 
     def rows(root: Path) -> pd.DataFrame:
         df = pd.concat([pd.read_parquet(root / "train"), pd.read_parquet(root / "test")])
@@ -219,11 +227,11 @@ def test_a_rebuild_swaps_in_whole_and_leaves_nothing_behind(tmp_path: Path) -> N
     (out / ".build-dead").mkdir()  # left by a killed build
     (out / "README").write_text("kept")
     second = build_samples(db, run_date, out, seq_len=8)
-    assert second["fingerprint"] == first["fingerprint"]
-    assert second["build_id"] != first["build_id"]
+    assert second.fingerprint == first.fingerprint
+    assert second.build_id != first.build_id
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["README", "layout.json", "meta.json", "test", "train", "vocab"])
-    assert json.loads((out / "meta.json").read_text())["build_id"] == second["build_id"]
+    assert json.loads((out / "meta.json").read_text())["build_id"] == second.build_id
 
 
 def test_latest_with_no_usable_impression_says_why(tmp_path: Path) -> None:

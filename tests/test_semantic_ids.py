@@ -12,9 +12,11 @@ import torch
 
 from tarq.semantic_ids import (
     IDS_FILE,
+    IdHealth,
     SemanticIdError,
     assign_ids,
     faiss_assign,
+    health_text,
     read_ids,
     residual_at,
 )
@@ -61,16 +63,21 @@ def test_assigns_every_catalog_item_and_agrees_with_torch(trained: tuple[Path, P
         n_items = con.execute("SELECT count(*) FROM items").fetchone()[0]
     report = assign_ids(db, model_dir, tmp_path, chunk_size=37, progress=False,
                         max_collision_rate=None)
-    assert report["ok"], report["checks"]
-    assert report["catalog_size"] == n_items == report["items_assigned"]
-    assert report["coverage"] == 1.0
-    assert report["items_oov_id"] >= NEW_ITEMS
-    assert report["agreement"]["failures"] == 0
-    assert len(report["utilization_per_level"]) == TINY_MODEL["n_codebooks"]
-    assert 0 < report["utilization_catalog"] <= 1
-    assert 0 <= report["collision_rate"] <= 1 and report["largest_collision_group"] >= 1
-    assert report["recon_error"] >= 0
-    assert json.loads((tmp_path / "health.json").read_text()) == json.loads(json.dumps(report))
+    assert report.ok, report.checks
+    assert report.catalog_size == n_items == report.items_assigned
+    assert report.coverage == 1.0
+    assert report.items_oov_id >= NEW_ITEMS
+    assert report.agreement["failures"] == 0
+    assert len(report.utilization_per_level) == TINY_MODEL["n_codebooks"]
+    assert 0 < report.utilization_catalog <= 1
+    assert 0 <= report.collision_rate <= 1 and report.largest_collision_group >= 1
+    assert report.recon_error >= 0
+    health = json.loads((tmp_path / "health.json").read_text())
+    assert health == json.loads(json.dumps(report.to_dict()))
+    # health.json is the report's dict (same key order), reads back into it, and health.txt
+    # is health_text of it.
+    assert list(health) == list(report.to_dict()) and IdHealth.from_dict(health) == report
+    assert (tmp_path / "health.txt").read_text() == health_text(report)
     assert "FAISS vs torch" in (tmp_path / "health.txt").read_text()
 
     meta, item_ids, codes, v_item = read_ids(tmp_path / IDS_FILE)
@@ -102,7 +109,7 @@ def test_codes_equal_the_model_catalog_codes(trained: tuple[Path, Path], tmp_pat
     with torch.no_grad():
         want_codes = model.catalog_codes(feats).numpy()
         want_v, _ = model.item_side(feats)
-    tied = {t["item_id"] for t in report["agreement"]["ties_listed"]}
+    tied = {t["item_id"] for t in report.agreement["ties_listed"]}
     keep = np.array([i not in tied for i in item_ids.tolist()])
     np.testing.assert_array_equal(codes[keep], want_codes[keep])
     np.testing.assert_allclose(v_item, want_v.numpy(), rtol=1e-6, atol=1e-6)

@@ -53,10 +53,10 @@ def make_served(root: Path) -> dict:
                         "price_bucket FROM items it ORDER BY item_id").to_arrow_table()
     history = [dict(zip(("item_id", "category_id", "brand_id", "action", "ts"), b, strict=True))
                for b in beh]
-    tied = {t["item_id"] for t in report["agreement"]["ties_listed"]}
+    tied = {t["item_id"] for t in report.agreement["ties_listed"]}
     return {"db": db, "model_dir": model_dir, "history": history, "items": items,
             "request_ts": history[-1]["ts"] + dt.timedelta(minutes=7),
-            "tied": tied, "export": Path(pub["export_path"])}
+            "tied": tied, "export": Path(pub.export_path)}
 
 
 def _forward_logits(model_dir: Path, profile: dict, history: list[dict],

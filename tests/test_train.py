@@ -16,7 +16,7 @@ import torch
 
 from tarq.model import ModelConfig
 from tarq.model.io import load_trained
-from tarq.train import CHECKPOINT, TrainConfig, train
+from tarq.train import CHECKPOINT, TrainConfig, TrainResult, train
 from tests.test_samples import DAY0, N_DAYS, _make_warehouse
 
 TINY_MODEL = {"emb_dim": 8, "d_model": 16, "n_heads": 2, "codebook_size": 4, "n_codebooks": 2}
@@ -49,7 +49,12 @@ def test_train_writes_artifacts_and_loads_weights_only(samples: Path, tmp_path: 
               CHECKPOINT, "vocab/item_id.parquet"):
         assert (out / f).exists(), f
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics == json.loads(json.dumps(result))
+    assert metrics == json.loads(json.dumps(result.to_dict()))
+    # metrics.json is the result's dict (same key order) and reads back into it.
+    assert list(metrics) == list(result.to_dict())
+    assert TrainResult.from_dict(metrics) == result
+    assert TrainResult.from_dict({k: v for k, v in metrics.items()
+                                  if k not in ("valid_random", "rows_trained")}).rows_trained is None
     for key in ("auc", "gauc", "logloss", "gauc_skipped_users"):
         assert key in metrics["test"]
     assert metrics["samples_per_s"] > 0 and metrics["epochs_run"] == 1
@@ -104,9 +109,9 @@ def test_resume_continues_from_last_checkpoint(samples: Path, tmp_path: Path) ->
     shutil.copytree(tmp_path / "m", crashed)
 
     result = train(samples, "tt", tmp_path / "m", mcfg, tcfg2, progress=False)
-    assert [h["epoch"] for h in result["history"]] == [0, 1]
-    assert result["history"][0] == kept[0]  # kept bit for bit, not retrained
-    assert result["epochs_run"] == 2
+    assert [h["epoch"] for h in result.history] == [0, 1]
+    assert result.history[0] == kept[0]  # kept bit for bit, not retrained
+    assert result.epochs_run == 2
     resumed = torch.load(ckpt_path, weights_only=True)
     assert int(resumed["epoch"]) == 1
     # The same end state as the uninterrupted run: weights, Adam moments, best state.
@@ -116,14 +121,14 @@ def test_resume_continues_from_last_checkpoint(samples: Path, tmp_path: Path) ->
     assert _tensors_equal(torch.load(tmp_path / "m" / "model.pt", weights_only=True),
                           torch.load(tmp_path / "whole" / "model.pt", weights_only=True))
     for key in ("epoch", "loss", "samples", "valid_auc"):
-        assert result["history"][1][key] == whole["history"][1][key]
+        assert result.history[1][key] == whole.history[1][key]
 
     # resume=False ignores the checkpoint: both epochs trained anew, the record not kept.
     fresh = train(samples, "tt", crashed, mcfg, tcfg2, resume=False, progress=False)
-    assert [h["epoch"] for h in fresh["history"]] == [0, 1]
-    assert "marker" not in fresh["history"][0]
-    assert fresh["history"] != result["history"]
-    assert fresh["history"][0]["loss"] == whole["history"][0]["loss"]
+    assert [h["epoch"] for h in fresh.history] == [0, 1]
+    assert "marker" not in fresh.history[0]
+    assert fresh.history != result.history
+    assert fresh.history[0]["loss"] == whole.history[0]["loss"]
 
 
 def test_tampered_weights_are_refused(samples: Path, tmp_path: Path) -> None:
@@ -153,6 +158,8 @@ def test_ddp_two_processes(samples: Path, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # Rank 0 prints the result; rank 1's train() returns None and prints nothing.
+    assert proc.stdout.count('"model": "tarq"') == 1, proc.stdout[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     assert metrics["test"]["auc"] > 0
@@ -167,7 +174,7 @@ def test_every_other_model_trains_end_to_end(samples: Path, tmp_path: Path, name
     for f in ("model.pt", "config.json", "layout.json", "metrics.json", "predictions.parquet"):
         assert (out / f).exists(), f
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics == json.loads(json.dumps(result))
+    assert metrics == json.loads(json.dumps(result.to_dict()))
     assert metrics["model"] == name and metrics["epochs_run"] == 1
     assert metrics["history"][0]["samples"] == 3 * tcfg.batch_size
     assert 0 <= metrics["test"]["auc"] <= 1 and metrics["test"]["logloss"] > 0
@@ -213,22 +220,22 @@ def test_the_last_day_is_the_validation_slice_and_the_random_slice_is_reported(
     before = t["day"] < last
     mcfg, tcfg = _cfg(max_steps_per_epoch=2)
     res = train(samples, "tt", tmp_path / "time", mcfg, tcfg, progress=False)
-    assert res["valid_slice"] == {"split": "time", "valid_folds": 5,
+    assert res.valid_slice == {"split": "time", "valid_folds": 5,
                                   "time_from": dt.datetime.combine(last, dt.time()).isoformat()}
-    assert res["valid"]["rows"] == int((~before).sum()) > 0
-    assert res["valid_random"]["rows"] == int((before & (t["fold"] < 5)).sum()) > 0
-    assert res["rows_trained"] == int((before & (t["fold"] >= 5)).sum())
-    assert 0 <= res["history"][0]["valid_random_auc"] <= 1
-    assert res["history"][0]["valid_auc"] == res["valid"]["auc"]
+    assert res.valid["rows"] == int((~before).sum()) > 0
+    assert res.valid_random["rows"] == int((before & (t["fold"] < 5)).sum()) > 0
+    assert res.rows_trained == int((before & (t["fold"] >= 5)).sum())
+    assert 0 <= res.history[0]["valid_random_auc"] <= 1
+    assert res.history[0]["valid_auc"] == res.valid["auc"]
 
     _, hcfg = _cfg(max_steps_per_epoch=2, valid_split="hash")
     with pytest.raises(CheckpointMismatch, match="valid_split"):
         train(samples, "tt", tmp_path / "time", mcfg, hcfg, progress=False)
     old = train(samples, "tt", tmp_path / "hash", mcfg, hcfg, progress=False)
-    assert old["valid_slice"]["split"] == "hash" and "valid_random" not in old
-    assert old["valid"]["rows"] == int((t["fold"] < 5).sum())
-    assert old["rows_trained"] == int((t["fold"] >= 5).sum()) > res["rows_trained"]
-    assert "valid_random_auc" not in old["history"][0]
+    assert old.valid_slice["split"] == "hash" and old.valid_random is None
+    assert old.valid["rows"] == int((t["fold"] < 5).sum())
+    assert old.rows_trained == int((t["fold"] >= 5).sum()) > res.rows_trained
+    assert "valid_random_auc" not in old.history[0]
     with pytest.raises(ValueError, match="valid_split must be one of"):
         train(samples, "tt", tmp_path / "bad", mcfg, _cfg(valid_split="day")[1], progress=False)
 
@@ -287,7 +294,7 @@ def test_each_test_starts_with_one_torch_thread_and_train_honours_its_config(
     assert torch.get_num_threads() == 1
     mcfg, tcfg = _cfg(threads=2, max_steps_per_epoch=1)
     result = train(samples, "tt", tmp_path / "m", mcfg, tcfg, progress=False)
-    assert result["threads"] == 2 and torch.get_num_threads() == 1
+    assert result.threads == 2 and torch.get_num_threads() == 1
 
 
 def test_the_same_logs_give_the_same_sample_bytes_and_the_same_model(tmp_path: Path) -> None:
@@ -306,7 +313,7 @@ def test_the_same_logs_give_the_same_sample_bytes_and_the_same_model(tmp_path: P
         rep = build_samples(tmp_path / "w.duckdb", "latest", tmp_path / f"s{i}", seq_len=6,
                             threads=4)
         files = sorted((tmp_path / f"s{i}").glob("*/part-*.parquet"))
-        builds.append((rep["fingerprint"], [(f.relative_to(tmp_path / f"s{i}").as_posix(),
+        builds.append((rep.fingerprint, [(f.relative_to(tmp_path / f"s{i}").as_posix(),
                                              file_sha256(f)) for f in files]))
     assert builds[0] == builds[1]
     weights = []

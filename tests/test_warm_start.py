@@ -166,7 +166,7 @@ def test_warm_run_with_zero_learning_rate_changes_nothing_it_inherited(
     warm = WarmStart(warehouse["parent"], since_day=D_PARENT - dt.timedelta(days=2))
     res = train(warehouse["s_child"], "tarq", tmp_path / "child", mcfg, tcfg, progress=False,
                 warm=warm)
-    assert res["warm_start"]["mode"] == "warm" and res["warm_start"]["optimizer_carried"]
+    assert res.warm_start["mode"] == "warm" and res.warm_start["optimizer_carried"]
     parent = load_weights(warehouse["parent"] / "model.pt")
     child = load_weights(tmp_path / "child" / "model.pt")
     for key, p in parent.items():
@@ -181,7 +181,7 @@ def test_warm_run_trains_only_on_days_after_its_parent(warehouse: dict[str, Path
     mcfg, tcfg = _cfg(max_steps_per_epoch=None)
     res = train(warehouse["s_child"], "tt", tmp_path / "tt", mcfg, tcfg, progress=False,
                 warm=None)
-    cold_rows = res["rows_trained"]
+    cold_rows = res.rows_trained
     sset = SampleSet.open(warehouse["s_child"])
     t = pq.read_table(sset.files("train"), columns=["day", "fold"]).to_pandas()
     new = t[(t["day"] > np.datetime64(since)) & (t["fold"] >= 5)]

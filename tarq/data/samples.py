@@ -29,6 +29,7 @@ import math
 import shutil
 import time
 import uuid
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,83 @@ OUTPUTS = ("train", "test", "vocab", "layout.json", "meta.json")
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class SampleBuild:
+    """The report of one sample build (:func:`build_samples`), also written to ``meta.json``.
+
+    Attributes:
+        build_id: id of the build (``samples-…``), also its row in ``sample_builds``.
+        run_date: the run date D (``YYYY-MM-DD``).
+        train_start: first day of the training window (``YYYY-MM-DD``).
+        train_end: last day of the training window (``YYYY-MM-DD``; the day before the test day).
+        test_day: the test day D − 1 (``YYYY-MM-DD``).
+        train_days: days in the training window (after capping by the first logged day).
+        seq_len: history length L kept per impression.
+        history_days: how far back behaviours were looked up for a history.
+        min_count: sightings an id of :data:`ID_FIELDS` needs to get its own embedding row.
+        rows: sample rows written (train + test).
+        train_rows: rows of the training window.
+        test_rows: rows of the test day.
+        buckets: user hash buckets the rows were built in (one statement each).
+        excluded_rows: raw impressions of the window that became no row (quarantined or
+            incomplete).
+        per_day: ``{"YYYY-MM-DD": {"rows", "positives", "raw_impressions"}}`` for every day of
+            the window, empty ones included.
+        user_side_features: side-feature columns of ``users`` in the samples.
+        item_side_features: side-feature columns of ``items`` in the samples.
+        vocab_sizes: vocabulary size per categorical field (``action``, ``time_gap`` too).
+        items_price_non_finite: catalog items whose stored price is inf/NaN (they get the
+            unknown price bucket).
+        seconds: wall time of the build.
+        rows_per_s: rows written per second (None when no time elapsed).
+        fingerprint: hash of the sample files (names, row counts, bytes): identifies the
+            training data.
+    """
+
+    build_id: str
+    run_date: str
+    train_start: str
+    train_end: str
+    test_day: str
+    train_days: int
+    seq_len: int
+    history_days: int
+    min_count: int
+    rows: int
+    train_rows: int
+    test_rows: int
+    buckets: int
+    excluded_rows: int
+    per_day: dict[str, dict[str, int]]
+    user_side_features: list[str]
+    item_side_features: list[str]
+    vocab_sizes: dict[str, int]
+    items_price_non_finite: int
+    seconds: float
+    rows_per_s: float | None
+    fingerprint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as written to ``meta.json`` (keys in the order of the attributes)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SampleBuild:
+        """A report read back from ``meta.json``. Keys that older builds did not write get
+        what those builds did: ``min_count`` 1 (every id kept), ``buckets`` 1,
+        ``items_price_non_finite`` 0; unknown keys are ignored.
+
+        Raises:
+            ValueError: another key is missing (not a sample build report).
+        """
+        old = {"min_count": 1, "buckets": 1, "items_price_non_finite": 0}
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in data and n not in old]
+        if missing:
+            raise ValueError(f"not a sample build report: no {', '.join(missing)}")
+        return cls(**{n: data[n] if n in data else old[n] for n in names})
+
+
 def _day_files(out_dir: Path, split: str) -> list[Path]:
     return sorted((out_dir / split).glob("*.parquet"))
 
@@ -74,7 +152,7 @@ def build_samples(
     memory_limit: str | None = None,
     rows_per_bucket: int = 250_000,
     min_count: int = DEFAULT_MIN_COUNT,
-) -> dict[str, Any]:
+) -> SampleBuild:
     """Write the point-in-time samples of ``run_date`` to ``out_dir`` and return a report.
 
     Args:
@@ -95,10 +173,11 @@ def build_samples(
             for what counts as a sighting.
 
     Returns:
-        The report also written to ``meta.json``: window, per-split rows, positives,
-        exclusions (quarantined or incomplete rows), rows/s, the dataset fingerprint and
-        ``items_price_non_finite`` (catalog prices of inf/NaN, stored before the importer
-        rejected them: they get the unknown price bucket, and a warning is logged).
+        The :class:`SampleBuild` report (``to_dict()`` is what ``meta.json`` holds): window,
+        per-split rows, positives, exclusions (quarantined or incomplete rows), rows/s, the
+        dataset fingerprint and ``items_price_non_finite`` (catalog prices of inf/NaN, stored
+        before the importer rejected them: they get the unknown price bucket, and a warning
+        is logged).
 
     Raises:
         ValueError: bad arguments, no usable logs for the window, or no train/test rows
@@ -138,7 +217,7 @@ def _build(
     rows_per_bucket: int,
     min_count: int,
     started: float,
-) -> dict[str, Any]:
+) -> SampleBuild:
     """Write a complete build into the empty folder ``out``; return its report."""
     with open_db(db_path, read_only=True) as con:
         if threads:
@@ -176,31 +255,31 @@ def _build(
     rows = sum(v["rows"] for v in per_day.values())
     raw = sum(v["raw_impressions"] for v in per_day.values())
     elapsed = time.perf_counter() - started
-    report: dict[str, Any] = {
-        "build_id": new_id("samples"),
-        "run_date": str(win.run_date),
-        "train_start": str(win.train_start),
-        "train_end": str(win.train_end),
-        "test_day": str(win.test_day),
-        "train_days": win.train_days,
-        "seq_len": seq_len,
-        "history_days": history_days,
-        "min_count": min_count,
-        "rows": rows,
-        "train_rows": sum(v["rows"] for d, v in per_day.items() if d != str(win.test_day)),
-        "test_rows": per_day[str(win.test_day)]["rows"],
-        "buckets": buckets,
-        "excluded_rows": raw - rows,
-        "per_day": per_day,
-        "user_side_features": user_side,
-        "item_side_features": item_side,
-        "vocab_sizes": layout.vocab_sizes,
-        "items_price_non_finite": bad_prices,
-        "seconds": round(elapsed, 3),
-        "rows_per_s": round(rows / elapsed, 1) if elapsed > 0 else None,
-        "fingerprint": _fingerprint(out),
-    }
-    (out / "meta.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    report = SampleBuild(
+        build_id=new_id("samples"),
+        run_date=str(win.run_date),
+        train_start=str(win.train_start),
+        train_end=str(win.train_end),
+        test_day=str(win.test_day),
+        train_days=win.train_days,
+        seq_len=seq_len,
+        history_days=history_days,
+        min_count=min_count,
+        rows=rows,
+        train_rows=sum(v["rows"] for d, v in per_day.items() if d != str(win.test_day)),
+        test_rows=per_day[str(win.test_day)]["rows"],
+        buckets=buckets,
+        excluded_rows=raw - rows,
+        per_day=per_day,
+        user_side_features=user_side,
+        item_side_features=item_side,
+        vocab_sizes=layout.vocab_sizes,
+        items_price_non_finite=bad_prices,
+        seconds=round(elapsed, 3),
+        rows_per_s=round(rows / elapsed, 1) if elapsed > 0 else None,
+        fingerprint=_fingerprint(out),
+    )
+    (out / "meta.json").write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
     return report
 
 
@@ -375,17 +454,17 @@ def _fingerprint(out: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _record_build(db_path: str | Path, report: dict[str, Any], out: Path) -> None:
+def _record_build(db_path: str | Path, report: SampleBuild, out: Path) -> None:
     with open_db(db_path) as con:
         sqlfiles.run(
             con,
             "samples/record_build",
             {
-                "build_id": report["build_id"],
-                "run_date": report["run_date"],
-                "train_start": report["train_start"],
-                "test_day": report["test_day"],
+                "build_id": report.build_id,
+                "run_date": report.run_date,
+                "train_start": report.train_start,
+                "test_day": report.test_day,
                 "out_dir": str(out.resolve()),
-                "report": json.dumps(report),
+                "report": json.dumps(report.to_dict()),
             },
         )
