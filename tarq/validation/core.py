@@ -219,7 +219,6 @@ def _login() -> str:
         return "unknown"
 
 
-@dataclass
 class _RowTally:
     """One table's row-check results summed over its chunks."""
 
@@ -269,6 +268,7 @@ class _RowTally:
         )
 
 
+@dataclass
 class _Run:
     """State of one validation run (internal)."""
 
