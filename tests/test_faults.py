@@ -518,7 +518,8 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(
     assert metrics["epochs_run"] == 3
     assert metrics["history"][: done + 1] == history_at_kill  # kept, not retrained
     _, cfg_out = load_trained(out)
-    assert cfg_out["model_name"] == "tarq" and metrics["test"]["auc"] > 0
+    assert cfg_out["model_name"] == "tarq" and 0.0 < metrics["test"]["auc"] < 1.0
+    assert metrics["test"]["rows"] == json.loads((samples / "meta.json").read_text())["test_rows"]
     assert _tree_sha(samples) == data_before and snapshot(tiny_db) == raw_before
 
 

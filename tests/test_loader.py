@@ -44,13 +44,17 @@ def test_every_row_once_and_histories_match(sset: SampleSet) -> None:
         keys = torch.cat([b["user_key"] for b in stream])
         assert len(keys) == len(rows) == stream.rows()
         assert sorted(keys.tolist()) == sorted(rows.user_id.tolist())
-    # The last history slot of the first row is its most recent behaviour.
-    first = next(iter(BatchStream(sset, "train", batch_size=1)))
-    row = pd.read_parquet(sset.files("train")[0]).iloc[0]
+    # The last filled history slot of a row is its most recent behaviour (in file order, the
+    # first row that has a history).
+    part = pd.read_parquet(sset.files("train")[0])
+    i = int(next(k for k, h in enumerate(part.hist_item_id) if len(h)))
+    batch = next(iter(BatchStream(sset, "train", batch_size=i + 1)))
+    assert int(batch["user_key"][i]) == int(part.user_id.iloc[i])
+    row = part.iloc[i]
     n = min(len(row.hist_item_id), 6)
-    if n:
-        vocab = sset.vocabs["item_id"]
-        assert int(first["hist"][0, n - 1, 0]) == int(vocab.lookup(row.hist_item_id[-1:])[0])
+    assert int(batch["hist_mask"][i].sum()) == n
+    vocab = sset.vocabs["item_id"]
+    assert int(batch["hist"][i, n - 1, 0]) == int(vocab.lookup(row.hist_item_id[-1:])[0])
 
 
 def test_folds_and_ddp_sharding(sset: SampleSet) -> None:

@@ -57,7 +57,13 @@ def test_train_writes_artifacts_and_loads_weights_only(samples: Path, tmp_path: 
                                   if k not in ("valid_random", "rows_trained")}).rows_trained is None
     for key in ("auc", "gauc", "logloss", "gauc_skipped_users"):
         assert key in metrics["test"]
-    assert metrics["samples_per_s"] > 0 and metrics["epochs_run"] == 1
+    assert metrics["epochs_run"] == 1 and len(metrics["history"]) == 1
+    # Throughput is the samples of the steps taken over the time they took.
+    steps = min(tcfg.max_steps_per_epoch or 10**9, metrics["rows_trained"] // tcfg.batch_size)
+    assert metrics["history"][0]["samples"] == steps * tcfg.batch_size
+    # (train_seconds is rounded to the ms: a few ms of training leave a percent of slack)
+    assert metrics["samples_per_s"] == pytest.approx(
+        steps * tcfg.batch_size / metrics["train_seconds"], rel=0.05)
     if name == "tarq":
         assert 0 < metrics["test"]["utilization_batch"] <= 1
         assert 0 <= metrics["test"]["collision_rate"] <= 1
@@ -162,7 +168,12 @@ def test_ddp_two_processes(samples: Path, tmp_path: Path) -> None:
     assert proc.stdout.count('"model": "tarq"') == 1, proc.stdout[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["world_size"] == 2
-    assert metrics["test"]["auc"] > 0
+    # Each rank trains its half of the rows: an epoch's samples = steps × batch × 2 ranks,
+    # and rank 0 alone scores the whole test day.
+    steps = metrics["rows_trained"] // 64 // 2
+    assert metrics["history"][0]["samples"] == steps * 64 * 2
+    assert metrics["test"]["rows"] == json.loads((samples / "meta.json").read_text())["test_rows"]
+    assert 0.0 < metrics["test"]["auc"] < 1.0
 
 
 @pytest.mark.parametrize("name", ["inttower", "mvke", "ta", "tarq_no_align",
