@@ -69,3 +69,18 @@ def tiny_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tiny_db") / "tiny.duckdb"
     generate(path, preset="tiny", seed=TINY_SEED)
     return path
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One Prefect test harness (a temporary local API and database) for the whole session;
+    yields its API URL. Flow tests tell their runs apart by flow-run id, never by order."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    from tarq.telemetry import disable_telemetry
+
+    disable_telemetry()
+    with prefect_test_harness():
+        yield PREFECT_API_URL.value()
+

@@ -527,25 +527,21 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(
 
 
 @pytest.fixture(scope="module")
-def flow_baseline(tmp_path_factory: pytest.TempPathFactory, tiny_db: Path) -> Any:
+def flow_baseline(tmp_path_factory: pytest.TempPathFactory, tiny_db: Path,
+                  prefect_api: str) -> Any:
     """A warehouse and MLflow store with one published, promoted run date (D1), made once
-    under the module's Prefect test harness. Read only: tests take a copy (:func:`flow_env`)."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    from tarq.telemetry import disable_telemetry
-
-    disable_telemetry()
+    under the session's Prefect test harness. Read only: tests take a copy (:func:`flow_env`).
+    (Not test_flow's baseline: these tests run the days around D1 with their own gate and
+    retry settings.)"""
     root = tmp_path_factory.mktemp("faults_flow")
     db = root / "w.duckdb"
     shutil.copy(tiny_db, db)
     env = {"root": root, "db": db, "store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
            "work": root / "work"}
-    with prefect_test_harness():
-        env["api_url"] = PREFECT_API_URL.value()
-        state = _run(env, run_date=D1)
-        assert state.is_completed(), state.message
-        yield env
+    env["api_url"] = prefect_api
+    state = _run(env, run_date=D1)
+    assert state.is_completed(), state.message
+    return env
 
 
 @pytest.fixture

@@ -130,15 +130,9 @@ def _artifacts(flow_run_id: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def harness() -> Any:
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    from tarq.telemetry import disable_telemetry
-
-    disable_telemetry()
-    with prefect_test_harness():
-        yield PREFECT_API_URL.value()
+def harness(prefect_api: str) -> str:
+    """The session's Prefect test harness (tests/conftest.py)."""
+    return prefect_api
 
 
 @pytest.fixture(scope="module")
