@@ -481,3 +481,29 @@ def test_alignment_distributions_equal_per_level_reference() -> None:
     got = _values_and_grads(fast, inputs, torch.nn.Module(), 0)
     _assert_all_close(got, _values_and_grads(reference, inputs, torch.nn.Module(), 0))
     assert got[0][1].exp().sum(-1).allclose(torch.ones(b, m))
+
+
+def test_mvke_experts_contain_the_two_tower_user_tower(batch: dict[str, torch.Tensor]) -> None:
+    """Each MVKE expert reads its kernel vector beside TT's user-tower input [x_user; h_user]:
+    with TT's embeddings, history attention and tower weights loaded and the kernel's columns
+    of the first layer zeroed, every expert's user vector IS the two-tower's v_user."""
+    mvke, tt = _model("mvke"), _model("tt", seed=1)
+    d = CFG.d_model
+    mvke.emb.load_state_dict(tt.emb.state_dict())
+    tower = tt.user_tower.state_dict()
+    mvke.history.load_state_dict({k: v for k, v in tower.items() if not k.startswith("mlp.")})
+    mlp_state = {k.removeprefix("mlp."): v for k, v in tower.items() if k.startswith("mlp.")}
+    with torch.no_grad():
+        for expert in mvke.towers:
+            first = dict(mlp_state)
+            first["0.weight"] = torch.cat([torch.zeros_like(mlp_state["0.weight"][:, :d]),
+                                           mlp_state["0.weight"]], dim=1)
+            expert.load_state_dict(first)
+    mvke.eval(), tt.eval()
+    inputs = _inputs(batch)
+    with torch.no_grad():
+        users = mvke.user_side(inputs["user"], inputs["hist"], inputs["hist_mask"]).v_user
+        v_user = tt.user_side(inputs["user"], inputs["hist"], inputs["hist_mask"]).v_user
+    assert users.shape == (len(inputs["user"]), CFG.mvke_kernels, d)
+    for j in range(CFG.mvke_kernels):
+        assert torch.allclose(users[:, j], v_user, atol=1e-6)
