@@ -330,15 +330,29 @@ def summarise(runs: list[dict[str, Any]], models: list[str], seeds: list[int],
                                       [Path(by[(other, s)]["dir"]) for s in paired], boot)
                 if ci:
                     derived[f"auc_tarq_minus_{other}"]["ci95_bootstrap_users_seeds"] = ci
+    # The baselines against TT (the paper's order: TT < IntTower < MVKE < TARQ <= TA).
+    for other in ("inttower", "mvke", "ta"):
+        if other in models and "tt" in models:
+            derived[f"auc_{other}_minus_tt"] = _mean_sd(
+                per_seed(lambda s, o=other: by[(o, s)]["auc"] - by[("tt", s)]["auc"]))
+            paired = [s for s in seeds if (other, s) in by and ("tt", s) in by]
+            if boot and paired:
+                ci = pooled_bootstrap([Path(by[(other, s)]["dir"]) for s in paired],
+                                      [Path(by[("tt", s)]["dir"]) for s in paired], boot)
+                if ci:
+                    derived[f"auc_{other}_minus_tt"]["ci95_bootstrap_users_seeds"] = ci
     if {"tarq", "tt", "ta"} <= set(models):
-        def gap(s: int) -> float | None:
-            den = by[("ta", s)]["auc"] - by[("tt", s)]["auc"]
-            return None if den <= 0 else (by[("tarq", s)]["auc"] - by[("tt", s)]["auc"]) / den
-        derived["auc_ta_minus_tt"] = _mean_sd(
-            per_seed(lambda s: by[("ta", s)]["auc"] - by[("tt", s)]["auc"]))
-        derived["gap_recovered"] = _mean_sd(per_seed(gap))
-        derived["gap_recovered"]["note"] = (
-            "(AUC_tarq - AUC_tt) / (AUC_ta - AUC_tt), per seed; undefined where TA <= TT")
+        lift = per_seed(lambda s: by[("ta", s)]["auc"] - by[("tt", s)]["auc"])
+        gain = per_seed(lambda s: by[("tarq", s)]["auc"] - by[("tt", s)]["auc"])
+        derived["auc_ta_minus_tt"] = derived.get("auc_ta_minus_tt") or _mean_sd(lift)
+        # The ratio of the seed means: a per-seed ratio explodes where one seed's TA lift is
+        # near zero. Undefined unless TA beats TT on average.
+        den = float(np.mean(lift)) if lift else 0.0
+        derived["gap_recovered"] = {
+            "mean": float(np.mean(gain)) / den if gain and den > 0 else None,
+            "per_seed": [g / t if t > 0 else None for g, t in zip(gain, lift, strict=True)],
+            "note": "mean(AUC_tarq - AUC_tt) / mean(AUC_ta - AUC_tt) over seeds; undefined "
+                    "where TA does not beat TT on average"}
     for variant in ("tarq_no_align", "tarq_no_teacher_align"):
         if variant in models and "tarq" in models:
             for k in ("utilization_batch", "utilization_catalog"):
@@ -396,11 +410,12 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_fmt_num(s['train_seconds'])} | {_fmt_num(s['samples_per_s'])} |")
     out = ["\n".join(lines), ""]
     d = []
-    for other in ("tt", "inttower", "mvke", "ta"):
-        k = f"auc_tarq_minus_{other}"
+    pairs = [(f"auc_tarq_minus_{o}", "TARQ", o) for o in ("tt", "inttower", "mvke", "ta")]
+    pairs += [(f"auc_{o}_minus_tt", o, "tt") for o in ("inttower", "mvke", "ta")]
+    for k, a, b in pairs:
+        name = {"tt": "TT", "ta": "TA"}
         if k in der and der[k]["mean"] is not None:
-            line = f"- TARQ − {other.upper() if other in ('tt', 'ta') else other} AUC: " \
-                   f"{der[k]['mean']:+.4f}"
+            line = f"- {name.get(a, a)} − {name.get(b, b)} AUC: {der[k]['mean']:+.4f}"
             if der[k].get("sd") is not None:
                 line += f" ± {der[k]['sd']:.4f} (sd over {der[k]['n']} seeds)"
             ci = der[k].get("ci95_bootstrap_users_seeds")
@@ -414,9 +429,10 @@ def markdown(results: dict[str, Any]) -> str:
             ta_tt = "n/a" if t["mean"] is None else f"{t['mean']:+.4f}"
             d.append(f"- TT → TA gap recovered by TARQ: undefined (TA − TT AUC = {ta_tt})")
         else:
-            d.append(f"- TT → TA gap recovered by TARQ: {g['mean'] * 100:.0f} %"
-                     + (f" ± {g['sd'] * 100:.0f}" if g.get("sd") is not None else "")
-                     + f" (TA − TT AUC = {t['mean']:+.4f})")
+            seeds_txt = ", ".join("–" if v is None else f"{v * 100:.0f} %"
+                                  for v in g.get("per_seed", []))
+            d.append(f"- TT → TA gap recovered by TARQ: {g['mean'] * 100:.0f} % of the mean "
+                     f"TA − TT AUC {t['mean']:+.4f} (per seed: {seeds_txt})")
     for variant in ("tarq_no_align", "tarq_no_teacher_align"):
         kb = f"utilization_batch_tarq_vs_{variant}"
         kc = f"utilization_catalog_tarq_vs_{variant}"
@@ -428,6 +444,17 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{der[kc]['without'] * 100:.1f} %")
     out.append("\n".join(d))
     return "\n".join(out).rstrip() + "\n"
+
+
+def resummarise(path: Path, out: Path | None, boot: int) -> int:
+    """Recompute an earlier run's summary, derived figures and table (``--summarise``);
+    run folders recorded relative are read relative to the current directory."""
+    results = json.loads(path.read_text(encoding="utf-8"))
+    results["summary"], results["derived"] = summarise(results["runs"], results["models"],
+                                                       results["seeds"], boot)
+    (out or path).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    print(markdown(results))
+    return 0
 
 
 # ----------------------------------------------------------------------------- main
@@ -475,10 +502,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="work directory (default outputs/bench-train/<dataset>)")
     o.add_argument("--json", type=Path, default=None, help="results JSON (default OUT/results.json)")
     o.add_argument("--markdown", action="store_true", help="print the markdown table on stdout")
+    o.add_argument("--summarise", type=Path, default=None, metavar="RESULTS_JSON",
+                   help="no training: recompute the summary, the derived figures and the "
+                        "table of an earlier results JSON (its run folders must still exist); "
+                        "rewrites that file, or writes --json")
     o.add_argument("--bootstrap", type=int, default=1000,
                    help="paired bootstrap resamples (test users × seeds) for the TARQ − "
                         "baseline AUC intervals (0 = off)")
     args = p.parse_args(argv)
+    if args.summarise is not None:
+        return args
     if args.preset:
         if args.dataset and args.dataset != f"demo-{args.preset}":
             p.error("--preset contradicts --dataset")
@@ -490,6 +523,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.out is None:
         name = args.dataset or args.db.stem
         args.out = ROOT / "outputs" / "bench-train" / name
+    args.out = args.out.resolve()  # run folders are recorded absolute (--summarise reads them)
     args.variant_of = {label: (base, ov) for label, base, ov in args.variant}
     args.models = list(dict.fromkeys([*args.models, *args.variant_of]))
     return args
@@ -500,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
 
     disable_telemetry()
     args = parse_args(argv)
+    if args.summarise is not None:
+        return resummarise(args.summarise, args.json, args.bootstrap)
     started = time.perf_counter()
     load_before = _load_avg()
     db = ensure_warehouse(args)

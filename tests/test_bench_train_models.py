@@ -42,7 +42,16 @@ def test_tiny_end_to_end(bench, tmp_path, capsys):
     assert 0 <= tarq["valid_random_auc"] <= 1
     assert 0 < tarq["align_max_prob_p"] <= 1 and 0 < tarq["align_max_prob_p_hat"] <= 1
     table = capsys.readouterr().out
-    assert "| tarq |" in table and "TARQ − TT AUC" in table
+    assert "| tarq |" in table and "TARQ − TT AUC" in table and "TA − TT AUC" in table
+    gap = res["derived"]["gap_recovered"]
+    assert len(gap["per_seed"]) == 1 and "ci95_bootstrap_users_seeds" in res["derived"][
+        "auc_ta_minus_tt"]
+    # --summarise recomputes the figures from the results file alone, identically.
+    again = tmp_path / "again.json"
+    assert bench.main(["--summarise", str(out / "results.json"), "--json", str(again),
+                       "--bootstrap", "10"]) == 0
+    assert json.loads(again.read_text())["derived"] == res["derived"]
+    assert capsys.readouterr().out.strip() in table
     # Samples are built once and reused by a second invocation.
     meta = (out / "samples" / "meta.json").stat().st_mtime_ns
     assert bench.main(["--dataset", "demo-tiny", "--models", "tt", "--epochs", "1",
