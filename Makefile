@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint clean-data daily prefect-up prefect-down prefect-status mlflow-ui
+.PHONY: install demo test lint format clean-data daily prefect-up prefect-down prefect-status mlflow-ui
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -51,13 +51,20 @@ prefect-status:
 mlflow-ui: install
 	mlflow/ui.sh
 
-test: install
-	$(BIN)/ruff check tarq flows tests benchmarks scripts
+LINTED := tarq flows tests benchmarks scripts
+
+# Lint first (seconds), then the suite.
+test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install
-	$(BIN)/ruff check tarq flows tests benchmarks scripts
-	$(BIN)/ruff format --check tarq flows tests benchmarks scripts
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+# Apply the formatter and the safe lint fixes.
+format: install
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 clean-data:
 	rm -rf data/ gx/ outputs/
