@@ -41,9 +41,15 @@ from tarq.data.loader import model_inputs
 from tarq.defaults import SEQ_LEN, TRAIN_DAYS
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = {"emb": ("emb.",), "codebooks": ("quantizer.",), "encoder": ("autoencoder.encoder",),
-          "rq_attention": ("rq_attention.",), "teacher": ("teacher.",),
-          "towers": ("user_tower.", "item_tower."), "head": ("head.",)}
+GROUPS = {
+    "emb": ("emb.",),
+    "codebooks": ("quantizer.",),
+    "encoder": ("autoencoder.encoder",),
+    "rq_attention": ("rq_attention.",),
+    "teacher": ("teacher.",),
+    "towers": ("user_tower.", "item_tower."),
+    "head": ("head.",),
+}
 
 
 def ensure_samples(preset: str, out: Path) -> Path:
@@ -85,8 +91,9 @@ def grad_norms(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, dict[str
         w = model.loss_weights.get(term, 0.0)
         if not w:
             continue
-        grads = torch.autograd.grad(w * loss, [p for _, p in named], retain_graph=True,
-                                    allow_unused=True)
+        grads = torch.autograd.grad(
+            w * loss, [p for _, p in named], retain_graph=True, allow_unused=True
+        )
         sq = {g: 0.0 for g in GROUPS}
         for (name, _), grad in zip(named, grads, strict=True):
             if grad is None:
@@ -98,8 +105,16 @@ def grad_norms(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, dict[str
     return res
 
 
-def run(samples: Path, label: str, base: str, overrides: dict[str, Any], seed: int,
-        steps: int, log_every: int, threads: int) -> dict[str, Any]:
+def run(
+    samples: Path,
+    label: str,
+    base: str,
+    overrides: dict[str, Any],
+    seed: int,
+    steps: int,
+    log_every: int,
+    threads: int,
+) -> dict[str, Any]:
     """One variant, one seed: see the module docstring."""
     from tarq.data.loader import BatchStream, SampleSet
     from tarq.evaluation import evaluate
@@ -112,18 +127,32 @@ def run(samples: Path, label: str, base: str, overrides: dict[str, Any], seed: i
     mcfg = dataclasses.replace(ModelConfig(), kmeans_seed=seed, **overrides)
     sset = SampleSet.open(samples)
     model = build_model(base, sset.layout, mcfg)
-    stream = BatchStream(sset, "train", tcfg.batch_size, folds=(tcfg.valid_folds, 100),
-                         shuffle=True, seed=seed, buffer_rows=10**7, drop_last=True)
+    stream = BatchStream(
+        sset,
+        "train",
+        tcfg.batch_size,
+        folds=(tcfg.valid_folds, 100),
+        shuffle=True,
+        seed=seed,
+        buffer_rows=10**7,
+        drop_last=True,
+    )
     batches = iter(stream)
     first = next(batches)
     model.init_codebooks(model_inputs(first))
     model.train()
-    rec: dict[str, Any] = {"label": label, "model": base, "overrides": overrides, "seed": seed,
-                           "grad_init": grad_norms(model, first)}
+    rec: dict[str, Any] = {
+        "label": label,
+        "model": base,
+        "overrides": overrides,
+        "seed": seed,
+        "grad_init": grad_norms(model, first),
+    }
     captured: dict[str, torch.Tensor] = {}
     if getattr(model, "teacher", None) is not None:
         model.teacher.register_forward_hook(
-            lambda _m, _i, o: captured.__setitem__("h_tar", o.detach()))
+            lambda _m, _i, o: captured.__setitem__("h_tar", o.detach())
+        )
         fuse = model.rq_attention.fuse
 
         def fuse_and_keep(v: torch.Tensor) -> torch.Tensor:
@@ -153,7 +182,8 @@ def run(samples: Path, label: str, base: str, overrides: dict[str, Any], seed: i
             acc["rms_h_tar"] = acc.get("rms_h_tar", 0.0) + float(ht.pow(2).mean().sqrt())
             acc["rms_h_rq"] = acc.get("rms_h_rq", 0.0) + float(hr.pow(2).mean().sqrt())
             acc["cos_tar_rq"] = acc.get("cos_tar_rq", 0.0) + float(
-                torch.nn.functional.cosine_similarity(ht, hr, dim=-1).mean())
+                torch.nn.functional.cosine_similarity(ht, hr, dim=-1).mean()
+            )
         n += 1
         if n == log_every or step == steps - 1:
             curve.append({"step": step + 1, **{k: round(v / n, 5) for k, v in acc.items()}})
@@ -176,10 +206,12 @@ def _mean(vals: list[float]) -> str:
 
 def markdown(records: list[dict[str, Any]], k: int) -> str:
     """One row per variant, mean ± sd over seeds."""
-    head = ("| variant | AUC | util. batch | p max-prob l0 / l7 | p̂ max-prob l0 / l7 | "
-            f"p̂ entropy mean (uniform {math.log(k):.2f}) | ‖g_align‖/‖g_ctr‖ emb, init | "
-            "g_align / g_rq codebooks, init | loss first → last | distill first → last |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| variant | AUC | util. batch | p max-prob l0 / l7 | p̂ max-prob l0 / l7 | "
+        f"p̂ entropy mean (uniform {math.log(k):.2f}) | ‖g_align‖/‖g_ctr‖ emb, init | "
+        "g_align / g_rq codebooks, init | loss first → last | distill first → last |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     rows = []
     for label in dict.fromkeys(r["label"] for r in records):
         rs = [r for r in records if r["label"] == label]
@@ -189,8 +221,11 @@ def markdown(records: list[dict[str, Any]], k: int) -> str:
             return [s[side][stat][level] for s in sh if side in s]
 
         def ratio(term: str, ref: str, group: str, rs: list[dict[str, Any]] = rs) -> list[float]:
-            return [r["grad_init"][term][group] / max(r["grad_init"][ref][group], 1e-30)
-                    for r in rs if term in r["grad_init"]]
+            return [
+                r["grad_init"][term][group] / max(r["grad_init"][ref][group], 1e-30)
+                for r in rs
+                if term in r["grad_init"]
+            ]
 
         ent = [float(np.mean(s["p_hat"]["entropy"])) for s in sh if "p_hat" in s]
         rows.append(
@@ -203,7 +238,8 @@ def markdown(records: list[dict[str, Any]], k: int) -> str:
             f"{_mean([r['curve'][0]['total'] for r in rs])} → "
             f"{_mean([r['curve'][-1]['total'] for r in rs])} | "
             f"{_mean([r['curve'][0].get('distill', float('nan')) for r in rs])} → "
-            f"{_mean([r['curve'][-1].get('distill', float('nan')) for r in rs])} |")
+            f"{_mean([r['curve'][-1].get('distill', float('nan')) for r in rs])} |"
+        )
     return head + "\n".join(rows)
 
 
@@ -211,14 +247,24 @@ def main(argv: list[str] | None = None) -> int:
     from tarq.telemetry import disable_telemetry
 
     disable_telemetry()
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--preset", default="small", choices=["tiny", "small", "medium"])
     p.add_argument("--samples", type=Path, default=None, help="existing samples instead")
-    p.add_argument("--out", type=Path, default=None,
-                   help="work directory (default outputs/align-probe/demo-<preset>)")
-    p.add_argument("--variant", type=parse_variant, action="append", default=[],
-                   metavar="LABEL=MODEL:key=value,...")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="work directory (default outputs/align-probe/demo-<preset>)",
+    )
+    p.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        default=[],
+        metavar="LABEL=MODEL:key=value,...",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--log-every", type=int, default=25)
@@ -236,12 +282,25 @@ def main(argv: list[str] | None = None) -> int:
         for label, base, ov in variants:
             rec = run(samples, label, base, ov, seed, args.steps, args.log_every, args.threads)
             records.append(rec)
-            print(f"{label} seed {seed}: AUC {rec['test']['auc']:.4f} util "
-                  f"{rec['test'].get('utilization_batch')} {rec['train_seconds']} s",
-                  file=sys.stderr, flush=True)
-            path.write_text(json.dumps({"load_before": load, "samples": str(samples),
-                                        "steps": args.steps, "records": records},
-                                       indent=2, default=str), encoding="utf-8")
+            print(
+                f"{label} seed {seed}: AUC {rec['test']['auc']:.4f} util "
+                f"{rec['test'].get('utilization_batch')} {rec['train_seconds']} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            path.write_text(
+                json.dumps(
+                    {
+                        "load_before": load,
+                        "samples": str(samples),
+                        "steps": args.steps,
+                        "records": records,
+                    },
+                    indent=2,
+                    default=str,
+                ),
+                encoding="utf-8",
+            )
     from tarq.model import ModelConfig
 
     print(markdown(records, ModelConfig().codebook_size))

@@ -44,28 +44,66 @@ from tarq.telemetry import TELEMETRY_OFF
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**TELEMETRY_OFF, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 # Variants that differ from the warm job only from its first warm day on.
-SHARES_FIRST_DAY = {"carry_optimizer", "replay_folds", "warm_epochs", "warm_max_steps_per_epoch",
-                    "warm_lr",
-                    "max_churn", "champion_tolerance"}
+SHARES_FIRST_DAY = {
+    "carry_optimizer",
+    "replay_folds",
+    "warm_epochs",
+    "warm_max_steps_per_epoch",
+    "warm_lr",
+    "max_churn",
+    "champion_tolerance",
+}
 
 
-def _run_job(mode_dir: Path, db: Path, end: dt.date, backfill: int, models: str, epochs: int,
-             warm_epochs: int, params: dict[str, Any], cold: bool) -> float:
+def _run_job(
+    mode_dir: Path,
+    db: Path,
+    end: dt.date,
+    backfill: int,
+    models: str,
+    epochs: int,
+    warm_epochs: int,
+    params: dict[str, Any],
+    cold: bool,
+) -> float:
     """One backfill of the daily job; returns its wall seconds."""
-    env = {**os.environ, **ENV, "PREFECT_HOME": str(mode_dir / "prefect"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{mode_dir / 'mlflow' / 'mlflow.db'}"}
+    env = {
+        **os.environ,
+        **ENV,
+        "PREFECT_HOME": str(mode_dir / "prefect"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{mode_dir / 'mlflow' / 'mlflow.db'}",
+    }
     env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-m", "flows.tarq_daily", "--db", str(db), "--run-date", str(end),
-           "--backfill-days", str(backfill), "--work-dir", str(mode_dir / "work"),
-           "--models", models, "--epochs", str(epochs), "--warm-epochs", str(warm_epochs),
-           "--params", json.dumps(params)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.tarq_daily",
+        "--db",
+        str(db),
+        "--run-date",
+        str(end),
+        "--backfill-days",
+        str(backfill),
+        "--work-dir",
+        str(mode_dir / "work"),
+        "--models",
+        models,
+        "--epochs",
+        str(epochs),
+        "--warm-epochs",
+        str(warm_epochs),
+        "--params",
+        json.dumps(params),
+    ]
     if cold:
         cmd.append("--cold")
     t0 = time.perf_counter()
     with open(mode_dir / "job.log", "a", encoding="utf-8") as log:
         rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc != 0:
-        raise SystemExit(f"the daily job failed in {mode_dir} (rc {rc}); see {mode_dir / 'job.log'}")
+        raise SystemExit(
+            f"the daily job failed in {mode_dir} (rc {rc}); see {mode_dir / 'job.log'}"
+        )
     return time.perf_counter() - t0
 
 
@@ -80,10 +118,13 @@ def _day_row(mode_dir: Path, day: str, models: list[str]) -> dict[str, Any]:
     if not path.exists():
         return {"run_date": day, "missing": True}
     s = json.loads(path.read_text(encoding="utf-8"))
-    row: dict[str, Any] = {"run_date": day, "test_day": s["test_day"],
-                           "gate": "promote" if s["gate"]["promote"] else "reject",
-                           "gate_reason": s["gate"]["reason"],
-                           "published": bool(s.get("publication"))}
+    row: dict[str, Any] = {
+        "run_date": day,
+        "test_day": s["test_day"],
+        "gate": "promote" if s["gate"]["promote"] else "reject",
+        "gate_reason": s["gate"]["reason"],
+        "published": bool(s.get("publication")),
+    }
     for m in models:
         met = json.loads((mode_dir / "work" / day / "models" / m / "metrics.json").read_text())
         lin = s["lineage"][m]
@@ -102,20 +143,28 @@ def _day_row(mode_dir: Path, day: str, models: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", type=Path, default=Path("/tmp/tarq-continuous"))
     ap.add_argument("--preset", default="small")
     ap.add_argument("--data-seed", type=int, default=7)
-    ap.add_argument("--last-run-date", default="latest",
-                    help="the last of the run dates (default: the day after the last log day)")
+    ap.add_argument(
+        "--last-run-date",
+        default="latest",
+        help="the last of the run dates (default: the day after the last log day)",
+    )
     ap.add_argument("--days", type=int, default=7, help="consecutive run dates")
     ap.add_argument("--models", default="tarq,tt,ta")
     ap.add_argument("--epochs", type=int, default=1, help="full epochs of a cold run")
     ap.add_argument("--warm-epochs", type=int, default=1)
     ap.add_argument("--params", default="{}", help="DailyParams JSON for every mode")
-    ap.add_argument("--variant", action="append", default=[],
-                    help="NAME=JSON: a further warm mode with these DailyParams")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME=JSON: a further warm mode with these DailyParams",
+    )
     ap.add_argument("--skip-cold", action="store_true", help="reuse OUT/cold from a prior run")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
@@ -124,9 +173,23 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     base = out / "warehouse.duckdb"
     if not base.exists():
-        subprocess.run([sys.executable, "-m", "tarq.cli", "demo-data", "--db", str(base),
-                        "--preset", args.preset, "--seed", str(args.data_seed)],
-                       cwd=ROOT, check=True, env={**os.environ, **ENV})
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tarq.cli",
+                "demo-data",
+                "--db",
+                str(base),
+                "--preset",
+                args.preset,
+                "--seed",
+                str(args.data_seed),
+            ],
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, **ENV},
+        )
     sys.path.insert(0, str(ROOT))
     from tarq.dates import resolve_run_date
     from tarq.warehouse import open_db
@@ -153,35 +216,69 @@ def main(argv: list[str] | None = None) -> int:
     wall: dict[str, float] = {}
     if not args.skip_cold:
         d, db = prepare("cold")
-        wall["cold"] = _run_job(d, db, last, args.days - 1, args.models, args.epochs,
-                                args.warm_epochs, common, cold=True)
+        wall["cold"] = _run_job(
+            d,
+            db,
+            last,
+            args.days - 1,
+            args.models,
+            args.epochs,
+            args.warm_epochs,
+            common,
+            cold=True,
+        )
     d, db = prepare("warm")
-    wall["warm_first_day"] = _run_job(d, db, first, 0, args.models, args.epochs,
-                                      args.warm_epochs, common, cold=False)
+    wall["warm_first_day"] = _run_job(
+        d, db, first, 0, args.models, args.epochs, args.warm_epochs, common, cold=False
+    )
     _copy_mode(out / "warm", out / "warm_after_first_day")
     wall["warm"] = wall["warm_first_day"] + _run_job(
-        d, db, last, args.days - 2, args.models, args.epochs, args.warm_epochs, common,
-        cold=False)
+        d, db, last, args.days - 2, args.models, args.epochs, args.warm_epochs, common, cold=False
+    )
     for name, over in variants.items():
         params = {**common, **over}
         if set(over) <= SHARES_FIRST_DAY:
             _copy_mode(out / "warm_after_first_day", out / name)
             d, db = out / name, out / name / "data" / "tarq.duckdb"
-            wall[name] = _run_job(d, db, last, args.days - 2, args.models, args.epochs,
-                                  args.warm_epochs, params, cold=False)
+            wall[name] = _run_job(
+                d,
+                db,
+                last,
+                args.days - 2,
+                args.models,
+                args.epochs,
+                args.warm_epochs,
+                params,
+                cold=False,
+            )
         else:
             d, db = prepare(name)
-            wall[name] = _run_job(d, db, last, args.days - 1, args.models, args.epochs,
-                                  args.warm_epochs, params, cold=False)
+            wall[name] = _run_job(
+                d,
+                db,
+                last,
+                args.days - 1,
+                args.models,
+                args.epochs,
+                args.warm_epochs,
+                params,
+                cold=False,
+            )
 
     from tarq.evaluation import paired_interval
 
     modes = ["cold", "warm", *variants]
-    results: dict[str, Any] = {"dates": dates, "models": models, "wall_seconds": wall,
-                               "epochs": args.epochs, "warm_epochs": args.warm_epochs,
-                               "params": common, "variants": variants,
-                               "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                               "modes": {}}
+    results: dict[str, Any] = {
+        "dates": dates,
+        "models": models,
+        "wall_seconds": wall,
+        "epochs": args.epochs,
+        "warm_epochs": args.warm_epochs,
+        "params": common,
+        "variants": variants,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "modes": {},
+    }
     for mode in modes:
         results["modes"][mode] = [_day_row(out / mode, day, models) for day in dates]
     pairs = []
@@ -205,34 +302,49 @@ def markdown(results: dict[str, Any]) -> str:
     lines = []
     iv = {(p["mode"], p["run_date"]): p for p in results["tarq_vs_cold"]}
     for mode, rows in results["modes"].items():
-        lines += [f"**{mode}**", "",
-                  "| run date | " + " | ".join(f"{m.upper()} AUC" for m in models)
-                  + " | train s (all models) | TARQ rows | ID churn | gate |"
-                  + (" warm − cold TARQ AUC [95 %] |" if mode != "cold" else ""),
-                  "|---|" + "---|" * (len(models) + 4) + ("---|" if mode != "cold" else "")]
+        lines += [
+            f"**{mode}**",
+            "",
+            "| run date | "
+            + " | ".join(f"{m.upper()} AUC" for m in models)
+            + " | train s (all models) | TARQ rows | ID churn | gate |"
+            + (" warm − cold TARQ AUC [95 %] |" if mode != "cold" else ""),
+            "|---|" + "---|" * (len(models) + 4) + ("---|" if mode != "cold" else ""),
+        ]
         for r in rows:
             if r.get("missing"):
                 lines.append(f"| {r['run_date']} | (no summary: validation failed?) |")
                 continue
             churn = "–" if r["churn_tuple"] is None else f"{r['churn_tuple']:.1%}"
-            cells = [r["run_date"], *[f"{r[f'{m}_auc']:.4f}" for m in models],
-                     f"{r['train_seconds']:.0f}", f"{r['tarq_rows']:,} ({r['tarq_mode']})",
-                     churn, r["gate"]]
+            cells = [
+                r["run_date"],
+                *[f"{r[f'{m}_auc']:.4f}" for m in models],
+                f"{r['train_seconds']:.0f}",
+                f"{r['tarq_rows']:,} ({r['tarq_mode']})",
+                churn,
+                r["gate"],
+            ]
             if mode != "cold":
                 p = iv.get((mode, r["run_date"]))
-                cells.append(f"{p['delta']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}]"
-                             if p else "–")
+                cells.append(f"{p['delta']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}]" if p else "–")
             lines.append("| " + " | ".join(cells) + " |")
         ok = [r for r in rows if not r.get("missing")]
         if ok:
             mean = {m: sum(r[f"{m}_auc"] for r in ok) / len(ok) for m in models}
             secs = [r["train_seconds"] for r in ok]
-            lines += ["", "mean AUC " + ", ".join(f"{m.upper()} {v:.4f}" for m, v in mean.items())
-                      + f"; train seconds per day: first {secs[0]:.0f}, later mean "
-                      f"{sum(secs[1:]) / max(len(secs) - 1, 1):.0f}; champion moved on "
-                      f"{sum(r['gate'] == 'promote' for r in ok)} of {len(ok)} days", ""]
-    lines.append("wall seconds per mode: " + ", ".join(
-        f"{k} {v:.0f}" for k, v in results["wall_seconds"].items()))
+            lines += [
+                "",
+                "mean AUC "
+                + ", ".join(f"{m.upper()} {v:.4f}" for m, v in mean.items())
+                + f"; train seconds per day: first {secs[0]:.0f}, later mean "
+                f"{sum(secs[1:]) / max(len(secs) - 1, 1):.0f}; champion moved on "
+                f"{sum(r['gate'] == 'promote' for r in ok)} of {len(ok)} days",
+                "",
+            ]
+    lines.append(
+        "wall seconds per mode: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in results["wall_seconds"].items())
+    )
     return "\n".join(lines)
 
 

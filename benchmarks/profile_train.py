@@ -54,9 +54,16 @@ def _inputs(batch: Batch) -> Batch:
 def load_batches(sset: SampleSet, tcfg: TrainConfig, n: int) -> tuple[list[Batch], float]:
     """The first ``n`` training batches of epoch 0 as :func:`tarq.train.train` streams them,
     and the loader's seconds per batch."""
-    stream = BatchStream(sset, "train", tcfg.batch_size, folds=(tcfg.valid_folds, 100),
-                         shuffle=True, seed=tcfg.seed, buffer_rows=tcfg.shuffle_buffer,
-                         drop_last=True)
+    stream = BatchStream(
+        sset,
+        "train",
+        tcfg.batch_size,
+        folds=(tcfg.valid_folds, 100),
+        shuffle=True,
+        seed=tcfg.seed,
+        buffer_rows=tcfg.shuffle_buffer,
+        drop_last=True,
+    )
     stream.set_epoch(0)
     out: list[Batch] = []
     t0 = time.perf_counter()
@@ -73,15 +80,17 @@ def load_batches(sset: SampleSet, tcfg: TrainConfig, n: int) -> tuple[list[Batch
 class Runner:
     """One model, its optimizer and the timings of its steps (the training loop's step)."""
 
-    def __init__(self, name: str, sset: SampleSet, mcfg: ModelConfig, tcfg: TrainConfig,
-                 first: Batch) -> None:
+    def __init__(
+        self, name: str, sset: SampleSet, mcfg: ModelConfig, tcfg: TrainConfig, first: Batch
+    ) -> None:
         torch.manual_seed(tcfg.seed)
         self.name = name
         self.model = build_model(name, sset.layout, mcfg)
         self.model.init_codebooks(first)
         self.model.train()
-        self.optim = torch.optim.Adam(self.model.parameters(), lr=tcfg.lr,
-                                      weight_decay=tcfg.weight_decay)
+        self.optim = torch.optim.Adam(
+            self.model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay
+        )
         self.grad_clip = tcfg.grad_clip
         self.seconds = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
         self.steps = 0
@@ -118,13 +127,21 @@ class Runner:
 
 # Forward regions labelled in the profile: (dotted attribute path from the model, method).
 REGIONS = (
-    ("emb", "sequence"), ("emb", "x_user"), ("emb", "x_item"),
-    ("user_tower", "forward"), ("item_tower", "forward"),
-    ("autoencoder", "encode"), ("autoencoder", "recon_loss"),
-    ("quantizer", "quantize"), ("quantizer", "loss"),
-    ("rq_attention", "personal_codebooks"), ("rq_attention.seq", "forward"),
-    ("rq_attention.attn", "forward"), ("rq_attention", "lookup"),
-    ("teacher", "forward"), ("teacher.seq", "forward"),
+    ("emb", "sequence"),
+    ("emb", "x_user"),
+    ("emb", "x_item"),
+    ("user_tower", "forward"),
+    ("item_tower", "forward"),
+    ("autoencoder", "encode"),
+    ("autoencoder", "recon_loss"),
+    ("quantizer", "quantize"),
+    ("quantizer", "loss"),
+    ("rq_attention", "personal_codebooks"),
+    ("rq_attention.seq", "forward"),
+    ("rq_attention.attn", "forward"),
+    ("rq_attention", "lookup"),
+    ("teacher", "forward"),
+    ("teacher.seq", "forward"),
 )
 
 
@@ -153,8 +170,9 @@ def _label(model: torch.nn.Module) -> None:
         if fn is None or getattr(fn, "_labelled", False):
             continue
 
-        def labelled_fn(*args: Any, _fn: Callable[..., Any] = fn, _name: str = fname,
-                        **kwargs: Any) -> Any:
+        def labelled_fn(
+            *args: Any, _fn: Callable[..., Any] = fn, _name: str = fname, **kwargs: Any
+        ) -> Any:
             with torch.profiler.record_function(f"fwd:{_name}"):
                 return _fn(*args, **kwargs)
 
@@ -169,20 +187,33 @@ def profile(runner: Runner, batches: list[Batch], steps: int, top: int) -> dict[
         for i in range(steps):
             runner.step(batches[i % len(batches)])
     events = prof.key_averages()
-    ops = sorted((e for e in events if not e.key.startswith("fwd:")),
-                 key=lambda e: e.self_cpu_time_total, reverse=True)
+    ops = sorted(
+        (e for e in events if not e.key.startswith("fwd:")),
+        key=lambda e: e.self_cpu_time_total,
+        reverse=True,
+    )
     total_self = sum(e.self_cpu_time_total for e in events)
-    regions = sorted((e for e in events if e.key.startswith("fwd:")),
-                     key=lambda e: e.cpu_time_total, reverse=True)
+    regions = sorted(
+        (e for e in events if e.key.startswith("fwd:")),
+        key=lambda e: e.cpu_time_total,
+        reverse=True,
+    )
     return {
         "steps": steps,
         "self_cpu_ms_per_step": round(total_self / 1000 / steps, 2),
-        "top_ops": [{"op": e.key, "self_ms_per_step": round(e.self_cpu_time_total / 1000 / steps, 2),
-                     "share": round(e.self_cpu_time_total / total_self, 3),
-                     "calls_per_step": round(e.count / steps, 1)} for e in ops[:top]],
-        "forward_regions": [{"region": e.key[4:],
-                             "ms_per_step": round(e.cpu_time_total / 1000 / steps, 2)}
-                            for e in regions],
+        "top_ops": [
+            {
+                "op": e.key,
+                "self_ms_per_step": round(e.self_cpu_time_total / 1000 / steps, 2),
+                "share": round(e.self_cpu_time_total / total_self, 3),
+                "calls_per_step": round(e.count / steps, 1),
+            }
+            for e in ops[:top]
+        ],
+        "forward_regions": [
+            {"region": e.key[4:], "ms_per_step": round(e.cpu_time_total / 1000 / steps, 2)}
+            for e in regions
+        ],
     }
 
 
@@ -211,16 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     batches, loader_s = load_batches(sset, tcfg, args.warmup + args.steps)
     runners = [Runner(m, sset, mcfg, tcfg, batches[0]) for m in args.models]
     for r in runners:
-        for b in batches[:args.warmup]:
+        for b in batches[: args.warmup]:
             r.step(b)
         r.seconds = dict.fromkeys(r.seconds, 0.0)
         r.steps = 0
         r.losses.clear()
-    timed = batches[args.warmup:]
+    timed = batches[args.warmup :]
     chunk = -(-len(timed) // args.rounds)
     for start in range(0, len(timed), chunk):
         for r in runners:
-            for b in timed[start:start + chunk]:
+            for b in timed[start : start + chunk]:
                 r.step(b)
     result: dict[str, Any] = {
         "tarq_package": str(Path(tarq.__file__).resolve().parent),
@@ -233,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     base = result["models"][runners[0].name]["samples_per_s"]
     for r in runners:
         result["models"][r.name][f"ratio_to_{runners[0].name}"] = round(
-            result["models"][r.name]["samples_per_s"] / base, 3)
+            result["models"][r.name]["samples_per_s"] / base, 3
+        )
     result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     if args.profile:
         runner = next(r for r in runners if r.name == args.profile)
@@ -241,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in runners:
         result["models"][r.name]["losses"] = [round(x, 6) for x in r.losses]
     short = {k: v for k, v in result.items() if k != "models"}
-    short["models"] = {k: {kk: vv for kk, vv in v.items() if kk != "losses"}
-                       for k, v in result["models"].items()}
+    short["models"] = {
+        k: {kk: vv for kk, vv in v.items() if kk != "losses"} for k, v in result["models"].items()
+    }
     print(json.dumps(short, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -32,8 +32,12 @@ DAYS = 20
 def make_logs(db: Path, n_impressions: int) -> None:
     n_users = max(1000, n_impressions // 50)
     params = {
-        "n_items": 200_000, "n_users": n_users, "n_impressions": n_impressions,
-        "n_behaviors": 3 * n_impressions, "days": DAYS, "start": START,
+        "n_items": 200_000,
+        "n_users": n_users,
+        "n_impressions": n_impressions,
+        "n_behaviors": 3 * n_impressions,
+        "days": DAYS,
+        "start": START,
     }
     con = connect(db)
     for name in ("items", "users", "impressions", "behaviors"):
@@ -49,8 +53,12 @@ def one(n_impressions: int, threads: int) -> dict:
         gen_s = time.perf_counter() - t0
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         report = build_samples(
-            db, (START + dt.timedelta(days=DAYS)).date(), Path(tmp) / "samples",
-            train_days=TRAIN_DAYS, seq_len=SEQ_LEN, threads=threads,
+            db,
+            (START + dt.timedelta(days=DAYS)).date(),
+            Path(tmp) / "samples",
+            train_days=TRAIN_DAYS,
+            seq_len=SEQ_LEN,
+            threads=threads,
         )
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
@@ -79,7 +87,9 @@ def main() -> int:
     for n in args.impressions:
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(n), "--threads", str(args.threads)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]))
@@ -87,8 +97,10 @@ def main() -> int:
     print("\n| impressions | rows/s | build s | peak RSS MB | rows/s ratio to first |")
     print("|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['impressions']:,} | {r['rows_per_s']:,.0f} | {r['build_seconds']:.1f} | "
-              f"{r['peak_rss_mb']:,.0f} | {r['rows_per_s'] / base['rows_per_s']:.2f} |")
+        print(
+            f"| {r['impressions']:,} | {r['rows_per_s']:,.0f} | {r['build_seconds']:.1f} | "
+            f"{r['peak_rss_mb']:,.0f} | {r['rows_per_s'] / base['rows_per_s']:.2f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -44,8 +44,13 @@ def timed(cmd: list[str], log: Path) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     log.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    return {"seconds": round(wall, 1), "peak_rss_mb": round(int(rss.group(1)) / 1024) if rss else None,
-            "rc": proc.returncode, "stdout": proc.stdout, "stderr_tail": proc.stderr[-1500:]}
+    return {
+        "seconds": round(wall, 1),
+        "peak_rss_mb": round(int(rss.group(1)) / 1024) if rss else None,
+        "rc": proc.returncode,
+        "stdout": proc.stdout,
+        "stderr_tail": proc.stderr[-1500:],
+    }
 
 
 def last_json(text: str) -> dict[str, Any]:
@@ -69,8 +74,13 @@ def run_preset(preset: str, work: Path, args: argparse.Namespace) -> list[dict[s
 
     def stage(name: str, cmd: list[str], figure: Any = None) -> dict[str, Any] | None:
         r = timed(cmd, logs / f"{name}.log")
-        rec = {"preset": preset, "stage": name, "seconds": r["seconds"],
-               "peak_rss_mb": r["peak_rss_mb"], "rc": r["rc"]}
+        rec = {
+            "preset": preset,
+            "stage": name,
+            "seconds": r["seconds"],
+            "peak_rss_mb": r["peak_rss_mb"],
+            "rc": r["rc"],
+        }
         if r["rc"] != 0:
             rec["error"] = r["stderr_tail"]
             rows.append(rec)
@@ -86,11 +96,29 @@ def run_preset(preset: str, work: Path, args: argparse.Namespace) -> list[dict[s
         if "not regenerating" in out:
             return {"figure": "reused existing logs"}
         rep = last_json(out)
-        return {"figure": f"{rep['rows']['impressions']:,} impressions, "
-                          f"{rep['rows']['behaviors']:,} behaviours, {rep['rows']['items']:,} items"}
+        return {
+            "figure": f"{rep['rows']['impressions']:,} impressions, "
+            f"{rep['rows']['behaviors']:,} behaviours, {rep['rows']['items']:,} items"
+        }
 
-    if stage("demo-data", [*tarq, "demo-data", "--db", str(db), "--preset", preset,
-                           "--seed", str(args.seed), "--if-missing"], gen_fig) is None:
+    if (
+        stage(
+            "demo-data",
+            [
+                *tarq,
+                "demo-data",
+                "--db",
+                str(db),
+                "--preset",
+                preset,
+                "--seed",
+                str(args.seed),
+                "--if-missing",
+            ],
+            gen_fig,
+        )
+        is None
+    ):
         return rows
 
     last_day = _last_day(db)
@@ -99,8 +127,23 @@ def run_preset(preset: str, work: Path, args: argparse.Namespace) -> list[dict[s
     def val_fig(out: str) -> dict[str, Any]:
         return {"figure": out.strip().splitlines()[0][:120] if out.strip() else ""}
 
-    if stage("validate", [*tarq, "validate", "--db", str(db), "--run-date", run_date,
-                          "--docs-dir", str(pdir / "gx")], val_fig) is None:
+    if (
+        stage(
+            "validate",
+            [
+                *tarq,
+                "validate",
+                "--db",
+                str(db),
+                "--run-date",
+                run_date,
+                "--docs-dir",
+                str(pdir / "gx"),
+            ],
+            val_fig,
+        )
+        is None
+    ):
         return rows
 
     sdir = pdir / "samples"
@@ -109,12 +152,30 @@ def run_preset(preset: str, work: Path, args: argparse.Namespace) -> list[dict[s
 
     def samples_fig(out: str) -> dict[str, Any]:
         rep = last_json(out)
-        return {"figure": f"{rep['rows']:,} samples ({rep['train_rows']:,} train, "
-                          f"{rep['test_rows']:,} test), {rep['rows_per_s']:,.0f} rows/s"}
+        return {
+            "figure": f"{rep['rows']:,} samples ({rep['train_rows']:,} train, "
+            f"{rep['test_rows']:,} test), {rep['rows_per_s']:,.0f} rows/s"
+        }
 
-    if stage("build-samples", [*tarq, "build-samples", "--db", str(db), "--run-date", run_date,
-                               "--out", str(sdir), "--train-days", str(args.train_days)],
-             samples_fig) is None:
+    if (
+        stage(
+            "build-samples",
+            [
+                *tarq,
+                "build-samples",
+                "--db",
+                str(db),
+                "--run-date",
+                run_date,
+                "--out",
+                str(sdir),
+                "--train-days",
+                str(args.train_days),
+            ],
+            samples_fig,
+        )
+        is None
+    ):
         return rows
 
     mdir = pdir / "model"
@@ -125,37 +186,86 @@ def run_preset(preset: str, work: Path, args: argparse.Namespace) -> list[dict[s
         m = json.loads((mdir / "metrics.json").read_text())
         sps = m.get("samples_per_s") or m.get("train", {}).get("samples_per_s")
         test = m.get("test", {})
-        return {"figure": f"{args.max_steps} steps × batch {args.batch_size}: "
-                          f"{sps:,.0f} samples/s, test AUC {test.get('auc', float('nan')):.4f}"}
+        return {
+            "figure": f"{args.max_steps} steps × batch {args.batch_size}: "
+            f"{sps:,.0f} samples/s, test AUC {test.get('auc', float('nan')):.4f}"
+        }
 
     cfg = pdir / "train.json"
-    cfg.write_text(json.dumps({"train": {"batch_size": args.batch_size, "epochs": 1,
-                                         "max_steps_per_epoch": args.max_steps,
-                                         "threads": args.threads}}))
-    if stage("train", [*tarq, "train", "--samples", str(sdir), "--model", "tarq",
-                       "--out", str(mdir), "--config", str(cfg), "--no-resume"],
-             train_fig) is None:
+    cfg.write_text(
+        json.dumps(
+            {
+                "train": {
+                    "batch_size": args.batch_size,
+                    "epochs": 1,
+                    "max_steps_per_epoch": args.max_steps,
+                    "threads": args.threads,
+                }
+            }
+        )
+    )
+    if (
+        stage(
+            "train",
+            [
+                *tarq,
+                "train",
+                "--samples",
+                str(sdir),
+                "--model",
+                "tarq",
+                "--out",
+                str(mdir),
+                "--config",
+                str(cfg),
+                "--no-resume",
+            ],
+            train_fig,
+        )
+        is None
+    ):
         return rows
 
     ids = pdir / "ids"
 
     def ids_fig(out: str) -> dict[str, Any]:
         h = json.loads((ids / "health.json").read_text())
-        return {"figure": f"{h.get('catalog_size', 0):,} items, "
-                          f"{h['timing']['items_per_s']:,.0f} items/s, "
-                          f"collision rate {h.get('collision_rate', float('nan')):.4f}"}
+        return {
+            "figure": f"{h.get('catalog_size', 0):,} items, "
+            f"{h['timing']['items_per_s']:,.0f} items/s, "
+            f"collision rate {h.get('collision_rate', float('nan')):.4f}"
+        }
 
-    if stage("assign-ids", [*tarq, "assign-ids", "--db", str(db), "--model", str(mdir),
-                            "--out", str(ids)], ids_fig) is None:
+    if (
+        stage(
+            "assign-ids",
+            [*tarq, "assign-ids", "--db", str(db), "--model", str(mdir), "--out", str(ids)],
+            ids_fig,
+        )
+        is None
+    ):
         return rows
 
     def pub_fig(out: str) -> dict[str, Any]:
         rep = last_json(out)
-        return {"figure": f"version {rep.get('version')}, "
-                          f"{rep['manifest']['rows']:,} rows"}
+        return {"figure": f"version {rep.get('version')}, {rep['manifest']['rows']:,} rows"}
 
-    stage("publish", [*tarq, "publish", "--db", str(db), "--ids", str(ids), "--run-date", run_date,
-                      "--export-dir", str(pdir / "published")], pub_fig)
+    stage(
+        "publish",
+        [
+            *tarq,
+            "publish",
+            "--db",
+            str(db),
+            "--ids",
+            str(ids),
+            "--run-date",
+            run_date,
+            "--export-dir",
+            str(pdir / "published"),
+        ],
+        pub_fig,
+    )
     return rows
 
 
@@ -170,10 +280,10 @@ def _last_day(db: Path) -> dt.date:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", nargs="+", default=["small", "medium", "large"],
-                   choices=PRESETS)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--preset", nargs="+", default=["small", "medium", "large"], choices=PRESETS)
     p.add_argument("--work", type=Path, default=REPO / "outputs" / "bench-scale")
     p.add_argument("--seed", type=int, default=DEMO_SEED)
     p.add_argument("--train-days", type=int, default=19)
@@ -194,8 +304,10 @@ def main() -> int:
     print("|---|---|---|---|---|")
     for r in rows:
         fig = r.get("figure", "") if r["rc"] == 0 else f"FAILED rc={r['rc']}"
-        print(f"| {r['preset']} | {r['stage']} | {r['seconds']:,.1f} | {r['peak_rss_mb'] or '-':,} "
-              f"| {fig} |")
+        print(
+            f"| {r['preset']} | {r['stage']} | {r['seconds']:,.1f} | {r['peak_rss_mb'] or '-':,} "
+            f"| {fig} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0 if all(r["rc"] == 0 for r in rows) else 1

@@ -67,9 +67,21 @@ MODELS = ("tt", "inttower", "mvke", "ta", "tarq", "tarq_no_align", "tarq_no_teac
 DATASETS = (*(f"demo-{p}" for p in PRESETS), "movielens", "taobao")
 IMPORTED = {"movielens": "movielens_src", "taobao": "taobao_src"}
 # Metrics copied from a run's test-day metrics (absent keys stay absent).
-TEST_KEYS = ("auc", "gauc", "logloss", "utilization_batch", "utilization_catalog",
-             "collision_rate", "largest_collision_group", "catalog_items_seen", "rows",
-             "positives", "gauc_users", "gauc_skipped_users", "recon_error")
+TEST_KEYS = (
+    "auc",
+    "gauc",
+    "logloss",
+    "utilization_batch",
+    "utilization_catalog",
+    "collision_rate",
+    "largest_collision_group",
+    "catalog_items_seen",
+    "rows",
+    "positives",
+    "gauc_users",
+    "gauc_skipped_users",
+    "recon_error",
+)
 LOWER_IS_BETTER = {"logloss", "collision_rate"}
 
 
@@ -84,12 +96,16 @@ def _load_avg() -> list[float] | None:
 def _git() -> dict[str, Any]:
     def run(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  check=True, timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
-    return {"commit": run("rev-parse", "HEAD"),
-            "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+
+    return {
+        "commit": run("rev-parse", "HEAD"),
+        "dirty": bool(run("status", "--porcelain", "--untracked-files=no")),
+    }
 
 
 def ensure_warehouse(args: argparse.Namespace) -> Path | None:
@@ -131,8 +147,7 @@ def default_window(db: Path, dataset: str | None) -> tuple[str, int]:
     with open_db(db, read_only=True) as con:
         if dataset not in IMPORTED:
             return latest_run_date(con).isoformat(), TRAIN_DAYS
-        first, last = con.execute(
-            "SELECT min(ts)::DATE, max(ts)::DATE FROM impressions").fetchone()
+        first, last = con.execute("SELECT min(ts)::DATE, max(ts)::DATE FROM impressions").fetchone()
         if dataset == "taobao":
             return (last + dt.timedelta(days=1)).isoformat(), max(1, (last - first).days)
         test_day = con.execute(
@@ -157,20 +172,37 @@ def ensure_samples(args: argparse.Namespace, db: Path) -> SampleBuild:
     with open_db(db, read_only=True) as con:
         n_imp, last_ts = con.execute("SELECT count(*), max(ts) FROM impressions").fetchone()
     out = args.out / "samples"
-    request = {"db": str(db.resolve()), "impressions": int(n_imp), "last_ts": str(last_ts),
-               "run_date": run_date, "train_days": train_days, "seq_len": args.seq_len}
+    request = {
+        "db": str(db.resolve()),
+        "impressions": int(n_imp),
+        "last_ts": str(last_ts),
+        "run_date": run_date,
+        "train_days": train_days,
+        "seq_len": args.seq_len,
+    }
     req_path, meta_path = out / "bench_request.json", out / "meta.json"
-    if not args.rebuild_samples and meta_path.is_file() and req_path.is_file() and \
-            json.loads(req_path.read_text(encoding="utf-8")) == request:
+    if (
+        not args.rebuild_samples
+        and meta_path.is_file()
+        and req_path.is_file()
+        and json.loads(req_path.read_text(encoding="utf-8")) == request
+    ):
         meta = SampleBuild.from_dict(json.loads(meta_path.read_text(encoding="utf-8")))
-        print(f"samples: reusing {out} (run date {meta.run_date}, "
-              f"{meta.train_rows:,} train / {meta.test_rows:,} test rows)", file=sys.stderr)
+        print(
+            f"samples: reusing {out} (run date {meta.run_date}, "
+            f"{meta.train_rows:,} train / {meta.test_rows:,} test rows)",
+            file=sys.stderr,
+        )
         return meta
-    meta = build_samples(db, run_date, out, train_days=train_days, seq_len=args.seq_len,
-                         threads=args.threads)
+    meta = build_samples(
+        db, run_date, out, train_days=train_days, seq_len=args.seq_len, threads=args.threads
+    )
     req_path.write_text(json.dumps(request, indent=2), encoding="utf-8")
-    print(f"samples: built {out} in {meta.seconds:.1f} s (run date {meta.run_date}, "
-          f"{meta.train_rows:,} train / {meta.test_rows:,} test rows)", file=sys.stderr)
+    print(
+        f"samples: built {out} in {meta.seconds:.1f} s (run date {meta.run_date}, "
+        f"{meta.train_rows:,} train / {meta.test_rows:,} test rows)",
+        file=sys.stderr,
+    )
     return meta
 
 
@@ -197,15 +229,18 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
                 overrides[k] = v
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--variant {text!r}: expected LABEL=MODEL:key=value[,key=value]") from None
+            f"--variant {text!r}: expected LABEL=MODEL:key=value[,key=value]"
+        ) from None
     if base not in MODELS or label in MODELS:
         raise argparse.ArgumentTypeError(
-            f"--variant {text!r}: MODEL must be one of {', '.join(MODELS)} and LABEL a new name")
+            f"--variant {text!r}: MODEL must be one of {', '.join(MODELS)} and LABEL a new name"
+        )
     return label, base, overrides
 
 
-def run_one(args: argparse.Namespace, samples: Path, label: str, seed: int,
-            mcfg_base: Any, tcfg_base: Any) -> dict[str, Any]:
+def run_one(
+    args: argparse.Namespace, samples: Path, label: str, seed: int, mcfg_base: Any, tcfg_base: Any
+) -> dict[str, Any]:
     """Train one model (or --variant) for one seed; returns the per-run record (never raises)."""
     import dataclasses
 
@@ -216,8 +251,13 @@ def run_one(args: argparse.Namespace, samples: Path, label: str, seed: int,
     tcfg = dataclasses.replace(tcfg_base, seed=seed)
     mcfg = dataclasses.replace(mcfg_base, kmeans_seed=seed, **overrides)
     want = {"model_name": model, "model": mcfg.to_dict(), "train": dataclasses.asdict(tcfg)}
-    record: dict[str, Any] = {"model": label, "base_model": model, "seed": seed, "dir": str(out),
-                              "model_overrides": overrides}
+    record: dict[str, Any] = {
+        "model": label,
+        "base_model": model,
+        "seed": seed,
+        "dir": str(out),
+        "model_overrides": overrides,
+    }
     t0 = time.perf_counter()
     try:
         done = out / "metrics.json"
@@ -229,8 +269,7 @@ def run_one(args: argparse.Namespace, samples: Path, label: str, seed: int,
             result = TrainResult.from_dict(json.loads(done.read_text(encoding="utf-8")))
             record["reused"] = True
         else:
-            result = train(samples, model, out, mcfg, tcfg, resume=False,
-                           progress=args.progress)
+            result = train(samples, model, out, mcfg, tcfg, resume=False, progress=args.progress)
             if result is None:
                 raise RuntimeError("no training result: run the benchmark without torchrun")
     except Exception as exc:  # a failing model is a result too; the others still run
@@ -248,17 +287,21 @@ def run_one(args: argparse.Namespace, samples: Path, label: str, seed: int,
         # Mean over levels; uniform over K codes is 1/K (max-prob) and log K (entropy).
         record[f"align_max_prob_{side}"] = float(np.mean(st["max_prob"]))
         record[f"align_entropy_{side}"] = float(np.mean(st["entropy"]))
-    for k in ("train_seconds", "samples_per_s", "epochs_run", "best_epoch", "n_params",
-              "threads"):
+    for k in ("train_seconds", "samples_per_s", "epochs_run", "best_epoch", "n_params", "threads"):
         record[k] = getattr(result, k)
     hist = result.history
-    record["history"] = [{k: h.get(k) for k in ("epoch", "seconds", "samples", "loss",
-                                                  "loss_terms", "valid_auc")} for h in hist]
+    record["history"] = [
+        {k: h.get(k) for k in ("epoch", "seconds", "samples", "loss", "loss_terms", "valid_auc")}
+        for h in hist
+    ]
     record["score_scale"] = _score_scale(out)
-    print(f"{label} seed {seed}: AUC {record['auc']:.4f}  GAUC {record['gauc']:.4f}  "
-          f"logloss {record['logloss']:.4f}  util {record.get('utilization_batch', '-')}  "
-          f"{record['samples_per_s']} samples/s  {record['wall_seconds']:.0f} s wall",
-          file=sys.stderr, flush=True)
+    print(
+        f"{label} seed {seed}: AUC {record['auc']:.4f}  GAUC {record['gauc']:.4f}  "
+        f"logloss {record['logloss']:.4f}  util {record.get('utilization_batch', '-')}  "
+        f"{record['samples_per_s']} samples/s  {record['wall_seconds']:.0f} s wall",
+        file=sys.stderr,
+        flush=True,
+    )
     return record
 
 
@@ -273,39 +316,77 @@ def pooled_bootstrap(a_dirs: list[Path], b_dirs: list[Path], n: int) -> dict[str
 
     from tarq.metrics import pooled_paired_bootstrap
 
-    frames = [[pq.read_table(d / "predictions.parquet",
-                             columns=["user_id", "label", "score"]).to_pandas() for d in dirs]
-              for dirs in (a_dirs, b_dirs)]
+    frames = [
+        [
+            pq.read_table(
+                d / "predictions.parquet", columns=["user_id", "label", "score"]
+            ).to_pandas()
+            for d in dirs
+        ]
+        for dirs in (a_dirs, b_dirs)
+    ]
     ref = frames[0][0]
     for f in (*frames[0], *frames[1]):
-        if len(f) != len(ref) or not (f["label"].to_numpy() == ref["label"].to_numpy()).all() \
-                or not (f["user_id"].to_numpy() == ref["user_id"].to_numpy()).all():
+        if (
+            len(f) != len(ref)
+            or not (f["label"].to_numpy() == ref["label"].to_numpy()).all()
+            or not (f["user_id"].to_numpy() == ref["user_id"].to_numpy()).all()
+        ):
             return None
-    iv = pooled_paired_bootstrap(ref["label"].to_numpy(),
-                                 np.stack([f["score"].to_numpy() for f in frames[0]]),
-                                 np.stack([f["score"].to_numpy() for f in frames[1]]),
-                                 ref["user_id"].to_numpy(), n_boot=n)
-    return {"lo": iv.low, "hi": iv.high, "resamples": iv.n_boot, "users": iv.clusters,
-            "seeds": len(a_dirs), "significant": iv.significant}
+    iv = pooled_paired_bootstrap(
+        ref["label"].to_numpy(),
+        np.stack([f["score"].to_numpy() for f in frames[0]]),
+        np.stack([f["score"].to_numpy() for f in frames[1]]),
+        ref["user_id"].to_numpy(),
+        n_boot=n,
+    )
+    return {
+        "lo": iv.low,
+        "hi": iv.high,
+        "resamples": iv.n_boot,
+        "users": iv.clusters,
+        "seeds": len(a_dirs),
+        "significant": iv.significant,
+    }
 
 
 def _mean_sd(values: list[float]) -> dict[str, Any]:
     v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
     if not v:
         return {"mean": None, "sd": None, "n": 0}
-    return {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None,
-            "n": len(v)}
+    return {
+        "mean": float(np.mean(v)),
+        "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None,
+        "n": len(v),
+    }
 
 
-def summarise(runs: list[dict[str, Any]], models: list[str], seeds: list[int],
-              boot: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    keys = ("auc", "gauc", "logloss", "utilization_batch", "utilization_catalog",
-            "collision_rate", "train_seconds", "samples_per_s", "wall_seconds", "epochs_run",
-            "valid_auc", "valid_random_auc", "score_scale", "align_max_prob_p",
-            "align_max_prob_p_hat", "align_entropy_p", "align_entropy_p_hat")
+def summarise(
+    runs: list[dict[str, Any]], models: list[str], seeds: list[int], boot: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    keys = (
+        "auc",
+        "gauc",
+        "logloss",
+        "utilization_batch",
+        "utilization_catalog",
+        "collision_rate",
+        "train_seconds",
+        "samples_per_s",
+        "wall_seconds",
+        "epochs_run",
+        "valid_auc",
+        "valid_random_auc",
+        "score_scale",
+        "align_max_prob_p",
+        "align_max_prob_p_hat",
+        "align_entropy_p",
+        "align_entropy_p_hat",
+    )
     ok = [r for r in runs if "error" not in r]
-    summary = {m: {k: _mean_sd([r.get(k) for r in ok if r["model"] == m]) for k in keys}
-               for m in models}
+    summary = {
+        m: {k: _mean_sd([r.get(k) for r in ok if r["model"] == m]) for k in keys} for m in models
+    }
     by = {(r["model"], r["seed"]): r for r in ok}
 
     def per_seed(fn: Any) -> list[float]:
@@ -323,22 +404,30 @@ def summarise(runs: list[dict[str, Any]], models: list[str], seeds: list[int],
     for other in ("tt", "inttower", "mvke", "ta"):
         if other in models and "tarq" in models:
             derived[f"auc_tarq_minus_{other}"] = _mean_sd(
-                per_seed(lambda s, o=other: by[("tarq", s)]["auc"] - by[(o, s)]["auc"]))
+                per_seed(lambda s, o=other: by[("tarq", s)]["auc"] - by[(o, s)]["auc"])
+            )
             paired = [s for s in seeds if ("tarq", s) in by and (other, s) in by]
             if boot and paired:
-                ci = pooled_bootstrap([Path(by[("tarq", s)]["dir"]) for s in paired],
-                                      [Path(by[(other, s)]["dir"]) for s in paired], boot)
+                ci = pooled_bootstrap(
+                    [Path(by[("tarq", s)]["dir"]) for s in paired],
+                    [Path(by[(other, s)]["dir"]) for s in paired],
+                    boot,
+                )
                 if ci:
                     derived[f"auc_tarq_minus_{other}"]["ci95_bootstrap_users_seeds"] = ci
     # The baselines against TT (the paper's order: TT < IntTower < MVKE < TARQ <= TA).
     for other in ("inttower", "mvke", "ta"):
         if other in models and "tt" in models:
             derived[f"auc_{other}_minus_tt"] = _mean_sd(
-                per_seed(lambda s, o=other: by[(o, s)]["auc"] - by[("tt", s)]["auc"]))
+                per_seed(lambda s, o=other: by[(o, s)]["auc"] - by[("tt", s)]["auc"])
+            )
             paired = [s for s in seeds if (other, s) in by and ("tt", s) in by]
             if boot and paired:
-                ci = pooled_bootstrap([Path(by[(other, s)]["dir"]) for s in paired],
-                                      [Path(by[("tt", s)]["dir"]) for s in paired], boot)
+                ci = pooled_bootstrap(
+                    [Path(by[(other, s)]["dir"]) for s in paired],
+                    [Path(by[("tt", s)]["dir"]) for s in paired],
+                    boot,
+                )
                 if ci:
                     derived[f"auc_{other}_minus_tt"]["ci95_bootstrap_users_seeds"] = ci
     if {"tarq", "tt", "ta"} <= set(models):
@@ -352,15 +441,18 @@ def summarise(runs: list[dict[str, Any]], models: list[str], seeds: list[int],
             "mean": float(np.mean(gain)) / den if gain and den > 0 else None,
             "per_seed": [g / t if t > 0 else None for g, t in zip(gain, lift, strict=True)],
             "note": "mean(AUC_tarq - AUC_tt) / mean(AUC_ta - AUC_tt) over seeds; undefined "
-                    "where TA does not beat TT on average"}
+            "where TA does not beat TT on average",
+        }
     for variant in ("tarq_no_align", "tarq_no_teacher_align"):
         if variant in models and "tarq" in models:
             for k in ("utilization_batch", "utilization_catalog"):
                 derived[f"{k}_tarq_vs_{variant}"] = {
                     "with_alignment": summary["tarq"][k]["mean"],
-                    "without": summary[variant][k]["mean"]}
+                    "without": summary[variant][k]["mean"],
+                }
             derived[f"auc_tarq_minus_{variant}"] = _mean_sd(
-                per_seed(lambda s, v=variant: by[("tarq", s)]["auc"] - by[(v, s)]["auc"]))
+                per_seed(lambda s, v=variant: by[("tarq", s)]["auc"] - by[(v, s)]["auc"])
+            )
     return summary, derived
 
 
@@ -398,16 +490,22 @@ def markdown(results: dict[str, Any]) -> str:
         if s["auc"]["n"] == 0:
             lines.append(f"| {m} | failed |" + " |" * 11)
             continue
-        sharp = " / ".join(f"{s[k]['mean']:.3f}" for k in ("align_max_prob_p",
-                                                             "align_max_prob_p_hat")
-                           if s[k]["mean"] is not None) or "–"
+        sharp = (
+            " / ".join(
+                f"{s[k]['mean']:.3f}"
+                for k in ("align_max_prob_p", "align_max_prob_p_hat")
+                if s[k]["mean"] is not None
+            )
+            or "–"
+        )
         lines.append(
             f"| {m} | {_fmt(s['auc'])} | {_fmt(s['gauc'])} | {_fmt(s['logloss'])} | "
             f"{_fmt(s['valid_auc'])} | {_fmt(s['valid_random_auc'])} | "
             f"{_fmt(s['utilization_batch'], pct=True)} | "
             f"{_fmt(s['utilization_catalog'], pct=True)} | "
             f"{_fmt(s['collision_rate'], pct=True)} | {sharp} | {_fmt_num(s['epochs_run'])} | "
-            f"{_fmt_num(s['train_seconds'])} | {_fmt_num(s['samples_per_s'])} |")
+            f"{_fmt_num(s['train_seconds'])} | {_fmt_num(s['samples_per_s'])} |"
+        )
     out = ["\n".join(lines), ""]
     d = []
     pairs = [(f"auc_tarq_minus_{o}", "TARQ", o) for o in ("tt", "inttower", "mvke", "ta")]
@@ -420,8 +518,10 @@ def markdown(results: dict[str, Any]) -> str:
                 line += f" ± {der[k]['sd']:.4f} (sd over {der[k]['n']} seeds)"
             ci = der[k].get("ci95_bootstrap_users_seeds")
             if ci:
-                line += (f", 95 % paired bootstrap over {ci['users']} test users × "
-                         f"{ci['seeds']} seed(s) [{ci['lo']:+.4f}, {ci['hi']:+.4f}]")
+                line += (
+                    f", 95 % paired bootstrap over {ci['users']} test users × "
+                    f"{ci['seeds']} seed(s) [{ci['lo']:+.4f}, {ci['hi']:+.4f}]"
+                )
             d.append(line)
     if "gap_recovered" in der:
         g, t = der["gap_recovered"], der["auc_ta_minus_tt"]
@@ -429,10 +529,13 @@ def markdown(results: dict[str, Any]) -> str:
             ta_tt = "n/a" if t["mean"] is None else f"{t['mean']:+.4f}"
             d.append(f"- TT → TA gap recovered by TARQ: undefined (TA − TT AUC = {ta_tt})")
         else:
-            seeds_txt = ", ".join("–" if v is None else f"{v * 100:.0f} %"
-                                  for v in g.get("per_seed", []))
-            d.append(f"- TT → TA gap recovered by TARQ: {g['mean'] * 100:.0f} % of the mean "
-                     f"TA − TT AUC {t['mean']:+.4f} (per seed: {seeds_txt})")
+            seeds_txt = ", ".join(
+                "–" if v is None else f"{v * 100:.0f} %" for v in g.get("per_seed", [])
+            )
+            d.append(
+                f"- TT → TA gap recovered by TARQ: {g['mean'] * 100:.0f} % of the mean "
+                f"TA − TT AUC {t['mean']:+.4f} (per seed: {seeds_txt})"
+            )
     for variant in ("tarq_no_align", "tarq_no_teacher_align"):
         kb = f"utilization_batch_tarq_vs_{variant}"
         kc = f"utilization_catalog_tarq_vs_{variant}"
@@ -441,7 +544,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"- codebook utilization, tarq vs {variant}: per batch "
                 f"{der[kb]['with_alignment'] * 100:.1f} % vs {der[kb]['without'] * 100:.1f} %, "
                 f"catalog {der[kc]['with_alignment'] * 100:.1f} % vs "
-                f"{der[kc]['without'] * 100:.1f} %")
+                f"{der[kc]['without'] * 100:.1f} %"
+            )
     out.append("\n".join(d))
     return "\n".join(out).rstrip() + "\n"
 
@@ -450,8 +554,9 @@ def resummarise(path: Path, out: Path | None, boot: int) -> int:
     """Recompute an earlier run's summary, derived figures and table (``--summarise``);
     run folders recorded relative are read relative to the current directory."""
     results = json.loads(path.read_text(encoding="utf-8"))
-    results["summary"], results["derived"] = summarise(results["runs"], results["models"],
-                                                       results["seeds"], boot)
+    results["summary"], results["derived"] = summarise(
+        results["runs"], results["models"], results["seeds"], boot
+    )
     (out or path).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     print(markdown(results))
     return 0
@@ -459,56 +564,97 @@ def resummarise(path: Path, out: Path | None, boot: int) -> int:
 
 # ----------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = p.add_argument_group("data")
-    src.add_argument("--dataset", choices=DATASETS, default=None,
-                     help="demo preset (generated with seed 7), MovieLens-100k or the Taobao "
-                          "ad-click files (imported)")
-    src.add_argument("--preset", choices=PRESETS, default=None,
-                     help="same as --dataset demo-<preset>")
-    src.add_argument("--db", type=Path, default=None,
-                     help="an existing warehouse instead of --dataset (with --run-date)")
-    src.add_argument("--run-date", default=None,
-                     help="YYYY-MM-DD or 'latest' (default: per dataset, see above)")
+    src.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=None,
+        help="demo preset (generated with seed 7), MovieLens-100k or the Taobao "
+        "ad-click files (imported)",
+    )
+    src.add_argument(
+        "--preset", choices=PRESETS, default=None, help="same as --dataset demo-<preset>"
+    )
+    src.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="an existing warehouse instead of --dataset (with --run-date)",
+    )
+    src.add_argument(
+        "--run-date", default=None, help="YYYY-MM-DD or 'latest' (default: per dataset, see above)"
+    )
     src.add_argument("--train-days", type=int, default=None)
     src.add_argument("--seq-len", type=int, default=SEQ_LEN)
-    src.add_argument("--movielens-src", type=Path,
-                     default=ROOT.parent / "shared" / "data" / "movielens-100k")
-    src.add_argument("--taobao-src", type=Path,
-                     default=ROOT.parent / "shared" / "data" / "taobao-samples")
+    src.add_argument(
+        "--movielens-src", type=Path, default=ROOT.parent / "shared" / "data" / "movielens-100k"
+    )
+    src.add_argument(
+        "--taobao-src", type=Path, default=ROOT.parent / "shared" / "data" / "taobao-samples"
+    )
     src.add_argument("--rebuild-samples", action="store_true")
     tr = p.add_argument_group("training (one TrainConfig for every model)")
     tr.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    tr.add_argument("--variant", type=parse_variant, action="append", default=[],
-                    metavar="LABEL=MODEL:key=value,...",
-                    help="an extra row: MODEL with ModelConfig overrides, e.g. "
-                         "tarq_sum=tarq:fusion=sum (repeatable; diagnostics, not a default)")
+    tr.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        default=[],
+        metavar="LABEL=MODEL:key=value,...",
+        help="an extra row: MODEL with ModelConfig overrides, e.g. "
+        "tarq_sum=tarq:fusion=sum (repeatable; diagnostics, not a default)",
+    )
     tr.add_argument("--epochs", type=int, default=None, help="TrainConfig.epochs")
     tr.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch")
     tr.add_argument("--batch-size", type=int, default=None)
     tr.add_argument("--lr", type=float, default=None)
-    tr.add_argument("--patience", type=int, default=None,
-                    help="early-stop patience in epochs (0 = off)")
+    tr.add_argument(
+        "--patience", type=int, default=None, help="early-stop patience in epochs (0 = off)"
+    )
     tr.add_argument("--threads", type=int, default=2, help="torch (and DuckDB) threads")
     tr.add_argument("--seeds", type=int, nargs="+", default=[0])
-    tr.add_argument("--config", type=Path, default=None,
-                    help="JSON/TOML with model/train sections (as `tarq train --config`)")
-    tr.add_argument("--skip-done", action="store_true",
-                    help="reuse a run whose metrics.json exists with the same config")
+    tr.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="JSON/TOML with model/train sections (as `tarq train --config`)",
+    )
+    tr.add_argument(
+        "--skip-done",
+        action="store_true",
+        help="reuse a run whose metrics.json exists with the same config",
+    )
     tr.add_argument("--progress", action="store_true", help="tqdm bars while training")
     o = p.add_argument_group("output")
-    o.add_argument("--out", type=Path, default=None,
-                   help="work directory (default outputs/bench-train/<dataset>)")
-    o.add_argument("--json", type=Path, default=None, help="results JSON (default OUT/results.json)")
+    o.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="work directory (default outputs/bench-train/<dataset>)",
+    )
+    o.add_argument(
+        "--json", type=Path, default=None, help="results JSON (default OUT/results.json)"
+    )
     o.add_argument("--markdown", action="store_true", help="print the markdown table on stdout")
-    o.add_argument("--summarise", type=Path, default=None, metavar="RESULTS_JSON",
-                   help="no training: recompute the summary, the derived figures and the "
-                        "table of an earlier results JSON (its run folders must still exist); "
-                        "rewrites that file, or writes --json")
-    o.add_argument("--bootstrap", type=int, default=1000,
-                   help="paired bootstrap resamples (test users × seeds) for the TARQ − "
-                        "baseline AUC intervals (0 = off)")
+    o.add_argument(
+        "--summarise",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="no training: recompute the summary, the derived figures and the "
+        "table of an earlier results JSON (its run folders must still exist); "
+        "rewrites that file, or writes --json",
+    )
+    o.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="paired bootstrap resamples (test users × seeds) for the TARQ − "
+        "baseline AUC intervals (0 = off)",
+    )
     args = p.parse_args(argv)
     if args.summarise is not None:
         return args
@@ -540,8 +686,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = _load_avg()
     db = ensure_warehouse(args)
     if db is None:
-        print(f"SKIPPED: {args.dataset} source "
-              f"{getattr(args, IMPORTED[args.dataset])} is absent", file=sys.stderr)
+        print(
+            f"SKIPPED: {args.dataset} source {getattr(args, IMPORTED[args.dataset])} is absent",
+            file=sys.stderr,
+        )
         return 0
     meta = ensure_samples(args, db)
     samples = args.out / "samples"
@@ -551,8 +699,13 @@ def main(argv: list[str] | None = None) -> int:
     from tarq.train import load_config
 
     mcfg, tcfg = load_config(args.config)
-    for flag, key in (("epochs", "epochs"), ("max_steps", "max_steps_per_epoch"),
-                      ("batch_size", "batch_size"), ("lr", "lr"), ("patience", "patience")):
+    for flag, key in (
+        ("epochs", "epochs"),
+        ("max_steps", "max_steps_per_epoch"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("patience", "patience"),
+    ):
         if getattr(args, flag) is not None:
             setattr(tcfg, key, getattr(args, flag))
     tcfg.threads = args.threads
@@ -569,15 +722,32 @@ def main(argv: list[str] | None = None) -> int:
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "dataset": args.dataset or str(args.db),
         "git": _git(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "threads": args.threads, "load_avg_before": load_before,
-                    "load_avg_after": _load_avg()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "load_avg_before": load_before,
+            "load_avg_after": _load_avg(),
+        },
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "samples": {k: getattr(meta, k) for k in ("run_date", "train_start", "train_end",
-                                                  "test_day", "train_days", "seq_len", "rows",
-                                                  "train_rows", "test_rows", "fingerprint",
-                                                  "vocab_sizes")},
+        "samples": {
+            k: getattr(meta, k)
+            for k in (
+                "run_date",
+                "train_start",
+                "train_end",
+                "test_day",
+                "train_days",
+                "seq_len",
+                "rows",
+                "train_rows",
+                "test_rows",
+                "fingerprint",
+                "vocab_sizes",
+            )
+        },
         "test_positives": next((r.get("positives") for r in runs if "positives" in r), None),
         "train_config": tcfg.__dict__,
         "model_config": mcfg.to_dict(),
@@ -588,19 +758,22 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "derived": derived,
         "runs": [{k: v for k, v in r.items() if k != "traceback"} for r in runs],
-        "errors": {f"{r['model']}/seed{r['seed']}": r["traceback"]
-                   for r in runs if "traceback" in r},
+        "errors": {
+            f"{r['model']}/seed{r['seed']}": r["traceback"] for r in runs if "traceback" in r
+        },
     }
     path = args.json or args.out / "results.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     table = markdown(results)
     s = results["samples"]
-    head = (f"{results['dataset']}: test day {s['test_day']} ({s['test_rows']:,} rows), train "
-            f"{s['train_start']}..{s['train_end']} ({s['train_rows']:,} rows); "
-            f"{len(args.models)} models × {len(args.seeds)} seed(s), "
-            f"{results['wall_seconds']:.0f} s wall, load avg {load_before} → "
-            f"{results['machine']['load_avg_after']}; results in {path}")
+    head = (
+        f"{results['dataset']}: test day {s['test_day']} ({s['test_rows']:,} rows), train "
+        f"{s['train_start']}..{s['train_end']} ({s['train_rows']:,} rows); "
+        f"{len(args.models)} models × {len(args.seeds)} seed(s), "
+        f"{results['wall_seconds']:.0f} s wall, load avg {load_before} → "
+        f"{results['machine']['load_avg_after']}; results in {path}"
+    )
     if args.markdown:
         print(head + "\n\n" + table)
     else:

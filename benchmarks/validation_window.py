@@ -74,22 +74,42 @@ def ensure_db(db: Path, preset: str, seed: int) -> dict[str, Any]:
     if not db.exists():
         db.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "tarq.cli", "demo-data", "--db", str(db),
-                        "--preset", preset, "--seed", str(seed)], check=True, cwd=REPO,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tarq.cli",
+                "demo-data",
+                "--db",
+                str(db),
+                "--preset",
+                preset,
+                "--seed",
+                str(seed),
+            ],
+            check=True,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+        )
         print(f"generated {preset} into {db} in {time.perf_counter() - t0:.0f}s", flush=True)
     import duckdb
 
     with duckdb.connect(str(db), read_only=True) as con:
         n_imp, first, last = con.execute(
-            "SELECT count(*), min(ts)::DATE, max(ts)::DATE FROM impressions").fetchone()
+            "SELECT count(*), min(ts)::DATE, max(ts)::DATE FROM impressions"
+        ).fetchone()
         (n_beh,) = con.execute("SELECT count(*) FROM behaviors").fetchone()
-    return {"impressions": n_imp, "behaviors": n_beh, "first_day": str(first),
-            "last_day": str(last)}
+    return {
+        "impressions": n_imp,
+        "behaviors": n_beh,
+        "first_day": str(first),
+        "last_day": str(last),
+    }
 
 
-def run_variant(name: str, code: Path, db: Path, work: Path, run_date: str, window: int,
-                chunk: int | None) -> dict[str, Any]:
+def run_variant(
+    name: str, code: Path, db: Path, work: Path, run_date: str, window: int, chunk: int | None
+) -> dict[str, Any]:
     """One variant in a fresh child process on a fresh copy of the warehouse."""
     vdir = work / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
     shutil.rmtree(vdir, ignore_errors=True)
@@ -98,8 +118,16 @@ def run_variant(name: str, code: Path, db: Path, work: Path, run_date: str, wind
     shutil.copy(db, copy)
     env = {**os.environ, **TELEMETRY_OFF, "PYTHONPATH": str(code)}
     env.pop("TARQ_SQL_DIR", None)
-    cmd = [sys.executable, "-c", CHILD, str(copy), str(vdir / "gx"), run_date, str(window),
-           "-" if chunk is None else str(chunk)]
+    cmd = [
+        sys.executable,
+        "-c",
+        CHILD,
+        str(copy),
+        str(vdir / "gx"),
+        run_date,
+        str(window),
+        "-" if chunk is None else str(chunk),
+    ]
     t0 = time.perf_counter()
     # cwd = the code tree: its tarq/ comes first on sys.path, before the editable install.
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=code, env=env)
@@ -110,8 +138,9 @@ def run_variant(name: str, code: Path, db: Path, work: Path, run_date: str, wind
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     shutil.rmtree(vdir / "gx", ignore_errors=True)
     copy.unlink()
-    commit = subprocess.run(["git", "-C", str(code), "log", "-1", "--format=%h %s"],
-                            capture_output=True, text=True).stdout.strip()[:72]
+    commit = subprocess.run(
+        ["git", "-C", str(code), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    ).stdout.strip()[:72]
     if not out["tarq"].startswith(str(code)):
         raise RuntimeError(f"{name}: the child imported {out['tarq']}, not the code of {code}")
     return {"variant": name, "rc": 0, "wall_s": wall, "code": str(code), "commit": commit, **out}
@@ -124,10 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="medium")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--train-days", type=int, default=19)
-    ap.add_argument("--base", type=Path, default=None,
-                    help="checkout of the commit before chunking (the one-frame variant)")
-    ap.add_argument("--only", nargs="+", default=None, metavar="VARIANT",
-                    help="run only these variants: day, by-day, default, base")
+    ap.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="checkout of the commit before chunking (the one-frame variant)",
+    )
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="VARIANT",
+        help="run only these variants: day, by-day, default, base",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -145,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.base is not None:
         variants.append(("window, one frame (base)", args.base.resolve(), args.train_days, None))
     if args.only:
-        keys = dict(zip(["day", "by-day", "default", "base"], [v[0] for v in variants],
-                        strict=False))
+        keys = dict(
+            zip(["day", "by-day", "default", "base"], [v[0] for v in variants], strict=False)
+        )
         unknown = set(args.only) - set(keys)
         if unknown:
             ap.error(f"unknown variants {sorted(unknown)} (choose from {sorted(keys)})")
@@ -160,14 +199,27 @@ def main(argv: list[str] | None = None) -> int:
 
     ref = next((r for r in results if r["variant"] == "test day only" and not r["rc"]), None)
     window_runs = [r for r in results if r["rc"] == 0 and r["variant"] != "test day only"]
-    agree = len({json.dumps([r["success"], r["days"], r["flagged"], r["quarantined"]],
-                            sort_keys=True) for r in window_runs}) <= 1
-    print(f"\n{args.preset} preset: {data['impressions']:,} impressions, "
-          f"{data['behaviors']:,} behaviours, {data['first_day']}..{data['last_day']}; "
-          f"run date {run_date}, train_days {args.train_days}")
+    agree = (
+        len(
+            {
+                json.dumps(
+                    [r["success"], r["days"], r["flagged"], r["quarantined"]], sort_keys=True
+                )
+                for r in window_runs
+            }
+        )
+        <= 1
+    )
+    print(
+        f"\n{args.preset} preset: {data['impressions']:,} impressions, "
+        f"{data['behaviors']:,} behaviours, {data['first_day']}..{data['last_day']}; "
+        f"run date {run_date}, train_days {args.train_days}"
+    )
     print(f"load before: {load_before}\nload after:  {load_after}\n")
-    print("| variant | days | impressions checked | wall s | validate s | peak RSS MB "
-          "| wall × | RSS × |")
+    print(
+        "| variant | days | impressions checked | wall s | validate s | peak RSS MB "
+        "| wall × | RSS × |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         if r["rc"]:
@@ -175,9 +227,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         wx = f"{r['wall_s'] / ref['wall_s']:.2f}" if ref else "-"
         mx = f"{r['peak_rss_mb'] / ref['peak_rss_mb']:.2f}" if ref else "-"
-        print(f"| {r['variant']} | {r['days']} | {r['rows_checked'].get('impressions', 0):,} | "
-              f"{r['wall_s']:.1f} | {r['validate_s']:.1f} | {r['peak_rss_mb']:,.0f} | {wx} | "
-              f"{mx} |")
+        print(
+            f"| {r['variant']} | {r['days']} | {r['rows_checked'].get('impressions', 0):,} | "
+            f"{r['wall_s']:.1f} | {r['validate_s']:.1f} | {r['peak_rss_mb']:,.0f} | {wx} | "
+            f"{mx} |"
+        )
     print(f"\nwindow variants agree on success, days, flagged and quarantined rows: {agree}")
     for r in results:
         if not r["rc"]:
@@ -186,9 +240,19 @@ def main(argv: list[str] | None = None) -> int:
         if r["rc"]:
             print(f"\n{r['variant']} failed:\n{r['error']}")
     if args.json:
-        args.json.write_text(json.dumps({"data": data, "run_date": run_date,
-                                         "load_before": load_before, "load_after": load_after,
-                                         "agree": agree, "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "data": data,
+                    "run_date": run_date,
+                    "load_before": load_before,
+                    "load_after": load_after,
+                    "agree": agree,
+                    "results": results,
+                },
+                indent=2,
+            )
+        )
     return 0 if all(r["rc"] == 0 for r in results) and agree else 1
 
 

@@ -46,9 +46,14 @@ class Samples:
     def window(self) -> dict[str, Any]:
         """Window and row counts (MLflow tags of the day's run)."""
         r = self.report
-        return {"train_start": r.train_start, "train_end": r.train_end, "test_day": r.test_day,
-                "train_days": r.train_days, "train_rows": r.train_rows,
-                "test_rows": r.test_rows}
+        return {
+            "train_start": r.train_start,
+            "train_end": r.train_end,
+            "test_day": r.test_day,
+            "train_days": r.train_days,
+            "train_rows": r.train_rows,
+            "test_rows": r.test_rows,
+        }
 
 
 @dataclass(frozen=True)
@@ -73,10 +78,14 @@ class TrainedModel:
         return self.dir / "predictions.parquet"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.name, "dir": str(self.dir), "test": self.test,
-                "train_seconds": self.result.train_seconds,
-                "rows_trained": self.result.rows_trained,
-                "lineage": self.lineage.to_dict()}
+        return {
+            "model": self.name,
+            "dir": str(self.dir),
+            "test": self.test,
+            "train_seconds": self.result.train_seconds,
+            "rows_trained": self.result.rows_trained,
+            "lineage": self.lineage.to_dict(),
+        }
 
 
 @dataclass(frozen=True)
@@ -91,8 +100,13 @@ class ChampionScore:
     predictions: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "run_id": self.run_id, "run_date": self.run_date,
-                "same_day": self.same_day, **self.metrics}
+        return {
+            "version": self.version,
+            "run_id": self.run_id,
+            "run_date": self.run_date,
+            "same_day": self.same_day,
+            **self.metrics,
+        }
 
 
 @dataclass(frozen=True)
@@ -121,20 +135,25 @@ class GateOutcome:
 
     def tags(self) -> dict[str, str]:
         """Registry version tags: decision, reason and both intervals."""
-        out = {"gate.decision": "promote" if self.promote else "reject",
-               "gate.reason": self.decision.reason}
-        for key, iv in (("gate.tarq_minus_tt", self.vs_tt),
-                        ("gate.challenger_minus_champion", self.vs_champion)):
+        out = {
+            "gate.decision": "promote" if self.promote else "reject",
+            "gate.reason": self.decision.reason,
+        }
+        for key, iv in (
+            ("gate.tarq_minus_tt", self.vs_tt),
+            ("gate.challenger_minus_champion", self.vs_champion),
+        ):
             if iv is not None:
                 out[key] = iv.text()
                 out[f"{key}.low"], out[f"{key}.high"] = f"{iv.low:.5f}", f"{iv.high:.5f}"
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.decision.to_dict(),
-                "tarq_minus_tt": self.vs_tt.to_dict() if self.vs_tt else None,
-                "challenger_minus_champion":
-                    self.vs_champion.to_dict() if self.vs_champion else None}
+        return {
+            **self.decision.to_dict(),
+            "tarq_minus_tt": self.vs_tt.to_dict() if self.vs_tt else None,
+            "challenger_minus_champion": self.vs_champion.to_dict() if self.vs_champion else None,
+        }
 
 
 @dataclass

@@ -86,69 +86,130 @@ class DailyParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    run_date: str = Field("today", description="YYYY-MM-DD, 'today' or 'latest'; works on logs up to D-1")
+    run_date: str = Field(
+        "today", description="YYYY-MM-DD, 'today' or 'latest'; works on logs up to D-1"
+    )
     db: str = Field(defaults.DEFAULT_DB, description="the DuckDB warehouse")
     work_dir: str = Field("outputs/daily", description="samples, models and IDs per run date")
     preset: Literal[defaults.PRESETS] | None = Field(
-        None, description="generate demo logs of this preset when the warehouse holds none")
+        None, description="generate demo logs of this preset when the warehouse holds none"
+    )
     seed: int = defaults.DEMO_SEED
-    train_days: int = Field(defaults.TRAIN_DAYS, ge=1, description="training days before the test day")
-    validation: dict[str, Any] = Field(default_factory=dict, description=(
-        "ValidationBounds fields to override, e.g. {\"volume_ratio\": [0.7, 1.4]} "
-        "(tarq.validation.bounds)"))
+    train_days: int = Field(
+        defaults.TRAIN_DAYS, ge=1, description="training days before the test day"
+    )
+    validation: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            'ValidationBounds fields to override, e.g. {"volume_ratio": [0.7, 1.4]} '
+            "(tarq.validation.bounds)"
+        ),
+    )
     seq_len: int = Field(defaults.SEQ_LEN, ge=1)
     models: list[str] = Field(default_factory=lambda: list(defaults.DAILY_MODELS))
     ablations: bool = Field(False, description="also train the paper's Table-1 ablations")
     epochs: int = Field(2, ge=1, description="epochs of a cold run (the whole window)")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cold: cap on steps per epoch")
-    warm_start: bool = Field(True, description=(
-        "continue each model's parent on the new days (false: every run trains cold)"))
+    warm_start: bool = Field(
+        True,
+        description=("continue each model's parent on the new days (false: every run trains cold)"),
+    )
     warm_epochs: int = Field(1, ge=1, description="epochs of a warm run over its new days")
-    warm_max_steps_per_epoch: int | None = Field(None, ge=1,
-                                                 description="warm: cap on steps per epoch")
-    warm_lr: float = Field(defaults.WARM_LR, gt=0.0, description=(
-        "Adam learning rate of a warm run (a tenth of a cold run's: measured to keep the day's "
-        "gain without drifting away from what the parent learned)"))
+    warm_max_steps_per_epoch: int | None = Field(
+        None, ge=1, description="warm: cap on steps per epoch"
+    )
+    warm_lr: float = Field(
+        defaults.WARM_LR,
+        gt=0.0,
+        description=(
+            "Adam learning rate of a warm run (a tenth of a cold run's: measured to keep the day's "
+            "gain without drifting away from what the parent learned)"
+        ),
+    )
     max_parent_age_days: int = Field(7, ge=1, description="an older parent means a cold run")
-    full_retrain_every_days: int = Field(7, ge=1, description=(
-        "a cold run when the lineage's last cold run is this many days old"))
-    replay_folds: int = Field(defaults.REPLAY_FOLDS, ge=0, le=100, description=(
-        "warm runs also replay this % of the older days of the window"))
+    full_retrain_every_days: int = Field(
+        7, ge=1, description=("a cold run when the lineage's last cold run is this many days old")
+    )
+    replay_folds: int = Field(
+        defaults.REPLAY_FOLDS,
+        ge=0,
+        le=100,
+        description=("warm runs also replay this % of the older days of the window"),
+    )
     carry_optimizer: bool = Field(True, description="warm runs continue the parent's Adam state")
-    valid_split: Literal["hash", "time"] = Field("hash", description=(
-        "cold runs: the slice epochs are chosen on. 'time' holds out the window's last day "
-        "(its warm child then trains it: two days of ID churn at once); 'hash' a 5% hash slice"))
-    min_count: int = Field(defaults.MIN_COUNT, ge=1, description=(
-        "user/item ids seen fewer times in the window map to OOV (no row of their own)"))
+    valid_split: Literal["hash", "time"] = Field(
+        "hash",
+        description=(
+            "cold runs: the slice epochs are chosen on. 'time' holds out the window's last day "
+            "(its warm child then trains it: two days of ID churn at once); 'hash' a 5% hash slice"
+        ),
+    )
+    min_count: int = Field(
+        defaults.MIN_COUNT,
+        ge=1,
+        description=(
+            "user/item ids seen fewer times in the window map to OOV (no row of their own)"
+        ),
+    )
     batch_size: int = Field(512, ge=8)
     threads: int | None = Field(None, ge=1, description="torch threads (default: all cores)")
-    model_overrides: dict[str, Any] = Field(default_factory=dict,
-                                            description="ModelConfig fields to override")
+    model_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="ModelConfig fields to override"
+    )
     gate_metric: Literal["auc", "gauc"] = "auc"
     min_gain_over_tt: float = 0.0
-    champion_tolerance: float = Field(0.005, ge=0.0, description=(
-        "a challenger worse than the champion by more than this, significantly, is refused"))
-    tt_must_be_significant: bool = Field(False, description=(
-        "also require the TARQ − TT bootstrap interval to lie above 0"))
-    max_churn: float | None = Field(defaults.MAX_CHURN, ge=0.0, le=1.0, description=(
-        "warm runs: most items whose ID tuple may change against the served table (a cold "
-        "run re-indexes and is not limited)"))
-    max_collision_rate: float | None = Field(defaults.MAX_COLLISION_RATE, ge=0.0, le=1.0, description=(
-        "most items that may share their ID tuple with another"))
+    champion_tolerance: float = Field(
+        0.005,
+        ge=0.0,
+        description=(
+            "a challenger worse than the champion by more than this, significantly, is refused"
+        ),
+    )
+    tt_must_be_significant: bool = Field(
+        False, description=("also require the TARQ − TT bootstrap interval to lie above 0")
+    )
+    max_churn: float | None = Field(
+        defaults.MAX_CHURN,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "warm runs: most items whose ID tuple may change against the served table (a cold "
+            "run re-indexes and is not limited)"
+        ),
+    )
+    max_collision_rate: float | None = Field(
+        defaults.MAX_COLLISION_RATE,
+        ge=0.0,
+        le=1.0,
+        description=("most items that may share their ID tuple with another"),
+    )
     tracking_uri: str | None = Field(None, description="MLflow store (default mlflow/mlflow.db)")
     experiment: str = "tarq-daily"
     registered_model: str = Field(
-        "tarq", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description=(
+        "tarq",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+        description=(
             "MLflow registered model (and its champion alias) of this warehouse; it is bound "
-            "to the first warehouse that registers it, another warehouse needs its own"))
+            "to the first warehouse that registers it, another warehouse needs its own"
+        ),
+    )
     keep_versions: int = Field(5, ge=1, description="published versions kept for rollback")
     force: bool = Field(False, description="rerun a run date that already finished")
-    lock_wait_s: float = Field(0.0, ge=0.0, description=(
-        "seconds to wait when another run holds the warehouse (0: refuse at once)"))
-    retry_delay_s: float = Field(RETRY_DELAY_S, ge=0.0, description=(
-        "pause between a failed task's retries (the retries themselves always apply)"))
-    tracking_timeout_s: float = Field(5.0, gt=0.0, description=(
-        "how long one try waits for the MLflow store to answer or grant a write lock"))
+    lock_wait_s: float = Field(
+        0.0,
+        ge=0.0,
+        description=("seconds to wait when another run holds the warehouse (0: refuse at once)"),
+    )
+    retry_delay_s: float = Field(
+        RETRY_DELAY_S,
+        ge=0.0,
+        description=("pause between a failed task's retries (the retries themselves always apply)"),
+    )
+    tracking_timeout_s: float = Field(
+        5.0,
+        gt=0.0,
+        description=("how long one try waits for the MLflow store to answer or grant a write lock"),
+    )
 
     @field_validator("run_date")
     @classmethod
@@ -186,8 +247,12 @@ class DailyParams(BaseModel):
         return list(dict.fromkeys(v))
 
     def lineage_policy(self) -> LineagePolicy:
-        return LineagePolicy(self.warm_start, self.max_parent_age_days,
-                             self.full_retrain_every_days, self.replay_folds)
+        return LineagePolicy(
+            self.warm_start,
+            self.max_parent_age_days,
+            self.full_retrain_every_days,
+            self.replay_folds,
+        )
 
     def model_list(self) -> list[str]:
         """Models to train, TARQ first, ablations appended when asked."""
@@ -235,8 +300,9 @@ def _tasks(delay: float) -> SimpleNamespace:
     """The flow's tasks with ``delay`` seconds between retries (their retry counts unchanged)."""
     if delay == RETRY_DELAY_S:
         return SimpleNamespace(**daily_tasks.ALL)
-    return SimpleNamespace(**{k: t.with_options(retry_delay_seconds=delay)
-                              for k, t in daily_tasks.ALL.items()})
+    return SimpleNamespace(
+        **{k: t.with_options(retry_delay_seconds=delay) for k, t in daily_tasks.ALL.items()}
+    )
 
 
 def _ensure(result: Any, check: Callable[[Any], bool], rerun: Callable[[], Any]) -> Any:
@@ -248,14 +314,15 @@ def validate_stage(d: _Day) -> State | None:
     """GX validation of D − 1 and of the training window's days whose rows changed since they
     were last validated; a Failed state when it fails (nothing else runs)."""
     with d.stage("validate"):
-        report = d.tasks.validate_logs(d.db, d.day, d.dir / "gx", d.p.train_days,
-                                       d.p.validation)
+        report = d.tasks.validate_logs(d.db, d.day, d.dir / "gx", d.p.train_days, d.p.validation)
     artifacts.validation(d.day, report)
     if report["success"]:
         return None
     d.log.error(report["text"])
-    return Failed(name="ValidationFailed",
-                  message=f"validation of {d.day} failed, nothing published:\n{report['text']}")
+    return Failed(
+        name="ValidationFailed",
+        message=f"validation of {d.day} failed, nothing published:\n{report['text']}",
+    )
 
 
 def samples_stage(d: _Day) -> Samples:
@@ -265,22 +332,38 @@ def samples_stage(d: _Day) -> Samples:
         state = d.tasks.warehouse_state(d.db)
         sdir = d.dir / "samples"
         args = (d.db, d.day, sdir, p.train_days, p.seq_len, p.min_count, state)
-        build = d.tasks.build_samples.with_options(refresh_cache=True) if p.force \
+        build = (
+            d.tasks.build_samples.with_options(refresh_cache=True)
+            if p.force
             else d.tasks.build_samples
-        report = _ensure(build(*args),
-                         lambda r: (sdir / "meta.json").exists(),
-                         lambda: d.tasks.build_samples.with_options(refresh_cache=True)(*args))
+        )
+        report = _ensure(
+            build(*args),
+            lambda r: (sdir / "meta.json").exists(),
+            lambda: d.tasks.build_samples.with_options(refresh_cache=True)(*args),
+        )
     s = Samples(sdir, report)
-    d.log.info("samples %s: %s train rows (%s..%s), %s test rows on %s; fingerprint %s", sdir,
-               report.train_rows, s.train_start, s.train_end, report.test_rows,
-               s.test_day, s.fingerprint)
+    d.log.info(
+        "samples %s: %s train rows (%s..%s), %s test rows on %s; fingerprint %s",
+        sdir,
+        report.train_rows,
+        s.train_start,
+        s.train_end,
+        report.test_rows,
+        s.test_day,
+        s.fingerprint,
+    )
     return s
 
 
 def _train_config(p: DailyParams, warm: bool) -> dict[str, Any]:
-    cfg = {"epochs": p.warm_epochs if warm else p.epochs, "batch_size": p.batch_size,
-           "max_steps_per_epoch": p.warm_max_steps_per_epoch if warm else p.max_steps_per_epoch,
-           "threads": p.threads, "seed": p.seed}
+    cfg = {
+        "epochs": p.warm_epochs if warm else p.epochs,
+        "batch_size": p.batch_size,
+        "max_steps_per_epoch": p.warm_max_steps_per_epoch if warm else p.max_steps_per_epoch,
+        "threads": p.threads,
+        "seed": p.seed,
+    }
     if warm:
         # A warm run trains warm_epochs (1) on its new day(s): there is no epoch to choose, and
         # a temporal slice would hold out the newest rows the served model most needs. A cold
@@ -304,81 +387,134 @@ def train_stage(d: _Day, samples: Samples, experiment_id: str) -> dict[str, Trai
     layout = FeatureLayout.load(samples.dir / "layout.json")
     policy = p.lineage_policy()
     D = dt.date.fromisoformat(d.day)
-    start, end = (dt.date.fromisoformat(samples.train_start),
-                  dt.date.fromisoformat(samples.train_end))
+    start, end = (
+        dt.date.fromisoformat(samples.train_start),
+        dt.date.fromisoformat(samples.train_end),
+    )
     trained: dict[str, TrainedModel] = {}
     for name in p.model_list():
         with d.stage(f"train:{name}"):
             parent = None
             if policy.warm_start:
-                parent = d.tasks.find_parent(p.tracking_uri, experiment_id, name, d.day, d.work,
-                                             prefer_champion=name == "tarq",
-                                             warehouse=d.warehouse,
-                                             registered_model=p.registered_model)
-            why = (incompatibility(parent.model_dir, name, mcfg, layout)
-                   if parent is not None else None)
+                parent = d.tasks.find_parent(
+                    p.tracking_uri,
+                    experiment_id,
+                    name,
+                    d.day,
+                    d.work,
+                    prefer_champion=name == "tarq",
+                    warehouse=d.warehouse,
+                    registered_model=p.registered_model,
+                )
+            why = (
+                incompatibility(parent.model_dir, name, mcfg, layout)
+                if parent is not None
+                else None
+            )
             lineage = plan(D, start, end, parent, policy, why)
             warm = None
             if lineage.warm and parent is not None:
-                warm = {"parent_dir": str(parent.model_dir),
-                        "parent_sha256": tracking.file_sha256(parent.model_dir / "model.pt"),
-                        "since_day": str(lineage.train_start - dt.timedelta(days=1)),
-                        "replay_folds": lineage.replay_folds,
-                        "carry_optimizer": p.carry_optimizer}
+                warm = {
+                    "parent_dir": str(parent.model_dir),
+                    "parent_sha256": tracking.file_sha256(parent.model_dir / "model.pt"),
+                    "since_day": str(lineage.train_start - dt.timedelta(days=1)),
+                    "replay_folds": lineage.replay_folds,
+                    "carry_optimizer": p.carry_optimizer,
+                }
             mdir = d.dir / "models" / name
-            targs = (samples.dir, samples.fingerprint, name, mdir, mcfg.to_dict(),
-                     _train_config(p, lineage.warm), warm)
+            targs = (
+                samples.dir,
+                samples.fingerprint,
+                name,
+                mdir,
+                mcfg.to_dict(),
+                _train_config(p, lineage.warm),
+                warm,
+            )
             fit = d.tasks.train.with_options(refresh_cache=True) if p.force else d.tasks.train
             result = _ensure(
-                fit(*targs), lambda r, m=mdir: (m / "model.pt").exists(),
-                lambda t=targs: d.tasks.train.with_options(refresh_cache=True)(*t))
+                fit(*targs),
+                lambda r, m=mdir: (m / "model.pt").exists(),
+                lambda t=targs: d.tasks.train.with_options(refresh_cache=True)(*t),
+            )
             lineage = replace(lineage, rows_trained=int(result.rows_trained or 0))
             lineage.save(mdir)
         t = TrainedModel(name, mdir, result, lineage)
         trained[name] = t
-        d.log.info("%s (%s): auc %.4f gauc %.4f logloss %.4f, %s rows in %.1fs — %s", name,
-                   lineage.mode, t.test["auc"], t.test["gauc"], t.test["logloss"],
-                   lineage.rows_trained, result.train_seconds, lineage.reason)
+        d.log.info(
+            "%s (%s): auc %.4f gauc %.4f logloss %.4f, %s rows in %.1fs — %s",
+            name,
+            lineage.mode,
+            t.test["auc"],
+            t.test["gauc"],
+            t.test["logloss"],
+            lineage.rows_trained,
+            result.train_seconds,
+            lineage.reason,
+        )
     artifacts.lineage(d.day, trained)
     return trained
 
 
 def champion_stage(d: _Day, samples: Samples) -> ChampionScore | None:
     with d.stage("champion"):
-        return d.tasks.rescore_champion(samples.dir, d.work, d.day, d.p.tracking_uri,
-                                        d.warehouse, d.p.registered_model)
+        return d.tasks.rescore_champion(
+            samples.dir, d.work, d.day, d.p.tracking_uri, d.warehouse, d.p.registered_model
+        )
 
 
 def semantic_ids_stage(d: _Day, tarq: TrainedModel) -> dict[str, Any]:
     """IDs for the whole catalog; the churn ceiling applies to warm runs only (a cold run
     re-indexes the catalog by design, and says so)."""
     with d.stage("semantic_ids"):
-        health = d.tasks.assign(d.db, tarq.dir, d.dir / "ids",
-                                d.p.max_churn if tarq.lineage.warm else None,
-                                d.p.max_collision_rate)
+        health = d.tasks.assign(
+            d.db,
+            tarq.dir,
+            d.dir / "ids",
+            d.p.max_churn if tarq.lineage.warm else None,
+            d.p.max_collision_rate,
+        )
     artifacts.semantic_ids(d.day, health)
     return health
 
 
-def register_stage(d: _Day, samples: Samples, trained: dict[str, TrainedModel],
-                   health: dict[str, Any], champ: ChampionScore | None) -> Registration:
+def register_stage(
+    d: _Day,
+    samples: Samples,
+    trained: dict[str, TrainedModel],
+    health: dict[str, Any],
+    champ: ChampionScore | None,
+) -> Registration:
     from tarq.model import ModelConfig
 
     with d.stage("mlflow"):
         reg = d.tasks.register(
-            d.p.tracking_uri, d.p.experiment, d.day, samples, trained, d.dir / "ids", health,
-            champ, {"params": d.p.model_dump(),
-                    "model": ModelConfig.from_dict(d.p.model_overrides).to_dict(),
-                    "train": _train_config(d.p, warm=False),
-                    "train_warm": _train_config(d.p, warm=True)},
-            d.warehouse, d.p.registered_model)
-    artifacts.comparison(reg.rows, samples.test_day, samples.fingerprint,
-                         tracking.run_link(reg.parent_run_id))
+            d.p.tracking_uri,
+            d.p.experiment,
+            d.day,
+            samples,
+            trained,
+            d.dir / "ids",
+            health,
+            champ,
+            {
+                "params": d.p.model_dump(),
+                "model": ModelConfig.from_dict(d.p.model_overrides).to_dict(),
+                "train": _train_config(d.p, warm=False),
+                "train_warm": _train_config(d.p, warm=True),
+            },
+            d.warehouse,
+            d.p.registered_model,
+        )
+    artifacts.comparison(
+        reg.rows, samples.test_day, samples.fingerprint, tracking.run_link(reg.parent_run_id)
+    )
     return reg
 
 
-def gate_stage(d: _Day, trained: dict[str, TrainedModel], champ: ChampionScore | None,
-               health: dict[str, Any]) -> GateOutcome:
+def gate_stage(
+    d: _Day, trained: dict[str, TrainedModel], champ: ChampionScore | None, health: dict[str, Any]
+) -> GateOutcome:
     """The gate with paired-bootstrap intervals of TARQ − TT and challenger − champion."""
     from tarq.evaluation import paired_interval
     from tarq.gate import GateConfig, decide
@@ -386,20 +522,29 @@ def gate_stage(d: _Day, trained: dict[str, TrainedModel], champ: ChampionScore |
     p = d.p
     with d.stage("gate"):
         tarq, tt = trained["tarq"], trained["tt"]
-        vs_tt = paired_interval(tarq.predictions, tt.predictions, p.gate_metric,
-                                seed=p.seed)
+        vs_tt = paired_interval(tarq.predictions, tt.predictions, p.gate_metric, seed=p.seed)
         vs_champ = None
         if champ is not None and champ.predictions is not None:
-            vs_champ = paired_interval(tarq.predictions, champ.predictions, p.gate_metric,
-                                       seed=p.seed)
+            vs_champ = paired_interval(
+                tarq.predictions, champ.predictions, p.gate_metric, seed=p.seed
+            )
         failed = "; ".join(c["detail"] for c in health.get("checks", []) if not c["ok"])
         decision = decide(
-            tarq.test, tt.test, champ.metrics if champ else None, bool(health.get("ok")),
+            tarq.test,
+            tt.test,
+            champ.metrics if champ else None,
+            bool(health.get("ok")),
             failed or health.get("error", ""),
-            GateConfig(p.gate_metric, p.min_gain_over_tt, p.champion_tolerance,
-                       tt_must_be_significant=p.tt_must_be_significant),
+            GateConfig(
+                p.gate_metric,
+                p.min_gain_over_tt,
+                p.champion_tolerance,
+                tt_must_be_significant=p.tt_must_be_significant,
+            ),
             champion_same_day=champ.same_day if champ else True,
-            vs_tt=vs_tt, vs_champion=vs_champ)
+            vs_tt=vs_tt,
+            vs_champion=vs_champ,
+        )
     d.log.info("gate: %s", decision.reason)
     return GateOutcome(decision, vs_tt, vs_champ)
 
@@ -408,69 +553,117 @@ def publish_stage(d: _Day, reg: Registration) -> Publication:
     """Publish the ID table, then move ``champion`` — only when the table is served."""
     name = d.p.registered_model
     with d.stage("publish"):
-        pub = d.tasks.publish(d.db, d.dir / "ids", str(reg.version), d.day, reg.model_uri,
-                              d.p.keep_versions, d.db.parent / "published", name)
-        tracking.tag_version(str(reg.version), {
-            "published.table_version": pub.version,
-            "published.export": pub.export_path, "published.served": pub.served},
-            name)
+        pub = d.tasks.publish(
+            d.db,
+            d.dir / "ids",
+            str(reg.version),
+            d.day,
+            reg.model_uri,
+            d.p.keep_versions,
+            d.db.parent / "published",
+            name,
+        )
+        tracking.tag_version(
+            str(reg.version),
+            {
+                "published.table_version": pub.version,
+                "published.export": pub.export_path,
+                "published.served": pub.served,
+            },
+            name,
+        )
         if pub.served:
             tracking.promote(str(reg.version), name)
         else:  # e.g. an operator rolled the table back: the served IDs are not this model's
-            d.log.warning("table version %s is not the served one (version %s is); champion "
-                          "not moved, run date %s ends not-served", pub.version,
-                          pub.previous, d.day)
+            d.log.warning(
+                "table version %s is not the served one (version %s is); champion "
+                "not moved, run date %s ends not-served",
+                pub.version,
+                pub.previous,
+                d.day,
+            )
     return pub
 
 
-def _summary(d: _Day, samples: Samples, trained: dict[str, TrainedModel],
-             health: dict[str, Any], reg: Registration, gate: GateOutcome) -> DaySummary:
+def _summary(
+    d: _Day,
+    samples: Samples,
+    trained: dict[str, TrainedModel],
+    health: dict[str, Any],
+    reg: Registration,
+    gate: GateOutcome,
+) -> DaySummary:
     return DaySummary(
-        run_date=d.day, test_day=samples.test_day, parent_run_id=reg.parent_run_id,
-        mlflow_run=tracking.run_link(reg.parent_run_id), version=reg.version,
-        model_uri=reg.model_uri, gate=gate.to_dict(), comparison=reg.rows,
+        run_date=d.day,
+        test_day=samples.test_day,
+        parent_run_id=reg.parent_run_id,
+        mlflow_run=tracking.run_link(reg.parent_run_id),
+        version=reg.version,
+        model_uri=reg.model_uri,
+        gate=gate.to_dict(),
+        comparison=reg.rows,
         lineage={n: t.lineage.to_dict() for n, t in trained.items()},
-        churn=health.get("churn"), timings=d.timings)
+        churn=health.get("churn"),
+        timings=d.timings,
+    )
 
 
 def _write_summary(day_dir: Path, summary: DaySummary) -> None:
     """The run's summary (comparison, gate, lineage, churn, publication, stage seconds)."""
     day_dir.mkdir(parents=True, exist_ok=True)
-    (day_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str),
-                                          encoding="utf-8")
+    (day_dir / "summary.json").write_text(
+        json.dumps(summary.to_dict(), indent=2, default=str), encoding="utf-8"
+    )
 
 
 def digest(summary: dict[str, Any]) -> str:
     """A few lines for a terminal: per-model metrics and lineage, gate, churn, publication."""
-    out = [f"run date {summary['run_date']} (test day {summary['test_day']}), "
-           f"MLflow {summary.get('mlflow_run', '')}"]
+    out = [
+        f"run date {summary['run_date']} (test day {summary['test_day']}), "
+        f"MLflow {summary.get('mlflow_run', '')}"
+    ]
     lineage = summary.get("lineage") or {}
     for r in summary.get("comparison", []):
-        fig = "  ".join(f"{k} {r[k]:.4f}" for k in ("auc", "gauc", "logloss")
-                        if isinstance(r.get(k), int | float))
+        fig = "  ".join(
+            f"{k} {r[k]:.4f}"
+            for k in ("auc", "gauc", "logloss")
+            if isinstance(r.get(k), int | float)
+        )
         lin = lineage.get(r.get("model"), {})
-        how = (f"  [{lin['mode']}, {lin.get('rows_trained')} rows, {lin['train_start']}.."
-               f"{lin['train_end']}]" if lin else "")
+        how = (
+            f"  [{lin['mode']}, {lin.get('rows_trained')} rows, {lin['train_start']}.."
+            f"{lin['train_end']}]"
+            if lin
+            else ""
+        )
         out.append(f"  {r.get('model', '?'):<10} {fig}{how}")
     gate = summary.get("gate", {})
-    out.append(f"  gate: {'promote' if gate.get('promote') else 'reject'} — "
-               f"{gate.get('reason', '')}")
+    out.append(
+        f"  gate: {'promote' if gate.get('promote') else 'reject'} — {gate.get('reason', '')}"
+    )
     churn = summary.get("churn")
     if churn:
-        out.append(f"  ID churn vs version {churn.get('against_version')}: "
-                   f"{churn['tuple_churn']:.2%} of tuples, {churn['items_new']} new items")
+        out.append(
+            f"  ID churn vs version {churn.get('against_version')}: "
+            f"{churn['tuple_churn']:.2%} of tuples, {churn['items_new']} new items"
+        )
     pub = summary.get("publication")
     if not pub:
         out.append("  published: none (champion and served table unchanged)")
     elif pub.get("served", True):
-        out.append(f"  published: table version {pub.get('version')}, "
-                   f"{pub.get('manifest', {}).get('rows', '?')} rows, model v{summary.get('version')}")
+        out.append(
+            f"  published: table version {pub.get('version')}, "
+            f"{pub.get('manifest', {}).get('rows', '?')} rows, model v{summary.get('version')}"
+        )
     else:
-        out.append(f"  NOT SERVED: table version {pub.get('version')} of model "
-                   f"v{summary.get('version')} is published but version {pub.get('previous')} is "
-                   "served (rolled back); champion not moved")
-    out.append("  seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in
-                                         summary.get("timings", {}).items()))
+        out.append(
+            f"  NOT SERVED: table version {pub.get('version')} of model "
+            f"v{summary.get('version')} is published but version {pub.get('previous')} is "
+            "served (rolled back); champion not moved"
+        )
+    out.append(
+        "  seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in summary.get("timings", {}).items())
+    )
     return "\n".join(out)
 
 
@@ -483,11 +676,15 @@ def _mark_failed(experiment_id: str, day: str, warehouse: str) -> None:
     except Exception as exc:
         get_run_logger().warning("could not mark the MLflow run of %s failed: %s", day, exc)
 
+
 # ----------------------------------------------------------------------------- flows
 
 
-@flow(name="tarq-daily", description="Validate, train TARQ + baselines, gate and publish.",
-      validate_parameters=True)
+@flow(
+    name="tarq-daily",
+    description="Validate, train TARQ + baselines, gate and publish.",
+    validate_parameters=True,
+)
 def tarq_daily(params: DailyParams | None = None) -> dict[str, Any] | State:
     """One daily run; returns a summary dict, or a Failed state on validation/gate failure."""
     from prefect.runtime import flow_run
@@ -502,11 +699,18 @@ def tarq_daily(params: DailyParams | None = None) -> dict[str, Any] | State:
     with ExitStack() as held:
         t0 = time.perf_counter()
         try:
-            held.enter_context(exclusive_lock(lock, wait_s=p.lock_wait_s, info={
-                "run_date": p.run_date, "flow_run": str(flow_run.get_id())}))
+            held.enter_context(
+                exclusive_lock(
+                    lock,
+                    wait_s=p.lock_wait_s,
+                    info={"run_date": p.run_date, "flow_run": str(flow_run.get_id())},
+                )
+            )
         except LockBusyError as exc:
-            msg = (f"warehouse {db} is busy: {exc}. Run date {p.run_date} was not started and "
-                   "nothing was changed (lock_wait_s waits for the other run).")
+            msg = (
+                f"warehouse {db} is busy: {exc}. Run date {p.run_date} was not started and "
+                "nothing was changed (lock_wait_s waits for the other run)."
+            )
             log.warning(msg)
             return Failed(name="AlreadyRunning", message=msg)
         waited = time.perf_counter() - t0
@@ -533,31 +737,46 @@ def _run_day(p: DailyParams, db: Path, log: Any) -> dict[str, Any] | State:
 
     d = _Day(p, db, day, log, tasks, warehouse_id(db), timings)
     d.timings["logs"] = round(time.perf_counter() - t0, 2)
-    log.info("run date %s (test day %s) on %s", day,
-             dt.date.fromisoformat(day) - dt.timedelta(days=1), db)
+    log.info(
+        "run date %s (test day %s) on %s",
+        day,
+        dt.date.fromisoformat(day) - dt.timedelta(days=1),
+        db,
+    )
     try:
-        known = tasks.connect_tracking(p.tracking_uri, p.experiment, day, p.tracking_timeout_s,
-                                       d.warehouse, p.registered_model)
+        known = tasks.connect_tracking(
+            p.tracking_uri, p.experiment, day, p.tracking_timeout_s, d.warehouse, p.registered_model
+        )
     except tracking.ForeignWarehouse as exc:
         msg = f"{exc}; run date {day} was not started and nothing was changed"
         log.error(msg)
         return Failed(name="ForeignWarehouse", message=msg)
     except tracking.TrackingUnavailable as exc:
-        msg = (f"{exc}, after {daily_tasks.connect_tracking.retries + 1} attempts; run date "
-               f"{day} stopped before validation: nothing was trained, registered or published")
+        msg = (
+            f"{exc}, after {daily_tasks.connect_tracking.retries + 1} attempts; run date "
+            f"{day} stopped before validation: nothing was trained, registered or published"
+        )
         log.error(msg)
         return Failed(name="TrackingUnavailable", message=msg)
     exp_id = known["experiment_id"]
     tracking.use_store(p.tracking_uri)  # for the flow's own MLflow calls after the tasks
     if known["status"] in tracking.DONE_STATUSES and not p.force:
-        msg = (f"run date {day} already finished ({known['status']}, MLflow run "
-               f"{known['run_id']}, version {known['version'] or '-'}); nothing redone. "
-               "Pass force=true to retrain.")
+        msg = (
+            f"run date {day} already finished ({known['status']}, MLflow run "
+            f"{known['run_id']}, version {known['version'] or '-'}); nothing redone. "
+            "Pass force=true to retrain."
+        )
         artifacts.skipped(day, msg)
         log.info(msg)
-        return Completed(message=msg, data={"run_date": day, "status": "skipped",
-                                             "previous_status": known["status"],
-                                             "parent_run_id": known["run_id"]})
+        return Completed(
+            message=msg,
+            data={
+                "run_date": day,
+                "status": "skipped",
+                "previous_status": known["status"],
+                "parent_run_id": known["run_id"],
+            },
+        )
 
     failed = validate_stage(d)
     if failed is not None:
@@ -578,31 +797,50 @@ def _run_day(p: DailyParams, db: Path, log: Any) -> dict[str, Any] | State:
         summary = _summary(d, samples, trained, health, reg, gate)
         if not gate.promote:
             summary.status = "rejected"
-            tracking.finish_day(reg.parent_run_id, "rejected", {
-                **gate.tags(), "tarq.model_version": reg.version or "-"})
+            tracking.finish_day(
+                reg.parent_run_id,
+                "rejected",
+                {**gate.tags(), "tarq.model_version": reg.version or "-"},
+            )
             artifacts.publication(summary)
             _write_summary(d.dir, summary)
-            return Failed(name="GateRejected",
-                          message=f"gate rejected TARQ for {day}; champion unchanged, nothing "
-                                  f"published: {gate.decision.reason}")
+            return Failed(
+                name="GateRejected",
+                message=f"gate rejected TARQ for {day}; champion unchanged, nothing "
+                f"published: {gate.decision.reason}",
+            )
         pub = summary.publication = publish_stage(d, reg)
         summary.status = "published" if pub.served else "not-served"
-        tracking.finish_day(reg.parent_run_id, summary.status, {
-            **gate.tags(), "tarq.model_version": reg.version,
-            "tarq.published_version": pub.version,
-            "tarq.served_version": pub.version if pub.served else pub.previous})
+        tracking.finish_day(
+            reg.parent_run_id,
+            summary.status,
+            {
+                **gate.tags(),
+                "tarq.model_version": reg.version,
+                "tarq.published_version": pub.version,
+                "tarq.served_version": pub.version if pub.served else pub.previous,
+            },
+        )
     except BaseException:
         _mark_failed(exp_id, day, d.warehouse)
         raise
     artifacts.publication(summary)
     _write_summary(d.dir, summary)
-    log.info("%s table version %s (model v%s) for %s; stage seconds %s",
-             summary.status, pub.version, reg.version, day, d.timings)
+    log.info(
+        "%s table version %s (model v%s) for %s; stage seconds %s",
+        summary.status,
+        pub.version,
+        reg.version,
+        day,
+        d.timings,
+    )
     return summary.to_dict()
 
+
 @flow(name="tarq-daily-backfill", description="Run tarq-daily for a range of dates, in order.")
-def tarq_backfill(start: str, end: str, params: DailyParams | None = None,
-                  keep_going: bool = False) -> list[dict[str, Any]]:
+def tarq_backfill(
+    start: str, end: str, params: DailyParams | None = None, keep_going: bool = False
+) -> list[dict[str, Any]]:
     """Run the daily flow for every run date from ``start`` to ``end`` (inclusive), in order.
 
     A rejected gate is a normal outcome and the backfill goes on; any other failure stops it
@@ -629,8 +867,11 @@ def tarq_backfill(start: str, end: str, params: DailyParams | None = None,
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m flows.tarq_daily", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m flows.tarq_daily",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--db", default=defaults.DEFAULT_DB)
     ap.add_argument("--run-date", default="today", help="YYYY-MM-DD, 'today' or 'latest'")
     ap.add_argument("--preset", choices=defaults.PRESETS, default=None)
@@ -641,14 +882,19 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--max-steps", type=int, default=None, help="cold runs: max steps per epoch")
     ap.add_argument("--warm-epochs", type=int, default=None, help="epochs of a warm run")
-    ap.add_argument("--cold", action="store_true",
-                    help="train every model from scratch (warm_start=false)")
+    ap.add_argument(
+        "--cold", action="store_true", help="train every model from scratch (warm_start=false)"
+    )
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--force", action="store_true", help="rerun a finished run date")
     ap.add_argument("--params", default=None, help="JSON of further DailyParams fields")
-    ap.add_argument("--backfill-days", type=int, default=0,
-                    help="first run the N run dates before --run-date, in order")
+    ap.add_argument(
+        "--backfill-days",
+        type=int,
+        default=0,
+        help="first run the N run dates before --run-date, in order",
+    )
     return ap
 
 
@@ -656,9 +902,15 @@ def params_from_args(args: argparse.Namespace) -> DailyParams:
     """DailyParams from the CLI flags (``--params`` JSON first, flags on top)."""
     data: dict[str, Any] = json.loads(args.params) if args.params else {}
     data.update(db=args.db, run_date=args.run_date, work_dir=args.work_dir, force=args.force)
-    for flag, name in (("preset", "preset"), ("train_days", "train_days"), ("epochs", "epochs"),
-                       ("max_steps", "max_steps_per_epoch"), ("batch_size", "batch_size"),
-                       ("tracking_uri", "tracking_uri"), ("warm_epochs", "warm_epochs")):
+    for flag, name in (
+        ("preset", "preset"),
+        ("train_days", "train_days"),
+        ("epochs", "epochs"),
+        ("max_steps", "max_steps_per_epoch"),
+        ("batch_size", "batch_size"),
+        ("tracking_uri", "tracking_uri"),
+        ("warm_epochs", "warm_epochs"),
+    ):
         if getattr(args, flag) is not None:
             data[name] = getattr(args, flag)
     if args.cold:
@@ -692,8 +944,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if p.preset:  # demo logs are written under the run lock, like every other writer
             try:
-                with exclusive_lock(warehouse_lock_path(p.db), wait_s=p.lock_wait_s,
-                                    info={"run_date": p.run_date, "step": "demo logs"}):
+                with exclusive_lock(
+                    warehouse_lock_path(p.db),
+                    wait_s=p.lock_wait_s,
+                    info={"run_date": p.run_date, "step": "demo logs"},
+                ):
                     ensure_logs(Path(p.db), p.preset, p.seed)
             except LockBusyError as exc:
                 print(f"tarq-daily: error: warehouse {p.db} is busy: {exc}", file=sys.stderr)
@@ -718,8 +973,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=2, default=str))
         return EXIT_OK
     print(f"tarq-daily: {state.name}: {state.message}", file=sys.stderr)
-    return {"GateRejected": EXIT_REJECTED, "AlreadyRunning": EXIT_BUSY,
-            "WarehouseBusy": EXIT_BUSY, "ForeignWarehouse": 2}.get(state.name, EXIT_FAILED)
+    return {
+        "GateRejected": EXIT_REJECTED,
+        "AlreadyRunning": EXIT_BUSY,
+        "WarehouseBusy": EXIT_BUSY,
+        "ForeignWarehouse": 2,
+    }.get(state.name, EXIT_FAILED)
 
 
 if __name__ == "__main__":

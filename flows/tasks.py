@@ -31,8 +31,15 @@ CACHE_FOR = dt.timedelta(days=7)
 
 def daily_task(name: str, *, retries: int = 2, cached: bool = False, **kw: Any) -> Any:
     """``@task`` with the flow's one retry and cache policy."""
-    cache = ({"cache_policy": INPUTS + TASK_SOURCE, "cache_expiration": CACHE_FOR,
-              "persist_result": True} if cached else {"cache_policy": NO_CACHE})
+    cache = (
+        {
+            "cache_policy": INPUTS + TASK_SOURCE,
+            "cache_expiration": CACHE_FOR,
+            "persist_result": True,
+        }
+        if cached
+        else {"cache_policy": NO_CACHE}
+    )
     return task(name=name, retries=retries, retry_delay_seconds=RETRY_DELAY_S, **cache, **kw)
 
 
@@ -82,14 +89,26 @@ def _unless_foreign(task: Any, task_run: Any, state: Any) -> bool:
 
 
 @daily_task("mlflow-connect", retry_condition_fn=_unless_foreign)
-def connect_tracking(tracking_uri: str | None, experiment: str, run_date: str,
-                     timeout_s: float, warehouse: str, registered_model: str) -> dict[str, Any]:
+def connect_tracking(
+    tracking_uri: str | None,
+    experiment: str,
+    run_date: str,
+    timeout_s: float,
+    warehouse: str,
+    registered_model: str,
+) -> dict[str, Any]:
     """Check the MLflow store before any work, bind it to the warehouse and look up the run
     date's parent run of that warehouse."""
     from flows import tracking
 
-    return tracking.open_day(tracking_uri, experiment, run_date, timeout_s=timeout_s,
-                             warehouse=warehouse, registered_model=registered_model)
+    return tracking.open_day(
+        tracking_uri,
+        experiment,
+        run_date,
+        timeout_s=timeout_s,
+        warehouse=warehouse,
+        registered_model=registered_model,
+    )
 
 
 @daily_task("warehouse-state")
@@ -105,15 +124,25 @@ def warehouse_state(db: Path) -> dict[str, int]:
 
 
 @daily_task("validate")
-def validate_logs(db: Path, run_date: str, docs_dir: Path,
-                  window_days: int = 0, bounds: dict[str, Any] | None = None) -> dict[str, Any]:
+def validate_logs(
+    db: Path,
+    run_date: str,
+    docs_dir: Path,
+    window_days: int = 0,
+    bounds: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Great Expectations validation of the day D − 1 and of each of the ``window_days`` days
     before it whose rows changed since they were last validated (bad rows → quarantine);
     ``bounds`` overrides fields of :class:`tarq.validation.ValidationBounds`."""
     from tarq.validation import ValidationBounds, validate
 
-    report = validate(db, run_date, docs_dir=docs_dir, window_days=window_days,
-                      bounds=ValidationBounds.from_overrides(bounds))
+    report = validate(
+        db,
+        run_date,
+        docs_dir=docs_dir,
+        window_days=window_days,
+        bounds=ValidationBounds.from_overrides(bounds),
+    )
     out = json.loads(json.dumps(report.to_dict(), default=str))
     out["success"] = bool(report.success)
     out["text"] = report.to_text()
@@ -121,47 +150,77 @@ def validate_logs(db: Path, run_date: str, docs_dir: Path,
 
 
 @daily_task("build-samples", cached=True)
-def build_samples(db: Path, run_date: str, out_dir: Path, train_days: int, seq_len: int,
-                  min_count: int, state: dict[str, int]) -> SampleBuild:
+def build_samples(
+    db: Path,
+    run_date: str,
+    out_dir: Path,
+    train_days: int,
+    seq_len: int,
+    min_count: int,
+    state: dict[str, int],
+) -> SampleBuild:
     """Point-in-time samples of the run date (cached while the warehouse state is unchanged)."""
     from tarq.data.samples import build_samples as build
 
     del state  # part of the cache key only
-    return build(db, run_date, out_dir, train_days=train_days, seq_len=seq_len,
-                 min_count=min_count)
+    return build(db, run_date, out_dir, train_days=train_days, seq_len=seq_len, min_count=min_count)
 
 
 @daily_task("find-parent", task_run_name="find-parent-{name}")
-def find_parent(tracking_uri: str | None, experiment_id: str, name: str, run_date: str,
-                work_dir: Path, prefer_champion: bool, warehouse: str,
-                registered_model: str) -> Any:
+def find_parent(
+    tracking_uri: str | None,
+    experiment_id: str,
+    name: str,
+    run_date: str,
+    work_dir: Path,
+    prefer_champion: bool,
+    warehouse: str,
+    registered_model: str,
+) -> Any:
     """The model ``name`` continues on ``run_date`` (a :class:`tarq.lineage.ParentModel`), or
     None. Its directory is the local one of its run date when unchanged, else downloaded."""
     from flows import tracking
     from tarq.lineage import Lineage, ParentModel, trained_through
 
     tracking.use_store(tracking_uri)
-    found = tracking.find_parent_run(name, run_date, experiment_id, prefer_champion,
-                                     warehouse, registered_model)
+    found = tracking.find_parent_run(
+        name, run_date, experiment_id, prefer_champion, warehouse, registered_model
+    )
     if found is None:
         return None
     run, version, source = found
     pdate = run.data.tags[tracking.DATE_TAG]
-    mdir = tracking.parent_model_dir(run, work_dir / pdate / "models" / name,
-                                     work_dir / run_date / "parents" / name)
+    mdir = tracking.parent_model_dir(
+        run, work_dir / pdate / "models" / name, work_dir / run_date / "parents" / name
+    )
     lin = Lineage.load(mdir)
     d = dt.date.fromisoformat(pdate)
     if lin is None:  # a model trained before lineage was recorded: a cold run of its date
-        return ParentModel(mdir, d, d - dt.timedelta(days=2), d, 0, version,
-                           run.info.run_id, source)
-    return ParentModel(mdir, d, trained_through(mdir, lin.train_end), lin.cold_run_date,
-                       lin.generation, version, run.info.run_id, source)
+        return ParentModel(
+            mdir, d, d - dt.timedelta(days=2), d, 0, version, run.info.run_id, source
+        )
+    return ParentModel(
+        mdir,
+        d,
+        trained_through(mdir, lin.train_end),
+        lin.cold_run_date,
+        lin.generation,
+        version,
+        run.info.run_id,
+        source,
+    )
 
 
 @daily_task("train", retries=1, cached=True, task_run_name="train-{name}")
-def train(samples_dir: Path, fingerprint: str, name: str, out_dir: Path,
-          model_cfg: dict[str, Any], train_cfg: dict[str, Any],
-          warm: dict[str, Any] | None) -> TrainResult:
+def train(
+    samples_dir: Path,
+    fingerprint: str,
+    name: str,
+    out_dir: Path,
+    model_cfg: dict[str, Any],
+    train_cfg: dict[str, Any],
+    warm: dict[str, Any] | None,
+) -> TrainResult:
     """Train one model (cold, or warm from ``warm``); a retry resumes from its checkpoint.
 
     Cached on the sample fingerprint, the configs and the parent (its weights' sha256). The
@@ -173,8 +232,10 @@ def train(samples_dir: Path, fingerprint: str, name: str, out_dir: Path,
     from tarq.warm_start import WarmStart
 
     stamp = out_dir / ".inputs.json"
-    key = json.dumps({"fingerprint": fingerprint, "model": model_cfg, "train": train_cfg,
-                      "warm": warm}, sort_keys=True)
+    key = json.dumps(
+        {"fingerprint": fingerprint, "model": model_cfg, "train": train_cfg, "warm": warm},
+        sort_keys=True,
+    )
     if out_dir.exists() and (not stamp.exists() or stamp.read_text() != key):
         # A checkpoint of other samples, settings or parent must not be resumed.
         shutil.rmtree(out_dir)
@@ -182,21 +243,36 @@ def train(samples_dir: Path, fingerprint: str, name: str, out_dir: Path,
     stamp.write_text(key)
     spec = None
     if warm is not None:
-        spec = WarmStart(Path(warm["parent_dir"]),
-                         dt.date.fromisoformat(warm["since_day"]) if warm["since_day"] else None,
-                         replay_folds=int(warm["replay_folds"]),
-                         carry_optimizer=bool(warm["carry_optimizer"]))
-    result = fit(samples_dir, name, out_dir, ModelConfig.from_dict(model_cfg),
-                 TrainConfig.from_dict(train_cfg), resume=True, progress=False, warm=spec)
+        spec = WarmStart(
+            Path(warm["parent_dir"]),
+            dt.date.fromisoformat(warm["since_day"]) if warm["since_day"] else None,
+            replay_folds=int(warm["replay_folds"]),
+            carry_optimizer=bool(warm["carry_optimizer"]),
+        )
+    result = fit(
+        samples_dir,
+        name,
+        out_dir,
+        ModelConfig.from_dict(model_cfg),
+        TrainConfig.from_dict(train_cfg),
+        resume=True,
+        progress=False,
+        warm=spec,
+    )
     if result is None:  # only a DDP rank other than 0 gets no result; the task runs alone
         raise RuntimeError(f"training {name} returned no result (WORLD_SIZE/RANK set?)")
     return dataclasses.replace(result, history=[])
 
 
 @daily_task("rescore-champion")
-def rescore_champion(samples_dir: Path, work_dir: Path, run_date: str,
-                     tracking_uri: str | None, warehouse: str,
-                     registered_model: str) -> ChampionScore | None:
+def rescore_champion(
+    samples_dir: Path,
+    work_dir: Path,
+    run_date: str,
+    tracking_uri: str | None,
+    warehouse: str,
+    registered_model: str,
+) -> ChampionScore | None:
     """The current champion's metrics (and predictions) on today's test day; its recorded
     figures when re-scoring is impossible (``same_day`` False, said in the gate's reason)."""
     from flows import tracking
@@ -210,29 +286,50 @@ def rescore_champion(samples_dir: Path, work_dir: Path, run_date: str,
     cdate = champ.tags.get(tracking.DATE_TAG)
     try:
         run = tracking.client().get_run(champ.run_id)
-        mdir = tracking.parent_model_dir(run, work_dir / str(cdate) / "models" / "tarq",
-                                         work_dir / run_date / f"champion-v{champ.version}")
+        mdir = tracking.parent_model_dir(
+            run,
+            work_dir / str(cdate) / "models" / "tarq",
+            work_dir / run_date / f"champion-v{champ.version}",
+        )
         preds = work_dir / run_date / "champion_predictions.parquet"
         metrics = evaluate_model_dir(mdir, samples_dir, predictions_out=preds)
         return ChampionScore(str(champ.version), champ.run_id, cdate, True, metrics, preds)
     except Exception as exc:
-        log.warning("could not re-score champion v%s on today's test day (%s); using the "
-                    "figures recorded on its own test day", champ.version, exc)
-        recorded = {k.removeprefix("tarq.test_"): float(v) for k, v in champ.tags.items()
-                    if k.startswith("tarq.test_")}
+        log.warning(
+            "could not re-score champion v%s on today's test day (%s); using the "
+            "figures recorded on its own test day",
+            champ.version,
+            exc,
+        )
+        recorded = {
+            k.removeprefix("tarq.test_"): float(v)
+            for k, v in champ.tags.items()
+            if k.startswith("tarq.test_")
+        }
         return ChampionScore(str(champ.version), champ.run_id, cdate, False, recorded)
 
 
 @daily_task("assign-semantic-ids", retries=1)
-def assign(db: Path, model_dir: Path, out_dir: Path, max_churn: float | None,
-           max_collision_rate: float | None) -> dict[str, Any]:
+def assign(
+    db: Path,
+    model_dir: Path,
+    out_dir: Path,
+    max_churn: float | None,
+    max_collision_rate: float | None,
+) -> dict[str, Any]:
     """FAISS-checked semantic IDs for the whole catalog with churn against the served table;
     a failed check returns ``ok: False`` (and no ids file)."""
     from tarq.semantic_ids import HEALTH_JSON, SemanticIdError, assign_ids
 
     try:
-        report = assign_ids(db, model_dir, out_dir, progress=False, max_churn=max_churn,
-                            max_collision_rate=max_collision_rate).to_dict()
+        report = assign_ids(
+            db,
+            model_dir,
+            out_dir,
+            progress=False,
+            max_churn=max_churn,
+            max_collision_rate=max_collision_rate,
+        ).to_dict()
     except SemanticIdError as exc:
         path = out_dir / HEALTH_JSON
         report = json.loads(path.read_text()) if path.exists() else {"ok": False, "checks": []}
@@ -242,30 +339,48 @@ def assign(db: Path, model_dir: Path, out_dir: Path, max_churn: float | None,
 
 
 @daily_task("mlflow-register")
-def register(tracking_uri: str | None, experiment: str, run_date: str, samples: Samples,
-             trained: dict[str, TrainedModel], ids_dir: Path, health: dict[str, Any],
-             champion: ChampionScore | None, params: dict[str, Any], warehouse: str,
-             registered_model: str) -> Registration:
+def register(
+    tracking_uri: str | None,
+    experiment: str,
+    run_date: str,
+    samples: Samples,
+    trained: dict[str, TrainedModel],
+    ids_dir: Path,
+    health: dict[str, Any],
+    champion: ChampionScore | None,
+    params: dict[str, Any],
+    warehouse: str,
+    registered_model: str,
+) -> Registration:
     """Log the day to MLflow and register TARQ (alias ``challenger``); idempotent per date
     and weights: a retry reuses the pyfunc it already logged and the version it made."""
     from flows import tracking
     from tarq.drills import crash_point
 
     exp_id = tracking.setup(tracking_uri, experiment)
-    parent = tracking.start_day(exp_id, run_date, samples.window(), samples.fingerprint, params,
-                                warehouse)
+    parent = tracking.start_day(
+        exp_id, run_date, samples.window(), samples.fingerprint, params, warehouse
+    )
     churn = health.get("churn") or None
     children = {}
     for name, t in trained.items():
-        extra = {"rows_trained": float(t.result.rows_trained or 0),
-                 "warm_start": 1.0 if t.lineage.warm else 0.0}
+        extra = {
+            "rows_trained": float(t.result.rows_trained or 0),
+            "warm_start": 1.0 if t.lineage.warm else 0.0,
+        }
         if name == "tarq" and churn:
             from tarq.churn import IdChurn
 
             extra.update(IdChurn(**churn).metrics())
-        children[name] = tracking.log_model_run(parent, name, t.result, t.dir, run_date,
-                                                lineage_tags=t.lineage.tags(),
-                                                extra_metrics=extra)
+        children[name] = tracking.log_model_run(
+            parent,
+            name,
+            t.result,
+            t.dir,
+            run_date,
+            lineage_tags=t.lineage.tags(),
+            extra_metrics=extra,
+        )
     rows = tracking.comparison_rows({n: t.result for n, t in trained.items()}, champion)
     preds = {n: t.predictions for n, t in trained.items()}
     ids_path = ids_dir / "ids.parquet"
@@ -279,33 +394,64 @@ def register(tracking_uri: str | None, experiment: str, run_date: str, samples: 
         scope = {tracking.SHA_TAG: sha, tracking.WAREHOUSE_TAG: warehouse}
         model_uri = tracking.logged_model_for(children["tarq"], sha)
         if model_uri is None:
-            model_uri = tracking.log_pyfunc(children["tarq"], tarq.dir, ids_path, samples.dir,
-                                            tags=scope)
+            model_uri = tracking.log_pyfunc(
+                children["tarq"], tarq.dir, ids_path, samples.dir, tags=scope
+            )
         crash_point(tracking.REGISTER_CRASH_ENV, "after_log_model", once=True)
-        tags = {"tarq.fingerprint": samples.fingerprint, "tarq.test_day": samples.test_day,
-                **{f"tarq.test_{k}": str(v) for k, v in tracking.model_metrics(tarq.result).items()},
-                **tarq.lineage.tags(), **scope}
+        tags = {
+            "tarq.fingerprint": samples.fingerprint,
+            "tarq.test_day": samples.test_day,
+            **{f"tarq.test_{k}": str(v) for k, v in tracking.model_metrics(tarq.result).items()},
+            **tarq.lineage.tags(),
+            **scope,
+        }
         if churn:
             tags["ids.churn_tuple"] = f"{churn['tuple_churn']:.5f}"
         mv = tracking.register(model_uri, children["tarq"], run_date, tags, registered_model)
     else:
         mv = existing
-    return Registration(parent, exp_id, children, rows, str(mv.version),
-                        f"models:/{registered_model}/{mv.version}")
+    return Registration(
+        parent, exp_id, children, rows, str(mv.version), f"models:/{registered_model}/{mv.version}"
+    )
 
 
 @daily_task("publish")
-def publish(db: Path, ids_dir: Path, version: str, run_date: str, model_uri: str,
-            keep: int, export_dir: Path, model_name: str = "tarq") -> Publication:
+def publish(
+    db: Path,
+    ids_dir: Path,
+    version: str,
+    run_date: str,
+    model_uri: str,
+    keep: int,
+    export_dir: Path,
+    model_name: str = "tarq",
+) -> Publication:
     """Atomically publish the ID table as the served one (idempotent per version and date)."""
     from tarq.publish import publish as publish_ids
 
-    return publish_ids(db, ids_dir, model_name=model_name, model_version=version,
-                       run_date=run_date, model_uri=model_uri, keep=keep, export_dir=export_dir)
+    return publish_ids(
+        db,
+        ids_dir,
+        model_name=model_name,
+        model_version=version,
+        run_date=run_date,
+        model_uri=model_uri,
+        keep=keep,
+        export_dir=export_dir,
+    )
 
 
-ALL = {"prepare_logs": prepare_logs, "resolve_day": resolve_day,
-       "connect_tracking": connect_tracking, "warehouse_state": warehouse_state,
-       "validate_logs": validate_logs, "build_samples": build_samples,
-       "find_parent": find_parent, "train": train, "rescore_champion": rescore_champion,
-       "assign": assign, "register": register, "publish": publish}
+ALL = {
+    "prepare_logs": prepare_logs,
+    "resolve_day": resolve_day,
+    "connect_tracking": connect_tracking,
+    "warehouse_state": warehouse_state,
+    "validate_logs": validate_logs,
+    "build_samples": build_samples,
+    "find_parent": find_parent,
+    "train": train,
+    "rescore_champion": rescore_champion,
+    "assign": assign,
+    "register": register,
+    "publish": publish,
+}

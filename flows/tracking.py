@@ -51,9 +51,22 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EXPERIMENT = "tarq-daily"
 REGISTERED_MODEL = "tarq"
-METRIC_KEYS = ("auc", "gauc", "logloss", "utilization_batch", "utilization_catalog",
-               "collision_rate", "train_seconds", "samples_per_s")
-KIND_TAG, DATE_TAG, STATUS_TAG, MODEL_TAG = "tarq.kind", "tarq.run_date", "tarq.status", "tarq.model"
+METRIC_KEYS = (
+    "auc",
+    "gauc",
+    "logloss",
+    "utilization_batch",
+    "utilization_catalog",
+    "collision_rate",
+    "train_seconds",
+    "samples_per_s",
+)
+KIND_TAG, DATE_TAG, STATUS_TAG, MODEL_TAG = (
+    "tarq.kind",
+    "tarq.run_date",
+    "tarq.status",
+    "tarq.model",
+)
 SHA_TAG = "tarq.model_sha256"
 WAREHOUSE_TAG = "tarq.warehouse"
 # "not-served": published, but the table was not the served one (an operator rolled it
@@ -79,7 +92,9 @@ def _wh(warehouse: str) -> str:
 
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI`` or the repository's SQLite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow' / 'mlflow.db'}"
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow' / 'mlflow.db'}"
+    )
 
 
 def _artifact_root_for(tracking_uri: str) -> Path:
@@ -143,7 +158,8 @@ def check_store(tracking_uri: str | None = None, timeout_s: float = 5.0) -> str:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise TrackingUnavailable(
-                f"MLflow tracking server {uri} is unreachable ({reason})") from exc
+                f"MLflow tracking server {uri} is unreachable ({reason})"
+            ) from exc
     elif scheme == "sqlite":
         path = Path(uri.removeprefix("sqlite:///"))
         if path.exists():
@@ -157,13 +173,19 @@ def check_store(tracking_uri: str | None = None, timeout_s: float = 5.0) -> str:
             except sqlite3.Error as exc:
                 raise TrackingUnavailable(
                     f"MLflow tracking store {path} is locked or not writable ({exc}; waited "
-                    f"{timeout_s:g}s)") from exc
+                    f"{timeout_s:g}s)"
+                ) from exc
     return uri
 
 
-def open_day(tracking_uri: str | None, experiment: str, run_date: str,
-             timeout_s: float = 5.0, warehouse: str = "",
-             registered_model: str = "tarq") -> dict[str, Any]:
+def open_day(
+    tracking_uri: str | None,
+    experiment: str,
+    run_date: str,
+    timeout_s: float = 5.0,
+    warehouse: str = "",
+    registered_model: str = "tarq",
+) -> dict[str, Any]:
     """Check the store, open the experiment, bind it to ``warehouse`` (:func:`bind`) and look
     up ``run_date``'s parent run of that warehouse.
 
@@ -185,17 +207,21 @@ def open_day(tracking_uri: str | None, experiment: str, run_date: str,
         lines = [ln for ln in str(exc).splitlines() if ln.strip()]
         raise TrackingUnavailable(
             f"MLflow tracking store {uri} failed: {type(exc).__name__}: "
-            f"{lines[0][:300] if lines else ''}") from exc
+            f"{lines[0][:300] if lines else ''}"
+        ) from exc
     except Exception as exc:  # e.g. SQLAlchemy's OperationalError on a locked or broken file
         if type(exc).__module__.split(".")[0] != "sqlalchemy":
             raise
         raise TrackingUnavailable(
             f"MLflow tracking store {uri} failed: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:300]}") from exc
-    return {"experiment_id": exp_id,
-            "run_id": run.info.run_id if run is not None else None,
-            "status": run.data.tags.get(STATUS_TAG) if run is not None else None,
-            "version": run.data.tags.get("tarq.model_version") if run is not None else None}
+            f"{str(exc).splitlines()[0][:300]}"
+        ) from exc
+    return {
+        "experiment_id": exp_id,
+        "run_id": run.info.run_id if run is not None else None,
+        "status": run.data.tags.get(STATUS_TAG) if run is not None else None,
+        "version": run.data.tags.get("tarq.model_version") if run is not None else None,
+    }
 
 
 def use_store(tracking_uri: str | None = None) -> str:
@@ -232,15 +258,17 @@ def bind(experiment_id: str, warehouse: str, name: str = REGISTERED_MODEL) -> No
                 f"registered model {name!r} on this MLflow store belongs to warehouse {owner}, "
                 f"not to this one ({wh}): its champion is not this warehouse's. Set "
                 "registered_model (and, to keep the runs apart too, experiment) to names of "
-                "this warehouse's own")
+                "this warehouse's own"
+            )
         if owner is None:
             for v in c.search_model_versions(f"name = '{name}'"):
                 if WAREHOUSE_TAG not in v.tags:
                     c.set_model_version_tag(name, v.version, WAREHOUSE_TAG, wh)
             c.set_registered_model_tag(name, WAREHOUSE_TAG, wh)
     for kind in ("daily", "model"):
-        for r in c.search_runs([experiment_id], filter_string=f"tags.`{KIND_TAG}` = '{kind}'",
-                               max_results=50000):
+        for r in c.search_runs(
+            [experiment_id], filter_string=f"tags.`{KIND_TAG}` = '{kind}'", max_results=50000
+        ):
             if WAREHOUSE_TAG not in r.data.tags:
                 c.set_tag(r.info.run_id, WAREHOUSE_TAG, wh)
 
@@ -250,15 +278,20 @@ def find_day_run(experiment_id: str, run_date: str, warehouse: str) -> Run | Non
     runs = client().search_runs(
         [experiment_id],
         filter_string=f"tags.`{KIND_TAG}` = 'daily' AND tags.`{DATE_TAG}` = '{run_date}' "
-                      f"AND tags.`{WAREHOUSE_TAG}` = '{_wh(warehouse)}'",
-        order_by=["attributes.start_time DESC"], max_results=1,
+        f"AND tags.`{WAREHOUSE_TAG}` = '{_wh(warehouse)}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
     )
     return runs[0] if runs else None
 
 
 def start_day(
-    experiment_id: str, run_date: str, window: Mapping[str, Any], fingerprint: str,
-    params: Mapping[str, Any], warehouse: str,
+    experiment_id: str,
+    run_date: str,
+    window: Mapping[str, Any],
+    fingerprint: str,
+    params: Mapping[str, Any],
+    warehouse: str,
 ) -> str:
     """Open (or reopen, after a crash) the parent run of ``run_date``; returns its id."""
     c = client()
@@ -267,12 +300,21 @@ def start_day(
         run_id = existing.info.run_id
         c.update_run(run_id, status="RUNNING")
     else:
-        run_id = c.create_run(experiment_id, run_name=f"daily-{run_date}", tags={
-            KIND_TAG: "daily", DATE_TAG: run_date, WAREHOUSE_TAG: _wh(warehouse)}).info.run_id
-    tags = {STATUS_TAG: "running", "tarq.fingerprint": fingerprint,
-            **{f"tarq.{k}": str(v) for k, v in window.items()}}
-    c.log_batch(run_id, params=_params({"window": dict(window), **params}, existing_run=run_id),
-                tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
+        run_id = c.create_run(
+            experiment_id,
+            run_name=f"daily-{run_date}",
+            tags={KIND_TAG: "daily", DATE_TAG: run_date, WAREHOUSE_TAG: _wh(warehouse)},
+        ).info.run_id
+    tags = {
+        STATUS_TAG: "running",
+        "tarq.fingerprint": fingerprint,
+        **{f"tarq.{k}": str(v) for k, v in window.items()},
+    }
+    c.log_batch(
+        run_id,
+        params=_params({"window": dict(window), **params}, existing_run=run_id),
+        tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()],
+    )
     return run_id
 
 
@@ -308,8 +350,7 @@ def model_metrics(result: TrainResult) -> dict[str, float]:
     """The common metric keys from a training result (``tarq.train.train``'s)."""
     test = result.test
     out = {k: test[k] for k in METRIC_KEYS if test.get(k) is not None}
-    for k, v in (("train_seconds", result.train_seconds),
-                 ("samples_per_s", result.samples_per_s)):
+    for k, v in (("train_seconds", result.train_seconds), ("samples_per_s", result.samples_per_s)):
         if v is not None:
             out[k] = v
     return {k: float(v) for k, v in out.items()}
@@ -329,9 +370,15 @@ def alignment_metrics(test: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_model_run(parent_run_id: str, name: str, result: TrainResult, model_dir: Path,
-                  run_date: str, lineage_tags: Mapping[str, str] | None = None,
-                  extra_metrics: Mapping[str, float] | None = None) -> str:
+def log_model_run(
+    parent_run_id: str,
+    name: str,
+    result: TrainResult,
+    model_dir: Path,
+    run_date: str,
+    lineage_tags: Mapping[str, str] | None = None,
+    extra_metrics: Mapping[str, float] | None = None,
+) -> str:
     """Log one model as a child of the day's run (reused on a re-run); returns its run id.
 
     The child keeps the whole model directory (``model_dir/``: weights, optimizer state,
@@ -343,10 +390,17 @@ def log_model_run(parent_run_id: str, name: str, result: TrainResult, model_dir:
     run_id = _child(parent_run_id, name)
     fresh = run_id is None
     if fresh:
-        run_id = c.create_run(parent.info.experiment_id, run_name=f"{name}-{run_date}", tags={
-            "mlflow.parentRunId": parent_run_id, MODEL_TAG: name, DATE_TAG: run_date,
-            KIND_TAG: "model",
-            WAREHOUSE_TAG: parent.data.tags.get(WAREHOUSE_TAG, "")}).info.run_id
+        run_id = c.create_run(
+            parent.info.experiment_id,
+            run_name=f"{name}-{run_date}",
+            tags={
+                "mlflow.parentRunId": parent_run_id,
+                MODEL_TAG: name,
+                DATE_TAG: run_date,
+                KIND_TAG: "model",
+                WAREHOUSE_TAG: parent.data.tags.get(WAREHOUSE_TAG, ""),
+            },
+        ).info.run_id
     sha = file_sha256(model_dir / "model.pt")
     have = c.get_run(run_id).data.tags
     if fresh or have.get(SHA_TAG) != sha:
@@ -354,21 +408,31 @@ def log_model_run(parent_run_id: str, name: str, result: TrainResult, model_dir:
     tags = {SHA_TAG: sha, **(lineage_tags or {})}
     c.log_batch(run_id, tags=[mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()])
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    metrics = [mlflow.entities.Metric(k, v, 0, 0)
-               for k, v in {**model_metrics(result), **alignment_metrics(result.test)}.items()]
+    metrics = [
+        mlflow.entities.Metric(k, v, 0, 0)
+        for k, v in {**model_metrics(result), **alignment_metrics(result.test)}.items()
+    ]
     # valid: the slice epochs were chosen on (a cold run's last window day); valid_random: the
     # hash slice of the training days (same users and days as training: fit, not the next day).
-    extra = {f"{slice_}_{k}": float(v)
-             for slice_, figures in (("valid", result.valid), ("valid_random", result.valid_random))
-             for k, v in (figures or {}).items()
-             if k in ("auc", "gauc", "logloss") and v is not None}
+    extra = {
+        f"{slice_}_{k}": float(v)
+        for slice_, figures in (("valid", result.valid), ("valid_random", result.valid_random))
+        for k, v in (figures or {}).items()
+        if k in ("auc", "gauc", "logloss") and v is not None
+    }
     metrics += [mlflow.entities.Metric(k, v, 0, 0) for k, v in extra.items()]
-    metrics += [mlflow.entities.Metric(k, float(v), 0, 0)
-                for k, v in (extra_metrics or {}).items()]
-    params = _params({"model_name": name, "model": cfg["model"], "train": cfg["train"],
-                      "n_params": result.n_params, "epochs_run": result.epochs_run,
-                      "best_epoch": result.best_epoch},
-                     existing_run=None if fresh else run_id)
+    metrics += [mlflow.entities.Metric(k, float(v), 0, 0) for k, v in (extra_metrics or {}).items()]
+    params = _params(
+        {
+            "model_name": name,
+            "model": cfg["model"],
+            "train": cfg["train"],
+            "n_params": result.n_params,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+        },
+        existing_run=None if fresh else run_id,
+    )
     c.log_batch(run_id, metrics=metrics, params=params)
     for f in ("metrics.json", "config.json", "layout.json"):
         c.log_artifact(run_id, str(model_dir / f))
@@ -376,17 +440,22 @@ def log_model_run(parent_run_id: str, name: str, result: TrainResult, model_dir:
     return run_id
 
 
-def comparison_rows(results: dict[str, TrainResult],
-                    champion: ChampionScore | None) -> list[dict[str, Any]]:
+def comparison_rows(
+    results: dict[str, TrainResult], champion: ChampionScore | None
+) -> list[dict[str, Any]]:
     """One row per model (same metric keys) plus the champion re-scored on the same day."""
     rows = []
     for name, res in results.items():
         m = model_metrics(res)
         rows.append({"model": name, "role": "model", **{k: m.get(k) for k in METRIC_KEYS}})
     if champion is not None:
-        rows.append({"model": f"champion v{champion.version} ({champion.run_date})",
-                     "role": "champion" if champion.same_day else "champion (own day)",
-                     **{k: champion.metrics.get(k) for k in METRIC_KEYS[:6]}})
+        rows.append(
+            {
+                "model": f"champion v{champion.version} ({champion.run_date})",
+                "role": "champion" if champion.same_day else "champion (own day)",
+                **{k: champion.metrics.get(k) for k in METRIC_KEYS[:6]},
+            }
+        )
     return rows
 
 
@@ -410,10 +479,14 @@ def file_sha256(path: Path) -> str:
     return sha(path)
 
 
-def find_parent_run(name: str, run_date: str, experiment_id: str,
-                    prefer_champion: bool, warehouse: str,
-                    registered_model: str = REGISTERED_MODEL,
-                    ) -> tuple[Run, str | None, str] | None:
+def find_parent_run(
+    name: str,
+    run_date: str,
+    experiment_id: str,
+    prefer_champion: bool,
+    warehouse: str,
+    registered_model: str = REGISTERED_MODEL,
+) -> tuple[Run, str | None, str] | None:
     """The run of the model that run date ``run_date`` continues on ``warehouse``, or None.
 
     ``prefer_champion`` (TARQ): the run behind the ``champion`` alias when its run date is
@@ -432,11 +505,15 @@ def find_parent_run(name: str, run_date: str, experiment_id: str,
     runs = c.search_runs(
         [experiment_id],
         filter_string=f"tags.`{KIND_TAG}` = 'model' AND tags.`{MODEL_TAG}` = '{name}' "
-                      f"AND tags.`{WAREHOUSE_TAG}` = '{_wh(warehouse)}'",
-        max_results=500, order_by=["attributes.start_time DESC"])
-    earlier = sorted((r for r in runs if r.data.tags.get(DATE_TAG, "") < run_date
-                      and r.data.tags.get(SHA_TAG)),
-                     key=lambda r: r.data.tags[DATE_TAG], reverse=True)
+        f"AND tags.`{WAREHOUSE_TAG}` = '{_wh(warehouse)}'",
+        max_results=500,
+        order_by=["attributes.start_time DESC"],
+    )
+    earlier = sorted(
+        (r for r in runs if r.data.tags.get(DATE_TAG, "") < run_date and r.data.tags.get(SHA_TAG)),
+        key=lambda r: r.data.tags[DATE_TAG],
+        reverse=True,
+    )
     status: dict[str, str | None] = {}
     for r in earlier:
         pid = r.data.tags.get("mlflow.parentRunId")
@@ -461,8 +538,11 @@ def parent_model_dir(run: Run, local: Path, dst: Path) -> Path:
 
 
 def log_comparison(
-    parent_run_id: str, rows: Sequence[Mapping[str, Any]], predictions: Mapping[str, Path],
-    ids_path: Path | None, health: Mapping[str, Any] | None,
+    parent_run_id: str,
+    rows: Sequence[Mapping[str, Any]],
+    predictions: Mapping[str, Path],
+    ids_path: Path | None,
+    health: Mapping[str, Any] | None,
 ) -> None:
     """The comparison table, ROC figure and codebook-usage figure on the parent run."""
     import pandas as pd
@@ -558,9 +638,12 @@ def codebook_figure(ids_path: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def version_for_day(run_date: str, name: str = REGISTERED_MODEL,
-                    model_sha256: str | None = None,
-                    warehouse: str | None = None) -> ModelVersion | None:
+def version_for_day(
+    run_date: str,
+    name: str = REGISTERED_MODEL,
+    model_sha256: str | None = None,
+    warehouse: str | None = None,
+) -> ModelVersion | None:
     """The registered version already made for ``run_date`` — of the weights ``model_sha256``
     when given (a forced retrain with other settings is a new version), of ``warehouse`` when
     given — or None."""
@@ -568,9 +651,13 @@ def version_for_day(run_date: str, name: str = REGISTERED_MODEL,
         versions = client().search_model_versions(f"name = '{name}'")
     except MlflowException:
         return None
-    mine = [v for v in versions if v.tags.get(DATE_TAG) == run_date
-            and (model_sha256 is None or v.tags.get(SHA_TAG) == model_sha256)
-            and (warehouse is None or v.tags.get(WAREHOUSE_TAG) == warehouse)]
+    mine = [
+        v
+        for v in versions
+        if v.tags.get(DATE_TAG) == run_date
+        and (model_sha256 is None or v.tags.get(SHA_TAG) == model_sha256)
+        and (warehouse is None or v.tags.get(WAREHOUSE_TAG) == warehouse)
+    ]
     return max(mine, key=lambda v: int(v.version)) if mine else None
 
 
@@ -580,14 +667,20 @@ def logged_model_for(run_id: str, model_sha256: str) -> str | None:
     c = client()
     exp_id = c.get_run(run_id).info.experiment_id
     found = c.search_logged_models(
-        [exp_id], filter_string=f"source_run_id = '{run_id}' AND "
-                                f"tags.`{SHA_TAG}` = '{model_sha256}'")
+        [exp_id],
+        filter_string=f"source_run_id = '{run_id}' AND tags.`{SHA_TAG}` = '{model_sha256}'",
+    )
     ready = [m for m in found if str(m.status) == "READY"]
     return f"models:/{ready[0].model_id}" if ready else None
 
 
-def register(model_uri: str, run_id: str, run_date: str, tags: Mapping[str, str],
-             name: str = REGISTERED_MODEL) -> ModelVersion:
+def register(
+    model_uri: str,
+    run_id: str,
+    run_date: str,
+    tags: Mapping[str, str],
+    name: str = REGISTERED_MODEL,
+) -> ModelVersion:
     """Register ``model_uri`` as a new version of ``name`` (or return the date's existing one)
     and point the ``challenger`` alias at it. ``tags`` carry the weights' sha256 and the
     warehouse (``tarq.warehouse``); the registered model is bound to that warehouse."""
@@ -601,10 +694,10 @@ def register(model_uri: str, run_id: str, run_date: str, tags: Mapping[str, str]
             c.set_registered_model_alias(name, "challenger", existing.version)
         return existing
     with contextlib.suppress(MlflowException):  # already registered
-        c.create_registered_model(name, tags={WAREHOUSE_TAG: tags[WAREHOUSE_TAG]}
-                                  if tags.get(WAREHOUSE_TAG) else None)
-    mv = c.create_model_version(name, model_uri, run_id=run_id,
-                                tags={DATE_TAG: run_date, **tags})
+        c.create_registered_model(
+            name, tags={WAREHOUSE_TAG: tags[WAREHOUSE_TAG]} if tags.get(WAREHOUSE_TAG) else None
+        )
+    mv = c.create_model_version(name, model_uri, run_id=run_id, tags={DATE_TAG: run_date, **tags})
     c.set_registered_model_alias(name, "challenger", mv.version)
     return mv
 
@@ -637,19 +730,29 @@ def request_example(samples_dir: Path, n_candidates: int = 5, n_history: int = 5
     # Prefer a user with a history, so the example shows the history record shape.
     row = next((r for r in rows if r["hist_item_id"]), rows[0])
     keys = ("item_id", "category_id", "brand_id", "action", "ts")
-    hist = [dict(zip(keys, h, strict=True))
-            for h in zip(*(row[f"hist_{f}"] for f in keys), strict=True)]
+    hist = [
+        dict(zip(keys, h, strict=True)) for h in zip(*(row[f"hist_{f}"] for f in keys), strict=True)
+    ]
     hist = [h for h in hist if all(v is not None for v in h.values())][-n_history:]
     for h in hist:
         h["ts"] = h["ts"].isoformat()
     cands = list(dict.fromkeys(r["item_id"] for r in rows))[:n_candidates]
-    return {"user_profile": {f: row[f] for f in layout.user_fields if row.get(f) is not None},
-            "history": hist, "candidate_item_ids": cands,
-            "request_ts": row["ts"].isoformat(), "unknown": "nan"}
+    return {
+        "user_profile": {f: row[f] for f in layout.user_fields if row.get(f) is not None},
+        "history": hist,
+        "candidate_item_ids": cands,
+        "request_ts": row["ts"].isoformat(),
+        "unknown": "nan",
+    }
 
 
-def log_pyfunc(run_id: str, model_dir: Path, ids_path: Path, samples_dir: Path,
-               tags: Mapping[str, str] | None = None) -> str:
+def log_pyfunc(
+    run_id: str,
+    model_dir: Path,
+    ids_path: Path,
+    samples_dir: Path,
+    tags: Mapping[str, str] | None = None,
+) -> str:
     """Log the serving pyfunc (model dir + ID-table snapshot) with signature and input example
     to ``run_id``; returns the logged model's URI. ``tags`` are set on the logged model as it
     is created (the weights' sha256 and warehouse a retried registration finds it by)."""
@@ -672,8 +775,12 @@ def log_pyfunc(run_id: str, model_dir: Path, ids_path: Path, samples_dir: Path,
         sig.inputs = Schema(cols)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(sp.MODEL_CODE), artifacts=artifacts,
-                model_config=config, signature=sig, input_example=example,
+                name="model",
+                python_model=str(sp.MODEL_CODE),
+                artifacts=artifacts,
+                model_config=config,
+                signature=sig,
+                input_example=example,
                 pip_requirements=sp._pip_requirements(),
                 tags={k: str(v) for k, v in (tags or {}).items()},
             )
@@ -683,8 +790,11 @@ def log_pyfunc(run_id: str, model_dir: Path, ids_path: Path, samples_dir: Path,
 def download_model_dir(run_id: str, dst: Path) -> Path:
     """Fetch a child run's ``model_dir/`` artifacts into ``dst``; returns the folder."""
     dst.mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_dir",
-                                                    dst_path=str(dst)))
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="model_dir", dst_path=str(dst)
+        )
+    )
 
 
 def tag_version(version: str, tags: Mapping[str, str], name: str = REGISTERED_MODEL) -> None:

@@ -46,20 +46,30 @@ class IdChurn:
 
     def metrics(self) -> dict[str, float]:
         """Flat numeric metrics (MLflow keys)."""
-        out = {"churn_tuple": self.tuple_churn, "churn_items_new": float(self.items_new),
-               "churn_items_compared": float(self.items_compared)}
+        out = {
+            "churn_tuple": self.tuple_churn,
+            "churn_items_new": float(self.items_new),
+            "churn_items_compared": float(self.items_compared),
+        }
         out.update({f"churn_level_{j}": v for j, v in enumerate(self.level_churn)})
         return out
 
     def summary(self) -> str:
         levels = " ".join(f"{v:.3f}" for v in self.level_churn)
-        return (f"{self.tuple_churn:.2%} of {self.items_compared:,} items changed their ID tuple "
-                f"against version {self.against_version}; per level {levels}; "
-                f"{self.items_new:,} new items")
+        return (
+            f"{self.tuple_churn:.2%} of {self.items_compared:,} items changed their ID tuple "
+            f"against version {self.against_version}; per level {levels}; "
+            f"{self.items_new:,} new items"
+        )
 
 
-def id_churn(new_ids: np.ndarray, new_codes: np.ndarray, old_ids: np.ndarray,
-             old_codes: np.ndarray, against_version: int | None = None) -> IdChurn:
+def id_churn(
+    new_ids: np.ndarray,
+    new_codes: np.ndarray,
+    old_ids: np.ndarray,
+    old_codes: np.ndarray,
+    against_version: int | None = None,
+) -> IdChurn:
     """Compare two assignments.
 
     Args:
@@ -74,13 +84,13 @@ def id_churn(new_ids: np.ndarray, new_codes: np.ndarray, old_ids: np.ndarray,
     new_ids, old_ids = np.asarray(new_ids, np.int64), np.asarray(old_ids, np.int64)
     new_codes, old_codes = np.asarray(new_codes), np.asarray(old_codes)
     if new_codes.shape[1] != old_codes.shape[1]:
-        raise ValueError(f"assignments have {new_codes.shape[1]} and {old_codes.shape[1]} "
-                         "levels: not comparable")
+        raise ValueError(
+            f"assignments have {new_codes.shape[1]} and {old_codes.shape[1]} levels: not comparable"
+        )
     for name, ids in (("new", new_ids), ("reference", old_ids)):
         if np.unique(ids).size != ids.size:
             raise ValueError(f"the {name} assignment lists an item twice")
-    common, i_new, i_old = np.intersect1d(new_ids, old_ids, assume_unique=True,
-                                          return_indices=True)
+    common, i_new, i_old = np.intersect1d(new_ids, old_ids, assume_unique=True, return_indices=True)
     m = new_codes.shape[1]
     n = common.size
     if n:
@@ -90,10 +100,13 @@ def id_churn(new_ids: np.ndarray, new_codes: np.ndarray, old_ids: np.ndarray,
     else:
         level = prefix = np.zeros(m)
     return IdChurn(
-        against_version=against_version, items_compared=int(n),
-        items_new=int(new_ids.size - n), items_dropped=int(old_ids.size - n),
+        against_version=against_version,
+        items_compared=int(n),
+        items_new=int(new_ids.size - n),
+        items_dropped=int(old_ids.size - n),
         tuple_churn=float(prefix[-1]) if n else 0.0,
-        level_churn=[float(v) for v in level], prefix_churn=[float(v) for v in prefix],
+        level_churn=[float(v) for v in level],
+        prefix_churn=[float(v) for v in prefix],
     )
 
 

@@ -36,12 +36,15 @@ def _run_lock(args: argparse.Namespace) -> Iterator[None]:
             yield
     except LockBusyError as exc:
         who = ", ".join(f"{k} {v}" for k, v in exc.holder.items()) or "holder unknown"
-        raise WarehouseInUse(f"warehouse {args.db} is in use by another run ({who}; lock "
-                             f"{exc.path}); nothing was changed") from None
+        raise WarehouseInUse(
+            f"warehouse {args.db} is in use by another run ({who}; lock "
+            f"{exc.path}); nothing was changed"
+        ) from None
 
 
 def _writes(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """A command that writes the warehouse: runs under its run lock."""
+
     def locked(args: argparse.Namespace) -> int:
         with _run_lock(args):
             return func(args)
@@ -81,7 +84,11 @@ def _cmd_build_samples(args: argparse.Namespace) -> int:
     from tarq.data.samples import build_samples
 
     report = build_samples(
-        args.db, args.run_date, args.out, train_days=args.train_days, seq_len=args.seq_len,
+        args.db,
+        args.run_date,
+        args.out,
+        train_days=args.train_days,
+        seq_len=args.seq_len,
         min_count=args.min_count,
     )
     print(json.dumps(report.to_dict(), indent=2, default=str))
@@ -98,9 +105,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         if args.run_date is not None:
             raise ValueError("--accept-day records a verdict and validates nothing: no --run-date")
         acc = accept_day(args.db, args.accept_day, args.reason, accepted_by=args.accepted_by)
-        print(f"accepted {acc['day']} (failed in run {acc['failed_run_id']}) by "
-              f"{acc['accepted_by']} at {acc['accepted_at']}: {acc['reason']}; its table-level "
-              "checks are not judged again until its rows change")
+        print(
+            f"accepted {acc['day']} (failed in run {acc['failed_run_id']}) by "
+            f"{acc['accepted_by']} at {acc['accepted_at']}: {acc['reason']}; its table-level "
+            "checks are not judged again until its rows change"
+        )
         return 0
     if args.run_date is None:
         raise ValueError("--run-date is required (or --accept-day DAY --reason TEXT)")
@@ -119,9 +128,14 @@ def _cmd_assign_ids(args: argparse.Namespace) -> int:
     from tarq.semantic_ids import SemanticIdError, assign_ids, health_text
 
     try:
-        report = assign_ids(args.db, args.model, args.out, chunk_size=args.chunk_size,
-                            max_collision_rate=args.max_collision_rate,
-                            max_churn=args.max_churn)
+        report = assign_ids(
+            args.db,
+            args.model,
+            args.out,
+            chunk_size=args.chunk_size,
+            max_collision_rate=args.max_collision_rate,
+            max_churn=args.max_churn,
+        )
     except SemanticIdError as exc:
         print(f"tarq assign-ids: {exc}", file=sys.stderr)
         return 1
@@ -138,10 +152,16 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     else:
         if args.ids is None:
             raise ValueError("--ids DIR is required (or --rollback)")
-        result = publish(args.db, args.ids, model_name=args.model_name,
-                         model_version=args.model_version, run_date=args.run_date,
-                         model_uri=args.model_uri, keep=args.keep,
-                         export_dir=args.export_dir).to_dict()
+        result = publish(
+            args.db,
+            args.ids,
+            model_name=args.model_name,
+            model_version=args.model_version,
+            run_date=args.run_date,
+            model_uri=args.model_uri,
+            keep=args.keep,
+            export_dir=args.export_dir,
+        ).to_dict()
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -172,23 +192,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--train-days", type=int, default=19)
     p.add_argument("--seq-len", type=int, default=50)
-    p.add_argument("--min-count", type=int, default=MIN_COUNT,
-                   help="user/item ids seen fewer times in the window map to OOV")
+    p.add_argument(
+        "--min-count",
+        type=int,
+        default=MIN_COUNT,
+        help="user/item ids seen fewer times in the window map to OOV",
+    )
     p.set_defaults(func=_cmd_build_samples)
 
     p = sub.add_parser("validate", help="validate the logs of a run date (Great Expectations)")
     _add_db(p)
     p.add_argument("--run-date", default=None, help="YYYY-MM-DD, 'today' or 'latest'")
-    p.add_argument("--train-days", type=int, default=19,
-                   help="also validate each of the N days before D - 1 whose rows changed since "
-                        "their last validation (the training window; 0: D - 1 only)")
+    p.add_argument(
+        "--train-days",
+        type=int,
+        default=19,
+        help="also validate each of the N days before D - 1 whose rows changed since "
+        "their last validation (the training window; 0: D - 1 only)",
+    )
     p.add_argument("--docs-dir", type=Path, default=None, help="where GX Data Docs are built")
-    p.add_argument("--accept-day", default=None, metavar="YYYY-MM-DD",
-                   help="instead of validating: accept this day's failed table-level checks for "
-                        "its current rows (judged again once its rows change)")
+    p.add_argument(
+        "--accept-day",
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="instead of validating: accept this day's failed table-level checks for "
+        "its current rows (judged again once its rows change)",
+    )
     p.add_argument("--reason", default=None, help="with --accept-day: why (kept and reported)")
-    p.add_argument("--accepted-by", default=None,
-                   help="with --accept-day: who accepts (default: the login name)")
+    p.add_argument(
+        "--accepted-by",
+        default=None,
+        help="with --accept-day: who accepts (default: the login name)",
+    )
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("train", help="train TARQ or a baseline on built samples")
@@ -200,10 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="trained TARQ model directory")
     p.add_argument("--out", type=Path, required=True, help="for ids.parquet and health.json/txt")
     p.add_argument("--chunk-size", type=int, default=65536)
-    p.add_argument("--max-collision-rate", type=float, default=MAX_COLLISION_RATE,
-                   help="fail above this share of items sharing their tuple (1 = no ceiling)")
-    p.add_argument("--max-churn", type=float, default=None,
-                   help="fail when more items than this changed their tuple vs the served table")
+    p.add_argument(
+        "--max-collision-rate",
+        type=float,
+        default=MAX_COLLISION_RATE,
+        help="fail above this share of items sharing their tuple (1 = no ceiling)",
+    )
+    p.add_argument(
+        "--max-churn",
+        type=float,
+        default=None,
+        help="fail when more items than this changed their tuple vs the served table",
+    )
     p.set_defaults(func=_cmd_assign_ids)
 
     p = sub.add_parser("publish", help="publish semantic IDs as the served table (or roll back)")

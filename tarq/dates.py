@@ -45,9 +45,7 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def latest_run_date(
-    con: duckdb.DuckDBPyConnection, now: dt.datetime | None = None
-) -> dt.date:
+def latest_run_date(con: duckdb.DuckDBPyConnection, now: dt.datetime | None = None) -> dt.date:
     """The run date whose test day is the last day holding a usable impression.
 
     Usable: not in ``quarantine_impressions`` and not later than ``now`` (naive UTC; default
@@ -82,9 +80,7 @@ def resolve_run_date(
     return parse_date(value)
 
 
-def window_for(
-    run_date: dt.date, train_days: int, first_log_day: dt.date | None = None
-) -> Window:
+def window_for(run_date: dt.date, train_days: int, first_log_day: dt.date | None = None) -> Window:
     """The train/test window of ``run_date``; the train start is capped at ``first_log_day``."""
     if train_days < 1:
         raise ValueError(f"train_days must be >= 1, got {train_days}")

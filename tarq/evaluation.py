@@ -51,7 +51,8 @@ def evaluate(model: torch.nn.Module, stream: BatchStream, codebook_size: int) ->
         for side in ("p", "p_hat"):
             if f"align_sharpness_{side}" in out.extras:
                 sharp.setdefault(side, []).append(
-                    (len(batch["label"]), out.extras[f"align_sharpness_{side}"].numpy()))
+                    (len(batch["label"]), out.extras[f"align_sharpness_{side}"].numpy())
+                )
     if not ys:
         raise ValueError("evaluation stream is empty")
     y, p = np.concatenate(ys), np.concatenate(ps)
@@ -95,8 +96,10 @@ def _sharpness_summary(parts: dict[str, list[tuple[int, np.ndarray]]]) -> dict[s
     for side, batches in parts.items():
         w = np.array([n for n, _ in batches], dtype=np.float64)
         mean = np.tensordot(w / w.sum(), np.stack([a for _, a in batches]), axes=1)
-        out[side] = {"entropy": [round(float(v), 5) for v in mean[0]],
-                     "max_prob": [round(float(v), 5) for v in mean[1]]}
+        out[side] = {
+            "entropy": [round(float(v), 5) for v in mean[0]],
+            "max_prob": [round(float(v), 5) for v in mean[1]],
+        }
     return out
 
 
@@ -106,7 +109,10 @@ def public_metrics(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_model_dir(
-    model_dir: str | Path, samples_dir: str | Path, split: str = "test", batch_size: int = 4096,
+    model_dir: str | Path,
+    samples_dir: str | Path,
+    split: str = "test",
+    batch_size: int = 4096,
     predictions_out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Metrics of the trained model in ``model_dir`` on ``split`` of ``samples_dir``.
@@ -124,12 +130,14 @@ def evaluate_model_dir(
     layout = FeatureLayout.load(mdir / "layout.json")
     sample_layout = FeatureLayout.load(sdir / "layout.json")
     missing = (set(layout.user_fields) | set(layout.item_fields)) - (
-        set(sample_layout.user_fields) | set(sample_layout.item_fields))
+        set(sample_layout.user_fields) | set(sample_layout.item_fields)
+    )
     if missing:
         raise ValueError(f"{sdir} lacks fields {sorted(missing)} that {mdir} was trained with")
     if sample_layout.seq_len < layout.seq_len:
         raise ValueError(
-            f"{sdir} keeps {sample_layout.seq_len} behaviours, {mdir} expects {layout.seq_len}")
+            f"{sdir} keeps {sample_layout.seq_len} behaviours, {mdir} expects {layout.seq_len}"
+        )
     names = {*layout.user_fields, *layout.item_fields}
     vocabs = {n: Vocab.load(mdir / "vocab" / f"{n}.parquet") for n in names}
     sset = SampleSet(sdir, layout, vocabs)
@@ -139,8 +147,13 @@ def evaluate_model_dir(
     return public_metrics(res)
 
 
-def paired_interval(predictions_a: str | Path, predictions_b: str | Path, metric: str = "auc",
-                    n_boot: int = 1000, seed: int = 0) -> PairedInterval:
+def paired_interval(
+    predictions_a: str | Path,
+    predictions_b: str | Path,
+    metric: str = "auc",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> PairedInterval:
     """Paired-bootstrap interval of metric(A) − metric(B) from two predictions files of the
     same test rows (:func:`tarq.metrics.paired_bootstrap`).
 
@@ -151,8 +164,16 @@ def paired_interval(predictions_a: str | Path, predictions_b: str | Path, metric
     b = pq.read_table(predictions_b, columns=["label", "score", "user_id", "item_id"])
     for col in ("label", "user_id", "item_id"):
         if a.num_rows != b.num_rows or not a.column(col).equals(b.column(col)):
-            raise ValueError(f"{predictions_a} and {predictions_b} do not score the same rows "
-                             f"in the same order ({col} differs)")
-    return paired_bootstrap(a.column("label").to_numpy(), a.column("score").to_numpy(),
-                            b.column("score").to_numpy(), a.column("user_id").to_numpy(),
-                            metric=metric, n_boot=n_boot, seed=seed)
+            raise ValueError(
+                f"{predictions_a} and {predictions_b} do not score the same rows "
+                f"in the same order ({col} differs)"
+            )
+    return paired_bootstrap(
+        a.column("label").to_numpy(),
+        a.column("score").to_numpy(),
+        b.column("score").to_numpy(),
+        a.column("user_id").to_numpy(),
+        metric=metric,
+        n_boot=n_boot,
+        seed=seed,
+    )

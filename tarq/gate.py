@@ -82,8 +82,11 @@ class GateDecision:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for tags, artifacts and logs)."""
-        return {"promote": self.promote, "reason": self.reason,
-                "checks": [asdict(c) for c in self.checks]}
+        return {
+            "promote": self.promote,
+            "reason": self.reason,
+            "checks": [asdict(c) for c in self.checks],
+        }
 
 
 def _value(metrics: Mapping[str, Any] | None, metric: str) -> float | None:
@@ -137,11 +140,14 @@ def decide(
     checks: list[GateCheck] = []
 
     if cfg.require_semantic_ids:
-        checks.append(GateCheck(
-            "semantic_ids", bool(semantic_ids_ok),
-            ("semantic-ID checks passed" if semantic_ids_ok else "semantic-ID checks failed")
-            + (f" ({semantic_ids_detail})" if semantic_ids_detail else ""),
-        ))
+        checks.append(
+            GateCheck(
+                "semantic_ids",
+                bool(semantic_ids_ok),
+                ("semantic-ID checks passed" if semantic_ids_ok else "semantic-ID checks failed")
+                + (f" ({semantic_ids_detail})" if semantic_ids_detail else ""),
+            )
+        )
 
     ours = _value(tarq, m)
     if ours is None:
@@ -155,13 +161,17 @@ def decide(
             ok = gain > cfg.min_gain_over_tt
             if cfg.tt_must_be_significant:
                 ok = ok and vs_tt is not None and vs_tt.low > 0
-            checks.append(GateCheck(
-                "beats_tt", ok,
-                f"TARQ {m} {ours:.4f} vs TT {base:.4f} (gain {gain:+.4f}, "
-                f"needs > {cfg.min_gain_over_tt:+.4f}"
-                + (", interval above 0" if cfg.tt_must_be_significant else "") + ")"
-                + _noise(vs_tt),
-            ))
+            checks.append(
+                GateCheck(
+                    "beats_tt",
+                    ok,
+                    f"TARQ {m} {ours:.4f} vs TT {base:.4f} (gain {gain:+.4f}, "
+                    f"needs > {cfg.min_gain_over_tt:+.4f}"
+                    + (", interval above 0" if cfg.tt_must_be_significant else "")
+                    + ")"
+                    + _noise(vs_tt),
+                )
+            )
         champ = _value(champion, m)
         if champ is None:
             checks.append(GateCheck("vs_champion", True, "no current champion"))
@@ -174,12 +184,16 @@ def decide(
             note = ""
             if beyond and not worse:
                 note = "; inside the noise, so the fresher challenger is promoted"
-            checks.append(GateCheck(
-                "vs_champion", not worse,
-                f"TARQ {m} {ours:.4f} vs champion {champ:.4f} on the {where} "
-                f"(Δ {delta:+.4f}, tolerance {cfg.champion_tolerance:.4f})"
-                + _noise(interval) + note,
-            ))
+            checks.append(
+                GateCheck(
+                    "vs_champion",
+                    not worse,
+                    f"TARQ {m} {ours:.4f} vs champion {champ:.4f} on the {where} "
+                    f"(Δ {delta:+.4f}, tolerance {cfg.champion_tolerance:.4f})"
+                    + _noise(interval)
+                    + note,
+                )
+            )
 
     failed = [c for c in checks if not c.passed]
     if failed:

@@ -127,8 +127,14 @@ class Lineage:
     def from_dict(cls, data: dict[str, Any]) -> Lineage:
         fields = set(cls.__dataclass_fields__)
         kw = {k: v for k, v in data.items() if k in fields}
-        for k in ("run_date", "train_start", "train_end", "cold_run_date", "parent_run_date",
-                  "parent_train_end"):
+        for k in (
+            "run_date",
+            "train_start",
+            "train_end",
+            "cold_run_date",
+            "parent_run_date",
+            "parent_train_end",
+        ):
             if kw.get(k):
                 kw[k] = dt.date.fromisoformat(str(kw[k]))
         return cls(**kw)
@@ -138,8 +144,9 @@ class Lineage:
         return {f"{prefix}{k}": "" if v is None else str(v) for k, v in self.to_dict().items()}
 
     def save(self, model_dir: Path) -> None:
-        (Path(model_dir) / LINEAGE_FILE).write_text(json.dumps(self.to_dict(), indent=2),
-                                                    encoding="utf-8")
+        (Path(model_dir) / LINEAGE_FILE).write_text(
+            json.dumps(self.to_dict(), indent=2), encoding="utf-8"
+        )
 
     @classmethod
     def load(cls, model_dir: Path) -> Lineage | None:
@@ -161,7 +168,8 @@ def trained_through(model_dir: Path, window_end: dt.date) -> dt.date:
     if not path.is_file():
         return window_end
     time_from = (json.loads(path.read_text(encoding="utf-8")).get("valid_slice") or {}).get(
-        "time_from")
+        "time_from"
+    )
     if not time_from:
         return window_end
     return min(window_end, dt.datetime.fromisoformat(time_from).date() - dt.timedelta(days=1))
@@ -188,9 +196,11 @@ def plan(
     Returns:
         The :class:`Lineage`; ``reason`` names the cold trigger or the parent.
     """
+
     def cold(reason: str) -> Lineage:
-        return Lineage("cold", f"cold: {reason}", run_date, train_start, train_end,
-                       cold_run_date=run_date)
+        return Lineage(
+            "cold", f"cold: {reason}", run_date, train_start, train_end, cold_run_date=run_date
+        )
 
     if not policy.warm_start:
         return cold("warm_start is off")
@@ -200,18 +210,21 @@ def plan(
     if age < 1:
         return cold(f"the parent's run date {parent.run_date} is not before {run_date}")
     if age > policy.max_parent_age_days:
-        return cold(f"the parent ({parent.source}, run date {parent.run_date}) is {age} days "
-                    f"old, more than max_parent_age_days={policy.max_parent_age_days}")
+        return cold(
+            f"the parent ({parent.source}, run date {parent.run_date}) is {age} days "
+            f"old, more than max_parent_age_days={policy.max_parent_age_days}"
+        )
     if incompatibility:
         return cold(incompatibility)
     since_cold = (run_date - parent.cold_run_date).days
     if since_cold >= policy.full_retrain_every_days:
-        return cold(f"periodic full retrain: the last cold run was {parent.cold_run_date}, "
-                    f"{since_cold} days ago (full_retrain_every_days="
-                    f"{policy.full_retrain_every_days})")
+        return cold(
+            f"periodic full retrain: the last cold run was {parent.cold_run_date}, "
+            f"{since_cold} days ago (full_retrain_every_days="
+            f"{policy.full_retrain_every_days})"
+        )
     if parent.train_end >= train_end:
-        return cold(f"the parent trained up to {parent.train_end}, nothing new before "
-                    f"{train_end}")
+        return cold(f"the parent trained up to {parent.train_end}, nothing new before {train_end}")
     start = max(parent.train_end + dt.timedelta(days=1), train_start)
     days = (train_end - start).days + 1
     return Lineage(
@@ -220,9 +233,15 @@ def plan(
         + (f", version {parent.version}" if parent.version else "")
         + f") on {days} new day{'s' if days != 1 else ''} {start}..{train_end}"
         + (f" + {policy.replay_folds}% replay of older days" if policy.replay_folds else ""),
-        run_date, start, train_end, cold_run_date=parent.cold_run_date,
-        generation=parent.generation + 1, parent_run_date=parent.run_date,
-        parent_version=parent.version, parent_run_id=parent.run_id,
-        parent_source=parent.source, parent_train_end=parent.train_end,
+        run_date,
+        start,
+        train_end,
+        cold_run_date=parent.cold_run_date,
+        generation=parent.generation + 1,
+        parent_run_date=parent.run_date,
+        parent_version=parent.version,
+        parent_run_id=parent.run_id,
+        parent_source=parent.source,
+        parent_train_end=parent.train_end,
         replay_folds=policy.replay_folds,
     )

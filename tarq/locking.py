@@ -90,9 +90,12 @@ def exclusive_lock(
                 if waited >= wait_s:
                     raise LockBusyError(lock, _holder(lock), waited) from None
                 time.sleep(min(poll_s, max(wait_s - waited, 0.01)))
-        record = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                  **(info or {})}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            **(info or {}),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record, default=str).encode(), 0)
         try:

@@ -34,8 +34,9 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p))
 
 
-def _per_user_auc(y: np.ndarray, p: np.ndarray, uidx: np.ndarray,
-                  n_users: int) -> tuple[np.ndarray, np.ndarray]:
+def _per_user_auc(
+    y: np.ndarray, p: np.ndarray, uidx: np.ndarray, n_users: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(AUC per user (U,), NaN where the user has one class; rows per user (U,))."""
     # Rank scores within each user in one pass: sort by (user, score), average ranks of ties.
     order = np.lexsort((p, uidx))
@@ -112,12 +113,13 @@ class PairedInterval:
         return {**asdict(self), "significant": self.significant}
 
     def text(self) -> str:
-        return (f"{self.delta:+.4f} [{self.low:+.4f}, {self.high:+.4f}] "
-                f"({self.level:.0%} paired bootstrap over {self.clusters:,} users)")
+        return (
+            f"{self.delta:+.4f} [{self.low:+.4f}, {self.high:+.4f}] "
+            f"({self.level:.0%} paired bootstrap over {self.clusters:,} users)"
+        )
 
 
-def _weighted_auc_sorted(ys: np.ndarray, group: np.ndarray, n_groups: int,
-                         w: np.ndarray) -> float:
+def _weighted_auc_sorted(ys: np.ndarray, group: np.ndarray, n_groups: int, w: np.ndarray) -> float:
     """AUC of rows pre-sorted by score (tie groups ``group``) under row weights ``w``."""
     gp = np.bincount(group, weights=w * ys, minlength=n_groups)
     gn = np.bincount(group, weights=w * (1.0 - ys), minlength=n_groups)
@@ -127,8 +129,14 @@ def _weighted_auc_sorted(ys: np.ndarray, group: np.ndarray, n_groups: int,
 
 
 def paired_bootstrap(
-    y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, user: np.ndarray, metric: str = "auc",
-    n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+    y: np.ndarray,
+    p_a: np.ndarray,
+    p_b: np.ndarray,
+    user: np.ndarray,
+    metric: str = "auc",
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> PairedInterval:
     """Interval of ``metric(p_a) − metric(p_b)`` by a paired bootstrap over users.
 
@@ -176,14 +184,20 @@ def paired_bootstrap(
         deltas[b] = a - bb
     deltas = deltas[np.isfinite(deltas)]
     tail = (1.0 - level) / 2.0
-    lo, hi = (np.quantile(deltas, [tail, 1.0 - tail]) if deltas.size else (np.nan, np.nan))
-    return PairedInterval(metric, float(point_a - point_b), float(lo), float(hi), level,
-                          int(n_boot), n_users)
+    lo, hi = np.quantile(deltas, [tail, 1.0 - tail]) if deltas.size else (np.nan, np.nan)
+    return PairedInterval(
+        metric, float(point_a - point_b), float(lo), float(hi), level, int(n_boot), n_users
+    )
 
 
 def pooled_paired_bootstrap(
-    y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, user: np.ndarray, n_boot: int = 1000,
-    level: float = 0.95, seed: int = 0,
+    y: np.ndarray,
+    p_a: np.ndarray,
+    p_b: np.ndarray,
+    user: np.ndarray,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> PairedInterval:
     """Interval of the seed-mean ``AUC(a) − AUC(b)``, resampling test users AND seeds.
 
@@ -202,8 +216,10 @@ def pooled_paired_bootstrap(
         ``delta`` = mean over seeds of the paired AUC difference; ``clusters`` = users.
         With S = 1 the result equals :func:`paired_bootstrap` with the same seed.
     """
-    p_a, p_b = np.atleast_2d(np.asarray(p_a, dtype=np.float64)), np.atleast_2d(
-        np.asarray(p_b, dtype=np.float64))
+    p_a, p_b = (
+        np.atleast_2d(np.asarray(p_a, dtype=np.float64)),
+        np.atleast_2d(np.asarray(p_b, dtype=np.float64)),
+    )
     if p_a.shape != p_b.shape:
         raise ValueError(f"scores of a {p_a.shape} and b {p_b.shape} differ in shape")
     n_seeds = p_a.shape[0]
@@ -231,12 +247,13 @@ def pooled_paired_bootstrap(
         per_seed = {}
         for s in np.unique(drawn):
             (oa, ga, ka), (ob, gb, kb) = prepared[s]
-            per_seed[s] = (_weighted_auc_sorted(y[oa], ga, ka, w[oa])
-                           - _weighted_auc_sorted(y[ob], gb, kb, w[ob]))
+            per_seed[s] = _weighted_auc_sorted(y[oa], ga, ka, w[oa]) - _weighted_auc_sorted(
+                y[ob], gb, kb, w[ob]
+            )
         deltas[r] = np.mean([per_seed[s] for s in drawn])
     deltas = deltas[np.isfinite(deltas)]
     tail = (1.0 - level) / 2.0
-    lo, hi = (np.quantile(deltas, [tail, 1.0 - tail]) if deltas.size else (np.nan, np.nan))
+    lo, hi = np.quantile(deltas, [tail, 1.0 - tail]) if deltas.size else (np.nan, np.nan)
     return PairedInterval("auc", point, float(lo), float(hi), level, int(n_boot), n_users)
 
 

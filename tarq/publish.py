@@ -93,8 +93,20 @@ class Publication:
         if self.created:
             del out["status"]
             return out
-        return {k: out[k] for k in ("version", "created", "served", "previous", "table",
-                                    "checks", "export_path", "status", "pruned")}
+        return {
+            k: out[k]
+            for k in (
+                "version",
+                "created",
+                "served",
+                "previous",
+                "table",
+                "checks",
+                "export_path",
+                "status",
+                "pruned",
+            )
+        }
 
 
 def table_name(version: int) -> str:
@@ -131,8 +143,9 @@ def _ids_meta(ids_path: Path) -> dict[str, Any]:
     return meta
 
 
-def check_version(con: duckdb.DuckDBPyConnection, table: str, k: int, dim: int,
-                  m: int) -> list[dict[str, Any]]:
+def check_version(
+    con: duckdb.DuckDBPyConnection, table: str, k: int, dim: int, m: int
+) -> list[dict[str, Any]]:
     """Run the pre-publication checks on a written version table.
 
     Returns one ``{"name", "ok", "detail"}`` per check.
@@ -143,15 +156,27 @@ def check_version(con: duckdb.DuckDBPyConnection, table: str, k: int, dim: int,
     def add(name: str, ok: bool, detail: str) -> None:
         checks.append({"name": name, "ok": bool(ok), "detail": detail})
 
-    add("row_count", s["n_rows"] == s["catalog_size"] and s["catalog_size"] > 0,
-        f"{s['n_rows']:,} rows for a catalog of {s['catalog_size']:,} items")
-    add("one_row_per_item", s["n_distinct"] == s["n_rows"] and s["null_item_ids"] == 0,
-        f"{s['n_rows'] - s['n_distinct']:,} duplicate rows, {s['null_item_ids']} null ids")
-    add("catalog_coverage", s["missing_items"] == 0 and s["unknown_items"] == 0,
+    add(
+        "row_count",
+        s["n_rows"] == s["catalog_size"] and s["catalog_size"] > 0,
+        f"{s['n_rows']:,} rows for a catalog of {s['catalog_size']:,} items",
+    )
+    add(
+        "one_row_per_item",
+        s["n_distinct"] == s["n_rows"] and s["null_item_ids"] == 0,
+        f"{s['n_rows'] - s['n_distinct']:,} duplicate rows, {s['null_item_ids']} null ids",
+    )
+    add(
+        "catalog_coverage",
+        s["missing_items"] == 0 and s["unknown_items"] == 0,
         f"{s['missing_items']:,} catalog items missing, {s['unknown_items']:,} rows for items "
-        "not in the catalog")
-    add("vectors", s["bad_vectors"] == 0 and s["nonfinite_vectors"] == 0,
-        f"{s['bad_vectors']:,} null or not of width {dim}, {s['nonfinite_vectors']:,} non-finite")
+        "not in the catalog",
+    )
+    add(
+        "vectors",
+        s["bad_vectors"] == 0 and s["nonfinite_vectors"] == 0,
+        f"{s['bad_vectors']:,} null or not of width {dim}, {s['nonfinite_vectors']:,} non-finite",
+    )
     cur = sqlfiles.run(con, "publish/check_codes", table=table)
     names = [d[0] for d in cur.description]
     row = cur.fetchall()[0]
@@ -162,8 +187,11 @@ def check_version(con: duckdb.DuckDBPyConnection, table: str, k: int, dim: int,
     n_rows = s["n_rows"]
     nulls, out_of_range = 0, 0
     expected = [f"code_{j}" for j in range(m)]
-    add("code_columns", sorted(cols) == sorted(expected),
-        f"code columns {cols}, expected code_0..code_{m - 1}")
+    add(
+        "code_columns",
+        sorted(cols) == sorted(expected),
+        f"code columns {cols}, expected code_0..code_{m - 1}",
+    )
     for col in expected:
         if col not in stats:
             continue
@@ -172,8 +200,11 @@ def check_version(con: duckdb.DuckDBPyConnection, table: str, k: int, dim: int,
         if lo is not None and (lo < 0 or hi >= k):
             out_of_range += 1
     add("no_null_codes", nulls == 0, f"{nulls:,} null codes")
-    add("codes_in_range", out_of_range == 0,
-        f"{out_of_range} code columns with values outside [0, {k})")
+    add(
+        "codes_in_range",
+        out_of_range == 0,
+        f"{out_of_range} code columns with values outside [0, {k})",
+    )
     return checks
 
 
@@ -229,53 +260,104 @@ def publish(
                 raise PublishError(
                     f"{model_name} {model_version} for {day} is already published as version "
                     f"{row['version']} with different IDs (sha256 {row['ids_sha256'][:12]} vs "
-                    f"{ids_sha[:12]}); publish under a new model_version")
-            return Publication(version=int(row["version"]), created=False,
-                               served=served == row["version"], previous=served,
-                               table=row["table_name"], checks=[],
-                               export_path=row["export_path"], manifest_path=None,
-                               manifest=None, pruned=[], status=row["status"])
+                    f"{ids_sha[:12]}); publish under a new model_version"
+                )
+            return Publication(
+                version=int(row["version"]),
+                created=False,
+                served=served == row["version"],
+                previous=served,
+                table=row["table_name"],
+                checks=[],
+                export_path=row["export_path"],
+                manifest_path=None,
+                manifest=None,
+                pruned=[],
+                status=row["status"],
+            )
 
         _abandon_staged(con)
         version = int(sqlfiles.run(con, "publish/next_version").fetchall()[0][0])
         table = table_name(version)
         now = _now()
         con.begin()
-        sqlfiles.run(con, "publish/register", {
-            **key, "version": version, "table_name": table, "model_uri": model_uri,
-            "model_sha256": meta["model_sha256"], "ids_sha256": ids_sha, "n_items": n_file,
-            "m": m, "k": k, "dim": dim, "created_at": now})
-        sqlfiles.run(con, "publish/write_version", {
-            **key, "version": version, "published_at": now, "path": str(ids_path)}, table=table)
+        sqlfiles.run(
+            con,
+            "publish/register",
+            {
+                **key,
+                "version": version,
+                "table_name": table,
+                "model_uri": model_uri,
+                "model_sha256": meta["model_sha256"],
+                "ids_sha256": ids_sha,
+                "n_items": n_file,
+                "m": m,
+                "k": k,
+                "dim": dim,
+                "created_at": now,
+            },
+        )
+        sqlfiles.run(
+            con,
+            "publish/write_version",
+            {**key, "version": version, "published_at": now, "path": str(ids_path)},
+            table=table,
+        )
         con.commit()
         checks = _checked_or_rejected(con, version, table, k, dim, m)
 
         export_path, manifest_path, manifest = _export(
-            con, out_dir, version, table, {
-                **key, "run_date": str(day), "model_uri": model_uri,
-                "model_sha256": meta["model_sha256"], "m": m, "K": k, "dim": dim,
-                "ids_sha256": ids_sha, "published_at": now.isoformat() + "Z",
+            con,
+            out_dir,
+            version,
+            table,
+            {
+                **key,
+                "run_date": str(day),
+                "model_uri": model_uri,
+                "model_sha256": meta["model_sha256"],
+                "m": m,
+                "K": k,
+                "dim": dim,
+                "ids_sha256": ids_sha,
+                "published_at": now.isoformat() + "Z",
                 # How far this table moved the IDs against the one it replaces.
                 "churn": health.get("churn"),
-                "collision_rate": health.get("collision_rate")})
-        sqlfiles.run(con, "publish/set_export", {
-            "version": version, "export_path": str(export_path),
-            "manifest": json.dumps(manifest)})
+                "collision_rate": health.get("collision_rate"),
+            },
+        )
+        sqlfiles.run(
+            con,
+            "publish/set_export",
+            {"version": version, "export_path": str(export_path), "manifest": json.dumps(manifest)},
+        )
 
         crash_point(CRASH_ENV, "before_switch")
         _switch(con, version, table, mark_published=True)
         pruned = _prune(con, keep)
-    return Publication(version=version, created=True, served=True, previous=served,
-                       table=table, checks=checks, export_path=str(export_path),
-                       manifest_path=str(manifest_path), manifest=manifest, pruned=pruned)
+    return Publication(
+        version=version,
+        created=True,
+        served=True,
+        previous=served,
+        table=table,
+        checks=checks,
+        export_path=str(export_path),
+        manifest_path=str(manifest_path),
+        manifest=manifest,
+        pruned=pruned,
+    )
 
 
 def _read_assignment(ids_dir: Path) -> tuple[Path, dict[str, Any]]:
     """(the ids file, its health report or {}); refuses a missing file or a failed report."""
     ids_path = ids_dir / IDS_FILE
     if not ids_path.is_file():
-        raise FileNotFoundError(f"{ids_path} not found: run `tarq assign-ids` first "
-                                "(it writes no ids file when its checks fail)")
+        raise FileNotFoundError(
+            f"{ids_path} not found: run `tarq assign-ids` first "
+            "(it writes no ids file when its checks fail)"
+        )
     health_path = ids_dir / HEALTH_JSON
     if not health_path.is_file():
         return ids_path, {}
@@ -295,14 +377,21 @@ def _abandon_staged(con: duckdb.DuckDBPyConnection) -> None:
             exported.with_name(f"{stale['table_name']}.manifest.json").unlink(missing_ok=True)
         con.begin()
         sqlfiles.run(con, "publish/drop_version", table=stale["table_name"])
-        sqlfiles.run(con, "publish/set_status", {
-            "version": stale["version"], "status": "abandoned",
-            "note": "stopped between writing and switching; cleaned up by a later run"})
+        sqlfiles.run(
+            con,
+            "publish/set_status",
+            {
+                "version": stale["version"],
+                "status": "abandoned",
+                "note": "stopped between writing and switching; cleaned up by a later run",
+            },
+        )
         con.commit()
 
 
-def _checked_or_rejected(con: duckdb.DuckDBPyConnection, version: int, table: str, k: int,
-                         dim: int, m: int) -> list[dict[str, Any]]:
+def _checked_or_rejected(
+    con: duckdb.DuckDBPyConnection, version: int, table: str, k: int, dim: int, m: int
+) -> list[dict[str, Any]]:
     """The written version's checks; on a failure its table is dropped, its registry row
     marked ``rejected`` and PublishError raised (nothing published)."""
     checks = check_version(con, table, k, dim, m)
@@ -311,15 +400,15 @@ def _checked_or_rejected(con: duckdb.DuckDBPyConnection, version: int, table: st
         con.begin()
         sqlfiles.run(con, "publish/drop_version", table=table)
         note = "; ".join(f"{c['name']}: {c['detail']}" for c in failed)
-        sqlfiles.run(con, "publish/set_status",
-                     {"version": version, "status": "rejected", "note": note})
+        sqlfiles.run(
+            con, "publish/set_status", {"version": version, "status": "rejected", "note": note}
+        )
         con.commit()
         raise PublishError(f"version {version} failed its checks, nothing published ({note})")
     return checks
 
 
-def _switch(con: duckdb.DuckDBPyConnection, version: int, table: str,
-            mark_published: bool) -> None:
+def _switch(con: duckdb.DuckDBPyConnection, version: int, table: str, mark_published: bool) -> None:
     """Serve ``version``: registry status, pointer and view in ONE transaction."""
     now = _now()
     con.begin()
@@ -340,16 +429,23 @@ def _prune(con: duckdb.DuckDBPyConnection, keep: int) -> list[int]:
     for row in _rows(sqlfiles.run(con, "publish/to_prune", {"keep": keep})):
         con.begin()
         sqlfiles.run(con, "publish/drop_version", table=row["table_name"])
-        sqlfiles.run(con, "publish/set_status", {
-            "version": row["version"], "status": "pruned",
-            "note": f"older than the {keep} kept versions"})
+        sqlfiles.run(
+            con,
+            "publish/set_status",
+            {
+                "version": row["version"],
+                "status": "pruned",
+                "note": f"older than the {keep} kept versions",
+            },
+        )
         con.commit()
         pruned.append(int(row["version"]))
     return pruned
 
 
-def _export(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int, table: str,
-            info: dict[str, Any]) -> tuple[Path, Path, dict[str, Any]]:
+def _export(
+    con: duckdb.DuckDBPyConnection, out_dir: Path, version: int, table: str, info: dict[str, Any]
+) -> tuple[Path, Path, dict[str, Any]]:
     """Write the version's Parquet export and manifest (temporary names, then renamed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{table}.parquet"
@@ -357,8 +453,15 @@ def _export(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int, table: 
     tmp.unlink(missing_ok=True)
     sqlfiles.run(con, "publish/export", {"path": str(tmp)}, table=table)
     rows = pq.ParquetFile(tmp).metadata.num_rows
-    manifest = {"version": version, "table": table, "file": path.name, "rows": rows,
-                "sha256": file_sha256(tmp), "bytes": tmp.stat().st_size, **info}
+    manifest = {
+        "version": version,
+        "table": table,
+        "file": path.name,
+        "rows": rows,
+        "sha256": file_sha256(tmp),
+        "bytes": tmp.stat().st_size,
+        **info,
+    }
     tmp.replace(path)
     manifest_path = out_dir / f"{table}.manifest.json"
     tmp_m = out_dir / f".{table}.manifest.json.tmp"
@@ -386,8 +489,11 @@ def rollback(db_path: Path, to_version: int | None = None) -> dict[str, Any]:
         current = _served(con)
         if current is None:
             raise PublishError("nothing is published yet: there is no version to roll back from")
-        kept = {int(r["version"]): r for r in _rows(sqlfiles.run(con, "publish/list_versions"))
-                if r["status"] == "published"}
+        kept = {
+            int(r["version"]): r
+            for r in _rows(sqlfiles.run(con, "publish/list_versions"))
+            if r["status"] == "published"
+        }
         if to_version is None:
             older = [v for v in kept if v < current]
             if not older:
@@ -395,8 +501,8 @@ def rollback(db_path: Path, to_version: int | None = None) -> dict[str, Any]:
             to_version = max(older)
         if to_version not in kept:
             raise PublishError(
-                f"version {to_version} cannot be served: kept published versions are "
-                f"{sorted(kept)}")
+                f"version {to_version} cannot be served: kept published versions are {sorted(kept)}"
+            )
         table = kept[to_version]["table_name"]
         if to_version != current:
             _switch(con, to_version, table, mark_published=False)

@@ -64,9 +64,17 @@ class SemanticIdError(ValueError):
 
 #: The catalog-wide figures of :class:`IdHealth`: None (and not in ``health.json``) when no
 #: item was assigned.
-CATALOG_FIGURES = ("utilization_per_level", "utilization_catalog", "entropy_bits_per_level",
-                   "entropy_normalized_per_level", "distinct_tuples", "collision_rate",
-                   "largest_collision_group", "recon_error", "recon_error_relative")
+CATALOG_FIGURES = (
+    "utilization_per_level",
+    "utilization_catalog",
+    "entropy_bits_per_level",
+    "entropy_normalized_per_level",
+    "distinct_tuples",
+    "collision_rate",
+    "largest_collision_group",
+    "recon_error",
+    "recon_error_relative",
+)
 
 
 @dataclass(frozen=True)
@@ -135,8 +143,7 @@ class IdHealth:
 
     def to_dict(self) -> dict[str, Any]:
         """The report as written to ``health.json`` (catalog figures only when present)."""
-        return {k: v for k, v in asdict(self).items()
-                if not (k in CATALOG_FIGURES and v is None)}
+        return {k: v for k, v in asdict(self).items() if not (k in CATALOG_FIGURES and v is None)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IdHealth:
@@ -147,8 +154,11 @@ class IdHealth:
         Raises:
             ValueError: another key is missing (not a health report).
         """
-        old: dict[str, Any] = {"churn": None, "items_price_non_finite": 0,
-                               **dict.fromkeys(CATALOG_FIGURES)}
+        old: dict[str, Any] = {
+            "churn": None,
+            "items_price_non_finite": 0,
+            **dict.fromkeys(CATALOG_FIGURES),
+        }
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data and n not in old]
         if missing:
@@ -165,8 +175,9 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_catalog_model(model_dir: Path) -> tuple[torch.nn.Module, dict[str, Any],
-                                                 FeatureLayout, dict[str, Vocab]]:
+def load_catalog_model(
+    model_dir: Path,
+) -> tuple[torch.nn.Module, dict[str, Any], FeatureLayout, dict[str, Vocab]]:
     """A trained TARQ model in eval mode, its config, layout and item vocabularies.
 
     Raises ``ValueError`` when ``model_dir`` holds a model without semantic IDs (a baseline).
@@ -220,18 +231,31 @@ def residual_at(z: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, level: 
     return r
 
 
-def _tie_or_failure(item_id: int, level: int, r: np.ndarray, book: np.ndarray, c_faiss: int,
-                    c_torch: int, rtol: float) -> tuple[bool, dict[str, Any]]:
+def _tie_or_failure(
+    item_id: int,
+    level: int,
+    r: np.ndarray,
+    book: np.ndarray,
+    c_faiss: int,
+    c_torch: int,
+    rtol: float,
+) -> tuple[bool, dict[str, Any]]:
     """Classify one disagreement at its first differing level by exact float64 distances."""
     r64 = r.astype(np.float64)
     ef, et = book[c_faiss].astype(np.float64), book[c_torch].astype(np.float64)
     df, dt_ = float(((r64 - ef) ** 2).sum()), float(((r64 - et) ** 2).sum())
     # Both libraries expand ‖r‖² − 2 r·e + ‖e‖² in float32: its rounding error scales with
     # the norms, not with the (possibly tiny) distance itself.
-    scale = float((r64 ** 2).sum() + (ef ** 2).sum() + (et ** 2).sum())
+    scale = float((r64**2).sum() + (ef**2).sum() + (et**2).sum())
     tie = abs(df - dt_) <= rtol * max(scale, 1e-12)
-    return tie, {"item_id": item_id, "level": level, "faiss_code": c_faiss,
-                 "torch_code": c_torch, "faiss_dist": df, "torch_dist": dt_}
+    return tie, {
+        "item_id": item_id,
+        "level": level,
+        "faiss_code": c_faiss,
+        "torch_code": c_torch,
+        "faiss_dist": df,
+        "torch_dist": dt_,
+    }
 
 
 def _entropy_bits(codes: np.ndarray, k: int) -> list[float]:
@@ -295,19 +319,32 @@ def assign_ids(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
     model, cfg, layout, vocabs = load_catalog_model(Path(model_dir))
-    codebooks = model.codebooks.float().cpu().numpy()                       # (m, K, dz)
+    codebooks = model.codebooks.float().cpu().numpy()  # (m, K, dz)
     m, k, dz = codebooks.shape
     if k > np.iinfo(np.int16).max:
         raise ValueError(f"codebook size K={k} does not fit the int16 code columns")
     d = int(model.config.d_model)
     # No paths: the file's bytes identify the IDs (publication is idempotent on its sha256).
-    meta = {"m": m, "K": k, "d": d, "dz": dz, "model_name": cfg["model_name"],
-            "model_sha256": file_sha256(Path(model_dir) / "model.pt")}
+    meta = {
+        "m": m,
+        "K": k,
+        "d": d,
+        "dz": dz,
+        "model_name": cfg["model_name"],
+        "model_sha256": file_sha256(Path(model_dir) / "model.pt"),
+    }
     acc = _Assignment(codebooks, tie_rtol)
     show = sys.stderr.isatty() if progress is None else progress
     catalog_size, bad_prices, served = _assign_catalog(
-        db_path, tmp_path, _ids_schema(m, d, meta), acc, (model, layout, vocabs), chunk_size,
-        show, compare_served)
+        db_path,
+        tmp_path,
+        _ids_schema(m, d, meta),
+        acc,
+        (model, layout, vocabs),
+        chunk_size,
+        show,
+        compare_served,
+    )
 
     item_ids_cat, codes_cat = acc.catalog()
     n, n_unique = int(item_ids_cat.size), int(np.unique(item_ids_cat).size)
@@ -331,8 +368,7 @@ def assign_ids(
         timing=timing,
         churn=churn.to_dict() if churn is not None else None,
     )
-    checks = _health_checks(report, n_unique, churn, min_utilization, max_collision_rate,
-                            max_churn)
+    checks = _health_checks(report, n_unique, churn, min_utilization, max_collision_rate, max_churn)
     report = replace(report, checks=checks, ok=all(c["ok"] for c in checks))
 
     (out / HEALTH_JSON).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
@@ -340,16 +376,22 @@ def assign_ids(
     if not report.ok:
         tmp_path.unlink(missing_ok=True)
         failed = "; ".join(f"{c['name']}: {c['detail']}" for c in report.checks if not c["ok"])
-        raise SemanticIdError(f"semantic-ID assignment failed its checks ({failed}); "
-                              f"see {out / HEALTH_JSON}")
+        raise SemanticIdError(
+            f"semantic-ID assignment failed its checks ({failed}); see {out / HEALTH_JSON}"
+        )
     tmp_path.replace(ids_path)
     return report
 
 
 def _assign_catalog(
-    db_path: Path, tmp_path: Path, schema: pa.Schema, acc: _Assignment,
-    model_parts: tuple[torch.nn.Module, FeatureLayout, dict[str, Vocab]], chunk_size: int,
-    show: bool, compare_served: bool,
+    db_path: Path,
+    tmp_path: Path,
+    schema: pa.Schema,
+    acc: _Assignment,
+    model_parts: tuple[torch.nn.Module, FeatureLayout, dict[str, Vocab]],
+    chunk_size: int,
+    show: bool,
+    compare_served: bool,
 ) -> tuple[int, int, tuple[int, np.ndarray, np.ndarray] | None]:
     """Stream the catalog in chunks through ``acc`` into ``tmp_path`` (removed on failure).
 
@@ -368,8 +410,14 @@ def _assign_catalog(
             served = served_codes(con) if compare_served else None
             # A relation streams Arrow batches without the DB-API copy of the whole result.
             reader = con.sql(sqlfiles.load_sql("semantic_ids/catalog")).to_arrow_reader(chunk_size)
-            with tqdm(total=catalog_size, desc="semantic IDs", unit="item", disable=not show,
-                      file=sys.stderr, mininterval=1.0) as bar:
+            with tqdm(
+                total=catalog_size,
+                desc="semantic IDs",
+                unit="item",
+                disable=not show,
+                file=sys.stderr,
+                mininterval=1.0,
+            ) as bar:
                 for rb in reader:
                     if rb.num_rows == 0:
                         continue
@@ -388,14 +436,18 @@ def _assign_catalog(
 def _ids_schema(m: int, d: int, meta: dict[str, Any]) -> pa.Schema:
     """ids.parquet's schema: item_id, code_0 … code_{m-1} (int16), v_item [d], meta as JSON."""
     return pa.schema(
-        [("item_id", pa.int64()), *[(f"code_{j}", pa.int16()) for j in range(m)],
-         ("v_item", pa.list_(pa.float32(), d))],
+        [
+            ("item_id", pa.int64()),
+            *[(f"code_{j}", pa.int16()) for j in range(m)],
+            ("v_item", pa.list_(pa.float32(), d)),
+        ],
         metadata={META_KEY: json.dumps(meta).encode()},
     )
 
 
-def _ids_batch(schema: pa.Schema, item_ids: np.ndarray, codes: np.ndarray, v: np.ndarray,
-               d: int) -> pa.RecordBatch:
+def _ids_batch(
+    schema: pa.Schema, item_ids: np.ndarray, codes: np.ndarray, v: np.ndarray, d: int
+) -> pa.RecordBatch:
     """One chunk of ids.parquet: ids (n,), codes (n, m), item vectors (n, d)."""
     arrays = [pa.array(item_ids)]
     arrays += [pa.array(codes[:, j].astype(np.int16)) for j in range(codes.shape[1])]
@@ -421,11 +473,16 @@ class _Assignment:
         self.sq_err_sum = self.z_sq_sum = 0.0
         self.t_torch = self.t_faiss = 0.0
 
-    def add(self, model: torch.nn.Module, rb: pa.RecordBatch, layout: FeatureLayout,
-            vocabs: dict[str, Vocab]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def add(
+        self,
+        model: torch.nn.Module,
+        rb: pa.RecordBatch,
+        layout: FeatureLayout,
+        vocabs: dict[str, Vocab],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Assign one chunk of catalog rows: (item ids (n,), FAISS codes (n, m), v_item (n, d))."""
         item_ids = rb.column("item_id").to_numpy(zero_copy_only=False).astype(np.int64)
-        feats = encode_fields(rb, layout.item_fields, vocabs)            # (n, Fi)
+        feats = encode_fields(rb, layout.item_fields, vocabs)  # (n, Fi)
         self.n_oov_items += int((feats[:, 0] == OOV).sum())
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -449,15 +506,22 @@ class _Assignment:
         self.codes.append(codes_f.astype(np.int16))
         return item_ids, codes_f, v_np
 
-    def _compare(self, item_ids: np.ndarray, z: np.ndarray, codes_f: np.ndarray,
-                 codes_t: np.ndarray) -> None:
+    def _compare(
+        self, item_ids: np.ndarray, z: np.ndarray, codes_f: np.ndarray, codes_t: np.ndarray
+    ) -> None:
         """Classify every item whose FAISS and torch codes differ as a tie or a failure."""
         for i in np.flatnonzero((codes_f != codes_t).any(1)).tolist():
             level = int(np.flatnonzero(codes_f[i] != codes_t[i])[0])
             r = residual_at(z[i], self.codebooks, codes_f[i], level)
-            tie, rec = _tie_or_failure(int(item_ids[i]), level, r, self.codebooks[level],
-                                       int(codes_f[i, level]), int(codes_t[i, level]),
-                                       self.tie_rtol)
+            tie, rec = _tie_or_failure(
+                int(item_ids[i]),
+                level,
+                r,
+                self.codebooks[level],
+                int(codes_f[i, level]),
+                int(codes_t[i, level]),
+                self.tie_rtol,
+            )
             self.n_disagree += 1
             if tie:
                 self.n_ties += 1
@@ -469,8 +533,10 @@ class _Assignment:
     def catalog(self) -> tuple[np.ndarray, np.ndarray]:
         """(item ids (N,) int64, codes (N, m) int16) of every chunk so far."""
         m = self.codebooks.shape[0]
-        return (np.concatenate(self.ids) if self.ids else np.zeros(0, np.int64),
-                np.concatenate(self.codes) if self.codes else np.zeros((0, m), np.int16))
+        return (
+            np.concatenate(self.ids) if self.ids else np.zeros(0, np.int64),
+            np.concatenate(self.codes) if self.codes else np.zeros((0, m), np.int16),
+        )
 
     def agreement(self) -> dict[str, Any]:
         return {
@@ -515,9 +581,14 @@ def _catalog_figures(codes: np.ndarray, k: int, acc: _Assignment) -> dict[str, A
     }
 
 
-def _health_checks(report: IdHealth, n_unique: int, churn: IdChurn | None,
-                   min_utilization: float | None, max_collision_rate: float | None,
-                   max_churn: float | None) -> list[dict[str, Any]]:
+def _health_checks(
+    report: IdHealth,
+    n_unique: int,
+    churn: IdChurn | None,
+    min_utilization: float | None,
+    max_collision_rate: float | None,
+    max_churn: float | None,
+) -> list[dict[str, Any]]:
     """The pass/fail checks of an assignment (coverage, agreement, and the optional ceilings)."""
     checks: list[dict[str, Any]] = []
 
@@ -525,62 +596,97 @@ def _health_checks(report: IdHealth, n_unique: int, churn: IdChurn | None,
         checks.append({"name": name, "ok": bool(ok), "detail": detail})
 
     n, size, agree = report.items_assigned, report.catalog_size, report.agreement
-    check("coverage", size > 0 and n == size and n_unique == size,
-          f"{n_unique:,} distinct items with codes of {size:,} in the catalog"
-          + (f" ({n - n_unique} duplicate rows)" if n != n_unique else ""))
-    check("faiss_torch_agreement", agree["failures"] == 0,
-          f"{agree['disagreements']} disagreements, {agree['ties']} exact-distance ties, "
-          f"{agree['failures']} other")
+    check(
+        "coverage",
+        size > 0 and n == size and n_unique == size,
+        f"{n_unique:,} distinct items with codes of {size:,} in the catalog"
+        + (f" ({n - n_unique} duplicate rows)" if n != n_unique else ""),
+    )
+    check(
+        "faiss_torch_agreement",
+        agree["failures"] == 0,
+        f"{agree['disagreements']} disagreements, {agree['ties']} exact-distance ties, "
+        f"{agree['failures']} other",
+    )
     if min_utilization is not None and report.utilization_per_level is not None:
         worst = min(report.utilization_per_level)
-        check("min_utilization", worst >= min_utilization,
-              f"lowest level utilization {worst:.3f} (floor {min_utilization})")
+        check(
+            "min_utilization",
+            worst >= min_utilization,
+            f"lowest level utilization {worst:.3f} (floor {min_utilization})",
+        )
     if max_collision_rate is not None and report.collision_rate is not None:
-        check("max_collision_rate", report.collision_rate <= max_collision_rate,
-              f"collision rate {report.collision_rate:.4f} (ceiling {max_collision_rate})")
+        check(
+            "max_collision_rate",
+            report.collision_rate <= max_collision_rate,
+            f"collision rate {report.collision_rate:.4f} (ceiling {max_collision_rate})",
+        )
     if max_churn is not None and churn is not None:
-        check("max_churn", churn.tuple_churn <= max_churn,
-              f"{churn.summary()} (ceiling {max_churn:.2%})")
+        check(
+            "max_churn",
+            churn.tuple_churn <= max_churn,
+            f"{churn.summary()} (ceiling {max_churn:.2%})",
+        )
     return checks
 
 
 def health_text(report: IdHealth) -> str:
     """The health report as a short human-readable table."""
-    lines = [f"semantic IDs: {'OK' if report.ok else 'FAILED'}   model "
-             f"{report.model['model_name']} ({report.model['model_sha256'][:12]}), "
-             f"m={report.m} K={report.K}"]
+    lines = [
+        f"semantic IDs: {'OK' if report.ok else 'FAILED'}   model "
+        f"{report.model['model_name']} ({report.model['model_sha256'][:12]}), "
+        f"m={report.m} K={report.K}"
+    ]
     for c in report.checks:
         lines.append(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}")
-    lines.append(f"  catalog {report.catalog_size:,} items, assigned {report.items_assigned:,}"
-                 f" (coverage {report.coverage:.4f}); {report.items_oov_id:,} with an id "
-                 "unseen in training (OOV embedding)")
+    lines.append(
+        f"  catalog {report.catalog_size:,} items, assigned {report.items_assigned:,}"
+        f" (coverage {report.coverage:.4f}); {report.items_oov_id:,} with an id "
+        "unseen in training (OOV embedding)"
+    )
     if report.items_price_non_finite:
-        lines.append(f"  warning: {report.items_price_non_finite:,} item(s) with a non-finite "
-                     "price (inf/NaN, stored before import rejected them) got the unknown bucket")
+        lines.append(
+            f"  warning: {report.items_price_non_finite:,} item(s) with a non-finite "
+            "price (inf/NaN, stored before import rejected them) got the unknown bucket"
+        )
     if report.utilization_per_level is not None:
         lines.append("  level  utilization  entropy(bits)  entropy/log2K")
-        for j, (u, e, en) in enumerate(zip(report.utilization_per_level,
-                                           report.entropy_bits_per_level or [],
-                                           report.entropy_normalized_per_level or [],
-                                           strict=True)):
+        for j, (u, e, en) in enumerate(
+            zip(
+                report.utilization_per_level,
+                report.entropy_bits_per_level or [],
+                report.entropy_normalized_per_level or [],
+                strict=True,
+            )
+        ):
             lines.append(f"  {j:>5}  {u:>11.3f}  {e:>13.3f}  {en:>13.3f}")
-        lines.append(f"  catalog utilization {report.utilization_catalog:.3f}; "
-                     f"{report.distinct_tuples:,} distinct tuples; collision rate "
-                     f"{report.collision_rate:.4f}, largest group "
-                     f"{report.largest_collision_group}")
-        lines.append(f"  reconstruction error ‖z−ẑ‖² {report.recon_error:.5f} "
-                     f"(relative {report.recon_error_relative:.4f})")
+        lines.append(
+            f"  catalog utilization {report.utilization_catalog:.3f}; "
+            f"{report.distinct_tuples:,} distinct tuples; collision rate "
+            f"{report.collision_rate:.4f}, largest group "
+            f"{report.largest_collision_group}"
+        )
+        lines.append(
+            f"  reconstruction error ‖z−ẑ‖² {report.recon_error:.5f} "
+            f"(relative {report.recon_error_relative:.4f})"
+        )
     if report.churn:
         lines.append(f"  churn: {IdChurn(**report.churn).summary()}")
     a = report.agreement
-    lines.append(f"  FAISS vs torch: {a['disagreements']} disagreements, {a['ties']} ties, "
-                 f"{a['failures']} failures")
+    lines.append(
+        f"  FAISS vs torch: {a['disagreements']} disagreements, {a['ties']} ties, "
+        f"{a['failures']} failures"
+    )
     for t in a["ties_listed"][:10]:
-        lines.append(f"    tie: item {t['item_id']} level {t['level']} faiss {t['faiss_code']} "
-                     f"torch {t['torch_code']} dist {t['faiss_dist']:.6g} vs {t['torch_dist']:.6g}")
+        lines.append(
+            f"    tie: item {t['item_id']} level {t['level']} faiss {t['faiss_code']} "
+            f"torch {t['torch_code']} dist {t['faiss_dist']:.6g} vs {t['torch_dist']:.6g}"
+        )
     tm = report.timing
-    lines.append(f"  {tm['seconds']} s, {tm['items_per_s']} items/s (FAISS "
-                 f"{tm['faiss_items_per_s']} items/s, {tm['faiss_threads']} threads)")
+    lines.append(
+        f"  {tm['seconds']} s, {tm['items_per_s']} items/s (FAISS "
+        f"{tm['faiss_items_per_s']} items/s, {tm['faiss_threads']} threads)"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -606,8 +712,9 @@ def ids_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Works on ``ids.parquet``, a published version read back from DuckDB (v_item FLOAT[d])
     and its Parquet export (v_item as a fixed-size or a plain list).
     """
-    code_cols = sorted((c for c in table.column_names if c.startswith("code_")),
-                       key=lambda c: int(c.split("_")[1]))
+    code_cols = sorted(
+        (c for c in table.column_names if c.startswith("code_")), key=lambda c: int(c.split("_")[1])
+    )
     if not code_cols or "item_id" not in table.column_names or "v_item" not in table.column_names:
         raise ValueError("not a semantic-ID table (needs item_id, code_0.., v_item)")
     item_ids = table.column("item_id").to_numpy().astype(np.int64)

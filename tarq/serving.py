@@ -75,7 +75,8 @@ class UnknownItemError(ValueError):
         super().__init__(
             f"{len(self.item_ids)} of {n_candidates} candidate ids are not in the published "
             f"semantic-ID table: {shown}{more} (publish a new version, or score with "
-            "unknown='nan')")
+            "unknown='nan')"
+        )
 
 
 # -- request encoding -----------------------------------------------------------------------
@@ -94,12 +95,15 @@ def candidate_ids(values: Any, max_candidates: int | None = MAX_CANDIDATES) -> n
     element, so ``1.9``, ``"1"`` and ``True`` are refused instead of becoming item 1.
     """
     if isinstance(values, str | bytes | dict) or not isinstance(values, Sequence | np.ndarray):
-        raise ValueError(f"candidate_item_ids must be a list of integer ids, got "
-                         f"{type(values).__name__}")
+        raise ValueError(
+            f"candidate_item_ids must be a list of integer ids, got {type(values).__name__}"
+        )
     n = len(values)
     if max_candidates is not None and n > max_candidates:
-        raise ValueError(f"candidate_item_ids has {n} ids, more than the cap of {max_candidates} "
-                         "per request (max_candidates)")
+        raise ValueError(
+            f"candidate_item_ids has {n} ids, more than the cap of {max_candidates} "
+            "per request (max_candidates)"
+        )
     if isinstance(values, np.ndarray):
         if values.ndim != 1:
             raise ValueError(f"candidate_item_ids must be a flat list, got shape {values.shape}")
@@ -108,8 +112,10 @@ def candidate_ids(values: Any, max_candidates: int | None = MAX_CANDIDATES) -> n
                 raise ValueError("candidate_item_ids holds an id beyond int64")
             return values.astype(np.int64, copy=False)
         if values.dtype.kind != "O" and values.size:
-            raise ValueError(f"candidate_item_ids must be integers, got {values.dtype} "
-                             f"(first value {values[0]!r})")
+            raise ValueError(
+                f"candidate_item_ids must be integers, got {values.dtype} "
+                f"(first value {values[0]!r})"
+            )
     out = np.empty(n, dtype=np.int64)
     for i, v in enumerate(values):
         if isinstance(v, bool | np.bool_) or not isinstance(v, int | np.integer):
@@ -121,8 +127,9 @@ def candidate_ids(values: Any, max_candidates: int | None = MAX_CANDIDATES) -> n
     return out
 
 
-def encode_user(profile: dict[str, Any], layout: FeatureLayout,
-                vocabs: dict[str, Vocab]) -> torch.Tensor:
+def encode_user(
+    profile: dict[str, Any], layout: FeatureLayout, vocabs: dict[str, Vocab]
+) -> torch.Tensor:
     """User profile {field: raw id} → (1, Fu) int64 indices.
 
     Fields of ``layout.user_fields`` missing from the profile (or null) map to OOV; other
@@ -165,13 +172,18 @@ def epoch_seconds(value: Any, what: str) -> float:
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
         return value.timestamp()
-    raise ValueError(f"{what} must be a timestamp (epoch seconds, ISO string or datetime), "
-                     f"got {type(value).__name__}")
+    raise ValueError(
+        f"{what} must be a timestamp (epoch seconds, ISO string or datetime), "
+        f"got {type(value).__name__}"
+    )
 
 
-def encode_history(history: Sequence[dict[str, Any]], layout: FeatureLayout,
-                   vocabs: dict[str, Vocab],
-                   request_ts: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_history(
+    history: Sequence[dict[str, Any]],
+    layout: FeatureLayout,
+    vocabs: dict[str, Vocab],
+    request_ts: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Chronological behaviours (oldest first) → hist (1, n, Fs) int64 and mask (1, n) bool.
 
     Only the last ``layout.seq_len`` behaviours are kept, as in training; n = their number
@@ -190,7 +202,7 @@ def encode_history(history: Sequence[dict[str, Any]], layout: FeatureLayout,
     # Checked even when unused (no history, or a model without time gaps): a bad clock is a
     # bad request either way.
     now = time.time() if request_ts is None else epoch_seconds(request_ts, "request_ts")
-    recent = list(history)[-layout.seq_len:]
+    recent = list(history)[-layout.seq_len :]
     n = max(len(recent), 1)
     hist = np.full((1, n, len(layout.seq_fields)), PAD, dtype=np.int64)
     mask = np.zeros((1, n), dtype=bool)
@@ -211,13 +223,15 @@ def encode_history(history: Sequence[dict[str, Any]], layout: FeatureLayout,
                     if ev.get("ts") is None:
                         raise ValueError(
                             f"history[{b + offset}] lacks 'ts': this model embeds the time "
-                            "since each behaviour, so every behaviour needs its timestamp")
+                            "since each behaviour, so every behaviour needs its timestamp"
+                        )
                     ts.append(epoch_seconds(ev["ts"], f"history[{b + offset}]['ts']"))
                     if ts[-1] > now:
                         raise ValueError(
                             f"history[{b + offset}]['ts'] = {ev['ts']!r} is after request_ts "
                             f"({'now' if request_ts is None else repr(request_ts)}): a request "
-                            "may only carry behaviours from before it")
+                            "may only carry behaviours from before it"
+                        )
                 hist[0, : len(recent), j] = time_gap_index(now - np.asarray(ts))
                 continue
             raw = [_ids(ev.get(f), f"history[{b + offset}][{f!r}]") for b, ev in enumerate(recent)]
@@ -246,8 +260,11 @@ def ids_model_sha256(path: Path, table: pa.Table | None = None) -> list[tuple[st
     manifest = path.with_name(f"{path.stem}.manifest.json")
     if manifest.is_file():
         info = json.loads(manifest.read_text(encoding="utf-8"))
-        if (info.get("file") == path.name and info.get("model_sha256")
-                and info.get("sha256") == file_sha256(path)):
+        if (
+            info.get("file") == path.name
+            and info.get("model_sha256")
+            and info.get("sha256") == file_sha256(path)
+        ):
             found.append(("manifest", str(info["model_sha256"])))
     return found
 
@@ -263,12 +280,14 @@ def check_model_sha(recorded: str | None, model_dir: Path, what: str) -> None:
         raise ModelMismatchError(
             f"{what} records no model sha256, so nothing proves its IDs were assigned by "
             f"{weights}; use the ids.parquet of `tarq assign-ids` or an export with its manifest "
-            "(or pass allow_unverified=True)")
+            "(or pass allow_unverified=True)"
+        )
     actual = file_sha256(weights)
     if actual != recorded:
         raise ModelMismatchError(
             f"{what} was assigned by another model (sha256 {recorded[:12]}) than {weights} "
-            f"(sha256 {actual[:12]}): semantic IDs and weights must come from the same model")
+            f"(sha256 {actual[:12]}): semantic IDs and weights must come from the same model"
+        )
 
 
 # -- per-candidate scoring kernels ----------------------------------------------------------
@@ -281,8 +300,14 @@ def _block_rows(v_hat: torch.Tensor, rows: torch.Tensor | None, s: int, e: int) 
     return v_hat[s:e] if rows is None else v_hat.index_select(0, rows[s:e])
 
 
-def two_tower_logits(u_hat: torch.Tensor, v_hat: torch.Tensor, scale: float, bias: float,
-                     rows: torch.Tensor | None = None, block: int = BLOCK) -> torch.Tensor:
+def two_tower_logits(
+    u_hat: torch.Tensor,
+    v_hat: torch.Tensor,
+    scale: float,
+    bias: float,
+    rows: torch.Tensor | None = None,
+    block: int = BLOCK,
+) -> torch.Tensor:
     """TT: s · ⟨v̂_user, v̂_item⟩ + b.
 
     Args:
@@ -299,10 +324,17 @@ def two_tower_logits(u_hat: torch.Tensor, v_hat: torch.Tensor, scale: float, bia
     return out.mul_(scale).add_(bias)
 
 
-def tarq_logits(u_hat: torch.Tensor, personal: torch.Tensor, v_hat: torch.Tensor,
-                flat_codes: torch.Tensor, scale: float, bias: float,
-                pool_logits: torch.Tensor | None = None, rows: torch.Tensor | None = None,
-                block: int = 2048) -> torch.Tensor:
+def tarq_logits(
+    u_hat: torch.Tensor,
+    personal: torch.Tensor,
+    v_hat: torch.Tensor,
+    flat_codes: torch.Tensor,
+    scale: float,
+    bias: float,
+    pool_logits: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
+    block: int = 2048,
+) -> torch.Tensor:
     """TARQ candidates: s · (⟨v̂_u, v̂_i⟩ + cos(Σ_l w_il Ĉ[l, c_il], v̂_i)) + b.
 
     Args:
@@ -330,16 +362,18 @@ def tarq_logits(u_hat: torch.Tensor, personal: torch.Tensor, v_hat: torch.Tensor
             weights = torch.softmax(pool_logits[codes], dim=1).reshape(-1)
         # One fused gather-sum of the m rows per candidate; 1-D input + offsets is the
         # embedding_bag layout with the least overhead.
-        h = F.embedding_bag(codes.reshape(-1), personal, offsets[: e - s], mode="sum",
-                            per_sample_weights=weights)
+        h = F.embedding_bag(
+            codes.reshape(-1), personal, offsets[: e - s], mode="sum", per_sample_weights=weights
+        )
         o = out[s:e]
-        torch.mv(v, u_hat, out=o)                                             # ⟨v̂_u, v̂_i⟩
+        torch.mv(v, u_hat, out=o)  # ⟨v̂_u, v̂_i⟩
         o += torch.linalg.vecdot(h, v).div_(torch.linalg.vector_norm(h, dim=1).clamp_min_(EPS))
     return out.mul_(scale).add_(bias)
 
 
-def target_attention_keys(ta_attn: torch.nn.Module, h_seq: torch.Tensor
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+def target_attention_keys(
+    ta_attn: torch.nn.Module, h_seq: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-request keys and values of the target attention: (1, H, S, dh) each."""
     h = ta_attn.n_heads
     k = ta_attn.k(h_seq).view(1, -1, h, ta_attn.head_dim).transpose(1, 2)
@@ -347,10 +381,19 @@ def target_attention_keys(ta_attn: torch.nn.Module, h_seq: torch.Tensor
     return k, v
 
 
-def target_attention_logits(ta_attn: torch.nn.Module, keys: torch.Tensor, values: torch.Tensor,
-                            mask: torch.Tensor, u_hat: torch.Tensor, x_item: torch.Tensor,
-                            v_hat: torch.Tensor, scale: float, bias: float,
-                            rows: torch.Tensor | None = None, block: int = 1024) -> torch.Tensor:
+def target_attention_logits(
+    ta_attn: torch.nn.Module,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    u_hat: torch.Tensor,
+    x_item: torch.Tensor,
+    v_hat: torch.Tensor,
+    scale: float,
+    bias: float,
+    rows: torch.Tensor | None = None,
+    block: int = 1024,
+) -> torch.Tensor:
     """Full target attention: every candidate attends over the whole history.
 
     Args:
@@ -370,7 +413,7 @@ def target_attention_logits(ta_attn: torch.nn.Module, keys: torch.Tensor, values
         e = min(s + block, n)
         v = _block_rows(v_hat, rows, s, e)
         x = _block_rows(x_item, rows, s, e)
-        q = ta_attn.q(x).view(1, e - s, heads, dh).transpose(1, 2)              # (1, H, nb, dh)
+        q = ta_attn.q(x).view(1, e - s, heads, dh).transpose(1, 2)  # (1, H, nb, dh)
         o = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask)
         h_tar = ta_attn.out(o.transpose(1, 2).reshape(e - s, d))
         torch.mv(v, u_hat, out=out[s:e])
@@ -402,19 +445,30 @@ class Scorer:
     is written after construction).
     """
 
-    def __init__(self, model: torch.nn.Module, layout: FeatureLayout, vocabs: dict[str, Vocab],
-                 item_ids: np.ndarray, codes: np.ndarray, v_item: np.ndarray,
-                 version: int | None = None, source: str = "",
-                 max_candidates: int | None = MAX_CANDIDATES) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        layout: FeatureLayout,
+        vocabs: dict[str, Vocab],
+        item_ids: np.ndarray,
+        codes: np.ndarray,
+        v_item: np.ndarray,
+        version: int | None = None,
+        source: str = "",
+        max_candidates: int | None = MAX_CANDIDATES,
+    ) -> None:
         """Args: model (TARQ, eval mode), layout, vocabularies of the user/item fields,
         item_ids (N,), codes (N, m), v_item (N, d) of the ID table; version/source for logs;
         max_candidates: the most candidates one request may score (None: no cap).
         """
-        if max_candidates is not None and (isinstance(max_candidates, bool)
-                                           or not isinstance(max_candidates, int)
-                                           or max_candidates < 1):
-            raise ValueError(f"max_candidates must be a positive integer or None, got "
-                             f"{max_candidates!r}")
+        if max_candidates is not None and (
+            isinstance(max_candidates, bool)
+            or not isinstance(max_candidates, int)
+            or max_candidates < 1
+        ):
+            raise ValueError(
+                f"max_candidates must be a positive integer or None, got {max_candidates!r}"
+            )
         if not hasattr(model, "rq_attention"):
             raise ValueError(f"the Scorer needs a TARQ model, got {type(model).__name__}")
         m, k = model.config.n_codebooks, model.config.codebook_size
@@ -422,8 +476,9 @@ class Scorer:
         if codes.ndim != 2 or codes.shape[1] != m:
             raise ValueError(f"ID table has {codes.shape[-1]} code columns, the model m = {m}")
         if v_item.shape != (item_ids.shape[0], d):
-            raise ValueError(f"item vectors have shape {v_item.shape}, expected "
-                             f"({item_ids.shape[0]}, {d})")
+            raise ValueError(
+                f"item vectors have shape {v_item.shape}, expected ({item_ids.shape[0]}, {d})"
+            )
         if codes.size and (codes.min() < 0 or codes.max() >= k):
             raise ValueError(f"codes outside [0, {k}) in the ID table")
         order = np.argsort(item_ids, kind="stable")
@@ -432,8 +487,9 @@ class Scorer:
             raise ValueError("the ID table holds an item more than once")
         offsets = np.arange(m, dtype=np.int64) * k
         self._flat_codes = torch.from_numpy(np.ascontiguousarray(codes[order] + offsets))
-        self._v_hat = unit_rows(torch.from_numpy(np.ascontiguousarray(v_item[order],
-                                                                      dtype=np.float32)))
+        self._v_hat = unit_rows(
+            torch.from_numpy(np.ascontiguousarray(v_item[order], dtype=np.float32))
+        )
         self.model = model.eval()
         self.layout = layout
         self.vocabs = vocabs
@@ -454,9 +510,14 @@ class Scorer:
         return model, layout, vocabs
 
     @classmethod
-    def from_paths(cls, db_path: Path, model_dir: Path, version: int | None = None,
-                   check_model: bool = True,
-                   max_candidates: int | None = MAX_CANDIDATES) -> Scorer:
+    def from_paths(
+        cls,
+        db_path: Path,
+        model_dir: Path,
+        version: int | None = None,
+        check_model: bool = True,
+        max_candidates: int | None = MAX_CANDIDATES,
+    ) -> Scorer:
         """The served (or a given kept) published version of the warehouse + the model.
 
         ``check_model`` refuses a table whose IDs were assigned by other weights than
@@ -471,24 +532,31 @@ class Scorer:
                 if not served:
                     raise ValueError(f"{db_path}: no semantic-ID version is published yet")
                 version = int(served[0][0])
-            reg = con.execute(sqlfiles.load_sql("publish/get_version"),
-                              {"version": version}).fetchall()
+            reg = con.execute(
+                sqlfiles.load_sql("publish/get_version"), {"version": version}
+            ).fetchall()
             if not reg or reg[0][12] != "published":
                 raise ValueError(f"{db_path}: version {version} is not a kept published version")
-            table = con.sql(sqlfiles.render("publish/read_version",
-                                            table=reg[0][1])).to_arrow_table()
+            table = con.sql(
+                sqlfiles.render("publish/read_version", table=reg[0][1])
+            ).to_arrow_table()
             model_sha = reg[0][6]
             con.commit()
         if check_model:
-            check_model_sha(model_sha or None, Path(model_dir),
-                            f"published version {version} of {db_path}")
-        return cls._from_table(table, model_dir, version, f"{db_path}#v{version}",
-                               max_candidates)
+            check_model_sha(
+                model_sha or None, Path(model_dir), f"published version {version} of {db_path}"
+            )
+        return cls._from_table(table, model_dir, version, f"{db_path}#v{version}", max_candidates)
 
     @classmethod
-    def from_parquet(cls, path: Path, model_dir: Path, model_sha256: str | None = None,
-                     allow_unverified: bool = False,
-                     max_candidates: int | None = MAX_CANDIDATES) -> Scorer:
+    def from_parquet(
+        cls,
+        path: Path,
+        model_dir: Path,
+        model_sha256: str | None = None,
+        allow_unverified: bool = False,
+        max_candidates: int | None = MAX_CANDIDATES,
+    ) -> Scorer:
         """An ``ids.parquet`` or a published Parquet export + the model.
 
         The IDs must have been assigned by ``model_dir/model.pt``: its sha256 is compared,
@@ -512,22 +580,26 @@ class Scorer:
         return cls._from_table(table, model_dir, None, str(path), max_candidates)
 
     @classmethod
-    def _from_table(cls, table: pa.Table, model_dir: Path, version: int | None,
-                    source: str, max_candidates: int | None = MAX_CANDIDATES) -> Scorer:
+    def _from_table(
+        cls,
+        table: pa.Table,
+        model_dir: Path,
+        version: int | None,
+        source: str,
+        max_candidates: int | None = MAX_CANDIDATES,
+    ) -> Scorer:
         item_ids, codes, v_item = ids_arrays(table)
         if version is None and "version" in table.column_names and len(table):
             version = int(table.column("version")[0].as_py())
         model, layout, vocabs = cls._load_model(Path(model_dir))
-        return cls(model, layout, vocabs, item_ids, codes, v_item, version, source,
-                   max_candidates)
+        return cls(model, layout, vocabs, item_ids, codes, v_item, version, source, max_candidates)
 
     # -- scoring ------------------------------------------------------------------------
     @property
     def n_items(self) -> int:
         return int(self._item_ids.size)
 
-    def rows(self, candidate_item_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray,
-                                                                            np.ndarray]:
+    def rows(self, candidate_item_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Table rows of the candidates: (rows (N,) int64, known (N,) bool).
 
         Raises:
@@ -540,12 +612,18 @@ class Scorer:
         return pos_c, known
 
     @torch.inference_mode()
-    def request_state(self, user_profile: dict[str, Any], history: Sequence[dict[str, Any]],
-                      request_ts: Any = None) -> RequestState:
+    def request_state(
+        self,
+        user_profile: dict[str, Any],
+        history: Sequence[dict[str, Any]],
+        request_ts: Any = None,
+    ) -> RequestState:
         """The fixed per-request cost: user tower and the m·K personalised codebook entries."""
         if user_profile is None:
-            raise ValueError("user_profile is null: send {} for a user without profile fields "
-                             "(each field then scores as an unknown id)")
+            raise ValueError(
+                "user_profile is null: send {} for a user without profile fields "
+                "(each field then scores as an unknown id)"
+            )
         if not isinstance(user_profile, dict):
             raise ValueError(f"user_profile must be a dict, got {type(user_profile).__name__}")
         user = encode_user(user_profile, self.layout, self.vocabs)
@@ -557,8 +635,12 @@ class Scorer:
         return RequestState(unit_rows(state.v_user)[0].contiguous(), personal.contiguous(), pool)
 
     @torch.inference_mode()
-    def score_state(self, state: RequestState, candidate_item_ids: Sequence[int] | np.ndarray,
-                    unknown: str = "raise") -> np.ndarray:
+    def score_state(
+        self,
+        state: RequestState,
+        candidate_item_ids: Sequence[int] | np.ndarray,
+        unknown: str = "raise",
+    ) -> np.ndarray:
         """Per-candidate cost: logits (N,) float32 of the candidates for a computed request."""
         if unknown not in UNKNOWN_MODES:
             raise ValueError(f"unknown must be one of {UNKNOWN_MODES}, got {unknown!r}")
@@ -569,18 +651,30 @@ class Scorer:
                 raise UnknownItemError(ids[~known], rows.size)
             rows = rows[known]
         head = self.model.head
-        logits = tarq_logits(state.u_hat, state.personal, self._v_hat, self._flat_codes,
-                             float(head.scale), float(head.bias), state.pool_logits,
-                             rows=torch.from_numpy(rows)).numpy()
+        logits = tarq_logits(
+            state.u_hat,
+            state.personal,
+            self._v_hat,
+            self._flat_codes,
+            float(head.scale),
+            float(head.bias),
+            state.pool_logits,
+            rows=torch.from_numpy(rows),
+        ).numpy()
         if known.all():
             return logits
         out = np.full(known.size, np.nan, dtype=np.float32)
         out[known] = logits
         return out
 
-    def score(self, user_profile: dict[str, Any], history: Sequence[dict[str, Any]],
-              candidate_item_ids: Sequence[int] | np.ndarray,
-              unknown: str = "raise", request_ts: Any = None) -> np.ndarray:
+    def score(
+        self,
+        user_profile: dict[str, Any],
+        history: Sequence[dict[str, Any]],
+        candidate_item_ids: Sequence[int] | np.ndarray,
+        unknown: str = "raise",
+        request_ts: Any = None,
+    ) -> np.ndarray:
         """Logits (N,) float32 of one request's candidates; σ(logit) = click probability.
 
         Args:
@@ -594,5 +688,6 @@ class Scorer:
             request_ts: time of the request (default: now), the reference of the behaviours'
                 time gaps.
         """
-        return self.score_state(self.request_state(user_profile, history, request_ts),
-                                candidate_item_ids, unknown)
+        return self.score_state(
+            self.request_state(user_profile, history, request_ts), candidate_item_ids, unknown
+        )

@@ -66,8 +66,16 @@ IDS_ARTIFACT = "ids.parquet"
 
 def _pip_requirements() -> list[str]:
     # Pinned like pyproject.toml; passing them also skips MLflow's slow dependency inference.
-    return ["torch==2.13.0", "numpy", "pandas==3.1.1", "pyarrow==25.0.1", "faiss-cpu==1.15.1",
-            "duckdb==2.0.0", "tqdm", f"mlflow=={mlflow.__version__}"]
+    return [
+        "torch==2.13.0",
+        "numpy",
+        "pandas==3.1.1",
+        "pyarrow==25.0.1",
+        "faiss-cpu==1.15.1",
+        "duckdb==2.0.0",
+        "tqdm",
+        f"mlflow=={mlflow.__version__}",
+    ]
 
 
 def _as_list(value: Any, what: str) -> list[Any]:
@@ -96,8 +104,10 @@ def _requests(model_input: Any) -> list[dict[str, Any]]:
     elif isinstance(model_input, list):
         records = model_input
     else:
-        raise ValueError(f"unsupported request type {type(model_input).__name__}; send records "
-                         "with user_profile, history and candidate_item_ids")
+        raise ValueError(
+            f"unsupported request type {type(model_input).__name__}; send records "
+            "with user_profile, history and candidate_item_ids"
+        )
     out = []
     for i, r in enumerate(records):
         if not isinstance(r, dict):
@@ -118,11 +128,19 @@ def _requests(model_input: Any) -> list[dict[str, Any]]:
             raise ValueError(f"request {i} unknown must be 'raise' or 'nan', got {unknown!r}")
         request_ts = r.get("request_ts")
         if _is_nat(request_ts):
-            raise ValueError(f"request {i} request_ts is NaT; omit it (or send null) to score "
-                             "at the time of the request")
-        out.append({"user_profile": profile, "history": history, "candidate_item_ids": cands,
-                    "unknown": unknown,
-                    "request_ts": None if _missing(request_ts) else request_ts})
+            raise ValueError(
+                f"request {i} request_ts is NaT; omit it (or send null) to score "
+                "at the time of the request"
+            )
+        out.append(
+            {
+                "user_profile": profile,
+                "history": history,
+                "candidate_item_ids": cands,
+                "unknown": unknown,
+                "request_ts": None if _missing(request_ts) else request_ts,
+            }
+        )
     return out
 
 
@@ -139,8 +157,10 @@ class TarqScorerModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         cfg = context.model_config or {}
         self.scorer = Scorer.from_parquet(
-            Path(context.artifacts["ids"]), Path(context.artifacts["model_dir"]),
-            max_candidates=cfg.get("max_candidates", MAX_CANDIDATES))
+            Path(context.artifacts["ids"]),
+            Path(context.artifacts["model_dir"]),
+            max_candidates=cfg.get("max_candidates", MAX_CANDIDATES),
+        )
 
     # No type hints on model_input on purpose: MLflow would turn them into a schema that
     # cannot express nested per-request records.
@@ -157,8 +177,13 @@ class TarqScorerModel(mlflow.pyfunc.PythonModel):
         scores = []
         for i, r in enumerate(requests):
             try:
-                s = self.scorer.score(r["user_profile"], r["history"], r["candidate_item_ids"],
-                                      unknown=r["unknown"], request_ts=r["request_ts"])
+                s = self.scorer.score(
+                    r["user_profile"],
+                    r["history"],
+                    r["candidate_item_ids"],
+                    unknown=r["unknown"],
+                    request_ts=r["request_ts"],
+                )
             except ValueError as exc:
                 prefix = f"request {i}: " if len(requests) > 1 else ""
                 raise _bad_request(f"{prefix}{exc}") from None
@@ -208,8 +233,9 @@ def model_config(max_candidates: int | None = MAX_CANDIDATES) -> dict[str, Any]:
     return {"max_candidates": max_candidates}
 
 
-def save_scorer_model(path: Path, model_dir: Path, ids_path: Path,
-                      max_candidates: int | None = MAX_CANDIDATES) -> Path:
+def save_scorer_model(
+    path: Path, model_dir: Path, ids_path: Path, max_candidates: int | None = MAX_CANDIDATES
+) -> Path:
     """Write a self-contained pyfunc model directory (``mlflow.pyfunc.load_model``-able).
 
     Args:
@@ -221,20 +247,30 @@ def save_scorer_model(path: Path, model_dir: Path, ids_path: Path,
     """
     with staged_artifacts(model_dir, ids_path) as artifacts:
         mlflow.pyfunc.save_model(
-            path=str(path), python_model=str(MODEL_CODE), artifacts=artifacts,
-            model_config=model_config(max_candidates), pip_requirements=_pip_requirements(),
+            path=str(path),
+            python_model=str(MODEL_CODE),
+            artifacts=artifacts,
+            model_config=model_config(max_candidates),
+            pip_requirements=_pip_requirements(),
         )
     return Path(path)
 
 
-def log_scorer_model(name: str, model_dir: Path, ids_path: Path,
-                     registered_model_name: str | None = None,
-                     max_candidates: int | None = MAX_CANDIDATES) -> Any:
+def log_scorer_model(
+    name: str,
+    model_dir: Path,
+    ids_path: Path,
+    registered_model_name: str | None = None,
+    max_candidates: int | None = MAX_CANDIDATES,
+) -> Any:
     """``mlflow.pyfunc.log_model`` of the scorer in the active run; returns its ModelInfo."""
     with staged_artifacts(model_dir, ids_path) as artifacts:
         return mlflow.pyfunc.log_model(
-            name=name, python_model=str(MODEL_CODE), artifacts=artifacts,
-            model_config=model_config(max_candidates), pip_requirements=_pip_requirements(),
+            name=name,
+            python_model=str(MODEL_CODE),
+            artifacts=artifacts,
+            model_config=model_config(max_candidates),
+            pip_requirements=_pip_requirements(),
             registered_model_name=registered_model_name,
         )
 
@@ -251,13 +287,17 @@ def check_model_code(local_path: Path) -> None:
     flavor = Model.load(str(local_path)).flavors.get("python_function") or {}
     code = flavor.get("model_code_path")
     if "python_model" in flavor or not code:
-        raise ValueError(f"{local_path}: not a models-from-code scorer (MLmodel names "
-                         f"{flavor.get('python_model') or 'no model code'}); refused to load, "
-                         "nothing was unpickled")
+        raise ValueError(
+            f"{local_path}: not a models-from-code scorer (MLmodel names "
+            f"{flavor.get('python_model') or 'no model code'}); refused to load, "
+            "nothing was unpickled"
+        )
     saved = Path(local_path) / Path(code).name
     if not saved.is_file() or saved.read_bytes() != MODEL_CODE.read_bytes():
-        raise ValueError(f"{saved}: the saved model code differs from {MODEL_CODE.name} of the "
-                         "installed tarq; refused to load")
+        raise ValueError(
+            f"{saved}: the saved model code differs from {MODEL_CODE.name} of the "
+            "installed tarq; refused to load"
+        )
 
 
 def load_scorer_model(model_uri: str, max_candidates: int | None = None) -> Any:

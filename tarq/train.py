@@ -82,8 +82,13 @@ def _samples_fingerprint(samples: Path) -> str:
     return "files:" + ",".join(f"{f.parent.name}/{f.name}:{f.stat().st_size}" for f in files)
 
 
-def checkpoint_inputs(samples: str | Path, model_name: str, mcfg: ModelConfig, tcfg: TrainConfig,
-                      warm: WarmStart | None) -> dict[str, Any]:
+def checkpoint_inputs(
+    samples: str | Path,
+    model_name: str,
+    mcfg: ModelConfig,
+    tcfg: TrainConfig,
+    warm: WarmStart | None,
+) -> dict[str, Any]:
     """What a checkpoint was made from (samples fingerprint, model, settings, parent): a
     resume must match it, or it would continue other weights under the new run's name."""
     from tarq.semantic_ids import file_sha256
@@ -91,10 +96,18 @@ def checkpoint_inputs(samples: str | Path, model_name: str, mcfg: ModelConfig, t
     train_cfg = {k: v for k, v in asdict(tcfg).items() if k not in _RESUMABLE}
     parent = None
     if warm is not None:
-        parent = {**warm.to_dict(), "parent_dir": None,
-                  "parent_sha256": file_sha256(Path(warm.parent_dir) / "model.pt")}
-    out = {"samples": _samples_fingerprint(Path(samples)), "model_name": model_name,
-           "model": mcfg.to_dict(), "train": train_cfg, "warm": parent}
+        parent = {
+            **warm.to_dict(),
+            "parent_dir": None,
+            "parent_sha256": file_sha256(Path(warm.parent_dir) / "model.pt"),
+        }
+    out = {
+        "samples": _samples_fingerprint(Path(samples)),
+        "model_name": model_name,
+        "model": mcfg.to_dict(),
+        "train": train_cfg,
+        "warm": parent,
+    }
     return json.loads(json.dumps(out, sort_keys=True, default=str))  # as stored (JSON)
 
 
@@ -113,11 +126,15 @@ def _check_resume(ckpt_path: Path, ckpt: dict[str, Any], inputs: dict[str, Any])
     have = json.loads(ckpt["inputs"]) if "inputs" in ckpt else None
     if have == inputs:
         return
-    what = ("it records no inputs (made by an older version)" if have is None else
-            "it was made from other inputs: " + "; ".join(_differences(have, inputs)[:4]))
+    what = (
+        "it records no inputs (made by an older version)"
+        if have is None
+        else "it was made from other inputs: " + "; ".join(_differences(have, inputs)[:4])
+    )
     raise CheckpointMismatch(
         f"{ckpt_path}: will not resume: {what}. Train into another --out, or pass --fresh "
-        "(train(resume=False)) to start over in this folder")
+        "(train(resume=False)) to start over in this folder"
+    )
 
 
 VALID_SPLITS = ("time", "hash")
@@ -171,7 +188,9 @@ def load_config(path: str | Path | None) -> tuple[ModelConfig, TrainConfig]:
     unknown = set(data) - {"model", "train", "model_name"}
     if unknown:
         raise ValueError(f"{p}: unknown config sections {sorted(unknown)}")
-    return ModelConfig.from_dict(data.get("model", {})), TrainConfig.from_dict(data.get("train", {}))
+    return ModelConfig.from_dict(data.get("model", {})), TrainConfig.from_dict(
+        data.get("train", {})
+    )
 
 
 @dataclass(frozen=True)
@@ -241,8 +260,12 @@ class TrainResult:
         Raises:
             ValueError: another key is missing (not a training result).
         """
-        old: dict[str, Any] = {"valid_random": None, "valid_slice": None, "rows_trained": None,
-                               "warm_start": {"mode": "cold"}}
+        old: dict[str, Any] = {
+            "valid_random": None,
+            "valid_slice": None,
+            "rows_trained": None,
+            "warm_start": {"mode": "cold"},
+        }
         names = [f.name for f in dataclasses.fields(cls)]
         missing = [n for n in names if n not in data and n not in old]
         if missing:
@@ -286,8 +309,9 @@ def train(
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = FILL_UNINITIALIZED_MEMORY
     try:
-        return _train(samples, model_name, out_dir, model_config, train_config, resume,
-                      progress, warm)
+        return _train(
+            samples, model_name, out_dir, model_config, train_config, resume, progress, warm
+        )
     finally:
         torch.set_num_threads(threads_before)
         torch.use_deterministic_algorithms(deterministic_before)
@@ -321,11 +345,24 @@ def _train(
     optim = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     ckpt_path = out / CHECKPOINT
     inputs = checkpoint_inputs(samples, model_name, mcfg, tcfg, warm)
-    run = _starting_point(model, optim, model_name, tcfg, sset, streams.cutoff, ckpt_path,
-                          inputs if resume else None, parent, warm_info)
+    run = _starting_point(
+        model,
+        optim,
+        model_name,
+        tcfg,
+        sset,
+        streams.cutoff,
+        ckpt_path,
+        inputs if resume else None,
+        parent,
+        warm_info,
+    )
     history = run.history
-    net: torch.nn.Module = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
-        model, find_unused_parameters=True)
+    net: torch.nn.Module = (
+        model
+        if world == 1
+        else torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    )
     model.train()
     train_seconds = float(sum(h["seconds"] for h in history))
     samples_seen = int(sum(h["samples"] for h in history))
@@ -337,10 +374,23 @@ def _train(
             break  # early stop: validation AUC has not improved for `patience` epochs
         train_stream.set_epoch(epoch)
         t0 = time.perf_counter()
-        bar = tqdm(total=steps, desc=f"{model_name} epoch {epoch + 1}/{tcfg.epochs}",
-                   disable=not show, file=sys.stderr, mininterval=2.0)
-        record = _train_epoch(net, model, optim, train_stream, steps, tcfg.grad_clip, bar,
-                              f"{model_name} epoch {epoch}")
+        bar = tqdm(
+            total=steps,
+            desc=f"{model_name} epoch {epoch + 1}/{tcfg.epochs}",
+            disable=not show,
+            file=sys.stderr,
+            mininterval=2.0,
+        )
+        record = _train_epoch(
+            net,
+            model,
+            optim,
+            train_stream,
+            steps,
+            tcfg.grad_clip,
+            bar,
+            f"{model_name} epoch {epoch}",
+        )
         bar.close()
         seconds = time.perf_counter() - t0
         n_samples = record.pop("batches") * tcfg.batch_size * world
@@ -348,8 +398,9 @@ def _train(
         samples_seen += n_samples
         record = {"epoch": epoch, "seconds": round(seconds, 3), "samples": n_samples, **record}
         if rank == 0:
-            improved = _end_epoch(model, optim, model_name, mcfg, streams, run, record, epoch,
-                                  ckpt_path, inputs)
+            improved = _end_epoch(
+                model, optim, model_name, mcfg, streams, run, record, epoch, ckpt_path, inputs
+            )
             bad_epochs = 0 if improved else bad_epochs + 1
         if world > 1:  # every rank stops early together: rank 0 decides
             flag = torch.tensor([bad_epochs], dtype=torch.int64)
@@ -395,8 +446,15 @@ class _Streams:
     steps: int  # optimizer steps per epoch (max_steps_per_epoch applied)
 
 
-def _streams(samples: str | Path, sset: SampleSet, tcfg: TrainConfig, since: dt.date | None,
-             replay: int, rank: int, world: int) -> _Streams:
+def _streams(
+    samples: str | Path,
+    sset: SampleSet,
+    tcfg: TrainConfig,
+    since: dt.date | None,
+    replay: int,
+    rank: int,
+    world: int,
+) -> _Streams:
     if tcfg.valid_split not in VALID_SPLITS:
         raise ValueError(f"valid_split must be one of {VALID_SPLITS}, got {tcfg.valid_split!r}")
     if tcfg.valid_split == "hash" and tcfg.valid_folds < 1:
@@ -404,18 +462,34 @@ def _streams(samples: str | Path, sset: SampleSet, tcfg: TrainConfig, since: dt.
     # Rows from the cutoff on are the temporal slice: never trained on, replay included.
     cutoff = temporal_cutoff(sset, "train", since) if tcfg.valid_split == "time" else None
     train_stream = BatchStream(
-        sset, "train", tcfg.batch_size, folds=(tcfg.valid_folds, 100), shuffle=True,
-        seed=tcfg.seed, buffer_rows=tcfg.shuffle_buffer, rank=rank, world=world, drop_last=True,
-        since_day=since, replay_folds=replay, ts_before=cutoff,
+        sset,
+        "train",
+        tcfg.batch_size,
+        folds=(tcfg.valid_folds, 100),
+        shuffle=True,
+        seed=tcfg.seed,
+        buffer_rows=tcfg.shuffle_buffer,
+        rank=rank,
+        world=world,
+        drop_last=True,
+        since_day=since,
+        replay_folds=replay,
+        ts_before=cutoff,
     )
     random_stream: BatchStream | None = None
     if tcfg.valid_folds:
-        random_stream = BatchStream(sset, "train", tcfg.eval_batch_size,
-                                    folds=(0, tcfg.valid_folds), since_day=since,
-                                    ts_before=cutoff)
+        random_stream = BatchStream(
+            sset,
+            "train",
+            tcfg.eval_batch_size,
+            folds=(0, tcfg.valid_folds),
+            since_day=since,
+            ts_before=cutoff,
+        )
         if since is not None and random_stream.rows() == 0:
-            random_stream = BatchStream(sset, "train", tcfg.eval_batch_size,
-                                        folds=(0, tcfg.valid_folds), ts_before=cutoff)
+            random_stream = BatchStream(
+                sset, "train", tcfg.eval_batch_size, folds=(0, tcfg.valid_folds), ts_before=cutoff
+            )
         if random_stream.rows() == 0:
             random_stream = None
     if cutoff is not None:
@@ -423,8 +497,10 @@ def _streams(samples: str | Path, sset: SampleSet, tcfg: TrainConfig, since: dt.
     elif random_stream is not None:
         valid_stream, random_stream = random_stream, None
     else:
-        raise ValueError(f"{samples}: no validation rows (valid_split {tcfg.valid_split!r}, "
-                         f"valid_folds {tcfg.valid_folds})")
+        raise ValueError(
+            f"{samples}: no validation rows (valid_split {tcfg.valid_split!r}, "
+            f"valid_folds {tcfg.valid_folds})"
+        )
     steps = len(train_stream)
     if tcfg.max_steps_per_epoch:
         steps = min(steps, tcfg.max_steps_per_epoch)
@@ -433,19 +509,27 @@ def _streams(samples: str | Path, sset: SampleSet, tcfg: TrainConfig, since: dt.
             f"{samples}: {train_stream.rows()} training rows are fewer than one batch "
             f"of {tcfg.batch_size} per process"
         )
-    return _Streams(train_stream, valid_stream, random_stream,
-                    BatchStream(sset, "test", tcfg.eval_batch_size), cutoff, steps)
+    return _Streams(
+        train_stream,
+        valid_stream,
+        random_stream,
+        BatchStream(sset, "test", tcfg.eval_batch_size),
+        cutoff,
+        steps,
+    )
 
 
-def _open_samples(samples: str | Path, model_name: str, mcfg: ModelConfig,
-                  warm: WarmStart | None) -> tuple[SampleSet, Parent | None, dict[str, Any]]:
+def _open_samples(
+    samples: str | Path, model_name: str, mcfg: ModelConfig, warm: WarmStart | None
+) -> tuple[SampleSet, Parent | None, dict[str, Any]]:
     """The sample set (a warm run's vocabularies extended by today's ids), the warm parent
     (None when cold) and the ``warm_start`` record of metrics.json."""
     sset = SampleSet.open(samples)
     if warm is None:
         return sset, None, {"mode": "cold"}
-    parent = load_parent(warm.parent_dir, model_name, mcfg, sset.layout,
-                         with_optimizer=warm.carry_optimizer)
+    parent = load_parent(
+        warm.parent_dir, model_name, mcfg, sset.layout, with_optimizer=warm.carry_optimizer
+    )
     sset, added = extend_sample_set(sset, parent)
     return sset, parent, {"mode": "warm", **warm.to_dict(), "vocab_added": added}
 
@@ -461,9 +545,16 @@ class _Start:
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-def _train_epoch(net: torch.nn.Module, model: torch.nn.Module, optim: torch.optim.Optimizer,
-                 stream: BatchStream, steps: int, grad_clip: float | None, bar: tqdm,
-                 where: str) -> dict[str, Any]:
+def _train_epoch(
+    net: torch.nn.Module,
+    model: torch.nn.Module,
+    optim: torch.optim.Optimizer,
+    stream: BatchStream,
+    steps: int,
+    grad_clip: float | None,
+    bar: tqdm,
+    where: str,
+) -> dict[str, Any]:
     """One epoch of at most ``steps`` optimizer steps (``net`` is ``model`` or its DDP wrapper).
 
     Returns {"batches", "loss" (mean weighted total), "loss_terms" (mean unweighted terms)}.
@@ -488,13 +579,21 @@ def _train_epoch(net: torch.nn.Module, model: torch.nn.Module, optim: torch.opti
         bar.update(1)
         if n_batches % 20 == 0:
             bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
-    return {"batches": n_batches, "loss": loss_sum / max(n_batches, 1),
-            "loss_terms": {k: v / max(n_batches, 1) for k, v in parts_sum.items()}}
+    return {
+        "batches": n_batches,
+        "loss": loss_sum / max(n_batches, 1),
+        "loss_terms": {k: v / max(n_batches, 1) for k, v in parts_sum.items()},
+    }
 
 
-def _final_metrics(model: torch.nn.Module, model_name: str, mcfg: ModelConfig,
-                   tcfg: TrainConfig, streams: _Streams,
-                   run: _Start) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _final_metrics(
+    model: torch.nn.Module,
+    model_name: str,
+    mcfg: ModelConfig,
+    tcfg: TrainConfig,
+    streams: _Streams,
+    run: _Start,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The selected model's validation and test metrics (the first :class:`TrainResult`
     fields, ``valid_random`` None without a random slice) and the test day's arrays (labels,
     scores, user and item keys) for predictions.parquet."""
@@ -504,20 +603,34 @@ def _final_metrics(model: torch.nn.Module, model_name: str, mcfg: ModelConfig,
         "model": model_name,
         "test": public_metrics(test),
         "valid": public_metrics(val),
-        "valid_random": (public_metrics(evaluate(model, streams.random, mcfg.codebook_size))
-                         if streams.random is not None else None),
-        "valid_slice": {"split": tcfg.valid_split, "valid_folds": tcfg.valid_folds,
-                        "time_from": (streams.cutoff.isoformat()
-                                      if streams.cutoff is not None else None)},
+        "valid_random": (
+            public_metrics(evaluate(model, streams.random, mcfg.codebook_size))
+            if streams.random is not None
+            else None
+        ),
+        "valid_slice": {
+            "split": tcfg.valid_split,
+            "valid_folds": tcfg.valid_folds,
+            "time_from": (streams.cutoff.isoformat() if streams.cutoff is not None else None),
+        },
         "best_epoch": run.best_epoch,
         "epochs_run": len(run.history),
     }
     return result, test["_arrays"]
 
 
-def _end_epoch(model: torch.nn.Module, optim: torch.optim.Optimizer, model_name: str,
-               mcfg: ModelConfig, streams: _Streams, run: _Start, record: dict[str, Any],
-               epoch: int, ckpt_path: Path, inputs: dict[str, Any]) -> bool:
+def _end_epoch(
+    model: torch.nn.Module,
+    optim: torch.optim.Optimizer,
+    model_name: str,
+    mcfg: ModelConfig,
+    streams: _Streams,
+    run: _Start,
+    record: dict[str, Any],
+    epoch: int,
+    ckpt_path: Path,
+    inputs: dict[str, Any],
+) -> bool:
     """Score the validation slice(s), keep the best state, append ``record`` to the history
     and checkpoint the run (rank 0). Returns whether the validation AUC improved."""
     auc = evaluate(model, streams.valid, mcfg.codebook_size)["auc"]
@@ -531,20 +644,34 @@ def _end_epoch(model: torch.nn.Module, optim: torch.optim.Optimizer, model_name:
     run.history.append(record)
     save_atomic(
         {
-            "model_name": model_name, "epoch": epoch, "model": model.state_dict(),
-            "optim": optim.state_dict(), "best_auc": run.best_auc, "best_epoch": run.best_epoch,
-            "best_state": run.best_state, "history": json.dumps(run.history),
-            "rng": torch.get_rng_state(), "inputs": json.dumps(inputs, sort_keys=True),
+            "model_name": model_name,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optim": optim.state_dict(),
+            "best_auc": run.best_auc,
+            "best_epoch": run.best_epoch,
+            "best_state": run.best_state,
+            "history": json.dumps(run.history),
+            "rng": torch.get_rng_state(),
+            "inputs": json.dumps(inputs, sort_keys=True),
         },
         ckpt_path,
     )
     return improved
 
 
-def _starting_point(model: torch.nn.Module, optim: torch.optim.Optimizer, model_name: str,
-                    tcfg: TrainConfig, sset: SampleSet, cutoff: dt.datetime | None,
-                    ckpt_path: Path, resume_inputs: dict[str, Any] | None,
-                    parent: Parent | None, warm_info: dict[str, Any]) -> _Start:
+def _starting_point(
+    model: torch.nn.Module,
+    optim: torch.optim.Optimizer,
+    model_name: str,
+    tcfg: TrainConfig,
+    sset: SampleSet,
+    cutoff: dt.datetime | None,
+    ckpt_path: Path,
+    resume_inputs: dict[str, Any] | None,
+    parent: Parent | None,
+    warm_info: dict[str, Any],
+) -> _Start:
     """Load the run's checkpoint (when ``resume_inputs`` is given and one exists), else the
     warm parent's weights (and optimizer), else k-means-initialise the codebooks."""
     if resume_inputs is not None and ckpt_path.is_file():
@@ -555,8 +682,13 @@ def _starting_point(model: torch.nn.Module, optim: torch.optim.Optimizer, model_
         model.load_state_dict(ckpt["model"])
         optim.load_state_dict(ckpt["optim"])
         torch.set_rng_state(ckpt["rng"])
-        return _Start(int(ckpt["epoch"]) + 1, float(ckpt["best_auc"]), int(ckpt["best_epoch"]),
-                      ckpt["best_state"], json.loads(ckpt["history"]))
+        return _Start(
+            int(ckpt["epoch"]) + 1,
+            float(ckpt["best_auc"]),
+            int(ckpt["best_epoch"]),
+            ckpt["best_state"],
+            json.loads(ckpt["history"]),
+        )
     if parent is not None:
         # Continue the parent: its rows and codebooks as they are (no k-means re-init).
         warm_info["grown_tables"] = {k: list(v) for k, v in load_state(model, parent.state).items()}
@@ -568,22 +700,42 @@ def _starting_point(model: torch.nn.Module, optim: torch.optim.Optimizer, model_
         return _Start()
     # k-means initialisation of the codebooks on the first training batch, before DDP
     # broadcasts rank 0's state to every rank.
-    first = next(iter(BatchStream(sset, "train", tcfg.batch_size, folds=(tcfg.valid_folds, 100),
-                                  shuffle=True, seed=tcfg.seed, buffer_rows=tcfg.shuffle_buffer,
-                                  ts_before=cutoff)))
+    first = next(
+        iter(
+            BatchStream(
+                sset,
+                "train",
+                tcfg.batch_size,
+                folds=(tcfg.valid_folds, 100),
+                shuffle=True,
+                seed=tcfg.seed,
+                buffer_rows=tcfg.shuffle_buffer,
+                ts_before=cutoff,
+            )
+        )
+    )
     model.init_codebooks(model_inputs(first))
     return _Start()
 
 
 def _write_artifacts(
-    out: Path, model: torch.nn.Module, model_name: str, mcfg: ModelConfig, tcfg: TrainConfig,
-    sset: SampleSet, result: TrainResult, arrays: dict[str, np.ndarray],
+    out: Path,
+    model: torch.nn.Module,
+    model_name: str,
+    mcfg: ModelConfig,
+    tcfg: TrainConfig,
+    sset: SampleSet,
+    result: TrainResult,
+    arrays: dict[str, np.ndarray],
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_atomic(model.state_dict(), out / "model.pt")
     (out / "config.json").write_text(
-        json.dumps({"model_name": model_name, "model": mcfg.to_dict(), "train": asdict(tcfg)},
-                   indent=2), encoding="utf-8")
+        json.dumps(
+            {"model_name": model_name, "model": mcfg.to_dict(), "train": asdict(tcfg)}, indent=2
+        ),
+        encoding="utf-8",
+    )
     sset.layout.save(out / "layout.json")
     # The vocabularies the model was trained with (a warm start's extended ones, which are
     # not the sample folder's).
@@ -613,17 +765,29 @@ def run_from_args(args: argparse.Namespace) -> int:
         tcfg.max_steps_per_epoch = args.max_steps
     warm = None
     if args.warm_from is not None:
-        warm = WarmStart(args.warm_from,
-                         dt.date.fromisoformat(args.since_day) if args.since_day else None,
-                         replay_folds=args.replay, carry_optimizer=not args.fresh_optimizer)
+        warm = WarmStart(
+            args.warm_from,
+            dt.date.fromisoformat(args.since_day) if args.since_day else None,
+            replay_folds=args.replay,
+            carry_optimizer=not args.fresh_optimizer,
+        )
     elif args.since_day:
         raise SystemExit("tarq train: --since-day needs --warm-from")
-    result = train(args.samples, args.model, args.out, mcfg, tcfg, resume=not args.no_resume,
-                   warm=warm)
+    result = train(
+        args.samples, args.model, args.out, mcfg, tcfg, resume=not args.no_resume, warm=warm
+    )
     if result is not None:  # rank 0
-        print(json.dumps({"model": result.model, **result.test,
-                          "train_seconds": result.train_seconds,
-                          "samples_per_s": result.samples_per_s}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "model": result.model,
+                    **result.test,
+                    "train_seconds": result.train_seconds,
+                    "samples_per_s": result.samples_per_s,
+                },
+                indent=2,
+            )
+        )
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0

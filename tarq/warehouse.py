@@ -37,7 +37,8 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         who = f"pid {m.group(2)} ({m.group(1)})" if m else "another process"
         raise WarehouseBusyError(
             f"warehouse {path} is in use by {who}: DuckDB lets one process write a file (or "
-            "several read it); nothing was changed, retry when it is done") from None
+            "several read it); nothing was changed, retry when it is done"
+        ) from None
 
 
 def connect(db_path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:

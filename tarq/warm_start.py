@@ -60,9 +60,12 @@ class WarmStart:
     carry_optimizer: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"parent_dir": str(self.parent_dir),
-                "since_day": str(self.since_day) if self.since_day else None,
-                "replay_folds": self.replay_folds, "carry_optimizer": self.carry_optimizer}
+        return {
+            "parent_dir": str(self.parent_dir),
+            "since_day": str(self.since_day) if self.since_day else None,
+            "replay_folds": self.replay_folds,
+            "carry_optimizer": self.carry_optimizer,
+        }
 
 
 @dataclass
@@ -81,12 +84,17 @@ class Parent:
 
 def layout_signature(layout: FeatureLayout) -> dict[str, Any]:
     """What must not change between parent and child: fields and sequence length."""
-    return {"user_fields": list(layout.user_fields), "item_fields": list(layout.item_fields),
-            "seq_fields": list(layout.seq_fields), "seq_len": int(layout.seq_len)}
+    return {
+        "user_fields": list(layout.user_fields),
+        "item_fields": list(layout.item_fields),
+        "seq_fields": list(layout.seq_fields),
+        "seq_len": int(layout.seq_len),
+    }
 
 
-def incompatibility(parent_dir: Path, model_name: str, model_config: ModelConfig,
-                    layout: FeatureLayout) -> str | None:
+def incompatibility(
+    parent_dir: Path, model_name: str, model_config: ModelConfig, layout: FeatureLayout
+) -> str | None:
     """Why ``parent_dir`` cannot be continued as ``model_name`` with these settings, or None.
 
     Reads only the parent's ``config.json`` and ``layout.json``.
@@ -103,18 +111,25 @@ def incompatibility(parent_dir: Path, model_name: str, model_config: ModelConfig
     changed = sorted(k for k in mine if mine[k] != theirs.get(k))
     if changed:
         return "model config changed: " + ", ".join(
-            f"{k} {theirs.get(k)!r} → {mine[k]!r}" for k in changed)
+            f"{k} {theirs.get(k)!r} → {mine[k]!r}" for k in changed
+        )
     old = layout_signature(FeatureLayout.load(root / "layout.json"))
     new = layout_signature(layout)
     if old != new:
         diff = sorted(k for k in new if new[k] != old.get(k))
         return "feature layout changed: " + ", ".join(
-            f"{k} {old.get(k)!r} → {new[k]!r}" for k in diff)
+            f"{k} {old.get(k)!r} → {new[k]!r}" for k in diff
+        )
     return None
 
 
-def load_parent(parent_dir: Path, model_name: str, model_config: ModelConfig,
-                layout: FeatureLayout, with_optimizer: bool = True) -> Parent:
+def load_parent(
+    parent_dir: Path,
+    model_name: str,
+    model_config: ModelConfig,
+    layout: FeatureLayout,
+    with_optimizer: bool = True,
+) -> Parent:
     """Load a compatible parent (weights-only) or raise :class:`IncompatibleParentError`."""
     from tarq.model.io import load_weights
 
@@ -132,8 +147,16 @@ def load_parent(parent_dir: Path, model_name: str, model_config: ModelConfig,
     metrics = {}
     if (root / "metrics.json").is_file():
         metrics = json.loads((root / "metrics.json").read_text(encoding="utf-8"))
-    return Parent(root, model_name, cfg["model"], playout, vocabs,
-                  load_weights(root / "model.pt"), optim, metrics)
+    return Parent(
+        root,
+        model_name,
+        cfg["model"],
+        playout,
+        vocabs,
+        load_weights(root / "model.pt"),
+        optim,
+        metrics,
+    )
 
 
 def extend_sample_set(sset: SampleSet, parent: Parent) -> tuple[SampleSet, dict[str, int]]:
@@ -157,16 +180,20 @@ def extend_sample_set(sset: SampleSet, parent: Parent) -> tuple[SampleSet, dict[
     for name, n in parent.layout.vocab_sizes.items():
         if name not in vocabs:  # fixed-size tables (action, time_gap)
             sizes[name] = max(n, sizes.get(name, 0))
-    layout = FeatureLayout(user_fields=list(sset.layout.user_fields),
-                           item_fields=list(sset.layout.item_fields),
-                           seq_fields=list(sset.layout.seq_fields),
-                           vocab_sizes=sizes, seq_len=sset.layout.seq_len)
+    layout = FeatureLayout(
+        user_fields=list(sset.layout.user_fields),
+        item_fields=list(sset.layout.item_fields),
+        seq_fields=list(sset.layout.seq_fields),
+        vocab_sizes=sizes,
+        seq_len=sset.layout.seq_len,
+    )
     return SampleSet(sset.root, layout, vocabs), added
 
 
 def _embedding_keys(model: nn.Module) -> set[str]:
-    return {f"{name}.weight" for name, mod in model.named_modules()
-            if isinstance(mod, nn.Embedding)}
+    return {
+        f"{name}.weight" for name, mod in model.named_modules() if isinstance(mod, nn.Embedding)
+    }
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
@@ -186,7 +213,8 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, tu
     missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or extra:
         raise IncompatibleParentError(
-            f"parent weights do not fit: missing {missing[:5]}, unexpected {extra[:5]}")
+            f"parent weights do not fit: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
     emb = _embedding_keys(model)
     grown: dict[str, tuple[int, int]] = {}
     merged: dict[str, torch.Tensor] = {}
@@ -195,15 +223,20 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, tu
         if theirs.shape == mine.shape:
             merged[key] = theirs
             continue
-        if (key in emb and theirs.dim() == 2 and theirs.shape[1] == mine.shape[1]
-                and theirs.shape[0] < mine.shape[0]):
+        if (
+            key in emb
+            and theirs.dim() == 2
+            and theirs.shape[1] == mine.shape[1]
+            and theirs.shape[0] < mine.shape[0]
+        ):
             t = mine.clone()
             t[: theirs.shape[0]] = theirs
             merged[key] = t
             grown[key] = (int(theirs.shape[0]), int(mine.shape[0]))
             continue
         raise IncompatibleParentError(
-            f"parent weight {key} has shape {tuple(theirs.shape)}, the model {tuple(mine.shape)}")
+            f"parent weight {key} has shape {tuple(theirs.shape)}, the model {tuple(mine.shape)}"
+        )
     model.load_state_dict(merged)
     return grown
 
@@ -224,7 +257,8 @@ def pad_optimizer_state(optim_state: dict[str, Any], model: nn.Module) -> dict[s
                 if v.dim() != p.dim() or v.shape[1:] != p.shape[1:] or v.shape[0] > p.shape[0]:
                     raise IncompatibleParentError(
                         f"optimizer state {k} of parameter {idx} has shape {tuple(v.shape)}, "
-                        f"the parameter {tuple(p.shape)}")
+                        f"the parameter {tuple(p.shape)}"
+                    )
                 pad = v.new_zeros((p.shape[0] - v.shape[0], *v.shape[1:]))
                 v = torch.cat([v, pad])
             fixed[k] = v

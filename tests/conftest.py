@@ -83,4 +83,3 @@ def prefect_api() -> Iterator[str]:
     disable_telemetry()
     with prefect_test_harness():
         yield PREFECT_API_URL.value()
-

@@ -11,15 +11,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def kill_when_file_appears(cmd: list[str], path: Path, env: dict[str, str],
-                           timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
+def kill_when_file_appears(
+    cmd: list[str], path: Path, env: dict[str, str], timeout_s: float = 240
+) -> subprocess.CompletedProcess[str]:
     """Run ``cmd`` and SIGKILL it (no cleanup, like a dead worker) once ``path`` exists.
 
     Returns the finished process (its return code is ``-SIGKILL``). Fails the test when the
     command ends first or ``path`` does not appear within ``timeout_s``.
     """
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + timeout_s
     try:
         while not path.exists():
@@ -35,8 +37,11 @@ def kill_when_file_appears(cmd: list[str], path: Path, env: dict[str, str],
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def crash_and_resume(cmd: list[str], checkpoint: Path, env: dict[str, str],
-                     ) -> tuple[int, list[dict], subprocess.CompletedProcess[str]]:
+def crash_and_resume(
+    cmd: list[str],
+    checkpoint: Path,
+    env: dict[str, str],
+) -> tuple[int, list[dict], subprocess.CompletedProcess[str]]:
     """SIGKILL a training command at its first checkpoint, then run it again to the end.
 
     Returns (epoch of the checkpoint at the kill, its history records, the finished rerun).

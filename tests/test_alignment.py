@@ -27,14 +27,18 @@ def batch() -> dict[str, torch.Tensor]:
     return Synthetic(3).batch(256, empty_share=0.1)
 
 
-def _sharpness_eval(model: torch.nn.Module,
-                    batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _sharpness_eval(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     model.init_codebooks(_inputs(batch))
     model.eval()
     with torch.no_grad():
         out = model(_inputs(batch))
-    return {k.removeprefix("align_sharpness_"): v for k, v in out.extras.items()
-            if k.startswith("align_sharpness_")}
+    return {
+        k.removeprefix("align_sharpness_"): v
+        for k, v in out.extras.items()
+        if k.startswith("align_sharpness_")
+    }
 
 
 def test_sharpness_of_uniform_and_one_hot() -> None:
@@ -76,8 +80,9 @@ def test_temperature_and_per_dim_switch_act_separately(batch: dict[str, torch.Te
         for side in ("p", "p_hat"):
             assert torch.allclose(s_on[side], s_off[side], atol=1e-6)
         assert float(l_on["align"]) == pytest.approx(float(l_off["align"]), rel=1e-5)
-        assert float(l_on["distill"]) == pytest.approx(float(l_off["distill"]) / CFG.d_model,
-                                                       rel=1e-5)
+        assert float(l_on["distill"]) == pytest.approx(
+            float(l_off["distill"]) / CFG.d_model, rel=1e-5
+        )
         assert float(l_on["rq"]) == pytest.approx(float(l_off["rq"]) / CFG.dz, rel=1e-5)
 
 
@@ -92,8 +97,9 @@ def _align_vs_ctr(config: ModelConfig, batch: dict[str, torch.Tensor]) -> tuple[
     model = _tarq(config)
     model.init_codebooks(_inputs(batch))
     out = model(_inputs(batch))
-    ratio = (_grad_norm(model, model.loss_weights["align"] * out.losses["align"])
-             / _grad_norm(model, out.losses["ctr"]))
+    ratio = _grad_norm(model, model.loss_weights["align"] * out.losses["align"]) / _grad_norm(
+        model, out.losses["ctr"]
+    )
     return ratio, float(out.extras["align_sharpness_p"][1].mean())
 
 
@@ -109,16 +115,23 @@ def test_alignment_activity_follows_its_temperature(batch: dict[str, torch.Tenso
     flat = dataclasses.replace(cfg, align_temperature=ModelConfig().align_temperature)
     inert_ratio, inert_top = _align_vs_ctr(flat, batch)
     assert inert_ratio < ratio / 100 and inert_top < 1.001 / k, (inert_ratio, inert_top)
-    assert _align_vs_ctr(dataclasses.replace(flat, per_dim_losses=False), batch)[0] == \
-        pytest.approx(inert_ratio, rel=1e-4)
+    assert _align_vs_ctr(dataclasses.replace(flat, per_dim_losses=False), batch)[
+        0
+    ] == pytest.approx(inert_ratio, rel=1e-4)
 
 
-@pytest.mark.parametrize("name,sides", [("tarq", {"p", "p_hat"}),
-                                        ("tarq_no_align", {"p", "p_hat"}),
-                                        ("tarq_no_teacher_align", {"p"}),
-                                        ("tt", set())])
+@pytest.mark.parametrize(
+    "name,sides",
+    [
+        ("tarq", {"p", "p_hat"}),
+        ("tarq_no_align", {"p", "p_hat"}),
+        ("tarq_no_teacher_align", {"p"}),
+        ("tt", set()),
+    ],
+)
 def test_sharpness_extras_in_eval_and_only_with_alignment_in_training(
-        name: str, sides: set[str], batch: dict[str, torch.Tensor]) -> None:
+    name: str, sides: set[str], batch: dict[str, torch.Tensor]
+) -> None:
     model = _tarq(CFG, name)
     sharp = _sharpness_eval(model, batch)
     assert set(sharp) == sides
@@ -132,9 +145,15 @@ def test_sharpness_extras_in_eval_and_only_with_alignment_in_training(
 
 
 def test_alignment_metrics_for_mlflow() -> None:
-    result = {"test": {"auc": 0.7, "align_sharpness": {
-        "p": {"entropy": [1.0, 2.0], "max_prob": [0.5, 0.25]},
-        "p_hat": {"entropy": [2.5, 2.7], "max_prob": [0.1, 0.07]}}}}
+    result = {
+        "test": {
+            "auc": 0.7,
+            "align_sharpness": {
+                "p": {"entropy": [1.0, 2.0], "max_prob": [0.5, 0.25]},
+                "p_hat": {"entropy": [2.5, 2.7], "max_prob": [0.1, 0.07]},
+            },
+        }
+    }
     m = alignment_metrics(result["test"])
     assert m["align_p_entropy_l1"] == 2.0 and m["align_p_hat_max_prob_l0"] == 0.1
     assert m["align_p_max_prob_mean"] == pytest.approx(0.375)

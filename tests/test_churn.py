@@ -19,12 +19,17 @@ def test_churn_of_a_hand_made_pair() -> None:
     old_ids = np.array([1, 2, 3, 4, 5])
     old = np.array([[0, 0, 0], [1, 1, 1], [2, 2, 2], [3, 3, 3], [0, 1, 2]])
     new_ids = np.array([5, 4, 3, 2, 1, 6, 7])  # another order, two new items, none dropped
-    new = np.array([[0, 1, 2],      # 5 unchanged
-                    [3, 3, 0],      # 4 changed at level 2 only
-                    [1, 2, 2],      # 3 changed at level 0 (so every prefix changed)
-                    [1, 1, 1],      # 2 unchanged
-                    [0, 0, 0],      # 1 unchanged
-                    [9, 9, 9], [8, 8, 8]])
+    new = np.array(
+        [
+            [0, 1, 2],  # 5 unchanged
+            [3, 3, 0],  # 4 changed at level 2 only
+            [1, 2, 2],  # 3 changed at level 0 (so every prefix changed)
+            [1, 1, 1],  # 2 unchanged
+            [0, 0, 0],  # 1 unchanged
+            [9, 9, 9],
+            [8, 8, 8],
+        ]
+    )
     c = id_churn(new_ids, new, old_ids, old, against_version=3)
     assert (c.items_compared, c.items_new, c.items_dropped) == (5, 2, 0)
     assert c.tuple_churn == pytest.approx(2 / 5)
@@ -48,35 +53,40 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_trained(tmp_path_factory.mktemp("churn"))
 
 
-def test_churn_against_the_served_table_and_its_ceiling(trained: tuple[Path, Path],
-                                                         tmp_path: Path) -> None:
+def test_churn_against_the_served_table_and_its_ceiling(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
     src, model_dir = trained
     db = tmp_path / "w.duckdb"
     db.write_bytes(src.read_bytes())
     first = assign_ids(db, model_dir, tmp_path / "ids1", progress=False, max_collision_rate=None)
     assert first.churn is None  # nothing served yet
-    pub = publish(db, tmp_path / "ids1", model_version="1", run_date="2026-10-06",
-                  export_dir=tmp_path / "pub")
+    pub = publish(
+        db, tmp_path / "ids1", model_version="1", run_date="2026-10-06", export_dir=tmp_path / "pub"
+    )
     assert pub.manifest["churn"] is None
 
     with connect(db) as con:  # the catalog grows
         con.execute("INSERT INTO items SELECT range, 1, 2, 9.5, 'new' FROM range(5001, 5011)")
-    same = assign_ids(db, model_dir, tmp_path / "ids2", progress=False, max_collision_rate=None,
-                      max_churn=0.0)
+    same = assign_ids(
+        db, model_dir, tmp_path / "ids2", progress=False, max_collision_rate=None, max_churn=0.0
+    )
     ch = same.churn
     assert ch["against_version"] == pub.version and ch["tuple_churn"] == 0.0
     assert ch["items_new"] == 10 and ch["items_compared"] == pub.manifest["rows"]
     assert any(c["name"] == "max_churn" and c["ok"] for c in same.checks)
-    second = publish(db, tmp_path / "ids2", model_version="2", run_date="2026-10-07",
-                     export_dir=tmp_path / "pub")
+    second = publish(
+        db, tmp_path / "ids2", model_version="2", run_date="2026-10-07", export_dir=tmp_path / "pub"
+    )
     assert second.manifest["churn"]["items_new"] == 10
 
     # Another model's IDs move most tuples: the ceiling refuses them and writes no ids file.
     other = tmp_path / "other"
     _retrain(db, model_dir, other)
     with pytest.raises(SemanticIdError, match="max_churn"):
-        assign_ids(db, other, tmp_path / "ids3", progress=False, max_collision_rate=None,
-                   max_churn=0.01)
+        assign_ids(
+            db, other, tmp_path / "ids3", progress=False, max_collision_rate=None, max_churn=0.01
+        )
     report = json.loads((tmp_path / "ids3" / HEALTH_JSON).read_text())
     assert report["churn"]["tuple_churn"] > 0.01 and not report["ok"]
     assert not (tmp_path / "ids3" / IDS_FILE).exists()
@@ -92,8 +102,9 @@ def _retrain(db: Path, like: Path, out: Path) -> None:
     train(samples, "tarq", out, ModelConfig.from_dict(cfg["model"]), tcfg, progress=False)
 
 
-def test_collapsed_assignments_are_refused_by_default(trained: tuple[Path, Path],
-                                                      tmp_path: Path) -> None:
+def test_collapsed_assignments_are_refused_by_default(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
     import torch
 
     from tarq.model.io import load_weights

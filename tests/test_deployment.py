@@ -33,29 +33,49 @@ def test_deployment_run_on_a_real_server_and_worker(tmp_path: Path) -> None:
     from tarq.publish import served_version
 
     port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),
-           **TELEMETRY_OFF, "TARQ_PREFECT_PORT": str(port),
-           "PREFECT_WORKER_QUERY_SECONDS": "1",
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        **TELEMETRY_OFF,
+        "TARQ_PREFECT_PORT": str(port),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+    }
     env.pop("PREFECT_PROFILE", None)
     store = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     params = tiny_params(tmp_path / "w.duckdb", tmp_path / "work", store)
     prefect = str(REPO / ".venv" / "bin" / "prefect")
     try:
-        up = subprocess.run([str(SCRIPT), "up"], env=env, cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+        up = subprocess.run(
+            [str(SCRIPT), "up"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+        )
         assert up.returncode == 0, up.stdout + up.stderr
         run = subprocess.run(
-            [prefect, "deployment", "run", "tarq-daily/tarq-daily",
-             "--params", json.dumps({"params": params}), "--watch", "--watch-timeout", "480"],
-            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=540)
-        worker_log = (tmp_path / "prefect" / "worker.log")
+            [
+                prefect,
+                "deployment",
+                "run",
+                "tarq-daily/tarq-daily",
+                "--params",
+                json.dumps({"params": params}),
+                "--watch",
+                "--watch-timeout",
+                "480",
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=540,
+        )
+        worker_log = tmp_path / "prefect" / "worker.log"
         log = worker_log.read_text() if worker_log.exists() else ""
         assert run.returncode == 0, run.stdout + run.stderr + log[-4000:]
         assert "Completed" in run.stdout
     finally:
-        down = subprocess.run([str(SCRIPT), "down"], env=env, cwd=REPO, capture_output=True,
-                              text=True, timeout=120)
+        down = subprocess.run(
+            [str(SCRIPT), "down"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+        )
     assert "server stopped" in down.stdout, down.stdout + down.stderr
     for name in ("server.pid", "worker.pid"):
         assert not (tmp_path / "prefect" / name).exists()

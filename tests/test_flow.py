@@ -22,8 +22,16 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-TINY_MODEL = {"emb_dim": 8, "d_model": 16, "n_heads": 2, "codebook_size": 4, "n_codebooks": 2,
-              "tower_hidden": [32], "ae_hidden": 32, "kmeans_iters": 5}
+TINY_MODEL = {
+    "emb_dim": 8,
+    "d_model": 16,
+    "n_heads": 2,
+    "codebook_size": 4,
+    "n_codebooks": 2,
+    "tower_hidden": [32],
+    "ae_hidden": 32,
+    "kmeans_iters": 5,
+}
 BASE_DAY = "2026-10-08"  # the baseline's run date: test day 2026-10-07, trained cold
 NEXT_DAY = "2026-10-09"  # 'latest': test day 2026-10-08, the last logged day; warm
 NO_LOGS_DAY = "2026-10-10"  # its check day 2026-10-09 holds no logs
@@ -38,11 +46,23 @@ def tiny_params(db: Path, work: Path, tracking_uri: str, **over: Any) -> dict[st
     (``max_collision_rate``) cannot pass, and a few steps move IDs more than ``max_churn``
     allows: both are off (None) here; a test about them sets them.
     """
-    p = {"run_date": "latest", "db": str(db), "work_dir": str(work), "preset": "tiny",
-         "models": ["tarq", "tt"], "epochs": 1, "max_steps_per_epoch": 6, "batch_size": 128,
-         "seq_len": 10, "threads": 1, "model_overrides": TINY_MODEL,
-         "min_gain_over_tt": -1.0, "tracking_uri": tracking_uri,
-         "max_collision_rate": None, "max_churn": None}
+    p = {
+        "run_date": "latest",
+        "db": str(db),
+        "work_dir": str(work),
+        "preset": "tiny",
+        "models": ["tarq", "tt"],
+        "epochs": 1,
+        "max_steps_per_epoch": 6,
+        "batch_size": 128,
+        "seq_len": 10,
+        "threads": 1,
+        "model_overrides": TINY_MODEL,
+        "min_gain_over_tt": -1.0,
+        "tracking_uri": tracking_uri,
+        "max_collision_rate": None,
+        "max_churn": None,
+    }
     p.update(over)
     return p
 
@@ -81,10 +101,23 @@ def _run(env: dict[str, Any], **over: Any):
 def _cli_args(env: dict[str, Any], run_date: str, **over: Any) -> list[str]:
     """``python -m flows.tarq_daily`` arguments for ``env`` (the rest of tiny_params as JSON)."""
     p = tiny_params(env["db"], env["work"], env["store"], **over)
-    rest = {k: v for k, v in p.items()
-            if k not in ("db", "run_date", "work_dir", "tracking_uri", "force")}
-    return ["--db", str(env["db"]), "--run-date", run_date, "--work-dir", str(env["work"]),
-            "--tracking-uri", env["store"], "--params", json.dumps(rest)]
+    rest = {
+        k: v
+        for k, v in p.items()
+        if k not in ("db", "run_date", "work_dir", "tracking_uri", "force")
+    }
+    return [
+        "--db",
+        str(env["db"]),
+        "--run-date",
+        run_date,
+        "--work-dir",
+        str(env["work"]),
+        "--tracking-uri",
+        env["store"],
+        "--params",
+        json.dumps(rest),
+    ]
 
 
 def _client(store: str):
@@ -102,8 +135,11 @@ def _summary(env: dict[str, Any], day: str) -> dict[str, Any]:
 
 def _day_runs(c: Any, day: str) -> list[Any]:
     exp = c.get_experiment_by_name("tarq-daily").experiment_id
-    return c.search_runs([exp], f"tags.`tarq.kind` = 'daily' AND tags.`tarq.run_date` = '{day}'",
-                         order_by=["attributes.start_time ASC"])
+    return c.search_runs(
+        [exp],
+        f"tags.`tarq.kind` = 'daily' AND tags.`tarq.run_date` = '{day}'",
+        order_by=["attributes.start_time ASC"],
+    )
 
 
 def _artifacts(flow_run_id: Any) -> dict[str, Any]:
@@ -118,13 +154,15 @@ def _artifacts(flow_run_id: Any) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     with get_client(sync_client=True) as client:
-        for key in ("validation-summary", "model-comparison", "semantic-id-health",
-                    "publication"):
+        for key in ("validation-summary", "model-comparison", "semantic-id-health", "publication"):
             found = client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]),
-                                               flow_run_id=ArtifactFilterFlowRunId(
-                                                   any_=[flow_run_id])),
-                sort=ArtifactSort.CREATED_DESC, limit=1)
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=[key]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                ),
+                sort=ArtifactSort.CREATED_DESC,
+                limit=1,
+            )
             out[key] = found[0] if found else None
     return out
 
@@ -136,16 +174,22 @@ def harness(prefect_api: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def baseline(harness: Any, tmp_path_factory: pytest.TempPathFactory,
-             tiny_db: Path) -> dict[str, Any]:
+def baseline(
+    harness: Any, tmp_path_factory: pytest.TempPathFactory, tiny_db: Path
+) -> dict[str, Any]:
     """The first run date, run once: published (table version 1) and promoted. Read only:
     tests take a copy (:func:`env`)."""
     root = tmp_path_factory.mktemp("flow_baseline")
     db = root / "w.duckdb"
     shutil.copy(tiny_db, db)
-    env = {"root": root, "db": db, "store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
-           "work": root / "work", "artifacts": root / "mlflow" / "artifacts",
-           "api_url": harness}
+    env = {
+        "root": root,
+        "db": db,
+        "store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+        "work": root / "work",
+        "artifacts": root / "mlflow" / "artifacts",
+        "api_url": harness,
+    }
     state = _run(env, run_date=BASE_DAY)
     assert state.is_completed(), state.message
     env["result"] = state.result()
@@ -162,8 +206,9 @@ def env(baseline: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- first run
 
 
-def test_first_run_registers_promotes_and_publishes(baseline: dict[str, Any],
-                                                    env: dict[str, Any]) -> None:
+def test_first_run_registers_promotes_and_publishes(
+    baseline: dict[str, Any], env: dict[str, Any]
+) -> None:
     from flows.tracking import METRIC_KEYS
     from tarq.publish import served_version
 
@@ -171,16 +216,26 @@ def test_first_run_registers_promotes_and_publishes(baseline: dict[str, Any],
     assert res["run_date"] == BASE_DAY and res["test_day"] == "2026-10-07"
     assert res["gate"]["promote"] and res["version"] is not None
     assert res["publication"]["created"] and served_version(env["db"]) == 1
-    for stage in ("validate", "samples", "train:tarq", "train:tt", "champion", "semantic_ids",
-                  "mlflow", "gate", "publish"):
+    for stage in (
+        "validate",
+        "samples",
+        "train:tarq",
+        "train:tt",
+        "champion",
+        "semantic_ids",
+        "mlflow",
+        "gate",
+        "publish",
+    ):
         assert stage in res["timings"], stage
     # The first run of every model is cold (nothing to continue), and says so.
     for name in ("tarq", "tt"):
         lin = res["lineage"][name]
         assert lin["mode"] == "cold" and lin["reason"].startswith("cold: no earlier model")
         assert lin["train_end"] == "2026-10-06" and lin["parent_version"] is None
-        on_disk = json.loads((env["work"] / BASE_DAY / "models" / name / "lineage.json")
-                             .read_text())
+        on_disk = json.loads(
+            (env["work"] / BASE_DAY / "models" / name / "lineage.json").read_text()
+        )
         assert on_disk == lin
     assert _summary(env, BASE_DAY) == json.loads(json.dumps(res, default=str))
     assert not any(r["role"].startswith("champion") for r in res["comparison"])  # none yet
@@ -250,7 +305,8 @@ def test_rerun_of_the_same_date_is_a_no_op(env: dict[str, Any]) -> None:
 
 
 def test_second_run_date_rescores_the_champion_and_warm_starts_tarq_from_it(
-        env: dict[str, Any]) -> None:
+    env: dict[str, Any],
+) -> None:
     from tarq.evaluation import evaluate_model_dir
     from tarq.publish import served_version
 
@@ -287,10 +343,10 @@ def test_second_run_date_rescores_the_champion_and_warm_starts_tarq_from_it(
     tt = summary["lineage"]["tt"]
     assert tt["mode"] == "warm" and tt["parent_source"] == "latest"
     assert tt["train_start"] == tt["train_end"] == "2026-10-07"
-    assert json.loads((env["work"] / NEXT_DAY / "models" / "tarq" / "lineage.json")
-                      .read_text()) == lin
-    metrics = json.loads((env["work"] / NEXT_DAY / "models" / "tarq" / "metrics.json")
-                         .read_text())
+    assert (
+        json.loads((env["work"] / NEXT_DAY / "models" / "tarq" / "lineage.json").read_text()) == lin
+    )
+    metrics = json.loads((env["work"] / NEXT_DAY / "models" / "tarq" / "metrics.json").read_text())
     assert metrics["warm_start"]["mode"] == "warm"
     assert metrics["warm_start"]["parent_dir"] == str(champ_dir)
 
@@ -326,7 +382,8 @@ def test_rejected_gate_publishes_nothing_and_keeps_the_champion(env: dict[str, A
 
 
 def test_main_exits_3_when_the_gate_rejects_and_cold_trains_every_model_cold(
-        env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    env: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     """``--cold`` (warm_start=false) with a gate that cannot pass: exit code 3, every model
     trained from scratch on the whole window although a parent exists."""
     from flows.tarq_daily import EXIT_REJECTED, _parser, main, params_from_args
@@ -344,8 +401,9 @@ def test_main_exits_3_when_the_gate_rejects_and_cold_trains_every_model_cold(
         assert lin["mode"] == "cold" and lin["reason"] == "cold: warm_start is off", name
         assert (lin["train_start"], lin["train_end"]) == ("2026-10-01", "2026-10-07")
         assert lin["parent_version"] is None and lin["generation"] == 0
-        metrics = json.loads((env["work"] / NEXT_DAY / "models" / name / "metrics.json")
-                             .read_text())
+        metrics = json.loads(
+            (env["work"] / NEXT_DAY / "models" / name / "metrics.json").read_text()
+        )
         assert metrics["warm_start"] == {"mode": "cold"}
     c = _client(env["store"])
     mv = c.get_model_version("tarq", summary["version"])
@@ -356,7 +414,8 @@ def test_main_exits_3_when_the_gate_rejects_and_cold_trains_every_model_cold(
 
 
 def test_force_reruns_a_finished_date_in_a_new_parent_run_without_a_second_version(
-        tiny_db: Path, harness: Any, tmp_path: Path) -> None:
+    tiny_db: Path, harness: Any, tmp_path: Path
+) -> None:
     """``force`` reruns a published date: a new parent run (the old one stays as it was), and
     the date keeps its one registered version and publication (``tracking.version_for_day``
     is the registry's idempotency key; the publication's is model version + date + IDs file).
@@ -371,8 +430,12 @@ def test_force_reruns_a_finished_date_in_a_new_parent_run_without_a_second_versi
     root = tmp_path / "env"
     root.mkdir()
     shutil.copy(tiny_db, root / "w.duckdb")
-    env = {"root": root, "db": root / "w.duckdb", "work": root / "work",
-           "store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"}
+    env = {
+        "root": root,
+        "db": root / "w.duckdb",
+        "work": root / "work",
+        "store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+    }
     first = _run(env, run_date=BASE_DAY)
     assert first.is_completed(), first.message
     first_res = first.result()
@@ -393,12 +456,16 @@ def test_force_reruns_a_finished_date_in_a_new_parent_run_without_a_second_versi
     # One registered version for the date: the forced run reuses it, and it is the model the
     # forced run trained (the same weights: same samples, settings and seed).
     assert sorted(v.version for v in c.search_model_versions("name = 'tarq'")) == versions
-    mine = [v for v in c.search_model_versions("name = 'tarq'")
-            if v.tags.get("tarq.run_date") == BASE_DAY]
+    mine = [
+        v
+        for v in c.search_model_versions("name = 'tarq'")
+        if v.tags.get("tarq.run_date") == BASE_DAY
+    ]
     assert len(mine) == 1 and str(res["version"]) == str(first_res["version"])
-    kids = c.search_runs([runs[1].info.experiment_id],
-                         f"tags.`mlflow.parentRunId` = '{res['parent_run_id']}' "
-                         "AND tags.`tarq.model` = 'tarq'")
+    kids = c.search_runs(
+        [runs[1].info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{res['parent_run_id']}' AND tags.`tarq.model` = 'tarq'",
+    )
     assert len(kids) == 1
     registered = c.get_run(mine[0].run_id).data.tags["tarq.model_sha256"]
     assert kids[0].data.tags["tarq.model_sha256"] == registered
@@ -415,26 +482,28 @@ def test_force_with_changed_settings_publishes_the_retrained_model(env: dict[str
     state = _run(env, run_date=BASE_DAY, force=True, max_steps_per_epoch=7)
     assert state.is_completed(), state.message
     res = state.result()
-    kid = c.search_runs([c.get_experiment_by_name("tarq-daily").experiment_id],
-                        f"tags.`mlflow.parentRunId` = '{res['parent_run_id']}' "
-                        "AND tags.`tarq.model` = 'tarq'")[0]
+    kid = c.search_runs(
+        [c.get_experiment_by_name("tarq-daily").experiment_id],
+        f"tags.`mlflow.parentRunId` = '{res['parent_run_id']}' AND tags.`tarq.model` = 'tarq'",
+    )[0]
     mv = c.get_model_version("tarq", res["version"])
-    assert c.get_run(mv.run_id).data.tags["tarq.model_sha256"] == \
-        kid.data.tags["tarq.model_sha256"]  # the version serves the retrained weights
+    assert (
+        c.get_run(mv.run_id).data.tags["tarq.model_sha256"] == kid.data.tags["tarq.model_sha256"]
+    )  # the version serves the retrained weights
     assert served_version(env["db"]) == res["publication"]["version"]
     assert str(c.get_model_version_by_alias("tarq", "champion").version) == str(res["version"])
 
 
 def test_run_date_today_resolves_to_the_utc_date_and_fails_validation_on_past_logs(
-        env: dict[str, Any]) -> None:
+    env: dict[str, Any],
+) -> None:
     from tarq.publish import served_version
 
     before = dt.datetime.now(dt.UTC).date()
     state = _run(env, run_date="today")
     after = dt.datetime.now(dt.UTC).date()
     assert state.is_failed() and state.name == "ValidationFailed", (state.name, state.message)
-    day = next((d for d in {before, after} if f"validation of {d} failed" in state.message),
-               None)
+    day = next((d for d in {before, after} if f"validation of {d} failed" in state.message), None)
     assert day is not None, state.message
     assert "nothing published" in state.message
     assert (env["work"] / str(day) / "gx").exists()
@@ -450,7 +519,8 @@ def _other_date_zone(now: dt.datetime) -> str:
 
 
 def test_today_is_the_utc_date_whatever_the_hosts_time_zone(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from tarq.dates import resolve_run_date
 
     now = dt.datetime.now(dt.UTC)
@@ -478,8 +548,18 @@ def test_failed_validation_stops_before_training(env: dict[str, Any]) -> None:
     assert served_version(env["db"]) == 1
     c = _client(env["store"])
     assert _day_runs(c, NO_LOGS_DAY) == []
-    args = ["--db", str(env["db"]), "--run-date", NO_LOGS_DAY, "--work-dir", str(env["work"]),
-            "--tracking-uri", env["store"], "--models", "tarq,tt"]
+    args = [
+        "--db",
+        str(env["db"]),
+        "--run-date",
+        NO_LOGS_DAY,
+        "--work-dir",
+        str(env["work"]),
+        "--tracking-uri",
+        env["store"],
+        "--models",
+        "tarq,tt",
+    ]
     assert main(args) == 1
 
 
@@ -487,7 +567,8 @@ def test_failed_validation_stops_before_training(env: dict[str, Any]) -> None:
 
 
 def test_backfill_of_two_days_before_latest_through_main(
-        tiny_db: Path, harness: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny_db: Path, harness: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """What ``make demo`` runs on a fresh warehouse: ``--run-date latest --backfill-days 2``,
     three run dates in order (cold, then warm from the champion day after day), exit 0, a
     summary per date and one publication each. With ``valid_split = "time"`` the cold run
@@ -498,14 +579,19 @@ def test_backfill_of_two_days_before_latest_through_main(
     root = tmp_path / "env"
     root.mkdir()
     shutil.copy(tiny_db, root / "w.duckdb")
-    env = {"root": root, "db": root / "w.duckdb", "work": root / "work",
-           "store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"}
+    env = {
+        "root": root,
+        "db": root / "w.duckdb",
+        "work": root / "work",
+        "store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+    }
     args = _cli_args(env, "latest", champion_tolerance=1.0, valid_split="time")
     assert main([*args, "--backfill-days", "2"]) == 0
     out = capsys.readouterr().out
     days = ["2026-10-07", BASE_DAY, NEXT_DAY]
     assert [out.index(f"{d}: Completed") for d in days] == sorted(
-        out.index(f"{d}: Completed") for d in days)  # in order, each completed
+        out.index(f"{d}: Completed") for d in days
+    )  # in order, each completed
     c = _client(env["store"])
     versions = []
     for k, day in enumerate(days):

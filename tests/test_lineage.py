@@ -14,12 +14,22 @@ START, END = dt.date(2026, 10, 3), dt.date(2026, 10, 21)  # window of run date D
 POLICY = LineagePolicy()
 
 
-def parent(run_date: dt.date = D - dt.timedelta(days=1), cold: dt.date | None = None,
-           generation: int = 2, train_end: dt.date | None = None) -> ParentModel:
-    return ParentModel(Path("/models/x"), run_date,
-                       train_end or run_date - dt.timedelta(days=2),
-                       cold or run_date - dt.timedelta(days=generation), generation,
-                       version="4", run_id="r1", source="champion")
+def parent(
+    run_date: dt.date = D - dt.timedelta(days=1),
+    cold: dt.date | None = None,
+    generation: int = 2,
+    train_end: dt.date | None = None,
+) -> ParentModel:
+    return ParentModel(
+        Path("/models/x"),
+        run_date,
+        train_end or run_date - dt.timedelta(days=2),
+        cold or run_date - dt.timedelta(days=generation),
+        generation,
+        version="4",
+        run_id="r1",
+        source="champion",
+    )
 
 
 def test_a_fresh_parent_is_continued_on_the_one_new_day() -> None:
@@ -35,21 +45,34 @@ def test_an_older_parent_trains_on_every_day_since_its_last() -> None:
     assert lin.warm and lin.train_start == END - dt.timedelta(days=2) and lin.days_trained == 3
 
 
-@pytest.mark.parametrize(("case", "kwargs", "reason"), [
-    ("first run", {"p": None}, "cold: no earlier model to continue (first run)"),
-    ("switched off", {"policy": LineagePolicy(warm_start=False)}, "cold: warm_start is off"),
-    ("too old", {"p": parent(run_date=D - dt.timedelta(days=8), cold=D - dt.timedelta(days=8))},
-     "is 8 days old, more than max_parent_age_days=7"),
-    ("config changed", {"why": "model config changed: d_model 64 → 32"},
-     "cold: model config changed: d_model 64 → 32"),
-    ("periodic", {"p": parent(cold=D - dt.timedelta(days=7), generation=6)},
-     "periodic full retrain: the last cold run was 2026-10-16, 7 days ago"),
-    ("not older", {"p": parent(run_date=D)}, "is not before 2026-10-23"),
-    ("nothing new", {"p": parent(train_end=END)}, "nothing new before 2026-10-21"),
-])
+@pytest.mark.parametrize(
+    ("case", "kwargs", "reason"),
+    [
+        ("first run", {"p": None}, "cold: no earlier model to continue (first run)"),
+        ("switched off", {"policy": LineagePolicy(warm_start=False)}, "cold: warm_start is off"),
+        (
+            "too old",
+            {"p": parent(run_date=D - dt.timedelta(days=8), cold=D - dt.timedelta(days=8))},
+            "is 8 days old, more than max_parent_age_days=7",
+        ),
+        (
+            "config changed",
+            {"why": "model config changed: d_model 64 → 32"},
+            "cold: model config changed: d_model 64 → 32",
+        ),
+        (
+            "periodic",
+            {"p": parent(cold=D - dt.timedelta(days=7), generation=6)},
+            "periodic full retrain: the last cold run was 2026-10-16, 7 days ago",
+        ),
+        ("not older", {"p": parent(run_date=D)}, "is not before 2026-10-23"),
+        ("nothing new", {"p": parent(train_end=END)}, "nothing new before 2026-10-21"),
+    ],
+)
 def test_every_cold_trigger_fires(case: str, kwargs: dict, reason: str) -> None:
-    lin = plan(D, START, END, kwargs.get("p", parent()), kwargs.get("policy", POLICY),
-               kwargs.get("why"))
+    lin = plan(
+        D, START, END, kwargs.get("p", parent()), kwargs.get("policy", POLICY), kwargs.get("why")
+    )
     assert lin.mode == "cold", case
     assert reason in lin.reason, (case, lin.reason)
     assert (lin.train_start, lin.train_end) == (START, END)  # the whole window
@@ -90,17 +113,28 @@ def test_a_parent_that_held_out_its_last_day_is_continued_from_that_day(tmp_path
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"valid_slice": {"split": "hash", "time_from": None}}))
     assert trained_through(tmp_path, end) == end
-    metrics.write_text(json.dumps({"valid_slice": {"split": "time",
-                                                   "time_from": "2026-10-19T00:00:00"}}))
+    metrics.write_text(
+        json.dumps({"valid_slice": {"split": "time", "time_from": "2026-10-19T00:00:00"}})
+    )
     assert trained_through(tmp_path, end) == dt.date(2026, 10, 18)
     # A slice starting inside a one-day window: the child trains that whole day again.
-    metrics.write_text(json.dumps({"valid_slice": {"split": "time",
-                                                   "time_from": "2026-10-19T17:42:10"}}))
+    metrics.write_text(
+        json.dumps({"valid_slice": {"split": "time", "time_from": "2026-10-19T17:42:10"}})
+    )
     assert trained_through(tmp_path, end) == dt.date(2026, 10, 18)
 
-    parent = ParentModel(tmp_path, dt.date(2026, 10, 21), trained_through(tmp_path, end),
-                         dt.date(2026, 10, 21), 0)
-    lin = plan(dt.date(2026, 10, 22), dt.date(2026, 10, 2), dt.date(2026, 10, 20), parent,
-               LineagePolicy(), None)
-    assert lin.warm and (lin.train_start, lin.train_end) == (dt.date(2026, 10, 19),
-                                                             dt.date(2026, 10, 20))
+    parent = ParentModel(
+        tmp_path, dt.date(2026, 10, 21), trained_through(tmp_path, end), dt.date(2026, 10, 21), 0
+    )
+    lin = plan(
+        dt.date(2026, 10, 22),
+        dt.date(2026, 10, 2),
+        dt.date(2026, 10, 20),
+        parent,
+        LineagePolicy(),
+        None,
+    )
+    assert lin.warm and (lin.train_start, lin.train_end) == (
+        dt.date(2026, 10, 19),
+        dt.date(2026, 10, 20),
+    )

@@ -85,20 +85,20 @@ def test_time_gap_is_the_bucketed_time_to_the_impression(sset: SampleSet) -> Non
             assert gap_s > 0  # point-in-time: strictly before the impression
             assert int(batch["hist"][r, s, col]) == int(time_gap_index(np.array([gap_s]))[0])
             checked += 1
-        assert (batch["hist"][r, len(ts):, col] == PAD).all()
+        assert (batch["hist"][r, len(ts) :, col] == PAD).all()
     assert checked > 50
 
 
 def test_time_gap_buckets() -> None:
     minute = 60.0
-    got = time_gap_index(np.array([0.0, 59.0, minute, 3 * minute, 7 * minute, -5.0,
-                                   np.nan, 1e12]))
+    got = time_gap_index(np.array([0.0, 59.0, minute, 3 * minute, 7 * minute, -5.0, np.nan, 1e12]))
     # [0,1) min → 2, [1,3) → 3, [3,7) → 4, [7,15) → 5; negative → 2; NaN → OOV; huge → last.
     assert got.tolist() == [2, 2, 3, 4, 5, 2, OOV, TIME_GAP_BUCKETS + 1]
 
 
 def test_temporal_cutoff_holds_out_the_last_day_or_the_last_hours_of_one_day(
-        sset: SampleSet) -> None:
+    sset: SampleSet,
+) -> None:
     """Several days: the slice is the last day, from its midnight. One day (a warm run on one
     new day): its latest quarter of rows by time. The ts filters split the rows exactly."""
     rows = pd.read_parquet(sset.root / "train", columns=["day", "ts", "fold"])
@@ -120,17 +120,27 @@ def test_temporal_cutoff_holds_out_the_last_day_or_the_last_hours_of_one_day(
     day_ts = rows.loc[(days == last).to_numpy(), "ts"]
     share = float((day_ts >= pd.Timestamp(one)).mean())
     assert ONE_DAY_VALID_SHARE <= share < ONE_DAY_VALID_SHARE + 0.05
-    warm_train = BatchStream(sset, "train", 50, folds=(5, 100), since_day=since,
-                             replay_folds=20, ts_before=one)
+    warm_train = BatchStream(
+        sset, "train", 50, folds=(5, 100), since_day=since, replay_folds=20, ts_before=one
+    )
     warm_valid = BatchStream(sset, "train", 50, ts_from=one)
     assert warm_valid.rows() == int((day_ts >= pd.Timestamp(one)).sum())
     # The replay rows (older days) all lie before the cutoff: none is lost to the slice.
     replay = BatchStream(sset, "train", 50, folds=(5, 100), since_day=since, replay_folds=20)
-    old = int(((days <= since).to_numpy() & (rows["fold"] >= 5).to_numpy()
-               & (rows["fold"] < 25).to_numpy()).sum())
-    assert warm_train.rows() == old + int(((days == last).to_numpy()
-                                           & (rows["fold"] >= 5).to_numpy()
-                                           & (rows["ts"] < pd.Timestamp(one)).to_numpy()).sum())
+    old = int(
+        (
+            (days <= since).to_numpy()
+            & (rows["fold"] >= 5).to_numpy()
+            & (rows["fold"] < 25).to_numpy()
+        ).sum()
+    )
+    assert warm_train.rows() == old + int(
+        (
+            (days == last).to_numpy()
+            & (rows["fold"] >= 5).to_numpy()
+            & (rows["ts"] < pd.Timestamp(one)).to_numpy()
+        ).sum()
+    )
     assert warm_train.rows() < replay.rows()
     # since_day past every day: the window falls back to all days.
     assert temporal_cutoff(sset, since_day=last) == cut

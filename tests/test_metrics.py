@@ -123,8 +123,9 @@ def test_paired_bootstrap_sees_a_real_gain_and_none_between_equals() -> None:
     same = metrics.paired_bootstrap(y, better, better, user, n_boot=50)
     assert same.delta == same.low == same.high == 0.0 and not same.significant
     g = metrics.paired_bootstrap(y, better, worse, user, metric="gauc", n_boot=300)
-    assert g.delta == pytest.approx(metrics.gauc(y, better, user)[0]
-                                    - metrics.gauc(y, worse, user)[0])
+    assert g.delta == pytest.approx(
+        metrics.gauc(y, better, user)[0] - metrics.gauc(y, worse, user)[0]
+    )
     assert g.low < g.delta < g.high
     again = metrics.paired_bootstrap(y, better, worse, user, n_boot=300)
     assert (again.low, again.high) == (iv.low, iv.high)  # seeded: reproducible
@@ -146,8 +147,9 @@ def test_pooled_bootstrap_over_seeds_carries_the_seed_to_seed_spread() -> None:
     # a beats b by the same margin on every seed: significant, delta = the seed mean.
     a = base + 0.1 * y
     iv = metrics.pooled_paired_bootstrap(y, a, base, user, n_boot=200)
-    assert iv.delta == pytest.approx(np.mean([metrics.auc(y, a[s]) - metrics.auc(y, base[s])
-                                              for s in range(3)]))
+    assert iv.delta == pytest.approx(
+        np.mean([metrics.auc(y, a[s]) - metrics.auc(y, base[s]) for s in range(3)])
+    )
     assert iv.significant and iv.low < iv.delta < iv.high
     # A gain on one seed and losses on the other two: the seed draw widens the interval
     # beyond what resampling users alone gives, and it covers zero.

@@ -19,20 +19,42 @@ N_ITEMS, N_CATS, N_BRANDS, N_USERS, SEQ_LEN = 60, 6, 5, 80, 8
 LAYOUT = FeatureLayout(
     user_fields=["user_id", "gender"],
     item_fields=["item_id", "category_id", "brand_id", "price_bucket", "shop_id"],
-    vocab_sizes={"user_id": N_USERS + 2, "gender": 4, "item_id": N_ITEMS + 2,
-                 "category_id": N_CATS + 2, "brand_id": N_BRANDS + 2, "price_bucket": 6,
-                 "shop_id": 9, "action": 6, "time_gap": TIME_GAP_BUCKETS + 2},
+    vocab_sizes={
+        "user_id": N_USERS + 2,
+        "gender": 4,
+        "item_id": N_ITEMS + 2,
+        "category_id": N_CATS + 2,
+        "brand_id": N_BRANDS + 2,
+        "price_bucket": 6,
+        "shop_id": 9,
+        "action": 6,
+        "time_gap": TIME_GAP_BUCKETS + 2,
+    },
     seq_len=SEQ_LEN,
 )
-CFG = ModelConfig(emb_dim=8, d_model=16, n_heads=2, tower_hidden=(32,), ae_hidden=32,
-                  n_codebooks=3, codebook_size=4, dropout=0.0, inttower_heads=2,
-                  inttower_head_dim=8, mvke_kernels=2, kmeans_iters=200)
+CFG = ModelConfig(
+    emb_dim=8,
+    d_model=16,
+    n_heads=2,
+    tower_hidden=(32,),
+    ae_hidden=32,
+    n_codebooks=3,
+    codebook_size=4,
+    dropout=0.0,
+    inttower_heads=2,
+    inttower_head_dim=8,
+    mvke_kernels=2,
+    kmeans_iters=200,
+)
 
 EXPECTED_LOSSES = {
     "tarq": {"ctr", "tar", "recon", "rq", "distill", "align"},
     "tarq_no_align": {"ctr", "tar", "recon", "rq", "distill"},
     "tarq_no_teacher_align": {"ctr", "recon", "rq"},
-    "tt": {"ctr"}, "mvke": {"ctr"}, "ta": {"ctr"}, "inttower": {"ctr", "cir"},
+    "tt": {"ctr"},
+    "mvke": {"ctr"},
+    "ta": {"ctr"},
+    "inttower": {"ctr", "cir"},
 }
 
 
@@ -51,14 +73,24 @@ class Synthetic:
         self.item_brand = cat_rng.integers(0, N_BRANDS, N_ITEMS)
         self.item_price = cat_rng.integers(0, 4, N_ITEMS)
         self.item_shop = cat_rng.integers(0, 7, N_ITEMS)
-        self.user_likes = np.stack([cat_rng.choice(N_CATS, 2, replace=False)
-                                    for _ in range(N_USERS)])
+        self.user_likes = np.stack(
+            [cat_rng.choice(N_CATS, 2, replace=False) for _ in range(N_USERS)]
+        )
 
     def items(self, ids: np.ndarray) -> torch.Tensor:
         """Item feature indices (N, 5) of raw item ids (values shifted past PAD/OOV)."""
-        return torch.from_numpy(np.stack([
-            ids + 2, self.item_cat[ids] + 2, self.item_brand[ids] + 2,
-            self.item_price[ids] + 2, self.item_shop[ids] + 2], axis=1).astype(np.int64))
+        return torch.from_numpy(
+            np.stack(
+                [
+                    ids + 2,
+                    self.item_cat[ids] + 2,
+                    self.item_brand[ids] + 2,
+                    self.item_price[ids] + 2,
+                    self.item_shop[ids] + 2,
+                ],
+                axis=1,
+            ).astype(np.int64)
+        )
 
     def batch(self, b: int, empty_share: float = 0.1) -> dict[str, torch.Tensor]:
         rng = self.rng
@@ -74,17 +106,27 @@ class Synthetic:
             cats = np.where(rng.random(n) < 0.85, rng.choice(likes, n), rng.integers(0, N_CATS, n))
             ids = cats + N_CATS * rng.integers(0, N_ITEMS // N_CATS, n)
             hist_cats[r, :n] = cats
-            hist[r, :n] = np.stack([ids + 2, self.item_cat[ids] + 2, self.item_brand[ids] + 2,
-                                    rng.integers(2, 6, n),
-                                    rng.integers(2, TIME_GAP_BUCKETS + 2, n)], axis=1)
+            hist[r, :n] = np.stack(
+                [
+                    ids + 2,
+                    self.item_cat[ids] + 2,
+                    self.item_brand[ids] + 2,
+                    rng.integers(2, 6, n),
+                    rng.integers(2, TIME_GAP_BUCKETS + 2, n),
+                ],
+                axis=1,
+            )
         target = rng.integers(0, N_ITEMS, b)
         match = (hist_cats == self.item_cat[target][:, None]).any(1)
         label = (rng.random(b) < np.where(match, 0.85, 0.08)).astype(np.float32)
         user = np.stack([users + 2, users % 2 + 2], axis=1).astype(np.int64)
         return {
-            "user": torch.from_numpy(user), "item": self.items(target),
-            "hist": torch.from_numpy(hist), "hist_mask": torch.from_numpy(mask),
-            "label": torch.from_numpy(label), "user_key": torch.from_numpy(users),
+            "user": torch.from_numpy(user),
+            "item": self.items(target),
+            "hist": torch.from_numpy(hist),
+            "hist_mask": torch.from_numpy(mask),
+            "label": torch.from_numpy(label),
+            "user_key": torch.from_numpy(users),
         }
 
 
@@ -142,7 +184,13 @@ def test_config_round_trip_and_errors() -> None:
     d = ModelConfig().to_dict()
     assert (d["n_codebooks"], d["codebook_size"], d["fusion"]) == (8, 16, "mean")
     assert [d[f"lambda_{k}"] for k in ("ctr", "tar", "recon", "rq", "distill", "align")] == [
-        1.0, 1.0, 1.0, 0.1, 1.0, 0.8]
+        1.0,
+        1.0,
+        1.0,
+        0.1,
+        1.0,
+        0.8,
+    ]
     with pytest.raises(ValueError, match="unknown model config keys"):
         ModelConfig.from_dict({"d_modle": 8})
     with pytest.raises(ValueError, match="divisible"):
@@ -221,16 +269,17 @@ def _silent(module: torch.nn.Module) -> bool:
 
 
 def test_teacher_gets_no_gradient_from_distillation_or_alignment(
-        batch: dict[str, torch.Tensor]) -> None:
+    batch: dict[str, torch.Tensor],
+) -> None:
     model = _model("tarq")
     model.init_codebooks(_inputs(batch))
     out = model(_inputs(batch))
     (out.losses["distill"] + out.losses["align"]).backward(retain_graph=True)
     assert _silent(model.teacher)
-    assert not _silent(model.rq_attention)         # the student does learn from them
+    assert not _silent(model.rq_attention)  # the student does learn from them
     assert model.quantizer.codebooks.grad is not None
     model.zero_grad(set_to_none=True)
-    out.losses["tar"].backward()                   # positive control: L_tar trains the teacher
+    out.losses["tar"].backward()  # positive control: L_tar trains the teacher
     assert not _silent(model.teacher)
 
 
@@ -238,8 +287,7 @@ def test_reconstruction_sends_no_gradient_to_embeddings(batch: dict[str, torch.T
     model = _model("tarq")
     out = model(_inputs(batch))
     out.losses["recon"].backward()
-    for part in (model.emb, model.user_tower, model.item_tower, model.rq_attention,
-                 model.teacher):
+    for part in (model.emb, model.user_tower, model.item_tower, model.rq_attention, model.teacher):
         assert _silent(part)
     assert not _silent(model.autoencoder)
 
@@ -267,8 +315,9 @@ def test_alignment_loss_zero_when_distributions_equal_and_positive_otherwise() -
     assert float(same) == pytest.approx(0.0, abs=1e-6)
     lp = level_log_probs(z, books[0])
     assert torch.allclose(lp.exp().sum(-1), torch.ones(b))
-    diff = alignment_loss(q.residuals, books, torch.randn(b, d),
-                          books[None] + torch.randn(b, m, k, d), q.codes)
+    diff = alignment_loss(
+        q.residuals, books, torch.randn(b, d), books[None] + torch.randn(b, m, k, d), q.codes
+    )
     assert float(diff) > 0
 
 
@@ -286,18 +335,23 @@ def test_serving_path_matches_training_forward(name: str, batch: dict[str, torch
     n = 30
     cand = Synthetic(5).items(np.arange(n))
     for r in (0, 3):  # a user with history and, in this fixture, possibly one without
-        request = {k: batch[k][r:r + 1] for k in ("user", "hist", "hist_mask")}
+        request = {k: batch[k][r : r + 1] for k in ("user", "hist", "hist_mask")}
         with torch.no_grad():
             state = model.user_side(request["user"], request["hist"], request["hist_mask"])
             v_item, aux = model.item_side(cand)
             served = model.score(state, v_item, aux)
-            train_like = model({**{k: v.expand(n, *v.shape[1:]) for k, v in request.items()},
-                                "item": cand}).logit
+            train_like = model(
+                {**{k: v.expand(n, *v.shape[1:]) for k, v in request.items()}, "item": cand}
+            ).logit
         assert served.shape == (n,)
         assert torch.allclose(served, train_like, atol=1e-5), (served - train_like).abs().max()
     if name in TARQ_VARIANTS:
-        assert state.extra["personal_codebooks"].shape == (1, CFG.n_codebooks,
-                                                           CFG.codebook_size, CFG.d_model)
+        assert state.extra["personal_codebooks"].shape == (
+            1,
+            CFG.n_codebooks,
+            CFG.codebook_size,
+            CFG.d_model,
+        )
         assert torch.equal(aux, model.catalog_codes(cand))
 
 
@@ -373,7 +427,8 @@ def test_per_dim_losses_are_the_sums_divided_by_the_width(batch: dict[str, torch
 
 
 def test_mvke_gets_the_backbones_x_user_queried_history_attention(
-        batch: dict[str, torch.Tensor]) -> None:
+    batch: dict[str, torch.Tensor],
+) -> None:
     """MVKE's user side holds the same history-attention module as the two-tower's user tower
     (TT's trained weights load into it as they are), queries it with x_user, feeds its output
     to the virtual kernels, and every weight of it gets a gradient from the click loss."""
@@ -386,7 +441,8 @@ def test_mvke_gets_the_backbones_x_user_queried_history_attention(
 
     seen: dict[str, torch.Tensor] = {}
     mvke.history.attn.register_forward_hook(
-        lambda _m, args, out: seen.update(query=args[0].detach(), h_user=out.detach()))
+        lambda _m, args, out: seen.update(query=args[0].detach(), h_user=out.detach())
+    )
     inputs = _inputs(batch)
     mvke.eval()
     with torch.no_grad():
@@ -410,8 +466,9 @@ def test_mvke_gets_the_backbones_x_user_queried_history_attention(
 
 
 # -- the implementations equal their reference formulation (guards for faster paths) -------
-def _values_and_grads(fn, inputs: list[torch.Tensor], module: torch.nn.Module,
-                      seed: int) -> list[torch.Tensor]:
+def _values_and_grads(
+    fn, inputs: list[torch.Tensor], module: torch.nn.Module, seed: int
+) -> list[torch.Tensor]:
     """fn()'s output and the gradients of a fixed random projection of it w.r.t. ``inputs``
     and ``module``'s parameters, with the RNG (dropout) seeded alike."""
     torch.manual_seed(seed)
@@ -446,8 +503,9 @@ def test_personal_codebooks_equal_reference_formulation(latent_dim: int | None) 
         out = rq.attn(q[None].expand(16, -1, -1), h, h, mask)
         return out.view(16, cfg.n_codebooks, cfg.codebook_size, -1)
 
-    fast = _values_and_grads(lambda: rq.personal_codebooks(books, x_seq, mask),
-                             [x_seq, books], rq, 3)
+    fast = _values_and_grads(
+        lambda: rq.personal_codebooks(books, x_seq, mask), [x_seq, books], rq, 3
+    )
     _assert_all_close(fast, _values_and_grads(reference, [x_seq, books], rq, 3))
 
 
@@ -496,8 +554,9 @@ def test_mvke_experts_contain_the_two_tower_user_tower(batch: dict[str, torch.Te
     with torch.no_grad():
         for expert in mvke.towers:
             first = dict(mlp_state)
-            first["0.weight"] = torch.cat([torch.zeros_like(mlp_state["0.weight"][:, :d]),
-                                           mlp_state["0.weight"]], dim=1)
+            first["0.weight"] = torch.cat(
+                [torch.zeros_like(mlp_state["0.weight"][:, :d]), mlp_state["0.weight"]], dim=1
+            )
             expert.load_state_dict(first)
     mvke.eval(), tt.eval()
     inputs = _inputs(batch)

@@ -45,7 +45,8 @@ def db(assigned: tuple[Path, Path], tmp_path: Path) -> Path:
 def _served_rows(db: Path) -> tuple[int, set[int]]:
     with duckdb.connect(str(db), read_only=True) as con:
         n, versions = con.execute(
-            "SELECT count(*), list(DISTINCT version) FROM serving_item_ids").fetchall()[0]
+            "SELECT count(*), list(DISTINCT version) FROM serving_item_ids"
+        ).fetchall()[0]
     return n, set(versions)
 
 
@@ -54,48 +55,79 @@ def _catalog(db: Path) -> int:
         return con.execute("SELECT count(*) FROM items").fetchall()[0][0]
 
 
-def test_publish_serves_exports_and_is_idempotent(db: Path, assigned: tuple[Path, Path],
-                                                  tmp_path: Path) -> None:
+def test_publish_serves_exports_and_is_idempotent(
+    db: Path, assigned: tuple[Path, Path], tmp_path: Path
+) -> None:
     ids = assigned[1]
     with connect(db) as con:
         before = table_fingerprint(con, "items")
     assert served_version(db) is None
-    res = publish(db, ids, model_version="3", run_date="2026-10-06", model_uri="models:/tarq/3",
-                  export_dir=tmp_path / "exp")
+    res = publish(
+        db,
+        ids,
+        model_version="3",
+        run_date="2026-10-06",
+        model_uri="models:/tarq/3",
+        export_dir=tmp_path / "exp",
+    )
     assert res.created and res.version == 1 and res.previous is None
     assert all(c["ok"] for c in res.checks)
     assert served_version(db) == 1
     assert _served_rows(db) == (_catalog(db), {1})
     with duckdb.connect(str(db), read_only=True) as con:
         cols = [d[0] for d in con.execute("SELECT * FROM serving_item_ids LIMIT 0").description]
-        assert {"item_id", "code_0", "code_2", "v_item", "model_name", "model_version",
-                "run_date", "published_at", "version"} <= set(cols)
+        assert {
+            "item_id",
+            "code_0",
+            "code_2",
+            "v_item",
+            "model_name",
+            "model_version",
+            "run_date",
+            "published_at",
+            "version",
+        } <= set(cols)
     manifest = json.loads(Path(res.manifest_path).read_text())
     exported = Path(res.export_path)
     assert manifest["rows"] == _catalog(db) == pq.ParquetFile(exported).metadata.num_rows
     assert manifest["sha256"] == file_sha256(exported)
     assert manifest["model_uri"] == "models:/tarq/3" and manifest["version"] == 1
 
-    again = publish(db, ids, model_version="3", run_date="2026-10-06",
-                    export_dir=tmp_path / "exp")
+    again = publish(db, ids, model_version="3", run_date="2026-10-06", export_dir=tmp_path / "exp")
     assert not again.created and again.version == 1
     # Each case keeps the keys it has always had: an existing version has its registry
     # status and no manifest.
-    assert list(res.to_dict()) == ["version", "created", "served", "previous", "table",
-                                   "checks", "export_path", "manifest_path", "manifest",
-                                   "pruned"]
-    assert again.to_dict() == {"version": 1, "created": False, "served": True, "previous": 1,
-                               "table": "semantic_ids_v1", "checks": [],
-                               "export_path": res.export_path, "status": "published",
-                               "pruned": []}
+    assert list(res.to_dict()) == [
+        "version",
+        "created",
+        "served",
+        "previous",
+        "table",
+        "checks",
+        "export_path",
+        "manifest_path",
+        "manifest",
+        "pruned",
+    ]
+    assert again.to_dict() == {
+        "version": 1,
+        "created": False,
+        "served": True,
+        "previous": 1,
+        "table": "semantic_ids_v1",
+        "checks": [],
+        "export_path": res.export_path,
+        "status": "published",
+        "pruned": [],
+    }
     assert [v["version"] for v in list_versions(db)] == [1]
     with connect(db) as con:
         assert table_fingerprint(con, "items") == before
 
 
 def test_crash_between_write_and_switch_keeps_previous_version(
-        db: Path, assigned: tuple[Path, Path], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    db: Path, assigned: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ids = assigned[1]
     publish(db, ids, model_version="1", run_date="2026-10-06", export_dir=tmp_path)
     monkeypatch.setenv(CRASH_ENV, "before_switch")
@@ -120,14 +152,18 @@ def test_crash_between_write_and_switch_keeps_previous_version(
     status = {v["version"]: v["status"] for v in list_versions(db)}
     assert status == {1: "published", 2: "abandoned", 3: "abandoned", 4: "published"}
     with duckdb.connect(str(db), read_only=True) as con:
-        tables = {r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'semantic_ids_v%'"
-        ).fetchall()}
+        tables = {
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'semantic_ids_v%'"
+            ).fetchall()
+        }
     assert tables == {"semantic_ids_v1", "semantic_ids_v4"}
 
 
-def test_failed_check_publishes_nothing(db: Path, assigned: tuple[Path, Path],
-                                        tmp_path: Path) -> None:
+def test_failed_check_publishes_nothing(
+    db: Path, assigned: tuple[Path, Path], tmp_path: Path
+) -> None:
     ids = assigned[1]
     publish(db, ids, model_version="1", run_date="2026-10-06", export_dir=tmp_path / "e")
     # The catalog grew after the assignment: row count no longer equals the catalog size.
@@ -141,13 +177,15 @@ def test_failed_check_publishes_nothing(db: Path, assigned: tuple[Path, Path],
     assert not (tmp_path / "e" / f"{rejected[0]['table_name']}.parquet").exists()
 
 
-def test_codes_out_of_range_are_refused(db: Path, assigned: tuple[Path, Path],
-                                        tmp_path: Path) -> None:
+def test_codes_out_of_range_are_refused(
+    db: Path, assigned: tuple[Path, Path], tmp_path: Path
+) -> None:
     table = pq.read_table(assigned[1] / IDS_FILE)
     codes = table.column("code_1").to_pylist()
     codes[3] = 99
-    bad = table.set_column(table.column_names.index("code_1"), "code_1",
-                           pa.array(codes, pa.int16()))
+    bad = table.set_column(
+        table.column_names.index("code_1"), "code_1", pa.array(codes, pa.int16())
+    )
     (tmp_path / "bad").mkdir()
     pq.write_table(bad, tmp_path / "bad" / IDS_FILE)
     with pytest.raises(PublishError, match="codes_in_range"):
@@ -155,8 +193,9 @@ def test_codes_out_of_range_are_refused(db: Path, assigned: tuple[Path, Path],
     assert served_version(db) is None
 
 
-def test_failed_assignment_report_blocks_publication(db: Path, assigned: tuple[Path, Path],
-                                                     tmp_path: Path) -> None:
+def test_failed_assignment_report_blocks_publication(
+    db: Path, assigned: tuple[Path, Path], tmp_path: Path
+) -> None:
     (tmp_path / "ids").mkdir()
     (tmp_path / "ids" / IDS_FILE).write_bytes((assigned[1] / IDS_FILE).read_bytes())
     (tmp_path / "ids" / "health.json").write_text(json.dumps({"ok": False}))
@@ -164,22 +203,26 @@ def test_failed_assignment_report_blocks_publication(db: Path, assigned: tuple[P
         publish(db, tmp_path / "ids", run_date="2026-10-06", export_dir=tmp_path / "e")
 
 
-def test_readers_see_old_or_new_never_a_mix(db: Path, assigned: tuple[Path, Path],
-                                           tmp_path: Path) -> None:
+def test_readers_see_old_or_new_never_a_mix(
+    db: Path, assigned: tuple[Path, Path], tmp_path: Path
+) -> None:
     ids = assigned[1]
     publish(db, ids, model_version="1", run_date="2026-10-06", export_dir=tmp_path)
     reader = duckdb.connect(str(db))
     try:
         reader.begin()
         first = reader.execute(
-            "SELECT count(*), list(DISTINCT version) FROM serving_item_ids").fetchall()[0]
+            "SELECT count(*), list(DISTINCT version) FROM serving_item_ids"
+        ).fetchall()[0]
         publish(db, ids, model_version="2", run_date="2026-10-07", export_dir=tmp_path)
         # The open transaction still reads its snapshot: the old version, whole.
         during = reader.execute(
-            "SELECT count(*), list(DISTINCT version) FROM serving_item_ids").fetchall()[0]
+            "SELECT count(*), list(DISTINCT version) FROM serving_item_ids"
+        ).fetchall()[0]
         reader.commit()
         after = reader.execute(
-            "SELECT count(*), list(DISTINCT version) FROM serving_item_ids").fetchall()[0]
+            "SELECT count(*), list(DISTINCT version) FROM serving_item_ids"
+        ).fetchall()[0]
     finally:
         reader.close()
     n = _catalog(db)
@@ -206,8 +249,9 @@ def test_keep_and_rollback(db: Path, assigned: tuple[Path, Path], tmp_path: Path
     assert served_version(db) == 3
 
 
-def test_same_key_with_different_ids_is_refused(db: Path, assigned: tuple[Path, Path],
-                                                tmp_path: Path) -> None:
+def test_same_key_with_different_ids_is_refused(
+    db: Path, assigned: tuple[Path, Path], tmp_path: Path
+) -> None:
     publish(db, assigned[1], model_version="1", run_date="2026-10-06", export_dir=tmp_path)
     other = tmp_path / "other"
     other.mkdir()
@@ -217,17 +261,46 @@ def test_same_key_with_different_ids_is_refused(db: Path, assigned: tuple[Path, 
         publish(db, other, model_version="1", run_date="2026-10-06", export_dir=tmp_path)
 
 
-def test_cli_assign_publish_rollback(db: Path, assigned: tuple[Path, Path], tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_assign_publish_rollback(
+    db: Path, assigned: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tarq.cli import main
 
     model_dir = assigned[1].parent / "model"
-    assert main(["assign-ids", "--db", str(db), "--model", str(model_dir),
-                 "--out", str(tmp_path / "ids"), "--max-collision-rate", "1"]) == 0
+    assert (
+        main(
+            [
+                "assign-ids",
+                "--db",
+                str(db),
+                "--model",
+                str(model_dir),
+                "--out",
+                str(tmp_path / "ids"),
+                "--max-collision-rate",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "semantic IDs: OK" in capsys.readouterr().out
     for day in ("2026-10-06", "2026-10-07"):
-        assert main(["publish", "--db", str(db), "--ids", str(tmp_path / "ids"),
-                     "--run-date", day, "--export-dir", str(tmp_path / "e")]) == 0
+        assert (
+            main(
+                [
+                    "publish",
+                    "--db",
+                    str(db),
+                    "--ids",
+                    str(tmp_path / "ids"),
+                    "--run-date",
+                    day,
+                    "--export-dir",
+                    str(tmp_path / "e"),
+                ]
+            )
+            == 0
+        )
     assert json.loads(capsys.readouterr().out.split("\n}\n")[-2] + "\n}")["version"] == 2
     assert main(["publish", "--db", str(db), "--rollback"]) == 0
     assert served_version(db) == 1

@@ -196,8 +196,9 @@ def test_bad_run_dates(tmp_path: Path) -> None:
         build_samples(db, DAY0 + dt.timedelta(days=1), tmp_path / "o")
 
 
-def test_user_buckets_give_identical_rows(built: tuple[Path, Path, SampleBuild],
-                                         tmp_path: Path) -> None:
+def test_user_buckets_give_identical_rows(
+    built: tuple[Path, Path, SampleBuild], tmp_path: Path
+) -> None:
     db, out, report = built
     assert report.buckets == 1
     small = build_samples(
@@ -230,7 +231,8 @@ def test_a_rebuild_swaps_in_whole_and_leaves_nothing_behind(tmp_path: Path) -> N
     assert second.fingerprint == first.fingerprint
     assert second.build_id != first.build_id
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["README", "layout.json", "meta.json", "test", "train", "vocab"])
+        ["README", "layout.json", "meta.json", "test", "train", "vocab"]
+    )
     assert json.loads((out / "meta.json").read_text())["build_id"] == second.build_id
 
 
@@ -242,8 +244,11 @@ def test_latest_with_no_usable_impression_says_why(tmp_path: Path) -> None:
     con = connect(db)
     try:
         assert latest_run_date(con) == DAY0 + dt.timedelta(days=N_DAYS)
-        with pytest.raises(ValueError, match=r"no usable impression: all [\d,]+ are quarantined "
-                                             r"or later than now \(2026-09-01 00:00 UTC\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"no usable impression: all [\d,]+ are quarantined "
+            r"or later than now \(2026-09-01 00:00 UTC\)",
+        ):
             latest_run_date(con, dt.datetime(2026, 9, 1))
     finally:
         con.close()

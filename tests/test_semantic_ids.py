@@ -23,8 +23,14 @@ from tarq.semantic_ids import (
 from tarq.warehouse import connect, table_fingerprint
 from tests.test_samples import DAY0, N_DAYS, _make_warehouse
 
-TINY_MODEL = {"emb_dim": 8, "d_model": 16, "n_heads": 2, "codebook_size": 4, "n_codebooks": 3,
-              "dropout": 0.0}
+TINY_MODEL = {
+    "emb_dim": 8,
+    "d_model": 16,
+    "n_heads": 2,
+    "codebook_size": 4,
+    "n_codebooks": 3,
+    "dropout": 0.0,
+}
 NEW_ITEMS = 40  # items added to the catalog after training (ids unseen by the vocabulary)
 
 
@@ -38,14 +44,22 @@ def make_trained(root: Path) -> tuple[Path, Path]:
     _make_warehouse(db)
     build_samples(db, DAY0 + dt.timedelta(days=N_DAYS), root / "samples", seq_len=6)
     tcfg = TrainConfig(epochs=1, batch_size=64, eval_batch_size=256, patience=0, threads=1)
-    train(root / "samples", "tarq", root / "model", ModelConfig.from_dict(TINY_MODEL), tcfg,
-          progress=False)
+    train(
+        root / "samples",
+        "tarq",
+        root / "model",
+        ModelConfig.from_dict(TINY_MODEL),
+        tcfg,
+        progress=False,
+    )
     con = connect(db)
     # New items: some in known categories/brands, some in unknown ones, one with no price.
     con.execute(
         "INSERT INTO items SELECT range, range % 9, range % 17, "
         "CASE WHEN range % 10 = 0 THEN NULL ELSE range * 0.7 END, 'new' "
-        "FROM range(1001, 1001 + $n)", {"n": NEW_ITEMS})
+        "FROM range(1001, 1001 + $n)",
+        {"n": NEW_ITEMS},
+    )
     con.close()
     return db, root / "model"
 
@@ -55,14 +69,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_trained(tmp_path_factory.mktemp("ids"))
 
 
-def test_assigns_every_catalog_item_and_agrees_with_torch(trained: tuple[Path, Path],
-                                                          tmp_path: Path) -> None:
+def test_assigns_every_catalog_item_and_agrees_with_torch(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
     db, model_dir = trained
     with connect(db, read_only=True) as con:
         before = table_fingerprint(con, "items")
         n_items = con.execute("SELECT count(*) FROM items").fetchone()[0]
-    report = assign_ids(db, model_dir, tmp_path, chunk_size=37, progress=False,
-                        max_collision_rate=None)
+    report = assign_ids(
+        db, model_dir, tmp_path, chunk_size=37, progress=False, max_collision_rate=None
+    )
     assert report.ok, report.checks
     assert report.catalog_size == n_items == report.items_assigned
     assert report.coverage == 1.0
@@ -103,8 +119,10 @@ def test_codes_equal_the_model_catalog_codes(trained: tuple[Path, Path], tmp_pat
     layout = FeatureLayout.load(model_dir / "layout.json")
     vocabs = {f: Vocab.load(model_dir / "vocab" / f"{f}.parquet") for f in layout.item_fields}
     with connect(db, read_only=True) as con:
-        tbl = con.sql("SELECT it.* EXCLUDE (load_id, price), price_bucket(it.price) AS "
-                      "price_bucket FROM items it ORDER BY item_id").to_arrow_table()
+        tbl = con.sql(
+            "SELECT it.* EXCLUDE (load_id, price), price_bucket(it.price) AS "
+            "price_bucket FROM items it ORDER BY item_id"
+        ).to_arrow_table()
     feats = torch.from_numpy(encode_fields(tbl, layout.item_fields, vocabs))
     with torch.no_grad():
         want_codes = model.catalog_codes(feats).numpy()
@@ -133,8 +151,9 @@ def test_faiss_ties_are_listed_not_failed() -> None:
     assert not tie
 
 
-def test_disagreement_beyond_ties_fails_and_writes_no_ids(trained: tuple[Path, Path],
-                                                          tmp_path: Path) -> None:
+def test_disagreement_beyond_ties_fails_and_writes_no_ids(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
     import tarq.semantic_ids as sid
 
     db, model_dir = trained
@@ -165,15 +184,21 @@ def test_baseline_model_is_refused(trained: tuple[Path, Path], tmp_path: Path) -
     from tarq.train import TrainConfig, train
 
     db, model_dir = trained
-    train(model_dir.parent / "samples", "tt", tmp_path / "tt", ModelConfig.from_dict(TINY_MODEL),
-          TrainConfig(epochs=1, batch_size=64, eval_batch_size=256, patience=0, threads=1),
-          progress=False)
+    train(
+        model_dir.parent / "samples",
+        "tt",
+        tmp_path / "tt",
+        ModelConfig.from_dict(TINY_MODEL),
+        TrainConfig(epochs=1, batch_size=64, eval_batch_size=256, patience=0, threads=1),
+        progress=False,
+    )
     with pytest.raises(ValueError, match="no semantic IDs"):
         assign_ids(db, tmp_path / "tt", tmp_path / "out", progress=False)
 
 
-def test_optional_thresholds_fail_the_assignment(trained: tuple[Path, Path],
-                                                 tmp_path: Path) -> None:
+def test_optional_thresholds_fail_the_assignment(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
     db, model_dir = trained
     with pytest.raises(SemanticIdError, match="max_collision_rate"):
         assign_ids(db, model_dir, tmp_path, progress=False, max_collision_rate=-1.0)

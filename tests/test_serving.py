@@ -48,19 +48,37 @@ def make_served(root: Path) -> dict:
     with connect(db, read_only=True) as con:
         beh = con.execute(
             "SELECT item_id, category_id, brand_id, action, ts FROM behaviors WHERE user_id = $u "
-            "ORDER BY ts, row_id", {"u": USER}).fetchall()
-        items = con.sql("SELECT it.* EXCLUDE (load_id, price), price_bucket(it.price) AS "
-                        "price_bucket FROM items it ORDER BY item_id").to_arrow_table()
-    history = [dict(zip(("item_id", "category_id", "brand_id", "action", "ts"), b, strict=True))
-               for b in beh]
+            "ORDER BY ts, row_id",
+            {"u": USER},
+        ).fetchall()
+        items = con.sql(
+            "SELECT it.* EXCLUDE (load_id, price), price_bucket(it.price) AS "
+            "price_bucket FROM items it ORDER BY item_id"
+        ).to_arrow_table()
+    history = [
+        dict(zip(("item_id", "category_id", "brand_id", "action", "ts"), b, strict=True))
+        for b in beh
+    ]
     tied = {t["item_id"] for t in report.agreement["ties_listed"]}
-    return {"db": db, "model_dir": model_dir, "history": history, "items": items,
-            "request_ts": history[-1]["ts"] + dt.timedelta(minutes=7),
-            "tied": tied, "export": Path(pub.export_path)}
+    return {
+        "db": db,
+        "model_dir": model_dir,
+        "history": history,
+        "items": items,
+        "request_ts": history[-1]["ts"] + dt.timedelta(minutes=7),
+        "tied": tied,
+        "export": Path(pub.export_path),
+    }
 
 
-def _forward_logits(model_dir: Path, profile: dict, history: list[dict],
-                    items_tbl, candidates: np.ndarray, request_ts: object = None) -> np.ndarray:
+def _forward_logits(
+    model_dir: Path,
+    profile: dict,
+    history: list[dict],
+    items_tbl,
+    candidates: np.ndarray,
+    request_ts: object = None,
+) -> np.ndarray:
     """The training forward on the same inputs, padded to seq_len exactly as the loader does."""
     from tarq.model.io import load_trained
 
@@ -70,16 +88,20 @@ def _forward_logits(model_dir: Path, profile: dict, history: list[dict],
     vocabs = {f: Vocab.load(model_dir / "vocab" / f"{f}.parquet") for f in fields}
     n = candidates.size
     all_ids = items_tbl.column("item_id").to_numpy()
-    feats = encode_fields(items_tbl, layout.item_fields, vocabs)[np.searchsorted(all_ids,
-                                                                                  candidates)]
+    feats = encode_fields(items_tbl, layout.item_fields, vocabs)[
+        np.searchsorted(all_ids, candidates)
+    ]
     hist, mask = encode_history(history, layout, vocabs, request_ts)
     full = torch.full((1, layout.seq_len, hist.shape[2]), PAD, dtype=torch.int64)
     full_mask = torch.zeros((1, layout.seq_len), dtype=torch.bool)
     full[:, : hist.shape[1]] = hist
     full_mask[:, : mask.shape[1]] = mask
-    batch = {"user": encode_user(profile, layout, vocabs).expand(n, -1),
-             "item": torch.from_numpy(feats), "hist": full.expand(n, -1, -1),
-             "hist_mask": full_mask.expand(n, -1)}
+    batch = {
+        "user": encode_user(profile, layout, vocabs).expand(n, -1),
+        "item": torch.from_numpy(feats),
+        "hist": full.expand(n, -1, -1),
+        "hist_mask": full_mask.expand(n, -1),
+    }
     with torch.no_grad():
         return model(batch).logit.numpy()
 
@@ -93,8 +115,9 @@ def test_scores_equal_training_forward(served: dict) -> None:
     cand = np.array([c for c in cand if int(c) not in served["tied"]])
     profile = {"user_id": USER, "gender": 1}
     got = scorer.score(profile, served["history"], cand, request_ts=served["request_ts"])
-    want = _forward_logits(served["model_dir"], profile, served["history"], served["items"], cand,
-                           served["request_ts"])
+    want = _forward_logits(
+        served["model_dir"], profile, served["history"], served["items"], cand, served["request_ts"]
+    )
     assert got.shape == (cand.size,) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     # A user with no behaviour at all, and an unknown user id (OOV).
@@ -102,7 +125,9 @@ def test_scores_equal_training_forward(served: dict) -> None:
         np.testing.assert_allclose(
             scorer.score(prof, hist, cand),
             _forward_logits(served["model_dir"], prof, hist, served["items"], cand),
-            rtol=1e-5, atol=1e-5)
+            rtol=1e-5,
+            atol=1e-5,
+        )
 
 
 def test_only_the_last_seq_len_behaviours_count(served: dict) -> None:
@@ -111,8 +136,10 @@ def test_only_the_last_seq_len_behaviours_count(served: dict) -> None:
     seq_len = scorer.layout.seq_len
     assert len(hist) > seq_len
     cand = served["items"].column("item_id").to_numpy()[:50]
-    np.testing.assert_array_equal(scorer.score({"user_id": USER}, hist, cand),
-                                  scorer.score({"user_id": USER}, hist[-seq_len:], cand))
+    np.testing.assert_array_equal(
+        scorer.score({"user_id": USER}, hist, cand),
+        scorer.score({"user_id": USER}, hist[-seq_len:], cand),
+    )
 
 
 def test_unknown_candidates(served: dict) -> None:
@@ -124,8 +151,9 @@ def test_unknown_candidates(served: dict) -> None:
     assert err.value.item_ids == [777_777, -3]
     out = scorer.score({"user_id": USER}, served["history"], cand, unknown="nan")
     assert np.isnan(out[[1, 3]]).all()
-    np.testing.assert_allclose(out[[0, 2, 4]],
-                               scorer.score({"user_id": USER}, served["history"], known[:3]))
+    np.testing.assert_allclose(
+        out[[0, 2, 4]], scorer.score({"user_id": USER}, served["history"], known[:3])
+    )
     assert scorer.score({"user_id": USER}, [], []).shape == (0,)
 
 
@@ -154,11 +182,15 @@ def test_time_since_each_behaviour_changes_the_scores(served: dict) -> None:
     hist, now = served["history"], served["request_ts"]
     a = scorer.score({"user_id": USER}, hist, cand, request_ts=now)
     # Equivalent timestamp forms give identical scores; the same behaviours a month later do not.
-    np.testing.assert_array_equal(a, scorer.score({"user_id": USER}, hist, cand,
-                                                  request_ts=now.isoformat()))
-    np.testing.assert_array_equal(a, scorer.score(
-        {"user_id": USER}, hist, cand,
-        request_ts=now.replace(tzinfo=dt.UTC).timestamp()))
+    np.testing.assert_array_equal(
+        a, scorer.score({"user_id": USER}, hist, cand, request_ts=now.isoformat())
+    )
+    np.testing.assert_array_equal(
+        a,
+        scorer.score(
+            {"user_id": USER}, hist, cand, request_ts=now.replace(tzinfo=dt.UTC).timestamp()
+        ),
+    )
     later = scorer.score({"user_id": USER}, hist, cand, request_ts=now + dt.timedelta(days=30))
     assert not np.allclose(a, later)
 
@@ -177,8 +209,10 @@ def test_scorer_from_export_equals_from_warehouse(served: dict) -> None:
     a = Scorer.from_paths(served["db"], served["model_dir"])
     b = Scorer.from_parquet(served["export"], served["model_dir"])
     cand = served["items"].column("item_id").to_numpy()[::3]
-    np.testing.assert_array_equal(a.score({"user_id": USER}, served["history"], cand),
-                                  b.score({"user_id": USER}, served["history"], cand))
+    np.testing.assert_array_equal(
+        a.score({"user_id": USER}, served["history"], cand),
+        b.score({"user_id": USER}, served["history"], cand),
+    )
     assert b.version == 1
 
 
@@ -192,7 +226,7 @@ def _random_inputs(layout: FeatureLayout, n: int, length: int, seed: int = 0) ->
     user = torch.stack([idx(f, 1) for f in layout.user_fields], dim=1)
     hist = torch.stack([idx(f, 1, length) for f in layout.seq_fields], dim=2)
     mask = torch.ones(1, length, dtype=torch.bool)
-    mask[0, length - 2:] = False
+    mask[0, length - 2 :] = False
     return {"user": user, "item": item, "hist": hist, "hist_mask": mask}
 
 
@@ -205,18 +239,31 @@ def test_fast_paths_equal_model_score(served: dict, fusion: str) -> None:
     torch.manual_seed(0)
     with torch.no_grad():
         tarq = build_model("tarq", layout, cfg).eval()
-        tarq.init_codebooks(x | {"user": x["user"].expand(300, -1),
-                                 "hist": x["hist"].expand(300, -1, -1),
-                                 "hist_mask": x["hist_mask"].expand(300, -1)})
+        tarq.init_codebooks(
+            x
+            | {
+                "user": x["user"].expand(300, -1),
+                "hist": x["hist"].expand(300, -1, -1),
+                "hist_mask": x["hist_mask"].expand(300, -1),
+            }
+        )
         state = tarq.user_side(x["user"], x["hist"], x["hist_mask"])
         v_item, codes = tarq.item_side(x["item"])
         want = tarq.score(state, v_item[rows], codes[rows])
         m, k, d = cfg.n_codebooks, cfg.codebook_size, cfg.d_model
         personal = state.extra["personal_codebooks"][0].reshape(m * k, d)
         pool = tarq.rq_attention.pool(personal)[:, 0] if fusion == "attention" else None
-        got = tarq_logits(unit_rows(state.v_user)[0], personal, unit_rows(v_item),
-                          codes + torch.arange(m) * k, float(tarq.head.scale),
-                          float(tarq.head.bias), pool, rows=rows, block=7)
+        got = tarq_logits(
+            unit_rows(state.v_user)[0],
+            personal,
+            unit_rows(v_item),
+            codes + torch.arange(m) * k,
+            float(tarq.head.scale),
+            float(tarq.head.bias),
+            pool,
+            rows=rows,
+            block=7,
+        )
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -237,8 +284,18 @@ def test_baseline_fast_paths_equal_model_score(served: dict, name: str) -> None:
         else:
             attn = model.target_attention.attn
             keys, values = target_attention_keys(attn, state.extra["h_seq"])
-            got = target_attention_logits(attn, keys, values, state.extra["mask"][0], u_hat,
-                                          aux, unit_rows(v_item), scale, bias, block=33)
+            got = target_attention_logits(
+                attn,
+                keys,
+                values,
+                state.extra["mask"][0],
+                u_hat,
+                aux,
+                unit_rows(v_item),
+                scale,
+                bias,
+                block=33,
+            )
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -254,18 +311,34 @@ def test_pyfunc_scores_equal_the_scorer(served: dict, tmp_path: Path) -> None:
     scorer = Scorer.from_paths(served["db"], served["model_dir"])
     ids = served["items"].column("item_id").to_numpy()
     requests = [
-        {"user_profile": {"user_id": USER, "gender": 1}, "history": served["history"],
-         "candidate_item_ids": ids[:40].tolist(),
-         "request_ts": served["request_ts"].isoformat()},
-        {"user_profile": {"user_id": 999}, "history": [], "candidate_item_ids":
-         [int(ids[3]), 424242], "unknown": "nan"},
+        {
+            "user_profile": {"user_id": USER, "gender": 1},
+            "history": served["history"],
+            "candidate_item_ids": ids[:40].tolist(),
+            "request_ts": served["request_ts"].isoformat(),
+        },
+        {
+            "user_profile": {"user_id": 999},
+            "history": [],
+            "candidate_item_ids": [int(ids[3]), 424242],
+            "unknown": "nan",
+        },
     ]
     out = loaded.predict(pd.DataFrame(requests))
-    np.testing.assert_allclose(out["scores"][0], scorer.score(
-        requests[0]["user_profile"], requests[0]["history"], ids[:40],
-        request_ts=served["request_ts"]), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        out["scores"][0],
+        scorer.score(
+            requests[0]["user_profile"],
+            requests[0]["history"],
+            ids[:40],
+            request_ts=served["request_ts"],
+        ),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     assert out["scores"][1][1] is None
-    assert out["scores"][1][0] == pytest.approx(float(scorer.score({"user_id": 999}, [],
-                                                                   [ids[3]])[0]), abs=1e-6)
+    assert out["scores"][1][0] == pytest.approx(
+        float(scorer.score({"user_id": 999}, [], [ids[3]])[0]), abs=1e-6
+    )
     # The model directory is self-contained: no training checkpoints, no warehouse.
     assert not list(Path(path).rglob("last.pt"))

@@ -41,20 +41,33 @@ def _cfg(**train: object) -> tuple[ModelConfig, TrainConfig]:
 
 
 @pytest.mark.parametrize("name", ["tarq", "tt"])
-def test_train_writes_artifacts_and_loads_weights_only(samples: Path, tmp_path: Path, name: str) -> None:
+def test_train_writes_artifacts_and_loads_weights_only(
+    samples: Path, tmp_path: Path, name: str
+) -> None:
     mcfg, tcfg = _cfg()
     result = train(samples, name, tmp_path / name, mcfg, tcfg, progress=False)
     out = tmp_path / name
-    for f in ("model.pt", "config.json", "layout.json", "metrics.json", "predictions.parquet",
-              CHECKPOINT, "vocab/item_id.parquet"):
+    for f in (
+        "model.pt",
+        "config.json",
+        "layout.json",
+        "metrics.json",
+        "predictions.parquet",
+        CHECKPOINT,
+        "vocab/item_id.parquet",
+    ):
         assert (out / f).exists(), f
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(result.to_dict()))
     # metrics.json is the result's dict (same key order) and reads back into it.
     assert list(metrics) == list(result.to_dict())
     assert TrainResult.from_dict(metrics) == result
-    assert TrainResult.from_dict({k: v for k, v in metrics.items()
-                                  if k not in ("valid_random", "rows_trained")}).rows_trained is None
+    assert (
+        TrainResult.from_dict(
+            {k: v for k, v in metrics.items() if k not in ("valid_random", "rows_trained")}
+        ).rows_trained
+        is None
+    )
     for key in ("auc", "gauc", "logloss", "gauc_skipped_users"):
         assert key in metrics["test"]
     assert metrics["epochs_run"] == 1 and len(metrics["history"]) == 1
@@ -63,7 +76,8 @@ def test_train_writes_artifacts_and_loads_weights_only(samples: Path, tmp_path: 
     assert metrics["history"][0]["samples"] == steps * tcfg.batch_size
     # (train_seconds is rounded to the ms: a few ms of training leave a percent of slack)
     assert metrics["samples_per_s"] == pytest.approx(
-        steps * tcfg.batch_size / metrics["train_seconds"], rel=0.05)
+        steps * tcfg.batch_size / metrics["train_seconds"], rel=0.05
+    )
     if name == "tarq":
         assert 0 < metrics["test"]["utilization_batch"] <= 1
         assert 0 <= metrics["test"]["collision_rate"] <= 1
@@ -124,8 +138,10 @@ def test_resume_continues_from_last_checkpoint(samples: Path, tmp_path: Path) ->
     assert _tensors_equal(resumed["model"], end["model"])
     assert _tensors_equal(resumed["optim"]["state"], end["optim"]["state"])
     assert _tensors_equal(resumed["best_state"], end["best_state"])
-    assert _tensors_equal(torch.load(tmp_path / "m" / "model.pt", weights_only=True),
-                          torch.load(tmp_path / "whole" / "model.pt", weights_only=True))
+    assert _tensors_equal(
+        torch.load(tmp_path / "m" / "model.pt", weights_only=True),
+        torch.load(tmp_path / "whole" / "model.pt", weights_only=True),
+    )
     for key in ("epoch", "loss", "samples", "valid_auc"):
         assert result.history[1][key] == whole.history[1][key]
 
@@ -154,14 +170,44 @@ def test_tampered_weights_are_refused(samples: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ddp_two_processes(samples: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"model": TINY_MODEL, "train": {
-        "epochs": 1, "batch_size": 64, "eval_batch_size": 256, "patience": 0, "threads": 1}}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "model": TINY_MODEL,
+                "train": {
+                    "epochs": 1,
+                    "batch_size": 64,
+                    "eval_batch_size": 256,
+                    "patience": 0,
+                    "threads": 1,
+                },
+            }
+        )
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "tarq.train", "--samples", str(samples), "--model", "tarq",
-         "--out", str(tmp_path / "ddp"), "--config", str(cfg)],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "tarq.train",
+            "--samples",
+            str(samples),
+            "--model",
+            "tarq",
+            "--out",
+            str(tmp_path / "ddp"),
+            "--config",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Rank 0 prints the result; rank 1's train() returns None and prints nothing.
@@ -176,8 +222,9 @@ def test_ddp_two_processes(samples: Path, tmp_path: Path) -> None:
     assert 0.0 < metrics["test"]["auc"] < 1.0
 
 
-@pytest.mark.parametrize("name", ["inttower", "mvke", "ta", "tarq_no_align",
-                                  "tarq_no_teacher_align"])
+@pytest.mark.parametrize(
+    "name", ["inttower", "mvke", "ta", "tarq_no_align", "tarq_no_teacher_align"]
+)
 def test_every_other_model_trains_end_to_end(samples: Path, tmp_path: Path, name: str) -> None:
     mcfg, tcfg = _cfg(max_steps_per_epoch=3)
     result = train(samples, name, tmp_path / name, mcfg, tcfg, progress=False)
@@ -219,7 +266,8 @@ def _rows_after(samples: Path, since: dt.date, valid_folds: int = 5) -> tuple[in
 
 
 def test_the_last_day_is_the_validation_slice_and_the_random_slice_is_reported(
-        samples: Path, tmp_path: Path) -> None:
+    samples: Path, tmp_path: Path
+) -> None:
     """valid_split "time": early stopping and the best epoch look at the window's last day,
     which is never trained on; the hash folds of the other days are held out too and reported
     as ``valid_random``. "hash" trains on every day and selects on the folds (as before), and
@@ -231,8 +279,11 @@ def test_the_last_day_is_the_validation_slice_and_the_random_slice_is_reported(
     before = t["day"] < last
     mcfg, tcfg = _cfg(max_steps_per_epoch=2)
     res = train(samples, "tt", tmp_path / "time", mcfg, tcfg, progress=False)
-    assert res.valid_slice == {"split": "time", "valid_folds": 5,
-                                  "time_from": dt.datetime.combine(last, dt.time()).isoformat()}
+    assert res.valid_slice == {
+        "split": "time",
+        "valid_folds": 5,
+        "time_from": dt.datetime.combine(last, dt.time()).isoformat(),
+    }
     assert res.valid["rows"] == int((~before).sum()) > 0
     assert res.valid_random["rows"] == int((before & (t["fold"] < 5)).sum()) > 0
     assert res.rows_trained == int((before & (t["fold"] >= 5)).sum())
@@ -252,15 +303,44 @@ def test_the_last_day_is_the_validation_slice_and_the_random_slice_is_reported(
 
 
 def test_tarq_train_cli_cold_then_warm_from_since_day(
-        samples: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    samples: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tarq.cli import main as cli_main
 
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"model": TINY_MODEL, "train": {
-        "epochs": 1, "batch_size": 64, "eval_batch_size": 256, "patience": 0, "threads": 1}}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "model": TINY_MODEL,
+                "train": {
+                    "epochs": 1,
+                    "batch_size": 64,
+                    "eval_batch_size": 256,
+                    "patience": 0,
+                    "threads": 1,
+                },
+            }
+        )
+    )
     cold = tmp_path / "cold"
-    assert cli_main(["train", "--samples", str(samples), "--model", "tt", "--out", str(cold),
-                     "--config", str(cfg), "--max-steps", "3"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "--samples",
+                str(samples),
+                "--model",
+                "tt",
+                "--out",
+                str(cold),
+                "--config",
+                str(cfg),
+                "--max-steps",
+                "3",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["model"] == "tt" and 0 <= printed["auc"] <= 1
     cold_metrics = json.loads((cold / "metrics.json").read_text())
@@ -271,9 +351,26 @@ def test_tarq_train_cli_cold_then_warm_from_since_day(
     meta = json.loads((samples / "meta.json").read_text())
     since = dt.date.fromisoformat(str(meta["train_end"])) - dt.timedelta(days=1)
     warm = tmp_path / "warm"
-    assert cli_main(["train", "--samples", str(samples), "--model", "tt", "--out", str(warm),
-                     "--config", str(cfg), "--warm-from", str(cold),
-                     "--since-day", str(since)]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "--samples",
+                str(samples),
+                "--model",
+                "tt",
+                "--out",
+                str(warm),
+                "--config",
+                str(cfg),
+                "--warm-from",
+                str(cold),
+                "--since-day",
+                str(since),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     metrics = json.loads((warm / "metrics.json").read_text())
     ws = metrics["warm_start"]
@@ -289,17 +386,47 @@ def test_tarq_train_cli_cold_then_warm_from_since_day(
     assert metrics["history"][0]["samples"] == (metrics["rows_trained"] // 64) * 64
 
     with pytest.raises(SystemExit, match="--since-day needs --warm-from"):
-        cli_main(["train", "--samples", str(samples), "--model", "tt", "--out",
-                  str(tmp_path / "x"), "--config", str(cfg), "--since-day", str(since)])
+        cli_main(
+            [
+                "train",
+                "--samples",
+                str(samples),
+                "--model",
+                "tt",
+                "--out",
+                str(tmp_path / "x"),
+                "--config",
+                str(cfg),
+                "--since-day",
+                str(since),
+            ]
+        )
     # A parent of another model is refused by name, nothing trained.
-    assert cli_main(["train", "--samples", str(samples), "--model", "tarq", "--out",
-                     str(tmp_path / "y"), "--config", str(cfg), "--warm-from", str(cold)]) == 2
+    assert (
+        cli_main(
+            [
+                "train",
+                "--samples",
+                str(samples),
+                "--model",
+                "tarq",
+                "--out",
+                str(tmp_path / "y"),
+                "--config",
+                str(cfg),
+                "--warm-from",
+                str(cold),
+            ]
+        )
+        == 2
+    )
     assert "is a 'tt' model, not 'tarq'" in capsys.readouterr().err
     assert not (tmp_path / "y" / "model.pt").exists()
 
 
 def test_each_test_starts_with_one_torch_thread_and_train_honours_its_config(
-        samples: Path, tmp_path: Path) -> None:
+    samples: Path, tmp_path: Path
+) -> None:
     """tests/conftest.py pins one thread per test; ``train`` uses what it is told while it
     runs and gives the process its thread count back afterwards."""
     assert torch.get_num_threads() == 1
@@ -321,27 +448,33 @@ def test_the_same_logs_give_the_same_sample_bytes_and_the_same_model(tmp_path: P
     generate(tmp_path / "w.duckdb", preset="small", seed=7)
     builds = []
     for i in range(2):
-        rep = build_samples(tmp_path / "w.duckdb", "latest", tmp_path / f"s{i}", seq_len=6,
-                            threads=4)
+        rep = build_samples(
+            tmp_path / "w.duckdb", "latest", tmp_path / f"s{i}", seq_len=6, threads=4
+        )
         files = sorted((tmp_path / f"s{i}").glob("*/part-*.parquet"))
-        builds.append((rep.fingerprint, [(f.relative_to(tmp_path / f"s{i}").as_posix(),
-                                             file_sha256(f)) for f in files]))
+        builds.append(
+            (
+                rep.fingerprint,
+                [(f.relative_to(tmp_path / f"s{i}").as_posix(), file_sha256(f)) for f in files],
+            )
+        )
     assert builds[0] == builds[1]
     weights = []
     for i in range(2):
         # The default model on two threads: its multi-threaded CPU kernels differed run to run
         # before train() asked torch for deterministic algorithms.
-        tcfg = TrainConfig(epochs=1, seed=7, max_steps_per_epoch=40, threads=2,
-                           eval_batch_size=4096, patience=0)
-        train(tmp_path / f"s{i}", "tarq", tmp_path / f"m{i}", ModelConfig(), tcfg,
-              progress=False)
+        tcfg = TrainConfig(
+            epochs=1, seed=7, max_steps_per_epoch=40, threads=2, eval_batch_size=4096, patience=0
+        )
+        train(tmp_path / f"s{i}", "tarq", tmp_path / f"m{i}", ModelConfig(), tcfg, progress=False)
         weights.append(load_weights(tmp_path / f"m{i}" / "model.pt"))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_skipping_the_nan_fill_of_new_tensors_changes_no_weight(
-        samples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    samples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Training without deterministic mode's NaN-fill of fresh tensors (faster) gives the same
     weights, bit for bit, as with it: no op reads memory it did not write."""
     import hashlib
@@ -357,4 +490,3 @@ def test_skipping_the_nan_fill_of_new_tensors_changes_no_weight(
         assert torch.utils.deterministic.fill_uninitialized_memory == before  # restored
         digests[fill] = hashlib.sha256((tmp_path / str(fill) / "model.pt").read_bytes()).digest()
     assert digests[True] == digests[False]
-

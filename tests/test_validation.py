@@ -475,11 +475,23 @@ def test_window_checked_by_day_chunks_quarantines_what_one_chunk_does(
             for k, (offset, change) in enumerate(rows):
                 ts = dt.datetime.combine(DEMO_DAY0 + dt.timedelta(days=offset), dt.time(7))
                 _insert(con, "impressions", {**ok, "ts": ts, "request_id": f"c{k}", **change})
-            _insert(con, "behaviors", {"user_id": u, "ts": dt.datetime.combine(
-                DEMO_DAY0 + dt.timedelta(days=2), dt.time(9)), "action": "click"})
+            _insert(
+                con,
+                "behaviors",
+                {
+                    "user_id": u,
+                    "ts": dt.datetime.combine(DEMO_DAY0 + dt.timedelta(days=2), dt.time(9)),
+                    "action": "click",
+                },
+            )
     reports = {
-        name: validate(db, RUN_DATE, docs_dir=docs_dir, window_days=19,
-                       bounds=ValidationBounds(max_chunk_rows=0 if name == "by_day" else 10**9))
+        name: validate(
+            db,
+            RUN_DATE,
+            docs_dir=docs_dir,
+            window_days=19,
+            bounds=ValidationBounds(max_chunk_rows=0 if name == "by_day" else 10**9),
+        )
         for name, db in dbs.items()
     }
     one, by_day = reports["one"], reports["by_day"]
@@ -487,10 +499,16 @@ def test_window_checked_by_day_chunks_quarantines_what_one_chunk_does(
     for table in ("impressions", "behaviors"):
         assert _quarantine(dbs["by_day"], table) == _quarantine(dbs["one"], table) != set()
         assert by_day.flagged[table] == one.flagged[table]
-    flagged = {c.key: (c.observed["flagged"], c.observed["gx_unexpected"], c.observed["row_ids"])
-               for c in one.checks if c.level == "row"}
-    assert {c.key: (c.observed["flagged"], c.observed["gx_unexpected"], c.observed["row_ids"])
-            for c in by_day.checks if c.level == "row"} == flagged
+    flagged = {
+        c.key: (c.observed["flagged"], c.observed["gx_unexpected"], c.observed["row_ids"])
+        for c in one.checks
+        if c.level == "row"
+    }
+    assert {
+        c.key: (c.observed["flagged"], c.observed["gx_unexpected"], c.observed["row_ids"])
+        for c in by_day.checks
+        if c.level == "row"
+    } == flagged
     assert flagged["impressions.duplicate_impression"][0] == 2
     assert flagged["impressions.request_id_reused"][0] == 1  # its first row is another chunk's
     assert flagged["impressions.not_null_ts"][0] == 1  # the undated row: in the last chunk
@@ -505,12 +523,21 @@ def test_window_checked_by_day_chunks_quarantines_what_one_chunk_does(
 ACCEPT_DAY = dt.date(2026, 10, 5)  # 4 trailing days: its volume is judged
 
 
-def test_an_accepted_old_day_passes_until_its_rows_change(tmp_path: Path, docs_dir: Path,
-                                                          capsys) -> None:
+def test_an_accepted_old_day_passes_until_its_rows_change(
+    tmp_path: Path, docs_dir: Path, capsys
+) -> None:
     db = tmp_path / "accept.duckdb"
     _build_warehouse(db, volume={ACCEPT_DAY: 12})
-    window = ["--db", str(db), "--run-date", BUILT_RUN_DATE.isoformat(), "--docs-dir",
-              str(docs_dir), "--train-days", "19"]
+    window = [
+        "--db",
+        str(db),
+        "--run-date",
+        BUILT_RUN_DATE.isoformat(),
+        "--docs-dir",
+        str(docs_dir),
+        "--train-days",
+        "19",
+    ]
     # A window day that fails a table-level check fails every run while it is in the window.
     for _ in range(2):
         assert main(["validate", *window]) == 1
@@ -527,15 +554,20 @@ def test_an_accepted_old_day_passes_until_its_rows_change(tmp_path: Path, docs_d
             "SELECT table_name, success, accepted_by, reason FROM validated_days "
             "WHERE accepted_by IS NOT NULL ORDER BY table_name"
         ).fetchall()
-    assert rows == [("behaviors", True, "ops-ann", "feed outage, confirmed"),
-                    ("impressions", True, "ops-ann", "feed outage, confirmed")]
+    assert rows == [
+        ("behaviors", True, "ops-ann", "feed outage, confirmed"),
+        ("impressions", True, "ops-ann", "feed outage, confirmed"),
+    ]
 
     report = validate(db, BUILT_RUN_DATE, docs_dir=docs_dir, window_days=19)
     assert report.success, report.to_text()
     assert ACCEPT_DAY not in report.days
     ((acc),) = report.accepted
     assert (acc["day"], acc["accepted_by"], acc["reason"]) == (
-        "2026-10-05", "ops-ann", "feed outage, confirmed")
+        "2026-10-05",
+        "ops-ann",
+        "feed outage, confirmed",
+    )
     assert acc["failed_run_id"].startswith("validation-")
     assert "accepted by an operator: 2026-10-05 by ops-ann" in report.to_text()
     assert report.to_dict()["accepted"] == [acc]
@@ -543,9 +575,19 @@ def test_an_accepted_old_day_passes_until_its_rows_change(tmp_path: Path, docs_d
     # New rows on the day (one of them bad): the day is validated afresh, rows quarantined,
     # the volume judged and failed again, and the acceptance no longer applies.
     with duckdb.connect(str(db)) as con:
-        bad = _insert(con, "impressions", {
-            "user_id": 1, "item_id": 1, "ts": dt.datetime.combine(ACCEPT_DAY, dt.time(5)),
-            "clicked": True, "exposed": False, "position": 1, "request_id": "late-1"})
+        bad = _insert(
+            con,
+            "impressions",
+            {
+                "user_id": 1,
+                "item_id": 1,
+                "ts": dt.datetime.combine(ACCEPT_DAY, dt.time(5)),
+                "clicked": True,
+                "exposed": False,
+                "position": 1,
+                "request_id": "late-1",
+            },
+        )
     report = validate(db, BUILT_RUN_DATE, docs_dir=docs_dir, window_days=19)
     assert not report.success
     assert ACCEPT_DAY in report.days and report.accepted == []
@@ -570,8 +612,10 @@ def test_accept_day_refuses_what_it_cannot_accept(tmp_path: Path, docs_dir: Path
     with pytest.raises(ValueError, match="needs a reason"):
         accept_day(db, ACCEPT_DAY, "  ")
     with duckdb.connect(str(db)) as con:
-        con.execute("INSERT INTO behaviors (user_id, ts, action) VALUES (1, $ts, 'pv')",
-                    {"ts": dt.datetime.combine(ACCEPT_DAY, dt.time(3))})
+        con.execute(
+            "INSERT INTO behaviors (user_id, ts, action) VALUES (1, $ts, 'pv')",
+            {"ts": dt.datetime.combine(ACCEPT_DAY, dt.time(3))},
+        )
     with pytest.raises(ValueError, match="changed since its last validation"):
         accept_day(db, ACCEPT_DAY, "why")
 
@@ -589,8 +633,13 @@ def test_flow_validation_bounds_take_effect_and_bad_keys_are_named(
 
     tight = DailyParams(validation={"volume_ratio": [0.999, 1.001]})
     for params, success in ((DailyParams(), True), (tight, False)):
-        report = validate_logs.fn(copy_db(f"{success}.duckdb"), RUN_DATE.isoformat(), docs_dir,
-                                  params.train_days, params.validation)
+        report = validate_logs.fn(
+            copy_db(f"{success}.duckdb"),
+            RUN_DATE.isoformat(),
+            docs_dir,
+            params.train_days,
+            params.validation,
+        )
         assert report["success"] is success, report["text"]
     assert "impressions.volume" in report["failed"]
     assert "allowed 0.999x–1.001x" in report["text"]

@@ -32,7 +32,7 @@ from tests.test_samples import DAY0, N_DAYS, _make_warehouse
 
 TINY_MODEL = {"emb_dim": 8, "d_model": 16, "n_heads": 2, "codebook_size": 4, "n_codebooks": 2}
 D_PARENT = DAY0 + dt.timedelta(days=N_DAYS - 1)  # run date: tests on day 3, trains on day 2
-D_CHILD = DAY0 + dt.timedelta(days=N_DAYS)        # one day later: trains on 0..3
+D_CHILD = DAY0 + dt.timedelta(days=N_DAYS)  # one day later: trains on 0..3
 
 
 def test_vocab_extension_keeps_every_known_index() -> None:
@@ -80,8 +80,9 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _cfg(**train_kw: object) -> tuple[ModelConfig, TrainConfig]:
-    tcfg = TrainConfig(epochs=1, batch_size=64, eval_batch_size=256, patience=0, threads=1,
-                       max_steps_per_epoch=15)
+    tcfg = TrainConfig(
+        epochs=1, batch_size=64, eval_batch_size=256, patience=0, threads=1, max_steps_per_epoch=15
+    )
     for k, v in train_kw.items():
         setattr(tcfg, k, v)
     return ModelConfig.from_dict(TINY_MODEL), tcfg
@@ -93,10 +94,12 @@ def _item_sightings(samples: Path) -> dict[int, int]:
 
     files = [str(f) for f in sorted((samples / "train").glob("*.parquet"))]
     with duckdb.connect() as con:
-        targets = con.execute("SELECT item_id, count(*) FROM read_parquet($f) GROUP BY 1",
-                              {"f": files}).fetchall()
-        hist = con.execute("SELECT user_id, hist_item_id FROM read_parquet($f)",
-                           {"f": files}).fetchall()
+        targets = con.execute(
+            "SELECT item_id, count(*) FROM read_parquet($f) GROUP BY 1", {"f": files}
+        ).fetchall()
+        hist = con.execute(
+            "SELECT user_id, hist_item_id FROM read_parquet($f)", {"f": files}
+        ).fetchall()
     counts = dict(targets)
     seen: dict[int, set[int]] = {}
     for user, items in hist:
@@ -122,8 +125,10 @@ def test_min_count_sends_rare_ids_to_oov(warehouse: dict[str, Path], tmp_path: P
     meta = json.loads((tmp_path / "s3" / "meta.json").read_text())
     assert meta["min_count"] == threshold and meta["vocab_sizes"]["item_id"] == len(kept) + 2
     # Only the id fields are thresholded: category/brand keep every value seen.
-    assert (Vocab.load(tmp_path / "s3" / "vocab" / "category_id.parquet").values.tolist()
-            == Vocab.load(warehouse["s_child"] / "vocab" / "category_id.parquet").values.tolist())
+    assert (
+        Vocab.load(tmp_path / "s3" / "vocab" / "category_id.parquet").values.tolist()
+        == Vocab.load(warehouse["s_child"] / "vocab" / "category_id.parquet").values.tolist()
+    )
     # A dropped id is OOV in the training batches.
     sset = SampleSet.open(tmp_path / "s3")
     batch = next(iter(BatchStream(sset, "train", 4096)))
@@ -152,20 +157,22 @@ def test_extension_keeps_known_rows_bit_for_bit(warehouse: dict[str, Path]) -> N
         w_old = pmodel.emb.tables[field].weight.detach()
         w_new = child.emb.tables[field].weight.detach()
         assert torch.equal(w_new[: w_old.shape[0]], w_old)  # ... and their row, bit for bit
-        fresh = w_new[w_old.shape[0]:]
+        fresh = w_new[w_old.shape[0] :]
         assert fresh.shape[0] == len(new_vocab) - len(old_vocab)
     assert torch.equal(child.codebooks, pmodel.codebooks)
     assert bool(child.quantizer.initialized)
 
 
 def test_warm_run_with_zero_learning_rate_changes_nothing_it_inherited(
-        warehouse: dict[str, Path], tmp_path: Path) -> None:
+    warehouse: dict[str, Path], tmp_path: Path
+) -> None:
     """No k-means re-init, no rebuilt vocabularies: with lr = 0 the warm child's inherited
     weights are the parent's exactly; only the appended rows are new."""
     mcfg, tcfg = _cfg(lr=0.0)
     warm = WarmStart(warehouse["parent"], since_day=D_PARENT - dt.timedelta(days=2))
-    res = train(warehouse["s_child"], "tarq", tmp_path / "child", mcfg, tcfg, progress=False,
-                warm=warm)
+    res = train(
+        warehouse["s_child"], "tarq", tmp_path / "child", mcfg, tcfg, progress=False, warm=warm
+    )
     assert res.warm_start["mode"] == "warm" and res.warm_start["optimizer_carried"]
     parent = load_weights(warehouse["parent"] / "model.pt")
     child = load_weights(tmp_path / "child" / "model.pt")
@@ -175,12 +182,12 @@ def test_warm_run_with_zero_learning_rate_changes_nothing_it_inherited(
     assert (tmp_path / "child" / OPTIMIZER_FILE).is_file()
 
 
-def test_warm_run_trains_only_on_days_after_its_parent(warehouse: dict[str, Path],
-                                                       tmp_path: Path) -> None:
+def test_warm_run_trains_only_on_days_after_its_parent(
+    warehouse: dict[str, Path], tmp_path: Path
+) -> None:
     since = D_CHILD - dt.timedelta(days=3)  # the child's window ends the day before its test day
     mcfg, tcfg = _cfg(max_steps_per_epoch=None)
-    res = train(warehouse["s_child"], "tt", tmp_path / "tt", mcfg, tcfg, progress=False,
-                warm=None)
+    res = train(warehouse["s_child"], "tt", tmp_path / "tt", mcfg, tcfg, progress=False, warm=None)
     cold_rows = res.rows_trained
     sset = SampleSet.open(warehouse["s_child"])
     t = pq.read_table(sset.files("train"), columns=["day", "fold"]).to_pandas()
@@ -204,26 +211,62 @@ def test_incompatible_parents_are_named(warehouse: dict[str, Path]) -> None:
     assert "not 'tt'" in incompatibility(warehouse["parent"], "tt", mcfg, layout)
     other = ModelConfig.from_dict({**TINY_MODEL, "d_model": 32})
     assert "model config changed: d_model 16 → 32" in incompatibility(
-        warehouse["parent"], "tarq", other, layout)
+        warehouse["parent"], "tarq", other, layout
+    )
     longer = FeatureLayout(**{**layout.__dict__, "seq_len": 9})
     assert "feature layout changed: seq_len 6 → 9" in incompatibility(
-        warehouse["parent"], "tarq", mcfg, longer)
+        warehouse["parent"], "tarq", mcfg, longer
+    )
     with pytest.raises(IncompatibleParentError, match="d_model"):
-        train(warehouse["s_child"], "tarq", warehouse["root"] / "bad", other, _cfg()[1],
-              warm=WarmStart(warehouse["parent"]), progress=False)
+        train(
+            warehouse["s_child"],
+            "tarq",
+            warehouse["root"] / "bad",
+            other,
+            _cfg()[1],
+            warm=WarmStart(warehouse["parent"]),
+            progress=False,
+        )
 
 
 @pytest.mark.slow
-def test_sigkill_during_a_warm_run_resumes_the_warm_run(warehouse: dict[str, Path],
-                                                        tmp_path: Path) -> None:
+def test_sigkill_during_a_warm_run_resumes_the_warm_run(
+    warehouse: dict[str, Path], tmp_path: Path
+) -> None:
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"model": TINY_MODEL, "train": {
-        "epochs": 3, "batch_size": 16, "eval_batch_size": 4096, "patience": 0, "threads": 1}}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "model": TINY_MODEL,
+                "train": {
+                    "epochs": 3,
+                    "batch_size": 16,
+                    "eval_batch_size": 4096,
+                    "patience": 0,
+                    "threads": 1,
+                },
+            }
+        )
+    )
     out = tmp_path / "warm"
     since = str(D_CHILD - dt.timedelta(days=3))
-    cmd = [sys.executable, "-m", "tarq.train", "--samples", str(warehouse["s_child"]),
-           "--model", "tarq", "--out", str(out), "--config", str(cfg),
-           "--warm-from", str(warehouse["parent"]), "--since-day", since]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tarq.train",
+        "--samples",
+        str(warehouse["s_child"]),
+        "--model",
+        "tarq",
+        "--out",
+        str(out),
+        "--config",
+        str(cfg),
+        "--warm-from",
+        str(warehouse["parent"]),
+        "--since-day",
+        since,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done, at_kill, rerun = crash_and_resume(cmd, out / CHECKPOINT, env)
     assert "tarq epoch 1/3" not in rerun.stderr  # resumed, not restarted from the parent

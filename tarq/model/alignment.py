@@ -27,8 +27,9 @@ def symmetric_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return (p * (log_p - log_q)).sum(-1) + (q * (log_q - log_p)).sum(-1)
 
 
-def level_log_probs(residual: torch.Tensor, entries: torch.Tensor,
-                    temperature: float = 1.0) -> torch.Tensor:
+def level_log_probs(
+    residual: torch.Tensor, entries: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Eq. 17 in log space: log softmax_k(−‖r − e_k‖² / τ), ‖·‖² summed over the d dimensions.
 
     Args:
@@ -41,8 +42,12 @@ def level_log_probs(residual: torch.Tensor, entries: torch.Tensor,
 
 
 def level_distributions(
-    residuals: torch.Tensor, codebooks: torch.Tensor, h_tar: torch.Tensor,
-    personal: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
+    residuals: torch.Tensor,
+    codebooks: torch.Tensor,
+    h_tar: torch.Tensor,
+    personal: torch.Tensor,
+    codes: torch.Tensor,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log p and log p̂ of every level (eq. 17).
 
@@ -73,12 +78,17 @@ def alignment_from_log_probs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.
 
 
 def alignment_loss(
-    residuals: torch.Tensor, codebooks: torch.Tensor, h_tar: torch.Tensor,
-    personal: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
+    residuals: torch.Tensor,
+    codebooks: torch.Tensor,
+    h_tar: torch.Tensor,
+    personal: torch.Tensor,
+    codes: torch.Tensor,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Eq. 18 (minimised); arguments as :func:`level_distributions`. Returns a scalar ≥ 0."""
     return alignment_from_log_probs(
-        *level_distributions(residuals, codebooks, h_tar, personal, codes, temperature))
+        *level_distributions(residuals, codebooks, h_tar, personal, codes, temperature)
+    )
 
 
 @torch.no_grad()

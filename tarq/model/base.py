@@ -132,15 +132,17 @@ class TarqModule(nn.Module):
         """k-means initialisation of codebooks on ``batch``; a no-op for models without any."""
         return None
 
-    def user_side(self, user: torch.Tensor, hist: torch.Tensor,
-                  hist_mask: torch.Tensor) -> UserState:
+    def user_side(
+        self, user: torch.Tensor, hist: torch.Tensor, hist_mask: torch.Tensor
+    ) -> UserState:
         raise NotImplementedError
 
     def item_side(self, item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
-    def score(self, state: UserState, v_item: torch.Tensor,
-              aux: torch.Tensor | None = None) -> torch.Tensor:
+    def score(
+        self, state: UserState, v_item: torch.Tensor, aux: torch.Tensor | None = None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     @staticmethod
@@ -155,4 +157,3 @@ class TarqModule(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
-

@@ -97,8 +97,17 @@ class ModelConfig:
     def __post_init__(self) -> None:
         self.tower_hidden = tuple(int(h) for h in self.tower_hidden)
         problems = []
-        for name in ("emb_dim", "d_model", "n_heads", "n_codebooks", "codebook_size",
-                     "ae_hidden", "inttower_heads", "inttower_head_dim", "mvke_kernels"):
+        for name in (
+            "emb_dim",
+            "d_model",
+            "n_heads",
+            "n_codebooks",
+            "codebook_size",
+            "ae_hidden",
+            "inttower_heads",
+            "inttower_head_dim",
+            "mvke_kernels",
+        ):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if self.d_model % max(self.n_heads, 1):

@@ -27,8 +27,11 @@ class FieldEmbeddings(nn.Module):
 
     def __init__(self, layout: FeatureLayout, config: ModelConfig) -> None:
         super().__init__()
-        missing = [f for f in {*layout.user_fields, *layout.item_fields, *layout.seq_fields}
-                   if f not in layout.vocab_sizes]
+        missing = [
+            f
+            for f in {*layout.user_fields, *layout.item_fields, *layout.seq_fields}
+            if f not in layout.vocab_sizes
+        ]
         if missing:
             raise ValueError(f"layout.vocab_sizes lacks fields {sorted(missing)}")
         if not layout.user_fields or not layout.item_fields:
@@ -36,48 +39,60 @@ class FieldEmbeddings(nn.Module):
         self.layout = layout
         e, d = config.emb_dim, config.d_model
         names = dict.fromkeys([*layout.user_fields, *layout.item_fields, *layout.seq_fields])
-        self.tables = nn.ModuleDict({
-            n: nn.Embedding(layout.vocab_sizes[n], d if n in SEQ_CONTEXT_FIELDS else e,
-                            padding_idx=0)
-            for n in names
-        })
+        self.tables = nn.ModuleDict(
+            {
+                n: nn.Embedding(
+                    layout.vocab_sizes[n], d if n in SEQ_CONTEXT_FIELDS else e, padding_idx=0
+                )
+                for n in names
+            }
+        )
         # Unit-scale inputs to the projections: with tiny embeddings the tower MLPs start out
         # dominated by their biases and the cosine scores sit on a plateau for hundreds of steps.
         for t in self.tables.values():
-            nn.init.normal_(t.weight, std=t.embedding_dim ** -0.5)
+            nn.init.normal_(t.weight, std=t.embedding_dim**-0.5)
             with torch.no_grad():
                 t.weight[0].zero_()
         self.seq_item_cols = [j for j, f in enumerate(layout.seq_fields) if f in layout.item_fields]
         self.shared_fields = [layout.seq_fields[j] for j in self.seq_item_cols]
         self.item_shared_cols = [layout.item_fields.index(f) for f in self.shared_fields]
-        self.item_extra_cols = [j for j, f in enumerate(layout.item_fields)
-                                if f not in self.shared_fields]
+        self.item_extra_cols = [
+            j for j, f in enumerate(layout.item_fields) if f not in self.shared_fields
+        ]
         # (column, field) of the context fields (action, time_gap) this layout has.
-        self.context_cols = [(j, f) for j, f in enumerate(layout.seq_fields)
-                             if f in SEQ_CONTEXT_FIELDS]
+        self.context_cols = [
+            (j, f) for j, f in enumerate(layout.seq_fields) if f in SEQ_CONTEXT_FIELDS
+        ]
         if not self.shared_fields:
-            raise ValueError("seq_fields share no field with item_fields; x_i and x_item "
-                             "would live in different spaces")
+            raise ValueError(
+                "seq_fields share no field with item_fields; x_i and x_item "
+                "would live in different spaces"
+            )
         self.user_proj = nn.Linear(len(layout.user_fields) * e, d)
         self.shared_proj = nn.Linear(len(self.shared_fields) * e, d)
-        self.extra_proj = (nn.Linear(len(self.item_extra_cols) * e, d, bias=False)
-                           if self.item_extra_cols else None)
-        self.positional = (nn.Embedding(layout.seq_len + 1, d) if config.positional else None)
+        self.extra_proj = (
+            nn.Linear(len(self.item_extra_cols) * e, d, bias=False)
+            if self.item_extra_cols
+            else None
+        )
+        self.positional = nn.Embedding(layout.seq_len + 1, d) if config.positional else None
         if self.positional is not None:
             # Below the content's scale: the default N(0, 1) would drown the behaviours.
-            nn.init.normal_(self.positional.weight, std=0.1 * d ** -0.5)
-        self.no_history = nn.Parameter(torch.randn(d) * d ** -0.5)
+            nn.init.normal_(self.positional.weight, std=0.1 * d**-0.5)
+        self.no_history = nn.Parameter(torch.randn(d) * d**-0.5)
         self.d_model = d
 
     def user_fields(self, user: torch.Tensor) -> torch.Tensor:
         """(B, Fu) indices → (B, Fu, emb_dim) field embeddings."""
-        return torch.stack([self.tables[f](user[:, j])
-                            for j, f in enumerate(self.layout.user_fields)], dim=1)
+        return torch.stack(
+            [self.tables[f](user[:, j]) for j, f in enumerate(self.layout.user_fields)], dim=1
+        )
 
     def item_fields(self, item: torch.Tensor) -> torch.Tensor:
         """(B, Fi) indices → (B, Fi, emb_dim) field embeddings."""
-        return torch.stack([self.tables[f](item[:, j])
-                            for j, f in enumerate(self.layout.item_fields)], dim=1)
+        return torch.stack(
+            [self.tables[f](item[:, j]) for j, f in enumerate(self.layout.item_fields)], dim=1
+        )
 
     def x_user(self, fields: torch.Tensor) -> torch.Tensor:
         """(B, Fu, e) user field embeddings → x_user (B, d)."""
@@ -90,8 +105,9 @@ class FieldEmbeddings(nn.Module):
             x = x + self.extra_proj(fields[:, self.item_extra_cols].flatten(1))
         return x
 
-    def sequence(self, hist: torch.Tensor, hist_mask: torch.Tensor) -> tuple[torch.Tensor,
-                                                                             torch.Tensor]:
+    def sequence(
+        self, hist: torch.Tensor, hist_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Behaviour sequence with the no-history token in front.
 
         Args:

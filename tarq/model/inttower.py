@@ -38,8 +38,9 @@ class LightSE(nn.Module):
         return e + e * a[..., None]
 
 
-def cir_loss(v_user: torch.Tensor, v_item: torch.Tensor, label: torch.Tensor,
-             temperature: float) -> torch.Tensor:
+def cir_loss(
+    v_user: torch.Tensor, v_item: torch.Tensor, label: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """In-batch InfoNCE with diagonal positives, averaged over clicked rows.
 
     Args:
@@ -77,8 +78,9 @@ class IntTower(TarqModule):
         self.head = ScoreHead(config)
         self.loss_weights["cir"] = config.lambda_cir
 
-    def _user(self, user: torch.Tensor, hist: torch.Tensor,
-              hist_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _user(
+        self, user: torch.Tensor, hist: torch.Tensor, hist_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """→ normalised user heads (B, J, H, hd) and the tower output v_user (B, d)."""
         x_user = self.emb.x_user(self.se_user(self.emb.user_fields(user)))
         x_seq, mask = self.emb.sequence(hist, hist_mask)
@@ -89,12 +91,18 @@ class IntTower(TarqModule):
                 layer_inputs.append(h)
             h = m(h)
         layer_inputs.append(h)
-        heads = torch.stack([p(x).view(-1, self.n_heads, self.head_dim)
-                             for p, x in zip(self.user_heads, layer_inputs, strict=True)], dim=1)
+        heads = torch.stack(
+            [
+                p(x).view(-1, self.n_heads, self.head_dim)
+                for p, x in zip(self.user_heads, layer_inputs, strict=True)
+            ],
+            dim=1,
+        )
         return F.normalize(heads, dim=-1), h
 
-    def user_side(self, user: torch.Tensor, hist: torch.Tensor,
-                  hist_mask: torch.Tensor) -> UserState:
+    def user_side(
+        self, user: torch.Tensor, hist: torch.Tensor, hist_mask: torch.Tensor
+    ) -> UserState:
         """v_user = user heads (B, J, H, hd); ``v_final`` = tower output (B, d)."""
         heads, v = self._user(user, hist, hist_mask)
         return UserState(heads, {"v_final": v})
@@ -103,8 +111,9 @@ class IntTower(TarqModule):
         """(N, Fi) → (v_item (N, d), None)."""
         return self.item_tower(self.emb.x_item(self.se_item(self.emb.item_fields(item)))), None
 
-    def score(self, state: UserState, v_item: torch.Tensor,
-              aux: torch.Tensor | None = None) -> torch.Tensor:
+    def score(
+        self, state: UserState, v_item: torch.Tensor, aux: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (N,) from the FE-Block MaxSim."""
         n = v_item.shape[0]
         iv = F.normalize(self.item_heads(v_item).view(n, self.n_heads, self.head_dim), dim=-1)

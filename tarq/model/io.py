@@ -41,10 +41,15 @@ def load_weights(path: str | Path) -> Any:
         raise
     except Exception as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if "global" in ln.lower()),
-                      lines[0].split(". ")[0] if lines else type(exc).__name__).rstrip(".")
-        kind = ("weights only loading refused it" if "eights only" in str(exc)
-                else "it is not a readable torch weights file")
+        detail = next(
+            (ln for ln in lines if "global" in ln.lower()),
+            lines[0].split(". ")[0] if lines else type(exc).__name__,
+        ).rstrip(".")
+        kind = (
+            "weights only loading refused it"
+            if "eights only" in str(exc)
+            else "it is not a readable torch weights file"
+        )
         raise UntrustedModelError(
             f"{p}: refused to load: {kind} ({detail}). Nothing in it was unpickled; do not "
             "load it with weights_only=False unless you trust where it came from"

@@ -31,7 +31,10 @@ class MultiHeadAttention(nn.Module):
         return x.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
 
     def forward(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
         key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attend.

@@ -43,26 +43,31 @@ class MVKE(TarqModule):
         self.wq, self.wk, self.wv = (nn.Linear(d, d, bias=False) for _ in range(3))
         self.norm = nn.LayerNorm(d)
         self.towers = nn.ModuleList(
-            mlp(3 * d, config.tower_hidden, d, config.dropout) for _ in range(k))
+            mlp(3 * d, config.tower_hidden, d, config.dropout) for _ in range(k)
+        )
         self.item_tower = ItemTower(config)
         self.head = ScoreHead(config)
         self.scale = 1.0 / math.sqrt(d)
 
-    def user_side(self, user: torch.Tensor, hist: torch.Tensor,
-                  hist_mask: torch.Tensor) -> UserState:
+    def user_side(
+        self, user: torch.Tensor, hist: torch.Tensor, hist_mask: torch.Tensor
+    ) -> UserState:
         """v_user = the k kernel user vectors (B, k, d)."""
-        e_user = self.emb.user_fields(user)                                  # (B, Fu, e)
-        x_user = self.emb.x_user(e_user)                                     # (B, d)
+        e_user = self.emb.user_fields(user)  # (B, Fu, e)
+        x_user = self.emb.x_user(e_user)  # (B, d)
         x_seq, mask = self.emb.sequence(hist, hist_mask)
-        h_user = self.history.summary(x_user, x_seq, mask)                   # (B, d)
-        f = torch.cat([self.field_proj(e_user), x_user[:, None], h_user[:, None]],
-                      dim=1)                                                 # (B, Fu+2, d)
+        h_user = self.history.summary(x_user, x_seq, mask)  # (B, d)
+        f = torch.cat(
+            [self.field_proj(e_user), x_user[:, None], h_user[:, None]], dim=1
+        )  # (B, Fu+2, d)
         att = torch.softmax(
-            torch.einsum("kd,bfd->bkf", self.wq(self.kernels), self.wk(f)) * self.scale, dim=-1)
+            torch.einsum("kd,bfd->bkf", self.wq(self.kernels), self.wk(f)) * self.scale, dim=-1
+        )
         vk = self.norm(self.kernels[None] + torch.einsum("bkf,bfd->bkd", att, self.wv(f)))
-        backbone = torch.cat([x_user, h_user], dim=-1)                        # (B, 2d)
-        users = torch.stack([t(torch.cat([vk[:, j], backbone], dim=-1))
-                             for j, t in enumerate(self.towers)], dim=1)      # (B, k, d)
+        backbone = torch.cat([x_user, h_user], dim=-1)  # (B, 2d)
+        users = torch.stack(
+            [t(torch.cat([vk[:, j], backbone], dim=-1)) for j, t in enumerate(self.towers)], dim=1
+        )  # (B, k, d)
         return UserState(users)
 
     def item_side(self, item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,13 +76,14 @@ class MVKE(TarqModule):
         gate = torch.softmax(x_item @ self.kernels.T * self.scale, dim=-1)
         return self.item_tower(x_item), gate
 
-    def score(self, state: UserState, v_item: torch.Tensor,
-              aux: torch.Tensor | None = None) -> torch.Tensor:
+    def score(
+        self, state: UserState, v_item: torch.Tensor, aux: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (N,); aux = the item gate (N, k)."""
         if aux is None:
             raise ValueError("MVKE's score needs the item gate (from item_side)")
         n = v_item.shape[0]
-        u = (aux[..., None] * self.pair(state.v_user, n)).sum(1)                # (N, d)
+        u = (aux[..., None] * self.pair(state.v_user, n)).sum(1)  # (N, d)
         return self.head(cosine(u, v_item))
 
     def forward(self, batch: Batch) -> ModelOutput:

@@ -40,8 +40,9 @@ def sq_dist(x: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
         (N, K).
     """
     if entries.dim() == 2:
-        return ((x * x).sum(-1, keepdim=True) - 2 * x @ entries.T
-                + (entries * entries).sum(-1)[None, :]).clamp_min(0.0)
+        return (
+            (x * x).sum(-1, keepdim=True) - 2 * x @ entries.T + (entries * entries).sum(-1)[None, :]
+        ).clamp_min(0.0)
     return ((x[:, None, :] - entries) ** 2).sum(-1)
 
 
@@ -92,9 +93,16 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> t
 class ResidualQuantizer(nn.Module):
     """m codebooks of K entries in R^dz, initialised by k-means on the first batch."""
 
-    def __init__(self, n_codebooks: int, codebook_size: int, dim: int,
-                 kmeans_iters: int = 25, kmeans_seed: int = 0, commitment: float = 0.0,
-                 per_dim: bool = False) -> None:
+    def __init__(
+        self,
+        n_codebooks: int,
+        codebook_size: int,
+        dim: int,
+        kmeans_iters: int = 25,
+        kmeans_seed: int = 0,
+        commitment: float = 0.0,
+        per_dim: bool = False,
+    ) -> None:
         super().__init__()
         self.m, self.k, self.dim = n_codebooks, codebook_size, dim
         self.codebooks = nn.Parameter(torch.randn(n_codebooks, codebook_size, dim) * 0.1)
@@ -143,10 +151,14 @@ class ResidualQuantizer(nn.Module):
         With ``per_dim`` each ‖·‖² is divided by dz (``ModelConfig.per_dim_losses``).
         """
         levels = torch.arange(self.m, device=q.codes.device)
-        chosen = self.codebooks[levels[None, :], q.codes]                     # (N, m, dz)
+        chosen = self.codebooks[levels[None, :], q.codes]  # (N, m, dz)
         width = self.dim if self.per_dim else 1
         loss = ((q.residuals.detach() - chosen) ** 2).sum(-1).sum(-1).mean() / width
         if self.commitment:
-            loss = loss + self.commitment * (
-                (q.residuals - chosen.detach()) ** 2).sum(-1).sum(-1).mean() / width
+            loss = (
+                loss
+                + self.commitment
+                * ((q.residuals - chosen.detach()) ** 2).sum(-1).sum(-1).mean()
+                / width
+            )
         return loss

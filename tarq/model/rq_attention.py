@@ -40,15 +40,16 @@ class RQAttention(nn.Module):
         super().__init__()
         d = config.d_model
         self.m, self.k = config.n_codebooks, config.codebook_size
-        self.seq = SequenceEncoder(d, config.n_heads, config.dropout)            # eq. 9
-        self.attn = MultiHeadAttention(d, config.n_heads, config.dropout)       # eq. 10
-        self.lift: nn.Module = (nn.Identity() if config.dz == d else nn.Linear(config.dz, d))
+        self.seq = SequenceEncoder(d, config.n_heads, config.dropout)  # eq. 9
+        self.attn = MultiHeadAttention(d, config.n_heads, config.dropout)  # eq. 10
+        self.lift: nn.Module = nn.Identity() if config.dz == d else nn.Linear(config.dz, d)
         self.fusion = config.fusion
         if self.fusion == "attention":
             self.pool = nn.Linear(d, 1, bias=False)
 
-    def personal_codebooks(self, codebooks: torch.Tensor, x_seq: torch.Tensor,
-                           mask: torch.Tensor) -> torch.Tensor:
+    def personal_codebooks(
+        self, codebooks: torch.Tensor, x_seq: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """Ĉ_l = MHA(C_l, H^rq, H^rq) for all levels in one call.
 
         Args:

@@ -31,8 +31,9 @@ class TargetAttentionModel(TarqModule):
         self.target_attention = TargetAttention(config)
         self.head = ScoreHead(config)
 
-    def user_side(self, user: torch.Tensor, hist: torch.Tensor,
-                  hist_mask: torch.Tensor) -> UserState:
+    def user_side(
+        self, user: torch.Tensor, hist: torch.Tensor, hist_mask: torch.Tensor
+    ) -> UserState:
         """v_user (B, d), ``h_seq`` = H^tar (B, S, d) and its ``mask`` (B, S)."""
         x_seq, mask = self.emb.sequence(hist, hist_mask)
         v_user = self.user_tower(self.emb.x_user(self.emb.user_fields(user)), x_seq, mask)
@@ -44,14 +45,16 @@ class TargetAttentionModel(TarqModule):
         x_item = self.emb.x_item(self.emb.item_fields(item))
         return self.item_tower(x_item), x_item
 
-    def score(self, state: UserState, v_item: torch.Tensor,
-              aux: torch.Tensor | None = None) -> torch.Tensor:
+    def score(
+        self, state: UserState, v_item: torch.Tensor, aux: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (N,); aux = x_item (N, d). One attention over the history per candidate."""
         if aux is None:
             raise ValueError("the target-attention model's score needs x_item (from item_side)")
         n = v_item.shape[0]
         h_tar = self.target_attention.attend(
-            aux, self.pair(state.extra["h_seq"], n), self.pair(state.extra["mask"], n))
+            aux, self.pair(state.extra["h_seq"], n), self.pair(state.extra["mask"], n)
+        )
         return self.head(cosine(self.pair(state.v_user, n), v_item) + cosine(h_tar, v_item))
 
     def forward(self, batch: Batch) -> ModelOutput:

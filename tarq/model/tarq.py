@@ -43,8 +43,14 @@ class TarqModel(TarqModule):
         align: use the codebook alignment loss (needs the teacher).
     """
 
-    def __init__(self, layout: FeatureLayout, config: ModelConfig, teacher: bool = True,
-                 align: bool = True, name: str = "tarq") -> None:
+    def __init__(
+        self,
+        layout: FeatureLayout,
+        config: ModelConfig,
+        teacher: bool = True,
+        align: bool = True,
+        name: str = "tarq",
+    ) -> None:
         super().__init__(layout, config)
         if align and not teacher:
             raise ValueError("codebook alignment needs the target-attention teacher")
@@ -54,15 +60,23 @@ class TarqModel(TarqModule):
         self.item_tower = ItemTower(config)
         self.autoencoder = AutoEncoder(config)
         self.quantizer = ResidualQuantizer(
-            config.n_codebooks, config.codebook_size, config.dz,
-            config.kmeans_iters, config.kmeans_seed, config.rq_commitment, config.per_dim_losses,
+            config.n_codebooks,
+            config.codebook_size,
+            config.dz,
+            config.kmeans_iters,
+            config.kmeans_seed,
+            config.rq_commitment,
+            config.per_dim_losses,
         )
         self.rq_attention = RQAttention(config)
         self.teacher = TargetAttention(config) if teacher else None
         self.use_align = align
         self.head = ScoreHead(config)
-        self.loss_weights = {"ctr": config.lambda_ctr, "recon": config.lambda_recon,
-                             "rq": config.lambda_rq}
+        self.loss_weights = {
+            "ctr": config.lambda_ctr,
+            "recon": config.lambda_recon,
+            "rq": config.lambda_rq,
+        }
         if teacher:
             self.loss_weights.update(tar=config.lambda_tar, distill=config.lambda_distill)
         if align:
@@ -105,8 +119,9 @@ class TarqModel(TarqModule):
         x_item = self.emb.x_item(self.emb.item_fields(item))
         return self.item_tower(x_item), self.quantizer.encode(self.autoencoder.encode(x_item))
 
-    def user_side(self, user: torch.Tensor, hist: torch.Tensor,
-                  hist_mask: torch.Tensor) -> UserState:
+    def user_side(
+        self, user: torch.Tensor, hist: torch.Tensor, hist_mask: torch.Tensor
+    ) -> UserState:
         """(B, Fu), (B, L, Fs), (B, L) → v_user (B, d) and ``personal_codebooks`` (B, m, K, d)."""
         x_user = self.emb.x_user(self.emb.user_fields(user))
         x_seq, mask = self.emb.sequence(hist, hist_mask)
@@ -114,8 +129,9 @@ class TarqModel(TarqModule):
         personal = self.rq_attention.personal_codebooks(self.quantizer.codebooks, x_seq, mask)
         return UserState(v_user, {"personal_codebooks": personal})
 
-    def score(self, state: UserState, v_item: torch.Tensor,
-              aux: torch.Tensor | None = None) -> torch.Tensor:
+    def score(
+        self, state: UserState, v_item: torch.Tensor, aux: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (N,) of N candidates: v_item (N, d), aux = codes (N, m).
 
         The state holds one request (B = 1, broadcast to every candidate) or one user per
@@ -127,7 +143,7 @@ class TarqModel(TarqModule):
         personal = state.extra["personal_codebooks"]
         if personal.shape[0] == 1:
             levels = torch.arange(personal.shape[1], device=aux.device)
-            picked = personal[0][levels[None, :], aux]                        # (N, m, d)
+            picked = personal[0][levels[None, :], aux]  # (N, m, d)
         else:
             picked = self.rq_attention.lookup(self.pair(personal, n), aux)
         h_rq = self.rq_attention.fuse(picked)
@@ -162,20 +178,24 @@ class TarqModel(TarqModule):
         y_rq = cosine(h_rq, v_item)
         logit = self.head(y_tt + y_rq)
         losses = {"recon": self.autoencoder.recon_loss(x_item, z), "rq": self.quantizer.loss(q)}
-        extras = {"codes": q.codes, "z": z.detach(), "y_tt": y_tt.detach(),
-                  "y_rq": y_rq.detach()}
+        extras = {"codes": q.codes, "z": z.detach(), "y_tt": y_tt.detach(), "y_rq": y_rq.detach()}
         tar_logit = None
         if self.teacher is not None:
             h_tar = self.teacher(x_item, x_seq, mask)
             tar_logit = self.head(y_tt + cosine(h_tar, v_item))
-            sq = (h_tar.detach() - h_rq) ** 2                                         # eq. 15
+            sq = (h_tar.detach() - h_rq) ** 2  # eq. 15
             losses["distill"] = (sq.mean(-1) if self.config.per_dim_losses else sq.sum(-1)).mean()
             if self.use_align or not self.training:
                 # Ablations without alignment get the same diagnostics, at evaluation only.
                 with torch.set_grad_enabled(self.use_align and torch.is_grad_enabled()):
                     log_p, log_q = level_distributions(
-                        q.residuals, self.quantizer.codebooks, h_tar, personal, q.codes,
-                        self.config.align_temperature)
+                        q.residuals,
+                        self.quantizer.codebooks,
+                        h_tar,
+                        personal,
+                        q.codes,
+                        self.config.align_temperature,
+                    )
                 if self.use_align:
                     losses["align"] = alignment_from_log_probs(log_p, log_q)
                 extras["align_sharpness_p"] = sharpness(log_p)
@@ -183,10 +203,17 @@ class TarqModel(TarqModule):
             extras["tar_logit"] = tar_logit.detach()
         elif not self.training:
             with torch.no_grad():
-                log_p = torch.stack([
-                    level_log_probs(q.residuals[:, level], self.quantizer.codebooks[level],
-                                    self.config.align_temperature)
-                    for level in range(q.codes.shape[1])], dim=1)
+                log_p = torch.stack(
+                    [
+                        level_log_probs(
+                            q.residuals[:, level],
+                            self.quantizer.codebooks[level],
+                            self.config.align_temperature,
+                        )
+                        for level in range(q.codes.shape[1])
+                    ],
+                    dim=1,
+                )
             extras["align_sharpness_p"] = sharpness(log_p)
         if "label" in batch:
             losses["ctr"] = bce(logit, batch["label"])

@@ -18,11 +18,12 @@ class HistoryAttention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         d = config.d_model
-        self.seq = SequenceEncoder(d, config.n_heads, config.dropout)            # eq. 1
-        self.attn = MultiHeadAttention(d, config.n_heads, config.dropout)       # eq. 2
+        self.seq = SequenceEncoder(d, config.n_heads, config.dropout)  # eq. 1
+        self.attn = MultiHeadAttention(d, config.n_heads, config.dropout)  # eq. 2
 
-    def summary(self, x_user: torch.Tensor, x_seq: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+    def summary(
+        self, x_user: torch.Tensor, x_seq: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """h_user (B, d) from x_user (B, d), X_seq (B, S, d) and its mask (B, S)."""
         h_seq = self.seq(x_seq, mask)
         return self.attn(x_user[:, None], h_seq, h_seq, mask)[:, 0]
@@ -34,10 +35,11 @@ class UserTower(HistoryAttention):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         d = config.d_model
-        self.mlp = mlp(2 * d, config.tower_hidden, d, config.dropout)           # eq. 3
+        self.mlp = mlp(2 * d, config.tower_hidden, d, config.dropout)  # eq. 3
 
-    def forward(self, x_user: torch.Tensor, x_seq: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x_user: torch.Tensor, x_seq: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """v_user (B, d)."""
         return self.mlp(torch.cat([x_user, self.summary(x_user, x_seq, mask)], dim=-1))
 

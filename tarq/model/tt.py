@@ -24,8 +24,9 @@ class TwoTower(TarqModule):
         self.item_tower = ItemTower(config)
         self.head = ScoreHead(config)
 
-    def user_side(self, user: torch.Tensor, hist: torch.Tensor,
-                  hist_mask: torch.Tensor) -> UserState:
+    def user_side(
+        self, user: torch.Tensor, hist: torch.Tensor, hist_mask: torch.Tensor
+    ) -> UserState:
         """(B, Fu), (B, L, Fs), (B, L) → v_user (B, d)."""
         x_seq, mask = self.emb.sequence(hist, hist_mask)
         return UserState(self.user_tower(self.emb.x_user(self.emb.user_fields(user)), x_seq, mask))
@@ -34,8 +35,9 @@ class TwoTower(TarqModule):
         """(N, Fi) → (v_item (N, d), None)."""
         return self.item_tower(self.emb.x_item(self.emb.item_fields(item))), None
 
-    def score(self, state: UserState, v_item: torch.Tensor,
-              aux: torch.Tensor | None = None) -> torch.Tensor:
+    def score(
+        self, state: UserState, v_item: torch.Tensor, aux: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (N,): s · cos(v_user, v_item) + b."""
         return self.head(cosine(self.pair(state.v_user, v_item.shape[0]), v_item))
 

@@ -107,8 +107,11 @@ class ValidationBounds:
             raise ValueError(
                 f"ValidationBounds.actions must be non-empty strings, got {self.actions!r}"
             )
-        for name in ("max_stub_share_increase", "max_click_history_share",
-                     "max_click_history_increase"):
+        for name in (
+            "max_stub_share_increase",
+            "max_click_history_share",
+            "max_click_history_increase",
+        ):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(
                     f"ValidationBounds.{name} must lie in [0, 1], got {getattr(self, name)}"

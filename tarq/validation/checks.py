@@ -77,22 +77,28 @@ def _not_in_future(table: str) -> RowCheck:
     )
 
 
-def _check(name: str, table: str, reason: str, expectation: str,
-           kwargs: dict[str, Any]) -> RowCheck:
+def _check(
+    name: str, table: str, reason: str, expectation: str, kwargs: dict[str, Any]
+) -> RowCheck:
     """A row check whose GX expectation has the check's name."""
     return RowCheck(name, table, reason, ExpectationSpec(name, expectation, kwargs))
 
 
 def _flag_true(name: str, table: str, reason: str, column: str) -> RowCheck:
     """A row check on a boolean column of the frame that is True for good rows."""
-    return _check(name, table, reason, "ExpectColumnValuesToBeInSet",
-                  {"column": column, "value_set": [True]})
+    return _check(
+        name, table, reason, "ExpectColumnValuesToBeInSet", {"column": column, "value_set": [True]}
+    )
 
 
 def _first_of_duplicates(name: str, table: str, key: str) -> RowCheck:
-    return _check(name, table, f"duplicate of an earlier row with the same ({key}); the "
-                  "lowest row_id is kept", "ExpectColumnValuesToBeBetween",
-                  {"column": "dup_rank", "max_value": 1})
+    return _check(
+        name,
+        table,
+        f"duplicate of an earlier row with the same ({key}); the lowest row_id is kept",
+        "ExpectColumnValuesToBeBetween",
+        {"column": "dup_rank", "max_value": 1},
+    )
 
 
 def row_checks(table: str, bounds: ValidationBounds) -> list[RowCheck]:
@@ -100,18 +106,33 @@ def row_checks(table: str, bounds: ValidationBounds) -> list[RowCheck]:
     if table == "impressions":
         return [
             *(_not_null(table, c) for c in ("user_id", "item_id", "ts", "clicked", "exposed")),
-            _check("clicked_implies_exposed", table,
-                   "clicked = true but exposed = false (a click on an unexposed item is "
-                   "impossible)", "ExpectColumnPairValuesToBeInSet",
-                   {"column_A": "clicked", "column_B": "exposed",
+            _check(
+                "clicked_implies_exposed",
+                table,
+                "clicked = true but exposed = false (a click on an unexposed item is impossible)",
+                "ExpectColumnPairValuesToBeInSet",
+                {
+                    "column_A": "clicked",
+                    "column_B": "exposed",
                     "value_pairs_set": [(True, True), (False, True), (False, False)],
-                    "ignore_row_if": "either_value_is_missing"}),
-            _check("position_non_negative", table, "position < 0",
-                   "ExpectColumnValuesToBeBetween", {"column": "position", "min_value": 0}),
+                    "ignore_row_if": "either_value_is_missing",
+                },
+            ),
+            _check(
+                "position_non_negative",
+                table,
+                "position < 0",
+                "ExpectColumnValuesToBeBetween",
+                {"column": "position", "min_value": 0},
+            ),
             _first_of_duplicates("duplicate_impression", table, "user_id, item_id, ts, request_id"),
-            _flag_true("request_id_reused", table,
-                       "request_id already names a request of another user or day (its first "
-                       "row, lowest row_id, is kept)", "request_consistent"),
+            _flag_true(
+                "request_id_reused",
+                table,
+                "request_id already names a request of another user or day (its first "
+                "row, lowest row_id, is kept)",
+                "request_consistent",
+            ),
             _flag_true("item_in_catalog", table, "item_id is not in items", "item_known"),
             _flag_true("user_in_users", table, "user_id is not in users", "user_known"),
             _not_in_future(table),
@@ -119,16 +140,26 @@ def row_checks(table: str, bounds: ValidationBounds) -> list[RowCheck]:
     if table == "behaviors":
         return [
             *(_not_null(table, c) for c in ("user_id", "ts", "action")),
-            _check("action_in_set", table, f"action is not one of {', '.join(bounds.actions)}",
-                   "ExpectColumnValuesToBeInSet",
-                   {"column": "action", "value_set": list(bounds.actions)}),
+            _check(
+                "action_in_set",
+                table,
+                f"action is not one of {', '.join(bounds.actions)}",
+                "ExpectColumnValuesToBeInSet",
+                {"column": "action", "value_set": list(bounds.actions)},
+            ),
             _first_of_duplicates("duplicate_behavior", table, "user_id, item_id, ts, action"),
             _not_in_future(table),
         ]
     if table == "items":
         # The keys of items and users are primary keys: a NULL-key check could never fire.
-        return [_flag_true("price_valid", table, "price is NaN, infinite or negative (a missing "
-                           "price is allowed: OOV bucket)", "price_ok")]
+        return [
+            _flag_true(
+                "price_valid",
+                table,
+                "price is NaN, infinite or negative (a missing price is allowed: OOV bucket)",
+                "price_ok",
+            )
+        ]
     if table == "users":
         return []
     raise ValueError(f"no row-level checks for table {table!r}")

@@ -431,9 +431,7 @@ class _Run:
         if table not in LOG_TABLES:
             return [_Chunk([], False, "all")]
         limit = self.bounds.max_chunk_rows
-        per_day = run(
-            self.con, "validation/chunk_days", {"days": self.days}, raw=table
-        ).fetchall()
+        per_day = run(self.con, "validation/chunk_days", {"days": self.days}, raw=table).fetchall()
         chunks: list[_Chunk] = []
         days: list[dt.date] = []
         n = 0
@@ -488,16 +486,27 @@ class _Run:
             )
         return pending
 
-    def _check_chunk(self, table: str, checks: list[RowCheck], chunk: _Chunk, k: int,
-                     n_chunks: int, tally: _RowTally) -> None:
+    def _check_chunk(
+        self,
+        table: str,
+        checks: list[RowCheck],
+        chunk: _Chunk,
+        k: int,
+        n_chunks: int,
+        tally: _RowTally,
+    ) -> None:
         """Flag one chunk's rows in SQL, validate the same rows with GX, compare, tally."""
         frame = FRAMES[table]
         id_col = "row_id" if table in LOG_TABLES else CATALOG_KEYS[table]
         run(
             self.con,
             f"validation/{table}_frame",
-            {"days": chunk.days, "undated": chunk.undated, "now": self.now,
-             "actions": list(self.bounds.actions)},
+            {
+                "days": chunk.days,
+                "undated": chunk.undated,
+                "now": self.now,
+                "actions": list(self.bounds.actions),
+            },
         )
         if k == 0:
             run(self.con, "validation/new_flagged", frame=frame, flagged=FLAGGED[table])
@@ -604,8 +613,9 @@ class _Run:
         counts = counts.set_index("day")
         shares = {
             d: (int(n), int(q))
-            for d, n, q in run(self.con, "validation/quarantined_share", {"days": self.days})
-            .fetchall()
+            for d, n, q in run(
+                self.con, "validation/quarantined_share", {"days": self.days}
+            ).fetchall()
         }
         stats = [self._day_stats(d, counts, shares.get(d, (0, 0))) for d in self.days]
         frame = pd.DataFrame([s.frame_row() for s in stats])
@@ -628,8 +638,11 @@ class _Run:
         ]
         r = counts.loc[day] if day in counts.index else None
         get = (lambda c: int(r[c])) if r is not None else (lambda c: 0)
-        prev = counts.loc[day - dt.timedelta(days=1)] if (
-            day - dt.timedelta(days=1)) in counts.index else None
+        prev = (
+            counts.loc[day - dt.timedelta(days=1)]
+            if (day - dt.timedelta(days=1)) in counts.index
+            else None
+        )
         return _DayStats(
             day=day,
             test_day=day == self.day,
@@ -641,7 +654,8 @@ class _Run:
             clicks_after_history=get("clicks_after_history"),
             nonclicks_after_history=get("nonclicks_after_history"),
             ctr_moments=(float(r["ctr_cc"]), float(r["ctr_ce"]), float(r["ctr_ee"]))
-            if r is not None else (0.0, 0.0, 0.0),
+            if r is not None
+            else (0.0, 0.0, 0.0),
             prev_usable=int(prev["usable"]) if prev is not None else 0,
             prev_exposed=int(prev["exposed"]) if prev is not None else 0,
             prev_clicks=int(prev["clicks"]) if prev is not None else 0,
@@ -651,25 +665,37 @@ class _Run:
             bounds=b,
         )
 
-    def _add_day_results(
-        self, s: _DayStats, outcomes: dict[str, list[ExpectationOutcome]]
-    ) -> None:
+    def _add_day_results(self, s: _DayStats, outcomes: dict[str, list[ExpectationOutcome]]) -> None:
         """One CheckResult per day-level check of day ``s.day`` from its GX ``outcomes``."""
         add = partial(self._add_day_check, s.day, outcomes)
         self._add_volume_and_ctr(s, add)
         self._add_shares(s, add)
 
-    def _add_day_check(self, day: dt.date, outcomes: dict[str, list[ExpectationOutcome]],
-                       name: str, table: str, judged: bool, observed: dict[str, Any],
-                       threshold: str, fail_msg: str, ok_msg: str, skip_msg: str = "") -> None:
+    def _add_day_check(
+        self,
+        day: dt.date,
+        outcomes: dict[str, list[ExpectationOutcome]],
+        name: str,
+        table: str,
+        judged: bool,
+        observed: dict[str, Any],
+        threshold: str,
+        fail_msg: str,
+        ok_msg: str,
+        skip_msg: str = "",
+    ) -> None:
         """Record one day-level check: skipped (not ``judged``, or the day was accepted by an
         operator), passed (GX did not flag the day) or failed (with ``fail_msg``)."""
         key = day.isoformat()
         outs = outcomes.get(f"{table}:{name}", [])
         errors = [o.error for o in outs if o.error]
-        gx_ok = bool(outs) and not errors and all(
-            key not in (o.unexpected_ids or []) and (o.unexpected_ids is not None or o.success)
-            for o in outs
+        gx_ok = (
+            bool(outs)
+            and not errors
+            and all(
+                key not in (o.unexpected_ids or []) and (o.unexpected_ids is not None or o.success)
+                for o in outs
+            )
         )
         acc = self.accepted.get(day)
         if acc is not None:
@@ -689,16 +715,24 @@ class _Run:
     def _too_few(self, s: _DayStats) -> str:
         b, day = self.bounds, s.day
         span = f"{day - dt.timedelta(days=b.trailing_days)}..{day - dt.timedelta(days=1)}"
-        return (f"only {s.n_trailing} trailing day(s) with impressions in {span}; "
-                f"{b.min_trailing_days} needed to judge")
+        return (
+            f"only {s.n_trailing} trailing day(s) with impressions in {span}; "
+            f"{b.min_trailing_days} needed to judge"
+        )
 
     def _add_volume_and_ctr(self, s: _DayStats, add: Callable[..., None]) -> None:
         """The test day's emptiness, and the day's volume and CTR against its trailing days."""
         b, day, too_few = self.bounds, s.day, self._too_few(s)
         if s.test_day:
-            add("day_not_empty", "impressions", True, {"impressions": s.impressions},
-                "at least 1 impression on the test day", f"no impressions on {day}",
-                f"{s.impressions:,} impressions on {day}")
+            add(
+                "day_not_empty",
+                "impressions",
+                True,
+                {"impressions": s.impressions},
+                "at least 1 impression on the test day",
+                f"no impressions on {day}",
+                f"{s.impressions:,} impressions on {day}",
+            )
         lo, hi = b.volume_ratio
         if not s.impressions:
             vol_skip = "day is empty"
@@ -710,10 +744,18 @@ class _Run:
                 f"to their largest day; allowed {b.volume_max_trailing_spread:g}x): not judged"
             )
         add(
-            "volume", "impressions", not math.isnan(s.volume_ratio),
-            {"impressions": s.usable, "trailing_median": s.med_volume, "ratio": s.volume_ratio,
-             "previous_day": s.prev_usable, "ratio_to_previous_day": _ratio(s.usable, s.prev_usable),
-             "trailing_days": s.n_trailing, "trailing_spread": s.spread},
+            "volume",
+            "impressions",
+            not math.isnan(s.volume_ratio),
+            {
+                "impressions": s.usable,
+                "trailing_median": s.med_volume,
+                "ratio": s.volume_ratio,
+                "previous_day": s.prev_usable,
+                "ratio_to_previous_day": _ratio(s.usable, s.prev_usable),
+                "trailing_days": s.n_trailing,
+                "trailing_spread": s.spread,
+            },
             f"{lo:g}x–{hi:g}x the median of the trailing {b.trailing_days} days",
             f"{s.usable:,} impressions on {day} is {s.volume_ratio:.2f}x the trailing median "
             f"{s.med_volume:,.0f} (allowed {lo:g}x–{hi:g}x; previous day {s.prev_usable:,})",
@@ -732,10 +774,18 @@ class _Run:
             ctr_skip = f"trailing median CTR is {s.med_ctr:g}; a ratio cannot be formed"
         inside = math.isnan(s.ctr_ratio) or lo <= s.ctr_ratio <= hi
         add(
-            "ctr", "impressions", not math.isnan(s.ctr_ratio),
-            {"ctr": s.ctr, "clicks": s.clicks, "exposed": s.exposed,
-             "trailing_median": s.med_ctr, "ratio": s.ctr_ratio, "z": s.ctr_z,
-             "previous_day_ctr": _ratio(s.prev_clicks, s.prev_exposed)},
+            "ctr",
+            "impressions",
+            not math.isnan(s.ctr_ratio),
+            {
+                "ctr": s.ctr,
+                "clicks": s.clicks,
+                "exposed": s.exposed,
+                "trailing_median": s.med_ctr,
+                "ratio": s.ctr_ratio,
+                "z": s.ctr_z,
+                "previous_day_ctr": _ratio(s.prev_clicks, s.prev_exposed),
+            },
             f"{lo:g}x–{hi:g}x the median CTR of the trailing {b.trailing_days} days, or inside "
             f"the noise (|z| < {b.ctr_min_z:g})",
             f"CTR {s.ctr:.4f} ({s.clicks:,} clicks / {s.exposed:,} exposed) on {day} is "
@@ -751,7 +801,9 @@ class _Run:
         after a behaviour on the same item (clock skew / leakage)."""
         b, day = self.bounds, s.day
         add(
-            "quarantined_share", "impressions", bool(s.q_n),
+            "quarantined_share",
+            "impressions",
+            bool(s.q_n),
             {"quarantined": s.q_bad, "impressions": s.q_n, "share": s.q_share},
             f"at most {b.max_quarantined_share:.1%} of the day's impressions quarantined "
             "(exact duplicates aside)",
@@ -761,23 +813,35 @@ class _Run:
             "day is empty",
         )
         add(
-            "stub_share", "impressions", not math.isnan(s.stub_increase),
-            {"stub_impressions": s.stubs, "share": s.stub_share,
-             "trailing_median": s.med_stub_share, "increase": s.stub_increase},
+            "stub_share",
+            "impressions",
+            not math.isnan(s.stub_increase),
+            {
+                "stub_impressions": s.stubs,
+                "share": s.stub_share,
+                "trailing_median": s.med_stub_share,
+                "increase": s.stub_increase,
+            },
             f"at most {b.max_stub_share_increase:.0%} above the trailing median share of "
             "impressions of catalog stubs",
             f"{s.stubs:,} of {s.usable:,} impressions on {day} ({s.stub_share:.1%}) show items "
             f"the catalog only has as stubs, {s.stub_increase:+.1%} over the trailing median "
             f"{s.med_stub_share:.1%} (allowed +{b.max_stub_share_increase:.0%})",
-            f"{s.stub_share:.1%} of impressions show stub items"
-            + _median_text(s.med_stub_share),
+            f"{s.stub_share:.1%} of impressions show stub items" + _median_text(s.med_stub_share),
             "day is empty" if not s.usable else self._too_few(s),
         )
         add(
-            "click_history", "behaviors", not math.isnan(s.hist_share),
-            {"clicks": s.hist_clicks, "clicks_after_history": s.clicks_after_history,
-             "share": s.hist_share, "nonclicks_after_history": s.nonclicks_after_history,
-             "trailing_median": s.med_hist_share, "increase": s.hist_increase},
+            "click_history",
+            "behaviors",
+            not math.isnan(s.hist_share),
+            {
+                "clicks": s.hist_clicks,
+                "clicks_after_history": s.clicks_after_history,
+                "share": s.hist_share,
+                "nonclicks_after_history": s.nonclicks_after_history,
+                "trailing_median": s.med_hist_share,
+                "increase": s.hist_increase,
+            },
             f"at most {b.max_click_history_share:.0%} of the clicks, and at most "
             f"+{b.max_click_history_increase:.0%} over the trailing median, after a behaviour "
             f"on the same item in the {b.history_minutes} min before the impression",
@@ -877,8 +941,12 @@ class _DayStats:
         t_ctr = (t["clicks"] / t["exposed"])[t["exposed"] > 0]
         self.n_trailing_ctr = len(t_ctr)
         self.med_ctr = float(statistics.median(t_ctr)) if len(t_ctr) else math.nan
-        judge = (self.impressions and self.n_trailing_ctr >= b.min_trailing_days
-                 and self.med_ctr > 0 and not math.isnan(self.ctr))
+        judge = (
+            self.impressions
+            and self.n_trailing_ctr >= b.min_trailing_days
+            and self.med_ctr > 0
+            and not math.isnan(self.ctr)
+        )
         self.ctr_ratio = self.ctr / self.med_ctr if judge else math.nan
         # z of the day's clicks against the trailing median CTR, with the users as clusters:
         # one user's rows move together (MovieLens: a day can be a few users' ratings).
@@ -888,7 +956,7 @@ class _DayStats:
         self.ctr_z = (self.clicks - self.exposed * p) / math.sqrt(var) if var > 0 else math.nan
         self.q_share = self.q_bad / self.q_n if self.q_n else math.nan
         self.stub_share = self.stubs / self.usable if self.usable else math.nan
-        t_stub = (t["stub_impressions"] / t["usable"])
+        t_stub = t["stub_impressions"] / t["usable"]
         self.med_stub_share = float(statistics.median(t_stub)) if len(t_stub) else math.nan
         self.stub_increase = (
             self.stub_share - self.med_stub_share if self.usable and enough else math.nan
@@ -899,9 +967,7 @@ class _DayStats:
         self.med_hist_share = (
             float(statistics.median(t_hist)) if len(t_hist) >= b.min_trailing_days else math.nan
         )
-        self.hist_increase = (
-            self.hist_share - self.med_hist_share if self.clicks else math.nan
-        )
+        self.hist_increase = self.hist_share - self.med_hist_share if self.clicks else math.nan
 
     def frame_row(self) -> dict[str, Any]:
         """This day's row of the GX frame: NULL (NaN) where a check does not judge the day."""

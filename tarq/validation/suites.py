@@ -198,7 +198,9 @@ class GxRunner:
         result = checkpoint.run(
             batch_parameters={"dataframe": df},
             expectation_parameters=parameters or {},
-            run_id=self.run_identifier if batch_label is None else self._run_identifier_cls(
+            run_id=self.run_identifier
+            if batch_label is None
+            else self._run_identifier_cls(
                 run_name=f"{self.run_identifier.run_name}.{batch_label}",
                 run_time=self.run_identifier.run_time,
             ),
