@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tarq.defaults import DEMO_SEED, PRESETS
+from tarq.defaults import DEMO_SEED, PRESETS, TRAIN_DAYS
 from tarq.telemetry import TELEMETRY_OFF
 
 REPO = Path(__file__).resolve().parents[1]
@@ -286,7 +286,7 @@ def main() -> int:
     p.add_argument("--preset", nargs="+", default=["small", "medium", "large"], choices=PRESETS)
     p.add_argument("--work", type=Path, default=REPO / "outputs" / "bench-scale")
     p.add_argument("--seed", type=int, default=DEMO_SEED)
-    p.add_argument("--train-days", type=int, default=19)
+    p.add_argument("--train-days", type=int, default=TRAIN_DAYS)
     p.add_argument("--max-steps", type=int, default=200, help="training steps (one epoch)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--threads", type=int, default=None)

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tarq.defaults import TRAIN_DAYS
 from tarq.telemetry import TELEMETRY_OFF
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("outputs/bench-validation"))
     ap.add_argument("--preset", default="medium")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--train-days", type=int, default=19)
+    ap.add_argument("--train-days", type=int, default=TRAIN_DAYS)
     ap.add_argument(
         "--base",
         type=Path,

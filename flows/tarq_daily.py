@@ -743,40 +743,13 @@ def _run_day(p: DailyParams, db: Path, log: Any) -> dict[str, Any] | State:
         dt.date.fromisoformat(day) - dt.timedelta(days=1),
         db,
     )
-    try:
-        known = tasks.connect_tracking(
-            p.tracking_uri, p.experiment, day, p.tracking_timeout_s, d.warehouse, p.registered_model
-        )
-    except tracking.ForeignWarehouse as exc:
-        msg = f"{exc}; run date {day} was not started and nothing was changed"
-        log.error(msg)
-        return Failed(name="ForeignWarehouse", message=msg)
-    except tracking.TrackingUnavailable as exc:
-        msg = (
-            f"{exc}, after {daily_tasks.connect_tracking.retries + 1} attempts; run date "
-            f"{day} stopped before validation: nothing was trained, registered or published"
-        )
-        log.error(msg)
-        return Failed(name="TrackingUnavailable", message=msg)
+    known = _connect_tracking(d)
+    if isinstance(known, State):
+        return known
     exp_id = known["experiment_id"]
     tracking.use_store(p.tracking_uri)  # for the flow's own MLflow calls after the tasks
     if known["status"] in tracking.DONE_STATUSES and not p.force:
-        msg = (
-            f"run date {day} already finished ({known['status']}, MLflow run "
-            f"{known['run_id']}, version {known['version'] or '-'}); nothing redone. "
-            "Pass force=true to retrain."
-        )
-        artifacts.skipped(day, msg)
-        log.info(msg)
-        return Completed(
-            message=msg,
-            data={
-                "run_date": day,
-                "status": "skipped",
-                "previous_status": known["status"],
-                "parent_run_id": known["run_id"],
-            },
-        )
+        return _already_done(d, known)
 
     failed = validate_stage(d)
     if failed is not None:
@@ -787,54 +760,108 @@ def _run_day(p: DailyParams, db: Path, log: Any) -> dict[str, Any] | State:
     health = semantic_ids_stage(d, trained["tarq"])
     try:
         reg = register_stage(d, samples, trained, health, champ)
+        summary = _gate_and_publish(d, samples, trained, health, champ, reg)
     except BaseException:
         _mark_failed(exp_id, day, d.warehouse)
         raise
-    try:
-        gate = gate_stage(d, trained, champ, health)
-        if reg.version is not None:
-            tracking.tag_version(reg.version, gate.tags(), p.registered_model)
-        summary = _summary(d, samples, trained, health, reg, gate)
-        if not gate.promote:
-            summary.status = "rejected"
-            tracking.finish_day(
-                reg.parent_run_id,
-                "rejected",
-                {**gate.tags(), "tarq.model_version": reg.version or "-"},
-            )
-            artifacts.publication(summary)
-            _write_summary(d.dir, summary)
-            return Failed(
-                name="GateRejected",
-                message=f"gate rejected TARQ for {day}; champion unchanged, nothing "
-                f"published: {gate.decision.reason}",
-            )
-        pub = summary.publication = publish_stage(d, reg)
-        summary.status = "published" if pub.served else "not-served"
-        tracking.finish_day(
-            reg.parent_run_id,
-            summary.status,
-            {
-                **gate.tags(),
-                "tarq.model_version": reg.version,
-                "tarq.published_version": pub.version,
-                "tarq.served_version": pub.version if pub.served else pub.previous,
-            },
-        )
-    except BaseException:
-        _mark_failed(exp_id, day, d.warehouse)
-        raise
+    if isinstance(summary, State):
+        return summary
     artifacts.publication(summary)
     _write_summary(d.dir, summary)
     log.info(
         "%s table version %s (model v%s) for %s; stage seconds %s",
         summary.status,
-        pub.version,
+        summary.publication.version,
         reg.version,
         day,
         d.timings,
     )
     return summary.to_dict()
+
+
+def _connect_tracking(d: _Day) -> dict[str, Any] | State:
+    """The MLflow store's record of the run date, or a Failed state when the store belongs to
+    another warehouse or cannot be reached (nothing started, nothing changed)."""
+    p, day = d.p, d.day
+    try:
+        return d.tasks.connect_tracking(
+            p.tracking_uri, p.experiment, day, p.tracking_timeout_s, d.warehouse, p.registered_model
+        )
+    except tracking.ForeignWarehouse as exc:
+        msg = f"{exc}; run date {day} was not started and nothing was changed"
+        d.log.error(msg)
+        return Failed(name="ForeignWarehouse", message=msg)
+    except tracking.TrackingUnavailable as exc:
+        msg = (
+            f"{exc}, after {daily_tasks.connect_tracking.retries + 1} attempts; run date "
+            f"{day} stopped before validation: nothing was trained, registered or published"
+        )
+        d.log.error(msg)
+        return Failed(name="TrackingUnavailable", message=msg)
+
+
+def _already_done(d: _Day, known: dict[str, Any]) -> State:
+    """A run date that already finished is not redone (unless ``force``)."""
+    msg = (
+        f"run date {d.day} already finished ({known['status']}, MLflow run "
+        f"{known['run_id']}, version {known['version'] or '-'}); nothing redone. "
+        "Pass force=true to retrain."
+    )
+    artifacts.skipped(d.day, msg)
+    d.log.info(msg)
+    return Completed(
+        message=msg,
+        data={
+            "run_date": d.day,
+            "status": "skipped",
+            "previous_status": known["status"],
+            "parent_run_id": known["run_id"],
+        },
+    )
+
+
+def _gate_and_publish(
+    d: _Day,
+    samples: Samples,
+    trained: dict[str, TrainedModel],
+    health: dict[str, Any],
+    champ: ChampionScore | None,
+    reg: Registration,
+) -> DaySummary | State:
+    """The gate's decision, then the publication when it promotes: the day's summary, or
+    Failed(GateRejected) with the rejected day's summary written."""
+    p, day = d.p, d.day
+    gate = gate_stage(d, trained, champ, health)
+    if reg.version is not None:
+        tracking.tag_version(reg.version, gate.tags(), p.registered_model)
+    summary = _summary(d, samples, trained, health, reg, gate)
+    if not gate.promote:
+        summary.status = "rejected"
+        tracking.finish_day(
+            reg.parent_run_id,
+            "rejected",
+            {**gate.tags(), "tarq.model_version": reg.version or "-"},
+        )
+        artifacts.publication(summary)
+        _write_summary(d.dir, summary)
+        return Failed(
+            name="GateRejected",
+            message=f"gate rejected TARQ for {day}; champion unchanged, nothing "
+            f"published: {gate.decision.reason}",
+        )
+    pub = summary.publication = publish_stage(d, reg)
+    summary.status = "published" if pub.served else "not-served"
+    tracking.finish_day(
+        reg.parent_run_id,
+        summary.status,
+        {
+            **gate.tags(),
+            "tarq.model_version": reg.version,
+            "tarq.published_version": pub.version,
+            "tarq.served_version": pub.version if pub.served else pub.previous,
+        },
+    )
+    return summary
 
 
 @flow(name="tarq-daily-backfill", description="Run tarq-daily for a range of dates, in order.")

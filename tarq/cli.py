@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tarq import defaults
 from tarq.defaults import MAX_COLLISION_RATE, MIN_COUNT
@@ -172,7 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tarq", description="TARQ pre-ranking: warehouse, training and serving tools."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_model_commands(sub)
+    return parser
 
+
+def _add_data_commands(sub: Any) -> None:
+    """demo-data, import, build-samples, validate."""
     p = sub.add_parser("demo-data", help="generate realistic multi-day demo click logs")
     _add_db(p)
     p.add_argument("--preset", choices=defaults.PRESETS, default="small")
@@ -190,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(p)
     p.add_argument("--run-date", required=True, help="YYYY-MM-DD, 'today' or 'latest'")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--train-days", type=int, default=19)
-    p.add_argument("--seq-len", type=int, default=50)
+    p.add_argument("--train-days", type=int, default=defaults.TRAIN_DAYS)
+    p.add_argument("--seq-len", type=int, default=defaults.SEQ_LEN)
     p.add_argument(
         "--min-count",
         type=int,
@@ -206,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train-days",
         type=int,
-        default=19,
+        default=defaults.TRAIN_DAYS,
         help="also validate each of the N days before D - 1 whose rows changed since "
         "their last validation (the training window; 0: D - 1 only)",
     )
@@ -226,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_validate)
 
+
+def _add_model_commands(sub: Any) -> None:
+    """train, assign-ids, publish."""
     p = sub.add_parser("train", help="train TARQ or a baseline on built samples")
     add_train_arguments(p)
     p.set_defaults(func=_cmd_train)
@@ -261,7 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollback", action="store_true", help="serve the previous kept version")
     p.add_argument("--to-version", type=int, default=None, help="with --rollback")
     p.set_defaults(func=_cmd_publish)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

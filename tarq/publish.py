@@ -242,12 +242,10 @@ def publish(
         raise ValueError(f"keep must be >= 1, got {keep}")
     ids_path, health = _read_assignment(Path(ids_dir))
     meta = _ids_meta(ids_path)
-    m, k, dim = int(meta["m"]), int(meta["K"]), int(meta["d"])
     model_version = model_version or f"sha-{meta['model_sha256'][:12]}"
     day = dt.datetime.now(dt.UTC).date() if run_date is None else parse_date(run_date)
-    ids_sha = file_sha256(ids_path)
-    n_file = pq.ParquetFile(ids_path).metadata.num_rows
     key = {"model_name": model_name, "model_version": model_version, "run_date": day}
+    ids_sha = file_sha256(ids_path)
     out_dir = Path(export_dir) if export_dir is not None else Path(db_path).parent / "published"
 
     with open_db(db_path) as con:
@@ -255,84 +253,37 @@ def publish(
         existing = _rows(sqlfiles.run(con, "publish/find_publication", key))
         served = _served(con)
         if existing:
-            row = existing[0]
-            if row["ids_sha256"] != ids_sha:
-                raise PublishError(
-                    f"{model_name} {model_version} for {day} is already published as version "
-                    f"{row['version']} with different IDs (sha256 {row['ids_sha256'][:12]} vs "
-                    f"{ids_sha[:12]}); publish under a new model_version"
-                )
-            return Publication(
-                version=int(row["version"]),
-                created=False,
-                served=served == row["version"],
-                previous=served,
-                table=row["table_name"],
-                checks=[],
-                export_path=row["export_path"],
-                manifest_path=None,
-                manifest=None,
-                pruned=[],
-                status=row["status"],
-            )
-
+            return _already_published(existing[0], served, key, ids_sha)
         _abandon_staged(con)
         version = int(sqlfiles.run(con, "publish/next_version").fetchall()[0][0])
         table = table_name(version)
         now = _now()
-        con.begin()
-        sqlfiles.run(
-            con,
-            "publish/register",
-            {
-                **key,
-                "version": version,
-                "table_name": table,
-                "model_uri": model_uri,
-                "model_sha256": meta["model_sha256"],
-                "ids_sha256": ids_sha,
-                "n_items": n_file,
-                "m": m,
-                "k": k,
-                "dim": dim,
-                "created_at": now,
-            },
+        _write_version(con, key, version, table, ids_path, ids_sha, meta, model_uri, now)
+        checks = _checked_or_rejected(
+            con, version, table, int(meta["K"]), int(meta["d"]), int(meta["m"])
         )
-        sqlfiles.run(
-            con,
-            "publish/write_version",
-            {**key, "version": version, "published_at": now, "path": str(ids_path)},
-            table=table,
-        )
-        con.commit()
-        checks = _checked_or_rejected(con, version, table, k, dim, m)
-
+        manifest_fields = {
+            **key,
+            "run_date": str(day),
+            "model_uri": model_uri,
+            "model_sha256": meta["model_sha256"],
+            "m": int(meta["m"]),
+            "K": int(meta["K"]),
+            "dim": int(meta["d"]),
+            "ids_sha256": ids_sha,
+            "published_at": now.isoformat() + "Z",
+            # How far this table moved the IDs against the one it replaces.
+            "churn": health.get("churn"),
+            "collision_rate": health.get("collision_rate"),
+        }
         export_path, manifest_path, manifest = _export(
-            con,
-            out_dir,
-            version,
-            table,
-            {
-                **key,
-                "run_date": str(day),
-                "model_uri": model_uri,
-                "model_sha256": meta["model_sha256"],
-                "m": m,
-                "K": k,
-                "dim": dim,
-                "ids_sha256": ids_sha,
-                "published_at": now.isoformat() + "Z",
-                # How far this table moved the IDs against the one it replaces.
-                "churn": health.get("churn"),
-                "collision_rate": health.get("collision_rate"),
-            },
+            con, out_dir, version, table, manifest_fields
         )
         sqlfiles.run(
             con,
             "publish/set_export",
             {"version": version, "export_path": str(export_path), "manifest": json.dumps(manifest)},
         )
-
         crash_point(CRASH_ENV, "before_switch")
         _switch(con, version, table, mark_published=True)
         pruned = _prune(con, keep)
@@ -348,6 +299,71 @@ def publish(
         manifest=manifest,
         pruned=pruned,
     )
+
+
+def _already_published(
+    row: dict[str, Any], served: int | None, key: dict[str, Any], ids_sha: str
+) -> Publication:
+    """The publication of a key published before (idempotent), if it holds the same IDs."""
+    if row["ids_sha256"] != ids_sha:
+        raise PublishError(
+            f"{key['model_name']} {key['model_version']} for {key['run_date']} is already "
+            f"published as version {row['version']} with different IDs (sha256 "
+            f"{row['ids_sha256'][:12]} vs {ids_sha[:12]}); publish under a new model_version"
+        )
+    return Publication(
+        version=int(row["version"]),
+        created=False,
+        served=served == row["version"],
+        previous=served,
+        table=row["table_name"],
+        checks=[],
+        export_path=row["export_path"],
+        manifest_path=None,
+        manifest=None,
+        pruned=[],
+        status=row["status"],
+    )
+
+
+def _write_version(
+    con: duckdb.DuckDBPyConnection,
+    key: dict[str, Any],
+    version: int,
+    table: str,
+    ids_path: Path,
+    ids_sha: str,
+    meta: dict[str, Any],
+    model_uri: str,
+    now: dt.datetime,
+) -> None:
+    """Register ``version`` (status staged) and write its table from the ids file, in one
+    transaction."""
+    con.begin()
+    sqlfiles.run(
+        con,
+        "publish/register",
+        {
+            **key,
+            "version": version,
+            "table_name": table,
+            "model_uri": model_uri,
+            "model_sha256": meta["model_sha256"],
+            "ids_sha256": ids_sha,
+            "n_items": pq.ParquetFile(ids_path).metadata.num_rows,
+            "m": int(meta["m"]),
+            "k": int(meta["K"]),
+            "dim": int(meta["d"]),
+            "created_at": now,
+        },
+    )
+    sqlfiles.run(
+        con,
+        "publish/write_version",
+        {**key, "version": version, "published_at": now, "path": str(ids_path)},
+        table=table,
+    )
+    con.commit()
 
 
 def _read_assignment(ids_dir: Path) -> tuple[Path, dict[str, Any]]:

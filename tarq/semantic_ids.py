@@ -320,19 +320,8 @@ def assign_ids(
 
     model, cfg, layout, vocabs = load_catalog_model(Path(model_dir))
     codebooks = model.codebooks.float().cpu().numpy()  # (m, K, dz)
-    m, k, dz = codebooks.shape
-    if k > np.iinfo(np.int16).max:
-        raise ValueError(f"codebook size K={k} does not fit the int16 code columns")
-    d = int(model.config.d_model)
-    # No paths: the file's bytes identify the IDs (publication is idempotent on its sha256).
-    meta = {
-        "m": m,
-        "K": k,
-        "d": d,
-        "dz": dz,
-        "model_name": cfg["model_name"],
-        "model_sha256": file_sha256(Path(model_dir) / "model.pt"),
-    }
+    meta = _ids_meta(model, cfg, codebooks, Path(model_dir))
+    m, k, d = meta["m"], meta["K"], meta["d"]
     acc = _Assignment(codebooks, tie_rtol)
     show = sys.stderr.isatty() if progress is None else progress
     catalog_size, bad_prices, served = _assign_catalog(
@@ -381,6 +370,26 @@ def assign_ids(
         )
     tmp_path.replace(ids_path)
     return report
+
+
+def _ids_meta(
+    model: torch.nn.Module, cfg: dict[str, Any], codebooks: np.ndarray, model_dir: Path
+) -> dict[str, Any]:
+    """What ids.parquet's metadata says of the model: m, K, d, dz, its name and weights' sha256.
+
+    No paths: the file's bytes identify the IDs (publication is idempotent on its sha256).
+    """
+    m, k, dz = codebooks.shape
+    if k > np.iinfo(np.int16).max:
+        raise ValueError(f"codebook size K={k} does not fit the int16 code columns")
+    return {
+        "m": m,
+        "K": k,
+        "d": int(model.config.d_model),
+        "dz": dz,
+        "model_name": cfg["model_name"],
+        "model_sha256": file_sha256(model_dir / "model.pt"),
+    }
 
 
 def _assign_catalog(
