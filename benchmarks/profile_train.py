@@ -14,6 +14,9 @@ apart (``loader_ms_per_batch``). The models take turns in ``--rounds`` chunks of
 change of machine load during the run hits them alike; the ratio to the first model is the
 figure to compare across commits and machines.
 
+``--nan-fill both`` runs each model twice, with and without deterministic mode's NaN-fill of
+new tensors (training runs without it since it changes no weight), taking turns likewise.
+
 ``--profile MODEL`` then runs ``--profile-steps`` more steps of that model under
 ``torch.profiler`` and prints the top operators by self CPU time (forward and backward) and
 the forward time of each part of the model (labelled regions).
@@ -81,10 +84,19 @@ class Runner:
     """One model, its optimizer and the timings of its steps (the training loop's step)."""
 
     def __init__(
-        self, name: str, sset: SampleSet, mcfg: ModelConfig, tcfg: TrainConfig, first: Batch
+        self,
+        name: str,
+        sset: SampleSet,
+        mcfg: ModelConfig,
+        tcfg: TrainConfig,
+        first: Batch,
+        nan_fill: bool = False,
     ) -> None:
         torch.manual_seed(tcfg.seed)
-        self.name = name
+        self.name = name + ("+nan-fill" if nan_fill else "")
+        # Deterministic mode's NaN-fill of new tensors, for this runner's steps only (training
+        # turns it off: tarq.train.FILL_UNINITIALIZED_MEMORY).
+        self.nan_fill = nan_fill
         self.model = build_model(name, sset.layout, mcfg)
         self.model.init_codebooks(first)
         self.model.train()
@@ -97,6 +109,7 @@ class Runner:
         self.losses: list[float] = []
 
     def step(self, batch: Batch) -> None:
+        torch.utils.deterministic.fill_uninitialized_memory = self.nan_fill
         t0 = time.perf_counter()
         out = self.model(batch)
         loss = self.model.total_loss(out)
@@ -231,6 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile-steps", type=int, default=10)
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--nan-fill",
+        choices=["off", "on", "both"],
+        default="off",
+        help="deterministic mode's NaN-fill of new tensors: off (as training runs), on, or "
+        "both (each model twice, taking turns: the fill's cost as a ratio)",
+    )
     args = p.parse_args(argv)
 
     load_before = [round(x, 2) for x in os.getloadavg()]
@@ -240,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     tcfg = TrainConfig(batch_size=args.batch_size, seed=args.seed)
     mcfg = ModelConfig()
     batches, loader_s = load_batches(sset, tcfg, args.warmup + args.steps)
-    runners = [Runner(m, sset, mcfg, tcfg, batches[0]) for m in args.models]
+    fills = {"off": [False], "on": [True], "both": [False, True]}[args.nan_fill]
+    runners = [Runner(m, sset, mcfg, tcfg, batches[0], f) for m in args.models for f in fills]
     for r in runners:
         for b in batches[: args.warmup]:
             r.step(b)
@@ -268,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     if args.profile:
-        runner = next(r for r in runners if r.name == args.profile)
+        runner = next(r for r in runners if r.name.split("+")[0] == args.profile)
         result["profile"] = {args.profile: profile(runner, timed, args.profile_steps, args.top)}
     for r in runners:
         result["models"][r.name]["losses"] = [round(x, 6) for x in r.losses]
