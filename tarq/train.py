@@ -55,11 +55,6 @@ from tarq.warm_start import (
 )
 
 CHECKPOINT = "checkpoints/last.pt"
-# Deterministic mode NaN-fills every torch.empty (a debugging aid: a kernel that reads memory
-# it never wrote shows NaN). Nothing here reads unwritten memory, so the fill only costs time
-# (~12 % of a TT or TARQ step on 2 cores; 7 ms per 400k-element tensor); weights are the same
-# bit for bit with and without it (tests/test_train.py).
-FILL_UNINITIALIZED_MEMORY = False
 
 
 class CheckpointMismatch(ValueError):
@@ -300,14 +295,11 @@ def train(
     rank 0; the other ranks of a DDP run (which evaluate and write nothing) get None.
     The process's torch thread count is set for the run and restored after it. Training uses
     torch's deterministic algorithms (the same samples, settings and thread count give the same
-    weights bit for bit; measured at no cost on CPU), restored after the run too, without
-    their NaN-filling of every new tensor (:data:`FILL_UNINITIALIZED_MEMORY`).
+    weights bit for bit; measured at no cost on CPU), restored after the run too.
     """
     threads_before = torch.get_num_threads()
     deterministic_before = torch.are_deterministic_algorithms_enabled()
-    fill_before = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = FILL_UNINITIALIZED_MEMORY
     try:
         return _train(
             samples, model_name, out_dir, model_config, train_config, resume, progress, warm
@@ -315,7 +307,6 @@ def train(
     finally:
         torch.set_num_threads(threads_before)
         torch.use_deterministic_algorithms(deterministic_before)
-        torch.utils.deterministic.fill_uninitialized_memory = fill_before
 
 
 def _train(
