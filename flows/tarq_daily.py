@@ -893,9 +893,9 @@ def tarq_backfill(
 # ----------------------------------------------------------------------------- CLI
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m flows.tarq_daily") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="python -m flows.tarq_daily",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -953,12 +953,13 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the flow (or a backfill ending at the run date) without a server."""
+def main(argv: list[str] | None = None, prog: str = "python -m flows.tarq_daily") -> int:
+    """Run the flow (or a backfill ending at the run date) without a server (also
+    ``tarq daily``, :mod:`flows.cli`)."""
     # SIGTERM (kill, a supervisor, Ctrl-C's sibling) unwinds like an exit, so the temporary
     # Prefect API server this process started is stopped instead of being left orphaned.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     try:
         p = params_from_args(args)
     except ValueError as exc:

@@ -167,6 +167,16 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_daily(args: argparse.Namespace) -> int:
+    # Reached only through tarq.cli.main itself: the console script (flows.cli) runs the flow.
+    print(
+        "tarq: 'daily' is run by the tarq command (flows.cli.main); from Python call "
+        "flows.cli.main(['daily', ...]) or flows.tarq_daily.main([...])",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tarq`` command."""
     parser = argparse.ArgumentParser(
@@ -175,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     _add_model_commands(sub)
+    # Listed here, run by the console script (flows.cli): the flow needs Prefect, tarq does not.
+    p = sub.add_parser(
+        "daily",
+        add_help=False,
+        help="run the daily flow (the flags of python -m flows.tarq_daily; tarq daily --help)",
+    )
+    p.add_argument("flow_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_daily)
     return parser
 
 

@@ -14,6 +14,8 @@ import datetime as dt
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -384,14 +386,15 @@ def test_rejected_gate_publishes_nothing_and_keeps_the_champion(env: dict[str, A
 def test_main_exits_3_when_the_gate_rejects_and_cold_trains_every_model_cold(
     env: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``--cold`` (warm_start=false) with a gate that cannot pass: exit code 3, every model
-    trained from scratch on the whole window although a parent exists."""
-    from flows.tarq_daily import EXIT_REJECTED, _parser, main, params_from_args
+    """``tarq daily --cold`` (warm_start=false) with a gate that cannot pass: exit code 3,
+    every model trained from scratch on the whole window although a parent exists."""
+    from flows.cli import main as tarq_command
+    from flows.tarq_daily import EXIT_REJECTED, _parser, params_from_args
     from tarq.publish import served_version
 
     args = [*_cli_args(env, NEXT_DAY, min_gain_over_tt=1.0), "--cold"]
     assert params_from_args(_parser().parse_args(args)).warm_start is False
-    assert main(args) == EXIT_REJECTED == 3
+    assert tarq_command(["daily", *args]) == EXIT_REJECTED == 3
     err = capsys.readouterr().err
     assert "GateRejected" in err and "beats_tt" in err
     assert served_version(env["db"]) == 1
@@ -619,3 +622,38 @@ def test_backfill_of_two_days_before_latest_through_main(
     assert served_version(env["db"]) == 3
     assert sorted(str(v["run_date"]) for v in list_versions(env["db"])) == days
     assert str(c.get_model_version_by_alias("tarq", "champion").version) == versions[-1]
+
+
+def test_tarq_daily_is_the_flows_command_line_and_tarq_stays_prefect_free(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``tarq daily`` takes python -m flows.tarq_daily's flags (one entry point); the other
+    commands are the library's, and ``tarq --help`` lists daily. (A run through ``tarq daily``:
+    test_main_exits_3_when_the_gate_rejects_and_cold_trains_every_model_cold.)"""
+    import tomllib
+
+    from flows.cli import main as tarq_command
+    from flows.tarq_daily import _parser
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["tarq"] == "flows.cli:main"
+    with pytest.raises(SystemExit) as done:
+        tarq_command(["daily", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tarq daily")
+    flags = {o for a in _parser()._actions for o in a.option_strings}
+    assert flags >= {"--run-date", "--backfill-days", "--cold", "--params"}
+    assert all(flag in out for flag in flags)
+    with pytest.raises(SystemExit):
+        tarq_command(["--help"])
+    assert "daily" in capsys.readouterr().out
+    # The library's command line (every command but daily) never imports Prefect.
+    probe = (
+        "import sys; from tarq.cli import build_parser; build_parser().parse_args(['daily']); "
+        "print(any(m == 'prefect' or m.startswith('prefect.') for m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert out.strip() == "False"

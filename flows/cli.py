@@ -1,0 +1,26 @@
+"""The ``tarq`` console script: the library's commands (:mod:`tarq.cli`) plus ``tarq daily``.
+
+``tarq daily [flags]`` runs the daily flow exactly as ``python -m flows.tarq_daily [flags]``
+(same flags, same exit codes); every other command is :func:`tarq.cli.main`, which never imports
+Prefect (so ``tarq`` starts fast, and the library stays free of the orchestrator).
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tarq`` command."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["daily"]:
+        from flows.tarq_daily import main as daily_main
+
+        return daily_main(args[1:], prog="tarq daily")
+    from tarq.cli import main as tarq_main
+
+    return tarq_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
