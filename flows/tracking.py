@@ -68,6 +68,8 @@ KIND_TAG, DATE_TAG, STATUS_TAG, MODEL_TAG = (
     "tarq.model",
 )
 SHA_TAG = "tarq.model_sha256"
+# The MLflow UI shows an experiment with this kind as model training runs (runs table, charts).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 WAREHOUSE_TAG = "tarq.warehouse"
 # "not-served": published, but the table was not the served one (an operator rolled it
 # back); the day is finished and its champion did not move.
@@ -125,15 +127,21 @@ def setup(
     mlflow.set_registry_uri(uri)
     client = MlflowClient(uri, uri)
     exp = client.get_experiment_by_name(experiment)
-    if exp is not None:
-        return exp.experiment_id
-    root = Path(artifact_root) if artifact_root else _artifact_root_for(uri)
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        return client.create_experiment(experiment, artifact_location=(root / experiment).as_uri())
-    except MlflowException:
-        # Another process created it between our lookup and create.
-        return client.get_experiment_by_name(experiment).experiment_id
+    if exp is None:
+        root = Path(artifact_root) if artifact_root else _artifact_root_for(uri)
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            exp_id = client.create_experiment(
+                experiment, artifact_location=(root / experiment).as_uri()
+            )
+        except MlflowException:
+            # Another process created it between our lookup and create.
+            exp_id = client.get_experiment_by_name(experiment).experiment_id
+        exp = client.get_experiment(exp_id)
+    if EXPERIMENT_KIND_TAG not in exp.tags:
+        # Untagged, the MLflow UI may open the experiment as a GenAI one (traces, "No data").
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp.experiment_id
 
 
 def check_store(tracking_uri: str | None = None, timeout_s: float = 5.0) -> str:
@@ -370,6 +378,56 @@ def alignment_metrics(test: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def _history_metrics(model_dir: Path) -> list[Any]:
+    """The per-epoch training loss, its terms and the validation AUCs of ``metrics.json`` as
+    metric histories (step = epoch, timestamp = when the epoch ended), so the run shows its
+    learning curves."""
+    done = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
+    history = done.get("history") or []
+    end_ms = int((model_dir / "metrics.json").stat().st_mtime * 1000)
+    elapsed = [0.0]
+    for h in history:
+        elapsed.append(elapsed[-1] + float(h.get("seconds") or 0.0))
+    out = []
+    for i, h in enumerate(history):
+        ts = end_ms - int(1000 * (elapsed[-1] - elapsed[i + 1]))
+        figures = {
+            "epoch_loss": h.get("loss"),
+            "epoch_valid_auc": h.get("valid_auc"),
+            "epoch_valid_random_auc": h.get("valid_random_auc"),
+        }
+        figures.update({f"epoch_loss_{k}": v for k, v in (h.get("loss_terms") or {}).items()})
+        out += [
+            mlflow.entities.Metric(k, float(v), ts, int(h["epoch"]))
+            for k, v in figures.items()
+            if v is not None
+        ]
+    return out
+
+
+def _samples_input(result: TrainResult) -> Any | None:
+    """The run's training samples as an MLflow dataset input: digest = the samples'
+    fingerprint (``meta.json``), source = their folder; None when the folder has no meta."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    meta_path = Path(result.samples) / "meta.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    profile = {
+        k: meta.get(k) for k in ("train_start", "train_end", "test_day", "train_rows", "test_rows")
+    }
+    dataset = Dataset(
+        name=f"samples-{meta.get('run_date')}",
+        digest=str(meta.get("fingerprint", ""))[:36],
+        source_type="local",
+        source=json.dumps({"uri": str(Path(result.samples).resolve())}),
+        profile=json.dumps(profile),
+    )
+    return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+
+
 def log_model_run(
     parent_run_id: str,
     name: str,
@@ -422,6 +480,11 @@ def log_model_run(
     }
     metrics += [mlflow.entities.Metric(k, v, 0, 0) for k, v in extra.items()]
     metrics += [mlflow.entities.Metric(k, float(v), 0, 0) for k, v in (extra_metrics or {}).items()]
+    if fresh:
+        metrics += _history_metrics(model_dir)
+        samples = _samples_input(result)
+        if samples is not None:
+            c.log_inputs(run_id, datasets=[samples])
     params = _params(
         {
             "model_name": name,

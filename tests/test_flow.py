@@ -263,9 +263,26 @@ def test_first_run_registers_promotes_and_publishes(
         assert bool(align) == (r.data.tags["tarq.model"] == "tarq")
         valid = {f"{s}_{k}" for s in ("valid", "valid_random") for k in ("auc", "gauc", "logloss")}
         assert "valid_auc" in r.data.metrics  # the hash slice (valid_split "hash", the default)
-        assert set(r.data.metrics) - align <= {*METRIC_KEYS, *valid, "rows_trained", "warm_start"}
+        # Learning curves: the loss, its terms and the validation AUCs per epoch (step).
+        curves = {k for k in r.data.metrics if k.startswith("epoch_")}
+        assert {"epoch_loss", "epoch_valid_auc", "epoch_loss_ctr"} <= curves
+        assert set(r.data.metrics) - align - curves <= {
+            *METRIC_KEYS,
+            *valid,
+            "rows_trained",
+            "warm_start",
+        }
         assert r.data.metrics["warm_start"] == 0.0
         assert "model.d_model" in r.data.params and "train.epochs" in r.data.params
+        model_dir = env["work"] / BASE_DAY / "models" / r.data.tags["tarq.model"]
+        history = json.loads((model_dir / "metrics.json").read_text())["history"]
+        loss = c.get_metric_history(r.info.run_id, "epoch_loss")
+        assert [(m.step, m.value) for m in loss] == [(h["epoch"], h["loss"]) for h in history]
+        # The samples are the run's dataset input, digest = their fingerprint.
+        (inp,) = r.inputs.dataset_inputs
+        assert inp.dataset.digest == parent.data.tags["tarq.fingerprint"][:36]
+        assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "training"
+    assert c.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
     names = {a.path for a in c.list_artifacts(res["parent_run_id"])}
     assert {"comparison.csv", "comparison.md", "plots"} <= names
     plots = {a.path for a in c.list_artifacts(res["parent_run_id"], "plots")}
