@@ -312,34 +312,16 @@ def pooled_bootstrap(a_dirs: list[Path], b_dirs: list[Path], n: int) -> dict[str
     ``a_dirs[s]`` and ``b_dirs[s]`` are the run directories of seed s; their
     predictions.parquet files must hold the same test rows in the same order (None if not).
     """
-    import pyarrow.parquet as pq
+    from tarq.evaluation import pooled_interval
 
-    from tarq.metrics import pooled_paired_bootstrap
-
-    frames = [
-        [
-            pq.read_table(
-                d / "predictions.parquet", columns=["user_id", "label", "score"]
-            ).to_pandas()
-            for d in dirs
-        ]
-        for dirs in (a_dirs, b_dirs)
-    ]
-    ref = frames[0][0]
-    for f in (*frames[0], *frames[1]):
-        if (
-            len(f) != len(ref)
-            or not (f["label"].to_numpy() == ref["label"].to_numpy()).all()
-            or not (f["user_id"].to_numpy() == ref["user_id"].to_numpy()).all()
-        ):
-            return None
-    iv = pooled_paired_bootstrap(
-        ref["label"].to_numpy(),
-        np.stack([f["score"].to_numpy() for f in frames[0]]),
-        np.stack([f["score"].to_numpy() for f in frames[1]]),
-        ref["user_id"].to_numpy(),
-        n_boot=n,
-    )
+    try:
+        iv = pooled_interval(
+            [d / "predictions.parquet" for d in a_dirs],
+            [d / "predictions.parquet" for d in b_dirs],
+            n_boot=n,
+        )
+    except ValueError:
+        return None
     return {
         "lo": iv.low,
         "hi": iv.high,

@@ -21,7 +21,7 @@ import torch
 from tarq import metrics
 from tarq.data.features import FeatureLayout, Vocab
 from tarq.data.loader import BatchStream, SampleSet, model_inputs
-from tarq.metrics import PairedInterval, paired_bootstrap
+from tarq.metrics import PairedInterval, paired_bootstrap, pooled_paired_bootstrap
 from tarq.model.io import load_trained
 
 
@@ -147,6 +147,26 @@ def evaluate_model_dir(
     return public_metrics(res)
 
 
+def _same_rows(paths: list[str | Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels (N,), user keys (N,), scores (len(paths), N)) of predictions files that score
+    the same test rows in the same order.
+
+    Raises:
+        ValueError: a file's rows (label, user_id or item_id) differ from the first file's.
+    """
+    tables = [pq.read_table(f, columns=["label", "score", "user_id", "item_id"]) for f in paths]
+    ref = tables[0]
+    for path, t in zip(paths[1:], tables[1:], strict=True):
+        for col in ("label", "user_id", "item_id"):
+            if t.num_rows != ref.num_rows or not t.column(col).equals(ref.column(col)):
+                raise ValueError(
+                    f"{paths[0]} and {path} do not score the same rows "
+                    f"in the same order ({col} differs)"
+                )
+    scores = np.stack([t.column("score").to_numpy() for t in tables])
+    return ref.column("label").to_numpy(), ref.column("user_id").to_numpy(), scores
+
+
 def paired_interval(
     predictions_a: str | Path,
     predictions_b: str | Path,
@@ -160,20 +180,25 @@ def paired_interval(
     Raises:
         ValueError: the files do not hold the same rows in the same order.
     """
-    a = pq.read_table(predictions_a, columns=["label", "score", "user_id", "item_id"])
-    b = pq.read_table(predictions_b, columns=["label", "score", "user_id", "item_id"])
-    for col in ("label", "user_id", "item_id"):
-        if a.num_rows != b.num_rows or not a.column(col).equals(b.column(col)):
-            raise ValueError(
-                f"{predictions_a} and {predictions_b} do not score the same rows "
-                f"in the same order ({col} differs)"
-            )
-    return paired_bootstrap(
-        a.column("label").to_numpy(),
-        a.column("score").to_numpy(),
-        b.column("score").to_numpy(),
-        a.column("user_id").to_numpy(),
-        metric=metric,
-        n_boot=n_boot,
-        seed=seed,
-    )
+    y, users, (a, b) = _same_rows([predictions_a, predictions_b])
+    return paired_bootstrap(y, a, b, users, metric=metric, n_boot=n_boot, seed=seed)
+
+
+def pooled_interval(
+    predictions_a: list[str | Path],
+    predictions_b: list[str | Path],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> PairedInterval:
+    """Interval of the seed-mean AUC(A) − AUC(B) from one predictions file per training seed
+    of each model (``predictions_a[s]`` pairs with ``predictions_b[s]``), resampling test
+    users and seeds (:func:`tarq.metrics.pooled_paired_bootstrap`).
+
+    Raises:
+        ValueError: the files do not all hold the same rows in the same order.
+    """
+    if len(predictions_a) != len(predictions_b) or not predictions_a:
+        raise ValueError("one predictions file per seed for each model, as many for both")
+    y, users, scores = _same_rows([*predictions_a, *predictions_b])
+    k = len(predictions_a)
+    return pooled_paired_bootstrap(y, scores[:k], scores[k:], users, n_boot=n_boot, seed=seed)

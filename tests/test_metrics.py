@@ -161,3 +161,44 @@ def test_pooled_bootstrap_over_seeds_carries_the_seed_to_seed_spread() -> None:
     assert pooled.high - pooled.low > 2 * max(f.high - f.low for f in fixed)
     with pytest.raises(ValueError, match="differ in shape"):
         metrics.pooled_paired_bootstrap(y, a, base[:2], user)
+
+
+def test_intervals_from_predictions_files_check_the_rows_and_pool_seeds(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tarq.evaluation import paired_interval, pooled_interval
+
+    rng = np.random.default_rng(2)
+    n = 3000
+    rows = {
+        "user_id": rng.integers(0, 200, n),
+        "item_id": rng.integers(0, 50, n),
+        "label": (rng.random(n) < 0.2).astype(float),
+    }
+
+    def write(name: str, score: np.ndarray, **change: np.ndarray) -> str:
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.table({**rows, **change, "score": score}), path)
+        return str(path)
+
+    y = rows["label"]
+    a = [write(f"a{s}", rng.random(n) + 0.6 * y) for s in range(2)]
+    b = [write(f"b{s}", rng.random(n) + 0.3 * y) for s in range(2)]
+    one = paired_interval(a[0], b[0], n_boot=100)
+    ref = metrics.paired_bootstrap(
+        y,
+        pq.read_table(a[0])["score"].to_numpy(),
+        pq.read_table(b[0])["score"].to_numpy(),
+        rows["user_id"],
+        n_boot=100,
+    )
+    assert (one.delta, one.low, one.high) == (ref.delta, ref.low, ref.high)
+    assert pooled_interval(a[:1], b[:1], n_boot=100) == one  # one seed: the same interval
+    both = pooled_interval(a, b, n_boot=100)
+    assert both.significant and both.low < both.delta < both.high
+    other = write("other", rng.random(n), item_id=rows["item_id"][::-1].copy())
+    with pytest.raises(ValueError, match="item_id differs"):
+        pooled_interval([a[0], other], b)
+    with pytest.raises(ValueError, match="as many for both"):
+        pooled_interval(a, b[:1])
