@@ -437,6 +437,24 @@ class _Streams:
     steps: int  # optimizer steps per epoch (max_steps_per_epoch applied)
 
 
+def _training_rows(
+    sset: SampleSet, tcfg: TrainConfig, cutoff: dt.datetime | None, **kwargs: Any
+) -> BatchStream:
+    """The shuffled training rows (the folds outside the hash validation slice, before the
+    temporal cutoff); ``kwargs``: DDP sharding, warm-run days and replay (BatchStream's)."""
+    return BatchStream(
+        sset,
+        "train",
+        tcfg.batch_size,
+        folds=(tcfg.valid_folds, 100),
+        shuffle=True,
+        seed=tcfg.seed,
+        buffer_rows=tcfg.shuffle_buffer,
+        ts_before=cutoff,
+        **kwargs,
+    )
+
+
 def _streams(
     samples: str | Path,
     sset: SampleSet,
@@ -452,20 +470,15 @@ def _streams(
         raise ValueError("valid_split 'hash' needs valid_folds >= 1")
     # Rows from the cutoff on are the temporal slice: never trained on, replay included.
     cutoff = temporal_cutoff(sset, "train", since) if tcfg.valid_split == "time" else None
-    train_stream = BatchStream(
+    train_stream = _training_rows(
         sset,
-        "train",
-        tcfg.batch_size,
-        folds=(tcfg.valid_folds, 100),
-        shuffle=True,
-        seed=tcfg.seed,
-        buffer_rows=tcfg.shuffle_buffer,
+        tcfg,
+        cutoff,
         rank=rank,
         world=world,
         drop_last=True,
         since_day=since,
         replay_folds=replay,
-        ts_before=cutoff,
     )
     random_stream: BatchStream | None = None
     if tcfg.valid_folds:
@@ -691,20 +704,7 @@ def _starting_point(
         return _Start()
     # k-means initialisation of the codebooks on the first training batch, before DDP
     # broadcasts rank 0's state to every rank.
-    first = next(
-        iter(
-            BatchStream(
-                sset,
-                "train",
-                tcfg.batch_size,
-                folds=(tcfg.valid_folds, 100),
-                shuffle=True,
-                seed=tcfg.seed,
-                buffer_rows=tcfg.shuffle_buffer,
-                ts_before=cutoff,
-            )
-        )
-    )
+    first = next(iter(_training_rows(sset, tcfg, cutoff)))
     model.init_codebooks(model_inputs(first))
     return _Start()
 
