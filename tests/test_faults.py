@@ -715,6 +715,22 @@ def flow_env(flow_baseline: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     return copy_flow_env(flow_baseline, tmp_path / "env")
 
 
+def _daily_args(env: dict[str, Any], run_date: str, **over: Any) -> list[str]:
+    """``python -m flows.tarq_daily`` arguments for :func:`_params` (the rest as --params)."""
+    p = _params(env, **over)
+    rest = {k: v for k, v in p.items() if k not in ("db", "run_date", "work_dir")}
+    return [
+        "--db",
+        str(env["db"]),
+        "--run-date",
+        run_date,
+        "--work-dir",
+        str(env["work"]),
+        "--params",
+        json.dumps(rest),
+    ]
+
+
 def _params(env: dict[str, Any], **over: Any) -> dict[str, Any]:
     # A wide champion tolerance keeps promotion deterministic after a few training steps;
     # short retry pauses keep the retries (still 2 per task) quick.
@@ -858,19 +874,7 @@ def test_a_second_run_is_refused_while_another_holds_the_warehouse(
     lock = warehouse_lock_path(env["db"])
     with exclusive_lock(lock, info={"run_date": D2}):
         state = _run(env, run_date=D2, lock_wait_s=0.5)
-        p = _params(env, lock_wait_s=0)
-        rc = daily_main(
-            [
-                "--db",
-                str(env["db"]),
-                "--run-date",
-                D2,
-                "--work-dir",
-                str(env["work"]),
-                "--params",
-                json.dumps({k: v for k, v in p.items() if k not in ("db", "run_date", "work_dir")}),
-            ]
-        )
+        rc = daily_main(_daily_args(env, D2, lock_wait_s=0))
     assert state.is_failed() and state.name == "AlreadyRunning", state.message
     assert f"another run holds {lock} (pid {os.getpid()}" in state.message
     assert "after waiting" in state.message and "nothing was changed" in state.message
@@ -1038,20 +1042,7 @@ def test_two_runs_of_a_date_started_at_once_publish_and_register_once(
 
     env = flow_env
     before = snapshot(env["db"], env["store"])
-    p = _params(env, run_date=D3, lock_wait_s=300)
-    cmd = [
-        sys.executable,
-        "-m",
-        "flows.tarq_daily",
-        "--db",
-        str(env["db"]),
-        "--run-date",
-        D3,
-        "--work-dir",
-        str(env["work"]),
-        "--params",
-        json.dumps({k: v for k, v in p.items() if k not in ("db", "run_date", "work_dir")}),
-    ]
+    cmd = [sys.executable, "-m", "flows.tarq_daily", *_daily_args(env, D3, lock_wait_s=300)]
     # Both talk to the harness's Prefect server (no temporary server each).
     proc_env = {**os.environ, "PREFECT_API_URL": env["api_url"], "OMP_NUM_THREADS": "1"}
     started = dt.datetime.now(dt.UTC)
