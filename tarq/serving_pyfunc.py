@@ -69,6 +69,7 @@ def _pip_requirements() -> list[str]:
     return [
         "torch==2.13.0",
         "numpy",
+        "numba==0.68.1",
         "pandas==3.1.1",
         "pyarrow==25.0.1",
         "faiss-cpu==1.15.1",
