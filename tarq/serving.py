@@ -3,15 +3,19 @@
 Per request (paper section 2.6)::
 
     fixed cost, once     user tower → v_user; personalised codebooks Ĉ (m·K queries in one
-                         attention over the history) — O(L), independent of N
-    per candidate        gather the m rows Ĉ[l, c_l] of its codes and sum them (one fused
-                         ``embedding_bag``), then two dot products with its unit item vector:
+                         attention over the history) — O(L), independent of N; the lean
+                         one-request path of :mod:`tarq.user_side`
+    per candidate        gather the m rows Ĉ[l, c_l] of its codes and sum them, then two dot
+                         products with its unit item vector:
                          logit = s · (⟨v̂_user, v̂_item⟩ + ⟨h_rq, v̂_item⟩ / ‖h_rq‖) + b
-                         — O(m·d), independent of the history length
+                         — O(m·d), independent of the history length; one fused numba loop
+                         (:mod:`tarq.kernels`), ids → rows by :class:`tarq.item_index.ItemIndex`
 
 This is the same arithmetic as the model's training forward (``cos`` normalises h_rq, so the
-mean fusion is a sum here). Candidates are scored in blocks, vectorised, without a Python
-loop over candidates; the item vectors are normalised once at load time.
+mean fusion is a sum here). The item vectors are normalised and the codes narrowed to the
+smallest integer type once, at load time. The torch functions below (:func:`tarq_logits`,
+:func:`two_tower_logits`, :func:`target_attention_logits`) are the reference paths the
+kernels are tested against, and full target attention's serving path.
 
 Unknown candidate ids (not in the published table): ``unknown="raise"`` (default) raises
 :class:`UnknownItemError` listing them; ``unknown="nan"`` scores them NaN and the rest as usual.
@@ -27,9 +31,8 @@ The ID table must come from the same weights: the sha256 of ``model.pt`` is comp
 one recorded with the IDs (the warehouse's registry, the ``ids.parquet`` metadata or a
 published export's manifest) before the weights are read.
 
-The same module holds the equivalent fast paths of the two-tower model (one matrix-vector
-product) and of full target attention (one attention over the history per candidate), used
-by ``benchmarks/serving_latency.py`` to compare the three on equal terms.
+``benchmarks/serving_latency.py`` compares TARQ with the two-tower model (its own fused kernel)
+and full target attention (one attention over the history per candidate) on equal terms.
 """
 
 from __future__ import annotations
@@ -48,10 +51,11 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from tarq import sqlfiles
+from tarq import kernels, sqlfiles
 from tarq.data.features import ACTIONS, OOV, PAD, FeatureLayout, Vocab, time_gap_index
-from tarq.model.base import UserState
+from tarq.item_index import ItemIndex
 from tarq.semantic_ids import META_KEY, file_sha256, ids_arrays
+from tarq.user_side import LeanUserSide
 
 EPS = 1e-8
 BLOCK = 4096
@@ -427,13 +431,15 @@ class RequestState:
     """What one request computes once: the unit user vector and the flattened Ĉ.
 
     Attributes:
-        u_hat: (d,) unit user vector.  personal: (m·K, d) personalised codebooks.
-        pool_logits: (m·K,) pooling logits for the ``attention`` fusion, else None.
+        u_hat: (d,) float32 unit user vector.
+        personal: (m·K + 1, d) float32 personalised codebooks, level-major, and a zero row
+            (:func:`tarq.kernels.padded_codebooks`).
+        pool_logits: (m·K + 1,) float32 pooling logits for the ``attention`` fusion, else None.
     """
 
-    u_hat: torch.Tensor
-    personal: torch.Tensor
-    pool_logits: torch.Tensor | None
+    u_hat: np.ndarray
+    personal: np.ndarray
+    pool_logits: np.ndarray | None
 
 
 class Scorer:
@@ -481,16 +487,16 @@ class Scorer:
             )
         if codes.size and (codes.min() < 0 or codes.max() >= k):
             raise ValueError(f"codes outside [0, {k}) in the ID table")
-        order = np.argsort(item_ids, kind="stable")
-        self._item_ids = np.ascontiguousarray(item_ids[order])
-        if self._item_ids.size and (np.diff(self._item_ids) == 0).any():
-            raise ValueError("the ID table holds an item more than once")
-        offsets = np.arange(m, dtype=np.int64) * k
-        self._flat_codes = torch.from_numpy(np.ascontiguousarray(codes[order] + offsets))
-        self._v_hat = unit_rows(
-            torch.from_numpy(np.ascontiguousarray(v_item[order], dtype=np.float32))
-        )
+        self._index = ItemIndex(item_ids)
+        self._codes = np.ascontiguousarray(codes, dtype=kernels.code_dtype(k))
+        self._v_hat = unit_rows(torch.from_numpy(np.asarray(v_item, dtype=np.float32))).numpy()
+        self._v_hat = np.ascontiguousarray(self._v_hat)
         self.model = model.eval()
+        self._user_side = LeanUserSide(self.model)
+        rq = self.model.rq_attention
+        self._pool = rq.pool if rq.fusion == "attention" else None
+        self._scale = float(self.model.head.scale.detach())
+        self._bias = float(self.model.head.bias.detach())
         self.layout = layout
         self.vocabs = vocabs
         self.version = version
@@ -597,7 +603,7 @@ class Scorer:
     # -- scoring ------------------------------------------------------------------------
     @property
     def n_items(self) -> int:
-        return int(self._item_ids.size)
+        return self._index.size
 
     def rows(self, candidate_item_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Table rows of the candidates: (rows (N,) int64, known (N,) bool).
@@ -605,11 +611,7 @@ class Scorer:
         Raises:
             ValueError: a candidate that is not an integer id, or more than ``max_candidates``.
         """
-        ids = candidate_ids(candidate_item_ids, self.max_candidates)
-        pos = np.searchsorted(self._item_ids, ids)
-        pos_c = np.minimum(pos, max(self.n_items - 1, 0))
-        known = (self._item_ids[pos_c] == ids) if self.n_items else np.zeros(ids.size, bool)
-        return pos_c, known
+        return self._index.rows(candidate_ids(candidate_item_ids, self.max_candidates))
 
     @torch.inference_mode()
     def request_state(
@@ -626,13 +628,16 @@ class Scorer:
             )
         if not isinstance(user_profile, dict):
             raise ValueError(f"user_profile must be a dict, got {type(user_profile).__name__}")
-        user = encode_user(user_profile, self.layout, self.vocabs)
+        user = encode_user(user_profile, self.layout, self.vocabs)[0]
         hist, mask = encode_history(history, self.layout, self.vocabs, request_ts)
-        state: UserState = self.model.user_side(user, hist, mask)
-        personal = state.extra["personal_codebooks"][0].reshape(self.m * self.k, self.d)
-        rq = self.model.rq_attention
-        pool = rq.pool(personal)[:, 0].contiguous() if rq.fusion == "attention" else None
-        return RequestState(unit_rows(state.v_user)[0].contiguous(), personal.contiguous(), pool)
+        # Real behaviours fill the first slots; the lean path drops the padding.
+        state = self._user_side(user, hist[0, : int(mask.sum())])
+        personal = kernels.padded_codebooks(state.personal.numpy())
+        pool = None
+        if self._pool is not None:
+            pool = np.append(self._pool(state.personal)[:, 0].numpy(), np.float32(-np.inf))
+        u_hat = unit_rows(state.v_user[None])[0].numpy()
+        return RequestState(u_hat, personal, pool)
 
     @torch.inference_mode()
     def score_state(
@@ -645,22 +650,21 @@ class Scorer:
         if unknown not in UNKNOWN_MODES:
             raise ValueError(f"unknown must be one of {UNKNOWN_MODES}, got {unknown!r}")
         ids = candidate_ids(candidate_item_ids, self.max_candidates)
-        rows, known = self.rows(ids)
+        rows, known = self._index.rows(ids)
         if not known.all():
             if unknown == "raise":
                 raise UnknownItemError(ids[~known], rows.size)
             rows = rows[known]
-        head = self.model.head
-        logits = tarq_logits(
+        logits = kernels.tarq_scores(
             state.u_hat,
             state.personal,
             self._v_hat,
-            self._flat_codes,
-            float(head.scale),
-            float(head.bias),
+            self._codes,
+            self._scale,
+            self._bias,
             state.pool_logits,
-            rows=torch.from_numpy(rows),
-        ).numpy()
+            rows=rows,
+        )
         if known.all():
             return logits
         out = np.full(known.size, np.nan, dtype=np.float32)
