@@ -37,6 +37,7 @@ and full target attention (one attention over the history per candidate) on equa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -120,6 +121,9 @@ def candidate_ids(values: Any, max_candidates: int | None = MAX_CANDIDATES) -> n
                 f"candidate_item_ids must be integers, got {values.dtype} "
                 f"(first value {values[0]!r})"
             )
+    if set(map(type, values)) <= {int}:  # the common case, checked at C speed (bool ≠ int here)
+        with contextlib.suppress(OverflowError):  # an id beyond int64: named below
+            return np.fromiter(values, np.int64, n)
     out = np.empty(n, dtype=np.int64)
     for i, v in enumerate(values):
         if isinstance(v, bool | np.bool_) or not isinstance(v, int | np.integer):
@@ -182,6 +186,40 @@ def epoch_seconds(value: Any, what: str) -> float:
     )
 
 
+def _id_column(values: list[Any], field: str, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """One field of the behaviours → (raw ids (n,) int64, nulls (n,) bool), refusing non-ids."""
+    if set(map(type, values)) <= {int}:  # the common case, checked at C speed (bool ≠ int here)
+        with contextlib.suppress(OverflowError):  # an id beyond int64: named below
+            return np.fromiter(values, np.int64, len(values)), np.zeros(len(values), bool)
+    raw = [_ids(v, f"history[{b + offset}][{field!r}]") for b, v in enumerate(values)]
+    nulls = np.array([r is None for r in raw], dtype=bool)
+    try:
+        return np.array([0 if r is None else r for r in raw], dtype=np.int64), nulls
+    except OverflowError:
+        b = next(b for b, r in enumerate(raw) if r is not None and not -(2**63) <= r < 2**63)
+        raise ValueError(
+            f"history[{b + offset}][{field!r}] = {raw[b]} does not fit int64"
+        ) from None
+
+
+def _ts_column(values: list[Any], offset: int) -> np.ndarray:
+    """The behaviours' ``ts`` → (n,) float64 epoch seconds (see :func:`epoch_seconds`)."""
+    for b, v in enumerate(values):
+        if v is None:
+            raise ValueError(
+                f"history[{b + offset}] lacks 'ts': this model embeds the time "
+                "since each behaviour, so every behaviour needs its timestamp"
+            )
+    if set(map(type, values)) <= {int, float}:
+        ts = np.fromiter(values, np.float64, len(values))
+        if np.isfinite(ts).all():
+            return ts
+    return np.array(
+        [epoch_seconds(v, f"history[{b + offset}]['ts']") for b, v in enumerate(values)],
+        dtype=np.float64,
+    )
+
+
 def encode_history(
     history: Sequence[dict[str, Any]],
     layout: FeatureLayout,
@@ -222,25 +260,18 @@ def encode_history(
                 hist[0, : len(recent), j] = [action_ix.get(ev.get("action"), OOV) for ev in recent]
                 continue
             if f == "time_gap":
-                ts = []
-                for b, ev in enumerate(recent):
-                    if ev.get("ts") is None:
-                        raise ValueError(
-                            f"history[{b + offset}] lacks 'ts': this model embeds the time "
-                            "since each behaviour, so every behaviour needs its timestamp"
-                        )
-                    ts.append(epoch_seconds(ev["ts"], f"history[{b + offset}]['ts']"))
-                    if ts[-1] > now:
-                        raise ValueError(
-                            f"history[{b + offset}]['ts'] = {ev['ts']!r} is after request_ts "
-                            f"({'now' if request_ts is None else repr(request_ts)}): a request "
-                            "may only carry behaviours from before it"
-                        )
-                hist[0, : len(recent), j] = time_gap_index(now - np.asarray(ts))
+                ts = _ts_column([ev.get("ts") for ev in recent], offset)
+                late = np.flatnonzero(ts > now)
+                if late.size:
+                    b = int(late[0])
+                    raise ValueError(
+                        f"history[{b + offset}]['ts'] = {recent[b]['ts']!r} is after request_ts "
+                        f"({'now' if request_ts is None else repr(request_ts)}): a request "
+                        "may only carry behaviours from before it"
+                    )
+                hist[0, : len(recent), j] = time_gap_index(now - ts)
                 continue
-            raw = [_ids(ev.get(f), f"history[{b + offset}][{f!r}]") for b, ev in enumerate(recent)]
-            nulls = np.array([r is None for r in raw])
-            vals = np.array([0 if r is None else r for r in raw], dtype=np.int64)
+            vals, nulls = _id_column([ev.get(f) for ev in recent], f, offset)
             hist[0, : len(recent), j] = vocabs[f].lookup(vals, null_mask=nulls)
     return torch.from_numpy(hist), torch.from_numpy(mask)
 

@@ -174,6 +174,27 @@ def test_bad_requests_get_clear_errors(served: dict) -> None:
         scorer.score({"user_id": USER}, no_ts, [1])
     with pytest.raises(ValueError, match="request_ts is not an ISO-8601"):
         scorer.score({"user_id": USER}, served["history"], [1], request_ts="yesterday")
+    # The all-int fast paths fall back to the element checks that name the culprit.
+    with pytest.raises(ValueError, match=r"candidate_item_ids\[1\] = 36893488147419103232 does"):
+        scorer.score({"user_id": USER}, [], [1, 2**65])
+    big = [{"item_id": 1, "ts": 1.0}, {"item_id": 2**64, "ts": 2.0}]
+    with pytest.raises(ValueError, match=r"history\[1\]\['item_id'\] = 18446744073709551616 does"):
+        scorer.score({"user_id": USER}, big, [1], request_ts=3.0)
+    nan_ts = [{"item_id": 1, "ts": 1.0}, {"item_id": 2, "ts": float("nan")}]
+    with pytest.raises(ValueError, match=r"history\[1\]\['ts'\] must be a finite timestamp"):
+        scorer.score({"user_id": USER}, nan_ts, [1], request_ts=3.0)
+
+
+def test_list_and_array_requests_score_alike(served: dict) -> None:
+    scorer = Scorer.from_paths(served["db"], served["model_dir"])
+    ids = served["items"].column("item_id").to_numpy()[:40]
+    hist = served["history"][-6:]
+    epoch = [{**h, "ts": h["ts"].timestamp()} for h in hist]  # epoch seconds, the float path
+    want = scorer.score({"user_id": USER}, hist, ids, request_ts=served["request_ts"])
+    got = scorer.score(
+        {"user_id": USER}, epoch, ids.tolist(), request_ts=served["request_ts"].timestamp()
+    )
+    np.testing.assert_array_equal(got, want)
 
 
 def test_time_since_each_behaviour_changes_the_scores(served: dict) -> None:
