@@ -30,6 +30,7 @@ history_len) with p50_ms, p99_ms and threads, plus a summary record.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -38,9 +39,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import torch
 
+from tarq import kernels
 from tarq.data.features import TIME_GAP_BUCKETS, FeatureLayout, Vocab
 from tarq.model import ModelConfig, build_model
 from tarq.semantic_ids import faiss_assign
@@ -52,6 +55,7 @@ from tarq.serving import (
     two_tower_logits,
     unit_rows,
 )
+from tarq.user_side import LeanUserSide
 
 TABLE_ITEMS = 200_000
 VOCAB = {
@@ -109,13 +113,17 @@ def _table(models: dict[str, torch.nn.Module], g: torch.Generator) -> dict[str, 
         x.append(xi)
     m, k = tarq.config.n_codebooks, tarq.config.codebook_size
     codes_t = torch.cat(codes)
+    v_hat = unit_rows(torch.cat(v))
     return {
         "items": items,
         "v_item": torch.cat(v),
-        "v_hat": unit_rows(torch.cat(v)),
+        "v_hat": v_hat,
         "codes": codes_t,
         "flat_codes": (codes_t + torch.arange(m) * k).contiguous(),
         "x_item": torch.cat(x),
+        # As the Scorer holds them for the fused kernels.
+        "v_hat_np": np.ascontiguousarray(v_hat.numpy()),
+        "codes_np": np.ascontiguousarray(codes_t.numpy().astype(kernels.code_dtype(k))),
     }
 
 
@@ -131,26 +139,59 @@ def _request(layout: FeatureLayout, length: int, g: torch.Generator) -> dict[str
 
 
 def _runner(name: str, model: torch.nn.Module, table: dict[str, torch.Tensor]):
-    """(fixed(req) -> state, per_candidate(state, rows) -> logits) for one model."""
+    """(fixed(req) -> state, per_candidate(state, rows) -> logits) for one model.
+
+    ``tt``, ``tarq``, ``ta``: the serving paths — the lean one-request user side
+    (:mod:`tarq.user_side`), then the fused kernels (:mod:`tarq.kernels`) for TT and TARQ and
+    blocked attention for TA. ``tt_ref``, ``tarq_ref``: the torch reference paths (the model's
+    batched ``user_side``, the torch candidate functions of :mod:`tarq.serving`), timed in the
+    same run for the speed-up.
+    """
     head = model.head
     scale, bias = float(head.scale.detach()), float(head.bias.detach())
     cfg = model.config
     mk = cfg.n_codebooks * cfg.codebook_size
+    lean = LeanUserSide(model)
 
-    def fixed(req: dict[str, torch.Tensor]) -> Any:
+    def fixed_ref(req: dict[str, torch.Tensor]) -> Any:
         st = model.user_side(req["user"], req["hist"], req["hist_mask"])
         u_hat = unit_rows(st.v_user)[0].contiguous()
-        if name == "tarq":
+        if name == "tarq_ref":
             return u_hat, st.extra["personal_codebooks"][0].reshape(mk, cfg.d_model).contiguous()
-        if name == "ta":
-            keys, values = target_attention_keys(model.target_attention.attn, st.extra["h_seq"])
-            return u_hat, keys, values, st.extra["mask"][0]
         return (u_hat,)
+
+    def fixed(req: dict[str, torch.Tensor]) -> Any:
+        st = lean(req["user"][0], req["hist"][0])  # the benchmark's histories hold no padding
+        u_hat = unit_rows(st.v_user[None])[0]
+        if name == "tarq":
+            personal = kernels.padded_codebooks(st.personal.numpy())
+            return u_hat.numpy(), personal, kernels.pair_sums(personal, cfg.n_codebooks)
+        if name == "ta":
+            keys, values = target_attention_keys(model.target_attention.attn, st.h_seq[None])
+            return u_hat, keys, values, torch.ones(st.h_seq.shape[0], dtype=torch.bool)
+        return (u_hat.numpy(),)
 
     def per_candidate(state: Any, rows: torch.Tensor) -> torch.Tensor:
         if name == "tt":
-            return two_tower_logits(state[0], table["v_hat"], scale, bias, rows=rows)
+            return torch.from_numpy(
+                kernels.two_tower_scores(state[0], table["v_hat_np"], scale, bias, rows.numpy())
+            )
         if name == "tarq":
+            return torch.from_numpy(
+                kernels.tarq_scores(
+                    state[0],
+                    state[1],
+                    table["v_hat_np"],
+                    table["codes_np"],
+                    scale,
+                    bias,
+                    rows=rows.numpy(),
+                    pairs=state[2],
+                )
+            )
+        if name == "tt_ref":
+            return two_tower_logits(state[0], table["v_hat"], scale, bias, rows=rows)
+        if name == "tarq_ref":
             return tarq_logits(
                 state[0], state[1], table["v_hat"], table["flat_codes"], scale, bias, rows=rows
             )
@@ -167,7 +208,7 @@ def _runner(name: str, model: torch.nn.Module, table: dict[str, torch.Tensor]):
             rows=rows,
         )
 
-    return fixed, per_candidate
+    return (fixed_ref if name.endswith("_ref") else fixed), per_candidate
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -175,9 +216,11 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 @torch.inference_mode()
-def _time_cell(fixed, per_candidate, req, rows, reps: int, warmup: int) -> dict[str, Any]:
+def _time_cell(fixed, per_candidate, req, row_sets, reps: int, warmup: int) -> dict[str, Any]:
+    """Times ``warmup + reps`` requests, request i scoring the candidates ``row_sets[i]``."""
     tot, fix, cand = [], [], []
     for i in range(warmup + reps):
+        rows = row_sets[i % len(row_sets)]
         t0 = time.perf_counter()
         state = fixed(req)
         t1 = time.perf_counter()
@@ -189,7 +232,7 @@ def _time_cell(fixed, per_candidate, req, rows, reps: int, warmup: int) -> dict[
             tot.append((t2 - t0) * 1e3)
             fix.append((t1 - t0) * 1e3)
             cand.append((t2 - t1) * 1e3)
-    n = rows.numel()
+    n = row_sets[0].numel()
     return {
         "p50_ms": _pct(tot, 50),
         "p99_ms": _pct(tot, 99),
@@ -206,6 +249,49 @@ def _bandwidth_gbs() -> float:
     x.sum()
     best = min(_timed(lambda: x.sum()) for _ in range(5))
     return x.numel() * 4 / best / 1e9
+
+
+def _peak_gflops() -> float:
+    """Measured FP32 peak: a 512 × 512 matrix product (in cache), best of 20."""
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(20))
+    return 2 * 512**3 / best / 1e9
+
+
+def fixed_flops(cfg: ModelConfig, layout: FeatureLayout, length: int, name: str) -> float:
+    """Multiply-adds × 2 of one request's user side (the matrix products and attentions; the
+    layer norms, softmaxes and additions are O(S·d) and left out).
+
+    S = L + 1 (the no-history token); a linear (n, a) → (n, b) costs 2·n·a·b, an attention of
+    q queries over S keys 4·q·S·d (scores and weighted sum)."""
+    d, e, s = cfg.d_model, cfg.emb_dim, length + 1
+    mk = cfg.n_codebooks * cfg.codebook_size
+    n_shared = sum(f in layout.item_fields for f in layout.seq_fields)
+
+    def encoder() -> float:  # LayerNorm(X + MHA(X, X, X))
+        return 2 * s * d * 3 * d + 4 * s * s * d + 2 * s * d * d
+
+    dims = [2 * d, *cfg.tower_hidden, d]
+    mlp = sum(2 * a * b for a, b in itertools.pairwise(dims))
+    flops = 2 * len(layout.user_fields) * e * d + 2 * length * n_shared * e * d  # x_user, X
+    flops += encoder() + 2 * d * d + 2 * s * d * 2 * d + 4 * s * d + 2 * d * d + mlp  # tower
+    if name == "tarq":  # own encoder, K/V, m·K queries (projected once per model), output
+        flops += encoder() + 2 * s * d * 2 * d + 4 * mk * s * d + 2 * mk * d * d
+    if name == "ta":  # H^tar and its keys/values, computed once per request
+        flops += encoder() + 2 * s * d * 2 * d
+    return float(flops)
+
+
+def candidate_cost(cfg: ModelConfig, name: str, code_bytes: int) -> tuple[float, float]:
+    """(flops, bytes) per candidate from memory: TT reads its unit vector (d float32) and does
+    one dot product; TARQ also reads its m codes, sums the picked rows of the cache-resident Ĉ
+    (m − 1 vector additions as the paper's arithmetic counts them; the pair sums do 3 of the 7
+    once per request) and does three dot products (⟨v̂_u, v̂⟩, ⟨h, v̂⟩, ‖h‖²)."""
+    d, m = cfg.d_model, cfg.n_codebooks
+    if name == "tt":
+        return 2.0 * d, 4.0 * d
+    return float((m - 1) * d + 3 * 2 * d), float(4 * d + m * code_bytes)
 
 
 def _timed(fn) -> float:
@@ -270,11 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     models = _models(layout, cfg)
     table = _table(models, g)
     bw = _bandwidth_gbs()
+    peak = _peak_gflops()
     records: list[dict[str, Any]] = []
-    runners = {name: _runner(name, mdl, table) for name, mdl in models.items()}
-    # Bytes a candidate's scoring must read: its unit vector (d float32) and, for TARQ, its
-    # m codes as stored for the fused gather (int64); the 128-row Ĉ stays in L1.
-    bytes_per = {"tt": cfg.d_model * 4, "tarq": cfg.d_model * 4 + cfg.n_codebooks * 8}
+    names = ("tt", "tarq", "ta", "tt_ref", "tarq_ref")
+    runners = {n: _runner(n, models[n.removesuffix("_ref")], table) for n in names}
+    code_bytes = table["codes_np"].itemsize
     # The Scorer over the same table, for the end-to-end path (request encoding included).
     vocabs = {f: Vocab(np.arange(VOCAB[f] - 2)) for f in VOCAB if f != "action"}
     item_ids = np.arange(TABLE_ITEMS, dtype=np.int64)
@@ -292,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"threads={args.threads}  cpu={platform.processor() or platform.machine()}  "
-        f"torch={torch.__version__}  read bandwidth {bw:.1f} GB/s",
+        f"torch={torch.__version__}  read bandwidth {bw:.1f} GB/s  FP32 peak {peak:.0f} GFLOP/s",
         flush=True,
     )
     for length in args.lengths:
@@ -309,24 +395,33 @@ def main(argv: list[str] | None = None) -> int:
             for i, r in enumerate(req["hist"][0].tolist())
         ]
         for n in args.n:
-            rows = torch.randperm(TABLE_ITEMS, generator=g)[:n]
-            for name in ("tt", "tarq", "ta"):
-                reps = args.slow_reps if (name == "ta" and n >= 100_000) else args.reps
-                warm = 1 if (name == "ta" and n >= 100_000) else args.warmup
-                rec = _time_cell(*runners[name], req, rows, reps, warm)
+            # Every request its own candidates (as retrieval would send them): their rows are
+            # not left in the caches by the previous request.
+            row_sets = [
+                torch.randperm(TABLE_ITEMS, generator=g)[:n] for _ in range(args.warmup + args.reps)
+            ]
+            for name in names:
+                slow = name == "ta" and n >= 100_000
+                reps, warm = (args.slow_reps, 1) if slow else (args.reps, args.warmup)
+                rec = _time_cell(*runners[name], req, row_sets, reps, warm)
                 rec.update(model=name, n_candidates=n, history_len=length, threads=args.threads)
-                if name in bytes_per:
-                    rec["bandwidth_floor_ms"] = n * bytes_per[name] / (bw * 1e9) * 1e3
+                base = name.removesuffix("_ref")
+                rec["fixed_gflop"] = fixed_flops(cfg, layout, length, base) / 1e9
+                if base in ("tt", "tarq"):
+                    flops, nbytes = candidate_cost(cfg, base, code_bytes)
+                    rec["candidate_flops"], rec["candidate_bytes"] = flops, nbytes
+                    rec["bandwidth_floor_ns"] = nbytes / bw
+                    rec["compute_floor_ns"] = flops / peak
                 records.append(rec)
                 print(
-                    f"L={length:>5} N={n:>7} {name:>5}: p50 {rec['p50_ms']:9.3f} ms  p99 "
+                    f"L={length:>5} N={n:>7} {name:>8}: p50 {rec['p50_ms']:9.3f} ms  p99 "
                     f"{rec['p99_ms']:9.3f} ms  fixed {rec['fixed_p50_ms']:8.3f} ms  per-cand "
                     f"{rec['per_candidate_ns']:8.1f} ns  ({reps} reps)",
                     flush=True,
                 )
-            cand_ids = rows.numpy()
             times = []
             for i in range(args.warmup + args.reps):
+                cand_ids = row_sets[i].numpy()  # item id = table row here
                 t0 = time.perf_counter()
                 scorer.score(
                     {"user_id": int(req["user"][0, 0])}, history, cand_ids, request_ts=1.7e9
@@ -346,85 +441,157 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     faiss_rec = _faiss_throughput(models["tarq"], args.faiss_items, g) if args.faiss_items else None
+    summary = _summary(records, args, bw, peak, cfg, code_bytes, faiss_rec)
+    summary["seconds"] = round(time.perf_counter() - t_start, 1)
+    summary["command"] = "python benchmarks/serving_latency.py " + " ".join(argv or sys.argv[1:])
+    _print_tables(records, summary, args)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([*records, summary], indent=2), encoding="utf-8")
+    return 0
 
-    def cell(model: str, n: int, length: int) -> dict[str, Any]:
-        return next(
-            r
-            for r in records
-            if r["model"] == model and r["n_candidates"] == n and r["history_len"] == length
-        )
 
+def _cell(records: list[dict[str, Any]], model: str, n: int, length: int) -> dict[str, Any]:
+    return next(
+        r
+        for r in records
+        if r.get("model") == model and r["n_candidates"] == n and r["history_len"] == length
+    )
+
+
+def _summary(records, args, bw, peak, cfg, code_bytes, faiss_rec) -> dict[str, Any]:
+    """Ratios per (L, N) and the issue's goals, from the records of one run."""
     ratios = []
     for length in args.lengths:
         for n in args.n:
-            tt, tq, ta = cell("tt", n, length), cell("tarq", n, length), cell("ta", n, length)
+            c = {
+                m: _cell(records, m, n, length) for m in ("tt", "tarq", "ta", "tt_ref", "tarq_ref")
+            }
             ratios.append(
                 {
                     "n_candidates": n,
                     "history_len": length,
-                    "tarq_over_tt_p50": tq["p50_ms"] / tt["p50_ms"],
-                    "ta_over_tarq_p50": ta["p50_ms"] / tq["p50_ms"],
+                    "tarq_over_tt_p50": c["tarq"]["p50_ms"] / c["tt"]["p50_ms"],
+                    "ta_over_tarq_p50": c["ta"]["p50_ms"] / c["tarq"]["p50_ms"],
                     "tarq_per_candidate_over_tt": (
-                        tq["per_candidate_p50_ms"] / tt["per_candidate_p50_ms"]
+                        c["tarq"]["per_candidate_ns"] / c["tt"]["per_candidate_ns"]
+                    ),
+                    "tarq_per_candidate_over_floor": (
+                        c["tarq"]["per_candidate_ns"] / c["tarq"]["bandwidth_floor_ns"]
+                    ),
+                    "tarq_speedup_over_ref_p50": c["tarq_ref"]["p50_ms"] / c["tarq"]["p50_ms"],
+                    "tt_speedup_over_ref_p50": c["tt_ref"]["p50_ms"] / c["tt"]["p50_ms"],
+                    "scorer_over_kernel_p50": (
+                        _cell(records, "tarq_scorer", n, length)["p50_ms"] / c["tarq"]["p50_ms"]
                     ),
                 }
             )
-    summary = {
+    goals: dict[str, Any] = {}
+    n_goal = 10_000 if 10_000 in args.n else max(args.n)
+    per_cand = [
+        _cell(records, "tarq", n_goal, length)["per_candidate_ns"] for length in args.lengths
+    ]
+    at = [r for r in ratios if r["n_candidates"] == n_goal]
+    goals["n_candidates"] = n_goal
+    goals["tarq_per_candidate_over_tt"] = [r["tarq_per_candidate_over_tt"] for r in at]
+    goals["tarq_per_candidate_over_floor"] = [r["tarq_per_candidate_over_floor"] for r in at]
+    goals["tarq_over_tt_per_request"] = [r["tarq_over_tt_p50"] for r in at]
+    goals["ta_over_tarq_per_request"] = [r["ta_over_tarq_p50"] for r in at]
+    goals["tarq_per_candidate_spread"] = max(per_cand) / min(per_cand) - 1
+    return {
         "kind": "summary",
         "threads": args.threads,
         "read_bandwidth_gbs": bw,
-        "bytes_per_candidate": bytes_per,
+        "peak_gflops": peak,
+        "code_bytes": code_bytes,
         "table_items": TABLE_ITEMS,
         "config": cfg.to_dict(),
         "faiss": faiss_rec,
         "ratios": ratios,
+        "goals": goals,
+        "lengths": args.lengths,
         "slow_reps_note": f"TA cells with N >= 100k use {args.slow_reps} timed requests",
         "python": sys.version.split()[0],
         "torch": torch.__version__,
+        "numba": numba.__version__,
         "cpu_count": os.cpu_count(),
-        "seconds": round(time.perf_counter() - t_start, 1),
-        "command": "python benchmarks/serving_latency.py " + " ".join(argv or sys.argv[1:]),
     }
 
+
+def _print_tables(records: list[dict[str, Any]], summary: dict[str, Any], args) -> None:
     print(
         "\n| L | N | TT p50/p99 ms | TARQ p50/p99 ms | TA p50/p99 ms | TARQ/TT | TA/TARQ |"
-        "\n|---|---|---|---|---|---|---|"
+        " TARQ speed-up vs torch path |\n|---|---|---|---|---|---|---|---|"
     )
-    for r in ratios:
+    for r in summary["ratios"]:
         n, length = r["n_candidates"], r["history_len"]
-        tt, tq, ta = cell("tt", n, length), cell("tarq", n, length), cell("ta", n, length)
+        tt, tq, ta = (_cell(records, m, n, length) for m in ("tt", "tarq", "ta"))
         print(
             f"| {length} | {n:,} | {tt['p50_ms']:.3f} / {tt['p99_ms']:.3f} | "
             f"{tq['p50_ms']:.3f} / {tq['p99_ms']:.3f} | {ta['p50_ms']:.2f} / {ta['p99_ms']:.2f}"
-            f" | {r['tarq_over_tt_p50']:.2f} | {r['ta_over_tarq_p50']:.1f} |"
+            f" | {r['tarq_over_tt_p50']:.2f} | {r['ta_over_tarq_p50']:.1f} | "
+            f"{r['tarq_speedup_over_ref_p50']:.1f}× |"
         )
     print(
-        "\n| L | N | fixed ms TT / TARQ / TA | per-candidate ns TT / TARQ / TA | TARQ floor ms "
-        "| Scorer.score p50 ms |\n|---|---|---|---|---|---|"
+        "\n| L | N | fixed ms TT / TARQ / TA | per-candidate ns TT / TARQ / TA | "
+        "torch path: fixed ms TT / TARQ, per-candidate ns TT / TARQ | `Scorer.score` p50 ms |"
+        "\n|---|---|---|---|---|---|"
     )
-    for r in ratios:
+    for r in summary["ratios"]:
         n, length = r["n_candidates"], r["history_len"]
-        tt, tq, ta = cell("tt", n, length), cell("tarq", n, length), cell("ta", n, length)
-        sc = cell("tarq_scorer", n, length)
+        c = {m: _cell(records, m, n, length) for m in ("tt", "tarq", "ta", "tt_ref", "tarq_ref")}
+        sc = _cell(records, "tarq_scorer", n, length)
         print(
-            f"| {length} | {n:,} | {tt['fixed_p50_ms']:.3f} / {tq['fixed_p50_ms']:.3f} / "
-            f"{ta['fixed_p50_ms']:.3f} | {tt['per_candidate_ns']:.1f} / "
-            f"{tq['per_candidate_ns']:.1f} / {ta['per_candidate_ns']:.0f} | "
-            f"{tq['bandwidth_floor_ms']:.4f} | {sc['p50_ms']:.3f} |"
+            f"| {length} | {n:,} | {c['tt']['fixed_p50_ms']:.3f} / {c['tarq']['fixed_p50_ms']:.3f}"
+            f" / {c['ta']['fixed_p50_ms']:.3f} | {c['tt']['per_candidate_ns']:.1f} / "
+            f"{c['tarq']['per_candidate_ns']:.1f} / {c['ta']['per_candidate_ns']:.0f} | "
+            f"{c['tt_ref']['fixed_p50_ms']:.3f} / {c['tarq_ref']['fixed_p50_ms']:.3f}, "
+            f"{c['tt_ref']['per_candidate_ns']:.1f} / {c['tarq_ref']['per_candidate_ns']:.1f} | "
+            f"{sc['p50_ms']:.3f} |"
         )
+    bw, peak = summary["read_bandwidth_gbs"], summary["peak_gflops"]
+    n_goal = summary["goals"]["n_candidates"]
+    print(
+        f"\nRoofline (1 thread; FP32 peak {peak:.0f} GFLOP/s, read bandwidth {bw:.1f} GB/s; "
+        f"N = {n_goal:,})\n\n| stage | L | FLOPs | bytes | floor | measured | measured / floor |"
+        "\n|---|---|---|---|---|---|---|"
+    )
+    for length in summary["lengths"]:
+        for m in ("tt", "tarq"):
+            c = _cell(records, m, n_goal, length)
+            fl = c["fixed_gflop"] * 1e9
+            floor_ms = fl / (peak * 1e9) * 1e3
+            print(
+                f"| {m.upper()} user side | {length} | {fl / 1e6:.2f} M | (weights, in cache) | "
+                f"{floor_ms:.3f} ms | {c['fixed_p50_ms']:.3f} ms | {c['fixed_p50_ms'] / floor_ms:.1f} |"
+            )
+    for length in summary["lengths"]:
+        for m in ("tt", "tarq"):
+            c = _cell(records, m, n_goal, length)
+            floor = max(c["bandwidth_floor_ns"], c["compute_floor_ns"])
+            print(
+                f"| {m.upper()} per candidate | {length} | {c['candidate_flops']:.0f} | "
+                f"{c['candidate_bytes']:.0f} B | {floor:.1f} ns | {c['per_candidate_ns']:.1f} ns | "
+                f"{c['per_candidate_ns'] / floor:.1f} |"
+            )
+    goals = summary["goals"]
+    fmt = lambda xs: " / ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    print(
+        f"\nGoals at N = {n_goal:,}, L = {' / '.join(map(str, summary['lengths']))}: "
+        f"TARQ/TT per candidate {fmt(goals['tarq_per_candidate_over_tt'])} (≤ 2); "
+        f"TARQ per candidate / bandwidth floor {fmt(goals['tarq_per_candidate_over_floor'])} "
+        f"(≤ 3); TARQ/TT per request {fmt(goals['tarq_over_tt_per_request'])} (≤ 1.3); "
+        f"TA/TARQ per request {fmt(goals['ta_over_tarq_per_request'])} (≥ 30 at L = 200); "
+        f"TARQ per-candidate spread over L {goals['tarq_per_candidate_spread']:+.1%} (±10 %)"
+    )
+    faiss_rec = summary["faiss"]
     if faiss_rec:
         print(
             f"\nFAISS assignment: {faiss_rec['items']:,} items in {faiss_rec['faiss_seconds']} s "
             f"= {faiss_rec['faiss_items_per_s']:,} items/s (torch {faiss_rec['torch_items_per_s']:,}"
             f" items/s); agreement {faiss_rec['agreement']:.6f}"
         )
-    print(
-        f"read bandwidth {bw:.1f} GB/s; {summary['slow_reps_note']}; total {summary['seconds']} s"
-    )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([*records, summary], indent=2), encoding="utf-8")
-    return 0
+    print(f"{summary['slow_reps_note']}; total {summary.get('seconds')} s")
 
 
 if __name__ == "__main__":

@@ -466,11 +466,14 @@ class RequestState:
         personal: (m·K + 1, d) float32 personalised codebooks, level-major, and a zero row
             (:func:`tarq.kernels.padded_codebooks`).
         pool_logits: (m·K + 1,) float32 pooling logits for the ``attention`` fusion, else None.
+        pairs: (4·K², d) float32 pair sums of Ĉ (:func:`tarq.kernels.pair_sums`) where they
+            apply (mean/sum fusion, m ≤ 8, K ≤ 16), else None.
     """
 
     u_hat: np.ndarray
     personal: np.ndarray
     pool_logits: np.ndarray | None
+    pairs: np.ndarray | None = None
 
 
 class Scorer:
@@ -664,11 +667,13 @@ class Scorer:
         # Real behaviours fill the first slots; the lean path drops the padding.
         state = self._user_side(user, hist[0, : int(mask.sum())])
         personal = kernels.padded_codebooks(state.personal.numpy())
-        pool = None
+        pool = pairs = None
         if self._pool is not None:
             pool = np.append(self._pool(state.personal)[:, 0].numpy(), np.float32(-np.inf))
+        else:
+            pairs = kernels.pair_sums(personal, self.m)
         u_hat = unit_rows(state.v_user[None])[0].numpy()
-        return RequestState(u_hat, personal, pool)
+        return RequestState(u_hat, personal, pool, pairs)
 
     @torch.inference_mode()
     def score_state(
@@ -695,6 +700,7 @@ class Scorer:
             self._bias,
             state.pool_logits,
             rows=rows,
+            pairs=state.pairs,
         )
         if known.all():
             return logits

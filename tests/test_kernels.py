@@ -57,6 +57,8 @@ def _seq_layout(seq_len: int) -> FeatureLayout:
     [
         (8, 16, 64, "mean"),  # the default: the fused balanced-tree path
         (3, 4, 16, "mean"),  # m < 8: padded with the zero row
+        (1, 16, 16, "mean"),  # one level: pairs with the zero row only
+        (8, 32, 16, "mean"),  # K > 16: no pair sums
         (11, 16, 24, "mean"),  # m > 8: the general path
         (8, 16, 64, "attention"),  # weighted levels: the general path
         (2, 300, 8, "mean"),  # K > 256: uint16 codes
@@ -83,6 +85,21 @@ def test_tarq_kernel_equals_torch_reference(m: int, k: int, d: int, fusion: str)
         )
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
+        padded = kernels.padded_codebooks(x["personal"].numpy())
+        pairs = kernels.pair_sums(padded, m)
+        assert (pairs is None) == (m > 8 or k > 16)
+        if pairs is not None and pool is None:
+            got = kernels.tarq_scores(
+                x["u_hat"].numpy(),
+                padded,
+                x["v_hat"].numpy(),
+                codes,
+                2.5,
+                -0.3,
+                rows=None if rows is None else rows.numpy(),
+                pairs=pairs,
+            )
+            np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
     assert codes.dtype == (np.uint8 if k <= 256 else np.uint16)
 
 
