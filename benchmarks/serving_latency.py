@@ -2,29 +2,32 @@
 
 Usage::
 
-    python benchmarks/serving_latency.py --json serving.json            # default grid, ~5 min
+    python benchmarks/serving_latency.py --json serving_latency.json    # default grid, ~3 min
     python benchmarks/serving_latency.py --n 1000 10000 --lengths 50 --reps 20 --faiss-items 0
 
 One process, ``--threads`` torch/FAISS threads (default 1). The three models are the real
 model classes at the default ModelConfig (d = 64, m = 8 codebooks × K = 16) with random
 weights — latency does not depend on training — and share one backbone: TT and TA take
 TARQ's embeddings, towers and score head, TA's target attention is TARQ's teacher. Every
-request scores N candidates drawn from a 200k-item table (v̂_item, codes and x_item
+request scores N candidates drawn afresh from a 200k-item table (v̂_item, codes and x_item
 precomputed offline, as the published table holds them) for a user with L behaviours.
 
 Timed per request (``time.perf_counter``), inference mode:
 
 - fixed: the user side, once per request — TT: user tower; TARQ: user tower + personalised
-  codebooks (m·K queries in one attention); TA: user tower + the history's keys/values;
-- per-candidate: scoring the N candidates with the fast paths of :mod:`tarq.serving`
-  (TT: gather + one matrix-vector product; TARQ: fused gather-sum of m codebook rows +
-  two dot products; TA: one attention over the history per candidate);
-- ``tarq_scorer``: the full ``Scorer.score`` path (request encoding, id lookup included).
+  codebooks (m·K queries in one attention) + their pair sums; TA: user tower + the
+  history's keys/values; all three on the lean one-request path (:mod:`tarq.user_side`);
+- per-candidate: scoring the N candidates — TT and TARQ: the fused numba kernels of
+  :mod:`tarq.kernels`; TA: one attention over the history per candidate (blocked SDPA);
+- ``tt_ref``, ``tarq_ref``: the torch reference paths (the model's batched ``user_side`` and
+  the torch candidate functions of :mod:`tarq.serving`), for the speed-up in the same run;
+- ``tarq_scorer``: the full ``Scorer.score`` path (request encoding and id lookup included).
 
-Also: FAISS semantic-ID assignment throughput for ``--faiss-items`` latents (torch for
-comparison), the measured memory read bandwidth and the floor it sets for reading N
-candidates' vectors and codes. ``--json OUT`` writes one record per (model, n_candidates,
-history_len) with p50_ms, p99_ms and threads, plus a summary record.
+Also: the measured FP32 peak (a 512² matrix product) and read bandwidth, and from them a
+roofline — FLOPs and bytes per stage against the floor they imply — and FAISS semantic-ID
+assignment throughput for ``--faiss-items`` latents (torch for comparison). ``--json OUT``
+writes one record per (model, n_candidates, history_len) with p50_ms, p99_ms and threads,
+plus a summary record with the ratios and the issue's goals.
 """
 
 from __future__ import annotations
@@ -283,6 +286,32 @@ def fixed_flops(cfg: ModelConfig, layout: FeatureLayout, length: int, name: str)
     return float(flops)
 
 
+def fixed_bytes(model: torch.nn.Module, length: int) -> float:
+    """Bytes one request's lean user side reads: every weight it uses (fused copies counted
+    once) and the embedding rows of its L behaviours and user fields; activations (O(S·d),
+    in cache) left out."""
+    lean = LeanUserSide(model)
+    emb, layout = lean.emb, lean.emb.layout
+    tensors: list[torch.Tensor] = [*emb.user_proj.parameters(), *emb.shared_proj.parameters()]
+    tensors += [*lean.mlp.parameters(), emb.no_history]
+    attns = [lean.user_attn]
+    for enc in (lean.seq_user, lean.rq_seq, lean.ta_seq):
+        if enc is not None:
+            attns.append(enc.attn)
+            tensors += [*enc.norm.parameters()]
+    for a in attns:
+        tensors += [a.w_qkv, a.b_qkv, *a.out.parameters()]
+    if lean.rq_attn is not None:
+        tensors += [lean.rq_attn.w_kv, lean.rq_attn.b_kv, *lean.rq_attn.out.parameters()]
+        tensors.append(lean.books_q)
+    n = sum(t.numel() for t in tensors)
+    per_behaviour = sum(emb.tables[f].embedding_dim for f in layout.seq_fields)
+    if emb.positional is not None:
+        per_behaviour += emb.positional.embedding_dim
+    n += length * per_behaviour + len(layout.user_fields) * model.config.emb_dim
+    return 4.0 * n
+
+
 def candidate_cost(cfg: ModelConfig, name: str, code_bytes: int) -> tuple[float, float]:
     """(flops, bytes) per candidate from memory: TT reads its unit vector (d float32) and does
     one dot product; TARQ also reads its m codes, sums the picked rows of the cache-resident Ĉ
@@ -407,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                 rec.update(model=name, n_candidates=n, history_len=length, threads=args.threads)
                 base = name.removesuffix("_ref")
                 rec["fixed_gflop"] = fixed_flops(cfg, layout, length, base) / 1e9
+                rec["fixed_mbytes"] = fixed_bytes(models[base], length) / 1e6
                 if base in ("tt", "tarq"):
                     flops, nbytes = candidate_cost(cfg, base, code_bytes)
                     rec["candidate_flops"], rec["candidate_bytes"] = flops, nbytes
@@ -559,10 +589,10 @@ def _print_tables(records: list[dict[str, Any]], summary: dict[str, Any], args) 
     for length in summary["lengths"]:
         for m in ("tt", "tarq"):
             c = _cell(records, m, n_goal, length)
-            fl = c["fixed_gflop"] * 1e9
-            floor_ms = fl / (peak * 1e9) * 1e3
+            fl, mb = c["fixed_gflop"] * 1e9, c["fixed_mbytes"]
+            floor_ms = max(fl / (peak * 1e9), mb * 1e6 / (bw * 1e9)) * 1e3
             print(
-                f"| {m.upper()} user side | {length} | {fl / 1e6:.2f} M | (weights, in cache) | "
+                f"| {m.upper()} user side | {length} | {fl / 1e6:.2f} M | {mb * 1e3:.0f} kB | "
                 f"{floor_ms:.3f} ms | {c['fixed_p50_ms']:.3f} ms | {c['fixed_p50_ms'] / floor_ms:.1f} |"
             )
     for length in summary["lengths"]:

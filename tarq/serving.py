@@ -537,6 +537,20 @@ class Scorer:
         self.source = source
         self.max_candidates = max_candidates
         self.m, self.k, self.d = m, k, d
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Compile (or load from numba's disk cache) the kernels this scorer calls, with its
+        own array types, so that the first request does not pay for it."""
+        personal = kernels.padded_codebooks(np.zeros((self.m * self.k, self.d), np.float32))
+        pool = np.zeros(personal.shape[0], np.float32) if self._pool is not None else None
+        pairs = kernels.pair_sums(personal, self.m) if pool is None else None
+        rows, _ = self._index.rows(np.zeros(1, dtype=np.int64))
+        if self.n_items:
+            u_hat = np.zeros(self.d, np.float32)
+            kernels.tarq_scores(
+                u_hat, personal, self._v_hat, self._codes, 1.0, 0.0, pool, rows, pairs
+            )
 
     # -- construction -------------------------------------------------------------------
     @staticmethod
