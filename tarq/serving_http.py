@@ -7,8 +7,9 @@ What ``make serve`` runs, as a context manager for the HTTP test and ``benchmark
 
 The server is started the way the README serves the registered model: ``--env-manager local``
 (this environment, where ``tarq`` is installed) with this interpreter's ``bin`` folder first on
-``PATH`` (MLflow starts ``uvicorn`` by name), pickle deserialization off, telemetry off and one
-torch thread per worker process (:data:`SERVE_ENV`). Nothing here imports MLflow.
+``PATH`` (MLflow starts ``uvicorn`` by name), pickle deserialization off (:data:`FORCED_ENV`),
+telemetry off and one torch thread per worker process (:data:`SERVE_ENV`). Nothing here imports
+MLflow.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-# The scorer's per-request work is small matrix products: more than one intra-op thread per
-# worker buys nothing and, beside other busy processes, costs tens of milliseconds a request
-# (benchmarks/README.md, "HTTP serving").
+# Always: an edited MLmodel cannot make MLflow unpickle anything.
+FORCED_ENV = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+# Defaults (the caller's environment wins). The scorer's per-request work is small matrix
+# products: a second intra-op thread per worker buys nothing and, beside another busy process,
+# made Scorer.score take 208 ms instead of 1.2 ms (benchmarks/README.md, "HTTP serving").
 SERVE_ENV = {
-    "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
     "OMP_NUM_THREADS": "1",
@@ -45,14 +47,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def serve_env(bin_dir: Path | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
     """The server's environment: ``base`` (default ``os.environ``) with ``bin_dir`` (default
-    this interpreter's folder, e.g. ``.venv/bin``) first on ``PATH`` and :data:`SERVE_ENV`
-    set where ``base`` does not set it already."""
+    this interpreter's folder, e.g. ``.venv/bin``) first on ``PATH``, :data:`SERVE_ENV` where
+    ``base`` does not set it, and :data:`FORCED_ENV`."""
     env = dict(os.environ if base is None else base)
     bin_dir = Path(sys.executable).parent if bin_dir is None else Path(bin_dir)
     env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")]).rstrip(os.pathsep)
     for key, value in SERVE_ENV.items():
         env.setdefault(key, value)
-    return env
+    return {**env, **FORCED_ENV}
 
 
 class ModelServer:
@@ -63,7 +65,8 @@ class ModelServer:
             from the environment).
         port: default a free one.
         workers: uvicorn worker processes (each loads the model).
-        env: extra environment for the server (over :func:`serve_env`).
+        env: extra environment for the server (over :func:`serve_env`; :data:`FORCED_ENV`
+            always wins).
         start_timeout_s: how long to wait for ``/ping`` before giving up.
     """
 
@@ -80,7 +83,7 @@ class ModelServer:
         self.host = host
         self.port = free_port(host) if port is None else int(port)
         self.workers = workers
-        self.env = {**serve_env(), **(env or {})}
+        self.env = {**serve_env(), **(env or {}), **FORCED_ENV}
         self.start_timeout_s = start_timeout_s
         self.url = f"http://{host}:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
