@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint format clean-data daily prefect-up prefect-down prefect-status mlflow-ui
+.PHONY: install demo test lint format clean-data daily prefect-up prefect-down prefect-status mlflow-ui serve
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -50,6 +50,21 @@ prefect-status:
 
 mlflow-ui: install
 	mlflow/ui.sh
+
+# Serve the registered scorer over HTTP on loopback (README, "Serving"): POST
+# http://127.0.0.1:$(PORT)/invocations. The demo's store unless MLFLOW_TRACKING_URI is set;
+# .venv/bin on PATH (MLflow starts uvicorn by name); MLflow may not unpickle; one torch thread
+# per worker. WORKERS > 1 adds ~40 ms to every keep-alive request with uvicorn 0.54 on Linux
+# (benchmarks/README.md, "HTTP serving").
+MODEL ?= models:/tarq@champion
+PORT ?= 5001
+WORKERS ?= 1
+serve: install
+	PATH="$(abspath $(BIN)):$$PATH" \
+	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow/mlflow.db}" \
+	MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false OMP_NUM_THREADS="$${OMP_NUM_THREADS:-1}" \
+	$(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 \
+	  --port $(PORT) --workers $(WORKERS)
 
 LINTED := tarq flows tests benchmarks scripts
 

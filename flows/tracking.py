@@ -779,9 +779,9 @@ def champion(name: str = REGISTERED_MODEL, warehouse: str | None = None) -> Mode
 def request_example(samples_dir: Path, n_candidates: int = 5, n_history: int = 5) -> dict[str, Any]:
     """A real scoring request from the test day (user profile, history, candidate ids).
 
-    It is the pyfunc model's input example, so MLflow's signature describes the nested
-    record: ``user_profile`` {field: id}, ``history`` [{item_id, category_id, brand_id,
-    action, ts}], ``candidate_item_ids`` [id], ``request_ts`` and optional ``unknown``.
+    It is the pyfunc model's input example (shown in the MLflow UI, checked against the
+    signature): ``user_profile`` {field: id}, ``history`` [{item_id, category_id, brand_id,
+    action, ts}], ``candidate_item_ids`` [id], ``request_ts`` and ``unknown``.
     """
     import pyarrow.parquet as pq
 
@@ -820,22 +820,18 @@ def log_pyfunc(
     to ``run_id``; returns the logged model's URI. ``tags`` are set on the logged model as it
     is created (the weights' sha256 and warehouse a retried registration finds it by)."""
     import pandas as pd
-    from mlflow.models import infer_signature
-    from mlflow.types.schema import ColSpec, Schema
 
     from tarq import serving_pyfunc as sp
 
     example = pd.DataFrame([request_example(samples_dir)])
     # Models from code (tarq/serving_model_code.py): nothing is pickled; the staged ID table
-    # carries the weights' sha256, checked again on every load.
+    # carries the weights' sha256, checked again on every load. The signature is built from
+    # the layout, not inferred from the example: every profile field, the history and
+    # request_ts optional, the behaviours' keys named but typed by the Scorer (see
+    # tarq.serving_pyfunc, "Signature"); log_model checks the example against it.
+    sig = sp.model_signature(model_dir)
     with sp.staged_artifacts(model_dir, ids_path) as artifacts:
         config = sp.model_config()
-        model = sp.TarqScorerModel()
-        ctx = mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config=config)
-        model.load_context(ctx)
-        sig = infer_signature(example, model.predict(ctx, example))
-        cols = [ColSpec(c.type, c.name, required=c.name != "unknown") for c in sig.inputs.inputs]
-        sig.inputs = Schema(cols)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
