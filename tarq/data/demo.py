@@ -713,8 +713,14 @@ def _prepare(con: duckdb.DuckDBPyConnection, db_path: Path) -> tuple[int, int]:
     return int(item_base), int(user_base)
 
 
-def _simulate_day(con: duckdb.DuckDBPyConnection, sim: _Simulator, world: World, day: int,
-                  blocks: range, load_id: str) -> tuple[int, int]:
+def _simulate_day(
+    con: duckdb.DuckDBPyConnection,
+    sim: _Simulator,
+    world: World,
+    day: int,
+    blocks: range,
+    load_id: str,
+) -> tuple[int, int]:
     """Simulate and insert one day, block of users by block; returns (impressions, rows)."""
     cfg = sim.cfg
     sim.start_day(day)
