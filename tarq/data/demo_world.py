@@ -210,7 +210,7 @@ class World:
     item_weight: np.ndarray  # popularity weight (power law)
     item_pop_z: np.ndarray
     item_quality: np.ndarray
-    item_launch: np.ndarray  # first live day index; −1 = before the window, n_days = never
+    item_launch: np.ndarray  # first live day index; −1 = before the window, >= n_days = after
     item_emb: np.ndarray  # (N, d) float32 unit
     # users (U,)
     user_id: np.ndarray
@@ -279,7 +279,26 @@ def build_world(cfg: DemoConfig, seed: int, item_base: int = 0, user_base: int =
         interest_w=np.empty(0),
     )
     _draw_interests(rng, cfg, world)
+    _schedule_late_launches(cfg, seed, world)
     return world
+
+
+def _schedule_late_launches(cfg: DemoConfig, seed: int, world: World) -> None:
+    """Launch days after the window for the items held back from it (``late_item_frac``).
+
+    Their own stream ``(seed, 4)``, drawn after everything else, so the window's logs are
+    exactly what they were before days after the window existed. Days ``n_days + k`` with
+    ``k ~ Geometric(p) − 1``: the first appended day launches new items at the window's
+    daily rate (``new_item_frac / (n_days − 1)`` of the catalog), later days fewer as the
+    held-back items run out (``tarq demo-data --next-day``, docs/demo-data.md).
+    """
+    late = np.flatnonzero(world.item_launch >= cfg.n_days)
+    if not len(late):
+        return
+    daily = cfg.new_item_frac / max(cfg.n_days - 1, 1)
+    p = min(1.0, daily / max(cfg.late_item_frac, 1e-12))
+    offset = rng_for(seed, 4).geometric(p, size=len(late)) - 1
+    world.item_launch[late] = cfg.n_days + offset
 
 
 def _categories(rng: np.random.Generator, cfg: DemoConfig) -> dict[str, np.ndarray]:
@@ -392,7 +411,7 @@ def _shops(
 
 def _launch_days(rng: np.random.Generator, cfg: DemoConfig) -> np.ndarray:
     """(n_items,) launch day: most items predate the window (-1), some launch during it,
-    some after it (day n_days)."""
+    some after it (day n_days here; :func:`_schedule_late_launches` spreads them out)."""
     u = rng.random(cfg.n_items)
     item_launch = np.full(cfg.n_items, -1, dtype=np.int64)
     late = u < cfg.late_item_frac
