@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 DB ?= data/tarq.duckdb
 PRESET ?= small
 SEED ?= 7
+# The demo logs' last day: empty = yesterday (UTC), so the deployment's `run_date: today`
+# finds its test day; END_DATE=2026-10-22 is the window of the README's figures.
+END_DATE ?=
 
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -30,15 +33,16 @@ install: $(STAMP)
 
 # Demo logs (if missing) → tarq-daily for the latest run date after a 2-day backfill → where to look.
 demo: install
-	BIN=$(BIN) DB=$(DB) PRESET=$(PRESET) SEED=$(SEED) scripts/demo.sh
+	BIN=$(BIN) DB=$(DB) PRESET=$(PRESET) SEED=$(SEED) END_DATE=$(END_DATE) scripts/demo.sh
 
 # One daily run without a server (RUN_DATE=YYYY-MM-DD|latest|today).
 RUN_DATE ?= latest
 daily: install
 	$(BIN)/python -m flows.tarq_daily --db $(DB) --run-date $(RUN_DATE)
 
-# Local Prefect server (127.0.0.1:4200, SQLite in .prefect/) + pool + deployment + worker;
-# then `prefect deployment run tarq-daily/tarq-daily`. prefect-down stops them by PID.
+# Local Prefect server (127.0.0.1:4200, SQLite in .prefect/) + pool + deployments (tarq-daily,
+# demo-feed) + worker; then `prefect deployment run tarq-daily/tarq-daily`. prefect-down stops
+# them by PID.
 prefect-up: install
 	scripts/prefect_local.sh up
 

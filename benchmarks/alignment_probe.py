@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import json
 import math
 import os
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 
 from tarq.data.loader import model_inputs
-from tarq.defaults import SEQ_LEN, TRAIN_DAYS
+from tarq.defaults import DEMO_REFERENCE_START, SEQ_LEN, TRAIN_DAYS
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {
@@ -64,7 +65,7 @@ def ensure_samples(preset: str, out: Path) -> Path:
         return samples
     out.mkdir(parents=True, exist_ok=True)
     if not db.exists():
-        generate(db, preset=preset, seed=7)
+        generate(db, preset=preset, seed=7, start_date=dt.date.fromisoformat(DEMO_REFERENCE_START))
     with open_db(db, read_only=True) as con:
         run_date = latest_run_date(con).isoformat()
     build_samples(db, run_date, samples, train_days=TRAIN_DAYS, seq_len=SEQ_LEN, threads=2)

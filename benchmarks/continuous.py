@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tarq.defaults import DEMO_REFERENCE_START
 from tarq.telemetry import TELEMETRY_OFF
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.preset,
                 "--seed",
                 str(args.data_seed),
+                "--start-date",
+                DEMO_REFERENCE_START,
             ],
             cwd=ROOT,
             check=True,

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tarq.defaults import DEMO_SEED, PRESETS, TRAIN_DAYS
+from tarq.defaults import DEMO_REFERENCE_START, DEMO_SEED, PRESETS, TRAIN_DAYS
 from tarq.telemetry import TELEMETRY_OFF
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,6 +113,8 @@ def run_preset(preset: str, work: Path, args: argparse.Namespace) -> list[dict[s
                 preset,
                 "--seed",
                 str(args.seed),
+                "--start-date",
+                DEMO_REFERENCE_START,
                 "--if-missing",
             ],
             gen_fig,

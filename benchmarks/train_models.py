@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tarq.defaults import DEMO_SEED, PRESETS, SEQ_LEN, TRAIN_DAYS
+from tarq.defaults import DEMO_REFERENCE_START, DEMO_SEED, PRESETS, SEQ_LEN, TRAIN_DAYS
 
 if TYPE_CHECKING:
     from tarq.data.samples import SampleBuild
@@ -132,7 +132,12 @@ def ensure_warehouse(args: argparse.Namespace) -> Path | None:
     else:
         from tarq.data.demo import generate
 
-        generate(db, preset=args.dataset.removeprefix("demo-"), seed=DEMO_SEED)
+        generate(
+            db,
+            preset=args.dataset.removeprefix("demo-"),
+            seed=DEMO_SEED,
+            start_date=dt.date.fromisoformat(DEMO_REFERENCE_START),
+        )
     print(f"warehouse: built {db} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return db
 

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tarq.defaults import TRAIN_DAYS
+from tarq.defaults import DEMO_REFERENCE_START, TRAIN_DAYS
 from tarq.telemetry import TELEMETRY_OFF
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +87,8 @@ def ensure_db(db: Path, preset: str, seed: int) -> dict[str, Any]:
                 preset,
                 "--seed",
                 str(seed),
+                "--start-date",
+                DEMO_REFERENCE_START,
             ],
             check=True,
             cwd=REPO,

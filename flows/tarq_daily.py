@@ -92,7 +92,9 @@ class DailyParams(BaseModel):
     db: str = Field(defaults.DEFAULT_DB, description="the DuckDB warehouse")
     work_dir: str = Field("outputs/daily", description="samples, models and IDs per run date")
     preset: Literal[defaults.PRESETS] | None = Field(
-        None, description="generate demo logs of this preset when the warehouse holds none"
+        None,
+        description="generate demo logs of this preset (ending yesterday, UTC) when the "
+        "warehouse holds none",
     )
     seed: int = defaults.DEMO_SEED
     train_days: int = Field(

@@ -44,7 +44,8 @@ def daily_task(name: str, *, retries: int = 2, cached: bool = False, **kw: Any) 
 
 
 def ensure_logs(db: Path, preset: str | None, seed: int) -> dict[str, Any]:
-    """Generate demo logs when the warehouse holds no impressions and a preset is given."""
+    """Generate demo logs (the preset's days ending yesterday, UTC) when the warehouse holds no
+    impressions and a preset is given."""
     from tarq.warehouse import open_db
 
     n = 0

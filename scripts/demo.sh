@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the whole daily job on the demo logs, with no server left running.
-#   1. generate the demo logs (preset $PRESET, default small) unless the warehouse has logs;
+#   1. generate the demo logs (preset $PRESET, default small; the preset's days ending
+#      yesterday, UTC, or on $END_DATE) unless the warehouse has logs;
 #   2. run tarq-daily for the $BACKFILL run dates before the latest one, then the latest,
 #      in order (a backfill, so the champion/challenger gate is exercised day after day);
 #   3. print where to look.
@@ -14,6 +15,7 @@ BIN="${BIN:-.venv/bin}"
 DB="${DB:-data/tarq.duckdb}"
 PRESET="${PRESET:-small}"
 SEED="${SEED:-7}"
+END_DATE="${END_DATE:-}"   # e.g. 2026-10-22: the fixed window the README's figures come from
 BACKFILL="${BACKFILL:-2}"
 EPOCHS="${EPOCHS:-1}"
 MAX_STEPS="${MAX_STEPS:-}"
@@ -26,7 +28,8 @@ export DO_NOT_TRACK=true PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_T
 export PREFECT_HOME="${PREFECT_HOME:-$REPO/.prefect}"
 unset PREFECT_API_URL
 
-"$BIN/tarq" demo-data --db "$DB" --preset "$PRESET" --seed "$SEED" --if-missing
+"$BIN/tarq" demo-data --db "$DB" --preset "$PRESET" --seed "$SEED" --if-missing \
+  ${END_DATE:+--end-date "$END_DATE"}
 start=$SECONDS
 set +e
 "$BIN/python" -m flows.tarq_daily --db "$DB" --run-date latest --backfill-days "$BACKFILL" \
@@ -44,6 +47,9 @@ Where to look:
   served table     view serving_item_ids in $DB  (Parquet exports + manifests: $(dirname "$DB")/published/)
                    $BIN/python -c "from tarq.publish import served_version; print(served_version('$DB'))"
   run outputs      outputs/daily/<run date>/ (samples, models, semantic IDs, GX Data Docs)
-  Prefect UI       make prefect-up, then http://127.0.0.1:4200 (make prefect-down stops it)
+  Prefect UI       make prefect-up, then http://127.0.0.1:4200 (make prefect-down stops it);
+                   there demo-feed appends each new day of demo logs (02:00 UTC) and
+                   tarq-daily trains on it (02:30 UTC); either runs by hand, e.g.
+                   PREFECT_API_URL=http://127.0.0.1:4200/api $BIN/prefect deployment run demo-feed/demo-feed
 MSG
 exit $rc

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A local Prefect server + process worker for the `tarq-daily` deployment.
+# A local Prefect server + process worker for the deployments of prefect.yaml: `tarq-daily`
+# (02:30 UTC) and `demo-feed` (02:00 UTC: appends yesterday's demo logs).
 #
 #   scripts/prefect_local.sh up        server (127.0.0.1, SQLite) → pool → deploy → worker
 #   scripts/prefect_local.sh down      stop the worker, then the server (by PID)
@@ -8,6 +9,7 @@
 #
 # Then:  export PREFECT_API_URL=http://127.0.0.1:${TARQ_PREFECT_PORT:-4200}/api
 #        prefect deployment run tarq-daily/tarq-daily [--param params='{...}'] [--watch]
+#        prefect deployment run demo-feed/demo-feed [--watch]
 # UI:    http://127.0.0.1:${TARQ_PREFECT_PORT:-4200}
 #
 # Environment: TARQ_PREFECT_PORT (4200), PREFECT_HOME (<repo>/.prefect; the server's SQLite
@@ -106,7 +108,8 @@ stop() {
 
 case "${1:-}" in
   up) start_server; create_pool; deploy; start_worker
-      echo "run it:  PREFECT_API_URL=$PREFECT_API_URL $BIN/prefect deployment run tarq-daily/tarq-daily" ;;
+      echo "run it:  PREFECT_API_URL=$PREFECT_API_URL $BIN/prefect deployment run tarq-daily/tarq-daily"
+      echo "feed it: PREFECT_API_URL=$PREFECT_API_URL $BIN/prefect deployment run demo-feed/demo-feed" ;;
   server) start_server ;;
   pool) create_pool ;;
   deploy) deploy ;;

@@ -56,8 +56,14 @@ def _writes(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
 
 @_writes
 def _cmd_demo_data(args: argparse.Namespace) -> int:
-    from tarq.data.demo import generate
+    from tarq.data.demo import generate, parse_day
 
+    if args.next_day:
+        return _demo_next_days(args)
+    if args.through is not None:
+        raise ValueError("--through goes with --next-day")
+    start = None if args.start_date is None else parse_day(args.start_date)
+    end = None if args.end_date is None else parse_day(args.end_date)
     if args.if_missing and args.db.exists():
         from tarq.warehouse import open_db
 
@@ -66,8 +72,47 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
         if n > 0:
             print(f"{args.db} already holds {n:,} impressions; not regenerating (--if-missing)")
             return 0
-    report = generate(args.db, preset=args.preset, seed=args.seed)
+    report = generate(
+        args.db,
+        preset=args.preset or "small",
+        seed=defaults.DEMO_SEED if args.seed is None else args.seed,
+        start_date=start,
+        end_date=end,
+    )
     print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _demo_next_days(args: argparse.Namespace) -> int:
+    """``demo-data --next-day [--through DAY]``: append the demo logs' next day(s)."""
+    from tarq.data.demo import append_day, append_days, parse_day
+
+    given = [
+        flag
+        for flag, value in (
+            ("--preset", args.preset),
+            ("--seed", args.seed),
+            ("--start-date", args.start_date),
+            ("--end-date", args.end_date),
+            ("--if-missing", args.if_missing or None),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ValueError(
+            f"--next-day continues the warehouse's demo logs with their own preset, seed and "
+            f"days: no {', '.join(given)}"
+        )
+    through = None if args.through is None else parse_day(args.through)
+    reports = [append_day(args.db)] if through is None else append_days(args.db, through)
+    for r in reports:
+        print(
+            f"appended {r['first_day']} to {args.db}: {r['rows']['impressions']:,} impressions, "
+            f"{r['rows']['behaviors']:,} behaviours, CTR {r['ctr']:.1%}, "
+            f"{r['items_launched']} items launched (load {r['load_id']})"
+        )
+    if not reports:
+        print(f"the demo logs of {args.db} already reach {through}; nothing appended")
     return 0
 
 
@@ -198,11 +243,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_data_commands(sub: Any) -> None:
     """demo-data, import, build-samples, validate."""
-    p = sub.add_parser("demo-data", help="generate realistic multi-day demo click logs")
+    p = sub.add_parser(
+        "demo-data",
+        help="generate realistic multi-day demo click logs (or append their next day)",
+        description="Generate the demo logs of a preset into a warehouse without impressions "
+        "(by default the preset's days ending yesterday, UTC), or with --next-day append the "
+        "next simulated day of the demo logs it holds (docs/demo-data.md).",
+    )
     _add_db(p)
-    p.add_argument("--preset", choices=defaults.PRESETS, default="small")
-    p.add_argument("--seed", type=int, default=defaults.DEMO_SEED)
+    p.add_argument("--preset", choices=defaults.PRESETS, default=None, help="default small")
+    p.add_argument("--seed", type=int, default=None, help=f"default {defaults.DEMO_SEED}")
+    window = p.add_mutually_exclusive_group()
+    window.add_argument(
+        "--end-date",
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="the last logged day (default: yesterday, UTC); a fixed day gives a "
+        "reproducible window",
+    )
+    window.add_argument(
+        "--start-date", default=None, metavar="YYYY-MM-DD", help="the first logged day instead"
+    )
     p.add_argument("--if-missing", action="store_true", help="skip when the warehouse has logs")
+    p.add_argument(
+        "--next-day",
+        action="store_true",
+        help="append the day after the demo logs' last day, continuing the same world (a day "
+        "the warehouse already holds is refused)",
+    )
+    p.add_argument(
+        "--through",
+        default=None,
+        metavar="DAY",
+        help="with --next-day: append every day after the last one through DAY "
+        "(YYYY-MM-DD, 'yesterday' or 'today', UTC); nothing when the logs reach it",
+    )
     p.set_defaults(func=_cmd_demo_data)
 
     p = sub.add_parser("import", help="append logs from public datasets or contract-shaped files")

@@ -13,6 +13,11 @@ DAILY_MODELS = ("tarq", "tt", "inttower", "mvke", "ta")
 # Sizes of the built-in demo logs (tarq.data.demo.PRESETS has what each one means).
 PRESETS = ("tiny", "small", "medium", "large")
 DEMO_SEED = 7
+# The first day of the demo window the documented figures were measured on (README,
+# benchmarks/README.md, docs/demo-data.md): `tarq demo-data --start-date 2026-10-01`, for the
+# 22-day presets the same as `--end-date 2026-10-22`. Without a date the logs end yesterday
+# (UTC); another window gives other logs of the same world (its weekdays shape the traffic).
+DEMO_REFERENCE_START = "2026-10-01"
 DEFAULT_DB = "data/tarq.duckdb"
 # The paper's setting: 19 days of logs train a model tested on the next day; L = 50 behaviours.
 TRAIN_DAYS = 19

@@ -6,6 +6,7 @@ The per-test time limit is ``timeout`` in ``[tool.pytest.ini_options]`` (pytest-
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 TINY_SEED = 7
+TINY_START = dt.date(2026, 10, 1)  # the tiny_db window: 2026-10-01 .. 2026-10-08
 # Where the public datasets are: TARQ_SHARED_DATA, else ../shared/data beside the checkout.
 # Tests marked shared_data skip when the folder is absent, unless TARQ_SHARED_DATA names it:
 # then a missing folder fails them (CI sets it, so a lost dataset cannot pass as a skip).
@@ -58,8 +60,8 @@ def _one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def tiny_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny demo preset (``generate(path, preset="tiny", seed=7)``: logs 2026-10-01 ..
-    2026-10-08), generated once per session.
+    """The tiny demo preset (``generate(path, preset="tiny", seed=7, start_date=2026-10-01)``:
+    logs 2026-10-01 .. 2026-10-08, a fixed window), generated once per session.
 
     Read-only for everyone: a test that writes to a warehouse (imports, validation's
     quarantine, samples records, publication, a flow run) copies this file first.
@@ -67,7 +69,7 @@ def tiny_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tarq.data.demo import generate
 
     path = tmp_path_factory.mktemp("tiny_db") / "tiny.duckdb"
-    generate(path, preset="tiny", seed=TINY_SEED)
+    generate(path, preset="tiny", seed=TINY_SEED, start_date=TINY_START)
     return path
 
 

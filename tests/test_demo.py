@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -270,3 +271,220 @@ def test_planted_effect_on_the_small_preset(tmp_path):
     )
     _check_planted_effect(real, control)
     assert np.isfinite(real["mh_odds_ratio"])
+
+
+# ----------------------------------------------------------------------------- the window
+
+# The tiny preset's tables for seed 7 and 2026-10-01 .. 2026-10-08, as the generator wrote them
+# before windows could end on a given day and days could be appended (commit 497574b): rows and
+# a sha256 of their repr in key order (independent of DuckDB's hash function).
+TINY_CONTENT = {
+    "items": (600, "2812a7a687460972"),
+    "users": (300, "e25158130da0a325"),
+    "impressions": (24015, "0ebae6978de62611"),
+    "behaviors": (52252, "d8ef66f54c38d4ab"),
+}
+_KEYS = {"items": "item_id", "users": "user_id", "impressions": "row_id", "behaviors": "row_id"}
+
+
+def _content(db: Path) -> dict[str, tuple[int, str]]:
+    out = {}
+    with open_db(db, read_only=True) as con:
+        for table, key in _KEYS.items():
+            rows = con.execute(f"SELECT * FROM {table} ORDER BY {key}").fetchall()
+            digest = hashlib.sha256("".join(map(repr, rows)).encode()).hexdigest()[:16]
+            out[table] = (len(rows), digest)
+    return out
+
+
+def test_end_date_gives_the_same_tables_as_before_for_the_same_window(tiny, tmp_path):
+    db = tmp_path / "end.duckdb"
+    report = generate(db, preset="tiny", seed=7, end_date=dt.date(2026, 10, 8))
+    assert (report["first_day"], report["last_day"]) == ("2026-10-01", "2026-10-08")
+    assert _fingerprints(db) == _fingerprints(tiny[0])
+    assert _content(db) == TINY_CONTENT
+    # Through the command line, too (its window flags are mutually exclusive).
+    cli_db = tmp_path / "cli.duckdb"
+    argv = ["demo-data", "--db", str(cli_db), "--preset", "tiny", "--end-date", "2026-10-08"]
+    assert cli_main(argv) == 0
+    assert _fingerprints(cli_db) == _fingerprints(db)
+    with pytest.raises(ValueError, match="not both"):
+        generate(tmp_path / "x.duckdb", preset="tiny", start_date=START, end_date=START)
+
+
+def test_the_default_window_ends_yesterday_utc(tmp_path, capsys):
+    from tarq.data.demo import default_end_date
+
+    assert default_end_date(dt.datetime(2027, 3, 1, 0, 30)) == dt.date(2027, 2, 28)
+    cfg = dataclasses.replace(preset_config("tiny"), n_days=2)
+    before = dt.datetime.now(dt.UTC).date()
+    report = generate_from_config(tmp_path / "w.duckdb", cfg, seed=7)
+    after = dt.datetime.now(dt.UTC).date()
+    last = dt.date.fromisoformat(report["last_day"])
+    assert last in {before - dt.timedelta(days=1), after - dt.timedelta(days=1)}
+    assert dt.date.fromisoformat(report["first_day"]) == last - dt.timedelta(days=1)
+    with open_db(tmp_path / "w.duckdb", read_only=True) as con:
+        days = con.execute("SELECT DISTINCT ts::DATE FROM impressions ORDER BY 1").fetchall()
+    assert [d[0] for d in days] == [last - dt.timedelta(days=1), last]
+    # The command line's default is the same: the tiny preset's 8 days ending yesterday.
+    assert cli_main(["demo-data", "--db", str(tmp_path / "cli.duckdb"), "--preset", "tiny"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["last_day"] == str(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
+    assert printed["days"] == 8 and printed["load_id"].endswith(
+        (dt.date.fromisoformat(printed["last_day"]) - dt.timedelta(days=7)).strftime("%Y%m%d")
+    )
+
+
+# ----------------------------------------------------------------------------- --next-day
+
+_IMP_COLS = "row_id, user_id, item_id, ts, clicked, exposed, position, request_id"
+_BEH_COLS = "row_id, user_id, ts, item_id, category_id, brand_id, action"
+
+
+def _day_rows(db: Path, day: dt.date) -> dict[str, list[tuple]]:
+    """Every column but load_id of the impressions and behaviours logged on ``day``."""
+    lo, hi = dt.datetime.combine(day, dt.time()), dt.datetime.combine(day, dt.time.max)
+    with open_db(db, read_only=True) as con:
+        return {
+            t: con.execute(
+                f"SELECT {cols} FROM {t} WHERE ts BETWEEN $lo AND $hi ORDER BY row_id",
+                {"lo": lo, "hi": hi},
+            ).fetchall()
+            for t, cols in (("impressions", _IMP_COLS), ("behaviors", _BEH_COLS))
+        }
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny world simulated for 10 days in one go (its 8-day window and 2 more days)."""
+    db = tmp_path_factory.mktemp("demo_direct") / "ten.duckdb"
+    generate_from_config(db, preset_config("tiny"), seed=7, start_date=START, days=10)
+    return db
+
+
+def test_next_day_continues_the_world_exactly(tiny, direct, tmp_path, capsys):
+    """Appending day 9 (then day 10) to the 8-day warehouse gives exactly the rows of the
+    world simulated for 10 days in one go: the same users, catalog, drifted interests and
+    histories, the same row ids. Nothing that was there changes."""
+    from tarq.data.demo import append_day
+    from tarq.warehouse import raw_fingerprints
+
+    db = tmp_path / "w.duckdb"
+    shutil.copy(tiny[0], db)
+    with open_db(db, read_only=True) as con:
+        before = raw_fingerprints(con, by_load=True)
+    report = append_day(db)
+    day9, day10 = dt.date(2026, 10, 9), dt.date(2026, 10, 10)
+    base = "demo-tiny-seed7-20261001"
+    assert report["load_id"] == f"{base}-20261009" and report["continues"] == base
+    assert (report["first_day"], report["last_day"], report["days"]) == (str(day9), str(day9), 1)
+    assert cli_main(["demo-data", "--db", str(db), "--next-day"]) == 0
+    assert "appended 2026-10-10" in capsys.readouterr().out
+
+    for day in (day9, day10):
+        got, want = _day_rows(db, day), _day_rows(direct, day)
+        assert len(got["impressions"]) > 2_000 and len(got["behaviors"]) > 2_000
+        assert got == want, day
+    with open_db(db, read_only=True) as con:
+        after = raw_fingerprints(con, by_load=True)
+        loads = dict(
+            con.execute(
+                "SELECT load_id, report::VARCHAR FROM loads WHERE source_kind = 'demo'"
+            ).fetchall()
+        )
+        # Same users; the catalog grows: items held back from the window go live.
+        outsiders = con.execute(
+            "SELECT count(*) FROM impressions WHERE ts >= '2026-10-09' AND (user_id NOT IN "
+            "(SELECT user_id FROM users) OR item_id NOT IN (SELECT item_id FROM items))"
+        ).fetchone()[0]
+        new_items = con.execute(
+            "SELECT count(DISTINCT item_id) FROM impressions WHERE ts >= '2026-10-09' AND "
+            "item_id NOT IN (SELECT item_id FROM impressions WHERE ts < '2026-10-09')"
+        ).fetchone()[0]
+    # Append-only: the window's rows are untouched, each day is a load of its own.
+    assert {k: v for k, v in after.items() if k[1] == base} == before
+    assert {lid for _, lid in after} == {base, f"{base}-20261009", f"{base}-20261010"}
+    assert (
+        after[("items", base)] == before[("items", base)]
+        and ("items", report["load_id"]) not in after
+    )
+    stored = json.loads(loads[f"{base}-20261009"])
+    assert stored["rows"]["impressions"] == len(_day_rows(db, day9)["impressions"])
+    assert outsiders == 0 and new_items > 0 and report["items_launched"] > 0
+    # The planted effect goes on: the same click model, a history part of the same size.
+    window = json.loads(loads[base])["planted_effect"]
+    assert json.loads(json.dumps(report["planted_effect"]["click_model"])) == window["click_model"]
+    assert report["planted_effect"]["history_logit_sd"] > 0.5 * window["history_logit_sd"] > 0
+
+
+def test_next_day_through_a_day_catches_up_in_order(tiny, direct, tmp_path, capsys):
+    from tarq.data.demo import append_days
+
+    db = tmp_path / "w.duckdb"
+    shutil.copy(tiny[0], db)
+    argv = ["demo-data", "--db", str(db), "--next-day", "--through", "2026-10-10"]
+    assert cli_main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.index("appended 2026-10-09") < out.index("appended 2026-10-10")
+    for day in (dt.date(2026, 10, 9), dt.date(2026, 10, 10)):
+        assert _day_rows(db, day) == _day_rows(direct, day)
+    # Already there: nothing to append, not an error.
+    assert append_days(db, dt.date(2026, 10, 9)) == []
+    assert cli_main(argv) == 0
+    assert "already reach 2026-10-10; nothing appended" in capsys.readouterr().out
+
+
+def test_next_day_continues_logs_generated_before_the_config_was_recorded(tiny, direct, tmp_path):
+    """Warehouses generated by an earlier release have no ``config`` in their report: the
+    preset's config (and the recorded click model) continues them the same way."""
+    from tarq.data.demo import append_day
+
+    db = tmp_path / "old.duckdb"
+    shutil.copy(tiny[0], db)
+    with open_db(db) as con:
+        (raw,) = con.execute("SELECT report::VARCHAR FROM loads").fetchone()
+        old = json.loads(raw)
+        del old["config"]
+        con.execute("UPDATE loads SET report = $r::JSON", {"r": json.dumps(old)})
+    append_day(db)
+    assert _day_rows(db, dt.date(2026, 10, 9)) == _day_rows(direct, dt.date(2026, 10, 9))
+
+
+def test_next_day_refuses_a_day_that_exists(tiny, tmp_path, capsys):
+    from tarq.data.demo import NoDemoLogs, append_day
+
+    db = tmp_path / "w.duckdb"
+    shutil.copy(tiny[0], db)
+    before = _fingerprints(db)
+    for day in (dt.date(2026, 10, 8), START):
+        with pytest.raises(
+            ValueError,
+            match=f"{day} already exists: the demo logs of .* run "
+            "2026-10-01 .. 2026-10-08; nothing was written",
+        ):
+            append_day(db, day)
+    with pytest.raises(ValueError, match=r"2026-10-11 is not the next day.* is 2026-10-09"):
+        append_day(db, dt.date(2026, 10, 11))
+    assert _fingerprints(db) == before
+    # A day the warehouse holds from another load (e.g. imported logs) is refused too.
+    with open_db(db) as con:
+        con.execute(
+            "INSERT INTO impressions (user_id, item_id, ts, clicked, exposed, position, "
+            "request_id, load_id) SELECT user_id, item_id, ts + INTERVAL 1 DAY, clicked, "
+            "exposed, position, 'r-other', 'other' FROM impressions ORDER BY ts DESC LIMIT 1"
+        )
+    before = _fingerprints(db)
+    assert cli_main(["demo-data", "--db", str(db), "--next-day"]) == 2
+    err = capsys.readouterr().err
+    assert "2026-10-09 already exists" in err and "1 impressions" in err, err
+    assert _fingerprints(db) == before
+    # No demo logs (or no warehouse) to continue; --next-day takes no generation flags.
+    empty = tmp_path / "empty.duckdb"
+    connect(empty).close()  # the schema, no demo load
+    with pytest.raises(NoDemoLogs, match="holds no demo logs"):
+        append_day(empty)
+    assert cli_main(["demo-data", "--db", str(tmp_path / "none.duckdb"), "--next-day"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "none.duckdb").exists()
+    assert cli_main(["demo-data", "--db", str(db), "--next-day", "--preset", "tiny"]) == 2
+    assert "no --preset" in capsys.readouterr().err

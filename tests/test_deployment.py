@@ -1,5 +1,6 @@
-"""The real thing: a local Prefect server + process worker, `prefect deploy`, and
-`prefect deployment run tarq-daily/tarq-daily` on the tiny preset.
+"""The real thing: a local Prefect server + process worker, `prefect deploy --all`, and
+`prefect deployment run tarq-daily/tarq-daily` on the tiny preset, then
+`prefect deployment run demo-feed/demo-feed` appending the next day of its demo logs.
 
 Everything runs on a free 127.0.0.1 port with its own PREFECT_HOME, and is stopped by PID
 (``scripts/prefect_local.sh down``) even when the test fails.
@@ -7,6 +8,7 @@ Everything runs on a free 127.0.0.1 port with its own PREFECT_HOME, and is stopp
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -72,6 +74,31 @@ def test_deployment_run_on_a_real_server_and_worker(tmp_path: Path) -> None:
         log = worker_log.read_text() if worker_log.exists() else ""
         assert run.returncode == 0, run.stdout + run.stderr + log[-4000:]
         assert "Completed" in run.stdout
+        # The second deployment, by hand: the demo logs (generated ending yesterday) get
+        # today, the day the next morning's tarq-daily would test on.
+        feed = subprocess.run(
+            [
+                prefect,
+                "deployment",
+                "run",
+                "demo-feed/demo-feed",
+                "--param",
+                f"db={tmp_path / 'w.duckdb'}",
+                "--param",
+                "through=today",
+                "--watch",
+                "--watch-timeout",
+                "240",
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        log = worker_log.read_text() if worker_log.exists() else ""
+        assert feed.returncode == 0, feed.stdout + feed.stderr + log[-4000:]
+        assert "Completed" in feed.stdout
     finally:
         down = subprocess.run(
             [str(SCRIPT), "down"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
@@ -82,6 +109,15 @@ def test_deployment_run_on_a_real_server_and_worker(tmp_path: Path) -> None:
 
     # The run's results exist: the served ID table and the MLflow run + registered champion.
     assert served_version(tmp_path / "w.duckdb") == 1
+    from tarq.warehouse import open_db
+
+    with open_db(tmp_path / "w.duckdb", read_only=True) as con:
+        fed = con.execute(
+            "SELECT report->>'last_day' FROM loads WHERE source_kind = 'demo' "
+            "AND report->>'continues' IS NOT NULL"
+        ).fetchall()
+    # demo-feed appended today (UTC; or yesterday's today, had the run crossed midnight)
+    assert len(fed) == 1 and fed[0][0] >= str(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(store, store)

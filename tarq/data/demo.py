@@ -10,7 +10,11 @@ impression is what the user actually did. docs/demo-data.md gives the formulas.
 
 The simulation runs day by day and, within a day, in fixed blocks of users, each with its own
 PCG64 stream, so memory is bounded by one block and results do not depend on anything but
-``(preset, seed, start_date)``.
+``(preset, seed, start_date)``. Without dates the window ends yesterday (UTC). Later days are
+appended one at a time (:func:`append_day`, :func:`append_days`: ``tarq demo-data
+--next-day``): the world and its state at the end of the logged days are rebuilt from the
+warehouse (the window's report, the users' last behaviours), so an appended day holds exactly
+the rows the generator would have written had it gone on for one more day.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from tarq.data.demo_world import (
     CART,
     FAV,
     PV,
+    ClickModel,
     DemoConfig,
     World,
     build_world,
@@ -42,6 +47,7 @@ from tarq.data.demo_world import (
     rng_for,
     sample_in_ranges,
 )
+from tarq.dates import utc_now
 from tarq.warehouse import add_side_column, connect
 
 log = logging.getLogger(__name__)
@@ -119,6 +125,28 @@ class _Ring:
         self.ts[users] = np.take_along_axis(ct, order, axis=1)
         self.act[users] = np.take_along_axis(ca, order, axis=1)
 
+    @classmethod
+    def from_rows(
+        cls,
+        n_users: int,
+        h: int,
+        user: np.ndarray,
+        item: np.ndarray,
+        ts: np.ndarray,
+        act: np.ndarray,
+    ) -> _Ring:
+        """The ring holding logged behaviours: rows grouped by user, oldest first, at most
+        ``h`` per user (what :meth:`push` kept). Slots left empty hold −1 like a new ring's;
+        the times and actions of empty slots never enter a draw or a logit."""
+        ring = cls.empty(n_users, h)
+        if len(user):
+            ends = np.cumsum(np.bincount(user, minlength=n_users))
+            slot = h - (ends[user] - np.arange(len(user)))
+            ring.item[user, slot] = item
+            ring.ts[user, slot] = ts
+            ring.act[user, slot] = act
+        return ring
+
 
 @dataclass
 class _Stats:
@@ -179,21 +207,28 @@ class _Simulator:
 
     # ------------------------------------------------------------------ day state
 
+    def drift(self, day: int) -> None:
+        """Day ``day``'s interest drift (from day 1 on): its own stream ``(seed, 1, day)``,
+        independent of the traffic, so a continuation replays it without simulating visits."""
+        if day <= 0:
+            return
+        w, cfg = self.w, self.cfg
+        rng = rng_for(self.seed, 1, day)
+        n_u = w.n_users
+        n_int = (w.interest_cat >= 0).sum(axis=1)
+        swap = rng.random(n_u) < cfg.drift_prob
+        slot = (rng.random(n_u) * n_int).astype(np.int64)
+        fresh = w.draw_interests(rng, np.arange(n_u))
+        rows = np.flatnonzero(swap)
+        w.interest_cat[rows, slot[rows]] = fresh[rows]
+        jitter = np.exp(rng.normal(0.0, cfg.drift_sd, w.interest_w.shape))
+        iw = w.interest_w * jitter * (w.interest_cat >= 0)
+        w.interest_w = iw / iw.sum(axis=1, keepdims=True)
+
     def start_day(self, day: int) -> None:
         """Drift interests (from day 1 on), recompute taste vectors and the live catalog."""
-        w, cfg = self.w, self.cfg
-        if day > 0:
-            rng = rng_for(self.seed, 1, day)
-            n_u = w.n_users
-            n_int = (w.interest_cat >= 0).sum(axis=1)
-            swap = rng.random(n_u) < cfg.drift_prob
-            slot = (rng.random(n_u) * n_int).astype(np.int64)
-            fresh = w.draw_interests(rng, np.arange(n_u))
-            rows = np.flatnonzero(swap)
-            w.interest_cat[rows, slot[rows]] = fresh[rows]
-            jitter = np.exp(rng.normal(0.0, cfg.drift_sd, w.interest_w.shape))
-            iw = w.interest_w * jitter * (w.interest_cat >= 0)
-            w.interest_w = iw / iw.sum(axis=1, keepdims=True)
+        w = self.w
+        self.drift(day)
         cats = np.maximum(w.interest_cat, 0)
         self.taste = np.einsum("uk,ukd->ud", w.interest_w, w.cat_vec[cats]).astype(np.float32)
         live = np.where(w.item_launch <= day, w.item_weight, 0.0)
@@ -602,45 +637,106 @@ def _behaviors_table(w: World, behs: dict[str, np.ndarray]) -> pa.Table:
 # ---------------------------------------------------------------------------- public API
 
 
+class NoDemoLogs(ValueError):
+    """The warehouse holds no demo logs to continue (``append_days``)."""
+
+
+def default_end_date(now: dt.datetime | None = None) -> dt.date:
+    """Yesterday in UTC (``now``: a naive UTC datetime, default the current time): the last
+    day of demo logs generated without a date, so that a run date of ``today`` finds its test
+    day (a run date D tests on D − 1, docs/design.md "Run dates")."""
+    return (utc_now() if now is None else now).date() - dt.timedelta(days=1)
+
+
+def parse_day(value: str | dt.date, now: dt.datetime | None = None) -> dt.date:
+    """``YYYY-MM-DD``, ``today`` or ``yesterday`` (UTC) → a date; ValueError naming a bad value."""
+    if isinstance(value, dt.datetime):
+        raise ValueError(f"need a day, not a time: {value!r}")
+    if isinstance(value, dt.date):
+        return value
+    today = (utc_now() if now is None else now).date()
+    if value == "today":
+        return today
+    if value == "yesterday":
+        return today - dt.timedelta(days=1)
+    try:
+        return dt.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a day (YYYY-MM-DD, 'today' or 'yesterday')") from None
+
+
 def generate(
     db_path: Path,
     preset: str = "small",
     seed: int = 7,
-    start_date: dt.date = dt.date(2026, 10, 1),
+    start_date: dt.date | None = None,
+    end_date: dt.date | None = None,
 ) -> dict[str, Any]:
     """Append the demo logs of ``preset`` to the warehouse at ``db_path`` (created if missing).
+
+    The logs cover the preset's ``n_days`` days: from ``start_date``, or ending on
+    ``end_date``, or (neither given) ending yesterday, UTC (:func:`default_end_date`). The
+    same (preset, seed, window) give identical tables; the window's weekdays shape the
+    traffic, so another window gives other logs of the same world (catalog and users).
 
     Args:
         db_path: DuckDB warehouse file.
         preset: ``tiny``, ``small``, ``medium`` or ``large`` (docs/demo-data.md).
         seed: non-negative integer; the same seed gives identical tables.
-        start_date: the first logged day.
+        start_date: the first logged day (not with ``end_date``).
+        end_date: the last logged day (not with ``start_date``).
 
     Returns:
         The load report (also stored in ``loads.report``): preset, seed, days, row counts,
         CTR, exposure rate, items never shown and the planted-effect parameters.
 
     Raises:
-        ValueError: unknown preset, bad seed, or a warehouse that already holds impressions.
+        ValueError: unknown preset, bad seed or dates, or a warehouse that already holds
+            impressions.
     """
-    return generate_from_config(db_path, preset_config(preset), seed=seed, start_date=start_date)
+    return generate_from_config(
+        db_path, preset_config(preset), seed=seed, start_date=start_date, end_date=end_date
+    )
+
+
+def _window_start(start_date: dt.date | None, end_date: dt.date | None, n_days: int) -> dt.date:
+    """The first day of an ``n_days`` window given by its first or last day (or neither:
+    ending yesterday, UTC)."""
+    for name, value in (("start_date", start_date), ("end_date", end_date)):
+        if value is not None and (isinstance(value, dt.datetime) or not isinstance(value, dt.date)):
+            raise ValueError(f"{name} must be a datetime.date, got {value!r}")
+    if start_date is not None and end_date is not None:
+        raise ValueError("give the window's start_date or its end_date, not both")
+    if start_date is not None:
+        return start_date
+    end = default_end_date() if end_date is None else end_date
+    return end - dt.timedelta(days=n_days - 1)
 
 
 def generate_from_config(
     db_path: Path,
     cfg: DemoConfig,
     seed: int = 7,
-    start_date: dt.date = dt.date(2026, 10, 1),
+    start_date: dt.date | None = None,
+    end_date: dt.date | None = None,
+    days: int | None = None,
 ) -> dict[str, Any]:
     """:func:`generate` for an explicit :class:`DemoConfig` (e.g. a preset with the history
     terms of the click model switched off, ``dataclasses.replace(cfg, click=cfg.click.
-    taste_only())``, as a control)."""
+    taste_only())``, as a control).
+
+    ``days`` (default ``cfg.n_days``) simulates another number of days of the same world in
+    this one load: the world (launch and join days) is always that of ``cfg.n_days`` days, and
+    days past them continue it exactly as :func:`append_days` does, day by day.
+    """
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if isinstance(start_date, dt.datetime) or not isinstance(start_date, dt.date):
-        raise ValueError(f"start_date must be a datetime.date, got {start_date!r}")
+    n_days = cfg.n_days if days is None else days
+    if isinstance(n_days, bool) or not isinstance(n_days, int) or n_days < 1:
+        raise ValueError(f"days must be a positive integer, got {days!r}")
+    start_date = _window_start(start_date, end_date, n_days)
     seed = int(seed)
-    started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    started = utc_now()
     t0 = time.perf_counter()
     con = connect(db_path)
     in_transaction = False
@@ -658,19 +754,22 @@ def generate_from_config(
         _insert(con, "demo/insert_users", _users_table(world), load_id)
         blocks = range(0, world.n_users, cfg.user_block)
         pending = 0
-        for day in range(cfg.n_days):
+        for day in range(n_days):
             n_day, n_rows = _simulate_day(con, sim, world, day, blocks, load_id)
             pending += n_rows
             day_str = (start_date + dt.timedelta(days=day)).isoformat()
             sim.stats.per_day[day_str] = n_day
             log.info("demo %s: day %s, %d impressions", cfg.name, day_str, n_day)
-            if pending >= COMMIT_ROWS and day < cfg.n_days - 1:
+            if pending >= COMMIT_ROWS and day < n_days - 1:
                 # DuckDB keeps a transaction's appends in memory; the large preset commits
                 # every few days to stay bounded (and is then not all-or-nothing).
                 con.commit()
                 committed_days, pending = day + 1, 0
                 con.begin()
-        report = _report(cfg, seed, start_date, world, sim, load_id, time.perf_counter() - t0)
+        report = _report(
+            cfg, seed, start_date, range(n_days), world, sim, load_id, time.perf_counter() - t0
+        )
+        report["config"] = dataclasses.asdict(cfg)
         _record_load(con, load_id, cfg, seed, started, report)
         con.commit()
     except BaseException as exc:
@@ -691,6 +790,244 @@ def generate_from_config(
     return report
 
 
+@dataclass(frozen=True)
+class _Chain:
+    """The demo logs of a warehouse: the generated window (``base``) and the days appended
+    to it, one load each."""
+
+    base: str  # load id of the generated window
+    cfg: DemoConfig
+    seed: int
+    start_date: dt.date  # day index 0 of the world
+    last_day: dt.date
+    load_ids: tuple[str, ...]
+
+
+def _config_from_report(report: dict[str, Any]) -> DemoConfig:
+    """The :class:`DemoConfig` a window was generated with: stored in its report (``config``);
+    for a report without it (logs generated before it was stored), the preset's with the
+    recorded click model, checked against the recorded sizes."""
+    stored = report.get("config")
+    if stored is not None:
+        click = {k: tuple(v) if isinstance(v, list) else v for k, v in stored["click"].items()}
+        rest = {k: v for k, v in stored.items() if k != "click"}
+        return DemoConfig(**rest, click=ClickModel(**click))
+    cfg = preset_config(report["preset"])
+    recorded = report.get("planted_effect", {}).get("click_model")
+    if recorded is not None:
+        click = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()}
+        cfg = dataclasses.replace(cfg, click=ClickModel(**click))
+    rows = report.get("rows", {})
+    if (report.get("days"), rows.get("users"), rows.get("items")) != (
+        cfg.n_days,
+        cfg.n_users,
+        cfg.n_items,
+    ):
+        raise ValueError(
+            f"demo load {report.get('load_id')} does not match the {cfg.name!r} preset "
+            f"({report.get('days')} days, {rows.get('users')} users, {rows.get('items')} items) "
+            "and does not record its config: it cannot be continued"
+        )
+    return cfg
+
+
+def _read_chain(con: duckdb.DuckDBPyConnection, db_path: Path) -> _Chain:
+    """The warehouse's demo logs (``loads`` rows of kind ``demo``); :class:`NoDemoLogs` when
+    there are none, ValueError when they cannot be continued."""
+    loads = [(lid, json.loads(rep)) for lid, rep in sqlfiles.run(con, "demo/loads").fetchall()]
+    bases = [(lid, rep) for lid, rep in loads if "continues" not in rep]
+    if not bases:
+        raise NoDemoLogs(
+            f"{db_path} holds no demo logs to continue: generate them first (tarq demo-data)"
+        )
+    if len(bases) > 1:
+        raise ValueError(
+            f"{db_path} holds several demo loads ({', '.join(b for b, _ in bases)}); "
+            "cannot tell which one to continue"
+        )
+    base, rep = bases[0]
+    if rep.get("status") == "incomplete":
+        raise ValueError(
+            f"demo load {base} of {db_path} is incomplete (it failed after "
+            f"{rep.get('committed_days')} committed days): generate again into a new --db"
+        )
+    chain = [(lid, r) for lid, r in loads if r.get("continues") == base]
+    last = max([rep["last_day"], *(r["last_day"] for _, r in chain)])
+    return _Chain(
+        base=base,
+        cfg=_config_from_report(rep),
+        seed=int(rep["seed"]),
+        start_date=dt.date.fromisoformat(rep["first_day"]),
+        last_day=dt.date.fromisoformat(last),
+        load_ids=(base, *(lid for lid, _ in chain)),
+    )
+
+
+def append_day(db_path: Path, day: dt.date | str | None = None) -> dict[str, Any]:
+    """Append the next day of the warehouse's demo logs, continuing the same world.
+
+    The day is simulated exactly as if the generator had gone on for one more day: the same
+    users and catalog (items held back from the window launch over the following days), the
+    users' interests drifted day by day, each user's history as the logs hold it, the same
+    click model. Deterministic for the warehouse's (preset, seed, first day) and the day.
+    It is appended as a load of its own (``loads``: ``<window load id>-<YYYYMMDD>``, its
+    report); no existing row changes.
+
+    Args:
+        db_path: a warehouse holding demo logs (:func:`generate`).
+        day: the day to append (a date or YYYY-MM-DD); it must be the day after the demo
+            logs' last day (the default).
+
+    Returns:
+        The day's load report.
+
+    Raises:
+        NoDemoLogs: the warehouse holds no demo logs.
+        ValueError: ``day`` is already logged (the message names it) or is not the next day,
+            or the warehouse already holds rows on the next day.
+    """
+    if day is not None:
+        day = parse_day(day)
+    return _append(db_path, first=day, through=day)[0]
+
+
+def append_days(db_path: Path, through: dt.date | str = "yesterday") -> list[dict[str, Any]]:
+    """Append each day after the demo logs' last day through ``through`` (a date,
+    ``yesterday`` or ``today``, UTC), in order, one load per day (:func:`append_day`).
+
+    Returns the appended days' reports: none when the logs already reach ``through``. A
+    failure keeps the days appended before it (each day is one transaction).
+    """
+    return _append(db_path, first=None, through=parse_day(through))
+
+
+def _append(db_path: Path, first: dt.date | None, through: dt.date | None) -> list[dict[str, Any]]:
+    """Append the chain's days from its next day (``first``, if given, must be that day)
+    through ``through`` (default: only the next day)."""
+    db_path = Path(db_path)
+    if not db_path.exists():
+        raise NoDemoLogs(f"{db_path} does not exist: generate demo logs first (tarq demo-data)")
+    con = connect(db_path)
+    try:
+        chain = _read_chain(con, db_path)
+        nxt = chain.last_day + dt.timedelta(days=1)
+        span = f"the demo logs of {db_path} run {chain.start_date} .. {chain.last_day}"
+        if first is not None and first <= chain.last_day:
+            raise ValueError(f"{first} already exists: {span}; nothing was written")
+        if first is not None and first > nxt:
+            raise ValueError(
+                f"{first} is not the next day: {span}, so the next one is {nxt} (days are "
+                "simulated in order); nothing was written"
+            )
+        last = nxt if through is None else through
+        days = [nxt + dt.timedelta(days=k) for k in range((last - nxt).days + 1)]
+        for d in days:
+            n_imp, n_beh = sqlfiles.run(
+                con,
+                "demo/rows_on_day",
+                {
+                    "lo": dt.datetime.combine(d, dt.time()),
+                    "hi": dt.datetime.combine(d + dt.timedelta(days=1), dt.time()),
+                },
+            ).fetchone()
+            if n_imp or n_beh:
+                raise ValueError(
+                    f"{d} already exists in {db_path}: it holds {n_imp:,} impressions and "
+                    f"{n_beh:,} behaviours on that day ({span}); nothing was written"
+                )
+        if not days:
+            return []
+        return _continue(con, db_path, chain, days)
+    finally:
+        con.close()
+
+
+def _continue(
+    con: duckdb.DuckDBPyConnection, db_path: Path, chain: _Chain, days: list[dt.date]
+) -> list[dict[str, Any]]:
+    """Rebuild the chain's world and state at the end of its last day, then simulate and
+    append ``days`` (consecutive, starting the day after it), one transaction each."""
+    t0 = time.perf_counter()
+    cfg, seed = chain.cfg, chain.seed
+    item_base, n_items, user_base, n_users = sqlfiles.run(
+        con, "demo/load_ids", {"load_id": chain.base}
+    ).fetchone()
+    if (n_items, n_users) != (cfg.n_items, cfg.n_users):
+        raise ValueError(
+            f"demo load {chain.base} of {db_path} holds {n_items} items and {n_users} users, "
+            f"its config {cfg.n_items} and {cfg.n_users}: it cannot be continued"
+        )
+    world = build_world(cfg, seed, item_base=int(item_base), user_base=int(user_base))
+    sim = _Simulator(cfg, world, seed, chain.start_date)
+    # The state at the end of the last day: interests drifted through it (their own
+    # streams), and each user's last behaviours as logged ((ts, row_id) is the order the
+    # generator pushed them in).
+    last_index = (chain.last_day - chain.start_date).days
+    for d in range(1, last_index + 1):
+        sim.drift(d)
+    hist = sqlfiles.run(
+        con,
+        "demo/last_behaviors",
+        {
+            "load_ids": list(chain.load_ids),
+            "history_len": cfg.click.history_len,
+            "actions": list(ACTIONS),
+        },
+    ).fetchnumpy()
+    index_of = np.empty(world.n_items, dtype=np.int64)
+    index_of[world.item_id - int(item_base) - 1] = np.arange(world.n_items)
+    sim.ring = _Ring.from_rows(
+        world.n_users,
+        cfg.click.history_len,
+        np.asarray(hist["user_id"], dtype=np.int64) - int(user_base) - 1,
+        index_of[np.asarray(hist["item_id"], dtype=np.int64) - int(item_base) - 1],
+        np.asarray(hist["ts"], dtype=np.int64),
+        np.asarray(hist["act"], dtype=np.int8),
+    )
+    _settings(con)
+    blocks = range(0, world.n_users, cfg.user_block)
+    reports = []
+    for d in days:
+        started, t_day = utc_now(), time.perf_counter()
+        index = (d - chain.start_date).days
+        load_id = f"{chain.base}-{d:%Y%m%d}"
+        sim.stats = _Stats()
+        sim.shown[:] = False
+        con.begin()
+        try:
+            n_day, _ = _simulate_day(con, sim, world, index, blocks, load_id)
+            sim.stats.per_day[d.isoformat()] = n_day
+            report = _report(
+                cfg,
+                seed,
+                d,
+                range(index, index + 1),
+                world,
+                sim,
+                load_id,
+                time.perf_counter() - t_day,
+            )
+            report["rows"].update(items=0, users=0)
+            report["items_shown"] = int(sim.shown.sum())
+            del report["items_never_shown"]  # over a whole window; this is one day
+            report.update(
+                continues=chain.base,
+                window_first_day=chain.start_date.isoformat(),
+                day_index=index,
+                items_live=int((world.item_launch <= index).sum()),
+                items_launched=int((world.item_launch == index).sum()),
+            )
+            _record_load(con, load_id, cfg, seed, started, report)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        log.info("demo %s: appended %s, %d impressions", cfg.name, d, n_day)
+        reports.append(report)
+    log.info("demo %s: %d day(s) appended in %.1fs", cfg.name, len(days), time.perf_counter() - t0)
+    return reports
+
+
 def _prepare(con: duckdb.DuckDBPyConnection, db_path: Path) -> tuple[int, int]:
     """Refuse a warehouse with impressions, add the demo's side columns, pin one thread and
     bounded memory; returns the (item, user) id bases past the ids already stored."""
@@ -698,23 +1035,35 @@ def _prepare(con: duckdb.DuckDBPyConnection, db_path: Path) -> tuple[int, int]:
     if n:
         raise ValueError(
             f"{db_path} already holds {n:,} impressions; demo logs are only generated into "
-            "a warehouse without impressions (use a new --db, or --if-missing to skip)"
+            "a warehouse without impressions (use a new --db, or --if-missing to skip, or "
+            "--next-day to append the next day of its demo logs)"
         )
     item_base, user_base = sqlfiles.run(con, "demo/id_bases").fetchone()
     for col in USER_SIDE_COLUMNS:
         add_side_column(con, "users", col, "BIGINT")
     for col in ITEM_SIDE_COLUMNS:
         add_side_column(con, "items", col, "BIGINT")
+    _settings(con)
+    return int(item_base), int(user_base)
+
+
+def _settings(con: duckdb.DuckDBPyConnection) -> None:
+    """One thread and bounded memory while the generator writes."""
     # One thread keeps the row_id sequence in insertion order (parallel inserts would hand
     # out ids in a scheduling-dependent order and break "same seed → identical tables").
     con.execute("SET threads = 1")
     # Bounded memory: DuckDB's cache of written pages stays small.
     con.execute("SET memory_limit = $m", {"m": MEMORY_LIMIT})
-    return int(item_base), int(user_base)
 
 
-def _simulate_day(con: duckdb.DuckDBPyConnection, sim: _Simulator, world: World, day: int,
-                  blocks: range, load_id: str) -> tuple[int, int]:
+def _simulate_day(
+    con: duckdb.DuckDBPyConnection,
+    sim: _Simulator,
+    world: World,
+    day: int,
+    blocks: range,
+    load_id: str,
+) -> tuple[int, int]:
     """Simulate and insert one day, block of users by block; returns (impressions, rows)."""
     cfg = sim.cfg
     sim.start_day(day)
@@ -760,21 +1109,24 @@ def _record_load(
 def _report(
     cfg: DemoConfig,
     seed: int,
-    start_date: dt.date,
+    first_day: dt.date,
+    days: range,
     world: World,
     sim: _Simulator,
     load_id: str,
     seconds: float,
 ) -> dict[str, Any]:
+    """The report of a load that simulated the world's day indices ``days`` (the first of
+    them is ``first_day``), from the simulator's running counts."""
     st = sim.stats
-    live_at_end = world.item_launch <= cfg.n_days - 1
+    live_at_end = world.item_launch <= days[-1]
     return {
         "load_id": load_id,
         "preset": cfg.name,
         "seed": seed,
-        "days": cfg.n_days,
-        "first_day": start_date.isoformat(),
-        "last_day": (start_date + dt.timedelta(days=cfg.n_days - 1)).isoformat(),
+        "days": len(days),
+        "first_day": first_day.isoformat(),
+        "last_day": (first_day + dt.timedelta(days=len(days) - 1)).isoformat(),
         "rows": {
             "items": world.n_items,
             "users": world.n_users,

@@ -210,7 +210,7 @@ class World:
     item_weight: np.ndarray  # popularity weight (power law)
     item_pop_z: np.ndarray
     item_quality: np.ndarray
-    item_launch: np.ndarray  # first live day index; −1 = before the window, n_days = never
+    item_launch: np.ndarray  # first live day index; −1 = before the window, >= n_days = after
     item_emb: np.ndarray  # (N, d) float32 unit
     # users (U,)
     user_id: np.ndarray
@@ -259,22 +259,46 @@ def build_world(cfg: DemoConfig, seed: int, item_base: int = 0, user_base: int =
     cats = _categories(rng, cfg)
     items = _items(rng, cfg, cats)
     items.update(_prices(rng, cfg, items["item_cat"], items["item_brand"]))
-    items["item_shop"] = _shops(rng, cfg, cats["cat_dept"], cats["brand_cat"],
-                                items["item_cat"], items["item_brand"])
+    items["item_shop"] = _shops(
+        rng, cfg, cats["cat_dept"], cats["brand_cat"], items["item_cat"], items["item_brand"]
+    )
     items["item_launch"] = _launch_days(rng, cfg)
     brand_vec = _unit(rng.standard_normal((cfg.n_brands, cfg.dim)))
     noise = rng.standard_normal((cfg.n_items, cfg.dim)) / np.sqrt(cfg.dim)
-    item_emb = _unit(cats["cat_vec"][items["item_cat"]]
-                     + 0.6 * brand_vec[items["item_brand"]] + 0.45 * noise)
+    item_emb = _unit(
+        cats["cat_vec"][items["item_cat"]] + 0.6 * brand_vec[items["item_brand"]] + 0.45 * noise
+    )
     item_id = item_base + rng.permutation(cfg.n_items).astype(np.int64) + 1
     world = World(
-        **cats, **items, item_id=item_id, item_emb=item_emb.astype(np.float32),
+        **cats,
+        **items,
+        item_id=item_id,
+        item_emb=item_emb.astype(np.float32),
         **_users(rng, cfg, user_base),
         interest_cat=np.empty(0, dtype=np.int64),
         interest_w=np.empty(0),
     )
     _draw_interests(rng, cfg, world)
+    _schedule_late_launches(cfg, seed, world)
     return world
+
+
+def _schedule_late_launches(cfg: DemoConfig, seed: int, world: World) -> None:
+    """Launch days after the window for the items held back from it (``late_item_frac``).
+
+    Their own stream ``(seed, 4)``, drawn after everything else, so the window's logs are
+    exactly what they were before days after the window existed. Days ``n_days + k`` with
+    ``k ~ Geometric(p) − 1``: the first appended day launches new items at the window's
+    daily rate (``new_item_frac / (n_days − 1)`` of the catalog), later days fewer as the
+    held-back items run out (``tarq demo-data --next-day``, docs/demo-data.md).
+    """
+    late = np.flatnonzero(world.item_launch >= cfg.n_days)
+    if not len(late):
+        return
+    daily = cfg.new_item_frac / max(cfg.n_days - 1, 1)
+    p = min(1.0, daily / max(cfg.late_item_frac, 1e-12))
+    offset = rng_for(seed, 4).geometric(p, size=len(late)) - 1
+    world.item_launch[late] = cfg.n_days + offset
 
 
 def _categories(rng: np.random.Generator, cfg: DemoConfig) -> dict[str, np.ndarray]:
@@ -298,15 +322,21 @@ def _categories(rng: np.random.Generator, cfg: DemoConfig) -> dict[str, np.ndarr
     ok = has & (cat_dept[cand] != cat_dept)
     cat_comp[ok] = cand[ok]
     # Brands belong to categories (every category has one; popular ones get more).
-    extra = rng.choice(n_c, size=cfg.n_brands - n_c,
-                       p=np.sqrt(cat_weight) / np.sqrt(cat_weight).sum())
-    return {"cat_dept": cat_dept, "cat_weight": cat_weight, "cat_vec": cat_vec,
-            "cat_comp": cat_comp,
-            "brand_cat": np.sort(np.concatenate([np.arange(n_c), extra]))}
+    extra = rng.choice(
+        n_c, size=cfg.n_brands - n_c, p=np.sqrt(cat_weight) / np.sqrt(cat_weight).sum()
+    )
+    return {
+        "cat_dept": cat_dept,
+        "cat_weight": cat_weight,
+        "cat_vec": cat_vec,
+        "cat_comp": cat_comp,
+        "brand_cat": np.sort(np.concatenate([np.arange(n_c), extra])),
+    }
 
 
-def _items(rng: np.random.Generator, cfg: DemoConfig,
-           cats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _items(
+    rng: np.random.Generator, cfg: DemoConfig, cats: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """Items: category by popularity, brand within the category by brand popularity; items
     ordered by brand; popularity (z-scored over what gets shown) and quality."""
     n_c, n_b, n_i = cfg.n_categories, cfg.n_brands, cfg.n_items
@@ -329,13 +359,18 @@ def _items(rng: np.random.Generator, cfg: DemoConfig,
     logw = np.log(item_weight)
     pw = item_weight / item_weight.sum()
     mean = float(pw @ logw)
-    return {"item_cat": item_cat, "item_brand": item_brand, "item_weight": item_weight,
-            "item_pop_z": (logw - mean) / np.sqrt(float(pw @ (logw - mean) ** 2)),
-            "item_quality": rng.normal(0.0, cfg.click.quality_sd, n_i)}
+    return {
+        "item_cat": item_cat,
+        "item_brand": item_brand,
+        "item_weight": item_weight,
+        "item_pop_z": (logw - mean) / np.sqrt(float(pw @ (logw - mean) ** 2)),
+        "item_quality": rng.normal(0.0, cfg.click.quality_sd, n_i),
+    }
 
 
-def _prices(rng: np.random.Generator, cfg: DemoConfig, item_cat: np.ndarray,
-            item_brand: np.ndarray) -> dict[str, np.ndarray]:
+def _prices(
+    rng: np.random.Generator, cfg: DemoConfig, item_cat: np.ndarray, item_brand: np.ndarray
+) -> dict[str, np.ndarray]:
     """Prices: log-normal per category with a brand premium; 0.5 % missing (NaN)."""
     n_i = cfg.n_items
     cat_mu = rng.normal(3.3, 0.9, cfg.n_categories)
@@ -351,8 +386,14 @@ def _prices(rng: np.random.Generator, cfg: DemoConfig, item_cat: np.ndarray,
     return {"item_price": item_price, "item_price_z": item_price_z}
 
 
-def _shops(rng: np.random.Generator, cfg: DemoConfig, cat_dept: np.ndarray,
-           brand_cat: np.ndarray, item_cat: np.ndarray, item_brand: np.ndarray) -> np.ndarray:
+def _shops(
+    rng: np.random.Generator,
+    cfg: DemoConfig,
+    cat_dept: np.ndarray,
+    brand_cat: np.ndarray,
+    item_cat: np.ndarray,
+    item_brand: np.ndarray,
+) -> np.ndarray:
     """(n_items,) shop per item: shops sell within one department; an item is in its brand's
     flagship shop (60 %) or another shop of its department."""
     shop_dept = np.sort(np.arange(cfg.n_shops) % cfg.n_departments)
@@ -370,7 +411,7 @@ def _shops(rng: np.random.Generator, cfg: DemoConfig, cat_dept: np.ndarray,
 
 def _launch_days(rng: np.random.Generator, cfg: DemoConfig) -> np.ndarray:
     """(n_items,) launch day: most items predate the window (-1), some launch during it,
-    some after it (day n_days)."""
+    some after it (day n_days here; :func:`_schedule_late_launches` spreads them out)."""
     u = rng.random(cfg.n_items)
     item_launch = np.full(cfg.n_items, -1, dtype=np.int64)
     late = u < cfg.late_item_frac
@@ -398,9 +439,15 @@ def _users(rng: np.random.Generator, cfg: DemoConfig, user_base: int) -> dict[st
     g_aff[0] = 0.0  # unknown gender / age: no profile lean
     a_aff[0] = 0.0
     affinity[:] = g_aff[:, None, :] + a_aff[None, :, :]
-    return {"user_id": user_base + np.arange(n_u, dtype=np.int64) + 1, "gender": gender,
-            "age": age, "segment": segment, "activity": activity, "join_day": join_day,
-            "affinity": affinity}
+    return {
+        "user_id": user_base + np.arange(n_u, dtype=np.int64) + 1,
+        "gender": gender,
+        "age": age,
+        "segment": segment,
+        "activity": activity,
+        "join_day": join_day,
+        "affinity": affinity,
+    }
 
 
 def _draw_interests(rng: np.random.Generator, cfg: DemoConfig, world: World) -> None:
