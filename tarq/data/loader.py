@@ -114,8 +114,9 @@ def _naive_us(t: dt.datetime) -> float:
 ONE_DAY_VALID_SHARE = 0.25
 
 
-def temporal_cutoff(sset: SampleSet, split: str = "train",
-                    since_day: dt.date | None = None) -> dt.datetime | None:
+def temporal_cutoff(
+    sset: SampleSet, split: str = "train", since_day: dt.date | None = None
+) -> dt.datetime | None:
     """Start of the temporal validation slice: the rows with ``ts`` >= it are held out.
 
     The window is the split's days after ``since_day`` (a warm run's new days; every day
@@ -127,11 +128,15 @@ def temporal_cutoff(sset: SampleSet, split: str = "train",
     Returns:
         The naive cutoff datetime, or None when the split has no rows.
     """
+
     def window_days(since: dt.date | None) -> tuple[np.datetime64, np.datetime64] | None:
         lo = hi = None
         for f in sset.files(split):
-            day = _column(pq.read_table(f, columns=["day"]), "day").to_numpy(
-                zero_copy_only=False).astype("datetime64[D]")
+            day = (
+                _column(pq.read_table(f, columns=["day"]), "day")
+                .to_numpy(zero_copy_only=False)
+                .astype("datetime64[D]")
+            )
             if since is not None:
                 day = day[day > np.datetime64(since, "D")]
             if day.size:
@@ -256,7 +261,12 @@ class BatchStream:
         self.since_day, self.replay_folds = since_day, replay_folds
         self.ts_from, self.ts_before = ts_from, ts_before
         self.folds, self.shuffle, self.seed = folds, shuffle, seed
-        self.buffer_rows, self.rank, self.world, self.drop_last = buffer_rows, rank, world, drop_last
+        self.buffer_rows, self.rank, self.world, self.drop_last = (
+            buffer_rows,
+            rank,
+            world,
+            drop_last,
+        )
         self.epoch = 0
         self._rows: int | None = None
 
@@ -264,8 +274,12 @@ class BatchStream:
         self.epoch = epoch
 
     def _filtered(self) -> bool:
-        return (self.folds is not None or self.since_day is not None
-                or self.ts_from is not None or self.ts_before is not None)
+        return (
+            self.folds is not None
+            or self.since_day is not None
+            or self.ts_from is not None
+            or self.ts_before is not None
+        )
 
     def _columns(self) -> list[str]:
         """The columns :meth:`_keep` reads."""

@@ -195,8 +195,19 @@ def build_samples(
     build = out / f".build-{uuid.uuid4().hex[:12]}"
     build.mkdir()
     try:
-        report = _build(db_path, run_date, build, train_days, seq_len, history_days, threads,
-                         memory_limit, rows_per_bucket, min_count, started)
+        report = _build(
+            db_path,
+            run_date,
+            build,
+            train_days,
+            seq_len,
+            history_days,
+            threads,
+            memory_limit,
+            rows_per_bucket,
+            min_count,
+            started,
+        )
         _swap_in(build, out)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
@@ -241,16 +252,19 @@ def _build(
         n_window = sum(raw_counts.values())
         bad_prices = int(sqlfiles.run(con, "samples/non_finite_prices").fetchone()[0])
         if bad_prices:
-            log.warning("%d catalog item(s) have a non-finite price (inf/NaN, stored before "
-                        "the importer rejected them): they get the unknown price bucket",
-                        bad_prices)
+            log.warning(
+                "%d catalog item(s) have a non-finite price (inf/NaN, stored before "
+                "the importer rejected them): they get the unknown price bucket",
+                bad_prices,
+            )
         buckets = max(1, math.ceil(n_window / rows_per_bucket))
         _write_rows(con, out, win, buckets, seq_len, history_days)
         per_day = _per_day(con, out, raw_counts)
 
         train_files = [duckdb_path(f) for f in _day_files(out, "train")]
-        layout = _build_vocabularies(con, out, train_files, user_side, item_side, seq_len,
-                                     min_count)
+        layout = _build_vocabularies(
+            con, out, train_files, user_side, item_side, seq_len, min_count
+        )
 
     rows = sum(v["rows"] for v in per_day.values())
     raw = sum(v["raw_impressions"] for v in per_day.values())
@@ -283,15 +297,20 @@ def _build(
     return report
 
 
-def _per_day(con: duckdb.DuckDBPyConnection, out: Path,
-             raw_counts: dict[str, int]) -> dict[str, dict[str, int]]:
+def _per_day(
+    con: duckdb.DuckDBPyConnection, out: Path, raw_counts: dict[str, int]
+) -> dict[str, dict[str, int]]:
     """Rows and positives written per day beside the day's raw impressions (every day of
     the window, empty ones included)."""
     per_day = {
-        str(day): {"rows": int(n), "positives": int(pos),
-                   "raw_impressions": raw_counts.get(str(day), 0)}
+        str(day): {
+            "rows": int(n),
+            "positives": int(pos),
+            "raw_impressions": raw_counts.get(str(day), 0),
+        }
         for day, n, pos in sqlfiles.run(
-            con, "samples/split_summary",
+            con,
+            "samples/split_summary",
             {"files": [duckdb_path(f) for s in ("train", "test") for f in _day_files(out, s)]},
         ).fetchall()
     }
@@ -308,15 +327,22 @@ def _window(con: duckdb.DuckDBPyConnection, run_date: str | dt.date, train_days:
     if first_day is None:
         raise ValueError(
             "the warehouse holds no usable impressions (none, or all quarantined or later "
-            "than now): nothing to build samples from")
+            "than now): nothing to build samples from"
+        )
     win = window_for(d, train_days, first_log_day=first_day)
     if win.test_day > last_day:
         raise ValueError(f"run date {d} tests on {win.test_day}, but the logs end on {last_day}")
     return win
 
 
-def _write_rows(con: duckdb.DuckDBPyConnection, out: Path, win: Window, buckets: int,
-                seq_len: int, history_days: int) -> None:
+def _write_rows(
+    con: duckdb.DuckDBPyConnection,
+    out: Path,
+    win: Window,
+    buckets: int,
+    seq_len: int,
+    history_days: int,
+) -> None:
     """The point-in-time rows of the window as ``out/{train,test}/part-NNNNN.parquet``.
 
     Users are split into ``buckets`` hash buckets, one COPY each (bounded memory); each
@@ -353,8 +379,10 @@ def _write_rows(con: duckdb.DuckDBPyConnection, out: Path, win: Window, buckets:
             if not parts:
                 continue
             # One deterministic file per bucket and split (see ordered_part.sql).
-            con.execute(f"COPY ({ordered}) TO $out_path (FORMAT parquet, COMPRESSION zstd)",
-                        {"files": parts, "out_path": str(target / f"part-{k:05d}.parquet")})
+            con.execute(
+                f"COPY ({ordered}) TO $out_path (FORMAT parquet, COMPRESSION zstd)",
+                {"files": parts, "out_path": str(target / f"part-{k:05d}.parquet")},
+            )
             k += 1
     shutil.rmtree(staging)
     for split in ("train", "test"):
@@ -423,8 +451,9 @@ def _build_vocabularies(
     for field in [*BASE_USER_FIELDS, *user_side, *BASE_ITEM_FIELDS, *item_side]:
         params = {"files": train_files, "min_count": min_count if field in ID_FIELDS else 1}
         if field in shared:
-            cur = sqlfiles.run(con, "samples/vocab", params, field=field,
-                               hist_field=f"hist_{field}")
+            cur = sqlfiles.run(
+                con, "samples/vocab", params, field=field, hist_field=f"hist_{field}"
+            )
         else:
             cur = sqlfiles.run(con, "samples/vocab_flat", params, field=field)
         values = cur.fetchnumpy()["value"]

@@ -374,7 +374,8 @@ def check_part_columns(paths: list[Path]) -> None:
             names = pq.read_schema(path).names
         except (OSError, pa.ArrowException) as exc:
             raise SourceFormatError(
-                f"{path}: cannot be read as Parquet: {_first_line(exc)}") from exc
+                f"{path}: cannot be read as Parquet: {_first_line(exc)}"
+            ) from exc
         if first is None:
             first = (path, names)
             continue
@@ -382,10 +383,12 @@ def check_part_columns(paths: list[Path]) -> None:
         extra = [c for c in names if c not in first[1]]
         if missing or extra:
             what = "; ".join(
-                part for part in (
+                part
+                for part in (
                     f"it lacks {', '.join(missing)}" if missing else "",
                     f"it has {', '.join(extra)} that {first[0].name} lacks" if extra else "",
-                ) if part
+                )
+                if part
             )
             raise SourceFormatError(
                 f"{path}: Parquet parts of one table must have the same columns, but {what} "
