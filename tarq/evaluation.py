@@ -10,6 +10,7 @@ day's traffic).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +20,57 @@ import pyarrow.parquet as pq
 import torch
 
 from tarq import metrics
+from tarq.batch_scoring import score_batch
 from tarq.data.features import FeatureLayout, Vocab
-from tarq.data.loader import BatchStream, SampleSet, model_inputs
+from tarq.data.loader import Batch, BatchStream, SampleSet, model_inputs
 from tarq.metrics import PairedInterval, paired_bootstrap, pooled_paired_bootstrap
 from tarq.model.io import load_trained
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, stream: BatchStream, codebook_size: int) -> dict[str, Any]:
+def evaluate(
+    model: torch.nn.Module,
+    stream: BatchStream | Iterable[Batch],
+    codebook_size: int,
+    diagnostics: bool = True,
+    reference: bool = False,
+) -> dict[str, Any]:
     """Metrics of ``model`` on a stream: AUC, GAUC, log-loss and codebook figures.
 
-    Returns a dict with the metrics and the raw arrays under ``"_arrays"`` (labels,
-    probabilities, user and item keys) for predictions files and plots.
+    Rows are scored by :func:`tarq.batch_scoring.score_batch` (no autograd, the user side once
+    per request); ``reference`` scores them with ``model(batch)`` instead, the training
+    forward in eval mode (the path the batch scorer is checked against; slower).
+
+    Args:
+        diagnostics: also the TARQ variants' reconstruction error and the alignment's
+            sharpness (``recon_error``, ``align_sharpness``; the teacher runs for them);
+            without, they are absent (the epoch loop's validation needs only the AUC).
+    Returns:
+        A dict with the metrics and the raw arrays under ``"_arrays"`` (labels,
+        probabilities, user and item keys) for predictions files and plots.
     """
+    was_training = model.training
     model.eval()
+    try:
+        with torch.inference_mode():
+            res = _evaluate(model, stream, codebook_size, diagnostics, reference)
+    finally:
+        model.train(was_training)
+    return res
+
+
+def _evaluate(
+    model: torch.nn.Module,
+    stream: Iterable[Batch],
+    codebook_size: int,
+    diagnostics: bool,
+    reference: bool,
+) -> dict[str, Any]:
     ys, ps, users, items, codes, util = [], [], [], [], [], []
     recon = []
     sharp: dict[str, list[tuple[int, np.ndarray]]] = {}
     for batch in stream:
-        out = model(model_inputs(batch))
+        inputs = model_inputs(batch)
+        out = model(inputs) if reference else score_batch(model, inputs, diagnostics)
         ys.append(batch["label"].numpy())
         ps.append(torch.sigmoid(out.logit).numpy())
         users.append(batch["user_key"].numpy())
@@ -46,10 +79,10 @@ def evaluate(model: torch.nn.Module, stream: BatchStream, codebook_size: int) ->
             c = out.extras["codes"].numpy()
             util.append(metrics.utilization_batch(c, codebook_size))
             codes.append(c)
-        if "recon" in out.losses:
+        if "recon" in out.losses and diagnostics:
             recon.append(float(out.losses["recon"]))
         for side in ("p", "p_hat"):
-            if f"align_sharpness_{side}" in out.extras:
+            if f"align_sharpness_{side}" in out.extras and diagnostics:
                 sharp.setdefault(side, []).append(
                     (len(batch["label"]), out.extras[f"align_sharpness_{side}"].numpy())
                 )
@@ -82,7 +115,6 @@ def evaluate(model: torch.nn.Module, stream: BatchStream, codebook_size: int) ->
     if sharp:
         res["align_sharpness"] = _sharpness_summary(sharp)
     res["_arrays"] = {"label": y, "score": p, "user_id": u, "item_id": np.concatenate(items)}
-    model.train()
     return res
 
 

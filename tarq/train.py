@@ -390,7 +390,17 @@ def _train(
         record = {"epoch": epoch, "seconds": round(seconds, 3), "samples": n_samples, **record}
         if rank == 0:
             improved = _end_epoch(
-                model, optim, model_name, mcfg, streams, run, record, epoch, ckpt_path, inputs
+                model,
+                optim,
+                model_name,
+                mcfg,
+                streams,
+                run,
+                record,
+                epoch,
+                ckpt_path,
+                inputs,
+                full=epoch == tcfg.epochs - 1,
             )
             bad_epochs = 0 if improved else bad_epochs + 1
         if world > 1:  # every rank stops early together: rank 0 decides
@@ -547,6 +557,10 @@ class _Start:
     best_epoch: int = -1
     best_state: dict[str, torch.Tensor] | None = None
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # The validation figures of best_state when its epoch evaluated them in full (the last
+    # epoch: diagnostics included), so the final metrics need not score the slices again;
+    # (valid, valid_random or None). Not checkpointed: a resumed run scores them again.
+    best_valid: tuple[dict[str, Any], dict[str, Any] | None] | None = None
 
 
 def _train_epoch(
@@ -601,17 +615,21 @@ def _final_metrics(
     """The selected model's validation and test metrics (the first :class:`TrainResult`
     fields, ``valid_random`` None without a random slice) and the test day's arrays (labels,
     scores, user and item keys) for predictions.parquet."""
-    val = evaluate(model, streams.valid, mcfg.codebook_size)
+    if run.best_valid is not None:
+        val, val_random = run.best_valid
+    else:
+        val = public_metrics(evaluate(model, streams.valid, mcfg.codebook_size))
+        val_random = (
+            public_metrics(evaluate(model, streams.random, mcfg.codebook_size))
+            if streams.random is not None
+            else None
+        )
     test = evaluate(model, streams.test, mcfg.codebook_size)
     result = {
         "model": model_name,
         "test": public_metrics(test),
-        "valid": public_metrics(val),
-        "valid_random": (
-            public_metrics(evaluate(model, streams.random, mcfg.codebook_size))
-            if streams.random is not None
-            else None
-        ),
+        "valid": val,
+        "valid_random": val_random,
         "valid_slice": {
             "split": tcfg.valid_split,
             "valid_folds": tcfg.valid_folds,
@@ -634,17 +652,34 @@ def _end_epoch(
     epoch: int,
     ckpt_path: Path,
     inputs: dict[str, Any],
+    full: bool = False,
 ) -> bool:
     """Score the validation slice(s), keep the best state, append ``record`` to the history
-    and checkpoint the run (rank 0). Returns whether the validation AUC improved."""
-    auc = evaluate(model, streams.valid, mcfg.codebook_size)["auc"]
+    and checkpoint the run (rank 0). Returns whether the validation AUC improved.
+
+    Epochs need only the AUC (no diagnostics); with ``full`` (the last epoch) the slices are
+    scored as the final metrics report them, kept in ``run.best_valid`` when this epoch is
+    the best (the same weights give the same figures at the end).
+    """
+    valid = evaluate(model, streams.valid, mcfg.codebook_size, diagnostics=full)
+    auc = valid["auc"]
     record["valid_auc"] = auc
+    valid_random = None
     if streams.random is not None:
-        record["valid_random_auc"] = evaluate(model, streams.random, mcfg.codebook_size)["auc"]
+        valid_random = evaluate(model, streams.random, mcfg.codebook_size, diagnostics=full)
+        record["valid_random_auc"] = valid_random["auc"]
     improved = auc > run.best_auc
     if improved:
         run.best_auc, run.best_epoch = auc, epoch
         run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        run.best_valid = (
+            (
+                public_metrics(valid),
+                public_metrics(valid_random) if valid_random is not None else None,
+            )
+            if full
+            else None
+        )
     run.history.append(record)
     save_atomic(
         {

@@ -48,6 +48,7 @@ def level_distributions(
     personal: torch.Tensor,
     codes: torch.Tensor,
     temperature: float = 1.0,
+    group: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log p and log p̂ of every level (eq. 17).
 
@@ -55,21 +56,50 @@ def level_distributions(
         residuals: (B, m, dz) static residuals r_0 = z, …, r_{m−1} (from the quantizer).
         codebooks: (m, K, dz) static codebooks C.
         h_tar: (B, d) teacher output; detached here.
-        personal: (B, m, K, d) personalised codebooks Ĉ.
+        personal: (B, m, K, d) personalised codebooks Ĉ, one per row; or (G, m, K, d), one
+            per group of rows, with ``group``.
         codes: (B, m) the item's own semantic IDs (argmin over the static codebooks).
         temperature: τ of :func:`level_log_probs`.
+        group: (B,) int64, the row of ``personal`` each row uses (batch scoring: the rows of
+            one request share Ĉ); None = row b uses ``personal[b]``.
     Returns:
         (log_p, log_p̂), each (B, m, K).
     """
     m = codebooks.shape[0]
     r_hat = h_tar.detach()
-    rows = torch.arange(codes.shape[0], device=codes.device)
+    rows = torch.arange(codes.shape[0], device=codes.device) if group is None else group
     log_p, log_q = [], []
     for level in range(m):
         log_p.append(level_log_probs(residuals[:, level], codebooks[level], temperature))
-        log_q.append(level_log_probs(r_hat, personal[:, level], temperature))
+        if group is None:
+            log_q.append(level_log_probs(r_hat, personal[:, level], temperature))
+        else:
+            log_q.append(_grouped_level_log_probs(r_hat, personal[:, level], group, temperature))
         r_hat = r_hat - personal[rows, level, codes[:, level]]
     return torch.stack(log_p, dim=1), torch.stack(log_q, dim=1)
+
+
+# Rows per block of :func:`_grouped_level_log_probs`: its (rows, K, d) differences stay in cache.
+_GROUP_BLOCK = 128
+
+
+def _grouped_level_log_probs(
+    residual: torch.Tensor, entries: torch.Tensor, group: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """``level_log_probs(residual, entries[group], temperature)`` in blocks of rows, without
+    the (N, K, d) gather: the same elementwise arithmetic, hence the same values.
+
+    Args:
+        residual: (N, d).  entries: (G, K, d), one codebook per group.  group: (N,) int64.
+    Returns:
+        (N, K).
+    """
+    n = residual.shape[0]
+    dist = residual.new_empty(n, entries.shape[1])
+    for i in range(0, n, _GROUP_BLOCK):
+        rows = slice(i, i + _GROUP_BLOCK)
+        dist[rows] = sq_dist(residual[rows], entries[group[rows]])
+    return torch.log_softmax(-dist / temperature, dim=-1)
 
 
 def alignment_from_log_probs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
