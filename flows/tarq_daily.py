@@ -394,6 +394,7 @@ def train_stage(d: _Day, samples: Samples, experiment_id: str) -> dict[str, Trai
         dt.date.fromisoformat(samples.train_end),
     )
     trained: dict[str, TrainedModel] = {}
+    live = _live(d, samples)
     for name in p.model_list():
         with d.stage(f"train:{name}"):
             parent = None
@@ -432,6 +433,7 @@ def train_stage(d: _Day, samples: Samples, experiment_id: str) -> dict[str, Trai
                 mcfg.to_dict(),
                 _train_config(p, lineage.warm),
                 warm,
+                live,
             )
             fit = d.tasks.train.with_options(refresh_cache=True) if p.force else d.tasks.train
             result = _ensure(
@@ -480,6 +482,31 @@ def semantic_ids_stage(d: _Day, tarq: TrainedModel) -> dict[str, Any]:
     return health
 
 
+def _day_params(p: DailyParams) -> dict[str, Any]:
+    """The parent run's params: the run's parameters and the resolved configs."""
+    from tarq.model import ModelConfig
+
+    return {
+        "params": p.model_dump(),
+        "model": ModelConfig.from_dict(p.model_overrides).to_dict(),
+        "train": _train_config(p, warm=False),
+        "train_warm": _train_config(p, warm=True),
+    }
+
+
+def _live(d: _Day, samples: Samples) -> dict[str, Any] | None:
+    """The date's parent run opened before training (``live`` of the train task), or None
+    when the store fails now (the registration stage then reports it)."""
+    try:
+        parent = d.tasks.start_day_run(
+            d.p.tracking_uri, d.p.experiment, d.day, samples, _day_params(d.p), d.warehouse
+        )
+    except Exception as exc:
+        d.log.warning("MLflow runs will be logged after training only: %s", exc)
+        return None
+    return {"tracking_uri": d.p.tracking_uri, "parent_run_id": parent, "run_date": d.day}
+
+
 def register_stage(
     d: _Day,
     samples: Samples,
@@ -487,7 +514,6 @@ def register_stage(
     health: dict[str, Any],
     champ: ChampionScore | None,
 ) -> Registration:
-    from tarq.model import ModelConfig
 
     with d.stage("mlflow"):
         reg = d.tasks.register(
@@ -499,12 +525,7 @@ def register_stage(
             d.dir / "ids",
             health,
             champ,
-            {
-                "params": d.p.model_dump(),
-                "model": ModelConfig.from_dict(d.p.model_overrides).to_dict(),
-                "train": _train_config(d.p, warm=False),
-                "train_warm": _train_config(d.p, warm=True),
-            },
+            _day_params(d.p),
             d.warehouse,
             d.p.registered_model,
         )

@@ -29,11 +29,22 @@ RETRY_DELAY_S = 5.0
 CACHE_FOR = dt.timedelta(days=7)
 
 
-def daily_task(name: str, *, retries: int = 2, cached: bool = False, **kw: Any) -> Any:
-    """``@task`` with the flow's one retry and cache policy."""
+def daily_task(
+    name: str,
+    *,
+    retries: int = 2,
+    cached: bool = False,
+    not_keyed: tuple[str, ...] = (),
+    **kw: Any,
+) -> Any:
+    """``@task`` with the flow's one retry and cache policy; ``not_keyed``: arguments that
+    do not change the result (left out of the cache key)."""
+    inputs = INPUTS
+    for arg in not_keyed:
+        inputs = inputs - arg
     cache = (
         {
-            "cache_policy": INPUTS + TASK_SOURCE,
+            "cache_policy": inputs + TASK_SOURCE,
             "cache_expiration": CACHE_FOR,
             "persist_result": True,
         }
@@ -212,7 +223,7 @@ def find_parent(
     )
 
 
-@daily_task("train", retries=1, cached=True, task_run_name="train-{name}")
+@daily_task("train", retries=1, cached=True, not_keyed=("live",), task_run_name="train-{name}")
 def train(
     samples_dir: Path,
     fingerprint: str,
@@ -221,11 +232,15 @@ def train(
     model_cfg: dict[str, Any],
     train_cfg: dict[str, Any],
     warm: dict[str, Any] | None,
+    live: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train one model (cold, or warm from ``warm``); a retry resumes from its checkpoint.
 
     Cached on the sample fingerprint, the configs and the parent (its weights' sha256). The
     result's ``history`` is left empty (the cached result stays small; metrics.json has it).
+    ``live`` (``{"tracking_uri", "parent_run_id", "run_date"}``, not part of the cache key):
+    the model's MLflow child run is opened before training and follows it
+    (:class:`flows.tracking.LiveRun`); a tracking failure there only ends the live logging.
     """
     from tarq.model import ModelConfig
     from tarq.train import TrainConfig
@@ -259,10 +274,46 @@ def train(
         resume=True,
         progress=False,
         warm=spec,
+        on_progress=_live_run(live, name, samples_dir),
     )
     if result is None:  # only a DDP rank other than 0 gets no result; the task runs alone
         raise RuntimeError(f"training {name} returned no result (WORLD_SIZE/RANK set?)")
     return dataclasses.replace(result, history=[])
+
+
+def _live_run(live: dict[str, Any] | None, name: str, samples_dir: Path) -> Any:
+    """The progress callback logging ``name``'s training to its child run, or None."""
+    if live is None:
+        return None
+    from flows import tracking
+
+    logger = get_run_logger()
+    try:
+        tracking.use_store(live["tracking_uri"])
+        run_id = tracking.open_model_run(live["parent_run_id"], name, live["run_date"], samples_dir)
+    except Exception as exc:  # the registration logs the run after training anyway
+        logger.warning("no live MLflow run for %s: %s", name, exc)
+        return None
+    return tracking.LiveRun(run_id, logger)
+
+
+@daily_task("mlflow-start-day")
+def start_day_run(
+    tracking_uri: str | None,
+    experiment: str,
+    run_date: str,
+    samples: Samples,
+    params: dict[str, Any],
+    warehouse: str,
+) -> str:
+    """Open (or reopen) the date's parent run before training, so that each model's child
+    run can follow its training; returns the run id (the registration reuses the run)."""
+    from flows import tracking
+
+    exp_id = tracking.setup(tracking_uri, experiment)
+    return tracking.start_day(
+        exp_id, run_date, samples.window(), samples.fingerprint, params, warehouse
+    )
 
 
 @daily_task("rescore-champion")
@@ -450,6 +501,7 @@ ALL = {
     "validate_logs": validate_logs,
     "build_samples": build_samples,
     "find_parent": find_parent,
+    "start_day_run": start_day_run,
     "train": train,
     "rescore_champion": rescore_champion,
     "assign": assign,

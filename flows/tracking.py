@@ -378,40 +378,55 @@ def alignment_metrics(test: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def _history_metrics(model_dir: Path) -> list[Any]:
-    """The per-epoch training loss, its terms and the validation AUCs of ``metrics.json`` as
-    metric histories (step = epoch, timestamp = when the epoch ended), so the run shows its
-    learning curves."""
-    done = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
-    history = done.get("history") or []
-    end_ms = int((model_dir / "metrics.json").stat().st_mtime * 1000)
+def history_metrics(history: Sequence[Mapping[str, Any]], end_ms: int) -> list[Any]:
+    """Metric histories of a training history (``metrics.json``'s ``history``): the training
+    loss every few steps (``train_loss``, step = global step) and per epoch the loss, its terms
+    and the validation AUCs (``epoch_*``, step = epoch), stamped with the wall-clock times
+    training recorded — so logging them live and again afterwards gives the same rows, which
+    MLflow keeps once. Histories from before the times were recorded are spread back from
+    ``end_ms`` by the epochs' durations."""
     elapsed = [0.0]
     for h in history:
         elapsed.append(elapsed[-1] + float(h.get("seconds") or 0.0))
     out = []
     for i, h in enumerate(history):
-        ts = end_ms - int(1000 * (elapsed[-1] - elapsed[i + 1]))
-        figures = {
-            "epoch_loss": h.get("loss"),
-            "epoch_valid_auc": h.get("valid_auc"),
-            "epoch_valid_random_auc": h.get("valid_random_auc"),
-        }
-        figures.update({f"epoch_loss_{k}": v for k, v in (h.get("loss_terms") or {}).items()})
+        ts = h.get("ended_ms") or end_ms - int(1000 * (elapsed[-1] - elapsed[i + 1]))
+        out += epoch_metrics(h, int(ts))
         out += [
-            mlflow.entities.Metric(k, float(v), ts, int(h["epoch"]))
-            for k, v in figures.items()
-            if v is not None
+            mlflow.entities.Metric("train_loss", float(loss), int(t), int(step))
+            for step, loss, t in h.get("step_losses") or []
         ]
     return out
 
 
-def _samples_input(result: TrainResult) -> Any | None:
+def epoch_metrics(h: Mapping[str, Any], ts: int) -> list[Any]:
+    """One epoch record's figures as metrics at step = epoch, timestamp ``ts`` (ms)."""
+    figures = {
+        "epoch_loss": h.get("loss"),
+        "epoch_valid_auc": h.get("valid_auc"),
+        "epoch_valid_random_auc": h.get("valid_random_auc"),
+    }
+    figures.update({f"epoch_loss_{k}": v for k, v in (h.get("loss_terms") or {}).items()})
+    return [
+        mlflow.entities.Metric(k, float(v), ts, int(h["epoch"]))
+        for k, v in figures.items()
+        if v is not None
+    ]
+
+
+def _history_metrics(model_dir: Path) -> list[Any]:
+    done = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
+    end_ms = int((model_dir / "metrics.json").stat().st_mtime * 1000)
+    return history_metrics(done.get("history") or [], end_ms)
+
+
+def samples_input(samples_dir: Path) -> Any | None:
     """The run's training samples as an MLflow dataset input: digest = the samples'
     fingerprint (``meta.json``), source = their folder; None when the folder has no meta."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    meta_path = Path(result.samples) / "meta.json"
+    meta_path = Path(samples_dir) / "meta.json"
     if not meta_path.is_file():
         return None
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -422,10 +437,81 @@ def _samples_input(result: TrainResult) -> Any | None:
         name=f"samples-{meta.get('run_date')}",
         digest=str(meta.get("fingerprint", ""))[:36],
         source_type="local",
-        source=json.dumps({"uri": str(Path(result.samples).resolve())}),
+        source=json.dumps({"uri": str(Path(samples_dir).resolve())}),
         profile=json.dumps(profile),
     )
     return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+
+
+def _child_tags(parent: Run, name: str, run_date: str) -> dict[str, str]:
+    return {
+        "mlflow.parentRunId": parent.info.run_id,
+        MODEL_TAG: name,
+        DATE_TAG: run_date,
+        KIND_TAG: "model",
+        WAREHOUSE_TAG: parent.data.tags.get(WAREHOUSE_TAG, ""),
+    }
+
+
+def _log_samples_once(run_id: str, samples_dir: Path) -> None:
+    c = client()
+    if not c.get_run(run_id).inputs.dataset_inputs:
+        samples = samples_input(samples_dir)
+        if samples is not None:
+            c.log_inputs(run_id, datasets=[samples])
+
+
+def open_model_run(parent_run_id: str, name: str, run_date: str, samples_dir: Path) -> str:
+    """The child run of ``name`` opened before it trains (status RUNNING, the samples as its
+    dataset input), so the runs table shows it training and its learning curves grow; a retry
+    or re-run of the date reopens the same child. Returns its id."""
+    c = client()
+    run_id = _child(parent_run_id, name)
+    if run_id is None:
+        parent = c.get_run(parent_run_id)
+        run_id = c.create_run(
+            parent.info.experiment_id,
+            run_name=f"{name}-{run_date}",
+            tags=_child_tags(parent, name, run_date),
+        ).info.run_id
+    else:
+        c.update_run(run_id, status="RUNNING")
+    _log_samples_once(run_id, samples_dir)
+    return run_id
+
+
+class LiveRun:
+    """The training loop's progress callback (``tarq.train.train``'s ``on_progress``) logging
+    to a child run: ``train_loss`` per logged step, the ``epoch_*`` figures per epoch — with
+    the times training recorded, so that :func:`log_model_run` logging the whole history
+    afterwards adds nothing twice. A tracking failure is logged once and ends the live
+    logging, never the training (the history is logged again at registration)."""
+
+    def __init__(self, run_id: str, log: Any | None = None) -> None:
+        self.run_id = run_id
+        self.log = log
+        self.failed = False
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        if self.failed:
+            return
+        if event["kind"] == "step":
+            metrics = [
+                mlflow.entities.Metric(
+                    "train_loss", float(event["loss"]), int(event["time_ms"]), int(event["step"])
+                )
+            ]
+        elif event["kind"] == "epoch":
+            record = event["record"]
+            metrics = epoch_metrics(record, int(record["ended_ms"]))
+        else:
+            return
+        try:
+            client().log_batch(self.run_id, metrics=metrics)
+        except Exception as exc:  # the store may hiccup; training goes on
+            self.failed = True
+            if self.log is not None:
+                self.log.warning("live MLflow logging to run %s stopped: %s", self.run_id, exc)
 
 
 def log_model_run(
@@ -437,31 +523,28 @@ def log_model_run(
     lineage_tags: Mapping[str, str] | None = None,
     extra_metrics: Mapping[str, float] | None = None,
 ) -> str:
-    """Log one model as a child of the day's run (reused on a re-run); returns its run id.
+    """Log one model as a child of the day's run and end it; returns its run id.
 
-    The child keeps the whole model directory (``model_dir/``: weights, optimizer state,
-    vocabularies, lineage; not the resume checkpoints) so a later run date can continue it
-    (warm start) or re-score it, and the lineage as tags (``lineage.*``).
+    The child is the one :func:`open_model_run` opened while the model trained, or, when
+    training did not run in this flow run (a cached result), a new one whose start and end
+    are the training's recorded times. It keeps the whole model directory (``model_dir/``:
+    weights, optimizer state, vocabularies, lineage; not the resume checkpoints) so a later
+    run date can continue it (warm start) or re-score it, and the lineage as tags
+    (``lineage.*``).
     """
     c = client()
     parent = c.get_run(parent_run_id)
     run_id = _child(parent_run_id, name)
-    fresh = run_id is None
-    if fresh:
+    if run_id is None:
         run_id = c.create_run(
             parent.info.experiment_id,
             run_name=f"{name}-{run_date}",
-            tags={
-                "mlflow.parentRunId": parent_run_id,
-                MODEL_TAG: name,
-                DATE_TAG: run_date,
-                KIND_TAG: "model",
-                WAREHOUSE_TAG: parent.data.tags.get(WAREHOUSE_TAG, ""),
-            },
+            tags=_child_tags(parent, name, run_date),
+            start_time=result.started_ms,
         ).info.run_id
     sha = file_sha256(model_dir / "model.pt")
     have = c.get_run(run_id).data.tags
-    if fresh or have.get(SHA_TAG) != sha:
+    if have.get(SHA_TAG) != sha:
         log_model_dir(run_id, model_dir)
     tags = {SHA_TAG: sha, **(lineage_tags or {})}
     c.log_batch(run_id, tags=[mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()])
@@ -480,11 +563,8 @@ def log_model_run(
     }
     metrics += [mlflow.entities.Metric(k, v, 0, 0) for k, v in extra.items()]
     metrics += [mlflow.entities.Metric(k, float(v), 0, 0) for k, v in (extra_metrics or {}).items()]
-    if fresh:
-        metrics += _history_metrics(model_dir)
-        samples = _samples_input(result)
-        if samples is not None:
-            c.log_inputs(run_id, datasets=[samples])
+    metrics += _history_metrics(model_dir)  # what live logging sent is kept once
+    _log_samples_once(run_id, Path(result.samples))
     params = _params(
         {
             "model_name": name,
@@ -494,12 +574,12 @@ def log_model_run(
             "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch,
         },
-        existing_run=None if fresh else run_id,
+        existing_run=run_id,
     )
     c.log_batch(run_id, metrics=metrics, params=params)
     for f in ("metrics.json", "config.json", "layout.json"):
         c.log_artifact(run_id, str(model_dir / f))
-    c.set_terminated(run_id)
+    c.set_terminated(run_id, end_time=result.finished_ms)
     return run_id
 
 
@@ -832,6 +912,7 @@ def log_pyfunc(
     sig = sp.model_signature(model_dir)
     with sp.staged_artifacts(model_dir, ids_path) as artifacts:
         config = sp.model_config()
+        before = client().get_run(run_id).info
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -843,6 +924,8 @@ def log_pyfunc(
                 pip_requirements=sp._pip_requirements(),
                 tags={k: str(v) for k, v in (tags or {}).items()},
             )
+    if before.end_time:  # start_run reopened the training run: its end stays training's
+        client().set_terminated(run_id, status=before.status, end_time=before.end_time)
     return info.model_uri
 
 

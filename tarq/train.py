@@ -28,6 +28,7 @@ import shutil
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ from tarq.warm_start import (
 )
 
 CHECKPOINT = "checkpoints/last.pt"
+# The training loss is recorded (history "step_losses", on_progress) as the mean of every
+# STEP_LOG_EVERY optimizer steps: a learning curve, not one point per epoch.
+STEP_LOG_EVERY = 20
 
 
 class CheckpointMismatch(ValueError):
@@ -238,6 +242,8 @@ class TrainResult:
     rows_trained: int | None
     warm_start: dict[str, Any]
     history: list[dict[str, Any]]
+    started_ms: int | None = None
+    finished_ms: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The result as written to ``metrics.json`` (``valid_random`` only when present)."""
@@ -249,8 +255,9 @@ class TrainResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainResult:
         """A result read back from ``metrics.json``. Keys that older runs did not write:
-        ``valid_random``, ``valid_slice`` and ``rows_trained`` become None, ``warm_start``
-        ``{"mode": "cold"}`` (every run was cold then); unknown keys are ignored.
+        ``valid_random``, ``valid_slice``, ``rows_trained``, ``started_ms`` and ``finished_ms``
+        become None, ``warm_start`` ``{"mode": "cold"}`` (every run was cold then); unknown keys
+        are ignored.
 
         Raises:
             ValueError: another key is missing (not a training result).
@@ -260,12 +267,18 @@ class TrainResult:
             "valid_slice": None,
             "rows_trained": None,
             "warm_start": {"mode": "cold"},
+            "started_ms": None,
+            "finished_ms": None,
         }
         names = [f.name for f in dataclasses.fields(cls)]
         missing = [n for n in names if n not in data and n not in old]
         if missing:
             raise ValueError(f"not a training result: no {', '.join(missing)}")
         return cls(**{n: data[n] if n in data else old[n] for n in names})
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -283,6 +296,7 @@ def train(
     resume: bool = True,
     progress: bool | None = None,
     warm: WarmStart | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult | None:
     """Train ``model_name`` on the samples in ``samples`` and write the artefacts to ``out_dir``.
 
@@ -290,6 +304,12 @@ def train(
     extended by today's ids, its weights (codebooks included, no k-means) and optionally its
     optimizer state, trained on the sample days after ``warm.since_day`` plus a replay sample.
     A crash during a warm run resumes from the run's own checkpoint.
+
+    ``on_progress`` (rank 0) is called with ``{"kind": "step", "step", "loss", "time_ms"}``
+    every :data:`STEP_LOG_EVERY` optimizer steps (the mean loss of those steps; global step
+    numbers) and ``{"kind": "epoch", "record"}`` after each epoch's validation, the record as
+    the history keeps it — e.g. to log a tracking run live. Both are in ``metrics.json`` too
+    (``history[i]["step_losses"]``, ``history[i]["ended_ms"]``), with the same times.
 
     Returns the :class:`TrainResult` whose ``to_dict()`` is written to ``metrics.json``, on
     rank 0; the other ranks of a DDP run (which evaluate and write nothing) get None.
@@ -302,7 +322,15 @@ def train(
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _train(
-            samples, model_name, out_dir, model_config, train_config, resume, progress, warm
+            samples,
+            model_name,
+            out_dir,
+            model_config,
+            train_config,
+            resume,
+            progress,
+            warm,
+            on_progress,
         )
     finally:
         torch.set_num_threads(threads_before)
@@ -318,6 +346,7 @@ def _train(
     resume: bool,
     progress: bool | None,
     warm: WarmStart | None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult | None:
     if model_name not in MODEL_NAMES:
         raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(MODEL_NAMES)}")
@@ -327,6 +356,7 @@ def _train(
         dist.init_process_group("gloo")
     torch.set_num_threads(tcfg.threads or max(1, (os.cpu_count() or 1) // world))
     torch.manual_seed(tcfg.seed)
+    started_ms = _now_ms()
     sset, parent, warm_info = _open_samples(samples, model_name, mcfg, warm)
     model = build_model(model_name, sset.layout, mcfg)
     since = warm.since_day if warm is not None else None
@@ -359,6 +389,9 @@ def _train(
     samples_seen = int(sum(h["samples"] for h in history))
     bad_epochs = len(history) - 1 - run.best_epoch if history else 0
     show = (rank == 0) if progress is None else (progress and rank == 0)
+    report = on_progress if rank == 0 else None
+    if history and history[0].get("ended_ms"):  # resumed: training began before this process
+        started_ms = min(started_ms, history[0]["ended_ms"] - int(1000 * history[0]["seconds"]))
 
     for epoch in range(run.epoch, tcfg.epochs):
         if tcfg.patience and bad_epochs >= tcfg.patience:
@@ -381,10 +414,12 @@ def _train(
             tcfg.grad_clip,
             bar,
             f"{model_name} epoch {epoch}",
+            sum(int(h.get("steps", 0)) for h in history),
+            report,
         )
         bar.close()
         seconds = time.perf_counter() - t0
-        n_samples = record.pop("batches") * tcfg.batch_size * world
+        n_samples = record["steps"] * tcfg.batch_size * world
         train_seconds += seconds
         samples_seen += n_samples
         record = {"epoch": epoch, "seconds": round(seconds, 3), "samples": n_samples, **record}
@@ -403,6 +438,8 @@ def _train(
                 full=epoch == tcfg.epochs - 1,
             )
             bad_epochs = 0 if improved else bad_epochs + 1
+            if report is not None:
+                report({"kind": "epoch", "record": record})
         if world > 1:  # every rank stops early together: rank 0 decides
             flag = torch.tensor([bad_epochs], dtype=torch.int64)
             dist.broadcast(flag, 0)
@@ -426,6 +463,8 @@ def _train(
         rows_trained=train_stream.rows(),
         warm_start=warm_info,
         history=history,
+        started_ms=started_ms,
+        finished_ms=_now_ms(),
     )
     _write_artifacts(out, model, model_name, mcfg, tcfg, sset, result, arrays)
     save_atomic(optim.state_dict(), out / OPTIMIZER_FILE)
@@ -572,12 +611,18 @@ def _train_epoch(
     grad_clip: float | None,
     bar: tqdm,
     where: str,
+    step_offset: int = 0,
+    report: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """One epoch of at most ``steps`` optimizer steps (``net`` is ``model`` or its DDP wrapper).
 
-    Returns {"batches", "loss" (mean weighted total), "loss_terms" (mean unweighted terms)}.
+    Returns {"steps", "loss" (mean weighted total), "loss_terms" (mean unweighted terms),
+    "step_losses" ([global step, mean loss of the last STEP_LOG_EVERY steps, time ms] every
+    STEP_LOG_EVERY steps and at the epoch's last step)}; each step-loss entry also goes to
+    ``report``.
     """
     loss_sum, n_batches, parts_sum = 0.0, 0, {}
+    window_sum, window_n, step_losses = 0.0, 0, []
     for step, batch in enumerate(stream):
         if step >= steps:
             break
@@ -590,17 +635,28 @@ def _train_epoch(
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optim.step()
-        loss_sum += float(loss.detach())
+        value = float(loss.detach())
+        loss_sum += value
+        window_sum += value
+        window_n += 1
         for k, v in out.losses.items():
             parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach())
         n_batches += 1
         bar.update(1)
-        if n_batches % 20 == 0:
+        if n_batches % STEP_LOG_EVERY == 0 or n_batches == steps:
             bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
+            entry = [step_offset + n_batches, window_sum / window_n, _now_ms()]
+            step_losses.append(entry)
+            window_sum, window_n = 0.0, 0
+            if report is not None:
+                report({"kind": "step", "step": entry[0], "loss": entry[1], "time_ms": entry[2]})
+    if window_n:  # the stream ended before `steps`
+        step_losses.append([step_offset + n_batches, window_sum / window_n, _now_ms()])
     return {
-        "batches": n_batches,
+        "steps": n_batches,
         "loss": loss_sum / max(n_batches, 1),
         "loss_terms": {k: v / max(n_batches, 1) for k, v in parts_sum.items()},
+        "step_losses": step_losses,
     }
 
 
@@ -668,6 +724,7 @@ def _end_epoch(
     if streams.random is not None:
         valid_random = evaluate(model, streams.random, mcfg.codebook_size, diagnostics=full)
         record["valid_random_auc"] = valid_random["auc"]
+    record["ended_ms"] = _now_ms()
     improved = auc > run.best_auc
     if improved:
         run.best_auc, run.best_epoch = auc, epoch

@@ -271,6 +271,7 @@ def test_first_run_registers_promotes_and_publishes(
             *valid,
             "rows_trained",
             "warm_start",
+            "train_loss",
         }
         assert r.data.metrics["warm_start"] == 0.0
         assert "model.d_model" in r.data.params and "train.epochs" in r.data.params
@@ -278,6 +279,14 @@ def test_first_run_registers_promotes_and_publishes(
         history = json.loads((model_dir / "metrics.json").read_text())["history"]
         loss = c.get_metric_history(r.info.run_id, "epoch_loss")
         assert [(m.step, m.value) for m in loss] == [(h["epoch"], h["loss"]) for h in history]
+        # The training loss every few steps, logged live and once more at registration: kept
+        # once, at the times training recorded; the run spans the training.
+        steps = c.get_metric_history(r.info.run_id, "train_loss")
+        want = [tuple(e) for h in history for e in h["step_losses"]]
+        assert sorted((m.step, m.value, m.timestamp) for m in steps) == want and want
+        result = json.loads((model_dir / "metrics.json").read_text())
+        assert r.info.start_time <= result["started_ms"] and r.info.status == "FINISHED"
+        assert r.info.end_time == result["finished_ms"] > history[-1]["ended_ms"]
         # The samples are the run's dataset input, digest = their fingerprint.
         (inp,) = r.inputs.dataset_inputs
         assert inp.dataset.digest == parent.data.tags["tarq.fingerprint"][:36]
@@ -674,3 +683,56 @@ def test_tarq_daily_is_the_flows_command_line_and_tarq_stays_prefect_free(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     ).stdout
     assert out.strip() == "False"
+
+
+def test_a_child_run_follows_its_training_live(tmp_path: Path) -> None:
+    import logging
+
+    from flows import tracking
+    from tarq.train import TrainResult
+
+    tracking.use_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = tracking.setup(f"sqlite:///{tmp_path / 'mlflow.db'}", "live")
+    parent = tracking.start_day(exp, "2026-10-08", {}, "f" * 64, {}, "0123abcd-0000")
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "meta.json").write_text(json.dumps({"fingerprint": "f" * 64, "run_date": "x"}))
+    run_id = tracking.open_model_run(parent, "tt", "2026-10-08", samples)
+    c = tracking.client()
+    assert c.get_run(run_id).info.status == "RUNNING"
+    assert tracking.open_model_run(parent, "tt", "2026-10-08", samples) == run_id  # a retry
+    live = tracking.LiveRun(run_id, logging.getLogger("test"))
+    record = {"epoch": 0, "loss": 0.5, "loss_terms": {"ctr": 0.5}, "valid_auc": 0.6}
+    record |= {"ended_ms": 1_700_000_002_000, "seconds": 2.0, "step_losses": []}
+    record["step_losses"] = [[20, 0.7, 1_700_000_001_000], [40, 0.6, 1_700_000_001_500]]
+    for step, loss, t in record["step_losses"]:
+        live({"kind": "step", "step": step, "loss": loss, "time_ms": t})
+    live({"kind": "epoch", "record": record})
+    # Followed while training: the curves are there before the run is registered.
+    assert [m.value for m in c.get_metric_history(run_id, "train_loss")] == [0.7, 0.6]
+    assert c.get_run(run_id).info.status == "RUNNING"
+    # The registration logs the whole history again (kept once) and ends the run at the
+    # training's end.
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    for f, body in (("model.pt", "w"), ("config.json", '{"model": {}, "train": {}}')):
+        (model_dir / f).write_text(body)
+    (model_dir / "layout.json").write_text("{}")
+    (model_dir / "metrics.json").write_text(json.dumps({"history": [record]}))
+    result = TrainResult(
+        "tt", {"auc": 0.6}, {}, None, None, 0, 1, 2.0, 10.0, 1, 1, 5, str(samples), 9,
+        {"mode": "cold"}, [], started_ms=1_700_000_000_000, finished_ms=1_700_000_003_000,
+    )  # fmt: skip
+    assert tracking.log_model_run(parent, "tt", result, model_dir, "2026-10-08") == run_id
+    run = c.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.end_time == 1_700_000_003_000
+    steps = c.get_metric_history(run_id, "train_loss")
+    assert sorted((m.step, m.value, m.timestamp) for m in steps) == [
+        tuple(s) for s in record["step_losses"]
+    ]
+    assert len(c.get_metric_history(run_id, "epoch_valid_auc")) == 1
+    assert len(run.inputs.dataset_inputs) == 1
+    # A store that fails mid-training ends the live logging, not the training.
+    broken = tracking.LiveRun("no-such-run", logging.getLogger("test"))
+    broken({"kind": "step", "step": 1, "loss": 0.1, "time_ms": 1})
+    assert broken.failed

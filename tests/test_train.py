@@ -470,3 +470,38 @@ def test_the_same_logs_give_the_same_sample_bytes_and_the_same_model(tmp_path: P
         weights.append(load_weights(tmp_path / f"m{i}" / "model.pt"))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_progress_reports_the_step_losses_and_epochs_metrics_json_keeps(
+    samples: Path, tmp_path: Path
+) -> None:
+    from tarq.train import STEP_LOG_EVERY
+
+    mcfg, tcfg = _cfg(epochs=2, batch_size=16, max_steps_per_epoch=45)
+    events: list[dict] = []
+    result = train(
+        samples, "tt", tmp_path / "tt", mcfg, tcfg, progress=False, on_progress=events.append
+    )
+    history = json.loads((tmp_path / "tt" / "metrics.json").read_text())["history"]
+    steps = [e for e in events if e["kind"] == "step"]
+    epochs = [e["record"] for e in events if e["kind"] == "epoch"]
+    assert [h["epoch"] for h in epochs] == [0, 1] and len(history) == 2
+    # What the callback saw is what metrics.json keeps: the same losses at the same times.
+    assert [[e["step"], e["loss"], e["time_ms"]] for e in steps] == [
+        s for h in history for s in h["step_losses"]
+    ]
+    n = history[0]["steps"]
+    assert n == 45
+    # Every STEP_LOG_EVERY steps and the epoch's last, numbered globally across epochs.
+    per_epoch = [*range(STEP_LOG_EVERY, n, STEP_LOG_EVERY), n]
+    assert [e["step"] for e in steps] == per_epoch + [n + s for s in per_epoch]
+    # Each logged loss is the mean of its window; the epoch's loss the mean of all steps.
+    windows = [b - a for a, b in zip([0, *per_epoch], per_epoch, strict=False)]
+    losses = [s[1] for s in history[0]["step_losses"]]
+    assert sum(w * v for w, v in zip(windows, losses, strict=True)) / n == pytest.approx(
+        history[0]["loss"]
+    )
+    times = [e["time_ms"] for e in steps]
+    assert times == sorted(times) and result.started_ms <= times[0]
+    assert history[0]["ended_ms"] <= times[len(per_epoch)] and result.finished_ms >= times[-1]
+    assert epochs[-1] == history[-1]
