@@ -36,6 +36,10 @@ of a request. ``HTTP p50 / Scorer`` divides by ``Scorer.score``'s wall p50 on th
 with the candidates as an int64 array (its fastest input); ``server CPU / Scorer CPU`` is the
 same comparison in CPU time, which other load on the machine inflates far less.
 
+With ``--lean`` (default) the same requests also go to ``tarq serve`` (:mod:`tarq.score_server`:
+the same Scorer behind the standard library's HTTP server, ``POST /score`` with the request
+object itself), so the two servers' costs stand side by side in one run.
+
 ``Scorer.score`` runs with ``--threads`` torch threads, as the server's workers do.
 ``--json OUT`` writes every record and the environment.
 """
@@ -43,17 +47,22 @@ same comparison in CPU time, which other load on the machine inflates far less.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import http.client
 import io
 import json
 import os
 import platform
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +261,7 @@ def _worker(
     start: threading.Barrier,
     out: list[float],
     errors: list[str],
+    path: str = "/invocations",
 ) -> None:
     headers = {"Content-Type": "application/json"}
     try:
@@ -259,7 +269,7 @@ def _worker(
             if i == warmup:
                 start.wait()
             t0 = time.perf_counter()
-            conn.request("POST", "/invocations", body=body, headers=headers)
+            conn.request("POST", path, body=body, headers=headers)
             res = conn.getresponse()
             data = res.read()
             if i >= warmup:
@@ -281,6 +291,7 @@ def load(
     concurrency: int,
     warmup: int = 3,
     pgid: int | None = None,
+    path: str = "/invocations",
 ) -> dict[str, Any]:
     """``requests`` POSTs of ``body`` over ``concurrency`` keep-alive connections, each warmed
     with ``warmup`` requests first; with ``pgid`` (the server's process group) also the
@@ -306,6 +317,7 @@ def load(
                 start,
                 lat[i],
                 errors,
+                path,
             ),
         )
         for i, n in enumerate(per)
@@ -359,6 +371,50 @@ def _check(body: bytes, host: str, port: int, want: np.ndarray) -> float:
     return float(np.abs(got - want).max())
 
 
+@contextlib.contextmanager
+def lean_server(model: Path, threads: int) -> Iterator[tuple[str, int, int]]:
+    """``tarq serve`` (tarq.score_server) of the saved scorer in its own process group on a
+    free loopback port; yields (host, port, pgid) once /ping answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "tarq.cli", "serve", "--model", str(model), "--port", str(port)]
+    proc = subprocess.Popen(
+        [*cmd, "--threads", str(threads)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"tarq serve did not start (exit {proc.poll()})") from None
+                time.sleep(0.5)
+        yield "127.0.0.1", port, proc.pid
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _check_lean(body: bytes, host: str, port: int, want: np.ndarray) -> float:
+    conn = http.client.HTTPConnection(host, port, timeout=120)
+    conn.request("POST", "/score", body=body)
+    res = conn.getresponse()
+    data = json.loads(res.read())
+    conn.close()
+    if res.status != 200:
+        raise RuntimeError(f"HTTP {res.status}: {str(data)[:500]}")
+    got = np.asarray(data["scores"], dtype=np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    return float(np.abs(got - want).max())
+
+
 def _label(r: dict[str, Any]) -> str:
     if r["case"] == "minimal":
         return "minimal (N = 1, L = 0)"
@@ -382,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn workers")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--reps", type=int, default=50, help="in-process repetitions per step")
+    p.add_argument(
+        "--lean",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the lean endpoint (tarq serve) on the same requests",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the records here")
     args = p.parse_args(argv)
 
@@ -457,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
                         cpu = rec["server_cpu_ms_per_request"]
                         rec.update(
                             kind="http",
+                            server="mlflow models serve",
                             case=label,
                             workers=workers,
                             threads=args.threads,
@@ -478,16 +541,52 @@ def main(argv: list[str] | None = None) -> int:
                             f"ms, CPU {score_cpu:.2f} ms; p50 ×{rec['http_over_scorer_p50']:.1f})",
                             flush=True,
                         )
+        if args.lean:
+            with lean_server(local, args.threads) as (host, port, pgid):
+                ping = _ping_ms(host, port)
+                print(f"tarq serve: /ping p50 {ping:.3f} ms")
+                for label, n, length, req in cases:
+                    _, want, inproc = bodies[label]
+                    body = json.dumps(req).encode()
+                    err = _check_lean(body, host, port, want)
+                    score_p50, score_cpu = inproc["scorer_score"], inproc["scorer_score_cpu"]
+                    for c in args.concurrency:
+                        rec = load(host, port, body, args.requests, c, pgid=pgid, path="/score")
+                        cpu = rec["server_cpu_ms_per_request"]
+                        rec.update(
+                            kind="http",
+                            server="tarq serve",
+                            case=label,
+                            workers=1,
+                            threads=args.threads,
+                            n_candidates=n,
+                            history_len=length,
+                            concurrency=c,
+                            ping_p50_ms=ping,
+                            scorer_p50_ms=score_p50,
+                            scorer_cpu_ms=score_cpu,
+                            http_over_scorer_p50=rec["p50_ms"] / score_p50,
+                            server_cpu_over_scorer_cpu=None if cpu is None else cpu / score_cpu,
+                            max_abs_diff=err,
+                        )
+                        records.append(rec)
+                        print(
+                            f"  tarq serve {label:>8} c={c}: p50 {rec['p50_ms']:7.2f} ms  p99 "
+                            f"{rec['p99_ms']:7.2f} ms  {rec['requests_per_s']:7.1f} req/s  "
+                            f"server CPU {_fmt(cpu)} ms/req  (p50 ×"
+                            f"{rec['http_over_scorer_p50']:.1f} Scorer.score)",
+                            flush=True,
+                        )
     print(
-        "\n| workers | request | concurrency | HTTP p50 ms | p99 ms | req/s | server CPU ms/req "
-        "| Scorer.score p50 ms (CPU) | HTTP p50 / Scorer p50 | server CPU / Scorer CPU |"
-        "\n|---|---|---|---|---|---|---|---|---|---|"
+        "\n| server | workers | request | concurrency | HTTP p50 ms | p99 ms | req/s | server "
+        "CPU ms/req | Scorer.score p50 ms (CPU) | HTTP p50 / Scorer p50 | server CPU / Scorer "
+        "CPU |\n|---|---|---|---|---|---|---|---|---|---|---|"
     )
     for r in records:
         if r["kind"] == "http":
             ratio = r["server_cpu_over_scorer_cpu"]
             print(
-                f"| {r['workers']} | {_label(r)} | {r['concurrency']} | "
+                f"| {r.get('server', 'mlflow')} | {r['workers']} | {_label(r)} | {r['concurrency']} | "
                 f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['requests_per_s']:.0f} | "
                 f"{_fmt(r['server_cpu_ms_per_request'])} | {r['scorer_p50_ms']:.2f} "
                 f"({r['scorer_cpu_ms']:.2f}) | {r['http_over_scorer_p50']:.1f} | "

@@ -212,6 +212,41 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import torch
+
+    from tarq.score_server import load_scorer, make_server
+    from tarq.serving import Scorer
+
+    # One intra-op thread: a request is sub-millisecond work, and a thread pool per request
+    # beside other processes costs far more than it saves (benchmarks/README.md).
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.model_dir is not None:
+        if args.ids is None:
+            raise ValueError("--model-dir needs --ids (the ids.parquet or export it assigned)")
+        scorer = Scorer.from_parquet(args.ids, args.model_dir, max_candidates=args.max_candidates)
+        source = f"{args.model_dir} + {args.ids}"
+    else:
+        scorer = load_scorer(args.model, max_candidates=args.max_candidates)
+        source = args.model
+    server = make_server(scorer, args.host, args.port)
+    print(
+        f"tarq serve: {source} ({scorer.n_items:,} items) on "
+        f"http://{args.host}:{server.server_port} — POST /score, GET /ping",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def _cmd_daily(args: argparse.Namespace) -> int:
     # Reached only through tarq.cli.main itself: the console script (flows.cli) runs the flow.
     print(
@@ -364,6 +399,22 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("--rollback", action="store_true", help="serve the previous kept version")
     p.add_argument("--to-version", type=int, default=None, help="with --rollback")
     p.set_defaults(func=_cmd_publish)
+
+    p = sub.add_parser(
+        "serve", help="a lean HTTP endpoint for the scorer (POST /score; tarq.score_server)"
+    )
+    p.add_argument(
+        "--model",
+        default="models:/tarq@champion",
+        help="a registered or saved scorer pyfunc (uses MLFLOW_TRACKING_URI)",
+    )
+    p.add_argument("--model-dir", type=Path, default=None, help="or a trained model folder …")
+    p.add_argument("--ids", type=Path, default=None, help="… with the ID table it assigned")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5002)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--max-candidates", type=int, default=None, help="default: the model's cap")
+    p.set_defaults(func=_cmd_serve)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     )
     scorer = Scorer.from_parquet(served["export"], served["model_dir"])
     with ModelServer(path) as server:
-        yield {**served, "url": server.url, "scorer": scorer}
+        yield {**served, "url": server.url, "scorer": scorer, "pyfunc": path}
 
 
 def _post(url: str, records: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
@@ -134,3 +134,69 @@ def test_bad_requests_are_a_400_naming_the_field(http: dict[str, Any]) -> None:
         assert message in out["message"], (change, out["message"][-600:])
     status, out = _post(http["url"], [{"user_profile": {"user_id": USER}}])
     assert status == 400 and "candidate_item_ids" in out["message"], out
+
+
+# -- the lean endpoint (tarq serve) ------------------------------------------------------------
+def _score(url: str, body: bytes | dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url + "/score", data=data)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as res:
+            return res.status, json.loads(res.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_the_lean_endpoint_scores_like_the_scorer_and_refuses_alike(http: dict[str, Any]) -> None:
+    from http.client import HTTPConnection
+
+    from tarq.score_server import load_scorer, serve_in_thread
+
+    # The scorer inside the saved pyfunc, loaded with load_scorer_model's checks.
+    scorer = load_scorer(str(http["pyfunc"]))
+    server = serve_in_thread(scorer)
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        with urllib.request.urlopen(url + "/ping", timeout=30) as res:
+            assert res.status == 200
+        ids = http["items"].column("item_id").to_numpy()
+        req = {
+            "user_profile": {"user_id": USER},
+            "history": _history(http, 20),
+            "candidate_item_ids": [*ids[:100].tolist(), 999_999_999],
+            "request_ts": http["request_ts"].isoformat(),
+            "unknown": "nan",
+        }
+        status, out = _score(url, req)
+        assert status == 200, out
+        want = http["scorer"].score(
+            req["user_profile"],
+            req["history"],
+            req["candidate_item_ids"],
+            unknown="nan",
+            request_ts=req["request_ts"],
+        )
+        assert out["scores"][-1] is None and np.isnan(want[-1])
+        np.testing.assert_allclose(out["scores"][:-1], want[:-1], rtol=1e-5, atol=1e-5)
+        # Keep-alive: several requests on one connection.
+        conn = HTTPConnection("127.0.0.1", server.server_port, timeout=30)
+        for _ in range(3):
+            conn.request("POST", "/score", body=json.dumps({**req, "unknown": "nan"}))
+            res = conn.getresponse()
+            assert res.status == 200 and len(json.loads(res.read())["scores"]) == 101
+        conn.close()
+        bad = [
+            ({**req, "candidate_item_ids": [int(ids[0]), 1.5]}, r"candidate_item_ids\[1\]"),
+            ({**req, "unknown": "raise"}, "999999999"),
+            ({**req, "user_profile": None}, "user_profile is null"),
+            ({**req, "colour": 1}, r"unknown request fields \['colour'\]"),
+            ({"user_profile": {}}, "lacks \\['candidate_item_ids'\\]"),
+            (b"{not json", "not JSON"),
+            (b"[1, 2]", "one request object"),
+        ]
+        for body, message in bad:
+            status, out = _score(url, body)
+            assert status == 400 and re.search(message, out["error"]), (body, out)
+    finally:
+        server.shutdown()
+        server.server_close()
