@@ -19,7 +19,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint format clean-data daily prefect-up prefect-down prefect-status mlflow-ui serve
+.PHONY: install demo test lint format clean-data daily prefect-up prefect-down prefect-status mlflow-ui serve serve-lean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -63,12 +63,19 @@ mlflow-ui: install
 MODEL ?= models:/tarq@champion
 PORT ?= 5001
 WORKERS ?= 1
+LEAN_PORT ?= 5002
 serve: install
 	PATH="$(abspath $(BIN)):$$PATH" \
 	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow/mlflow.db}" \
 	MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false OMP_NUM_THREADS="$${OMP_NUM_THREADS:-1}" \
 	$(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 \
 	  --port $(PORT) --workers $(WORKERS)
+
+# The same registered scorer behind the lean endpoint (tarq.score_server: POST /score).
+serve-lean: install
+	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow/mlflow.db}" \
+	MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false OMP_NUM_THREADS="$${OMP_NUM_THREADS:-1}" \
+	$(BIN)/tarq serve --model "$(MODEL)" --host 127.0.0.1 --port $(LEAN_PORT)
 
 LINTED := tarq flows tests benchmarks scripts
 
