@@ -10,13 +10,13 @@ the model (the arithmetic of the serving path, ``score``), as ``forward`` would:
 
 - ``tt``, ``inttower``, ``mvke`` (and any model with ``user_side``/``item_side``/``score``):
   ``user_side`` per group, its tensors gathered per row, ``item_side`` and ``score`` per row;
-- ``ta``: H^tar once per group, its keys and values projected once per group and each row's
-  x_item attending over its group's (``MultiHeadAttention.attend_groups``);
+- ``ta``: H^tar once per group, and the group's rows (their x_item) the queries of ONE
+  attention over it, so its keys and values are projected once per group (:func:`_attend`);
 - TARQ variants: v_user and Ĉ per group, each row's m entries picked from its group's Ĉ by
   its codes. With ``diagnostics`` also what :func:`tarq.evaluation.evaluate` reports besides
   the scores, as ``forward`` computes them in eval mode, for every row: the reconstruction
   error, the codes, and the sharpness of the alignment's p and p̂ (the teacher's H^tar once
-  per group, its attention and the level distributions per row).
+  per group, its attention as ``ta``'s, the level distributions per row).
 
 Results equal ``model(batch).logit`` up to float reassociation (the user side's matrix
 products run on G instead of B rows): ``tests/test_batch_scoring.py`` holds every model to
