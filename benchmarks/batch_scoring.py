@@ -59,7 +59,7 @@ from tarq.data.loader import BatchStream, SampleSet, model_inputs
 from tarq.evaluation import evaluate
 from tarq.model import ModelConfig, build_model
 from tarq.model.io import load_trained
-from tarq.train import TrainConfig
+from tarq.train import TrainConfig, training_rows
 
 Batch = dict[str, torch.Tensor]
 
@@ -85,16 +85,7 @@ def read_rows(
 
 def train_batches(sset: SampleSet, tcfg: TrainConfig, n: int) -> list[Batch]:
     """The first ``n`` shuffled training batches of epoch 0 (as :func:`tarq.train.train`)."""
-    stream = BatchStream(
-        sset,
-        "train",
-        tcfg.batch_size,
-        folds=(tcfg.valid_folds, 100),
-        shuffle=True,
-        seed=tcfg.seed,
-        buffer_rows=tcfg.shuffle_buffer,
-        drop_last=True,
-    )
+    stream = training_rows(sset, tcfg, None, drop_last=True)
     out: list[Batch] = []
     for batch in stream:
         out.append(model_inputs(batch))

@@ -415,6 +415,51 @@ def _check_lean(body: bytes, host: str, port: int, want: np.ndarray) -> float:
     return float(np.abs(got - want).max())
 
 
+def _levels(
+    args: argparse.Namespace,
+    target: tuple[str, int, int, str],
+    server: dict[str, Any],
+    case: tuple[str, int, int],
+    body: bytes,
+    inproc: dict[str, Any],
+    err: float,
+) -> list[dict[str, Any]]:
+    """One request kind at every ``--concurrency`` level against one server: its records.
+
+    ``target`` = (host, port, the server's process group, path); ``server`` = the record's
+    server fields; ``case`` = (label, N, L); ``inproc``: the in-process record of the case."""
+    host, port, pgid, path = target
+    label, n, length = case
+    score_p50, score_cpu = inproc["scorer_score"], inproc["scorer_score_cpu"]
+    out = []
+    for c in args.concurrency:
+        rec = load(host, port, body, args.requests, c, pgid=pgid, path=path)
+        cpu = rec["server_cpu_ms_per_request"]
+        rec.update(
+            kind="http",
+            **server,
+            case=label,
+            threads=args.threads,
+            n_candidates=n,
+            history_len=length,
+            concurrency=c,
+            scorer_p50_ms=score_p50,
+            scorer_cpu_ms=score_cpu,
+            http_over_scorer_p50=rec["p50_ms"] / score_p50,
+            server_cpu_over_scorer_cpu=None if cpu is None else cpu / score_cpu,
+            max_abs_diff=err,
+        )
+        out.append(rec)
+        print(
+            f"  {server['server']} w={server['workers']} {label:>8} c={c}: p50 "
+            f"{rec['p50_ms']:7.2f} ms  p99 {rec['p99_ms']:7.2f} ms  {rec['requests_per_s']:7.1f} "
+            f"req/s  server CPU {_fmt(cpu)} ms/req  (Scorer.score p50 {score_p50:.2f} ms, CPU "
+            f"{score_cpu:.2f} ms; p50 ×{rec['http_over_scorer_p50']:.1f})",
+            flush=True,
+        )
+    return out
+
+
 def _label(r: dict[str, Any]) -> str:
     if r["case"] == "minimal":
         return "minimal (N = 1, L = 0)"
@@ -511,36 +556,15 @@ def main(argv: list[str] | None = None) -> int:
                 for label, n, length, _ in cases:
                     body, want, inproc = bodies[label]
                     err = _check(body, server.host, server.port, want)
-                    score_p50, score_cpu = inproc["scorer_score"], inproc["scorer_score_cpu"]
-                    for c in args.concurrency:
-                        rec = load(
-                            server.host, server.port, body, args.requests, c, pgid=server.proc.pid
-                        )
-                        cpu = rec["server_cpu_ms_per_request"]
-                        rec.update(
-                            kind="http",
-                            server="mlflow models serve",
-                            case=label,
-                            workers=workers,
-                            threads=args.threads,
-                            n_candidates=n,
-                            history_len=length,
-                            concurrency=c,
-                            ping_p50_ms=ping,
-                            scorer_p50_ms=score_p50,
-                            scorer_cpu_ms=score_cpu,
-                            http_over_scorer_p50=rec["p50_ms"] / score_p50,
-                            server_cpu_over_scorer_cpu=None if cpu is None else cpu / score_cpu,
-                            max_abs_diff=err,
-                        )
-                        records.append(rec)
-                        print(
-                            f"  {label:>8} c={c}: p50 {rec['p50_ms']:7.2f} ms  p99 "
-                            f"{rec['p99_ms']:7.2f} ms  {rec['requests_per_s']:7.1f} req/s  "
-                            f"server CPU {_fmt(cpu)} ms/req  (Scorer.score p50 {score_p50:.2f} "
-                            f"ms, CPU {score_cpu:.2f} ms; p50 ×{rec['http_over_scorer_p50']:.1f})",
-                            flush=True,
-                        )
+                    records += _levels(
+                        args,
+                        (server.host, server.port, server.proc.pid, "/invocations"),
+                        {"server": "mlflow models serve", "workers": workers, "ping_p50_ms": ping},
+                        (label, n, length),
+                        body,
+                        inproc,
+                        err,
+                    )
         if args.lean:
             with lean_server(local, args.threads) as (host, port, pgid):
                 ping = _ping_ms(host, port)
@@ -549,34 +573,15 @@ def main(argv: list[str] | None = None) -> int:
                     _, want, inproc = bodies[label]
                     body = json.dumps(req).encode()
                     err = _check_lean(body, host, port, want)
-                    score_p50, score_cpu = inproc["scorer_score"], inproc["scorer_score_cpu"]
-                    for c in args.concurrency:
-                        rec = load(host, port, body, args.requests, c, pgid=pgid, path="/score")
-                        cpu = rec["server_cpu_ms_per_request"]
-                        rec.update(
-                            kind="http",
-                            server="tarq serve",
-                            case=label,
-                            workers=1,
-                            threads=args.threads,
-                            n_candidates=n,
-                            history_len=length,
-                            concurrency=c,
-                            ping_p50_ms=ping,
-                            scorer_p50_ms=score_p50,
-                            scorer_cpu_ms=score_cpu,
-                            http_over_scorer_p50=rec["p50_ms"] / score_p50,
-                            server_cpu_over_scorer_cpu=None if cpu is None else cpu / score_cpu,
-                            max_abs_diff=err,
-                        )
-                        records.append(rec)
-                        print(
-                            f"  tarq serve {label:>8} c={c}: p50 {rec['p50_ms']:7.2f} ms  p99 "
-                            f"{rec['p99_ms']:7.2f} ms  {rec['requests_per_s']:7.1f} req/s  "
-                            f"server CPU {_fmt(cpu)} ms/req  (p50 ×"
-                            f"{rec['http_over_scorer_p50']:.1f} Scorer.score)",
-                            flush=True,
-                        )
+                    records += _levels(
+                        args,
+                        (host, port, pgid, "/score"),
+                        {"server": "tarq serve", "workers": 1, "ping_p50_ms": ping},
+                        (label, n, length),
+                        body,
+                        inproc,
+                        err,
+                    )
     print(
         "\n| server | workers | request | concurrency | HTTP p50 ms | p99 ms | req/s | server "
         "CPU ms/req | Scorer.score p50 ms (CPU) | HTTP p50 / Scorer p50 | server CPU / Scorer "

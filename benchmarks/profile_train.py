@@ -43,9 +43,9 @@ from typing import Any
 import torch
 
 import tarq
-from tarq.data.loader import BatchStream, SampleSet
+from tarq.data.loader import SampleSet
 from tarq.model import ModelConfig, build_model
-from tarq.train import TrainConfig
+from tarq.train import TrainConfig, training_rows
 
 Batch = dict[str, torch.Tensor]
 
@@ -57,16 +57,7 @@ def _inputs(batch: Batch) -> Batch:
 def load_batches(sset: SampleSet, tcfg: TrainConfig, n: int) -> tuple[list[Batch], float]:
     """The first ``n`` training batches of epoch 0 as :func:`tarq.train.train` streams them,
     and the loader's seconds per batch."""
-    stream = BatchStream(
-        sset,
-        "train",
-        tcfg.batch_size,
-        folds=(tcfg.valid_folds, 100),
-        shuffle=True,
-        seed=tcfg.seed,
-        buffer_rows=tcfg.shuffle_buffer,
-        drop_last=True,
-    )
+    stream = training_rows(sset, tcfg, None, drop_last=True)
     stream.set_epoch(0)
     out: list[Batch] = []
     t0 = time.perf_counter()

@@ -87,6 +87,13 @@ def _prefetch_row(v_hat, codes, r):
 
 
 @numba.njit(**_JIT)
+def _prefetch_start(v_hat, codes, rows):
+    """The first PREFETCH candidates' rows; each kernel's loop then fetches PREFETCH ahead."""
+    for i in range(min(PREFETCH, rows.shape[0])):
+        _prefetch_row(v_hat, codes, rows[i])
+
+
+@numba.njit(**_JIT)
 def _pair_sums(personal, m, k, out):
     z = personal.shape[0] - 1
     d = personal.shape[1]
@@ -107,8 +114,7 @@ def _tarq_kernel_pairs(u_hat, pairs, v_hat, codes, rows, k, scale, bias, out):
     m = codes.shape[1]
     d = v_hat.shape[1]
     kk = k * k
-    for i in range(min(PREFETCH, n)):
-        _prefetch_row(v_hat, codes, rows[i])
+    _prefetch_start(v_hat, codes, rows)
     for i in range(n):
         if i + PREFETCH < n:
             _prefetch_row(v_hat, codes, rows[i + PREFETCH])
@@ -138,8 +144,7 @@ def _tarq_kernel8(u_hat, personal, v_hat, codes, rows, k, scale, bias, out):
     m = codes.shape[1]
     d = v_hat.shape[1]
     z = personal.shape[0] - 1  # the zero row stands in for levels m … 7
-    for i in range(min(PREFETCH, n)):
-        _prefetch_row(v_hat, codes, rows[i])
+    _prefetch_start(v_hat, codes, rows)
     for i in range(n):
         if i + PREFETCH < n:
             _prefetch_row(v_hat, codes, rows[i + PREFETCH])
@@ -174,8 +179,7 @@ def _tarq_kernel_general(u_hat, personal, pool, use_pool, v_hat, codes, rows, k,
     idx = np.empty(m, dtype=np.int64)
     w = np.ones(m, dtype=np.float32)
     h = np.empty(d, dtype=np.float32)
-    for i in range(min(PREFETCH, n)):
-        _prefetch_row(v_hat, codes, rows[i])
+    _prefetch_start(v_hat, codes, rows)
     for i in range(n):
         if i + PREFETCH < n:
             _prefetch_row(v_hat, codes, rows[i + PREFETCH])
@@ -217,8 +221,7 @@ def _tt_kernel(u_hat, v_hat, rows, scale, bias, out):
     n = rows.shape[0]
     d = v_hat.shape[1]
     no_codes = np.empty((1, 0), dtype=np.uint8)
-    for i in range(min(PREFETCH, n)):
-        _prefetch_row(v_hat, no_codes, rows[i])
+    _prefetch_start(v_hat, no_codes, rows)
     for i in range(n):
         if i + PREFETCH < n:
             _prefetch_row(v_hat, no_codes, rows[i + PREFETCH])

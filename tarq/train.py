@@ -486,7 +486,7 @@ class _Streams:
     steps: int  # optimizer steps per epoch (max_steps_per_epoch applied)
 
 
-def _training_rows(
+def training_rows(
     sset: SampleSet, tcfg: TrainConfig, cutoff: dt.datetime | None, **kwargs: Any
 ) -> BatchStream:
     """The shuffled training rows (the folds outside the hash validation slice, before the
@@ -519,7 +519,7 @@ def _streams(
         raise ValueError("valid_split 'hash' needs valid_folds >= 1")
     # Rows from the cutoff on are the temporal slice: never trained on, replay included.
     cutoff = temporal_cutoff(sset, "train", since) if tcfg.valid_split == "time" else None
-    train_stream = _training_rows(
+    train_stream = training_rows(
         sset,
         tcfg,
         cutoff,
@@ -796,7 +796,7 @@ def _starting_point(
         return _Start()
     # k-means initialisation of the codebooks on the first training batch, before DDP
     # broadcasts rank 0's state to every rank.
-    first = next(iter(_training_rows(sset, tcfg, cutoff)))
+    first = next(iter(training_rows(sset, tcfg, cutoff)))
     model.init_codebooks(model_inputs(first))
     return _Start()
 
