@@ -19,7 +19,8 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint format clean-data daily prefect-up prefect-down prefect-status mlflow-ui serve serve-lean
+.PHONY: install demo test lint format clean-data daily prefect-up prefect-down prefect-status mlflow-ui serve \
+	serve-lean ui-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -54,6 +55,14 @@ prefect-status:
 
 mlflow-ui: install
 	mlflow/ui.sh
+
+# The browser check of the UIs after `make demo`: installs Chromium (Debian's package, as root)
+# and the `ui` extra (Playwright) when missing, opens the MLflow and Prefect UIs headless on
+# the demo's stores, asserts what they show and saves screenshots to docs/img/
+# (scripts/ui_check.sh; ARGS go to scripts/ui_check.py, e.g. ARGS='--run-date 2026-10-23').
+ARGS ?=
+ui-check: install
+	BIN=$(BIN) scripts/ui_check.sh $(ARGS)
 
 # Serve the registered scorer over HTTP on loopback (README, "Serving"): POST
 # http://127.0.0.1:$(PORT)/invocations. The demo's store unless MLFLOW_TRACKING_URI is set;
