@@ -963,7 +963,9 @@ def run_link(run_id: str) -> str:
     """Where a person finds the run: the UI address when the store is a server, else a hint."""
     uri = mlflow.get_tracking_uri()
     run = client().get_run(run_id)
-    path = f"#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    # MLflow 3.17's UI opens experiments in its GenAI view whatever mlflow.experimentKind says;
+    # the parameter picks the model-training view.
+    path = f"#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
     if urlparse(uri).scheme in ("http", "https"):
         return f"{uri.rstrip('/')}/{path}"
     return f"http://127.0.0.1:5000/{path} (after `make mlflow-ui`; store {uri})"

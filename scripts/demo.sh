@@ -43,6 +43,8 @@ cat <<MSG
 
 Where to look:
   MLflow UI        mlflow/ui.sh   (or: make mlflow-ui) → http://127.0.0.1:5000, experiment tarq-daily
+                   (MLflow 3.17 opens it in its GenAI view: click "Model training", or add
+                   ?workflowType=machine_learning to the experiment's address)
                    store $REPO/mlflow/mlflow.db, artifacts $REPO/mlflow/artifacts
   served table     view serving_item_ids in $DB  (Parquet exports + manifests: $(dirname "$DB")/published/)
                    $BIN/python -c "from tarq.publish import served_version; print(served_version('$DB'))"
