@@ -13,6 +13,9 @@ BIN="${TARQ_BIN:-$REPO/.venv/bin}"
 URI="${MLFLOW_TRACKING_URI:-sqlite:///$REPO/mlflow/mlflow.db}"
 PORT="${TARQ_MLFLOW_PORT:-5000}"
 export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
+# MLflow 3.17 starts a job runner with seven task-queue workers by default; the daily job uses
+# none of its jobs, and on a small machine they cost more than the UI (set it to true to keep).
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 # Run from outside the repo so that `import mlflow` can never pick up this folder.
 cd /
 case "${1:-ui}" in
