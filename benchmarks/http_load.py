@@ -47,22 +47,17 @@ object itself), so the two servers' costs stand side by side in one run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import http.client
 import io
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -358,59 +353,21 @@ def _ping_ms(host: str, port: int, reps: int = 50) -> float:
     return float(np.median(times[3:]) * 1e3)
 
 
-def _check(body: bytes, host: str, port: int, want: np.ndarray) -> float:
+def _check(
+    body: bytes, host: str, port: int, want: np.ndarray, path: str = "/invocations"
+) -> float:
+    """POST ``body`` once and compare the scores with ``want`` (1e-5); the largest difference.
+    ``/invocations`` answers MLflow's ``{"predictions": [{"scores"}]}``, ``/score`` (tarq
+    serve) ``{"scores"}``."""
     conn = http.client.HTTPConnection(host, port, timeout=120)
-    conn.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
     res = conn.getresponse()
     data = json.loads(res.read())
     conn.close()
     if res.status != 200:
         raise RuntimeError(f"HTTP {res.status}: {str(data)[:500]}")
-    got = np.asarray(data["predictions"][0]["scores"], dtype=np.float64)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    return float(np.abs(got - want).max())
-
-
-@contextlib.contextmanager
-def lean_server(model: Path, threads: int) -> Iterator[tuple[str, int, int]]:
-    """``tarq serve`` (tarq.score_server) of the saved scorer in its own process group on a
-    free loopback port; yields (host, port, pgid) once /ping answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "tarq.cli", "serve", "--model", str(model), "--port", str(port)]
-    proc = subprocess.Popen(
-        [*cmd, "--threads", str(threads)],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"tarq serve did not start (exit {proc.poll()})") from None
-                time.sleep(0.5)
-        yield "127.0.0.1", port, proc.pid
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-
-
-def _check_lean(body: bytes, host: str, port: int, want: np.ndarray) -> float:
-    conn = http.client.HTTPConnection(host, port, timeout=120)
-    conn.request("POST", "/score", body=body)
-    res = conn.getresponse()
-    data = json.loads(res.read())
-    conn.close()
-    if res.status != 200:
-        raise RuntimeError(f"HTTP {res.status}: {str(data)[:500]}")
-    got = np.asarray(data["scores"], dtype=np.float64)
+    scores = data["scores"] if path == "/score" else data["predictions"][0]["scores"]
+    got = np.asarray(scores, dtype=np.float64)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     return float(np.abs(got - want).max())
 
@@ -494,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlflow
 
-    from tarq.serving_http import ModelServer
+    from tarq.serving_http import LeanServer, ModelServer
     from tarq.serving_pyfunc import load_scorer_model
 
     torch.set_num_threads(args.threads)
@@ -566,16 +523,18 @@ def main(argv: list[str] | None = None) -> int:
                         err,
                     )
         if args.lean:
-            with lean_server(local, args.threads) as (host, port, pgid):
+            env = {"OMP_NUM_THREADS": str(args.threads)}
+            with LeanServer(local, env=env) as server:
+                host, port = server.host, server.port
                 ping = _ping_ms(host, port)
                 print(f"tarq serve: /ping p50 {ping:.3f} ms")
                 for label, n, length, req in cases:
                     _, want, inproc = bodies[label]
                     body = json.dumps(req).encode()
-                    err = _check_lean(body, host, port, want)
+                    err = _check(body, host, port, want, path="/score")
                     records += _levels(
                         args,
-                        (host, port, pgid, "/score"),
+                        (host, port, server.proc.pid, "/score"),
                         {"server": "tarq serve", "workers": 1, "ping_p50_ms": ping},
                         (label, n, length),
                         body,

@@ -70,6 +70,8 @@ class ModelServer:
         start_timeout_s: how long to wait for ``/ping`` before giving up.
     """
 
+    name = "mlflow models serve"
+
     def __init__(
         self,
         model_uri: str | Path,
@@ -138,9 +140,7 @@ class ModelServer:
             if self.proc.poll() is not None:
                 tail = self.log_tail()
                 self.stop()
-                raise RuntimeError(
-                    f"mlflow models serve exited with {self.proc.returncode}:\n{tail}"
-                )
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
             with (
                 contextlib.suppress(OSError),
                 urllib.request.urlopen(self.url + "/ping", timeout=2) as res,
@@ -151,7 +151,7 @@ class ModelServer:
                 tail = self.log_tail()
                 self.stop()
                 raise RuntimeError(
-                    f"mlflow models serve did not answer /ping on {self.url} within "
+                    f"{self.name} did not answer /ping on {self.url} within "
                     f"{self.start_timeout_s:.0f} s:\n{tail}"
                 )
             time.sleep(0.2)
@@ -194,3 +194,27 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class LeanServer(ModelServer):
+    """``tarq serve`` (:mod:`tarq.score_server`) of the same saved or registered scorer, with the
+    same environment, start and stop as :class:`ModelServer` (``workers`` is not used: one
+    process, a thread per connection)."""
+
+    name = "tarq serve"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "tarq.cli",
+            "serve",
+            "--model",
+            self.model_uri,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--threads",
+            self.env.get("OMP_NUM_THREADS", "1"),
+        ]

@@ -48,7 +48,7 @@ from tarq import sqlfiles
 from tarq.cli import main as tarq_main
 from tarq.warehouse import open_db, quarantine_rows, raw_fingerprints
 from tests.procs import crash_and_resume
-from tests.test_flow import TINY_MODEL, copy_flow_env, tiny_params
+from tests.test_flow import TINY_MODEL, copy_flow_env, daily_cli_args, tiny_params
 from tests.test_serving import USER, make_served
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -716,19 +716,8 @@ def flow_env(flow_baseline: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
 
 
 def _daily_args(env: dict[str, Any], run_date: str, **over: Any) -> list[str]:
-    """``python -m flows.tarq_daily`` arguments for :func:`_params` (the rest as --params)."""
-    p = _params(env, **over)
-    rest = {k: v for k, v in p.items() if k not in ("db", "run_date", "work_dir")}
-    return [
-        "--db",
-        str(env["db"]),
-        "--run-date",
-        run_date,
-        "--work-dir",
-        str(env["work"]),
-        "--params",
-        json.dumps(rest),
-    ]
+    """``python -m flows.tarq_daily`` arguments for :func:`_params`."""
+    return daily_cli_args(_params(env, **over), run_date)
 
 
 def _params(env: dict[str, Any], **over: Any) -> dict[str, Any]:

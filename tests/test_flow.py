@@ -100,26 +100,31 @@ def _run(env: dict[str, Any], **over: Any):
     return tarq_daily(p, return_state=True)
 
 
-def _cli_args(env: dict[str, Any], run_date: str, **over: Any) -> list[str]:
-    """``python -m flows.tarq_daily`` arguments for ``env`` (the rest of tiny_params as JSON)."""
-    p = tiny_params(env["db"], env["work"], env["store"], **over)
+def daily_cli_args(params: dict[str, Any], run_date: str) -> list[str]:
+    """``python -m flows.tarq_daily`` arguments for a full params dict: the warehouse, work
+    folder and store as flags, the rest as ``--params`` JSON."""
     rest = {
         k: v
-        for k, v in p.items()
+        for k, v in params.items()
         if k not in ("db", "run_date", "work_dir", "tracking_uri", "force")
     }
     return [
         "--db",
-        str(env["db"]),
+        str(params["db"]),
         "--run-date",
         run_date,
         "--work-dir",
-        str(env["work"]),
+        str(params["work_dir"]),
         "--tracking-uri",
-        env["store"],
+        str(params["tracking_uri"]),
         "--params",
         json.dumps(rest),
     ]
+
+
+def _cli_args(env: dict[str, Any], run_date: str, **over: Any) -> list[str]:
+    """``python -m flows.tarq_daily`` arguments for ``env`` (the rest of tiny_params as JSON)."""
+    return daily_cli_args(tiny_params(env["db"], env["work"], env["store"], **over), run_date)
 
 
 def _client(store: str):
