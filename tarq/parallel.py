@@ -1,0 +1,33 @@
+"""How the data steps run their independent pieces: in this process, or on an engine the
+caller supplies.
+
+The heavy data steps (sample building over user buckets, catalog ID assignment over item
+chunks, validation over days) are written as a plan, a list of self-contained jobs and a
+merge. A job is a picklable value and its function a module-level function that opens the
+warehouse itself (read-only), so the jobs can run in other processes or on other machines.
+:func:`serial_map` runs them one after the other here (the default, and what every command
+does); ``flows/`` passes a mapper that runs each job as a Prefect task on a Dask cluster.
+The library never imports Prefect or Dask for this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Mapper(Protocol):
+    """``mapper(fn, jobs, name=...)`` → ``[fn(job) for job in jobs]``, in the order of ``jobs``,
+    wherever it runs them; ``name`` names the kind of job (a task name, a log line). A job that
+    fails raises its error from the mapper."""
+
+    def __call__(self, fn: Callable[[T], R], jobs: Sequence[T], *, name: str) -> list[R]: ...
+
+
+def serial_map(fn: Callable[[T], R], jobs: Sequence[T], *, name: str) -> list[R]:
+    """Run every job in this process, one after the other (the default :class:`Mapper`)."""
+    del name
+    return [fn(job) for job in jobs]
