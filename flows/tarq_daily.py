@@ -57,7 +57,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from flows import artifacts, tracking
+from flows import artifacts, dask_steps, tracking
 from flows import tasks as daily_tasks
 from flows.results import (
     ChampionScore,
@@ -207,6 +207,24 @@ class DailyParams(BaseModel):
         ge=0.0,
         description=("pause between a failed task's retries (the retries themselves always apply)"),
     )
+    dask: bool = Field(
+        False,
+        description=(
+            "map the data steps (validation by chunks of days, samples by user bucket, IDs by "
+            "catalog chunk) as Prefect tasks on a Dask cluster: a local one sized to the "
+            "machine unless dask_address names one"
+        ),
+    )
+    dask_address: str | None = Field(
+        None,
+        description=(
+            "scheduler of an existing Dask cluster (tcp://host:8786) for the data steps "
+            "(implies dask); its workers need the warehouse and the work dir on shared storage"
+        ),
+    )
+    dask_workers: int | None = Field(
+        None, ge=1, description="workers of the local Dask cluster (default: one per core)"
+    )
     tracking_timeout_s: float = Field(
         5.0,
         gt=0.0,
@@ -280,6 +298,7 @@ class _Day:
     tasks: SimpleNamespace
     warehouse: str = ""  # the warehouse's identity, the scope of every MLflow lookup
     timings: dict[str, float] = field(default_factory=dict)
+    dask: str | None = None  # the Dask scheduler the data steps map on (None: here)
 
     @property
     def work(self) -> Path:
@@ -316,7 +335,9 @@ def validate_stage(d: _Day) -> State | None:
     """GX validation of D − 1 and of the training window's days whose rows changed since they
     were last validated; a Failed state when it fails (nothing else runs)."""
     with d.stage("validate"):
-        report = d.tasks.validate_logs(d.db, d.day, d.dir / "gx", d.p.train_days, d.p.validation)
+        report = d.tasks.validate_logs(
+            d.db, d.day, d.dir / "gx", d.p.train_days, d.p.validation, d.dask
+        )
     artifacts.validation(d.day, report)
     if report["success"]:
         return None
@@ -333,7 +354,7 @@ def samples_stage(d: _Day) -> Samples:
     with d.stage("samples"):
         state = d.tasks.warehouse_state(d.db)
         sdir = d.dir / "samples"
-        args = (d.db, d.day, sdir, p.train_days, p.seq_len, p.min_count, state)
+        args = (d.db, d.day, sdir, p.train_days, p.seq_len, p.min_count, state, d.dask)
         build = (
             d.tasks.build_samples.with_options(refresh_cache=True)
             if p.force
@@ -477,6 +498,7 @@ def semantic_ids_stage(d: _Day, tarq: TrainedModel) -> dict[str, Any]:
             d.dir / "ids",
             d.p.max_churn if tarq.lineage.warm else None,
             d.p.max_collision_rate,
+            d.dask,
         )
     artifacts.semantic_ids(d.day, health)
     return health
@@ -740,7 +762,10 @@ def tarq_daily(params: DailyParams | None = None) -> dict[str, Any] | State:
         if waited >= 1:
             log.info("waited %.0fs for another run to release %s", waited, lock)
         try:
-            return _run_day(p, db, log)
+            address = held.enter_context(dask_steps.cluster(p.dask_address, p.dask, p.dask_workers))
+            if address:
+                log.info("data steps map on the Dask cluster at %s", address)
+            return _run_day(p, db, log, address)
         except WarehouseBusyError as exc:
             # Another process (a reader, a tool) has the DuckDB file open: one line, not a
             # traceback; what the run had changed is left as a failed run leaves it.
@@ -749,8 +774,9 @@ def tarq_daily(params: DailyParams | None = None) -> dict[str, Any] | State:
             return Failed(name="WarehouseBusy", message=msg)
 
 
-def _run_day(p: DailyParams, db: Path, log: Any) -> dict[str, Any] | State:
-    """The daily run proper, under the warehouse lock: the stages in order."""
+def _run_day(p: DailyParams, db: Path, log: Any, dask: str | None = None) -> dict[str, Any] | State:
+    """The daily run proper, under the warehouse lock: the stages in order (the data steps
+    mapped on the Dask scheduler ``dask`` when given)."""
     tasks = _tasks(p.retry_delay_s)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -758,7 +784,7 @@ def _run_day(p: DailyParams, db: Path, log: Any) -> dict[str, Any] | State:
     day = tasks.resolve_day(db, p.run_date)
     from tarq.warehouse import warehouse_id
 
-    d = _Day(p, db, day, log, tasks, warehouse_id(db), timings)
+    d = _Day(p, db, day, log, tasks, warehouse_id(db), timings, dask)
     d.timings["logs"] = round(time.perf_counter() - t0, 2)
     log.info(
         "run date %s (test day %s) on %s",
@@ -940,6 +966,15 @@ def _parser(prog: str = "python -m flows.tarq_daily") -> argparse.ArgumentParser
     ap.add_argument("--force", action="store_true", help="rerun a finished run date")
     ap.add_argument("--params", default=None, help="JSON of further DailyParams fields")
     ap.add_argument(
+        "--dask",
+        action="store_true",
+        help="map the data steps on a local Dask cluster (one worker per core)",
+    )
+    ap.add_argument(
+        "--dask-address", default=None, help="map the data steps on this Dask scheduler"
+    )
+    ap.add_argument("--dask-workers", type=int, default=None, help="local Dask cluster size")
+    ap.add_argument(
         "--backfill-days",
         type=int,
         default=0,
@@ -960,11 +995,15 @@ def params_from_args(args: argparse.Namespace) -> DailyParams:
         ("batch_size", "batch_size"),
         ("tracking_uri", "tracking_uri"),
         ("warm_epochs", "warm_epochs"),
+        ("dask_address", "dask_address"),
+        ("dask_workers", "dask_workers"),
     ):
         if getattr(args, flag) is not None:
             data[name] = getattr(args, flag)
     if args.cold:
         data["warm_start"] = False
+    if args.dask:
+        data["dask"] = True
     if args.models:
         data["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.ablations:

@@ -142,26 +142,33 @@ def validate_logs(
     docs_dir: Path,
     window_days: int = 0,
     bounds: dict[str, Any] | None = None,
+    dask: str | None = None,
 ) -> dict[str, Any]:
     """Great Expectations validation of the day D − 1 and of each of the ``window_days`` days
     before it whose rows changed since they were last validated (bad rows → quarantine);
-    ``bounds`` overrides fields of :class:`tarq.validation.ValidationBounds`."""
+    ``bounds`` overrides fields of :class:`tarq.validation.ValidationBounds`; ``dask``: the
+    scheduler address to map the chunks of days on (``flows.dask_steps``)."""
     from tarq.validation import ValidationBounds, validate
 
-    report = validate(
-        db,
-        run_date,
-        docs_dir=docs_dir,
-        window_days=window_days,
-        bounds=ValidationBounds.from_overrides(bounds),
-    )
+    if dask:
+        from flows import dask_steps
+
+        report = dask_steps.validate(dask, db, run_date, docs_dir, window_days, bounds)
+    else:
+        report = validate(
+            db,
+            run_date,
+            docs_dir=docs_dir,
+            window_days=window_days,
+            bounds=ValidationBounds.from_overrides(bounds),
+        )
     out = json.loads(json.dumps(report.to_dict(), default=str))
     out["success"] = bool(report.success)
     out["text"] = report.to_text()
     return out
 
 
-@daily_task("build-samples", cached=True)
+@daily_task("build-samples", cached=True, not_keyed=("dask",))
 def build_samples(
     db: Path,
     run_date: str,
@@ -170,11 +177,18 @@ def build_samples(
     seq_len: int,
     min_count: int,
     state: dict[str, int],
+    dask: str | None = None,
 ) -> SampleBuild:
-    """Point-in-time samples of the run date (cached while the warehouse state is unchanged)."""
+    """Point-in-time samples of the run date (cached while the warehouse state is unchanged;
+    built here or, with ``dask`` a scheduler address, one user bucket per task on that
+    cluster: the same files either way, so the cache does not tell them apart)."""
     from tarq.data.samples import build_samples as build
 
     del state  # part of the cache key only
+    if dask:
+        from flows import dask_steps
+
+        return dask_steps.build_samples(dask, db, run_date, out_dir, train_days, seq_len, min_count)
     return build(db, run_date, out_dir, train_days=train_days, seq_len=seq_len, min_count=min_count)
 
 
@@ -368,20 +382,28 @@ def assign(
     out_dir: Path,
     max_churn: float | None,
     max_collision_rate: float | None,
+    dask: str | None = None,
 ) -> dict[str, Any]:
     """FAISS-checked semantic IDs for the whole catalog with churn against the served table;
-    a failed check returns ``ok: False`` (and no ids file)."""
+    a failed check returns ``ok: False`` (and no ids file). ``dask``: the scheduler address
+    to map the catalog's chunks on (the same file as here)."""
     from tarq.semantic_ids import HEALTH_JSON, SemanticIdError, assign_ids
 
     try:
-        report = assign_ids(
-            db,
-            model_dir,
-            out_dir,
-            progress=False,
-            max_churn=max_churn,
-            max_collision_rate=max_collision_rate,
-        ).to_dict()
+        if dask:
+            from flows import dask_steps
+
+            health = dask_steps.assign(dask, db, model_dir, out_dir, max_churn, max_collision_rate)
+        else:
+            health = assign_ids(
+                db,
+                model_dir,
+                out_dir,
+                progress=False,
+                max_churn=max_churn,
+                max_collision_rate=max_collision_rate,
+            )
+        report = health.to_dict()
     except SemanticIdError as exc:
         path = out_dir / HEALTH_JSON
         report = json.loads(path.read_text()) if path.exists() else {"ok": False, "checks": []}

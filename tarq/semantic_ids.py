@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -48,6 +49,7 @@ from tarq.churn import IdChurn, id_churn, served_codes
 from tarq.data.features import OOV, FeatureLayout, Vocab
 from tarq.data.loader import encode_fields
 from tarq.defaults import MAX_COLLISION_RATE
+from tarq.parallel import Mapper
 from tarq.warehouse import open_db
 
 IDS_FILE = "ids.parquet"
@@ -278,6 +280,8 @@ def assign_ids(
     max_collision_rate: float | None = MAX_COLLISION_RATE,
     max_churn: float | None = None,
     compare_served: bool = True,
+    mapper: Mapper | None = None,
+    threads: int | None = None,
 ) -> IdHealth:
     """Assign semantic IDs to every catalog item and write ``ids.parquet`` + the health report.
 
@@ -299,6 +303,12 @@ def assign_ids(
             a cold retrain re-indexes the catalog by design.
         compare_served: compute the churn against the served table (``churn`` in the
             report) when the warehouse serves one.
+        mapper: when given, the catalog is cut into chunks of ``chunk_size`` items in item_id
+            order, each assigned by a job (:class:`CatalogChunk`, :func:`assign_chunk`) that
+            the mapper may run in other processes or machines (they read the warehouse and
+            the model, and write beside ``out_dir``); the result is the same file, byte for
+            byte. None (default): one pass over one snapshot of the warehouse, here.
+        threads: torch threads of each mapped job (None: torch's default there).
 
     Returns:
         The :class:`IdHealth` report (``to_dict()`` is ``health.json``): ``ok``, ``checks``,
@@ -324,16 +334,29 @@ def assign_ids(
     m, k, d = meta["m"], meta["K"], meta["d"]
     acc = _Assignment(codebooks, tie_rtol)
     show = sys.stderr.isatty() if progress is None else progress
-    catalog_size, bad_prices, served = _assign_catalog(
-        db_path,
-        tmp_path,
-        _ids_schema(m, d, meta),
-        acc,
-        (model, layout, vocabs),
-        chunk_size,
-        show,
-        compare_served,
-    )
+    if mapper is None:
+        catalog_size, bad_prices, served = _assign_catalog(
+            db_path,
+            tmp_path,
+            _ids_schema(m, d, meta),
+            acc,
+            (model, layout, vocabs),
+            chunk_size,
+            show,
+            compare_served,
+        )
+    else:
+        catalog_size, bad_prices, served = _assign_catalog_mapped(
+            db_path,
+            Path(model_dir),
+            tmp_path,
+            _ids_schema(m, d, meta),
+            acc,
+            chunk_size,
+            compare_served,
+            mapper,
+            threads,
+        )
 
     item_ids_cat, codes_cat = acc.catalog()
     n, n_unique = int(item_ids_cat.size), int(np.unique(item_ids_cat).size)
@@ -418,7 +441,9 @@ def _assign_catalog(
             bad_prices = int(sqlfiles.run(con, "samples/non_finite_prices").fetchone()[0])
             served = served_codes(con) if compare_served else None
             # A relation streams Arrow batches without the DB-API copy of the whole result.
-            reader = con.sql(sqlfiles.load_sql("semantic_ids/catalog")).to_arrow_reader(chunk_size)
+            reader = con.sql(
+                sqlfiles.load_sql("semantic_ids/catalog"), params={"lo": None, "hi": None}
+            ).to_arrow_reader(chunk_size)
             with tqdm(
                 total=catalog_size,
                 desc="semantic IDs",
@@ -439,6 +464,120 @@ def _assign_catalog(
         tmp_path.unlink(missing_ok=True)
         raise
     writer.close()
+    return catalog_size, bad_prices, served
+
+
+@dataclass(frozen=True)
+class CatalogChunk:
+    """One chunk of the catalog to assign (:func:`assign_chunk`): the items ``lo`` ..
+    ``hi`` (item ids, inclusive), ``rows`` of them when the assignment was planned; a
+    picklable job that any process able to read the warehouse and the model can run.
+
+    Attributes:
+        db_path: the warehouse (opened read-only).
+        model_dir: the trained TARQ model directory.
+        part_path: where the job writes its rows of ``ids.parquet``.
+        lo: first item id of the chunk.
+        hi: last item id of the chunk.
+        rows: items in the chunk when it was planned.
+        tie_rtol: tolerance of an exact-distance tie (see :func:`assign_ids`).
+        threads: torch threads of the job (None: torch's default).
+    """
+
+    db_path: str
+    model_dir: str
+    part_path: str
+    lo: int
+    hi: int
+    rows: int
+    tie_rtol: float = TIE_RTOL
+    threads: int | None = None
+
+
+def assign_chunk(job: CatalogChunk) -> _Assignment:
+    """Assign one chunk of the catalog and write its rows to ``job.part_path``.
+
+    Returns:
+        The chunk's :class:`_Assignment` (ids, codes, agreement and error sums) to merge.
+
+    Raises:
+        SemanticIdError: the chunk no longer holds the items it was planned with (the catalog
+            changed while IDs were assigned), or an item's vectors are not finite.
+    """
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    model, _, layout, vocabs = load_catalog_model(Path(job.model_dir))
+    codebooks = model.codebooks.float().cpu().numpy()
+    acc = _Assignment(codebooks, job.tie_rtol)
+    with open_db(job.db_path, read_only=True) as con:
+        table = con.sql(
+            sqlfiles.load_sql("semantic_ids/catalog"), params={"lo": job.lo, "hi": job.hi}
+        ).to_arrow_table()
+    if table.num_rows != job.rows:
+        raise SemanticIdError(
+            f"the catalog changed while IDs were assigned: items {job.lo}..{job.hi} were "
+            f"{job.rows} when the assignment started, {table.num_rows} now; assign again"
+        )
+    item_ids, codes_f, v_np = acc.add(model, table.combine_chunks().to_batches()[0], layout, vocabs)
+    schema = _ids_schema(codebooks.shape[0], v_np.shape[1], {})
+    pq.write_table(
+        pa.Table.from_batches([_ids_batch(schema, item_ids, codes_f, v_np, v_np.shape[1])]),
+        job.part_path,
+        compression="zstd",
+    )
+    acc.codebooks = np.zeros((0,), np.float32)  # the caller has them: not sent back
+    return acc
+
+
+def _assign_catalog_mapped(
+    db_path: Path,
+    model_dir: Path,
+    tmp_path: Path,
+    schema: pa.Schema,
+    acc: _Assignment,
+    chunk_size: int,
+    compare_served: bool,
+    mapper: Mapper,
+    threads: int | None,
+) -> tuple[int, int, tuple[int, np.ndarray, np.ndarray] | None]:
+    """:func:`_assign_catalog` with the chunks as jobs of ``mapper``; their parts are merged
+    into ``tmp_path`` in item_id order (the same row groups as the single pass)."""
+    with open_db(db_path, read_only=True) as con:
+        con.begin()
+        catalog_size = int(sqlfiles.run(con, "semantic_ids/catalog_size").fetchall()[0][0])
+        bad_prices = int(sqlfiles.run(con, "samples/non_finite_prices").fetchone()[0])
+        served = served_codes(con) if compare_served else None
+        bounds = sqlfiles.run(
+            con, "semantic_ids/chunk_bounds", {"chunk_size": chunk_size}
+        ).fetchall()
+        con.commit()
+    parts = tmp_path.parent / f".parts-{tmp_path.stem}-{time.time_ns()}"
+    parts.mkdir()
+    try:
+        jobs = [
+            CatalogChunk(
+                db_path=str(Path(db_path).absolute()),
+                model_dir=str(model_dir.absolute()),
+                part_path=str((parts / f"part-{k:05d}.parquet").absolute()),
+                lo=int(lo),
+                hi=int(hi),
+                rows=int(n),
+                tie_rtol=acc.tie_rtol,
+                threads=threads,
+            )
+            for k, (lo, hi, n) in enumerate(bounds)
+        ]
+        results = mapper(assign_chunk, jobs, name="assign-chunk")
+        with pq.ParquetWriter(tmp_path, schema, compression="zstd") as writer:
+            for job, part in zip(jobs, results, strict=True):
+                acc.merge(part)
+                for rb in pq.read_table(job.part_path).to_batches():
+                    writer.write_batch(rb)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
     return catalog_size, bad_prices, served
 
 
@@ -538,6 +677,20 @@ class _Assignment:
                     self.ties.append(rec)
             elif len(self.failures) < MAX_LISTED:
                 self.failures.append(rec)
+
+    def merge(self, other: _Assignment) -> None:
+        """Add the assignment of the next chunk (done elsewhere, :func:`assign_chunk`)."""
+        self.ids += other.ids
+        self.codes += other.codes
+        self.n_oov_items += other.n_oov_items
+        self.n_disagree += other.n_disagree
+        self.n_ties += other.n_ties
+        self.ties += other.ties[: MAX_LISTED - len(self.ties)]
+        self.failures += other.failures[: MAX_LISTED - len(self.failures)]
+        self.sq_err_sum += other.sq_err_sum
+        self.z_sq_sum += other.z_sq_sum
+        self.t_torch += other.t_torch
+        self.t_faiss += other.t_faiss
 
     def catalog(self) -> tuple[np.ndarray, np.ndarray]:
         """(item ids (N,) int64, codes (N, m) int16) of every chunk so far."""

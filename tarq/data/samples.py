@@ -3,8 +3,8 @@
 For a run date D the test day is D − 1 and the training window the
 ``train_days`` days before it. Each impression becomes one row holding the user's last
 ``seq_len`` behaviours strictly before the impression time, the item and user features and
-the label. Users are hashed into buckets built one statement each, so memory stays bounded
-by one bucket of logs.
+the label. Users are hashed into buckets built one job each (:class:`BucketJob`), so memory
+stays bounded by one bucket of logs and the buckets can be built in parallel, elsewhere.
 
 Output layout (``out_dir``)::
 
@@ -50,6 +50,7 @@ from tarq.data.features import (
 from tarq.data.paths import duckdb_path
 from tarq.dates import Window, resolve_run_date, utc_now, window_for
 from tarq.defaults import MIN_COUNT, SEQ_LEN, TRAIN_DAYS
+from tarq.parallel import Mapper, serial_map
 from tarq.warehouse import new_id, open_db, side_features
 
 DEFAULT_HISTORY_DAYS = 60
@@ -152,6 +153,7 @@ def build_samples(
     memory_limit: str | None = None,
     rows_per_bucket: int = 250_000,
     min_count: int = DEFAULT_MIN_COUNT,
+    mapper: Mapper | None = None,
 ) -> SampleBuild:
     """Write the point-in-time samples of ``run_date`` to ``out_dir`` and return a report.
 
@@ -171,6 +173,9 @@ def build_samples(
         min_count: ids of the id fields (:data:`ID_FIELDS`) seen fewer times in the training
             window get no embedding row of their own (they map to OOV); see ``vocab.sql``
             for what counts as a sighting.
+        mapper: runs the per-bucket jobs (:class:`BucketJob`, :func:`build_bucket`); default
+            one after the other in this process. Any :class:`tarq.parallel.Mapper` gives the
+            same files (e.g. ``tarq-daily`` on Dask maps them as Prefect tasks).
 
     Returns:
         The :class:`SampleBuild` report (``to_dict()`` is what ``meta.json`` holds): window,
@@ -207,6 +212,7 @@ def build_samples(
             rows_per_bucket,
             min_count,
             started,
+            mapper or serial_map,
         )
         _swap_in(build, out)
     except BaseException:
@@ -228,13 +234,11 @@ def _build(
     rows_per_bucket: int,
     min_count: int,
     started: float,
+    mapper: Mapper,
 ) -> SampleBuild:
     """Write a complete build into the empty folder ``out``; return its report."""
     with open_db(db_path, read_only=True) as con:
-        if threads:
-            con.execute(f"SET threads = {int(threads)}")
-        if memory_limit:
-            con.execute("SET memory_limit = $m", {"m": memory_limit})
+        _configure(con, threads, memory_limit)
         win = _window(con, run_date, train_days)
         user_side = side_features(con, "users")
         item_side = side_features(con, "items")
@@ -258,7 +262,9 @@ def _build(
                 bad_prices,
             )
         buckets = max(1, math.ceil(n_window / rows_per_bucket))
-        _write_rows(con, out, win, buckets, seq_len, history_days)
+        _write_rows(
+            db_path, out, win, buckets, seq_len, history_days, threads, memory_limit, mapper
+        )
         per_day = _per_day(con, out, raw_counts)
 
         train_files = [duckdb_path(f) for f in _day_files(out, "train")]
@@ -335,55 +341,137 @@ def _window(con: duckdb.DuckDBPyConnection, run_date: str | dt.date, train_days:
     return win
 
 
+@dataclass(frozen=True)
+class BucketJob:
+    """The rows of one user hash bucket (:func:`build_bucket`): a picklable job that any
+    process able to read the warehouse and write ``staging`` can run.
+
+    Attributes:
+        db_path: the warehouse (opened read-only).
+        staging: the build's staging folder; the job writes ``staging/bNNNN/{train,test}.parquet``.
+        bucket: this bucket's index in ``0 .. buckets - 1``.
+        buckets: how many buckets the users are hashed into.
+        start: first impression time of the window (the training window's first midnight).
+        end: the end of the window (the midnight after the test day), exclusive.
+        history_start: behaviours are looked up from this time on.
+        test_day: the test day (its rows are the ``test`` split).
+        seq_len: history length L kept per impression.
+        threads: DuckDB threads of the job (None: DuckDB's choice).
+        memory_limit: DuckDB memory limit of the job such as ``"4GB"`` (None: DuckDB's choice).
+    """
+
+    db_path: str
+    staging: str
+    bucket: int
+    buckets: int
+    start: dt.datetime
+    end: dt.datetime
+    history_start: dt.datetime
+    test_day: dt.date
+    seq_len: int
+    threads: int | None = None
+    memory_limit: str | None = None
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.staging) / f"b{self.bucket:04d}"
+
+
+def build_bucket(job: BucketJob) -> dict[str, int]:
+    """Write the point-in-time rows of one user bucket, one file per split in ``row_id`` order.
+
+    Returns:
+        Rows written per split, ``{"train": n, "test": n}`` (a split without rows has no file).
+    """
+    out = job.folder
+    out.mkdir(parents=True, exist_ok=True)
+    with open_db(job.db_path, read_only=True) as con:
+        _configure(con, job.threads, job.memory_limit)
+        # DuckDB writes <bucket>/rows/split=train|test/*.parquet in thread order ...
+        con.execute(
+            f"COPY ({sqlfiles.load_sql('samples/rows')}) TO $out_path (FORMAT parquet, "
+            "COMPRESSION zstd, PARTITION_BY (split), OVERWRITE_OR_IGNORE)",
+            {
+                "start": job.start,
+                "end": job.end,
+                "history_start": job.history_start,
+                "test_day": job.test_day,
+                "seq_len": job.seq_len,
+                "bucket": job.bucket,
+                "buckets": job.buckets,
+                "out_path": str(out / "rows"),
+            },
+        )
+        # ... so each split is rewritten as one file in row_id order (see ordered_part.sql).
+        ordered = sqlfiles.load_sql("samples/ordered_part")
+        counts = {}
+        for split in ("train", "test"):
+            parts = sorted(duckdb_path(p) for p in out.glob(f"rows/split={split}/*.parquet"))
+            counts[split] = 0
+            if parts:
+                target = out / f"{split}.parquet"
+                con.execute(
+                    f"COPY ({ordered}) TO $out_path (FORMAT parquet, COMPRESSION zstd)",
+                    {"files": parts, "out_path": str(target)},
+                )
+                counts[split] = pq.ParquetFile(target).metadata.num_rows
+    shutil.rmtree(out / "rows")
+    return counts
+
+
+def _configure(con: duckdb.DuckDBPyConnection, threads: int | None, memory: str | None) -> None:
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    if memory:
+        con.execute("SET memory_limit = $m", {"m": memory})
+
+
 def _write_rows(
-    con: duckdb.DuckDBPyConnection,
+    db_path: str | Path,
     out: Path,
     win: Window,
     buckets: int,
     seq_len: int,
     history_days: int,
+    threads: int | None,
+    memory_limit: str | None,
+    mapper: Mapper,
 ) -> None:
     """The point-in-time rows of the window as ``out/{train,test}/part-NNNNN.parquet``.
 
-    Users are split into ``buckets`` hash buckets, one COPY each (bounded memory); each
-    bucket's rows are then rewritten in a deterministic order, one file per bucket and split.
+    Users are split into ``buckets`` hash buckets, one job each (bounded memory, and the jobs
+    are independent: ``mapper`` may run them anywhere that reads the warehouse and writes
+    ``out``); the files of non-empty buckets are then numbered in bucket order.
     """
     staging = out / ".staging"
     staging.mkdir()
-    query = sqlfiles.load_sql("samples/rows")
-    for bucket in range(buckets):
-        # DuckDB writes <staging>/bXXXX/split=train|test/*.parquet for this user bucket.
-        con.execute(
-            f"COPY ({query}) TO $out_path (FORMAT parquet, COMPRESSION zstd, "
-            "PARTITION_BY (split), OVERWRITE_OR_IGNORE)",
-            {
-                "start": dt.datetime.combine(win.train_start, dt.time()),
-                "end": dt.datetime.combine(win.test_day + dt.timedelta(days=1), dt.time()),
-                "history_start": dt.datetime.combine(
-                    win.train_start - dt.timedelta(days=history_days), dt.time()
-                ),
-                "test_day": win.test_day,
-                "seq_len": seq_len,
-                "bucket": bucket,
-                "buckets": buckets,
-                "out_path": str(staging / f"b{bucket:04d}"),
-            },
+    jobs = [
+        BucketJob(
+            db_path=str(Path(db_path).absolute()),
+            staging=str(staging.absolute()),
+            bucket=bucket,
+            buckets=buckets,
+            start=dt.datetime.combine(win.train_start, dt.time()),
+            end=dt.datetime.combine(win.test_day + dt.timedelta(days=1), dt.time()),
+            history_start=dt.datetime.combine(
+                win.train_start - dt.timedelta(days=history_days), dt.time()
+            ),
+            test_day=win.test_day,
+            seq_len=seq_len,
+            threads=threads,
+            memory_limit=memory_limit,
         )
-    ordered = sqlfiles.load_sql("samples/ordered_part")
+        for bucket in range(buckets)
+    ]
+    counts = mapper(build_bucket, jobs, name="sample-bucket")
     for split in ("train", "test"):
         target = out / split
         target.mkdir()
         k = 0
-        for bdir in sorted(staging.glob("b*")):
-            parts = sorted(duckdb_path(p) for p in bdir.glob(f"split={split}/*.parquet"))
-            if not parts:
-                continue
-            # One deterministic file per bucket and split (see ordered_part.sql).
-            con.execute(
-                f"COPY ({ordered}) TO $out_path (FORMAT parquet, COMPRESSION zstd)",
-                {"files": parts, "out_path": str(target / f"part-{k:05d}.parquet")},
-            )
-            k += 1
+        for job, n in zip(jobs, counts, strict=True):
+            if n[split]:
+                (job.folder / f"{split}.parquet").rename(target / f"part-{k:05d}.parquet")
+                k += 1
     shutil.rmtree(staging)
     for split in ("train", "test"):
         if not _day_files(out, split):
