@@ -11,6 +11,7 @@ The backfill and the forced rerun start from their own fresh warehouse instead.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -741,3 +742,83 @@ def test_a_child_run_follows_its_training_live(tmp_path: Path) -> None:
     broken = tracking.LiveRun("no-such-run", logging.getLogger("test"))
     broken({"kind": "step", "step": 1, "loss": 0.1, "time_ms": 1})
     assert broken.failed
+
+
+def test_data_steps_on_dask_give_the_same_samples_models_and_ids(
+    baseline: dict[str, Any], tiny_db: Path, tmp_path: Path
+) -> None:
+    """The baseline's run date again with ``dask`` (a local cluster of 2 worker processes) on
+    a fresh warehouse and store: validation, samples and IDs run as Prefect tasks on Dask
+    (subflows validate-on-dask, samples-on-dask, assign-on-dask), and the results are the
+    single-process run's: the same samples, models, IDs and validation verdicts."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter
+
+    root = tmp_path / "dask"
+    root.mkdir()
+    db = root / "w.duckdb"
+    shutil.copy(tiny_db, db)
+    env = {
+        "db": db,
+        "store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+        "work": root / "work",
+    }
+    state = _run(env, run_date=BASE_DAY, dask=True, dask_workers=2)
+    assert state.is_completed(), state.message
+    res, base = state.result(), baseline["result"]
+    assert res["gate"]["promote"] == base["gate"]["promote"] and res["status"] == base["status"]
+
+    def files(work: Path, sub: str) -> dict[str, str]:
+        folder = work / BASE_DAY / sub
+        return {
+            str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix in (".parquet", ".pt")
+        }
+
+    for sub in ("samples", "ids", "models/tarq"):
+        assert files(env["work"], sub) == files(baseline["work"], sub), sub
+    assert files(env["work"], "ids")["ids.parquet"]
+    assert _validation_checks(db) == _validation_checks(baseline["db"])
+
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        for name, at_least in (
+            ("validate-on-dask", 1),
+            ("samples-on-dask", 1),
+            ("assign-on-dask", 1),
+        ):
+            runs = [
+                r
+                for r in client.read_flow_runs(
+                    flow_filter=FlowFilter(name=FlowFilterName(any_=[name]))
+                )
+                if r.state and r.state.is_completed()
+            ]
+            ours = [r for r in runs if _in_run(client, r, flow_run_id)]
+            assert len(ours) == 1, name
+            jobs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [ours[0].id]}))
+            assert len(jobs) >= at_least and all(j.state.is_completed() for j in jobs), name
+
+
+def _in_run(client: Any, run: Any, flow_run_id: Any) -> bool:
+    """Whether ``run`` is a subflow run (at any depth) of the flow run ``flow_run_id``."""
+    while run.parent_task_run_id is not None:
+        parent = client.read_task_run(run.parent_task_run_id)
+        run = client.read_flow_run(parent.flow_run_id)
+        if run.id == flow_run_id:
+            return True
+    return False
+
+
+def _validation_checks(db: Path) -> list[tuple[Any, ...]]:
+    """(day, check, table, status, observed) of every check of the warehouse's validations."""
+    from tarq.warehouse import open_db
+
+    with open_db(db, read_only=True) as con:
+        rows = con.execute("SELECT summary FROM validation_runs ORDER BY check_day").fetchall()
+    return [
+        (c.get("day"), c["name"], c["table"], c["status"], json.dumps(c["observed"], default=str))
+        for (summary,) in rows
+        for c in json.loads(summary)["checks"]
+    ]

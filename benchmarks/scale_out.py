@@ -1,0 +1,273 @@
+"""Benchmark: the data steps on Dask (1 and 2 local workers) beside the single process.
+
+Usage::
+
+    python benchmarks/scale_out.py --preset medium --work outputs/bench-scale-out \\
+        --workers 1 2 --json benchmarks/scale_out.json
+
+On one demo warehouse (generated into ``--work`` when missing, seed 7, the fixed window
+ending 2026-10-22) it runs each data step of one run date the way ``tarq-daily`` does:
+
+    validate (chunks of days) → build-samples (user buckets) → assign-ids (catalog chunks)
+
+first in this process (the default path: one DuckDB with all cores), then with the jobs as
+Prefect tasks on a local Dask cluster of N single-threaded worker processes, for each N of
+``--workers``. Every configuration runs on its own copy of the warehouse (validation writes
+its quarantine and records). It checks that every configuration gives the same samples
+(fingerprint) and IDs (sha256 of ids.parquet), and records wall seconds, rows/s, the jobs,
+the per-worker throughput and the peak RSS of the busiest worker process (sampled every
+50 ms: the memory one job needs). The cluster's start is timed apart. The TARQ model the IDs
+come from is trained once (few steps: the assignment's cost does not depend on its quality).
+
+Prefect runs against a temporary local API (its test harness) so the benchmark leaves no
+runs in the user's Prefect home. Run it alone: two heavy jobs on 2 cores distort each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tarq.defaults import DEMO_SEED
+from tarq.telemetry import disable_telemetry
+
+END = dt.date(2026, 10, 22)
+RUN_DATE = str(END)  # test day 2026-10-21, 19 training days
+ID_CHUNK = 16_384  # catalog chunk (items) of the mapped assignment; the single pass reads the same
+
+
+class PeakRss:
+    """Peak RSS (MB) per process of a set, sampled in a thread every ``every`` seconds."""
+
+    def __init__(self, pids: Callable[[], list[int]], every: float = 0.05) -> None:
+        import psutil
+
+        self._psutil, self._pids, self._every = psutil, pids, every
+        self.peak: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in self._pids():
+                try:
+                    rss = self._psutil.Process(pid).memory_info().rss / 2**20
+                except self._psutil.Error:
+                    continue
+                self.peak[pid] = max(self.peak.get(pid, 0.0), rss)
+            self._stop.wait(self._every)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def ensure_warehouse(preset: str, work: Path) -> Path:
+    from tarq.data.demo import generate
+
+    db = work / f"{preset}.duckdb"
+    if not db.exists():
+        t0 = time.perf_counter()
+        generate(db, preset=preset, seed=DEMO_SEED, end_date=END)
+        print(f"generated {preset} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    return db
+
+
+def train_model(db: Path, work: Path) -> Path:
+    """A TARQ model of the default shape trained for a few steps (IDs need its codebooks)."""
+    from tarq.data.samples import build_samples
+    from tarq.model import ModelConfig
+    from tarq.train import TrainConfig, train
+
+    model = work / "model"
+    if (model / "model.pt").exists():
+        return model
+    samples = work / "model-samples"
+    if not (samples / "meta.json").exists():
+        build_samples(db, RUN_DATE, samples)
+    train(
+        samples,
+        "tarq",
+        model,
+        ModelConfig(),
+        TrainConfig(epochs=1, max_steps_per_epoch=30, patience=0),
+        progress=False,
+    )
+    return model
+
+
+@contextmanager
+def local_cluster(workers: int) -> Iterator[tuple[str, list[int], float]]:
+    """(scheduler address, worker pids, seconds to start) of a local cluster as the flow
+    starts it (flows.dask_steps.cluster)."""
+    from distributed import Client
+
+    from flows.dask_steps import cluster
+
+    t0 = time.perf_counter()
+    with cluster(None, True, workers) as address:
+        assert address is not None
+        with Client(address) as c:
+            c.wait_for_workers(workers)
+            pids = list(c.run(os.getpid).values())
+        yield address, pids, time.perf_counter() - t0
+
+
+def run_steps(
+    db: Path, model: Path, out: Path, address: str | None, pids: list[int]
+) -> dict[str, Any]:
+    """The three data steps on ``db``: here (``address`` None) or as Prefect tasks on Dask."""
+    from prefect import flow
+
+    from flows import dask_steps
+    from tarq.data.samples import build_samples
+    from tarq.parallel import serial_map
+    from tarq.semantic_ids import IDS_FILE, assign_ids
+    from tarq.validation import validate
+
+    mapper = dask_steps.prefect_mapper if address else serial_map
+    res = dask_steps.worker_resources(address) if address else None
+    threads = res.threads if res else None
+    memory = res.memory_limit if res else None
+    steps: dict[str, Any] = {}
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        @flow(name=f"bench-{name}")
+        def body() -> Any:
+            return fn()
+
+        runner = dask_steps._runner(address) if address else None
+        with PeakRss(lambda: pids or [os.getpid()]) as rss:
+            t0 = time.perf_counter()
+            result = body.with_options(task_runner=runner)() if runner else body()
+            seconds = time.perf_counter() - t0
+        steps[name] = {
+            "seconds": round(seconds, 2),
+            "peak_worker_rss_mb": round(max(rss.peak.values(), default=0.0)),
+        }
+        return result
+
+    report = step(
+        "validate",
+        lambda: validate(db, RUN_DATE, docs_dir=out / "gx", window_days=19, mapper=mapper),
+    )
+    steps["validate"].update(
+        success=bool(report.success), days=len(report.days), quarantined=report.quarantined
+    )
+    build = step(
+        "build-samples",
+        lambda: build_samples(
+            db, RUN_DATE, out / "samples", threads=threads, memory_limit=memory, mapper=mapper
+        ),
+    )
+    steps["build-samples"].update(
+        rows=build.rows,
+        buckets=build.buckets,
+        rows_per_s=round(build.rows / steps["build-samples"]["seconds"]),
+        fingerprint=build.fingerprint,
+    )
+    ids = step(
+        "assign-ids",
+        lambda: assign_ids(
+            db,
+            model,
+            out / "ids",
+            chunk_size=ID_CHUNK,
+            progress=False,
+            max_collision_rate=None,
+            mapper=mapper if address else None,
+            threads=threads,
+        ),
+    )
+    steps["assign-ids"].update(
+        items=ids.items_assigned,
+        chunks=-(-ids.items_assigned // ID_CHUNK),
+        items_per_s=round(ids.items_assigned / steps["assign-ids"]["seconds"]),
+        ids_sha256=_sha(out / "ids" / IDS_FILE),
+    )
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="medium")
+    ap.add_argument("--work", type=Path, default=Path("outputs/bench-scale-out"))
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    disable_telemetry()
+    from prefect.testing.utilities import prefect_test_harness
+
+    work = args.work.resolve() / args.preset
+    work.mkdir(parents=True, exist_ok=True)
+    db = ensure_warehouse(args.preset, work)
+    model = train_model(db, work)
+    results: list[dict[str, Any]] = []
+    with prefect_test_harness():
+        for workers in [0, *args.workers]:
+            name = "single process" if workers == 0 else f"dask {workers} worker(s)"
+            run_dir = work / f"run-{workers}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir()
+            copy = run_dir / "w.duckdb"
+            shutil.copy(db, copy)
+            if workers == 0:
+                steps = run_steps(copy, model, run_dir, None, [])
+                start = None
+            else:
+                with local_cluster(workers) as (address, pids, start):
+                    steps = run_steps(copy, model, run_dir, address, pids)
+            results.append({"config": name, "workers": workers, "cluster_start_s": start, **steps})
+            print(json.dumps(results[-1]), file=sys.stderr)
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    same = {(r["build-samples"]["fingerprint"], r["assign-ids"]["ids_sha256"]) for r in results}
+    if len(same) != 1:
+        print(f"MISMATCH: samples/IDs differ between configurations: {same}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """Markdown: seconds per step and configuration, with ratios to the first configuration."""
+    base = results[0]
+    lines = [
+        "| configuration | cluster start s | validate s | build-samples s (rows/s) | "
+        "assign-ids s | total s | speed-up vs single | peak RSS of a worker MB (samples) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        total = sum(r[s]["seconds"] for s in ("validate", "build-samples", "assign-ids"))
+        base_total = sum(base[s]["seconds"] for s in ("validate", "build-samples", "assign-ids"))
+        start = "–" if r["cluster_start_s"] is None else f"{r['cluster_start_s']:.1f}"
+        lines.append(
+            f"| {r['config']} | {start} | {r['validate']['seconds']:.1f} | "
+            f"{r['build-samples']['seconds']:.1f} ({r['build-samples']['rows_per_s']:,}) | "
+            f"{r['assign-ids']['seconds']:.1f} | {total:.1f} | {base_total / total:.2f} | "
+            f"{r['build-samples']['peak_worker_rss_mb']:,} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
