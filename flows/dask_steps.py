@@ -81,12 +81,16 @@ def cluster(address: str | None, enabled: bool, workers: int | None) -> Iterator
     from distributed import LocalCluster
 
     n = workers or os.cpu_count() or 1
+    # Dask's INFO lines (dozens per run, from the scheduler, nannies and each worker process,
+    # which reads this variable) would drown the run's log; warnings and errors still show.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     with LocalCluster(
         n_workers=n,
         threads_per_worker=1,
         processes=True,
         dashboard_address=None,
-        silence_logs=logging.ERROR,
+        silence_logs=logging.WARNING,
     ) as local:
         yield local.scheduler_address
 
