@@ -17,7 +17,9 @@ import duckdb
 import pandas as pd
 import pytest
 
+import tarq.data.demo as demo_module
 import tarq.data.importers as importers
+import tarq.data.lake as lake_module
 from tarq.cli import main
 from tarq.data.demo import append_day, generate
 from tarq.data.importers import run_import
@@ -203,6 +205,42 @@ def test_a_load_failing_after_its_flush_leaves_only_orphans(
         assert con.execute("SELECT count(*) FROM impressions").fetchone()[0] == 2
     st = status(db)
     assert st["orphans"] == left and st["tables"]["impressions"]["rows"] == 2
+
+
+def test_a_file_is_never_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A demo day's load id is the same on a retry; the token in the file names keeps the
+    retry clear of the failed try's orphans, and should two flushes ever pick the same name,
+    the second is refused rather than replacing the first's file."""
+    db = _tiny_lake(tmp_path / "w")
+    fixed = uuid.UUID(int=7)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected: the day dies after its flush")
+
+    with monkeypatch.context() as m:
+        m.setattr(lake_module.uuid, "uuid4", lambda: fixed)
+        m.setattr(demo_module, "_record_load", fail)
+        with pytest.raises(RuntimeError, match="injected"):
+            append_day(db)
+    with open_db(db, read_only=True) as con:
+        left = orphans(con)
+    assert len(left) == 2 and all(f"-{fixed.hex[:8]}_0.parquet" in p for p in left)
+    digests = {p: _sha256(p) for p in left}
+    with monkeypatch.context() as m:
+        m.setattr(lake_module.uuid, "uuid4", lambda: fixed)
+        with pytest.raises(LakeError, match="already exists: lake files are never replaced"):
+            append_day(db)
+    assert {p: _sha256(p) for p in left} == digests
+    with open_db(db, read_only=True) as con:
+        staged = [p for p in orphans(con) if p not in left]
+    assert len(staged) == 1 and "/_staging/" in staged[0]  # the refused file, left in staging
+    report = append_day(db)  # a fresh token: committed beside the orphans
+    with open_db(db, read_only=True) as con:
+        assert orphans(con) == sorted([*left, *staged])
+        n = con.execute(
+            "SELECT count(*) FROM impressions WHERE load_id = $l", {"l": report["load_id"]}
+        ).fetchone()[0]
+    assert n == report["rows"]["impressions"] > 0
 
 
 def test_a_memory_lake_works_in_one_process(tmp_path: Path) -> None:
