@@ -119,6 +119,13 @@ def test_validation_quarantines_a_bad_row_and_samples_exclude_it(tmp_path: Path)
     result = validate(db, RUN_DATE, docs_dir=tmp_path / "docs")
     checks = {f"{c['table']}.{c['name']}": c for c in result.to_dict()["checks"]}
     assert checks["impressions.schema"]["status"] == "passed"
+    assert checks["behaviors.schema"]["status"] == "passed"
+    with open_db(db) as con:  # opened for writing: ensure_schema leaves the views alone
+        kinds = con.execute(
+            "SELECT table_name, table_type FROM information_schema.tables "
+            "WHERE table_name IN ('impressions', 'behaviors') ORDER BY table_name"
+        ).fetchall()
+    assert kinds == [("behaviors", "VIEW"), ("impressions", "VIEW")]
     with open_db(db, read_only=True) as con:
         flagged = con.execute(
             "SELECT row_id, check_name FROM quarantine_impressions WHERE stage = 'validation'"
@@ -284,6 +291,10 @@ def test_refusals_name_the_problem(
     # A lake that already holds another warehouse's files.
     with pytest.raises(LakeError, match="already holds impressions files"):
         init_lake(tmp_path / "new.duckdb", lake_db.parent / "lake")
+    fresh, url = tmp_path / "fresh.duckdb", tmp_path / "fresh-lake"
+    assert main(["lake", "init", str(url), "--db", str(fresh)]) == 0
+    assert main(["lake", "init", str(url), "--db", str(fresh)]) == 0  # the same lake: a no-op
+    assert f"kept in the lake {url}" in capsys.readouterr().out
     assert main(["lake", "status", "--db", str(single)]) == 2
     assert "single file (no lake)" in capsys.readouterr().err
     assert main(["lake", "status", "--db", str(lake_db)]) == 0
