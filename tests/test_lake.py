@@ -25,6 +25,7 @@ from tarq.data.demo import append_day, generate
 from tarq.data.importers import run_import
 from tarq.data.lake import LakeError, init_lake, lake_url, orphans, status
 from tarq.data.samples import build_samples
+from tarq.sqlfiles import render
 from tarq.validation import validate
 from tarq.warehouse import open_db, raw_fingerprints
 
@@ -291,6 +292,12 @@ def test_refusals_name_the_problem(
     # A lake that already holds another warehouse's files.
     with pytest.raises(LakeError, match="already holds impressions files"):
         init_lake(tmp_path / "new.duckdb", lake_db.parent / "lake")
+    # Lake paths are written into the views' stored text: no quote, glob or brace gets in.
+    for bad in ("it's", "l*ke", "lake{x}"):
+        with pytest.raises(LakeError, match="holds characters a lake path cannot"):
+            init_lake(tmp_path / "bad.duckdb", tmp_path / bad)
+    with pytest.raises(ValueError, match="invalid path"):
+        render("lake/view_impressions", paths={"files": ["/x/a.parquet'); DROP TABLE items; --"]})
     fresh, url = tmp_path / "fresh.duckdb", tmp_path / "fresh-lake"
     assert main(["lake", "init", str(url), "--db", str(fresh)]) == 0
     assert main(["lake", "init", str(url), "--db", str(fresh)]) == 0  # the same lake: a no-op
