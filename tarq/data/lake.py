@@ -225,7 +225,7 @@ def flush(con: duckdb.DuckDBPyConnection, load_id: str) -> list[str]:
             if fs.exists(f"{root}/{rel}"):
                 raise LakeError(
                     f"{url}/{rel} already exists: lake files are never replaced; "
-                    "nothing of this load was committed"
+                    "nothing of this flush is committed"
                 )
             fs.makedirs(f"{root}/{table}/{folder}", exist_ok=True)
             fs.mv(src, f"{root}/{rel}")
@@ -250,7 +250,7 @@ def flush(con: duckdb.DuckDBPyConnection, load_id: str) -> list[str]:
         if rows != n:
             raise RuntimeError(
                 f"flushing {table} wrote {rows:,} rows to {url}, the landing table held "
-                f"{n:,}; this is a bug (nothing of this load was committed)"
+                f"{n:,}; this is a bug (nothing of this flush is committed)"
             )
         run(con, "lake/clear_landing", landing=landing)
     if written:
