@@ -22,6 +22,17 @@ def _add_db(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", type=Path, default=Path(defaults.DEFAULT_DB), help="DuckDB warehouse")
 
 
+def _add_lake(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--lake",
+        default=None,
+        metavar="URL",
+        help="keep impressions/behaviors as day-partitioned Parquet in this lake (a local "
+        "folder or an fsspec URL); a warehouse without logs is set up with it, one in lake "
+        "layout must name its own lake (docs/design.md, Lake layout)",
+    )
+
+
 class WarehouseInUse(RuntimeError):
     """The warehouse's run lock is held by another process (the daily run or a command)."""
 
@@ -59,6 +70,10 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     from tarq.data.demo import generate, parse_day
 
     if args.next_day:
+        if args.lake is not None:
+            from tarq.data.lake import init_lake
+
+            init_lake(args.db, args.lake)  # the same lake, or a clear refusal
         return _demo_next_days(args)
     if args.through is not None:
         raise ValueError("--through goes with --next-day")
@@ -78,6 +93,7 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
         seed=defaults.DEMO_SEED if args.seed is None else args.seed,
         start_date=start,
         end_date=end,
+        lake=args.lake,
     )
     print(json.dumps(report, indent=2, default=str))
     return 0
@@ -120,9 +136,26 @@ def _demo_next_days(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from tarq.data.importers import run_import
 
-    report = run_import(args.kind, args.src, args.db)
+    report = run_import(args.kind, args.src, args.db, lake=args.lake)
     print(report.to_text())
     return 0 if report.ok else 1
+
+
+@_writes
+def _cmd_lake_init(args: argparse.Namespace) -> int:
+    from tarq.data.lake import init_lake
+
+    url = init_lake(args.db, args.url)
+    print(f"{args.db}: impressions and behaviors are kept in the lake {url}")
+    return 0
+
+
+def _cmd_lake_status(args: argparse.Namespace) -> int:
+    from tarq.data.lake import status, status_text
+
+    st = status(args.db)
+    print(json.dumps(st, indent=2) if args.json else status_text(st))
+    return 0
 
 
 @_writes
@@ -277,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_data_commands(sub: Any) -> None:
-    """demo-data, import, build-samples, validate."""
+    """demo-data, import, lake, build-samples, validate."""
     p = sub.add_parser(
         "demo-data",
         help="generate realistic multi-day demo click logs (or append their next day)",
@@ -313,13 +346,26 @@ def _add_data_commands(sub: Any) -> None:
         help="with --next-day: append every day after the last one through DAY "
         "(YYYY-MM-DD, 'yesterday' or 'today', UTC); nothing when the logs reach it",
     )
+    _add_lake(p)
     p.set_defaults(func=_cmd_demo_data)
 
     p = sub.add_parser("import", help="append logs from public datasets or contract-shaped files")
     p.add_argument("kind", choices=["taobao", "movielens", "parquet"])
     p.add_argument("src", type=Path, help="source directory (or file)")
     _add_db(p)
+    _add_lake(p)
     p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("lake", help="the lake layout of the logs: set it up, or its status")
+    lake = p.add_subparsers(dest="lake_command", required=True)
+    q = lake.add_parser("init", help="keep this warehouse's logs in a lake (no logs yet)")
+    q.add_argument("url", help="a local folder or an fsspec URL (s3://bucket/prefix, ...)")
+    _add_db(q)
+    q.set_defaults(func=_cmd_lake_init)
+    q = lake.add_parser("status", help="files, rows and days per table; orphan files")
+    _add_db(q)
+    q.add_argument("--json", action="store_true", help="as JSON")
+    q.set_defaults(func=_cmd_lake_status)
 
     p = sub.add_parser("build-samples", help="point-in-time training/test samples as Parquet")
     _add_db(p)

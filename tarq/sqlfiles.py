@@ -1,14 +1,17 @@
 """Named SQL statements from the repository's ``sql/`` folder.
 
 Every statement lives in ``sql/<group>/<name>.sql`` and takes ``$named`` parameters that
-DuckDB binds; nothing here formats values into SQL text. The only text substitution allowed
-is of identifiers, and those go through :func:`quote_ident`, which accepts plain names only.
+DuckDB binds; nothing here formats values into SQL text. The only text substitutions allowed
+are of identifiers, which go through :func:`quote_ident` (plain names only), and of file-path
+lists where DuckDB takes no parameter at all (a view's definition: a view is stored as text),
+which go through :func:`quote_path_list`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,10 @@ from typing import Any
 import duckdb
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Paths tarq writes itself (lake files): no quotes, no control characters, no glob characters
+# (a reader would expand them), no braces (they would read as a placeholder).
+_PATH = re.compile(r"^[A-Za-z0-9_./:=+@~%, -]+$")
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
 def sql_dir() -> Path:
@@ -46,24 +53,41 @@ def quote_ident(name: str) -> str:
     return f'"{name}"'
 
 
-def render(name: str, **idents: str) -> str:
-    """SQL text of ``name`` with ``{ident}`` placeholders replaced by validated identifiers."""
+def quote_path_list(paths: Sequence[str]) -> str:
+    """A DuckDB list literal of file paths, after checking each is a plain path.
+
+    Raises ValueError for an empty list or a path with a quote, a control, glob or brace
+    character: only for statements DuckDB cannot prepare (a view's stored text).
+    """
+    if not paths:
+        raise ValueError("an empty path list cannot be read")
+    for path in paths:
+        if not isinstance(path, str) or not _PATH.fullmatch(path):
+            raise ValueError(f"invalid path for a SQL statement {path!r}")
+    return "[" + ", ".join(f"'{p}'" for p in paths) + "]"
+
+
+def render(name: str, paths: Mapping[str, Sequence[str]] | None = None, **idents: str) -> str:
+    """SQL text of ``name`` with ``{ident}`` placeholders replaced by validated identifiers
+    (and ``{paths}`` placeholders, where given, by validated path lists)."""
     text = load_sql(name)
-    for key, value in idents.items():
-        text = text.replace("{" + key + "}", quote_ident(value))
-    if re.search(r"\{[a-z_]+\}", text):
+    fill = {key: quote_ident(value) for key, value in idents.items()}
+    fill.update({key: quote_path_list(value) for key, value in (paths or {}).items()})
+    if set(_PLACEHOLDER.findall(text)) - set(fill):
         raise ValueError(f"SQL {name!r} has unfilled identifier placeholders")
-    return text
+    # One pass, so that a filled-in value is never itself searched for placeholders.
+    return _PLACEHOLDER.sub(lambda m: fill[m.group(1)], text)
 
 
 def run(
     con: duckdb.DuckDBPyConnection,
     name: str,
     params: dict[str, Any] | None = None,
+    paths: Mapping[str, Sequence[str]] | None = None,
     **idents: str,
 ) -> duckdb.DuckDBPyConnection:
     """Execute the named statement with bound ``$params``; returns the cursor for fetching."""
-    text = render(name, **idents) if idents else load_sql(name)
+    text = render(name, paths, **idents) if idents or paths else load_sql(name)
     if params:
         # DuckDB rejects parameters the statement does not use; pass only those it names.
         used = {k: v for k, v in params.items() if re.search(rf"\${k}\b", text)}

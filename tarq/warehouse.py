@@ -42,7 +42,8 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 
 def connect(db_path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse (created with its schema when missing, unless ``read_only``).
+    """Open the warehouse (created with its schema when missing, unless ``read_only``); a
+    warehouse whose logs are in a lake on a remote store gets that store's filesystem.
 
     Raises:
         WarehouseBusyError: another process holds the file open in a conflicting mode.
@@ -51,11 +52,30 @@ def connect(db_path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConn
     if read_only:
         if not path.exists():
             raise FileNotFoundError(f"warehouse {path} does not exist")
-        return _open(path, read_only=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = _open(path, read_only=False)
-    ensure_schema(con)
+        con = _open(path, read_only=True)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = _open(path, read_only=False)
+        ensure_schema(con)
+    try:
+        _attach_lake(con)
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def _attach_lake(con: duckdb.DuckDBPyConnection) -> None:
+    """In lake layout on a remote store (``tarq.data.lake``), register its filesystem so
+    that the views over the lake's files read on this connection."""
+    try:
+        rows = run(con, "lake/url").fetchall()
+    except duckdb.CatalogException:  # a read-only warehouse older than warehouse_meta
+        return
+    if rows and "://" in rows[0][0]:
+        from tarq.data.lake import attach
+
+        attach(con, rows[0][0])
 
 
 @contextmanager

@@ -1,6 +1,7 @@
--- Append the good rows of the staged file to impressions (append-only log; exact repeats of
--- earlier loads are validation's business, not the importer's).
-INSERT INTO impressions (user_id, item_id, ts, clicked, exposed, position, request_id, load_id)
+-- Append the good rows of the staged file to impressions (the raw table, or in lake layout its
+-- landing table; append-only log; exact repeats of earlier loads are validation's
+-- business, not the importer's).
+INSERT INTO {target} (user_id, item_id, ts, clicked, exposed, position, request_id, load_id)
 SELECT user_id, item_id, ts, clicked, exposed, position, request_id, $load_id
 FROM import_typed
 WHERE reject_reason IS NULL

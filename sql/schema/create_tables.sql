@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS users (
     load_id      VARCHAR
 );
 
+-- In lake layout (tarq.data.lake) impressions and behaviors are views of these names over
+-- the lake's Parquet files; IF NOT EXISTS leaves a view of the name alone.
 CREATE TABLE IF NOT EXISTS impressions (
     row_id       BIGINT DEFAULT nextval('impressions_row_id_seq'),
     user_id      BIGINT,

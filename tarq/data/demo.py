@@ -47,6 +47,7 @@ from tarq.data.demo_world import (
     rng_for,
     sample_in_ranges,
 )
+from tarq.data.lake import flush, init_lake, raw_target
 from tarq.dates import utc_now
 from tarq.warehouse import add_side_column, connect
 
@@ -579,10 +580,12 @@ def _ts_array(us: np.ndarray) -> pa.Array:
     return pa.array(us.astype("datetime64[us]"))
 
 
-def _insert(con: duckdb.DuckDBPyConnection, name: str, frame: pa.Table, load_id: str) -> None:
+def _insert(
+    con: duckdb.DuckDBPyConnection, name: str, frame: pa.Table, load_id: str, **idents: str
+) -> None:
     con.register("demo_frame", frame)
     try:
-        sqlfiles.run(con, name, {"load_id": load_id})
+        sqlfiles.run(con, name, {"load_id": load_id}, **idents)
     finally:
         con.unregister("demo_frame")
 
@@ -671,6 +674,7 @@ def generate(
     seed: int = 7,
     start_date: dt.date | None = None,
     end_date: dt.date | None = None,
+    lake: str | None = None,
 ) -> dict[str, Any]:
     """Append the demo logs of ``preset`` to the warehouse at ``db_path`` (created if missing).
 
@@ -685,6 +689,8 @@ def generate(
         seed: non-negative integer; the same seed gives identical tables.
         start_date: the first logged day (not with ``end_date``).
         end_date: the last logged day (not with ``start_date``).
+        lake: keep the logs in this lake (:mod:`tarq.data.lake`; a warehouse without logs is
+            set up with it, one in lake layout must use it). None: the warehouse's layout.
 
     Returns:
         The load report (also stored in ``loads.report``): preset, seed, days, row counts,
@@ -693,9 +699,15 @@ def generate(
     Raises:
         ValueError: unknown preset, bad seed or dates, or a warehouse that already holds
             impressions.
+        LakeError: ``lake`` does not fit the warehouse.
     """
     return generate_from_config(
-        db_path, preset_config(preset), seed=seed, start_date=start_date, end_date=end_date
+        db_path,
+        preset_config(preset),
+        seed=seed,
+        start_date=start_date,
+        end_date=end_date,
+        lake=lake,
     )
 
 
@@ -720,6 +732,7 @@ def generate_from_config(
     start_date: dt.date | None = None,
     end_date: dt.date | None = None,
     days: int | None = None,
+    lake: str | None = None,
 ) -> dict[str, Any]:
     """:func:`generate` for an explicit :class:`DemoConfig` (e.g. a preset with the history
     terms of the click model switched off, ``dataclasses.replace(cfg, click=cfg.click.
@@ -727,7 +740,8 @@ def generate_from_config(
 
     ``days`` (default ``cfg.n_days``) simulates another number of days of the same world in
     this one load: the world (launch and join days) is always that of ``cfg.n_days`` days, and
-    days past them continue it exactly as :func:`append_days` does, day by day.
+    days past them continue it exactly as :func:`append_days` does, day by day. ``lake`` as
+    for :func:`generate`.
     """
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -738,6 +752,8 @@ def generate_from_config(
     seed = int(seed)
     started = utc_now()
     t0 = time.perf_counter()
+    if lake is not None:
+        init_lake(db_path, lake)
     con = connect(db_path)
     in_transaction = False
     committed_days = 0
@@ -763,6 +779,7 @@ def generate_from_config(
             if pending >= COMMIT_ROWS and day < n_days - 1:
                 # DuckDB keeps a transaction's appends in memory; the large preset commits
                 # every few days to stay bounded (and is then not all-or-nothing).
+                flush(con, load_id)
                 con.commit()
                 committed_days, pending = day + 1, 0
                 con.begin()
@@ -770,6 +787,7 @@ def generate_from_config(
             cfg, seed, start_date, range(n_days), world, sim, load_id, time.perf_counter() - t0
         )
         report["config"] = dataclasses.asdict(cfg)
+        flush(con, load_id)
         _record_load(con, load_id, cfg, seed, started, report)
         con.commit()
     except BaseException as exc:
@@ -1017,6 +1035,7 @@ def _continue(
                 items_live=int((world.item_launch <= index).sum()),
                 items_launched=int((world.item_launch == index).sum()),
             )
+            flush(con, load_id)
             _record_load(con, load_id, cfg, seed, started, report)
             con.commit()
         except BaseException:
@@ -1068,11 +1087,20 @@ def _simulate_day(
     cfg = sim.cfg
     sim.start_day(day)
     n_day = n_rows = 0
+    imp_target, beh_target = raw_target(con, "impressions"), raw_target(con, "behaviors")
     for b, lo in enumerate(blocks):
         users = np.arange(lo, min(lo + cfg.user_block, world.n_users))
         imps, behs = sim.simulate_block(day, b, users)
-        _insert(con, "demo/insert_impressions", _impressions_table(world, imps), load_id)
-        _insert(con, "demo/insert_behaviors", _behaviors_table(world, behs), load_id)
+        _insert(
+            con,
+            "demo/insert_impressions",
+            _impressions_table(world, imps),
+            load_id,
+            target=imp_target,
+        )
+        _insert(
+            con, "demo/insert_behaviors", _behaviors_table(world, behs), load_id, target=beh_target
+        )
         sim.shown[imps["item"]] = True
         st = sim.stats
         st.impressions += len(imps["item"])

@@ -39,6 +39,7 @@ from tarq.data.importers.common import (
     record_load,
     utcnow,
 )
+from tarq.data.lake import flush, init_lake
 from tarq.warehouse import connect, new_id
 
 KINDS = ("taobao", "movielens", "parquet")
@@ -46,13 +47,16 @@ KINDS = ("taobao", "movielens", "parquet")
 __all__ = ["KINDS", "FileReport", "ImportReport", "SourceFormatError", "run_import"]
 
 
-def run_import(kind: str, src: Path, db_path: Path) -> ImportReport:
+def run_import(kind: str, src: Path, db_path: Path, lake: str | None = None) -> ImportReport:
     """Import the files of ``src`` (directory or file) of the given kind into ``db_path``.
 
     Args:
         kind: ``taobao``, ``movielens`` or ``parquet`` (contract-shaped Parquet/CSV).
         src: the source directory, or a single file for taobao/movielens.
         db_path: the DuckDB warehouse (created with its schema when missing).
+        lake: keep the logs in this lake (:mod:`tarq.data.lake`): a warehouse without logs
+            is set up with it; one in lake layout must use this lake. None: the layout the
+            warehouse has.
 
     Returns:
         The report: one entry per file (loaded or skipped) with rows read, loaded,
@@ -62,6 +66,7 @@ def run_import(kind: str, src: Path, db_path: Path) -> ImportReport:
         ValueError: unknown ``kind``.
         FileNotFoundError: ``src`` does not exist.
         SourceFormatError: a file cannot be read as its format (nothing is loaded).
+        LakeError: ``lake`` does not fit the warehouse (nothing is loaded).
     """
     from tarq.data.importers import movielens, tabular, taobao
 
@@ -80,6 +85,8 @@ def run_import(kind: str, src: Path, db_path: Path) -> ImportReport:
     if src.is_file() and not todo:
         raise SourceFormatError(f"{src}: {skips[0].notes[0]}")
 
+    if lake is not None:
+        init_lake(db_path, lake)
     report = ImportReport(
         kind=kind, source=str(src.resolve()), db=str(db_path), load_id=new_id("import")
     )
@@ -98,6 +105,8 @@ def run_import(kind: str, src: Path, db_path: Path) -> ImportReport:
             report.files = loaded + skips
             if not todo:
                 report.notes.append(f"no {kind} files found in {src}")
+            # In lake layout the logs go to Parquet files now; they count once this commits.
+            flush(con, report.load_id)
             record_load(con, report, started)
             con.execute("COMMIT")
         except BaseException:

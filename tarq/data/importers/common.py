@@ -34,6 +34,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tarq.data.lake import raw_target
 from tarq.data.paths import duckdb_path
 from tarq.sqlfiles import load_sql, run
 from tarq.warehouse import add_side_column, table_columns
@@ -470,7 +471,8 @@ def load_typed(
         ).fetchone()[0]
     else:
         run(con, "importers/quarantine_log", params, qtable=f"quarantine_{table}")
-        inserted = run(con, f"importers/insert_{table}", params).fetchone()[0]
+        target = raw_target(con, table)
+        inserted = run(con, f"importers/insert_{table}", params, target=target).fetchone()[0]
     report.rows_loaded = int(inserted)
     if report.rows_loaded + report.rows_rejected + report.rows_skipped_existing != report.rows_read:
         raise RuntimeError(

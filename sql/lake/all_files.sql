@@ -1,0 +1,2 @@
+-- Every committed file of the lake.
+SELECT path FROM lake_files

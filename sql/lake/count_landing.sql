@@ -1,0 +1,2 @@
+-- Landing rows of one log table waiting to be flushed.
+SELECT count(*) FROM {landing}
