@@ -110,6 +110,33 @@ def test_samples_on_dask_are_the_single_process_samples(
     assert not list((tmp_path / "there").glob(".*"))
 
 
+def test_samples_on_dask_from_a_lake_are_the_same_samples(
+    built: tuple[Path, Any], dask_cluster: str, tmp_path: Path
+) -> None:
+    """The same demo logs kept in the lake layout (Parquet by day), built on the cluster: the
+    workers read the lake through the warehouse's views; the samples are the same files."""
+    from flows import dask_steps
+    from tarq.data.demo import generate
+    from tarq.data.samples import build_samples
+
+    _, here = built
+    db = tmp_path / "lake.duckdb"
+    generate(db, preset="small", seed=7, start_date=SMALL_START, lake=str(tmp_path / "lake"))
+    assert list((tmp_path / "lake" / "impressions").glob("day=*/*.parquet"))
+    there = _in_flow(
+        lambda: build_samples(
+            db,
+            RUN_DATE,
+            tmp_path / "there",
+            rows_per_bucket=ROWS_PER_BUCKET,
+            threads=1,
+            mapper=dask_steps.prefect_mapper,
+        ),
+        dask_cluster,
+    )
+    assert there.fingerprint == here.fingerprint and there.rows == here.rows
+
+
 @pytest.fixture(scope="module")
 def model_dir(built: tuple[Path, Any]) -> Path:
     """A TARQ model trained for a few steps on the samples (enough to have codebooks)."""
