@@ -21,6 +21,7 @@ import duckdb
 import pytest
 
 from tarq.data.demo import generate
+from tarq.parallel import serial_map
 from tarq.validation import ValidationBounds, ValidationReport, validate
 from tarq.validation.jobs import DayJob, RowJob
 from tarq.warehouse import RAW_TABLES
@@ -241,3 +242,30 @@ def test_a_failing_job_raises_and_records_no_run(
     else:
         # The quarantine is committed before the day jobs judge the days it changed.
         assert n_quarantined == {t: sum(c.values()) for t, c in EXPECTED.items()}
+
+
+def test_rows_that_arrive_while_the_jobs_run_are_left_to_the_next_run(
+    dirty_db: Path, tmp_path: Path
+) -> None:
+    """The coordinator holds no connection while jobs run, so a writer may append meanwhile:
+    the run records the rows it planned on, and the next run validates the day again."""
+    db = tmp_path / "w.duckdb"
+    shutil.copy(dirty_db, db)
+    late_day = DAY0 + dt.timedelta(days=2)
+
+    def late_rows(fn: Callable[[Any], Any], jobs: Sequence[Any], *, name: str) -> list[Any]:
+        if name == "validate-days":  # after the row jobs and the quarantine
+            with duckdb.connect(str(db)) as con:
+                ((u, i),) = con.execute(
+                    "SELECT min(user_id), min(item_id) FROM users, items"
+                ).fetchall()
+                row = {"user_id": u, "item_id": i, "ts": _at(2, 8), "position": -5}
+                _insert(con, "impressions", {**row, "clicked": False, "exposed": True})
+        return serial_map(fn, jobs, name=name)
+
+    first = _validate(db, tmp_path / "gx", late_rows)
+    assert first.success and first.quarantined["impressions"] == 5 + 1  # the late row: not yet
+    again = validate(db, RUN_DATE, docs_dir=tmp_path / "gx", bounds=BOUNDS, window_days=WINDOW)
+    assert again.days == [late_day, RUN_DATE - dt.timedelta(days=1)]
+    assert again.quarantined == {"items": 0, "users": 0, "impressions": 1, "behaviors": 0}
+    assert again.check("impressions", "position_non_negative").observed["quarantined_new"] == 1

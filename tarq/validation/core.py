@@ -216,17 +216,14 @@ def accept_day(
                 f"{day} {how} in its latest validation (run {st.last_run_id}): nothing to accept"
             )
         now = _utcnow()
-        run(
+        _record_days(
             con,
-            "validation/record_days",
-            {
-                "days": [day],
-                "failed_days": [],
-                "run_id": st.last_run_id,
-                "now": now,
-                "accepted_by": who,
-                "reason": reason,
-            },
+            _day_rows(con, [day]),
+            failed_days=[],
+            run_id=st.last_run_id,
+            now=now,
+            accepted_by=who,
+            reason=reason,
         )
     return {
         "day": day.isoformat(),
@@ -235,6 +232,40 @@ def accept_day(
         "reason": reason,
         "failed_run_id": st.last_run_id,
     }
+
+
+def _day_rows(con: duckdb.DuckDBPyConnection, days: list[dt.date]) -> list[tuple[Any, ...]]:
+    """(table, day, n_rows, checksum) of impressions and behaviours of each of ``days`` now."""
+    return run(con, "validation/day_rows", {"days": days}).fetchall()
+
+
+def _record_days(
+    con: duckdb.DuckDBPyConnection,
+    rows: list[tuple[Any, ...]],
+    *,
+    failed_days: list[dt.date],
+    run_id: str,
+    now: dt.datetime,
+    accepted_by: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Add a ``validated_days`` record of each (table, day, n_rows, checksum) of ``rows``."""
+    tables, days, n_rows, checksums = [list(c) for c in zip(*rows, strict=True)] or [[], [], [], []]
+    run(
+        con,
+        "validation/record_days",
+        {
+            "tables": tables,
+            "days": days,
+            "n_rows": n_rows,
+            "checksums": checksums,
+            "failed_days": failed_days,
+            "run_id": run_id,
+            "now": now,
+            "accepted_by": accepted_by,
+            "reason": reason,
+        },
+    )
 
 
 def _login() -> str:
@@ -305,6 +336,9 @@ class _Plan:
     #: None: the day checks are skipped (schema drift in a log table).
     day_jobs: list[DayJob] | None
     not_yet_due: tuple[Any, ...]
+    #: (table, day, n_rows, checksum) of the checked days when planned: what the run records
+    #: as validated (rows that arrive meanwhile leave their day changed for the next run).
+    day_rows: list[tuple[Any, ...]]
 
 
 @dataclass
@@ -344,6 +378,7 @@ class _Run:
             not_yet_due=_one(
                 run(con, "validation/not_yet_due", {"now": self.now, "last_day": self.day})
             ),
+            day_rows=_day_rows(con, self.days),
         )
 
     def execute(self, plan: _Plan) -> ValidationReport:
@@ -417,18 +452,13 @@ class _Run:
                     "summary": json.dumps(report.to_dict(), default=str),
                 },
             )
-            run(
+            _record_days(
                 con,
-                "validation/record_days",
-                {
-                    # An accepted day's record stays its latest: the acceptance holds.
-                    "days": [d for d in self.days if d not in self.accepted],
-                    "failed_days": failed_days,
-                    "run_id": self.run_id,
-                    "now": report.finished_at,
-                    "accepted_by": None,
-                    "reason": None,
-                },
+                # An accepted day's record stays its latest: the acceptance holds.
+                [r for r in plan.day_rows if r[1] not in self.accepted],
+                failed_days=failed_days,
+                run_id=self.run_id,
+                now=report.finished_at,
             )
         return report
 
