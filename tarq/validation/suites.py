@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DATASOURCE = "tarq_warehouse"
+_CURRENT_CONTEXT = threading.Lock()
 BATCH_DEFINITION = "whole_frame"
 
 
@@ -347,17 +349,18 @@ def _ephemeral_context(gx: Any) -> Any:
     )
     from great_expectations.exceptions import DataContextRequiredError
 
-    try:
-        current = project_manager.get_current_project()
-    except DataContextRequiredError:
-        current = None
     # No Data Docs site: GX's default one is a new temporary directory per context.
     config = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False)
     )
-    context = gx.get_context(mode="ephemeral", project_config=config)
-    if current is not None:
-        project_manager.set_project(current)
+    with _CURRENT_CONTEXT:  # threads of one worker making their contexts at once
+        try:
+            current = project_manager.get_current_project()
+        except DataContextRequiredError:
+            current = None
+        context = gx.get_context(mode="ephemeral", project_config=config)
+        if current is not None:
+            project_manager.set_project(current)
     return context
 
 
