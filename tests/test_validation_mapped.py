@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +269,21 @@ def test_rows_that_arrive_while_the_jobs_run_are_left_to_the_next_run(
     assert again.days == [late_day, RUN_DATE - dt.timedelta(days=1)]
     assert again.quarantined == {"items": 0, "users": 0, "impressions": 1, "behaviors": 0}
     assert again.check("impressions", "position_non_negative").observed["quarantined_new"] == 1
+
+
+def test_jobs_on_threads_of_this_process_give_the_serial_report(
+    dirty_db: Path, tmp_path: Path
+) -> None:
+    """A Dask worker runs tasks on threads: two at once here, beside the coordinator."""
+    dbs = {k: tmp_path / f"{k}.duckdb" for k in ("serial", "threads")}
+    for db in dbs.values():
+        shutil.copy(dirty_db, db)
+    serial = _validate(dbs["serial"], tmp_path / "gx_serial")
+    with ThreadPoolExecutor(max_workers=2) as threads:
+
+        def on_threads(fn: Callable[[Any], Any], jobs: Sequence[Any], *, name: str) -> list[Any]:
+            return list(threads.map(fn, jobs))
+
+        threaded = _validate(dbs["threads"], tmp_path / "gx_threads", on_threads)
+    assert _comparable(threaded) == _comparable(serial)
+    assert _rows(dbs["threads"]) == _rows(dbs["serial"])
