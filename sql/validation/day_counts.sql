@@ -23,7 +23,9 @@ imp AS (
 beh AS (
     SELECT b.user_id, b.item_id, b.ts
     FROM behaviors AS b
-    WHERE b.ts >= $first_day::TIMESTAMP - INTERVAL 1 DAY
+    -- Every behaviour an impression of the days can see: each day's figures depend on that
+    -- day alone, whatever $first_day (a mapped job reads a few days and their trailing ones).
+    WHERE b.ts >= $first_day::TIMESTAMP - INTERVAL 1 MINUTE * $history_minutes
       AND b.ts < $last_day::TIMESTAMP + INTERVAL 1 DAY
       AND b.item_id IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM quarantine_behaviors AS q WHERE q.row_id = b.row_id)

@@ -23,6 +23,9 @@ validate --accept-day``): its table-level checks are then not judged until its r
 and every report lists the accepted days of its window with who accepted them and why. Each
 run leaves a row in ``validation_runs``, one per (table, day) in ``validated_days``, and Data
 Docs pages (one validation result per chunk of rows).
+
+Steps 2 and 3 run as jobs of a :class:`tarq.parallel.Mapper` (:mod:`tarq.validation.jobs`):
+this module plans them, merges their results, quarantines and records the run.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -39,8 +41,10 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from tarq.dates import resolve_run_date
+from tarq.parallel import Mapper, serial_map
 from tarq.sqlfiles import run
 from tarq.telemetry import disable_telemetry
 from tarq.validation.bounds import ValidationBounds
@@ -52,13 +56,18 @@ from tarq.validation.checks import (
     row_checks,
     schema_expectations,
 )
+from tarq.validation.jobs import (
+    DayJob,
+    DayStats,
+    RowChunkResult,
+    RowJob,
+    check_row_chunk,
+    day_stats,
+)
 from tarq.validation.report import CheckResult, ValidationReport
 from tarq.validation.suites import ExpectationOutcome, GxRunner
 from tarq.warehouse import RAW_TABLES, ensure_schema, new_id, open_db, table_columns
 
-#: The temp table each raw table's rows are checked in (see sql/validation/*_frame.sql),
-#: one chunk at a time.
-FRAMES = {t: f"validation_{t}" for t in RAW_TABLES}
 #: The temp table collecting the flagged rows of every chunk (the quarantine's source).
 FLAGGED = {t: f"validation_{t}_flagged" for t in RAW_TABLES}
 
@@ -70,8 +79,20 @@ def validate(
     run_id: str | None = None,
     bounds: ValidationBounds | None = None,
     window_days: int = 0,
+    mapper: Mapper | None = None,
 ) -> ValidationReport:
     """Validate the logs that run date ``run_date`` tests on (D − 1) and trains on.
+
+    The run is planned with a connection to the warehouse (the schema checks, the chunks),
+    which is then closed; the row-level checks of each chunk (whole days of a log table, or a
+    catalog table) and the aggregates of each group of checked days are jobs
+    (:mod:`tarq.validation.jobs`) that ``mapper`` runs, each opening the warehouse read-only
+    and validating its rows with GX in a context of its own. This process then quarantines
+    the flagged rows the jobs return (one transaction), judges the days, writes the Data Docs
+    from its file context and records the run. The report and the quarantine do not depend on
+    the mapper. A failing row job leaves nothing written (no quarantine rows, no run); a
+    failing day job leaves the run's quarantine committed but no run recorded (a rerun
+    validates the same days and quarantines nothing twice).
 
     Args:
         db_path: the DuckDB warehouse; it must exist.
@@ -83,6 +104,10 @@ def validate(
         bounds: thresholds and domains of the checks (default :class:`ValidationBounds`).
         window_days: the training window: the days D − 1 − window_days .. D − 2 are
             validated too, those whose rows changed since their latest validation.
+        mapper: runs the jobs (:class:`tarq.parallel.Mapper`; default
+            :func:`tarq.parallel.serial_map`, one after the other in this process). A mapper
+            that runs them in other processes needs the warehouse file (and this package)
+            there; this process holds no connection to it while they run.
 
     Returns:
         The report; ``report.success`` is False when a table-level check failed.
@@ -115,7 +140,7 @@ def validate(
         ]
         days = sorted({day, *(s.day for s in status if s.changed and s.day < day)})
         job = _Run(
-            con=con,
+            db_path=db_path,
             bounds=bounds,
             run_id=run_id or new_id("validation"),
             run_date=day_after,
@@ -125,9 +150,12 @@ def validate(
             now=_utcnow(),
             started=started,
             accepted={s.day: s for s in status if s.accepted_by is not None},
+            mapper=mapper or serial_map,
         )
         job.gx = GxRunner(docs_dir, job.run_id, started)
-        return job.execute()
+        plan = job.plan(con)
+    # No connection is held from here on but while quarantining and recording the run.
+    return job.execute(plan)
 
 
 def accept_day(
@@ -188,17 +216,14 @@ def accept_day(
                 f"{day} {how} in its latest validation (run {st.last_run_id}): nothing to accept"
             )
         now = _utcnow()
-        run(
+        _record_days(
             con,
-            "validation/record_days",
-            {
-                "days": [day],
-                "failed_days": [],
-                "run_id": st.last_run_id,
-                "now": now,
-                "accepted_by": who,
-                "reason": reason,
-            },
+            _day_rows(con, [day]),
+            failed_days=[],
+            run_id=st.last_run_id,
+            now=now,
+            accepted_by=who,
+            reason=reason,
         )
     return {
         "day": day.isoformat(),
@@ -207,6 +232,40 @@ def accept_day(
         "reason": reason,
         "failed_run_id": st.last_run_id,
     }
+
+
+def _day_rows(con: duckdb.DuckDBPyConnection, days: list[dt.date]) -> list[tuple[Any, ...]]:
+    """(table, day, n_rows, checksum) of impressions and behaviours of each of ``days`` now."""
+    return run(con, "validation/day_rows", {"days": days}).fetchall()
+
+
+def _record_days(
+    con: duckdb.DuckDBPyConnection,
+    rows: list[tuple[Any, ...]],
+    *,
+    failed_days: list[dt.date],
+    run_id: str,
+    now: dt.datetime,
+    accepted_by: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Add a ``validated_days`` record of each (table, day, n_rows, checksum) of ``rows``."""
+    tables, days, n_rows, checksums = [list(c) for c in zip(*rows, strict=True)] or [[], [], [], []]
+    run(
+        con,
+        "validation/record_days",
+        {
+            "tables": tables,
+            "days": days,
+            "n_rows": n_rows,
+            "checksums": checksums,
+            "failed_days": failed_days,
+            "run_id": run_id,
+            "now": now,
+            "accepted_by": accepted_by,
+            "reason": reason,
+        },
+    )
 
 
 def _login() -> str:
@@ -269,10 +328,24 @@ class _RowTally:
 
 
 @dataclass
-class _Run:
-    """State of one validation run (internal)."""
+class _Plan:
+    """What a run does after planning: the mapped jobs, and what the plan found."""
 
-    con: duckdb.DuckDBPyConnection
+    drifted: set[str]
+    row_jobs: list[RowJob]
+    #: None: the day checks are skipped (schema drift in a log table).
+    day_jobs: list[DayJob] | None
+    not_yet_due: tuple[Any, ...]
+    #: (table, day, n_rows, checksum) of the checked days when planned: what the run records
+    #: as validated (rows that arrive meanwhile leave their day changed for the next run).
+    day_rows: list[tuple[Any, ...]]
+
+
+@dataclass
+class _Run:
+    """State of one validation run (internal): the coordinator of its mapped jobs."""
+
+    db_path: Path
     bounds: ValidationBounds
     run_id: str
     run_date: dt.date
@@ -281,29 +354,58 @@ class _Run:
     now: dt.datetime
     started: dt.datetime
     accepted: dict[dt.date, _DayStatus]
+    mapper: Mapper = serial_map
     gx: GxRunner | None = None
 
-    def execute(self) -> ValidationReport:
+    def plan(self, con: duckdb.DuckDBPyConnection) -> _Plan:
+        """The schema checks, and the jobs of the row-level and day-level checks."""
         self.checks: list[CheckResult] = []
         self.notes: list[str] = []
         self.quarantined = dict.fromkeys(RAW_TABLES, 0)
         self.flagged = dict.fromkeys(RAW_TABLES, 0)
+        drifted = self._check_schema(con)
+        per_day = {
+            t: run(con, "validation/chunk_days", {"days": self.days}, raw=t).fetchall()
+            for t in LOG_TABLES
+            if t not in drifted
+        }
+        return _Plan(
+            drifted=drifted,
+            row_jobs=[
+                job for t in RAW_TABLES if t not in drifted for job in self._row_jobs(t, per_day)
+            ],
+            day_jobs=None if drifted & set(LOG_TABLES) else self._day_jobs(per_day["impressions"]),
+            not_yet_due=_one(
+                run(con, "validation/not_yet_due", {"now": self.now, "last_day": self.day})
+            ),
+            day_rows=_day_rows(con, self.days),
+        )
 
-        drifted = self._check_schema()
+    def execute(self, plan: _Plan) -> ValidationReport:
+        """Run the planned jobs (no connection held meanwhile), quarantine, record the run."""
+        results = (
+            self.mapper(check_row_chunk, plan.row_jobs, name="validate-rows")
+            if plan.row_jobs
+            else []
+        )
         pending: list[tuple[str, RowCheck, int]] = []
+        flagged_rows: dict[str, pa.Table] = {}
         for table in RAW_TABLES:
-            if table in drifted:
+            if table in plan.drifted:
                 self.notes.append(f"row-level checks of {table} skipped: schema drift")
                 continue
-            pending.extend(self._check_rows(table))
-        self._quarantine(pending)
-        if drifted & set(LOG_TABLES):
+            done = [(j, r) for j, r in zip(plan.row_jobs, results, strict=True) if j.table == table]
+            if done:
+                pending.extend(self._merge_rows(table, done))
+                flagged_rows[table] = pa.concat_tables([r.flagged for _, r in done])
+        if pending:
+            with open_db(self.db_path) as con:
+                self._quarantine(con, pending, flagged_rows)
+        if plan.day_jobs is None:
             self.notes.append("day checks skipped: schema drift in impressions or behaviors")
         else:
-            self._check_days()
-        n_imp, n_beh, latest = _one(
-            run(self.con, "validation/not_yet_due", {"now": self.now, "last_day": self.day})
-        )
+            self._check_days(self.mapper(day_stats, plan.day_jobs, name="validate-days"))
+        n_imp, n_beh, latest = plan.not_yet_due
         if n_imp or n_beh:
             self.notes.append(
                 f"{n_imp:,} impressions and {n_beh:,} behaviours are dated after now (up to "
@@ -336,32 +438,28 @@ class _Run:
             notes=self.notes,
             accepted=[a.to_dict() for _, a in sorted(self.accepted.items())],
         )
-        run(
-            self.con,
-            "validation/record_run",
-            {
-                "run_id": report.run_id,
-                "run_date": report.run_date,
-                "check_day": report.check_day,
-                "started_at": report.started_at,
-                "finished_at": report.finished_at,
-                "success": report.success,
-                "summary": json.dumps(report.to_dict(), default=str),
-            },
-        )
-        run(
-            self.con,
-            "validation/record_days",
-            {
+        with open_db(self.db_path) as con:
+            run(
+                con,
+                "validation/record_run",
+                {
+                    "run_id": report.run_id,
+                    "run_date": report.run_date,
+                    "check_day": report.check_day,
+                    "started_at": report.started_at,
+                    "finished_at": report.finished_at,
+                    "success": report.success,
+                    "summary": json.dumps(report.to_dict(), default=str),
+                },
+            )
+            _record_days(
+                con,
                 # An accepted day's record stays its latest: the acceptance holds.
-                "days": [d for d in self.days if d not in self.accepted],
-                "failed_days": failed_days,
-                "run_id": self.run_id,
-                "now": report.finished_at,
-                "accepted_by": None,
-                "reason": None,
-            },
-        )
+                [r for r in plan.day_rows if r[1] not in self.accepted],
+                failed_days=failed_days,
+                run_id=self.run_id,
+                now=report.finished_at,
+            )
         return report
 
     @property
@@ -372,11 +470,11 @@ class _Run:
 
     # -- schema ---------------------------------------------------------------------------
 
-    def _check_schema(self) -> set[str]:
+    def _check_schema(self, con: duckdb.DuckDBPyConnection) -> set[str]:
         """Contract vs. actual columns; returns the tables with schema drift."""
         # A cursor of its own: registering a frame is refused while the connection holds an
         # unfinished result (DuckDB 2.0), and the caller's last fetch may have left one.
-        cur = self.con.cursor()
+        cur = con.cursor()
         try:
             cur.register("validation_contract", _contract_frame())
             frame = run(cur, "validation/schema_columns").df()
@@ -424,18 +522,18 @@ class _Run:
 
     # -- row-level checks -----------------------------------------------------------------
 
-    def _chunks(self, table: str) -> list[_Chunk]:
+    def _chunks(self, table: str, per_day: dict[str, list[tuple[Any, int]]]) -> list[_Chunk]:
         """The chunks of ``table``'s rows under check: whole days, consecutive, each at most
         ``bounds.max_chunk_rows`` rows unless one day holds more; the last one also holds the
-        rows that belong to no day. The catalog is one chunk."""
+        rows that belong to no day. The catalog is one chunk. ``per_day``: the rows of each
+        checked day of each log table (``chunk_days.sql``)."""
         if table not in LOG_TABLES:
             return [_Chunk([], False, "all")]
         limit = self.bounds.max_chunk_rows
-        per_day = run(self.con, "validation/chunk_days", {"days": self.days}, raw=table).fetchall()
         chunks: list[_Chunk] = []
         days: list[dt.date] = []
         n = 0
-        for day, rows in per_day:
+        for day, rows in per_day[table]:
             if day is None:
                 continue
             if days and n + rows > limit:
@@ -446,24 +544,68 @@ class _Run:
         chunks.append(_Chunk(days, True))
         return chunks
 
-    def _check_rows(self, table: str) -> list[tuple[str, RowCheck, int]]:
-        """Run the row-level checks of ``table``; returns (table, check, SQL count) to quarantine.
+    def _row_jobs(self, table: str, per_day: dict[str, list[tuple[Any, int]]]) -> list[RowJob]:
+        """One :class:`RowJob` per chunk of ``table`` (:meth:`_chunks`); none without checks.
 
-        The rows are checked chunk by chunk (:meth:`_chunks`), so that GX holds one chunk in
-        pandas at a time; the flagged rows of every chunk are kept in a temp table
-        (``FLAGGED``) that the quarantine is filled from. Each check's result sums its chunks;
-        GX and SQL are compared chunk by chunk.
+        Chunks bound memory: a job holds one chunk in pandas for GX.
+        """
+        if not row_checks(table, self.bounds):
+            return []
+        chunks = self._chunks(table, per_day)
+        n = len(chunks)
+        return [
+            RowJob(
+                db_path=str(self.db_path),
+                table=table,
+                days=tuple(c.days),
+                undated=c.undated,
+                batch_label=None if n == 1 else c.label(n),
+                now=self.now,
+                run_id=self.run_id,
+                run_time=self.started,
+                bounds=self.bounds,
+            )
+            for c in chunks
+        ]
+
+    def _merge_rows(
+        self, table: str, done: list[tuple[RowJob, RowChunkResult]]
+    ) -> list[tuple[str, RowCheck, int]]:
+        """Sum the row-level checks of ``table`` over its chunks' results; returns (table,
+        check, SQL count) to quarantine.
+
+        Each chunk's GX result is stored in the run's GX context (Data Docs), and GX and SQL
+        are compared chunk by chunk.
         """
         checks = row_checks(table, self.bounds)
-        if not checks:
-            return []
-        chunks = self._chunks(table)
+        specs = [c.expectation for c in checks]
+        id_col = "row_id" if table in LOG_TABLES else CATALOG_KEYS[table]
         tally = _RowTally(checks)
-        for k, chunk in enumerate(chunks):
-            self._check_chunk(table, checks, chunk, k, len(chunks), tally)
-        if len(chunks) > 1:
+        for job, res in done:
+            self._gx.attach(
+                f"{table}_rows",
+                specs,
+                res.gx_result,
+                index_column=id_col,
+                complete=res.complete,
+                batch_label=job.batch_label,
+            )
+            self.flagged[table] += res.n_flagged
+            tally.n_rows += res.n_rows
+            outcomes = _by_check(res.outcomes)
+            for check in checks:
+                n = res.counts[check.name]
+                (out,) = outcomes.get(check.name) or [None]
+                sql_ids = res.sql_ids.get(check.name, [])
+                problem = _disagreement(out, n, sql_ids)
+                if problem:
+                    where = f" ({job.batch_label})" if job.batch_label else ""
+                    tally.disagreements.append(f"{check.name}{where}: {problem}")
+                tally.add(check, n, out, sql_ids)
+        n_chunks = len(done)
+        if n_chunks > 1:
             self.notes.append(
-                f"row-level checks of {table} ran in {len(chunks)} chunks of whole days (at "
+                f"row-level checks of {table} ran in {n_chunks} chunks of whole days (at "
                 f"most {self.bounds.max_chunk_rows:,} rows each unless one day holds more)"
             )
         pending: list[tuple[str, RowCheck, int]] = []
@@ -471,7 +613,7 @@ class _Run:
             n = tally.n_sql[check.name]
             if n:
                 pending.append((table, check, n))
-            self.checks.append(tally.result(table, check, len(chunks)))
+            self.checks.append(tally.result(table, check, n_chunks))
         if tally.disagreements:
             self.checks.append(
                 CheckResult(
@@ -486,78 +628,26 @@ class _Run:
             )
         return pending
 
-    def _check_chunk(
+    def _quarantine(
         self,
-        table: str,
-        checks: list[RowCheck],
-        chunk: _Chunk,
-        k: int,
-        n_chunks: int,
-        tally: _RowTally,
+        con: duckdb.DuckDBPyConnection,
+        pending: list[tuple[str, RowCheck, int]],
+        flagged_rows: dict[str, pa.Table],
     ) -> None:
-        """Flag one chunk's rows in SQL, validate the same rows with GX, compare, tally."""
-        frame = FRAMES[table]
-        id_col = "row_id" if table in LOG_TABLES else CATALOG_KEYS[table]
-        run(
-            self.con,
-            f"validation/{table}_frame",
-            {
-                "days": chunk.days,
-                "undated": chunk.undated,
-                "now": self.now,
-                "actions": list(self.bounds.actions),
-            },
-        )
-        if k == 0:
-            run(self.con, "validation/new_flagged", frame=frame, flagged=FLAGGED[table])
-        run(self.con, "validation/keep_flagged", frame=frame, flagged=FLAGGED[table])
-        cur = run(self.con, "validation/flag_counts", frame=frame)
-        names = [d[0] for d in cur.description]
-        counts = dict(zip(names, _one(cur), strict=True))
-        n_flagged = int(counts["n_flagged"] or 0)
-        self.flagged[table] += n_flagged
-        tally.n_rows += int(counts["n_rows"])
-        complete = n_flagged <= self.bounds.complete_result_limit
-        label = chunk.label(n_chunks)
-        df = run(self.con, "validation/frame_rows", frame=frame).df()
-        outcomes = _by_check(
-            self._gx.validate_frame(
-                f"{table}_rows",
-                df,
-                [c.expectation for c in checks],
-                parameters={"now": self.now},
-                index_column=id_col,
-                complete=complete,
-                batch_label=None if n_chunks == 1 else label,
-            )
-        )
-        del df
-        for check in checks:
-            n = int(counts[check.flag] or 0)
-            (out,) = outcomes.get(check.name) or [None]
-            sql_ids: list[Any] = []
-            if id_col and n:
-                cur = run(
-                    self.con,
-                    "validation/flagged_ids",
-                    {"limit": n if complete else 100},
-                    frame=frame,
-                    flag=check.flag,
-                    id=id_col,
-                )
-                sql_ids = [r[0] for r in cur.fetchall()]
-            problem = _disagreement(out, n, sql_ids)
-            if problem:
-                where = f" ({label})" if n_chunks > 1 else ""
-                tally.disagreements.append(f"{check.name}{where}: {problem}")
-            tally.add(check, n, out, sql_ids)
+        """Copy the flagged rows into quarantine_<table>, all in one transaction.
 
-    def _quarantine(self, pending: list[tuple[str, RowCheck, int]]) -> None:
-        """Copy the flagged rows into quarantine_<table>, all in one transaction."""
-        if not pending:
-            return
+        ``flagged_rows``: per table, the flagged rows of all its chunks (ids and flags), which
+        become the temp table ``FLAGGED[table]`` the quarantine statements read.
+        """
+        for table in sorted({t for t, _, _ in pending}):
+            source = f"{FLAGGED[table]}_source"
+            con.register(source, flagged_rows[table])
+            try:
+                run(con, "validation/load_flagged", flagged=FLAGGED[table], source=source)
+            finally:
+                con.unregister(source)
         results = {(c.table, c.name): c for c in self.checks if c.level == "row"}
-        self.con.execute("BEGIN TRANSACTION")
+        con.execute("BEGIN TRANSACTION")
         try:
             for table, check, _ in pending:
                 params = {
@@ -570,7 +660,7 @@ class _Run:
                 idents = {"qtable": f"quarantine_{table}", "raw": table}
                 if table in LOG_TABLES:
                     cur = run(
-                        self.con,
+                        con,
                         "validation/quarantine_log_rows",
                         params,
                         frame=FLAGGED[table],
@@ -579,7 +669,7 @@ class _Run:
                     )
                 else:
                     cur = run(
-                        self.con,
+                        con,
                         "validation/quarantine_catalog_rows",
                         params,
                         frame=FLAGGED[table],
@@ -592,80 +682,44 @@ class _Run:
                 result = results[(table, check.name)]
                 result.observed["quarantined_new"] = inserted
                 result.message += f"; {inserted:,} newly quarantined"
-            self.con.execute("COMMIT")
+            con.execute("COMMIT")
         except BaseException:
-            self.con.execute("ROLLBACK")
+            con.execute("ROLLBACK")
             raise
 
     # -- table-level checks of the day ----------------------------------------------------
 
-    def _check_days(self) -> None:
-        """The table-level checks of each checked day, in one GX run over one row a day."""
-        b = self.bounds
-        first = self.days[0] - dt.timedelta(days=b.trailing_days)
-        counts = run(
-            self.con,
-            "validation/day_counts",
-            {"first_day": first, "last_day": self.day, "history_minutes": b.history_minutes},
-        ).df()
-        counts = counts.fillna(0)
-        counts["day"] = counts["day"].dt.date
-        counts = counts.set_index("day")
-        shares = {
-            d: (int(n), int(q))
-            for d, n, q in run(
-                self.con, "validation/quarantined_share", {"days": self.days}
-            ).fetchall()
-        }
-        stats = [self._day_stats(d, counts, shares.get(d, (0, 0))) for d in self.days]
+    def _day_jobs(self, per_day: list[tuple[Any, int]]) -> list[DayJob]:
+        """The checked days in consecutive groups of at most ``bounds.max_chunk_rows``
+        impressions (a day with more is a group of its own), one :class:`DayJob` each."""
+        rows = {d: n for d, n in per_day if d is not None}
+        limit = self.bounds.max_chunk_rows
+        groups: list[list[dt.date]] = []
+        days: list[dt.date] = []
+        n = 0
+        for day in self.days:
+            if days and n + rows.get(day, 0) > limit:
+                groups.append(days)
+                days, n = [], 0
+            days.append(day)
+            n += rows.get(day, 0)
+        groups.append(days)
+        return [DayJob(str(self.db_path), tuple(g), self.day, self.bounds) for g in groups]
+
+    def _check_days(self, parts: list[list[DayStats]]) -> None:
+        """The table-level checks of each checked day (``parts``: the day jobs' aggregates),
+        in one GX run over one row a day."""
+        stats = [s for part in parts for s in part]
         frame = pd.DataFrame([s.frame_row() for s in stats])
         outcomes = _by_check(
             self._gx.validate_frame(
-                "days", frame, day_expectations(b), index_column="day", complete=True
+                "days", frame, day_expectations(self.bounds), index_column="day", complete=True
             )
         )
         for s in stats:
             self._add_day_results(s, outcomes)
 
-    def _day_stats(
-        self, day: dt.date, counts: pd.DataFrame, quarantined: tuple[int, int]
-    ) -> _DayStats:
-        b = self.bounds
-        trailing = counts[
-            (counts.index < day)
-            & (counts.index >= day - dt.timedelta(days=b.trailing_days))
-            & (counts["usable"] > 0)
-        ]
-        r = counts.loc[day] if day in counts.index else None
-        get = (lambda c: int(r[c])) if r is not None else (lambda c: 0)
-        prev = (
-            counts.loc[day - dt.timedelta(days=1)]
-            if (day - dt.timedelta(days=1)) in counts.index
-            else None
-        )
-        return _DayStats(
-            day=day,
-            test_day=day == self.day,
-            impressions=get("impressions"),
-            usable=get("usable"),
-            exposed=get("exposed"),
-            clicks=get("clicks"),
-            stubs=get("stub_impressions"),
-            clicks_after_history=get("clicks_after_history"),
-            nonclicks_after_history=get("nonclicks_after_history"),
-            ctr_moments=(float(r["ctr_cc"]), float(r["ctr_ce"]), float(r["ctr_ee"]))
-            if r is not None
-            else (0.0, 0.0, 0.0),
-            prev_usable=int(prev["usable"]) if prev is not None else 0,
-            prev_exposed=int(prev["exposed"]) if prev is not None else 0,
-            prev_clicks=int(prev["clicks"]) if prev is not None else 0,
-            trailing=trailing,
-            q_n=quarantined[0],
-            q_bad=quarantined[1],
-            bounds=b,
-        )
-
-    def _add_day_results(self, s: _DayStats, outcomes: dict[str, list[ExpectationOutcome]]) -> None:
+    def _add_day_results(self, s: DayStats, outcomes: dict[str, list[ExpectationOutcome]]) -> None:
         """One CheckResult per day-level check of day ``s.day`` from its GX ``outcomes``."""
         add = partial(self._add_day_check, s.day, outcomes)
         self._add_volume_and_ctr(s, add)
@@ -712,7 +766,7 @@ class _Run:
             CheckResult(name, table, "table", status, observed, threshold, message, day=day)
         )
 
-    def _too_few(self, s: _DayStats) -> str:
+    def _too_few(self, s: DayStats) -> str:
         b, day = self.bounds, s.day
         span = f"{day - dt.timedelta(days=b.trailing_days)}..{day - dt.timedelta(days=1)}"
         return (
@@ -720,7 +774,7 @@ class _Run:
             f"{b.min_trailing_days} needed to judge"
         )
 
-    def _add_volume_and_ctr(self, s: _DayStats, add: Callable[..., None]) -> None:
+    def _add_volume_and_ctr(self, s: DayStats, add: Callable[..., None]) -> None:
         """The test day's emptiness, and the day's volume and CTR against its trailing days."""
         b, day, too_few = self.bounds, s.day, self._too_few(s)
         if s.test_day:
@@ -796,7 +850,7 @@ class _Run:
             ctr_skip,
         )
 
-    def _add_shares(self, s: _DayStats, add: Callable[..., None]) -> None:
+    def _add_shares(self, s: DayStats, add: Callable[..., None]) -> None:
         """The shares of the day's rows quarantined, showing stub items, or clicked right
         after a behaviour on the same item (clock skew / leakage)."""
         b, day = self.bounds, s.day
@@ -902,90 +956,6 @@ class _Chunk:
         first, last = self.days[0], self.days[-1]
         span = str(first) if first == last else f"{first}_{last}"
         return span + ("+undated" if self.undated and n_chunks > 1 else "")
-
-
-@dataclass
-class _DayStats:
-    """The aggregates of one checked day and its trailing days (internal)."""
-
-    day: dt.date
-    test_day: bool
-    impressions: int
-    usable: int
-    exposed: int
-    clicks: int
-    stubs: int
-    clicks_after_history: int
-    nonclicks_after_history: int
-    ctr_moments: tuple[float, float, float]
-    prev_usable: int
-    prev_exposed: int
-    prev_clicks: int
-    trailing: pd.DataFrame
-    q_n: int
-    q_bad: int
-    bounds: ValidationBounds
-
-    def __post_init__(self) -> None:
-        b, t = self.bounds, self.trailing
-        self.n_trailing = len(t)
-        enough = self.n_trailing >= b.min_trailing_days
-        self.med_volume = float(statistics.median(t["usable"])) if len(t) else math.nan
-        self.spread = float(t["usable"].max() / t["usable"].min()) if len(t) else math.nan
-        self.volume_ratio = (
-            self.usable / self.med_volume
-            if self.impressions and enough and self.spread <= b.volume_max_trailing_spread
-            else math.nan
-        )
-        self.ctr = self.clicks / self.exposed if self.exposed else math.nan
-        t_ctr = (t["clicks"] / t["exposed"])[t["exposed"] > 0]
-        self.n_trailing_ctr = len(t_ctr)
-        self.med_ctr = float(statistics.median(t_ctr)) if len(t_ctr) else math.nan
-        judge = (
-            self.impressions
-            and self.n_trailing_ctr >= b.min_trailing_days
-            and self.med_ctr > 0
-            and not math.isnan(self.ctr)
-        )
-        self.ctr_ratio = self.ctr / self.med_ctr if judge else math.nan
-        # z of the day's clicks against the trailing median CTR, with the users as clusters:
-        # one user's rows move together (MovieLens: a day can be a few users' ratings).
-        cc, ce, ee = self.ctr_moments
-        p = self.med_ctr
-        var = cc - 2 * p * ce + p * p * ee if judge else math.nan
-        self.ctr_z = (self.clicks - self.exposed * p) / math.sqrt(var) if var > 0 else math.nan
-        self.q_share = self.q_bad / self.q_n if self.q_n else math.nan
-        self.stub_share = self.stubs / self.usable if self.usable else math.nan
-        t_stub = t["stub_impressions"] / t["usable"]
-        self.med_stub_share = float(statistics.median(t_stub)) if len(t_stub) else math.nan
-        self.stub_increase = (
-            self.stub_share - self.med_stub_share if self.usable and enough else math.nan
-        )
-        self.hist_clicks = self.clicks
-        self.hist_share = self.clicks_after_history / self.clicks if self.clicks else math.nan
-        t_hist = (t["clicks_after_history"] / t["clicks"])[t["clicks"] > 0]
-        self.med_hist_share = (
-            float(statistics.median(t_hist)) if len(t_hist) >= b.min_trailing_days else math.nan
-        )
-        self.hist_increase = self.hist_share - self.med_hist_share if self.clicks else math.nan
-
-    def frame_row(self) -> dict[str, Any]:
-        """This day's row of the GX frame: NULL (NaN) where a check does not judge the day."""
-        ctr_sig = (
-            self.ctr_ratio
-            if not math.isnan(self.ctr_z) and abs(self.ctr_z) >= self.bounds.ctr_min_z
-            else math.nan
-        )
-        return {
-            "day": self.day.isoformat(),
-            "test_day_impressions": self.impressions if self.test_day else math.nan,
-            "volume_ratio": self.volume_ratio,
-            "ctr_ratio_significant": ctr_sig,
-            "quarantined_share": self.q_share,
-            "stub_share_increase": self.stub_increase,
-            "click_history_share": self.hist_share,
-            "click_history_increase": self.hist_increase,
-        }
 
 
 def _median_text(median: float) -> str:

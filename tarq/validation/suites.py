@@ -7,6 +7,12 @@ pandas data asset, a suite, a validation definition and a checkpoint; the run's 
 are then rendered into the Data Docs site in one build. Everything is created with
 add-or-update, so re-running in the same context is idempotent.
 
+A frame can also be validated where the file context is not at hand (a mapped job in another
+process): an ephemeral context (``GxRunner(None, ...)``, the same suites and checkpoints in
+memory) runs it and hands back its outcomes and the validation result as JSON
+(:class:`DetachedResult`); the run's file context then stores that result
+(:meth:`GxRunner.attach`) as if it had run the frame itself, so Data Docs list it.
+
 ``great_expectations`` takes seconds to import and is only imported when a
 :class:`GxRunner` is created.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DATASOURCE = "tarq_warehouse"
+_CURRENT_CONTEXT = threading.Lock()
 BATCH_DEFINITION = "whole_frame"
 
 
@@ -49,33 +57,50 @@ class ExpectationOutcome:
     error: str | None
 
 
-class GxRunner:
-    """A file-based GX context in ``docs_dir`` that validates named frames for one run."""
+@dataclass
+class DetachedResult:
+    """A frame's GX validation result made by an ephemeral :class:`GxRunner` (picklable):
+    the result as the validation results store serializes it, and the id of its batch."""
 
-    def __init__(self, docs_dir: Path, run_id: str, run_time: dt.datetime) -> None:
+    result_json: str
+    batch_id: str
+
+
+class GxRunner:
+    """A file-based GX context in ``docs_dir`` that validates named frames for one run
+    (``docs_dir=None``: an ephemeral context in memory, for :meth:`validate_detached`)."""
+
+    def __init__(self, docs_dir: Path | None, run_id: str, run_time: dt.datetime) -> None:
         disable_telemetry()
         import great_expectations as gx
         from great_expectations.core.run_identifier import RunIdentifier
         from great_expectations.data_context.types.base import ProgressBarsConfig
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
+        )
 
         self._gx = gx
         self._run_identifier_cls = RunIdentifier
-        self.docs_dir = Path(docs_dir)
-        self.docs_dir.mkdir(parents=True, exist_ok=True)
-        self.context = gx.get_context(mode="file", context_root_dir=str(self.docs_dir))
-        bars = self.context.variables.progress_bars
-        if isinstance(bars, dict):  # read back from great_expectations.yml
-            bars = ProgressBarsConfig(**bars)
-        if bars is None or bars.globally or bars.metric_calculations:
-            # Metric progress bars would flood logs of the CLI and of Prefect tasks.
-            self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
-            self.context.variables.save()
-        from great_expectations.data_context.types.resource_identifiers import (
-            ExpectationSuiteIdentifier,
-        )
-
         self._suite_identifier = ExpectationSuiteIdentifier
-        self._site_dir = self.docs_dir / "uncommitted" / "data_docs" / "local_site"
+        self._result_identifier = ValidationResultIdentifier
+        self.docs_dir = Path(docs_dir) if docs_dir is not None else None
+        if self.docs_dir is None:
+            self.context = _ephemeral_context(gx)
+            self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        else:
+            self.docs_dir.mkdir(parents=True, exist_ok=True)
+            self.context = gx.get_context(mode="file", context_root_dir=str(self.docs_dir))
+            bars = self.context.variables.progress_bars
+            if isinstance(bars, dict):  # read back from great_expectations.yml
+                bars = ProgressBarsConfig(**bars)
+            if bars is None or bars.globally or bars.metric_calculations:
+                # Metric progress bars would flood logs of the CLI and of Prefect tasks.
+                self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+                self.context.variables.save()
+        self._site_dir = (
+            self.docs_dir / "uncommitted" / "data_docs" / "local_site" if self.docs_dir else None
+        )
         self._docs_pending: list[Any] = []
         self.run_identifier = RunIdentifier(run_name=run_id, run_time=run_time)
         try:
@@ -107,9 +132,8 @@ class GxRunner:
             existing = self.context.suites.get(name)
         except Exception:  # GX raises its own not-found error types across versions
             existing = None
-        page = self._site_dir / "expectations" / f"{name}.html"
         if existing is not None and (existing.meta or {}).get("tarq_spec_digest") == digest:
-            if not page.exists():
+            if self._site_dir and not (self._site_dir / "expectations" / f"{name}.html").exists():
                 self._docs_pending.append(self._suite_identifier(name))
             return existing, False
         suite = self.context.suites.add_or_update(
@@ -119,7 +143,8 @@ class GxRunner:
                 meta={"tarq_spec_digest": digest},
             )
         )
-        self._docs_pending.append(self._suite_identifier(name))
+        if self._site_dir:
+            self._docs_pending.append(self._suite_identifier(name))
         return suite, True
 
     def _checkpoint(
@@ -160,6 +185,60 @@ class GxRunner:
         cls = getattr(self._gx.expectations, spec.type)
         return cls(**spec.kwargs, meta={"check": spec.check})
 
+    def set_run(self, run_id: str, run_time: dt.datetime) -> None:
+        """Validate the next frames for run ``run_id`` (an ephemeral runner reused across runs)."""
+        self.run_identifier = self._run_identifier_cls(run_name=run_id, run_time=run_time)
+
+    def _run_id(self, batch_label: str | None) -> Any:
+        """The GX run identifier of a frame's result: the run's, or ``<run id>.<batch_label>``."""
+        if batch_label is None:
+            return self.run_identifier
+        return self._run_identifier_cls(
+            run_name=f"{self.run_identifier.run_name}.{batch_label}",
+            run_time=self.run_identifier.run_time,
+        )
+
+    def _prepared(
+        self,
+        frame: str,
+        specs: list[ExpectationSpec],
+        index_column: str | None,
+        complete: bool,
+    ) -> tuple[str, Any]:
+        """The suite name and checkpoint of ``frame``, created or updated as needed."""
+        name = f"tarq_{frame}"
+        suite, changed = self._suite(name, specs)
+        result_format: dict[str, Any] = {
+            "result_format": "COMPLETE" if complete else "SUMMARY",
+            "partial_unexpected_count": 20,
+        }
+        if index_column:
+            result_format["unexpected_index_column_names"] = [index_column]
+            # The pandas query GX would print adds nothing (the rows are in DuckDB).
+            result_format["return_unexpected_index_query"] = False
+        return name, self._checkpoint(name, frame, suite, changed, result_format)
+
+    def _run(
+        self,
+        frame: str,
+        df: pd.DataFrame,
+        specs: list[ExpectationSpec],
+        parameters: dict[str, Any] | None,
+        index_column: str | None,
+        complete: bool,
+        batch_label: str | None,
+    ) -> tuple[list[ExpectationOutcome], Any, Any]:
+        """Run the checkpoint of ``frame`` on ``df``: outcomes, result key, result."""
+        _, checkpoint = self._prepared(frame, specs, index_column, complete)
+        result = checkpoint.run(
+            batch_parameters={"dataframe": df},
+            expectation_parameters=parameters or {},
+            run_id=self._run_id(batch_label),
+        )
+        ((key, validation),) = result.run_results.items()
+        outcomes = [_outcome(r, index_column if complete else None) for r in validation.results]
+        return outcomes, key, validation
+
     def validate_frame(
         self,
         frame: str,
@@ -184,30 +263,59 @@ class GxRunner:
                 result is stored (and shown in Data Docs) under the run name
                 ``<run id>.<batch_label>``, so that the chunks' results do not replace each other.
         """
-        name = f"tarq_{frame}"
-        suite, changed = self._suite(name, specs)
-        result_format: dict[str, Any] = {
-            "result_format": "COMPLETE" if complete else "SUMMARY",
-            "partial_unexpected_count": 20,
-        }
-        if index_column:
-            result_format["unexpected_index_column_names"] = [index_column]
-            # The pandas query GX would print adds nothing (the rows are in DuckDB).
-            result_format["return_unexpected_index_query"] = False
-        checkpoint = self._checkpoint(name, frame, suite, changed, result_format)
-        result = checkpoint.run(
-            batch_parameters={"dataframe": df},
-            expectation_parameters=parameters or {},
-            run_id=self.run_identifier
-            if batch_label is None
-            else self._run_identifier_cls(
-                run_name=f"{self.run_identifier.run_name}.{batch_label}",
-                run_time=self.run_identifier.run_time,
-            ),
+        outcomes, key, _ = self._run(
+            frame, df, specs, parameters, index_column, complete, batch_label
         )
-        self._docs_pending.extend(result.run_results.keys())
-        (validation,) = result.run_results.values()
-        return [_outcome(r, index_column if complete else None) for r in validation.results]
+        self._docs_pending.append(key)
+        return outcomes
+
+    def validate_detached(
+        self,
+        frame: str,
+        df: pd.DataFrame,
+        specs: list[ExpectationSpec],
+        *,
+        parameters: dict[str, Any] | None = None,
+        index_column: str | None = None,
+        complete: bool = True,
+        batch_label: str | None = None,
+    ) -> tuple[list[ExpectationOutcome], DetachedResult]:
+        """Validate like :meth:`validate_frame`, but hand the result back instead of keeping it
+        (for :meth:`attach` in the run's file context); this context's store forgets it."""
+        outcomes, key, validation = self._run(
+            frame, df, specs, parameters, index_column, complete, batch_label
+        )
+        store = self.context.validation_results_store
+        detached = DetachedResult(store.serialize(validation), str(key.batch_identifier))
+        store.remove_key(key)
+        return outcomes, detached
+
+    def attach(
+        self,
+        frame: str,
+        specs: list[ExpectationSpec],
+        detached: DetachedResult,
+        *,
+        index_column: str | None = None,
+        complete: bool = True,
+        batch_label: str | None = None,
+    ) -> None:
+        """Store a result of :meth:`validate_detached` (same frame, specs and options) in this
+        context, under the key and with the validation definition and checkpoint its own run
+        of the frame would have had; Data Docs then list it like any other."""
+        name, checkpoint = self._prepared(frame, specs, index_column, complete)
+        store = self.context.validation_results_store
+        validation = store.deserialize(detached.result_json)
+        (definition,) = checkpoint.validation_definitions
+        validation.meta["validation_id"] = definition.id
+        validation.meta["checkpoint_id"] = checkpoint.id
+        key = self._result_identifier(
+            expectation_suite_identifier=self._suite_identifier(name),
+            run_id=self._run_id(batch_label),
+            batch_identifier=detached.batch_id,
+        )
+        store.set(key, validation)
+        self._docs_pending.append(key)
 
     def build_docs(self) -> Path | None:
         """Render the Data Docs pages of this run's results (and changed suites), and the index.
@@ -228,6 +336,32 @@ class GxRunner:
                 if path.exists():
                     return path
         return None
+
+
+def _ephemeral_context(gx: Any) -> Any:
+    """An in-memory GX context without a Data Docs site that does not become GX's current
+    context (``get_context`` makes the context it returns the current one; a file context of
+    this process keeps that place)."""
+    from great_expectations.data_context.data_context.context_factory import project_manager
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+    )
+    from great_expectations.exceptions import DataContextRequiredError
+
+    # No Data Docs site: GX's default one is a new temporary directory per context.
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False)
+    )
+    with _CURRENT_CONTEXT:  # threads of one worker making their contexts at once
+        try:
+            current = project_manager.get_current_project()
+        except DataContextRequiredError:
+            current = None
+        context = gx.get_context(mode="ephemeral", project_config=config)
+        if current is not None:
+            project_manager.set_project(current)
+    return context
 
 
 def _outcome(r: Any, index_column: str | None) -> ExpectationOutcome:
