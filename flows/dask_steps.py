@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,9 +39,12 @@ DUCKDB_MEMORY_SHARE = 0.6
 
 def prefect_mapper(fn: Callable[[T], R], jobs: Sequence[T], *, name: str) -> list[R]:
     """A :class:`tarq.parallel.Mapper`: one Prefect task run per job, on the current flow's
-    task runner (a ``DaskTaskRunner`` in the subflows below); results in job order."""
+    task runner (a ``DaskTaskRunner`` in the subflows below); results in job order. It waits
+    for every job before raising a failed one's error: a job still running holds the
+    warehouse open read-only and writes into the stage's staging folder."""
     job_task = task(fn, name=name, cache_policy=NO_CACHE, retries=JOB_RETRIES)
     futures = job_task.map(list(jobs))
+    wait(futures)
     return [f.result() for f in futures]
 
 

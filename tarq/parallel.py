@@ -22,7 +22,9 @@ R = TypeVar("R")
 class Mapper(Protocol):
     """``mapper(fn, jobs, name=...)`` → ``[fn(job) for job in jobs]``, in the order of ``jobs``,
     wherever it runs them; ``name`` names the kind of job (a task name, a log line). A job that
-    fails raises its error from the mapper."""
+    fails raises its error from the mapper, once every job has ended: the caller cleans up
+    or writes the warehouse next, which a job still running would be in the way of (it holds
+    the DuckDB file open read-only and writes into the step's staging folder)."""
 
     def __call__(self, fn: Callable[[T], R], jobs: Sequence[T], *, name: str) -> list[R]: ...
 

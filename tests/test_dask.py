@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.test_validation_mapped import _comparable, _rows, _validate, dirty_db  # noqa: F401
+
 SMALL_START = dt.date(2026, 10, 1)  # small: 22 days, 2026-10-01 .. 2026-10-22
 RUN_DATE = "2026-10-22"  # test day 2026-10-21, 19 training days
 ROWS_PER_BUCKET = 60_000  # ~200k rows of the window → 4 user buckets, 4 mapped jobs
@@ -202,3 +204,24 @@ def test_a_chunk_that_changed_since_it_was_planned_is_refused(
         assign_chunk(job)
     ok = assign_chunk(CatalogChunk(**{**job.__dict__, "rows": 100}))
     assert ok.catalog()[0].tolist() == list(range(1, 101))
+
+
+def test_validation_on_dask_is_the_single_process_validation(
+    dirty_db: Path,  # noqa: F811  (the fixture of test_validation_mapped, imported above)
+    dask_cluster: str,
+    tmp_path: Path,
+) -> None:
+    """Bad rows on several days, one chunk (one job) per day: the verdicts, counts and the
+    quarantine are the same when the jobs run as Prefect tasks on the cluster."""
+    from flows import dask_steps
+
+    here, there = tmp_path / "here.duckdb", tmp_path / "there.duckdb"
+    shutil.copy(dirty_db, here)
+    shutil.copy(dirty_db, there)
+    serial = _validate(here, tmp_path / "gx-here")
+    mapped = _in_flow(
+        lambda: _validate(there, tmp_path / "gx-there", dask_steps.prefect_mapper), dask_cluster
+    )
+    assert sum(serial.quarantined.values()) > 0
+    assert _comparable(mapped) == _comparable(serial)
+    assert _rows(there) == _rows(here)
