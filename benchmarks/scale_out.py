@@ -12,12 +12,16 @@ ending 2026-10-22) it runs each data step of one run date the way ``tarq-daily``
 
 first in this process (the default path: one DuckDB with all cores), then with the jobs as
 Prefect tasks on a local Dask cluster of N single-threaded worker processes, for each N of
-``--workers``. Every configuration runs on its own copy of the warehouse (validation writes
-its quarantine and records). It checks that every configuration gives the same samples
-(fingerprint) and IDs (sha256 of ids.parquet), and records wall seconds, rows/s, the jobs,
-the per-worker throughput and the peak RSS of the busiest worker process (sampled every
-50 ms: the memory one job needs). The cluster's start is timed apart. The TARQ model the IDs
-come from is trained once (few steps: the assignment's cost does not depend on its quality).
+``--workers``, and for each N once more the samples alone built shuffled (the logs split by
+user bucket first, as the flow builds on Dask). Every configuration runs on its own copy of
+the warehouse (validation writes its quarantine and records). It checks that every
+configuration gives the same samples (fingerprint) and IDs (sha256 of ids.parquet), and
+records wall seconds, rows/s, each phase's seconds and jobs (shuffle / buckets, row / day
+jobs), and the peak RSS of the busiest worker process (sampled every 50 ms: the memory one
+job needs); then how fast one DuckDB thread reads the window's logs keeping one bucket (what
+each unshuffled bucket job pays first). The cluster's start is timed apart. The TARQ model
+the IDs come from is trained once (few steps: the assignment's cost does not depend on its
+quality).
 
 Prefect runs against a temporary local API (its test harness) so the benchmark leaves no
 runs in the user's Prefect home. Run it alone: two heavy jobs on 2 cores distort each other.
@@ -77,6 +81,50 @@ class PeakRss:
         self._thread.join()
 
 
+class TimedMapper:
+    """A mapper that times each call of the mapper it wraps, by job name (a step's phases:
+    ``sample-shuffle``, ``sample-bucket``, ``validate-rows`` …)."""
+
+    def __init__(self, base: Callable[..., list[Any]]) -> None:
+        self.base = base
+        self.seconds: dict[str, float] = {}
+        self.jobs: dict[str, int] = {}
+
+    def __call__(self, fn: Callable[[Any], Any], jobs: Any, *, name: str) -> list[Any]:
+        t0 = time.perf_counter()
+        out = self.base(fn, jobs, name=name)
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 2)
+        self.jobs[name] = self.jobs.get(name, 0) + len(jobs)
+        return out
+
+
+def scan_rate(db: Path, buckets: int) -> dict[str, Any]:
+    """What every unshuffled bucket job pays before its own work: one DuckDB thread reading
+    the window's logs and keeping one bucket's users (log rows read per second)."""
+    import duckdb
+
+    start = dt.datetime(2026, 10, 2)  # the window of RUN_DATE: 19 days + the test day
+    end = dt.datetime.combine(END + dt.timedelta(days=1), dt.time())
+    with duckdb.connect(str(db), read_only=True) as con:
+        con.execute("SET threads = 1")
+        spans = (("impressions", start), ("behaviors", start - dt.timedelta(days=60)))
+        n = sum(
+            con.execute(
+                f"SELECT count(*) FROM {table} WHERE ts >= $a AND ts < $b", {"a": a, "b": end}
+            ).fetchone()[0]
+            for table, a in spans
+        )
+        t0 = time.perf_counter()
+        for table, a in spans:
+            con.execute(
+                f"SELECT count(*) FROM {table} WHERE ts >= $a AND ts < $b "
+                "AND hash(user_id) % $k = 0",
+                {"a": a, "b": end, "k": buckets},
+            ).fetchone()
+        seconds = time.perf_counter() - t0
+    return {"rows": n, "seconds": round(seconds, 3), "rows_per_s": round(n / seconds)}
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -133,18 +181,22 @@ def local_cluster(workers: int) -> Iterator[tuple[str, list[int], float]]:
 
 
 def run_steps(
-    db: Path, model: Path, out: Path, address: str | None, pids: list[int]
+    db: Path,
+    model: Path,
+    out: Path,
+    address: str | None,
+    pids: list[int],
+    steps_wanted: tuple[str, ...],
+    shuffle_rows: int | None,
 ) -> dict[str, Any]:
-    """The three data steps on ``db``: here (``address`` None) or as Prefect tasks on Dask."""
+    """The data steps on ``db``: here (``address`` None) or as Prefect tasks on Dask; each
+    step's phases timed apart (``phases``)."""
     from prefect import flow
 
     from flows import dask_steps
-    from tarq.data.samples import build_samples
     from tarq.parallel import serial_map
-    from tarq.semantic_ids import IDS_FILE, assign_ids
-    from tarq.validation import validate
 
-    mapper = dask_steps.prefect_mapper if address else serial_map
+    mapper = TimedMapper(dask_steps.prefect_mapper if address else serial_map)
     res = dask_steps.worker_resources(address) if address else None
     threads = res.threads if res else None
     memory = res.memory_limit if res else None
@@ -163,8 +215,24 @@ def run_steps(
         steps[name] = {
             "seconds": round(seconds, 2),
             "peak_worker_rss_mb": round(max(rss.peak.values(), default=0.0)),
+            "phases": dict(mapper.seconds),
+            "jobs": dict(mapper.jobs),
         }
+        mapper.seconds.clear()
+        mapper.jobs.clear()
         return result
+
+    if "validate" in steps_wanted:
+        _validate_step(step, steps, db, out, mapper)
+    if "build-samples" in steps_wanted:
+        _samples_step(step, steps, db, out, mapper, threads, memory, shuffle_rows)
+    if "assign-ids" in steps_wanted:
+        _assign_step(step, steps, db, model, out, mapper if address else None, threads)
+    return steps
+
+
+def _validate_step(step: Any, steps: dict[str, Any], db: Path, out: Path, mapper: Any) -> None:
+    from tarq.validation import validate
 
     report = step(
         "validate",
@@ -173,10 +241,30 @@ def run_steps(
     steps["validate"].update(
         success=bool(report.success), days=len(report.days), quarantined=report.quarantined
     )
+
+
+def _samples_step(
+    step: Any,
+    steps: dict[str, Any],
+    db: Path,
+    out: Path,
+    mapper: Any,
+    threads: int | None,
+    memory: str | None,
+    shuffle_rows: int | None,
+) -> None:
+    from tarq.data.samples import build_samples
+
     build = step(
         "build-samples",
         lambda: build_samples(
-            db, RUN_DATE, out / "samples", threads=threads, memory_limit=memory, mapper=mapper
+            db,
+            RUN_DATE,
+            out / "samples",
+            threads=threads,
+            memory_limit=memory,
+            mapper=mapper,
+            shuffle_rows=shuffle_rows,
         ),
     )
     steps["build-samples"].update(
@@ -185,6 +273,19 @@ def run_steps(
         rows_per_s=round(build.rows / steps["build-samples"]["seconds"]),
         fingerprint=build.fingerprint,
     )
+
+
+def _assign_step(
+    step: Any,
+    steps: dict[str, Any],
+    db: Path,
+    model: Path,
+    out: Path,
+    mapper: Any,
+    threads: int | None,
+) -> None:
+    from tarq.semantic_ids import IDS_FILE, assign_ids
+
     ids = step(
         "assign-ids",
         lambda: assign_ids(
@@ -194,7 +295,7 @@ def run_steps(
             chunk_size=ID_CHUNK,
             progress=False,
             max_collision_rate=None,
-            mapper=mapper if address else None,
+            mapper=mapper,
             threads=threads,
         ),
     )
@@ -204,7 +305,9 @@ def run_steps(
         items_per_s=round(ids.items_assigned / steps["assign-ids"]["seconds"]),
         ids_sha256=_sha(out / "ids" / IDS_FILE),
     )
-    return steps
+
+
+ALL_STEPS = ("validate", "build-samples", "assign-ids")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="medium")
     ap.add_argument("--work", type=Path, default=Path("outputs/bench-scale-out"))
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument(
+        "--shuffle-rows",
+        type=int,
+        default=1_000_000,
+        help="also build the samples shuffled (jobs of this many rows) on each cluster size",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     disable_telemetry()
@@ -221,50 +330,74 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     db = ensure_warehouse(args.preset, work)
     model = train_model(db, work)
+    # (workers, shuffled): the single process first, then each cluster size plain and shuffled.
+    configs = [(0, False)] + [(w, s) for w in args.workers for s in (False, True)]
     results: list[dict[str, Any]] = []
     with prefect_test_harness():
-        for workers in [0, *args.workers]:
-            name = "single process" if workers == 0 else f"dask {workers} worker(s)"
-            run_dir = work / f"run-{workers}"
+        for workers, shuffled in configs:
+            name = "single process" if workers == 0 else f"Dask, {workers} worker(s)"
+            name += ", shuffled" if shuffled else ""
+            run_dir = work / f"run-{workers}{'-shuffled' if shuffled else ''}"
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir()
             copy = run_dir / "w.duckdb"
             shutil.copy(db, copy)
+            wanted = ("build-samples",) if shuffled else ALL_STEPS
+            rows = args.shuffle_rows if shuffled else None
             if workers == 0:
-                steps = run_steps(copy, model, run_dir, None, [])
+                steps = run_steps(copy, model, run_dir, None, [], wanted, rows)
                 start = None
             else:
                 with local_cluster(workers) as (address, pids, start):
-                    steps = run_steps(copy, model, run_dir, address, pids)
-            results.append({"config": name, "workers": workers, "cluster_start_s": start, **steps})
+                    steps = run_steps(copy, model, run_dir, address, pids, wanted, rows)
+            results.append(
+                {
+                    "config": name,
+                    "workers": workers,
+                    "shuffled": shuffled,
+                    "cluster_start_s": start,
+                    **steps,
+                }
+            )
             print(json.dumps(results[-1]), file=sys.stderr)
+            shutil.rmtree(run_dir)
+    buckets = results[0]["build-samples"]["buckets"]
+    scan = scan_rate(db, buckets)
     print(table(results))
+    print(f"\nscan (1 DuckDB thread, the window's logs, one bucket kept): {scan}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    same = {(r["build-samples"]["fingerprint"], r["assign-ids"]["ids_sha256"]) for r in results}
-    if len(same) != 1:
-        print(f"MISMATCH: samples/IDs differ between configurations: {same}", file=sys.stderr)
+        args.json.write_text(json.dumps({"runs": results, "scan": scan}, indent=2) + "\n")
+    same = {r["build-samples"]["fingerprint"] for r in results}
+    same_ids = {r["assign-ids"]["ids_sha256"] for r in results if "assign-ids" in r}
+    if len(same) != 1 or len(same_ids) != 1:
+        print(f"MISMATCH between configurations: {same} {same_ids}", file=sys.stderr)
         return 1
     return 0
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    """Markdown: seconds per step and configuration, with ratios to the first configuration."""
+    """Markdown: seconds per step and configuration, ratios to the single process."""
     base = results[0]
     lines = [
-        "| configuration | cluster start s | validate s | build-samples s (rows/s) | "
-        "assign-ids s | total s | speed-up vs single | peak RSS of a worker MB (samples) |",
+        "| configuration | cluster start s | validate s | build-samples s (rows/s) | phases s | "
+        "assign-ids s | samples speed-up vs single | peak RSS of a worker MB (samples) |",
         "|---|---|---|---|---|---|---|---|",
     ]
+
+    def cell(r: dict[str, Any], step: str) -> str:
+        return f"{r[step]['seconds']:.1f}" if step in r else "–"
+
     for r in results:
-        total = sum(r[s]["seconds"] for s in ("validate", "build-samples", "assign-ids"))
-        base_total = sum(base[s]["seconds"] for s in ("validate", "build-samples", "assign-ids"))
+        b = r["build-samples"]
         start = "–" if r["cluster_start_s"] is None else f"{r['cluster_start_s']:.1f}"
+        phases = ", ".join(
+            f"{k.removeprefix('sample-')} {v:.1f} ({b['jobs'][k]})" for k, v in b["phases"].items()
+        )
         lines.append(
-            f"| {r['config']} | {start} | {r['validate']['seconds']:.1f} | "
-            f"{r['build-samples']['seconds']:.1f} ({r['build-samples']['rows_per_s']:,}) | "
-            f"{r['assign-ids']['seconds']:.1f} | {total:.1f} | {base_total / total:.2f} | "
-            f"{r['build-samples']['peak_worker_rss_mb']:,} |"
+            f"| {r['config']} | {start} | {cell(r, 'validate')} | "
+            f"{b['seconds']:.1f} ({b['rows_per_s']:,}) | {phases} | {cell(r, 'assign-ids')} | "
+            f"{base['build-samples']['seconds'] / b['seconds']:.2f} | "
+            f"{b['peak_worker_rss_mb']:,} |"
         )
     return "\n".join(lines)
 

@@ -64,6 +64,19 @@ def _in_flow(fn: Callable[[], Any], address: str) -> Any:
     return body.with_options(task_runner=_runner(address))()
 
 
+def _samples_on_dask(db: Path, out: Path, address: str, **kw: Any) -> Any:
+    """The samples of RUN_DATE in 4 user buckets, each job a Prefect task on the cluster."""
+    from flows.dask_steps import prefect_mapper
+    from tarq.data.samples import build_samples
+
+    return _in_flow(
+        lambda: build_samples(
+            db, RUN_DATE, out, rows_per_bucket=ROWS_PER_BUCKET, mapper=prefect_mapper, **kw
+        ),
+        address,
+    )
+
+
 @pytest.fixture(scope="module")
 def built(small_db: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """The single-process samples of RUN_DATE in 4 user buckets: (warehouse copy, report)."""
@@ -81,22 +94,18 @@ def test_samples_on_dask_are_the_single_process_samples(
     built: tuple[Path, Any], dask_cluster: str, tmp_path: Path
 ) -> None:
     from flows import dask_steps
-    from tarq.data.samples import build_samples
 
     db, here = built
     res = dask_steps.worker_resources(dask_cluster)
     assert res.threads == 1 and res.memory_limit is not None
-    there = _in_flow(
-        lambda: build_samples(
-            db,
-            RUN_DATE,
-            tmp_path / "there",
-            rows_per_bucket=ROWS_PER_BUCKET,
-            threads=res.threads,
-            memory_limit=res.memory_limit,
-            mapper=dask_steps.prefect_mapper,
-        ),
+    # Shuffled first, as the flow builds on Dask (jobs of ~300k rows: several per table).
+    there = _samples_on_dask(
+        db,
+        tmp_path / "there",
         dask_cluster,
+        threads=res.threads,
+        memory_limit=res.memory_limit,
+        shuffle_rows=300_000,
     )
     assert there.buckets == 4
     assert there.fingerprint == here.fingerprint
@@ -117,25 +126,13 @@ def test_samples_on_dask_from_a_lake_are_the_same_samples(
 ) -> None:
     """The same demo logs kept in the lake layout (Parquet by day), built on the cluster: the
     workers read the lake through the warehouse's views; the samples are the same files."""
-    from flows import dask_steps
     from tarq.data.demo import generate
-    from tarq.data.samples import build_samples
 
     _, here = built
     db = tmp_path / "lake.duckdb"
     generate(db, preset="small", seed=7, start_date=SMALL_START, lake=str(tmp_path / "lake"))
     assert list((tmp_path / "lake" / "impressions").glob("day=*/*.parquet"))
-    there = _in_flow(
-        lambda: build_samples(
-            db,
-            RUN_DATE,
-            tmp_path / "there",
-            rows_per_bucket=ROWS_PER_BUCKET,
-            threads=1,
-            mapper=dask_steps.prefect_mapper,
-        ),
-        dask_cluster,
-    )
+    there = _samples_on_dask(db, tmp_path / "there", dask_cluster, threads=1)
     assert there.fingerprint == here.fingerprint and there.rows == here.rows
 
 

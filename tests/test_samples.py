@@ -215,6 +215,30 @@ def test_user_buckets_give_identical_rows(
     pd.testing.assert_frame_equal(rows(out), rows(tmp_path / "b"))
 
 
+def test_a_shuffled_build_gives_the_same_files(
+    built: tuple[Path, Path, SampleBuild], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shuffling the logs by user bucket first (jobs of whole days) changes where each bucket
+    job reads its rows from, not the rows: the same files as the unshuffled build, into a
+    folder with glob characters in its name; also when buckets share shuffle partitions."""
+    import tarq.data.samples as samples
+
+    db, _, _ = built
+    run_date = DAY0 + dt.timedelta(days=N_DAYS)
+    plain = build_samples(db, run_date, tmp_path / "plain", seq_len=8, rows_per_bucket=300)
+    out = tmp_path / "shuf[1]*"
+    shuffled = build_samples(db, run_date, out, seq_len=8, rows_per_bucket=300, shuffle_rows=400)
+    assert shuffled.buckets == plain.buckets == 6
+    assert shuffled.fingerprint == plain.fingerprint
+    assert not (out / ".staging").exists()
+    monkeypatch.setattr(samples, "SHUFFLE_MAX_PARTS", 4)  # 2 buckets per partition
+    assert samples.shuffle_per_part(6) == 2
+    shared = build_samples(
+        db, run_date, tmp_path / "shared", seq_len=8, rows_per_bucket=300, shuffle_rows=400
+    )
+    assert shared.fingerprint == plain.fingerprint
+
+
 def test_a_rebuild_swaps_in_whole_and_leaves_nothing_behind(tmp_path: Path) -> None:
     """A rebuild replaces exactly the sample outputs (into a folder whose name has glob
     characters: DuckDB must read the parts of this folder only), and stale leftovers of an

@@ -9,10 +9,11 @@
 -- behaviours are collected ONCE into lists in the same order, and an impression's history is
 -- the slice n-$seq_len+1 .. n of them: nothing at or after the impression time. (A list window
 -- over the stream would build a list for every behaviour too, and hold them all in memory.)
--- Quarantined rows are excluded on both sides.
+-- Quarantined rows are excluded on both sides. {impressions} and {behaviors} are the log tables,
+-- or (a shuffled build, shuffle.sql) temp tables of this bucket's rows: the same filters apply.
 WITH imp AS (
     SELECT i.row_id, i.user_id, i.item_id, i.ts, i.clicked, i.exposed, i.position
-    FROM impressions AS i
+    FROM {impressions} AS i
     WHERE i.ts >= $start AND i.ts < $end
       AND hash(i.user_id) % $buckets = $bucket
       AND i.user_id IS NOT NULL AND i.item_id IS NOT NULL AND i.ts IS NOT NULL
@@ -21,7 +22,7 @@ WITH imp AS (
 ),
 beh AS (
     SELECT b.row_id, b.user_id, b.ts, b.item_id, b.category_id, b.brand_id, b.action
-    FROM behaviors AS b
+    FROM {behaviors} AS b
     WHERE b.ts >= $history_start AND b.ts < $end
       AND hash(b.user_id) % $buckets = $bucket
       AND b.user_id IS NOT NULL AND b.ts IS NOT NULL

@@ -55,6 +55,9 @@ from tarq.warehouse import new_id, open_db, side_features
 
 DEFAULT_HISTORY_DAYS = 60
 DEFAULT_MIN_COUNT = MIN_COUNT
+#: Most shuffle partitions (files per shuffle job): DuckDB keeps a writer per open partition
+#: and an object store pays per file, so past this many buckets neighbours share one.
+SHUFFLE_MAX_PARTS = 4096
 #: What one build writes into ``out_dir``; exactly these are swapped in.
 OUTPUTS = ("train", "test", "vocab", "layout.json", "meta.json")
 
@@ -154,6 +157,7 @@ def build_samples(
     rows_per_bucket: int = 250_000,
     min_count: int = DEFAULT_MIN_COUNT,
     mapper: Mapper | None = None,
+    shuffle_rows: int | None = None,
 ) -> SampleBuild:
     """Write the point-in-time samples of ``run_date`` to ``out_dir`` and return a report.
 
@@ -176,6 +180,10 @@ def build_samples(
         mapper: runs the per-bucket jobs (:class:`BucketJob`, :func:`build_bucket`); default
             one after the other in this process. Any :class:`tarq.parallel.Mapper` gives the
             same files (e.g. ``tarq-daily`` on Dask maps them as Prefect tasks).
+        shuffle_rows: shuffle the logs by user bucket first, in jobs of whole days of about
+            this many rows (:class:`ShuffleJob`), so that each bucket job reads its own rows
+            instead of every row of the window: the window is read about twice instead of
+            once per bucket. For many buckets (a cluster); the same files. None: no shuffle.
 
     Returns:
         The :class:`SampleBuild` report (``to_dict()`` is what ``meta.json`` holds): window,
@@ -213,6 +221,7 @@ def build_samples(
             min_count,
             started,
             mapper or serial_map,
+            shuffle_rows,
         )
         _swap_in(build, out)
     except BaseException:
@@ -235,6 +244,7 @@ def _build(
     min_count: int,
     started: float,
     mapper: Mapper,
+    shuffle_rows: int | None,
 ) -> SampleBuild:
     """Write a complete build into the empty folder ``out``; return its report."""
     with open_db(db_path, read_only=True) as con:
@@ -263,7 +273,17 @@ def _build(
             )
         buckets = max(1, math.ceil(n_window / rows_per_bucket))
         _write_rows(
-            db_path, out, win, buckets, seq_len, history_days, threads, memory_limit, mapper
+            con,
+            db_path,
+            out,
+            win,
+            buckets,
+            seq_len,
+            history_days,
+            threads,
+            memory_limit,
+            mapper,
+            shuffle_rows if shuffle_rows and buckets > 1 else None,
         )
         per_day = _per_day(con, out, raw_counts)
 
@@ -371,10 +391,72 @@ class BucketJob:
     seq_len: int
     threads: int | None = None
     memory_limit: str | None = None
+    shuffled: bool = False
 
     @property
     def folder(self) -> Path:
         return Path(self.staging) / f"b{self.bucket:04d}"
+
+
+@dataclass(frozen=True)
+class ShuffleJob:
+    """The shuffle of one group of days of one log table (:func:`shuffle_days`): its rows
+    written into ``staging/shuffle/<table>/jNNNNN/part=K/`` by user hash bucket (one bucket
+    per part unless they are very many: :func:`shuffle_per_part`), so that each bucket job
+    then reads its own rows only. A picklable job, like :class:`BucketJob`.
+
+    Attributes:
+        db_path: the warehouse (opened read-only).
+        staging: the build's staging folder.
+        table: ``impressions`` or ``behaviors``.
+        index: the job's number among the table's shuffle jobs (its folder).
+        start: first row time of the group (a midnight).
+        end: the end of the group (a midnight), exclusive.
+        buckets: how many buckets the users are hashed into.
+        threads: DuckDB threads of the job (None: DuckDB's choice).
+        memory_limit: DuckDB memory limit of the job (None: DuckDB's choice).
+    """
+
+    db_path: str
+    staging: str
+    table: str
+    index: int
+    start: dt.datetime
+    end: dt.datetime
+    buckets: int
+    threads: int | None = None
+    memory_limit: str | None = None
+
+
+def shuffle_days(job: ShuffleJob) -> int:
+    """Write one group of days of a log table split by user bucket; returns the rows written."""
+    out = _shuffled(job.staging, job.table) / f"j{job.index:05d}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open_db(job.db_path, read_only=True) as con:
+        _configure(con, job.threads, job.memory_limit)
+        query = sqlfiles.render("samples/shuffle", table=job.table)
+        cur = con.execute(
+            f"COPY ({query}) TO $out_path (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (part))",
+            {
+                "start": job.start,
+                "end": job.end,
+                "buckets": job.buckets,
+                "per_part": shuffle_per_part(job.buckets),
+                "out_path": str(out),
+            },
+        )
+        return int(cur.fetchone()[0])
+
+
+def shuffle_per_part(buckets: int) -> int:
+    """Buckets per shuffle partition: 1, unless there are more than
+    :data:`SHUFFLE_MAX_PARTS` buckets (then a bucket job also reads its neighbours' rows, and
+    keeps its own)."""
+    return max(1, math.ceil(buckets / SHUFFLE_MAX_PARTS))
+
+
+def _shuffled(staging: str | Path, table: str) -> Path:
+    return Path(staging) / "shuffle" / table
 
 
 def build_bucket(job: BucketJob) -> dict[str, int]:
@@ -387,9 +469,15 @@ def build_bucket(job: BucketJob) -> dict[str, int]:
     out.mkdir(parents=True, exist_ok=True)
     with open_db(job.db_path, read_only=True) as con:
         _configure(con, job.threads, job.memory_limit)
+        sources = {"impressions": "impressions", "behaviors": "behaviors"}
+        if job.shuffled:
+            sources = _bucket_tables(con, job)
+            if sources is None:
+                return {"train": 0, "test": 0}
+        rows = sqlfiles.render("samples/rows", **sources)
         # DuckDB writes <bucket>/rows/split=train|test/*.parquet in thread order ...
         con.execute(
-            f"COPY ({sqlfiles.load_sql('samples/rows')}) TO $out_path (FORMAT parquet, "
+            f"COPY ({rows}) TO $out_path (FORMAT parquet, "
             "COMPRESSION zstd, PARTITION_BY (split), OVERWRITE_OR_IGNORE)",
             {
                 "start": job.start,
@@ -419,6 +507,25 @@ def build_bucket(job: BucketJob) -> dict[str, int]:
     return counts
 
 
+def _bucket_tables(con: duckdb.DuckDBPyConnection, job: BucketJob) -> dict[str, str] | None:
+    """Temp tables of the bucket's shuffled rows, named for rows.sql (None: no impressions)."""
+    names = {}
+    for table in ("impressions", "behaviors"):
+        name = f"bucket_{table}"
+        part = job.bucket // shuffle_per_part(job.buckets)
+        files = sorted(
+            duckdb_path(p) for p in _shuffled(job.staging, table).glob(f"j*/part={part}/*.parquet")
+        )
+        if files:
+            sqlfiles.run(con, "samples/bucket_rows", {"files": files}, target=name)
+        elif table == "impressions":
+            return None
+        else:
+            sqlfiles.run(con, "samples/bucket_rows_empty", target=name, table=table)
+        names[table] = name
+    return names
+
+
 def _configure(con: duckdb.DuckDBPyConnection, threads: int | None, memory: str | None) -> None:
     if threads:
         con.execute(f"SET threads = {int(threads)}")
@@ -427,6 +534,7 @@ def _configure(con: duckdb.DuckDBPyConnection, threads: int | None, memory: str 
 
 
 def _write_rows(
+    con: duckdb.DuckDBPyConnection,
     db_path: str | Path,
     out: Path,
     win: Window,
@@ -436,30 +544,54 @@ def _write_rows(
     threads: int | None,
     memory_limit: str | None,
     mapper: Mapper,
+    shuffle_rows: int | None,
 ) -> None:
     """The point-in-time rows of the window as ``out/{train,test}/part-NNNNN.parquet``.
 
     Users are split into ``buckets`` hash buckets, one job each (bounded memory, and the jobs
     are independent: ``mapper`` may run them anywhere that reads the warehouse and writes
-    ``out``); the files of non-empty buckets are then numbered in bucket order.
+    ``out``); the files of non-empty buckets are then numbered in bucket order. With
+    ``shuffle_rows``, the logs are first shuffled by bucket (jobs of about that many rows of
+    whole days), and each bucket job reads its own rows only.
     """
     staging = out / ".staging"
     staging.mkdir()
+    history_start = dt.datetime.combine(
+        win.train_start - dt.timedelta(days=history_days), dt.time()
+    )
+    start = dt.datetime.combine(win.train_start, dt.time())
+    end = dt.datetime.combine(win.test_day + dt.timedelta(days=1), dt.time())
+    if shuffle_rows:
+        shuffles = [
+            ShuffleJob(
+                db_path=str(Path(db_path).absolute()),
+                staging=str(staging.absolute()),
+                table=table,
+                index=k,
+                start=lo,
+                end=hi,
+                buckets=buckets,
+                threads=threads,
+                memory_limit=memory_limit,
+            )
+            for table, first in (("impressions", start), ("behaviors", history_start))
+            for k, (lo, hi) in enumerate(_day_groups(con, table, first, end, shuffle_rows))
+        ]
+        mapper(shuffle_days, shuffles, name="sample-shuffle")
     jobs = [
         BucketJob(
             db_path=str(Path(db_path).absolute()),
             staging=str(staging.absolute()),
             bucket=bucket,
             buckets=buckets,
-            start=dt.datetime.combine(win.train_start, dt.time()),
-            end=dt.datetime.combine(win.test_day + dt.timedelta(days=1), dt.time()),
-            history_start=dt.datetime.combine(
-                win.train_start - dt.timedelta(days=history_days), dt.time()
-            ),
+            start=start,
+            end=end,
+            history_start=history_start,
             test_day=win.test_day,
             seq_len=seq_len,
             threads=threads,
             memory_limit=memory_limit,
+            shuffled=bool(shuffle_rows),
         )
         for bucket in range(buckets)
     ]
@@ -479,6 +611,38 @@ def _write_rows(
                 f"no {split} rows for run date {win.run_date} (window {win.train_start}.."
                 f"{win.test_day}): every impression was excluded or the days are empty"
             )
+
+
+def _day_groups(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    limit: int,
+) -> list[tuple[dt.datetime, dt.datetime]]:
+    """Consecutive runs of whole days of ``table`` in [start, end) holding about ``limit``
+    rows each (a day holding more is a run of its own); days without rows are skipped."""
+    groups: list[tuple[dt.datetime, dt.datetime]] = []
+    first: dt.date | None = None
+    last: dt.date | None = None
+    n = 0
+    for day, rows in sqlfiles.run(
+        con, "samples/log_day_counts", {"start": start, "end": end}, table=table
+    ).fetchall():
+        if first is not None and n + rows > limit:
+            groups.append((first, last))
+            first, n = None, 0
+        first = day if first is None else first
+        last, n = day, n + rows
+    if first is not None:
+        groups.append((first, last))
+    return [
+        (
+            dt.datetime.combine(a, dt.time()),
+            dt.datetime.combine(b + dt.timedelta(days=1), dt.time()),
+        )
+        for a, b in groups
+    ]
 
 
 def _remove_leftovers(out: Path) -> None:
