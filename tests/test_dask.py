@@ -222,3 +222,15 @@ def test_validation_on_dask_is_the_single_process_validation(
     assert sum(serial.quarantined.values()) > 0
     assert _comparable(mapped) == _comparable(serial)
     assert _rows(there) == _rows(here)
+
+
+def test_the_command_line_sets_the_dask_parameters() -> None:
+    from flows.tarq_daily import DailyParams, _parser, params_from_args
+
+    assert DailyParams().dask is False and DailyParams().dask_address is None
+    p = params_from_args(_parser().parse_args(["--dask", "--dask-workers", "3"]))
+    assert (p.dask, p.dask_workers, p.dask_address) == (True, 3, None)
+    p = params_from_args(_parser().parse_args(["--dask-address", "tcp://10.0.0.5:8786"]))
+    assert (p.dask, p.dask_address) == (False, "tcp://10.0.0.5:8786")  # the address implies it
+    with pytest.raises(ValueError, match="dask_workers"):
+        params_from_args(_parser().parse_args(["--dask", "--dask-workers", "0"]))
