@@ -457,9 +457,14 @@ def test_bad_arguments_have_clear_errors(tmp_path: Path) -> None:
 def test_window_checked_by_day_chunks_quarantines_what_one_chunk_does(
     copy_db: Callable[[], Path], docs_dir: Path
 ) -> None:
-    """Row-level checks read the window a chunk of days at a time: the same rows quarantined,
-    GX and SQL agreeing chunk by chunk, as when the whole window is one chunk."""
-    dbs = {"one": copy_db("one.duckdb"), "by_day": copy_db("by_day.duckdb")}
+    """Row-level checks read the window a chunk of days at a time, or days too big for one
+    chunk in parts by user: the same rows quarantined, GX and SQL agreeing chunk by chunk, as
+    when the whole window is one chunk."""
+    dbs = {
+        "one": copy_db("one.duckdb"),
+        "by_day": copy_db("by_day.duckdb"),
+        "split": copy_db("split.duckdb"),
+    }
     for db in dbs.values():
         with duckdb.connect(str(db)) as con:
             u, i = con.execute("SELECT min(user_id), min(item_id) FROM users, items").fetchall()[0]
@@ -490,33 +495,41 @@ def test_window_checked_by_day_chunks_quarantines_what_one_chunk_does(
             RUN_DATE,
             docs_dir=docs_dir,
             window_days=19,
-            bounds=ValidationBounds(max_chunk_rows=0 if name == "by_day" else 10**9),
+            bounds=ValidationBounds(max_chunk_rows={"by_day": 0, "split": 1_000}.get(name, 10**9)),
         )
         for name, db in dbs.items()
     }
-    one, by_day = reports["one"], reports["by_day"]
+    one, by_day, split = reports["one"], reports["by_day"], reports["split"]
     assert len(by_day.days) == len(one.days) == 8
     for table in ("impressions", "behaviors"):
         assert _quarantine(dbs["by_day"], table) == _quarantine(dbs["one"], table) != set()
-        assert by_day.flagged[table] == one.flagged[table]
+        assert _quarantine(dbs["split"], table) == _quarantine(dbs["one"], table)
+        assert by_day.flagged[table] == one.flagged[table] == split.flagged[table]
     flagged = {
         c.key: (c.observed["flagged"], c.observed["gx_unexpected"], c.observed["row_ids"])
         for c in one.checks
         if c.level == "row"
     }
-    assert {
-        c.key: (c.observed["flagged"], c.observed["gx_unexpected"], c.observed["row_ids"])
-        for c in by_day.checks
-        if c.level == "row"
-    } == flagged
+    for report in (by_day, split):
+        assert {
+            c.key: (c.observed["flagged"], c.observed["gx_unexpected"], c.observed["row_ids"])
+            for c in report.checks
+            if c.level == "row"
+        } == flagged
     assert flagged["impressions.duplicate_impression"][0] == 2
     assert flagged["impressions.request_id_reused"][0] == 1  # its first row is another chunk's
     assert flagged["impressions.not_null_ts"][0] == 1  # the undated row: in the last chunk
     assert by_day.check("impressions", "position_non_negative").observed["chunks"] == 8
     assert one.check("impressions", "position_non_negative").observed["chunks"] == 1
-    assert not [c for c in by_day.checks if c.name == "gx_sql_agreement"]
-    assert by_day.success == one.success
+    assert not [c for c in by_day.checks + split.checks if c.name == "gx_sql_agreement"]
+    assert by_day.success == one.success == split.success
     assert any("impressions ran in 8 chunks" in n for n in by_day.notes)
+    # Tiny's days hold ~3k impressions: each is split in parts of at most 1,000 by user.
+    parts = split.check("impressions", "position_non_negative").observed["chunks"]
+    assert parts >= 3 * 8
+    assert any(
+        f"impressions ran in {parts} chunks" in n and "split by user" in n for n in split.notes
+    )
     assert by_day.docs_path is not None and by_day.docs_path.is_file()
 
 

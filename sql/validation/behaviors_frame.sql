@@ -1,5 +1,6 @@
 -- The behaviours under check for one validation run (see impressions_frame.sql for the
--- scope): one chunk of the checked days' rows, plus rows with no timestamp when $undated.
+-- scope): one chunk of the checked days' rows (or of one user-hash part of a day), plus rows
+-- with no timestamp when $undated.
 -- $actions is the allowed action vocabulary (ValidationBounds.actions). dup_rank numbers the
 -- copies of one (user_id, item_id, ts, action): a re-delivered log repeats them; the lowest
 -- row_id is kept.
@@ -7,7 +8,9 @@ CREATE OR REPLACE TEMP TABLE validation_behaviors AS
 WITH scope AS (
     SELECT row_id, user_id, ts, item_id, action
     FROM behaviors
-    WHERE list_contains($days::DATE[], ts::DATE) OR ($undated AND ts IS NULL)
+    WHERE (list_contains($days::DATE[], ts::DATE)
+           AND coalesce(hash(user_id), 0) % $parts = $part)
+       OR ($undated AND ts IS NULL)
 ),
 ranked AS (
     SELECT

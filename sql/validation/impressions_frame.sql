@@ -1,8 +1,11 @@
 -- The impressions under check for one validation run, as a temp table the GX batch is read
 -- from and the quarantine is filled from (so both see exactly the same rows).
 -- Scope: the rows of the checked days ($days, one chunk of them: whole days, see
--- chunk_days.sql), plus, when $undated (the run's last chunk), rows that belong to no day
--- (ts NULL), which are re-checked on every run and quarantined once. Every helper column is
+-- chunk_days.sql; or the users of part $part of $parts of one day too big for one chunk:
+-- duplicates are rows of one user and request ids are judged against the whole table, so a
+-- split day flags what the whole day would), plus, when $undated (the run's last chunk),
+-- rows that belong to no day (ts NULL), which are re-checked on every run and quarantined
+-- once. Every helper column is
 -- a function of the row's own day or of the whole table, so a chunk flags exactly the rows
 -- that one frame of all the checked days would. Rows of a later day, even one still
 -- in the future, are judged when their day is checked (sql/validation/not_yet_due.sql counts
@@ -15,7 +18,9 @@ CREATE OR REPLACE TEMP TABLE validation_impressions AS
 WITH scope AS (
     SELECT row_id, user_id, item_id, ts, clicked, exposed, position, request_id
     FROM impressions
-    WHERE list_contains($days::DATE[], ts::DATE) OR ($undated AND ts IS NULL)
+    WHERE (list_contains($days::DATE[], ts::DATE)
+           AND coalesce(hash(user_id), 0) % $parts = $part)
+       OR ($undated AND ts IS NULL)
 ),
 request_owner AS (
     -- The user and day of each request id's first row (lowest row_id) in the whole table.

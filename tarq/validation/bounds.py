@@ -62,8 +62,9 @@ class ValidationBounds:
             The limit applies to each chunk (``max_chunk_rows``).
         max_chunk_rows: not a threshold but a memory bound: the row-level checks of the log
             tables read the checked days in chunks of whole days holding at most this many rows
-            (a larger day is a chunk of its own; 0: one day a chunk), so that a run validating
-            the whole training window holds one chunk in pandas for GX, not the window.
+            (a larger day is split by user hash into parts of at most this many; 0: one day a
+            chunk, never split), so that a run validating the whole training window, or a day
+            of hundreds of millions of rows, holds one chunk in pandas for GX.
     """
 
     volume_ratio: tuple[float, float] = (0.5, 1.6)

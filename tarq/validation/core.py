@@ -524,9 +524,10 @@ class _Run:
 
     def _chunks(self, table: str, per_day: dict[str, list[tuple[Any, int]]]) -> list[_Chunk]:
         """The chunks of ``table``'s rows under check: whole days, consecutive, each at most
-        ``bounds.max_chunk_rows`` rows unless one day holds more; the last one also holds the
-        rows that belong to no day. The catalog is one chunk. ``per_day``: the rows of each
-        checked day of each log table (``chunk_days.sql``)."""
+        ``bounds.max_chunk_rows`` rows; a day holding more is split into as many parts by user
+        hash (every check compares rows of one user, or reads the whole table); the last chunk
+        also holds the rows that belong to no day. The catalog is one chunk. ``per_day``: the
+        rows of each checked day of each log table (``chunk_days.sql``)."""
         if table not in LOG_TABLES:
             return [_Chunk([], False, "all")]
         limit = self.bounds.max_chunk_rows
@@ -535,6 +536,13 @@ class _Run:
         n = 0
         for day, rows in per_day[table]:
             if day is None:
+                continue
+            if limit and rows > limit:
+                if days:
+                    chunks.append(_Chunk(days, False))
+                    days, n = [], 0
+                parts = math.ceil(rows / limit)
+                chunks += [_Chunk([day], False, part=k, parts=parts) for k in range(parts)]
                 continue
             if days and n + rows > limit:
                 chunks.append(_Chunk(days, False))
@@ -559,6 +567,8 @@ class _Run:
                 table=table,
                 days=tuple(c.days),
                 undated=c.undated,
+                part=c.part,
+                parts=c.parts,
                 batch_label=None if n == 1 else c.label(n),
                 now=self.now,
                 run_id=self.run_id,
@@ -604,10 +614,17 @@ class _Run:
                 tally.add(check, n, out, sql_ids)
         n_chunks = len(done)
         if n_chunks > 1:
-            self.notes.append(
-                f"row-level checks of {table} ran in {n_chunks} chunks of whole days (at "
-                f"most {self.bounds.max_chunk_rows:,} rows each unless one day holds more)"
+            limit = self.bounds.max_chunk_rows
+            split = sum(1 for job, _ in done if job.parts > 1 and job.part == 0)
+            how = (
+                f"whole days of at most {limit:,} rows; {split} day(s) holding more split by "
+                "user into parts of about that size"
+                if split
+                else f"whole days of at most {limit:,} rows"
+                if limit
+                else "one day each"
             )
+            self.notes.append(f"row-level checks of {table} ran in {n_chunks} chunks ({how})")
         pending: list[tuple[str, RowCheck, int]] = []
         for check in checks:
             n = tally.n_sql[check.name]
@@ -941,20 +958,26 @@ class _DayStatus:
 
 @dataclass
 class _Chunk:
-    """Whole days of a log table checked together (``undated``: with the rows of no day)."""
+    """Whole days of a log table checked together (``undated``: with the rows of no day), or
+    part ``part`` of ``parts`` of one day's rows, split by user hash."""
 
     days: list[dt.date]
     undated: bool
     name: str = ""
+    part: int = 0
+    parts: int = 1
 
     def label(self, n_chunks: int) -> str:
-        """A name for reports and the GX run of this chunk, e.g. ``2026-10-01_2026-10-07``."""
+        """A name for reports and the GX run of this chunk, e.g. ``2026-10-01_2026-10-07`` or
+        ``2026-10-05.p2of3``."""
         if self.name:
             return self.name
         if not self.days:
             return "undated"
         first, last = self.days[0], self.days[-1]
         span = str(first) if first == last else f"{first}_{last}"
+        if self.parts > 1:
+            span += f".p{self.part + 1}of{self.parts}"
         return span + ("+undated" if self.undated and n_chunks > 1 else "")
 
 

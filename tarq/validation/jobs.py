@@ -51,6 +51,9 @@ class RowJob:
     table: str
     days: tuple[dt.date, ...]
     undated: bool
+    #: Part ``part`` of ``parts`` of the days' rows by user hash (a day too big for one job).
+    part: int
+    parts: int
     #: The chunk's GX batch label (``<run id>.<label>`` in Data Docs); None: the table is one
     #: chunk.
     batch_label: str | None
@@ -114,6 +117,8 @@ def check_row_chunk(job: RowJob) -> RowChunkResult:
             {
                 "days": list(job.days),
                 "undated": job.undated,
+                "part": job.part,
+                "parts": job.parts,
                 "now": job.now,
                 "actions": list(job.bounds.actions),
             },
