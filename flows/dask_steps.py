@@ -46,7 +46,14 @@ def prefect_mapper(fn: Callable[[T], R], jobs: Sequence[T], *, name: str) -> lis
     task runner (a ``DaskTaskRunner`` in the subflows below); results in job order. It waits
     for every job before raising a failed one's error: a job still running holds the
     warehouse open read-only and writes into the stage's staging folder."""
-    job_task = task(fn, name=name, cache_policy=NO_CACHE, retries=JOB_RETRIES)
+    job_task = task(
+        fn,
+        name=name,
+        # e.g. "sample-bucket: bucket 3/9", "validate-rows: impressions 2026-10-05.p2of3"
+        task_run_name=f"{name}: {{job}}",
+        cache_policy=NO_CACHE,
+        retries=JOB_RETRIES,
+    )
     futures = job_task.map(list(jobs))
     wait(futures)
     return [f.result() for f in futures]

@@ -493,6 +493,9 @@ class CatalogChunk:
     tie_rtol: float = TIE_RTOL
     threads: int | None = None
 
+    def __str__(self) -> str:  # the job's name in logs and task runs
+        return f"items {self.lo}..{self.hi}"
+
 
 def assign_chunk(job: CatalogChunk) -> _Assignment:
     """Assign one chunk of the catalog and write its rows to ``job.part_path``.

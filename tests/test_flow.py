@@ -786,10 +786,10 @@ def test_data_steps_on_dask_give_the_same_samples_models_and_ids(
 
     flow_run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
-        for name, at_least in (
-            ("validate-on-dask", 1),
-            ("samples-on-dask", 1),
-            ("assign-on-dask", 1),
+        for name, job_names in (
+            ("validate-on-dask", ("validate-rows: impressions", "validate-days: days 2026-")),
+            ("samples-on-dask", ("sample-bucket: bucket 1/1",)),
+            ("assign-on-dask", ("assign-chunk: items ",)),
         ):
             runs = [
                 r
@@ -801,7 +801,12 @@ def test_data_steps_on_dask_give_the_same_samples_models_and_ids(
             ours = [r for r in runs if _in_run(client, r, flow_run_id)]
             assert len(ours) == 1, name
             jobs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [ours[0].id]}))
-            assert len(jobs) >= at_least and all(j.state.is_completed() for j in jobs), name
+            assert jobs and all(j.state.is_completed() for j in jobs), name
+            for prefix in job_names:  # each task run is named after its job
+                assert any(j.name.startswith(prefix) for j in jobs), (
+                    prefix,
+                    [j.name for j in jobs],
+                )
 
 
 def _in_run(client: Any, run: Any, flow_run_id: Any) -> bool:

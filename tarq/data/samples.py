@@ -397,6 +397,9 @@ class BucketJob:
     def folder(self) -> Path:
         return Path(self.staging) / f"b{self.bucket:04d}"
 
+    def __str__(self) -> str:  # the job's name in logs and task runs
+        return f"bucket {self.bucket + 1}/{self.buckets}"
+
 
 @dataclass(frozen=True)
 class ShuffleJob:
@@ -426,6 +429,10 @@ class ShuffleJob:
     buckets: int
     threads: int | None = None
     memory_limit: str | None = None
+
+    def __str__(self) -> str:  # the job's name in logs and task runs
+        last = (self.end - dt.timedelta(days=1)).date()
+        return f"{self.table} {self.start.date()}..{last}"
 
 
 def shuffle_days(job: ShuffleJob) -> int:

@@ -62,6 +62,9 @@ class RowJob:
     run_time: dt.datetime
     bounds: ValidationBounds
 
+    def __str__(self) -> str:  # the job's name in logs and task runs
+        return f"{self.table} {self.batch_label or 'all'}"
+
 
 @dataclass
 class RowChunkResult:
@@ -90,6 +93,9 @@ class DayJob:
     days: tuple[dt.date, ...]
     test_day: dt.date
     bounds: ValidationBounds
+
+    def __str__(self) -> str:  # the job's name in logs and task runs
+        return f"days {self.days[0]}..{self.days[-1]}" if self.days else "no days"
 
 
 _local = threading.local()
