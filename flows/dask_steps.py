@@ -61,15 +61,17 @@ def prefect_mapper(fn: Callable[[T], R], jobs: Sequence[T], *, name: str) -> lis
 
 @dataclass(frozen=True)
 class WorkerResources:
-    """What one job may use on the smallest worker: DuckDB/torch threads and a DuckDB memory
-    limit (``None``: the engines' own defaults)."""
+    """DuckDB's and torch's threads and DuckDB's memory limit in a worker process, from the
+    smallest worker (``None``: the engines' own defaults). Both engines keep one pool and one
+    limit per process, shared by the jobs a worker with several threads runs at once."""
 
     threads: int
     memory_limit: str | None
 
 
 def worker_resources(address: str) -> WorkerResources:
-    """Threads and DuckDB memory for one job, from the smallest worker of the cluster."""
+    """Threads and DuckDB memory of a worker process, from the smallest worker of the cluster
+    (:class:`WorkerResources`)."""
     from distributed import Client
 
     with Client(address, timeout="30s") as client:

@@ -50,7 +50,7 @@ from tarq.data.features import OOV, FeatureLayout, Vocab
 from tarq.data.loader import encode_fields
 from tarq.defaults import MAX_COLLISION_RATE
 from tarq.parallel import Mapper
-from tarq.warehouse import open_db
+from tarq.warehouse import open_db, open_for_job
 
 IDS_FILE = "ids.parquet"
 HEALTH_JSON = "health.json"
@@ -512,7 +512,7 @@ def assign_chunk(job: CatalogChunk) -> _Assignment:
     model, _, layout, vocabs = load_catalog_model(Path(job.model_dir))
     codebooks = model.codebooks.float().cpu().numpy()
     acc = _Assignment(codebooks, job.tie_rtol)
-    with open_db(job.db_path, read_only=True) as con:
+    with open_for_job(job.db_path) as con:
         table = con.sql(
             sqlfiles.load_sql("semantic_ids/catalog"), params={"lo": job.lo, "hi": job.hi}
         ).to_arrow_table()
@@ -544,7 +544,12 @@ def _assign_catalog_mapped(
     threads: int | None,
 ) -> tuple[int, int, tuple[int, np.ndarray, np.ndarray] | None]:
     """:func:`_assign_catalog` with the chunks as jobs of ``mapper``; their parts are merged
-    into ``tmp_path`` in item_id order (the same row groups as the single pass)."""
+    into ``tmp_path`` in item_id order (the same row groups as the single pass).
+
+    The plan's read-only connection stays open while the jobs run: no other process can
+    write the warehouse meanwhile (DuckDB: one writer or many readers), so every chunk is
+    read from the catalog the plan saw (each job still checks its chunk's size).
+    """
     with open_db(db_path, read_only=True) as con:
         con.begin()
         catalog_size = int(sqlfiles.run(con, "semantic_ids/catalog_size").fetchall()[0][0])
@@ -554,6 +559,21 @@ def _assign_catalog_mapped(
             con, "semantic_ids/chunk_bounds", {"chunk_size": chunk_size}
         ).fetchall()
         con.commit()
+        _map_chunks(db_path, model_dir, tmp_path, schema, acc, bounds, mapper, threads)
+    return catalog_size, bad_prices, served
+
+
+def _map_chunks(
+    db_path: Path,
+    model_dir: Path,
+    tmp_path: Path,
+    schema: pa.Schema,
+    acc: _Assignment,
+    bounds: list[tuple[Any, ...]],
+    mapper: Mapper,
+    threads: int | None,
+) -> None:
+    """Run one :func:`assign_chunk` job per chunk ``(lo, hi, n)`` of ``bounds``; merge."""
     parts = tmp_path.parent / f".parts-{tmp_path.stem}-{time.time_ns()}"
     parts.mkdir()
     try:
@@ -574,14 +594,14 @@ def _assign_catalog_mapped(
         with pq.ParquetWriter(tmp_path, schema, compression="zstd") as writer:
             for job, part in zip(jobs, results, strict=True):
                 acc.merge(part)
-                for rb in pq.read_table(job.part_path).to_batches():
-                    writer.write_batch(rb)
+                # One write per part, as the single pass writes one batch per chunk: the same
+                # row groups (read_table's batches are of another size).
+                writer.write_table(pq.read_table(job.part_path))
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
     finally:
         shutil.rmtree(parts, ignore_errors=True)
-    return catalog_size, bad_prices, served
 
 
 def _ids_schema(m: int, d: int, meta: dict[str, Any]) -> pa.Schema:

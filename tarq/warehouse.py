@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import hashlib
+import os
 import re
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import duckdb
@@ -86,6 +90,42 @@ def open_db(db_path: str | Path, read_only: bool = False) -> Iterator[duckdb.Duc
         yield con
     finally:
         con.close()
+
+
+_spill: tuple[int, str] | None = None  # (pid, folder) of this process's spill folder
+
+
+def _spill_dir() -> str:
+    """This process's DuckDB spill folder on local disk, made once, removed at exit."""
+    global _spill
+    if _spill is None or _spill[0] != os.getpid():  # a forked child makes its own
+        _spill = (os.getpid(), tempfile.mkdtemp(prefix="tarq-spill-"))
+        atexit.register(_remove_spill, *_spill)
+    return _spill[1]
+
+
+def _remove_spill(pid: int, folder: str) -> None:
+    if os.getpid() == pid:  # not a forked child's exit
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def open_for_job(db_path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection for one job of a data step (:mod:`tarq.parallel`) that spills
+    to this process's folder on local disk.
+
+    DuckDB spills next to the database file by default, in files named after the process id:
+    on a cluster that folder is on shared storage, where jobs of two machines could take each
+    other's files (and spilling over a network share is slow). A DuckDB instance cannot move
+    its spill folder once it has spilled: a job run in a process whose instance already has
+    (in-process jobs beside the coordinator's connection) keeps that folder.
+    """
+    with open_db(db_path, read_only=True) as con:
+        spill = _spill_dir()
+        if con.execute("SELECT current_setting('temp_directory')").fetchone()[0] != spill:
+            with suppress(duckdb.NotImplementedException):
+                con.execute("SET temp_directory = $d", {"d": spill})
+        yield con
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

@@ -239,6 +239,27 @@ def test_a_shuffled_build_gives_the_same_files(
     assert shared.fingerprint == plain.fingerprint
 
 
+def test_a_retried_job_starts_over(built: tuple[Path, Path, SampleBuild], tmp_path: Path) -> None:
+    """A job run again (a retry after a lost worker) replaces what its first attempt wrote,
+    even a file the first attempt left under another name."""
+    from tarq.data.samples import BucketJob, ShuffleJob, build_bucket, shuffle_days
+
+    db = built[0]
+    start = dt.datetime.combine(DAY0, dt.time())
+    end = start + dt.timedelta(days=N_DAYS)
+    shuffle = ShuffleJob(str(db), str(tmp_path), "impressions", 0, start, end, buckets=3)
+    assert shuffle_days(shuffle) == shuffle_days(shuffle) > 0
+    files = list((tmp_path / "shuffle").rglob("*.parquet"))
+    assert len(files) == 3  # one file per bucket: the first attempt's were replaced
+    shuffle_days(ShuffleJob(str(db), str(tmp_path), "behaviors", 0, start, end, buckets=3))
+    job = BucketJob(str(db), str(tmp_path), 1, 3, start, end, start, DAY0, seq_len=8, shuffled=True)
+    once = build_bucket(job)
+    stale = job.folder / "rows" / "split=train" / "stale.parquet"
+    stale.parent.mkdir(parents=True)
+    (job.folder / "train.parquet").rename(stale)  # an attempt's leftover, another name
+    assert build_bucket(job) == once and not stale.exists()
+
+
 def test_a_rebuild_swaps_in_whole_and_leaves_nothing_behind(tmp_path: Path) -> None:
     """A rebuild replaces exactly the sample outputs (into a folder whose name has glob
     characters: DuckDB must read the parts of this folder only), and stale leftovers of an

@@ -51,7 +51,7 @@ from tarq.data.paths import duckdb_path
 from tarq.dates import Window, resolve_run_date, utc_now, window_for
 from tarq.defaults import MIN_COUNT, SEQ_LEN, TRAIN_DAYS
 from tarq.parallel import Mapper, serial_map
-from tarq.warehouse import new_id, open_db, side_features
+from tarq.warehouse import new_id, open_db, open_for_job, side_features
 
 DEFAULT_HISTORY_DAYS = 60
 DEFAULT_MIN_COUNT = MIN_COUNT
@@ -438,8 +438,9 @@ class ShuffleJob:
 def shuffle_days(job: ShuffleJob) -> int:
     """Write one group of days of a log table split by user bucket; returns the rows written."""
     out = _shuffled(job.staging, job.table) / f"j{job.index:05d}"
+    shutil.rmtree(out, ignore_errors=True)  # a retry starts over: the folder is this job's
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open_db(job.db_path, read_only=True) as con:
+    with open_for_job(job.db_path) as con:
         _configure(con, job.threads, job.memory_limit)
         query = sqlfiles.render("samples/shuffle", table=job.table)
         cur = con.execute(
@@ -473,8 +474,9 @@ def build_bucket(job: BucketJob) -> dict[str, int]:
         Rows written per split, ``{"train": n, "test": n}`` (a split without rows has no file).
     """
     out = job.folder
-    out.mkdir(parents=True, exist_ok=True)
-    with open_db(job.db_path, read_only=True) as con:
+    shutil.rmtree(out, ignore_errors=True)  # a retry starts over: the folder is this job's
+    out.mkdir(parents=True)
+    with open_for_job(job.db_path) as con:
         _configure(con, job.threads, job.memory_limit)
         sources = {"impressions": "impressions", "behaviors": "behaviors"}
         if job.shuffled:

@@ -298,8 +298,12 @@ class _RowTally:
             self.n_gx[check.name] = (self.n_gx[check.name] or 0) + out.unexpected_count
         if out is not None and not out.success:
             self.gx_failed.add(check.name)
+        # The lowest flagged ids over all chunks (each chunk gives its lowest), whatever the
+        # chunks' order: a day split by user lists what the whole day would.
         shown = self.shown_ids[check.name]
-        shown.extend(sql_ids[: 100 - len(shown)])
+        shown.extend(sql_ids[:100])
+        shown.sort()
+        del shown[100:]
 
     def result(self, table: str, check: RowCheck, n_chunks: int) -> CheckResult:
         n, ids = self.n_sql[check.name], self.shown_ids[check.name]

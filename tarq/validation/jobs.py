@@ -35,7 +35,7 @@ from tarq.sqlfiles import render, run
 from tarq.validation.bounds import ValidationBounds
 from tarq.validation.checks import CATALOG_KEYS, LOG_TABLES, row_checks
 from tarq.validation.suites import DetachedResult, ExpectationOutcome, GxRunner
-from tarq.warehouse import RAW_TABLES, open_db
+from tarq.warehouse import RAW_TABLES, open_for_job
 
 #: The temp table each raw table's rows are checked in (see sql/validation/*_frame.sql),
 #: one chunk at a time.
@@ -116,7 +116,7 @@ def check_row_chunk(job: RowJob) -> RowChunkResult:
     table, frame = job.table, FRAMES[job.table]
     checks = row_checks(table, job.bounds)
     id_col = "row_id" if table in LOG_TABLES else CATALOG_KEYS[table]
-    with open_db(job.db_path, read_only=True) as con:
+    with open_for_job(job.db_path) as con:
         run(
             con,
             f"validation/{table}_frame",
@@ -181,7 +181,7 @@ def day_stats(job: DayJob) -> list[DayStats]:
     """The aggregates of each of ``job.days`` and of its trailing days."""
     b = job.bounds
     first = job.days[0] - dt.timedelta(days=b.trailing_days)
-    with open_db(job.db_path, read_only=True) as con:
+    with open_for_job(job.db_path) as con:
         counts = run(
             con,
             "validation/day_counts",
