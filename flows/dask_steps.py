@@ -1,10 +1,11 @@
 """The data steps on a Dask cluster: each heavy stage's jobs as mapped Prefect tasks.
 
 With ``dask`` (or ``dask_address``) set, ``tarq-daily`` runs validation (one job per chunk of
-days), sample building (one job per user bucket) and the catalog's semantic-ID assignment
-(one job per chunk of items) as subflows whose task runner is prefect-dask's
-``DaskTaskRunner``: every job is a Prefect task run (retried on its own, visible in the UI)
-executed by a Dask worker. The library side (``tarq.parallel``) knows nothing of either: the
+days), sample building (the logs shuffled by user bucket in jobs of whole days, then one job
+per bucket) and the catalog's semantic-ID assignment (one job per chunk of items) as subflows
+``<step>-on-dask`` (:func:`run_step`) whose task runner is prefect-dask's ``DaskTaskRunner``:
+every job is a Prefect task run (retried on its own, visible in the UI) executed by a Dask
+worker. The library side (``tarq.parallel``) knows nothing of either: the
 stage takes a mapper, and :func:`prefect_mapper` is the one that maps over Prefect tasks.
 
 :func:`cluster` gives the address of the cluster for one run: the existing one named by
@@ -16,12 +17,14 @@ real cluster both live on shared storage (README, "Beyond one machine").
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import flow, task
@@ -118,90 +121,48 @@ def _runner(address: str) -> Any:
     return DaskTaskRunner(address=address)
 
 
-@flow(name="validate-on-dask", description="Validation, one task per chunk of days.")
-def _validate_flow(
-    db: Path, run_date: str, docs_dir: Path, window_days: int, bounds: dict[str, Any] | None
-) -> Any:
-    from tarq.validation import ValidationBounds, validate
-
-    return validate(
-        db,
-        run_date,
-        docs_dir=docs_dir,
-        window_days=window_days,
-        bounds=ValidationBounds.from_overrides(bounds),
-        mapper=prefect_mapper,
-    )
-
-
-@flow(
-    name="samples-on-dask",
-    description="Point-in-time samples: the logs shuffled by user bucket, then one task per bucket.",
-)
-def _samples_flow(
-    db: Path,
-    run_date: str,
-    out_dir: Path,
-    train_days: int,
-    seq_len: int,
-    min_count: int,
-    threads: int,
-    memory_limit: str | None,
-) -> Any:
-    from tarq.data.samples import build_samples
-
-    return build_samples(
-        db,
-        run_date,
-        out_dir,
-        train_days=train_days,
-        seq_len=seq_len,
-        min_count=min_count,
-        threads=threads,
-        memory_limit=memory_limit,
-        mapper=prefect_mapper,
-        shuffle_rows=SHUFFLE_JOB_ROWS,
-    )
+#: The data steps that can map on Dask: (module, function, what the step adds there, what
+#: the subflow is). Each function takes a ``mapper``; ``threads``/``memory_limit`` where it
+#: has them are sized from the workers.
+STEPS: dict[str, tuple[str, str, dict[str, Any], str]] = {
+    "validate": ("tarq.validation", "validate", {}, "Validation, one task per chunk of days."),
+    "samples": (
+        "tarq.data.samples",
+        "build_samples",
+        {"shuffle_rows": SHUFFLE_JOB_ROWS},
+        "Point-in-time samples: the logs shuffled by user bucket, then one task per bucket.",
+    ),
+    "assign": (
+        "tarq.semantic_ids",
+        "assign_ids",
+        {},
+        "Semantic IDs, one task per chunk of the catalog.",
+    ),
+}
 
 
-@flow(name="assign-on-dask", description="Semantic IDs, one task per chunk of the catalog.")
-def _assign_flow(
-    db: Path,
-    model_dir: Path,
-    out_dir: Path,
-    max_churn: float | None,
-    max_collision_rate: float | None,
-    threads: int,
-) -> Any:
-    from tarq.semantic_ids import assign_ids
-
-    return assign_ids(
-        db,
-        model_dir,
-        out_dir,
-        progress=False,
-        max_churn=max_churn,
-        max_collision_rate=max_collision_rate,
-        mapper=prefect_mapper,
-        threads=threads,
-    )
+def _step_function(step: str) -> Callable[..., Any]:
+    module, name, _, _ = STEPS[step]
+    return getattr(importlib.import_module(module), name)
 
 
-def validate(address: str, *args: Any) -> Any:
-    """:func:`tarq.validation.validate` with its chunks of days mapped on the cluster."""
-    return _validate_flow.with_options(task_runner=_runner(address))(*args)
+def run_step(address: str | None, step: str, **kwargs: Any) -> Any:
+    """The data step ``step`` (:data:`STEPS`) called with ``kwargs``: here, one job after the
+    other, when ``address`` is None; else as the subflow ``<step>-on-dask`` whose jobs are
+    Prefect tasks on the Dask cluster at ``address`` (the same result)."""
+    if not address:
+        return _step_function(step)(**kwargs)
+    return _on_dask.with_options(
+        name=f"{step}-on-dask", description=STEPS[step][3], task_runner=_runner(address)
+    )(step, kwargs, address)
 
 
-def build_samples(address: str, *args: Any) -> Any:
-    """:func:`tarq.data.samples.build_samples` with its user buckets mapped on the cluster
-    (each job with the smallest worker's threads and a share of its memory)."""
-    res = worker_resources(address)
-    return _samples_flow.with_options(task_runner=_runner(address))(
-        *args, res.threads, res.memory_limit
-    )
-
-
-def assign(address: str, *args: Any) -> Any:
-    """:func:`tarq.semantic_ids.assign_ids` with its catalog chunks mapped on the cluster."""
-    res = worker_resources(address)
-    return _assign_flow.with_options(task_runner=_runner(address))(*args, res.threads)
+@flow(name="data-step-on-dask")  # named <step>-on-dask by run_step
+def _on_dask(step: str, kwargs: dict[str, Any], address: str) -> Any:
+    fn = _step_function(step)
+    takes = inspect.signature(fn).parameters
+    sized = {}
+    if {"threads", "memory_limit"} & set(takes):
+        res = dataclasses.asdict(worker_resources(address))
+        sized = {k: v for k, v in res.items() if k in takes}
+    return fn(**kwargs, **STEPS[step][2], **sized, mapper=prefect_mapper)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
+from flows import dask_steps
 from flows.results import ChampionScore, Registration, Samples, TrainedModel
 
 if TYPE_CHECKING:  # the tasks import tarq when they run
@@ -148,20 +149,17 @@ def validate_logs(
     before it whose rows changed since they were last validated (bad rows → quarantine);
     ``bounds`` overrides fields of :class:`tarq.validation.ValidationBounds`; ``dask``: the
     scheduler address to map the chunks of days on (``flows.dask_steps``)."""
-    from tarq.validation import ValidationBounds, validate
+    from tarq.validation import ValidationBounds
 
-    if dask:
-        from flows import dask_steps
-
-        report = dask_steps.validate(dask, db, run_date, docs_dir, window_days, bounds)
-    else:
-        report = validate(
-            db,
-            run_date,
-            docs_dir=docs_dir,
-            window_days=window_days,
-            bounds=ValidationBounds.from_overrides(bounds),
-        )
+    report = dask_steps.run_step(
+        dask,
+        "validate",
+        db_path=db,
+        run_date=run_date,
+        docs_dir=docs_dir,
+        window_days=window_days,
+        bounds=ValidationBounds.from_overrides(bounds),
+    )
     out = json.loads(json.dumps(report.to_dict(), default=str))
     out["success"] = bool(report.success)
     out["text"] = report.to_text()
@@ -182,14 +180,17 @@ def build_samples(
     """Point-in-time samples of the run date (cached while the warehouse state is unchanged;
     built here or, with ``dask`` a scheduler address, one user bucket per task on that
     cluster: the same files either way, so the cache does not tell them apart)."""
-    from tarq.data.samples import build_samples as build
-
     del state  # part of the cache key only
-    if dask:
-        from flows import dask_steps
-
-        return dask_steps.build_samples(dask, db, run_date, out_dir, train_days, seq_len, min_count)
-    return build(db, run_date, out_dir, train_days=train_days, seq_len=seq_len, min_count=min_count)
+    return dask_steps.run_step(
+        dask,
+        "samples",
+        db_path=db,
+        run_date=run_date,
+        out_dir=out_dir,
+        train_days=train_days,
+        seq_len=seq_len,
+        min_count=min_count,
+    )
 
 
 @daily_task("find-parent", task_run_name="find-parent-{name}")
@@ -387,23 +388,19 @@ def assign(
     """FAISS-checked semantic IDs for the whole catalog with churn against the served table;
     a failed check returns ``ok: False`` (and no ids file). ``dask``: the scheduler address
     to map the catalog's chunks on (the same file as here)."""
-    from tarq.semantic_ids import HEALTH_JSON, SemanticIdError, assign_ids
+    from tarq.semantic_ids import HEALTH_JSON, SemanticIdError
 
     try:
-        if dask:
-            from flows import dask_steps
-
-            health = dask_steps.assign(dask, db, model_dir, out_dir, max_churn, max_collision_rate)
-        else:
-            health = assign_ids(
-                db,
-                model_dir,
-                out_dir,
-                progress=False,
-                max_churn=max_churn,
-                max_collision_rate=max_collision_rate,
-            )
-        report = health.to_dict()
+        report = dask_steps.run_step(
+            dask,
+            "assign",
+            db_path=db,
+            model_dir=model_dir,
+            out_dir=out_dir,
+            progress=False,
+            max_churn=max_churn,
+            max_collision_rate=max_collision_rate,
+        ).to_dict()
     except SemanticIdError as exc:
         path = out_dir / HEALTH_JSON
         report = json.loads(path.read_text()) if path.exists() else {"ok": False, "checks": []}
