@@ -12,11 +12,12 @@ The library never imports Prefect or Dask for this.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+D = TypeVar("D")
 
 
 class Mapper(Protocol):
@@ -33,3 +34,21 @@ def serial_map(fn: Callable[[T], R], jobs: Sequence[T], *, name: str) -> list[R]
     """Run every job in this process, one after the other (the default :class:`Mapper`)."""
     del name
     return [fn(job) for job in jobs]
+
+
+def group_days(days: Iterable[tuple[D, int]], limit: int) -> list[list[D]]:
+    """Consecutive days, in order, in runs holding at most ``limit`` rows together (a day
+    holding more is a run of its own; ``limit`` 0: a day a run): how a data step cuts its
+    days into jobs. ``days``: ``(day, rows)`` in order."""
+    runs: list[list[D]] = []
+    run: list[D] = []
+    n = 0
+    for day, rows in days:
+        if run and n + rows > limit:
+            runs.append(run)
+            run, n = [], 0
+        run.append(day)
+        n += rows
+    if run:
+        runs.append(run)
+    return runs

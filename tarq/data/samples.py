@@ -50,7 +50,7 @@ from tarq.data.features import (
 from tarq.data.paths import duckdb_path
 from tarq.dates import Window, resolve_run_date, utc_now, window_for
 from tarq.defaults import MIN_COUNT, SEQ_LEN, TRAIN_DAYS
-from tarq.parallel import Mapper, serial_map
+from tarq.parallel import Mapper, group_days, serial_map
 from tarq.warehouse import new_id, open_db, open_for_job, side_features
 
 DEFAULT_HISTORY_DAYS = 60
@@ -284,6 +284,7 @@ def _build(
             memory_limit,
             mapper,
             shuffle_rows if shuffle_rows and buckets > 1 else None,
+            [(dt.date.fromisoformat(day), n) for day, n in raw_counts.items()],
         )
         per_day = _per_day(con, out, raw_counts)
 
@@ -554,6 +555,7 @@ def _write_rows(
     memory_limit: str | None,
     mapper: Mapper,
     shuffle_rows: int | None,
+    impression_days: list[tuple[dt.date, int]],
 ) -> None:
     """The point-in-time rows of the window as ``out/{train,test}/part-NNNNN.parquet``.
 
@@ -561,7 +563,8 @@ def _write_rows(
     are independent: ``mapper`` may run them anywhere that reads the warehouse and writes
     ``out``); the files of non-empty buckets are then numbered in bucket order. With
     ``shuffle_rows``, the logs are first shuffled by bucket (jobs of about that many rows of
-    whole days), and each bucket job reads its own rows only.
+    whole days; ``impression_days``: the window's impressions per day, already counted),
+    and each bucket job reads its own rows only.
     """
     staging = out / ".staging"
     staging.mkdir()
@@ -571,6 +574,9 @@ def _write_rows(
     start = dt.datetime.combine(win.train_start, dt.time())
     end = dt.datetime.combine(win.test_day + dt.timedelta(days=1), dt.time())
     if shuffle_rows:
+        behavior_days = sqlfiles.run(
+            con, "samples/log_day_counts", {"start": history_start, "end": end}, table="behaviors"
+        ).fetchall()
         shuffles = [
             ShuffleJob(
                 db_path=str(Path(db_path).absolute()),
@@ -583,8 +589,8 @@ def _write_rows(
                 threads=threads,
                 memory_limit=memory_limit,
             )
-            for table, first in (("impressions", start), ("behaviors", history_start))
-            for k, (lo, hi) in enumerate(_day_groups(con, table, first, end, shuffle_rows))
+            for table, per_day in (("impressions", impression_days), ("behaviors", behavior_days))
+            for k, (lo, hi) in enumerate(_day_spans(per_day, shuffle_rows))
         ]
         mapper(shuffle_days, shuffles, name="sample-shuffle")
     jobs = [
@@ -622,35 +628,17 @@ def _write_rows(
             )
 
 
-def _day_groups(
-    con: duckdb.DuckDBPyConnection,
-    table: str,
-    start: dt.datetime,
-    end: dt.datetime,
-    limit: int,
+def _day_spans(
+    per_day: list[tuple[dt.date, int]], limit: int
 ) -> list[tuple[dt.datetime, dt.datetime]]:
-    """Consecutive runs of whole days of ``table`` in [start, end) holding about ``limit``
-    rows each (a day holding more is a run of its own); days without rows are skipped."""
-    groups: list[tuple[dt.datetime, dt.datetime]] = []
-    first: dt.date | None = None
-    last: dt.date | None = None
-    n = 0
-    for day, rows in sqlfiles.run(
-        con, "samples/log_day_counts", {"start": start, "end": end}, table=table
-    ).fetchall():
-        if first is not None and n + rows > limit:
-            groups.append((first, last))
-            first, n = None, 0
-        first = day if first is None else first
-        last, n = day, n + rows
-    if first is not None:
-        groups.append((first, last))
+    """[start, end) of each run of whole days holding about ``limit`` rows (``per_day``: the
+    days with rows, in order; :func:`tarq.parallel.group_days`)."""
     return [
         (
-            dt.datetime.combine(a, dt.time()),
-            dt.datetime.combine(b + dt.timedelta(days=1), dt.time()),
+            dt.datetime.combine(days[0], dt.time()),
+            dt.datetime.combine(days[-1] + dt.timedelta(days=1), dt.time()),
         )
-        for a, b in groups
+        for days in group_days(per_day, limit)
     ]
 
 

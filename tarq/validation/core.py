@@ -44,7 +44,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tarq.dates import resolve_run_date
-from tarq.parallel import Mapper, serial_map
+from tarq.parallel import Mapper, group_days, serial_map
 from tarq.sqlfiles import run
 from tarq.telemetry import disable_telemetry
 from tarq.validation.bounds import ValidationBounds
@@ -535,25 +535,20 @@ class _Run:
         if table not in LOG_TABLES:
             return [_Chunk([], False, "all")]
         limit = self.bounds.max_chunk_rows
+        dated = [(day, rows) for day, rows in per_day[table] if day is not None]
+        n_rows = dict(dated)
         chunks: list[_Chunk] = []
-        days: list[dt.date] = []
-        n = 0
-        for day, rows in per_day[table]:
-            if day is None:
-                continue
-            if limit and rows > limit:
-                if days:
-                    chunks.append(_Chunk(days, False))
-                    days, n = [], 0
-                parts = math.ceil(rows / limit)
-                chunks += [_Chunk([day], False, part=k, parts=parts) for k in range(parts)]
-                continue
-            if days and n + rows > limit:
+        for days in group_days(dated, limit):
+            if limit and n_rows[days[0]] > limit:  # a day alone, too big for one chunk
+                parts = math.ceil(n_rows[days[0]] / limit)
+                chunks += [_Chunk(days, False, part=k, parts=parts) for k in range(parts)]
+            else:
                 chunks.append(_Chunk(days, False))
-                days, n = [], 0
-            days.append(day)
-            n += rows
-        chunks.append(_Chunk(days, True))
+        # The rows of no day go with the last chunk (in one of their own after a split day).
+        if chunks and chunks[-1].parts == 1:
+            chunks[-1].undated = True
+        else:
+            chunks.append(_Chunk([], True))
         return chunks
 
     def _row_jobs(self, table: str, per_day: dict[str, list[tuple[Any, int]]]) -> list[RowJob]:
@@ -714,17 +709,9 @@ class _Run:
         """The checked days in consecutive groups of at most ``bounds.max_chunk_rows``
         impressions (a day with more is a group of its own), one :class:`DayJob` each."""
         rows = {d: n for d, n in per_day if d is not None}
-        limit = self.bounds.max_chunk_rows
-        groups: list[list[dt.date]] = []
-        days: list[dt.date] = []
-        n = 0
-        for day in self.days:
-            if days and n + rows.get(day, 0) > limit:
-                groups.append(days)
-                days, n = [], 0
-            days.append(day)
-            n += rows.get(day, 0)
-        groups.append(days)
+        groups = group_days(
+            [(day, rows.get(day, 0)) for day in self.days], self.bounds.max_chunk_rows
+        )
         return [DayJob(str(self.db_path), tuple(g), self.day, self.bounds) for g in groups]
 
     def _check_days(self, parts: list[list[DayStats]]) -> None:
