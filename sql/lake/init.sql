@@ -3,28 +3,12 @@
 -- tables (same columns, same row_id sequences as the raw tables, so row ids stay unique and
 -- increasing across loads) and flush them to Parquet files before they commit; the views
 -- impressions/behaviors (lake/view_*) read the landing rows and the committed files.
-CREATE TABLE lake_landing_impressions (
-    row_id       BIGINT DEFAULT nextval('impressions_row_id_seq'),
-    user_id      BIGINT,
-    item_id      BIGINT,
-    ts           TIMESTAMP,
-    clicked      BOOLEAN,
-    exposed      BOOLEAN,
-    position     INTEGER,
-    request_id   VARCHAR,
-    load_id      VARCHAR
-);
-
-CREATE TABLE lake_landing_behaviors (
-    row_id       BIGINT DEFAULT nextval('behaviors_row_id_seq'),
-    user_id      BIGINT,
-    ts           TIMESTAMP,
-    item_id      BIGINT,
-    category_id  BIGINT,
-    brand_id     BIGINT,
-    action       VARCHAR,
-    load_id      VARCHAR
-);
+-- The landing tables are copied from the contract's tables (sql/schema/create_tables.sql), so
+-- their columns cannot drift apart; CTAS copies no defaults, so row_id's is set again.
+CREATE TABLE lake_landing_impressions AS SELECT * FROM impressions LIMIT 0;
+ALTER TABLE lake_landing_impressions ALTER COLUMN row_id SET DEFAULT nextval('impressions_row_id_seq');
+CREATE TABLE lake_landing_behaviors AS SELECT * FROM behaviors LIMIT 0;
+ALTER TABLE lake_landing_behaviors ALTER COLUMN row_id SET DEFAULT nextval('behaviors_row_id_seq');
 
 -- The manifest: the committed files of the lake, one row each. A file is part of the logs
 -- exactly when its row here is committed; a file under the lake without a row is an orphan
