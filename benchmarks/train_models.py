@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from tarq.data.samples import SampleBuild
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("tt", "inttower", "mvke", "ta", "tarq", "tarq_no_align", "tarq_no_teacher_align")
+MODELS = ("tt", "pooled", "inttower", "mvke", "ta", "tarq", "tarq_no_align", "tarq_no_teacher_align")
 DATASETS = (*(f"demo-{p}" for p in PRESETS), "movielens", "taobao")
 IMPORTED = {"movielens": "movielens_src", "taobao": "taobao_src"}
 # Metrics copied from a run's test-day metrics (absent keys stay absent).

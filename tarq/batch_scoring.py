@@ -241,19 +241,19 @@ def _tarq(model: TarqModel, batch: Batch, groups: Groups | None, diagnostics: bo
     if not diagnostics:
         return ModelOutput(logit, {}, extras)
     losses = {"recon": model.autoencoder.recon_loss(x_item, z)}
-    tau = model.config.align_temperature
+    tau, relative = model.config.align_temperature, model.config.align_relative
     if model.teacher is not None:
         h_seq = model.teacher.encode_sequence(x_seq, mask)  # (G, S, d)
         h_tar = _attend(model.teacher.attn, x_item, h_seq, mask, groups)
         log_p, log_q = level_distributions(
-            q.residuals, codebooks, h_tar, personal, q.codes, tau, group=index
+            q.residuals, codebooks, h_tar, personal, q.codes, tau, group=index, relative=relative
         )
         extras["align_sharpness_p"] = sharpness(log_p)
         extras["align_sharpness_p_hat"] = sharpness(log_q)
     else:
         log_p = torch.stack(
             [
-                level_log_probs(q.residuals[:, level], codebooks[level], tau)
+                level_log_probs(q.residuals[:, level], codebooks[level], tau, relative)
                 for level in range(q.codes.shape[1])
             ],
             dim=1,

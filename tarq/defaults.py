@@ -5,11 +5,22 @@ were chosen from measurements; ``benchmarks/README.md`` ("Continuous training") 
 from __future__ import annotations
 
 # Every model the library can train: TARQ, the paper's baselines and two ablations.
-MODEL_NAMES = ("tarq", "tt", "inttower", "mvke", "ta", "tarq_no_align", "tarq_no_teacher_align")
+MODEL_NAMES = (
+    "tarq",
+    "tt",
+    "inttower",
+    "mvke",
+    "ta",
+    "tarq_no_align",
+    "tarq_no_teacher_align",
+    "pooled",
+)
 # The ablations of the paper's Table 1 (trained by the daily job only on request).
 ABLATIONS = ("tarq_no_align", "tarq_no_teacher_align")
 # What the daily job trains and compares by default: TARQ and the four baselines.
 DAILY_MODELS = ("tarq", "tt", "inttower", "mvke", "ta")
+# Sanity baselines beside the paper's TT in the model comparison (trained on request).
+SANITY_BASELINES = ("pooled",)
 # Sizes of the built-in demo logs (tarq.data.demo.PRESETS has what each one means).
 PRESETS = ("tiny", "small", "medium", "large")
 DEMO_SEED = 7

@@ -798,6 +798,7 @@ def _starting_point(
     # broadcasts rank 0's state to every rank.
     first = next(iter(training_rows(sset, tcfg, cutoff)))
     model.init_codebooks(model_inputs(first))
+    model.init_score_bias(first["label"])
     return _Start()
 
 

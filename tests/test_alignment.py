@@ -60,13 +60,35 @@ def test_level_log_probs_sharpen_as_the_temperature_falls() -> None:
     assert ents[2] > 0.95 * math.log(6)  # τ = 64 on distances of a few units: nearly uniform
 
 
+def test_relative_distances_make_the_alignment_scale_free() -> None:
+    """align_relative: scaling the residual and the entries together (a teacher whose h_tar
+    grows) leaves p unchanged; with absolute distances it sharpens p."""
+    g = torch.Generator().manual_seed(1)
+    r, e = torch.randn(32, 8, generator=g), torch.randn(16, 8, generator=g)
+    rel = level_log_probs(r, e, 0.2, relative=True)
+    assert torch.allclose(level_log_probs(10 * r, 10 * e, 0.2, relative=True), rel, atol=1e-5)
+    absolute = sharpness(level_log_probs(r, e, 20.0)[:, None])[1, 0]
+    assert sharpness(level_log_probs(10 * r, 10 * e, 20.0)[:, None])[1, 0] > absolute + 0.3
+    # the same for per-row codebooks (the personalised side)
+    eb = torch.randn(32, 16, 8, generator=g)
+    assert torch.allclose(
+        level_log_probs(3 * r, 3 * eb, 0.2, relative=True),
+        level_log_probs(r, eb, 0.2, relative=True),
+        atol=1e-5,
+    )
+
+
 def test_temperature_and_per_dim_switch_act_separately(batch: dict[str, torch.Tensor]) -> None:
-    """τ changes the alignment's sharpness; per_dim_losses changes distill and rq, not the
-    alignment (same weights, same batch)."""
+    """τ changes the alignment's sharpness; per_dim_losses changes the literal (l2) distill and
+    rq, not the alignment (same weights, same batch)."""
     res = {}
     for per_dim in (True, False):
         for tau in (0.02, 1.0):
-            model = _tarq(dataclasses.replace(CFG, per_dim_losses=per_dim, align_temperature=tau))
+            model = _tarq(
+                dataclasses.replace(
+                    CFG, per_dim_losses=per_dim, align_temperature=tau, distill="l2"
+                )
+            )
             with torch.no_grad():
                 res[per_dim, tau] = (_sharpness_eval(model, batch), model(_inputs(batch)).losses)
     for per_dim in (True, False):

@@ -16,10 +16,12 @@ from tarq.telemetry import TELEMETRY_OFF, disable_telemetry
 def test_presets_and_models_named_once_are_the_real_ones() -> None:
     assert tuple(PRESETS) == defaults.PRESETS
     # test_model builds and trains every name of MODEL_NAMES; an unknown one is refused.
-    assert len(set(defaults.MODEL_NAMES)) == 7
+    assert len(set(defaults.MODEL_NAMES)) == 8
     with pytest.raises(ValueError, match="choose one of tarq, tt, inttower"):
         build_model("dnn", FeatureLayout(user_fields=[], item_fields=[]))
-    assert set(defaults.DAILY_MODELS) | set(defaults.ABLATIONS) == set(defaults.MODEL_NAMES)
+    assert set(defaults.DAILY_MODELS) | set(defaults.ABLATIONS) | set(
+        defaults.SANITY_BASELINES
+    ) == set(defaults.MODEL_NAMES)
     assert FeatureLayout(user_fields=[], item_fields=[]).seq_len == defaults.SEQ_LEN
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tarq import metrics
 from tarq.data.features import TIME_GAP_BUCKETS, FeatureLayout
@@ -54,6 +55,7 @@ EXPECTED_LOSSES = {
     "tt": {"ctr"},
     "mvke": {"ctr"},
     "ta": {"ctr"},
+    "pooled": {"ctr"},
     "inttower": {"ctr", "cir"},
 }
 
@@ -408,14 +410,15 @@ def test_tiny_run_learns_target_history_match(name: str) -> None:
 
 
 def test_per_dim_losses_are_the_sums_divided_by_the_width(batch: dict[str, torch.Tensor]) -> None:
-    """ModelConfig.per_dim_losses: distill and rq are the paper's sums / width; the alignment
+    """ModelConfig.per_dim_losses: the literal (``l2``) distill and rq are the paper's sums /
+    width; the alignment
     (its own temperature) and the ctr/tar/recon terms are unchanged."""
     import dataclasses
 
     inputs = _inputs(batch)
     outs = {}
     for per_dim in (False, True):
-        model = _model("tarq", dataclasses.replace(CFG, per_dim_losses=per_dim))
+        model = _model("tarq", dataclasses.replace(CFG, per_dim_losses=per_dim, distill="l2"))
         model.eval()
         with torch.no_grad():
             outs[per_dim] = model(inputs).losses
@@ -424,6 +427,31 @@ def test_per_dim_losses_are_the_sums_divided_by_the_width(batch: dict[str, torch
         assert float(per[k]) == pytest.approx(float(lit[k]), rel=1e-5)
     assert float(per["distill"]) == pytest.approx(float(lit["distill"]) / CFG.d_model, rel=1e-5)
     assert float(per["rq"]) == pytest.approx(float(lit["rq"]) / CFG.dz, rel=1e-5)
+
+
+def test_direction_distillation_ignores_norms_and_matches_the_l2_of_unit_vectors() -> None:
+    """The default L_distill is 1 − cos(h_rq, sg[h_tar]) = ½‖ĥ_rq − ĥ_tar‖²: a teacher whose
+    norm grows leaves it unchanged (the literal L2 grows with it), and no gradient reaches
+    the teacher."""
+    import dataclasses
+
+    from tarq.model.tarq import distillation
+
+    g = torch.Generator().manual_seed(0)
+    h_rq = torch.randn(32, 8, generator=g, requires_grad=True)
+    h_tar = torch.randn(32, 8, generator=g, requires_grad=True)
+    direction = dataclasses.replace(CFG, distill="direction")
+    l2 = dataclasses.replace(CFG, distill="l2", per_dim_losses=False)
+    base = distillation(h_rq, h_tar, direction)
+    unit = 0.5 * ((F.normalize(h_rq, dim=-1) - F.normalize(h_tar, dim=-1)) ** 2).sum(-1).mean()
+    assert float(base) == pytest.approx(float(unit), rel=1e-5)
+    assert 0.0 <= float(base) <= 2.0
+    assert float(distillation(h_rq, 10 * h_tar, direction)) == pytest.approx(float(base), rel=1e-5)
+    assert float(distillation(h_rq, 10 * h_tar, l2)) > 10 * float(distillation(h_rq, h_tar, l2))
+    base.backward()
+    assert h_tar.grad is None and h_rq.grad is not None
+    with pytest.raises(ValueError, match="distill must be one of"):
+        ModelConfig(distill="cosine")
 
 
 def test_mvke_gets_the_backbones_x_user_queried_history_attention(

@@ -20,9 +20,11 @@ Module interface (every model from :func:`build_model`)
 - ``forward(batch) -> ModelOutput``: ``logit`` (B,) (σ(logit) = click probability),
   ``losses`` (name → UNWEIGHTED scalar), ``extras`` (e.g. ``codes`` (B, m) int64 for TARQ).
   Loss names: TARQ ``ctr, tar, recon, rq, distill, align`` (ablations drop some);
-  ``tt``/``mvke``/``ta``: ``ctr``; ``inttower``: ``ctr, cir``. recon/rq/distill/align need
+  ``tt``/``mvke``/``ta``/``pooled``: ``ctr``; ``inttower``: ``ctr, cir``. recon/rq/distill/align need
   no label and are returned in eval too (``recon`` is the reconstruction error).
 - ``total_loss(out) -> Tensor``: Σ λ · term (eq. 23), weights from :class:`ModelConfig`.
+- ``init_score_bias(label) -> None``: output bias at the log-odds of the labels' click rate
+  (cold training calls it on the first batch; ``ModelConfig.bias_from_base_rate``).
 - ``init_codebooks(batch) -> None``: k-means initialisation on this batch (TARQ variants; once,
   guarded by a state_dict buffer); a no-op for the baselines. Call it before DDP wrapping;
   ``forward`` calls it lazily otherwise.
@@ -30,13 +32,14 @@ Module interface (every model from :func:`build_model`)
   ``item_side(item) -> (v_item (N, d), aux)`` per catalog item, and
   ``score(state, v_item, aux) -> logits (N,)`` for one request (B = 1) × N candidates or
   B = N pairs. ``aux`` is model-specific: TARQ the semantic IDs (N, m) int64, ``ta`` x_item
-  (N, d) (the per-candidate attention query), ``mvke`` the item gate (N, k), otherwise None.
+  (N, d) (the per-candidate attention query), ``mvke`` the item gate (N, k), ``pooled`` the
+  per-item bias (N,), otherwise None.
   In eval mode ``score`` gives the same logits as ``forward``.
 - TARQ only: ``catalog_codes(item) -> (N, m)``, ``latent(item) -> z (N, dz)``, ``codebooks``
   (m, K, dz) (static, detached), ``quantizer.decode(codes) -> (N, dz)``.
 
 Model names: ``tarq``, ``tt``, ``inttower``, ``mvke``, ``ta``, ``tarq_no_align``,
-``tarq_no_teacher_align``.
+``tarq_no_teacher_align``, ``pooled``.
 """
 
 from tarq.model.base import ModelOutput, TarqModule, UserState

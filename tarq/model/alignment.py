@@ -27,18 +27,31 @@ def symmetric_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return (p * (log_p - log_q)).sum(-1) + (q * (log_q - log_p)).sum(-1)
 
 
+def _logits(dist: torch.Tensor, temperature: float, relative: bool) -> torch.Tensor:
+    """−dist / τ, or with ``relative`` −(dist / sg[row mean of dist]) / τ: (N, K) → (N, K)."""
+    if relative:
+        dist = dist / dist.mean(-1, keepdim=True).detach().clamp_min(1e-12)
+    return -dist / temperature
+
+
 def level_log_probs(
-    residual: torch.Tensor, entries: torch.Tensor, temperature: float = 1.0
+    residual: torch.Tensor,
+    entries: torch.Tensor,
+    temperature: float = 1.0,
+    relative: bool = False,
 ) -> torch.Tensor:
     """Eq. 17 in log space: log softmax_k(−‖r − e_k‖² / τ), ‖·‖² summed over the d dimensions.
 
     Args:
         residual: (N, d).  entries: (K, d) shared or (N, K, d) per row.
         temperature: τ > 0; smaller is sharper.
+        relative: divide each row's K distances by their mean (not differentiated) first, so
+            that τ acts on distances relative to the row's own scale: the same sharpness
+            whatever the norms of z and of the teacher's h_tar (which grows while it learns).
     Returns:
         (N, K).
     """
-    return torch.log_softmax(-sq_dist(residual, entries) / temperature, dim=-1)
+    return torch.log_softmax(_logits(sq_dist(residual, entries), temperature, relative), dim=-1)
 
 
 def level_distributions(
@@ -49,6 +62,7 @@ def level_distributions(
     codes: torch.Tensor,
     temperature: float = 1.0,
     group: torch.Tensor | None = None,
+    relative: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log p and log p̂ of every level (eq. 17).
 
@@ -62,6 +76,7 @@ def level_distributions(
         temperature: τ of :func:`level_log_probs`.
         group: (B,) int64, the row of ``personal`` each row uses (batch scoring: the rows of
             one request share Ĉ); None = row b uses ``personal[b]``.
+        relative: distances over their row mean (:func:`level_log_probs`).
     Returns:
         (log_p, log_p̂), each (B, m, K).
     """
@@ -70,11 +85,15 @@ def level_distributions(
     rows = torch.arange(codes.shape[0], device=codes.device) if group is None else group
     log_p, log_q = [], []
     for level in range(m):
-        log_p.append(level_log_probs(residuals[:, level], codebooks[level], temperature))
+        log_p.append(
+            level_log_probs(residuals[:, level], codebooks[level], temperature, relative)
+        )
         if group is None:
-            log_q.append(level_log_probs(r_hat, personal[:, level], temperature))
+            log_q.append(level_log_probs(r_hat, personal[:, level], temperature, relative))
         else:
-            log_q.append(_grouped_level_log_probs(r_hat, personal[:, level], group, temperature))
+            log_q.append(
+                _grouped_level_log_probs(r_hat, personal[:, level], group, temperature, relative)
+            )
         r_hat = r_hat - personal[rows, level, codes[:, level]]
     return torch.stack(log_p, dim=1), torch.stack(log_q, dim=1)
 
@@ -84,7 +103,11 @@ _GROUP_BLOCK = 128
 
 
 def _grouped_level_log_probs(
-    residual: torch.Tensor, entries: torch.Tensor, group: torch.Tensor, temperature: float
+    residual: torch.Tensor,
+    entries: torch.Tensor,
+    group: torch.Tensor,
+    temperature: float,
+    relative: bool = False,
 ) -> torch.Tensor:
     """``level_log_probs(residual, entries[group], temperature)`` in blocks of rows, without
     the (N, K, d) gather: the same elementwise arithmetic, hence the same values.
@@ -99,7 +122,7 @@ def _grouped_level_log_probs(
     for i in range(0, n, _GROUP_BLOCK):
         rows = slice(i, i + _GROUP_BLOCK)
         dist[rows] = sq_dist(residual[rows], entries[group[rows]])
-    return torch.log_softmax(-dist / temperature, dim=-1)
+    return torch.log_softmax(_logits(dist, temperature, relative), dim=-1)
 
 
 def alignment_from_log_probs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -114,10 +137,13 @@ def alignment_loss(
     personal: torch.Tensor,
     codes: torch.Tensor,
     temperature: float = 1.0,
+    relative: bool = False,
 ) -> torch.Tensor:
     """Eq. 18 (minimised); arguments as :func:`level_distributions`. Returns a scalar ≥ 0."""
     return alignment_from_log_probs(
-        *level_distributions(residuals, codebooks, h_tar, personal, codes, temperature)
+        *level_distributions(
+            residuals, codebooks, h_tar, personal, codes, temperature, relative=relative
+        )
     )
 
 

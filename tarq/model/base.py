@@ -128,6 +128,17 @@ class TarqModule(nn.Module):
                 total = total + w * v
         return total
 
+    @torch.no_grad()
+    def init_score_bias(self, label: torch.Tensor) -> None:
+        """Set every score head's bias to the log-odds of the click rate of ``label`` (B,),
+        clipped to [1e-4, 1 − 1e-4]; a no-op unless ``config.bias_from_base_rate``."""
+        if not self.config.bias_from_base_rate or label.numel() == 0:
+            return
+        rate = float(label.float().mean().clamp(1e-4, 1 - 1e-4))
+        for module in self.modules():
+            if isinstance(module, ScoreHead):
+                module.bias.fill_(math.log(rate / (1 - rate)))
+
     def init_codebooks(self, batch: Batch) -> None:
         """k-means initialisation of codebooks on ``batch``; a no-op for models without any."""
         return None

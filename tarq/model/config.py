@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 FUSIONS = ("mean", "sum", "attention")
+DISTILLS = ("direction", "l2")
 
 
 @dataclass
@@ -42,6 +43,9 @@ class ModelConfig:
             at init the alignment's gradient on the embeddings is 11× / 110× the CTR loss's,
             and it minimises the symmetric KL by flattening both sides (Ĉ squashed, h_rq
             shrinks, L_distill rises, more collisions, lower AUC).
+        align_relative: the alignment's distances are divided by their row's mean over the K
+            entries before τ (:func:`tarq.model.alignment.level_log_probs`): a scale-free
+            temperature, the same sharpness whatever ‖z‖ and ‖h_tar‖ are.
         per_dim_losses: the squared distances of L_distill (eq. 15) and L_rq (eq. 8) are taken
             per dimension (‖·‖² / width) instead of as plain sums, i.e. their λ divided by the
             width. With d = 64 the sums start 100–200× larger than the BCE (measured on the
@@ -52,7 +56,11 @@ class ModelConfig:
             which stays a sum: it trains nothing but the autoencoder.
 
     Score: ŷ = σ(s · (ŷ_a + ŷ_b) + b) with s = score_scale_init at start (learnable unless
-    learn_score_scale is false) and bias b initialised to 0.
+    learn_score_scale is false) and bias b initialised to the log-odds of the click rate of the
+    first training batch (``bias_from_base_rate``; 0 when false). With b = 0 and a 20 % click
+    rate the model's first job is to push every cosine to −0.28, which it does by giving all
+    user and all item vectors a shared, opposed component that then dwarfs what tells items
+    apart (a cold TT stayed at the base-rate loss on a sequential log).
 
     Loss weights λ1..λ6 (eq. 23) default to {1, 1, 1, 0.1, 1, 0.8}; lambda_cir weights IntTower's
     contrastive loss (τ = cir_temperature).
@@ -76,10 +84,13 @@ class ModelConfig:
     rq_commitment: float = 0.0
     fusion: str = "mean"
     align_temperature: float = 64.0
+    align_relative: bool = False
     per_dim_losses: bool = True
+    distill: str = "direction"
 
     score_scale_init: float = 5.0
     learn_score_scale: bool = True
+    bias_from_base_rate: bool = True
 
     lambda_ctr: float = 1.0
     lambda_tar: float = 1.0
@@ -114,6 +125,8 @@ class ModelConfig:
             problems.append(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.latent_dim is not None and self.latent_dim < 1:
             problems.append(f"latent_dim must be ≥ 1 or null, got {self.latent_dim}")
+        if self.distill not in DISTILLS:
+            problems.append(f"distill must be one of {DISTILLS}, got {self.distill!r}")
         if self.fusion not in FUSIONS:
             problems.append(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if not 0.0 <= self.dropout < 1.0:
