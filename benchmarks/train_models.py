@@ -13,7 +13,9 @@ What it does, in order:
    ``--dataset movielens`` / ``taobao`` import ``--movielens-src`` (the MovieLens-100k RecBole
    files) / ``--taobao-src`` (raw Taobao ad-click files: raw_sample, behavior_log, ...) the same
    way (and exit 0 with a note when the source is absent; see ``--help`` for the defaults);
-   ``--db`` + ``--run-date`` use an existing warehouse as it is.
+   ``--db`` + ``--run-date`` use an existing warehouse as it is; ``--dataset next-item``
+   generates the sequential next-item log of :mod:`tarq.data.next_item` (history-driven
+   clicks, same-day negatives) and imports it.
 2. Point-in-time samples, built ONCE into ``OUT/samples`` with
    :func:`tarq.data.samples.build_samples` (reused when ``meta.json`` there has the same
    window, unless ``--rebuild-samples``).
@@ -63,8 +65,17 @@ if TYPE_CHECKING:
     from tarq.data.samples import SampleBuild
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("tt", "pooled", "inttower", "mvke", "ta", "tarq", "tarq_no_align", "tarq_no_teacher_align")
-DATASETS = (*(f"demo-{p}" for p in PRESETS), "movielens", "taobao")
+MODELS = (
+    "tt",
+    "pooled",
+    "inttower",
+    "mvke",
+    "ta",
+    "tarq",
+    "tarq_no_align",
+    "tarq_no_teacher_align",
+)
+DATASETS = (*(f"demo-{p}" for p in PRESETS), "movielens", "taobao", "next-item")
 IMPORTED = {"movielens": "movielens_src", "taobao": "taobao_src"}
 # Metrics copied from a run's test-day metrics (absent keys stay absent).
 TEST_KEYS = (
@@ -129,6 +140,15 @@ def ensure_warehouse(args: argparse.Namespace) -> Path | None:
         report = run_import(args.dataset, src, db)
         if not report.ok:
             raise RuntimeError(f"{args.dataset} import failed:\n{report.to_text()}")
+    elif args.dataset == "next-item":
+        from tarq.data.importers import run_import
+        from tarq.data.next_item import NextItemConfig, generate_next_item_logs
+
+        src = args.out / "next-item-src"
+        print(json.dumps(generate_next_item_logs(src, NextItemConfig())), file=sys.stderr)
+        report = run_import("parquet", src, db)
+        if not report.ok:
+            raise RuntimeError(f"next-item import failed:\n{report.to_text()}")
     else:
         from tarq.data.demo import generate
 
@@ -300,6 +320,15 @@ def run_one(
         for h in hist
     ]
     record["score_scale"] = _score_scale(out)
+    if test.get("rows") and test.get("positives") is not None:
+        rate = min(max(test["positives"] / test["rows"], 1e-12), 1 - 1e-12)
+        # The log-loss of predicting the test rows' own click rate: what learning nothing gives.
+        record["base_logloss"] = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+    if hist:
+        terms = hist[-1].get("loss_terms") or {}
+        # Mean training terms of the last epoch: the CTR head, and TARQ's teacher (tar).
+        record["train_ctr"] = terms.get("ctr")
+        record["train_tar"] = terms.get("tar")
     print(
         f"{label} seed {seed}: AUC {record['auc']:.4f}  GAUC {record['gauc']:.4f}  "
         f"logloss {record['logloss']:.4f}  util {record.get('utilization_batch', '-')}  "
@@ -369,6 +398,9 @@ def summarise(
         "align_max_prob_p_hat",
         "align_entropy_p",
         "align_entropy_p_hat",
+        "base_logloss",
+        "train_ctr",
+        "train_tar",
     )
     ok = [r for r in runs if "error" not in r]
     summary = {
@@ -388,7 +420,7 @@ def summarise(
         return out
 
     derived: dict[str, Any] = {}
-    for other in ("tt", "inttower", "mvke", "ta"):
+    for other in ("tt", "pooled", "inttower", "mvke", "ta"):
         if other in models and "tarq" in models:
             derived[f"auc_tarq_minus_{other}"] = _mean_sd(
                 per_seed(lambda s, o=other: by[("tarq", s)]["auc"] - by[(o, s)]["auc"])
@@ -403,7 +435,7 @@ def summarise(
                 if ci:
                     derived[f"auc_tarq_minus_{other}"]["ci95_bootstrap_users_seeds"] = ci
     # The baselines against TT (the paper's order: TT < IntTower < MVKE < TARQ <= TA).
-    for other in ("inttower", "mvke", "ta"):
+    for other in ("pooled", "inttower", "mvke", "ta"):
         if other in models and "tt" in models:
             derived[f"auc_{other}_minus_tt"] = _mean_sd(
                 per_seed(lambda s, o=other: by[(o, s)]["auc"] - by[("tt", s)]["auc"])
@@ -495,8 +527,8 @@ def markdown(results: dict[str, Any]) -> str:
         )
     out = ["\n".join(lines), ""]
     d = []
-    pairs = [(f"auc_tarq_minus_{o}", "TARQ", o) for o in ("tt", "inttower", "mvke", "ta")]
-    pairs += [(f"auc_{o}_minus_tt", o, "tt") for o in ("inttower", "mvke", "ta")]
+    pairs = [(f"auc_tarq_minus_{o}", "TARQ", o) for o in ("tt", "pooled", "inttower", "mvke", "ta")]
+    pairs += [(f"auc_{o}_minus_tt", o, "tt") for o in ("pooled", "inttower", "mvke", "ta")]
     for k, a, b in pairs:
         name = {"tt": "TT", "ta": "TA"}
         if k in der and der[k]["mean"] is not None:
@@ -533,6 +565,23 @@ def markdown(results: dict[str, Any]) -> str:
                 f"catalog {der[kc]['with_alignment'] * 100:.1f} % vs "
                 f"{der[kc]['without'] * 100:.1f} %"
             )
+    base = [summ[m]["base_logloss"]["mean"] for m in results["models"]]
+    base = [b for b in base if b is not None]
+    if base:
+        # Learning anything shows as a test log-loss below the base rate's entropy.
+        rows = []
+        for m in results["models"]:
+            s = summ[m]
+            if s["logloss"]["mean"] is None:
+                continue
+            txt = f"{m} {s['logloss']['mean']:.4f} (train ctr {_fmt(s['train_ctr'])}"
+            if s["train_tar"]["mean"] is not None:
+                txt += f", teacher {_fmt(s['train_tar'])}"
+            rows.append(txt + ")")
+        d.append(
+            f"- base-rate log-loss of the test rows {base[0]:.4f}; test log-loss (last epoch's "
+            "mean training terms): " + "; ".join(rows)
+        )
     out.append("\n".join(d))
     return "\n".join(out).rstrip() + "\n"
 

@@ -265,6 +265,20 @@ def _rows_after(samples: Path, since: dt.date, valid_folds: int = 5) -> tuple[in
     return int(((new["fold"] >= valid_folds) & (ts < cut)).sum()), int((ts >= cut).sum())
 
 
+def test_auto_split_holds_out_the_last_day_only_when_there_are_epochs_to_choose() -> None:
+    """valid_split "auto" (the default): one epoch trains on every day (the hash slice is
+    reported), several epochs select on the window's last day."""
+    from tarq.train import effective_split
+
+    assert TrainConfig().valid_split == "auto"
+    assert effective_split(TrainConfig(epochs=1)) == "hash"
+    assert effective_split(TrainConfig(epochs=2)) == "time"
+    assert effective_split(TrainConfig(epochs=1, valid_split="time")) == "time"
+    assert effective_split(TrainConfig(epochs=3, valid_split="hash")) == "hash"
+    with pytest.raises(ValueError, match="valid_split must be one of"):
+        effective_split(TrainConfig(valid_split="day"))
+
+
 def test_the_last_day_is_the_validation_slice_and_the_random_slice_is_reported(
     samples: Path, tmp_path: Path
 ) -> None:
@@ -277,7 +291,7 @@ def test_the_last_day_is_the_validation_slice_and_the_random_slice_is_reported(
     t = _train_rows(samples)
     last = max(t["day"])
     before = t["day"] < last
-    mcfg, tcfg = _cfg(max_steps_per_epoch=2)
+    mcfg, tcfg = _cfg(max_steps_per_epoch=2, valid_split="time")
     res = train(samples, "tt", tmp_path / "time", mcfg, tcfg, progress=False)
     assert res.valid_slice == {
         "split": "time",

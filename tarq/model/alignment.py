@@ -85,9 +85,7 @@ def level_distributions(
     rows = torch.arange(codes.shape[0], device=codes.device) if group is None else group
     log_p, log_q = [], []
     for level in range(m):
-        log_p.append(
-            level_log_probs(residuals[:, level], codebooks[level], temperature, relative)
-        )
+        log_p.append(level_log_probs(residuals[:, level], codebooks[level], temperature, relative))
         if group is None:
             log_q.append(level_log_probs(r_hat, personal[:, level], temperature, relative))
         else:
