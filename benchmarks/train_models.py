@@ -5,6 +5,7 @@ Usage::
     python benchmarks/train_models.py --dataset movielens --markdown --json ml.json
     python benchmarks/train_models.py --dataset demo-small --max-steps 150 --epochs 2 --markdown
     python benchmarks/train_models.py --db data/tarq.duckdb --run-date 2026-10-23 --models tarq tt
+    python benchmarks/train_models.py --dataset movielens --test-days 7 --models tt ta tarq
 
 What it does, in order:
 
@@ -18,7 +19,8 @@ What it does, in order:
    clicks, same-day negatives) and imports it.
 2. Point-in-time samples, built ONCE into ``OUT/samples`` with
    :func:`tarq.data.samples.build_samples` (reused when ``meta.json`` there has the same
-   window, unless ``--rebuild-samples``).
+   window, unless ``--rebuild-samples``); ``--test-days N`` tests on the N days ending the run
+   date − 1 instead of one day (training ends the day before them).
 3. Every model of ``--models`` (default: all seven) trained by :func:`tarq.train.train` on those
    samples with ONE :class:`~tarq.train.TrainConfig` (and the default
    :class:`~tarq.model.ModelConfig`, or ``--config``), for every seed of ``--seeds``; artefacts
@@ -35,7 +37,10 @@ MovieLens-100k spans 1997-09-20 … 1998-04-22 with a few hundred ratings on mos
 test day on the busiest day of the last 28 logged days (1998-03-31: 2,217 ratings by 26 users),
 and the training window covers every earlier day (``train_days`` = days since the first log
 day). The Taobao files test on their last impression day and train on every earlier one.
-Override with ``--run-date`` / ``--train-days``.
+With ``--test-days N`` > 1 both imported sets test on their last N logged days (the run date is
+the day after the last impression) and train on every earlier day; the demo keeps its default
+run date (the latest) and 19 training days before the test window. Override with
+``--run-date`` / ``--train-days``.
 
 Training rows are shuffled through a buffer that holds the whole training window (TrainConfig
 ``shuffle_buffer``), so that an epoch capped by ``--max-steps`` is a uniform sample of the window
@@ -162,10 +167,11 @@ def ensure_warehouse(args: argparse.Namespace) -> Path | None:
     return db
 
 
-def default_window(db: Path, dataset: str | None) -> tuple[str, int]:
+def default_window(db: Path, dataset: str | None, test_days: int = 1) -> tuple[str, int]:
     """(run date, train_days) when not given: demo → the latest day, 19 days (as the paper);
     MovieLens → test on the busiest day of the last 28 logged days, train on every day before;
-    Taobao → test on the last impression day, train on every day before."""
+    Taobao → test on the last impression day, train on every day before. With ``test_days``
+    N > 1 the imported sets test on their last N days and train on every day before them."""
     from tarq.dates import latest_run_date
     from tarq.warehouse import open_db
 
@@ -173,8 +179,9 @@ def default_window(db: Path, dataset: str | None) -> tuple[str, int]:
         if dataset not in IMPORTED:
             return latest_run_date(con).isoformat(), TRAIN_DAYS
         first, last = con.execute("SELECT min(ts)::DATE, max(ts)::DATE FROM impressions").fetchone()
-        if dataset == "taobao":
-            return (last + dt.timedelta(days=1)).isoformat(), max(1, (last - first).days)
+        if dataset == "taobao" or test_days > 1:
+            test_start = last - dt.timedelta(days=test_days - 1)
+            return (last + dt.timedelta(days=1)).isoformat(), max(1, (test_start - first).days)
         test_day = con.execute(
             "SELECT ts::DATE AS d FROM impressions WHERE ts::DATE > $lo "
             "GROUP BY d ORDER BY count(*) DESC, d DESC LIMIT 1",
@@ -189,7 +196,7 @@ def ensure_samples(args: argparse.Namespace, db: Path) -> SampleBuild:
     from tarq.dates import resolve_run_date
     from tarq.warehouse import open_db
 
-    run_date, train_days = default_window(db, args.dataset)
+    run_date, train_days = default_window(db, args.dataset, args.test_days)
     if args.run_date:
         with open_db(db, read_only=True) as con:
             run_date = resolve_run_date(args.run_date, con).isoformat()
@@ -204,6 +211,7 @@ def ensure_samples(args: argparse.Namespace, db: Path) -> SampleBuild:
         "run_date": run_date,
         "train_days": train_days,
         "seq_len": args.seq_len,
+        "test_days": args.test_days,
     }
     req_path, meta_path = out / "bench_request.json", out / "meta.json"
     if (
@@ -220,7 +228,13 @@ def ensure_samples(args: argparse.Namespace, db: Path) -> SampleBuild:
         )
         return meta
     meta = build_samples(
-        db, run_date, out, train_days=train_days, seq_len=args.seq_len, threads=args.threads
+        db,
+        run_date,
+        out,
+        train_days=train_days,
+        seq_len=args.seq_len,
+        threads=args.threads,
+        test_days=args.test_days,
     )
     req_path.write_text(json.dumps(request, indent=2), encoding="utf-8")
     print(
@@ -229,6 +243,25 @@ def ensure_samples(args: argparse.Namespace, db: Path) -> SampleBuild:
         file=sys.stderr,
     )
     return meta
+
+
+def test_set_counts(samples: Path) -> dict[str, int]:
+    """Rows, distinct users, positives and days of the test split (``samples/test``)."""
+    import duckdb
+
+    from tarq.data.paths import duckdb_path
+
+    files = [duckdb_path(f) for f in sorted((samples / "test").glob("*.parquet"))]
+    con = duckdb.connect()
+    try:
+        rows, users, positives, days = con.execute(
+            "SELECT count(*), count(DISTINCT user_id), coalesce(sum(label), 0), "
+            "count(DISTINCT day) FROM read_parquet($files)",
+            {"files": files},
+        ).fetchone()
+    finally:
+        con.close()
+    return {"rows": int(rows), "users": int(users), "positives": int(positives), "days": int(days)}
 
 
 # ----------------------------------------------------------------------------- training
@@ -624,6 +657,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--run-date", default=None, help="YYYY-MM-DD or 'latest' (default: per dataset, see above)"
     )
     src.add_argument("--train-days", type=int, default=None)
+    src.add_argument(
+        "--test-days",
+        type=int,
+        default=1,
+        help="test window: the N days ending the run date - 1 (default 1); with N > 1 the "
+        "imported sets default to their last N logged days",
+    )
     src.add_argument("--seq-len", type=int, default=SEQ_LEN)
     src.add_argument(
         "--movielens-src", type=Path, default=ROOT.parent / "shared" / "data" / "movielens-100k"
@@ -702,6 +742,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("give exactly one of --dataset/--preset or --db")
     if args.db is not None and args.run_date is None:
         p.error("--db needs --run-date")
+    if args.test_days < 1:
+        p.error(f"--test-days must be >= 1, got {args.test_days}")
     if args.out is None:
         name = args.dataset or args.db.stem
         args.out = ROOT / "outputs" / "bench-train" / name
@@ -774,8 +816,10 @@ def main(argv: list[str] | None = None) -> int:
                 "run_date",
                 "train_start",
                 "train_end",
+                "test_start",
                 "test_day",
                 "train_days",
+                "test_days",
                 "seq_len",
                 "rows",
                 "train_rows",
@@ -785,6 +829,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         },
         "test_positives": next((r.get("positives") for r in runs if "positives" in r), None),
+        "test_set": test_set_counts(samples),
         "train_config": tcfg.__dict__,
         "model_config": mcfg.to_dict(),
         "models": args.models,
@@ -803,8 +848,15 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     table = markdown(results)
     s = results["samples"]
+    t = results["test_set"]
+    tested = (
+        f"test day {s['test_day']}"
+        if s["test_start"] == s["test_day"]
+        else f"test days {s['test_start']}..{s['test_day']}"
+    )
     head = (
-        f"{results['dataset']}: test day {s['test_day']} ({s['test_rows']:,} rows), train "
+        f"{results['dataset']}: {tested} ({s['test_rows']:,} rows, {t['users']:,} users, "
+        f"{t['positives']:,} positives), train "
         f"{s['train_start']}..{s['train_end']} ({s['train_rows']:,} rows); "
         f"{len(args.models)} models × {len(args.seeds)} seed(s), "
         f"{results['wall_seconds']:.0f} s wall, load avg {load_before} → "

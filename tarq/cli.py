@@ -169,6 +169,7 @@ def _cmd_build_samples(args: argparse.Namespace) -> int:
         train_days=args.train_days,
         seq_len=args.seq_len,
         min_count=args.min_count,
+        test_days=args.test_days,
     )
     print(json.dumps(report.to_dict(), indent=2, default=str))
     return 0
@@ -378,6 +379,13 @@ def _add_data_commands(sub: Any) -> None:
         type=int,
         default=MIN_COUNT,
         help="user/item ids seen fewer times in the window map to OOV",
+    )
+    p.add_argument(
+        "--test-days",
+        type=int,
+        default=1,
+        help="test window: the N days ending the run date - 1 (default 1, the daily job's); "
+        "training ends the day before it",
     )
     p.set_defaults(func=_cmd_build_samples)
 

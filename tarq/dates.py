@@ -1,7 +1,9 @@
 """Run dates: a job run on day D works on the logs up to the end of D − 1.
 
 The day validated and tested on is D − 1; the training window is the ``train_days`` days
-before it, capped by what the logs hold.
+before it, capped by what the logs hold. A test window of N days (``test_days``, benchmarks:
+one day is too few test users on small logs) is the N days ending D − 1, and the training
+window the ``train_days`` days before its first day.
 """
 
 from __future__ import annotations
@@ -16,16 +18,29 @@ from tarq import sqlfiles
 
 @dataclass(frozen=True)
 class Window:
-    """The days one run works on. ``train_start``..``train_end`` inclusive, then ``test_day``."""
+    """The days one run works on: ``train_start``..``train_end`` inclusive, then the test
+    window ``test_start``..``test_day`` inclusive (``test_day`` = D − 1 is its last day;
+    ``test_start`` defaults to ``test_day``: one test day, the daily job's window)."""
 
     run_date: dt.date
     train_start: dt.date
     train_end: dt.date
     test_day: dt.date
+    test_start: dt.date | None = None
+
+    def __post_init__(self) -> None:
+        if self.test_start is None:
+            object.__setattr__(self, "test_start", self.test_day)
 
     @property
     def train_days(self) -> int:
         return (self.train_end - self.train_start).days + 1
+
+    @property
+    def test_days(self) -> int:
+        """Days in the test window (1 unless a longer one was asked for)."""
+        assert self.test_start is not None  # set by __post_init__
+        return (self.test_day - self.test_start).days + 1
 
 
 def parse_date(value: str | dt.date) -> dt.date:
@@ -80,18 +95,37 @@ def resolve_run_date(
     return parse_date(value)
 
 
-def window_for(run_date: dt.date, train_days: int, first_log_day: dt.date | None = None) -> Window:
-    """The train/test window of ``run_date``; the train start is capped at ``first_log_day``."""
+def window_for(
+    run_date: dt.date,
+    train_days: int,
+    first_log_day: dt.date | None = None,
+    test_days: int = 1,
+) -> Window:
+    """The train/test window of ``run_date``: the ``test_days`` days ending ``run_date`` − 1,
+    and the ``train_days`` days before them; the train start is capped at ``first_log_day``.
+
+    Raises:
+        ValueError: ``train_days`` or ``test_days`` below 1, or no training day left before
+            the test window (e.g. a test window as long as the logs).
+    """
     if train_days < 1:
         raise ValueError(f"train_days must be >= 1, got {train_days}")
+    if isinstance(test_days, bool) or not isinstance(test_days, int) or test_days < 1:
+        raise ValueError(f"test_days must be an integer >= 1, got {test_days!r}")
     test_day = run_date - dt.timedelta(days=1)
-    train_end = test_day - dt.timedelta(days=1)
+    test_start = test_day - dt.timedelta(days=test_days - 1)
+    train_end = test_start - dt.timedelta(days=1)
     train_start = train_end - dt.timedelta(days=train_days - 1)
     if first_log_day is not None and train_start < first_log_day:
         train_start = first_log_day
     if train_start > train_end:
+        tested = (
+            f"the test day {test_day}"
+            if test_days == 1
+            else f"its {test_days}-day test window {test_start}..{test_day}"
+        )
         raise ValueError(
-            f"run date {run_date} leaves no training day before the test day {test_day}"
+            f"run date {run_date} leaves no training day before {tested}"
             + (f" (logs start {first_log_day})" if first_log_day else "")
         )
-    return Window(run_date, train_start, train_end, test_day)
+    return Window(run_date, train_start, train_end, test_day, test_start)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -297,3 +298,141 @@ def test_latest_with_no_usable_impression_says_why(tmp_path: Path) -> None:
             latest_run_date(con, dt.datetime(2026, 9, 1))
     finally:
         con.close()
+
+
+# ----------------------------------------------------------------------------- test windows
+# The tiny demo logs run 2026-10-01 .. 2026-10-08; run date 2026-10-09 tests on 2026-10-08.
+TINY_RUN = dt.date(2026, 10, 9)
+# The samples of the tiny demo logs for run date 2026-10-09 with the default settings
+# (train_days 19, seq_len 50, min_count 2), as built at commit 63739fb, before the test window
+# could be longer than one day. A DuckDB upgrade may change the Parquet bytes: then check the
+# new value against a build of that commit with the upgraded DuckDB before changing it here.
+TINY_ONE_DAY_FINGERPRINT = "983c08eaa9428a3a"
+
+
+def _frame(root: Path, split: str) -> pd.DataFrame:
+    df = pd.read_parquet(root / split)
+    for c in ("hist_item_id", "hist_ts"):
+        df[c] = df[c].map(tuple)
+    return df.sort_values("row_id").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def window_builds(
+    tiny_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, SampleBuild]]:
+    """On a copy of the tiny demo warehouse (builds record themselves in it): a three-day test
+    window for run date 2026-10-09 (``n3``) and the one-day builds of run dates 2026-10-07,
+    -08 and -09 (``d07``, ``d08``, ``d09``: the daily job's samples of those days)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("test_window")
+    db = root / "tiny.duckdb"
+    shutil.copy(tiny_db, db)
+    builds = {"n3": build_samples(db, TINY_RUN, root / "n3", test_days=3)}
+    for k in (2, 1, 0):
+        run_date = TINY_RUN - dt.timedelta(days=k)
+        key = f"d{(run_date - dt.timedelta(days=1)).day:02d}"  # named by its test day
+        builds[key] = build_samples(db, run_date, root / key)
+    return root, builds
+
+
+def test_one_test_day_gives_the_same_samples_as_before(
+    window_builds: tuple[Path, dict[str, SampleBuild]],
+) -> None:
+    """``test_days`` 1 (the default, the daily job's) writes the very files it wrote before
+    the option existed; its report says so in the new keys too."""
+    root, b = window_builds
+    one = b["d08"]  # run date 2026-10-09, default test_days
+    assert one.fingerprint == TINY_ONE_DAY_FINGERPRINT
+    assert (one.test_start, one.test_day, one.test_days) == ("2026-10-08", "2026-10-08", 1)
+    assert (one.train_start, one.train_end) == ("2026-10-01", "2026-10-07")
+    meta = json.loads((root / "d08" / "meta.json").read_text())
+    assert meta["test_start"] == meta["test_day"] and meta["test_days"] == 1
+    # A meta.json written before the test window existed still reads: one test day.
+    older = {k: v for k, v in meta.items() if k not in ("test_start", "test_days")}
+    back = SampleBuild.from_dict(older)
+    assert (back.test_start, back.test_days) == (meta["test_day"], 1)
+
+
+def test_a_test_window_is_point_in_time_day_by_day(
+    window_builds: tuple[Path, dict[str, SampleBuild]],
+) -> None:
+    """A three-day test window: training ends before its first day; each test day's rows are
+    exactly that day's rows of the one-day build of its own run date (histories of
+    behaviours strictly before each impression, the earlier test days' included, never a
+    later day's); the vocabularies are the training window's only."""
+    root, b = window_builds
+    n3 = b["n3"]
+    assert (n3.train_start, n3.train_end) == ("2026-10-01", "2026-10-05")
+    assert (n3.test_start, n3.test_day, n3.test_days) == ("2026-10-06", "2026-10-08", 3)
+    train, test = _frame(root / "n3", "train"), _frame(root / "n3", "test")
+    assert (n3.train_rows, n3.test_rows) == (len(train), len(test))
+    first_test = pd.Timestamp("2026-10-06")
+    # Training rows and everything they hold come before the first test day.
+    assert train["ts"].max() < first_test
+    assert max(t for h in train["hist_ts"] for t in h) < first_test
+    assert sorted(str(d) for d in test["day"].unique()) == [
+        "2026-10-06",
+        "2026-10-07",
+        "2026-10-08",
+    ]
+    # Every history entry is before its own impression; no day-k row holds a day k+1 behaviour.
+    hist = pd.concat([train, test])[["row_id", "ts", "day", "hist_ts"]].explode("hist_ts")
+    hist = hist.dropna(subset=["hist_ts"]).astype({"hist_ts": "datetime64[us]"})
+    assert len(hist) > len(test)
+    assert (hist["hist_ts"] < hist["ts"]).all(), "an impression sees its future"
+    assert (hist["hist_ts"].dt.date <= hist["day"]).all(), "a day sees a later day"
+    # Histories are not frozen at the end of training: later test days see earlier ones.
+    later = hist[hist["day"] > first_test.date()]
+    assert (later["hist_ts"] >= first_test).any()
+    # Each test day = the daily job's test rows on that day, column for column.
+    for day, key in (("2026-10-06", "d06"), ("2026-10-07", "d07"), ("2026-10-08", "d08")):
+        assert b[key].test_day == day
+        got = test[test["day"] == dt.date.fromisoformat(day)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, _frame(root / key, "test"))
+    # The training window is the one-day build's of run date 2026-10-07: same files, same
+    # vocabularies (built from the training window only).
+    for name in [f"train/{p.name}" for p in (root / "d06" / "train").iterdir()] + [
+        f"vocab/{p.name}" for p in (root / "d06" / "vocab").iterdir()
+    ]:
+        assert (root / "n3" / name).read_bytes() == (root / "d06" / name).read_bytes(), name
+    assert (root / "n3" / "layout.json").read_text() == (root / "d06" / "layout.json").read_text()
+    seen = set(train["item_id"]) | {i for h in train["hist_item_id"] for i in h}
+    only_in_test = set(test["item_id"]) - seen
+    assert only_in_test  # the tiny logs put new items live in these days
+    vocab = set(Vocab.load(root / "n3" / "vocab" / "item_id.parquet").values.tolist())
+    assert vocab <= seen and not vocab & only_in_test
+
+
+@pytest.mark.parametrize(
+    ("test_days", "message"),
+    [
+        (0, r"test_days must be an integer >= 1, got 0"),
+        (-2, r"test_days must be an integer >= 1, got -2"),
+        (
+            8,
+            r"run date 2026-10-09 leaves no training day before its 8-day test window "
+            r"2026-10-01\.\.2026-10-08 \(logs start 2026-10-01\)",
+        ),
+        (30, r"leaves no training day before its 30-day test window"),
+    ],
+)
+def test_a_bad_test_window_is_refused(
+    window_builds: tuple[Path, dict[str, SampleBuild]],
+    test_days: int,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """0, a negative count or more days than the logs leave a training day for: refused
+    before anything is written, by the library and by ``tarq build-samples`` (exit 2)."""
+    from tarq.cli import main as cli_main
+
+    root, _ = window_builds
+    out = root / f"bad{test_days}"
+    with pytest.raises(ValueError, match=message):
+        build_samples(root / "tiny.duckdb", TINY_RUN, out, test_days=test_days)
+    assert not out.exists() or not any(out.iterdir())
+    argv = ["build-samples", "--db", str(root / "tiny.duckdb"), "--run-date", str(TINY_RUN)]
+    assert cli_main([*argv, "--out", str(out), f"--test-days={test_days}"]) == 2
+    assert re.search(message, capsys.readouterr().err)

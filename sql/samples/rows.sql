@@ -1,7 +1,9 @@
 -- Point-in-time samples: one row per impression of [$start, $end) of the users in hash bucket
 -- $bucket of $buckets, with the user's last $seq_len behaviours strictly before the impression
 -- time (looked up from $history_start on). Buckets of users bound the memory of one statement;
--- `split` is 'test' on $test_day, else 'train'.
+-- `split` is 'test' on the test window $test_start .. $test_day (one day unless a benchmark asks
+-- for more), else 'train'. Every row's history stops before its own impression, whatever its split:
+-- a test row of day k sees the earlier test days' behaviours, never day k+1's.
 --
 -- Impressions and the behaviours of the same users are merged into one time-ordered stream per
 -- user. At equal timestamps impressions sort before behaviours, so a running count of behaviours
@@ -64,7 +66,7 @@ with_history AS (
     WHERE r.kind = 0
 )
 SELECT
-    CASE WHEN h.ts::DATE = $test_day THEN 'test' ELSE 'train' END AS split,
+    CASE WHEN h.ts::DATE BETWEEN $test_start AND $test_day THEN 'test' ELSE 'train' END AS split,
     h.row_id,
     h.ts::DATE AS day,
     h.ts,

@@ -1,7 +1,9 @@
 """Point-in-time training samples: the warehouse → Parquet for training and testing.
 
 For a run date D the test day is D − 1 and the training window the
-``train_days`` days before it. Each impression becomes one row holding the user's last
+``train_days`` days before it; with ``test_days`` N > 1 (benchmarks on small logs) the test
+window is the N days ending D − 1 and the training window the ``train_days`` days before its
+first day. Each impression becomes one row holding the user's last
 ``seq_len`` behaviours strictly before the impression time, the item and user features and
 the label. Users are hashed into buckets built one job each (:class:`BucketJob`), so memory
 stays bounded by one bucket of logs and the buckets can be built in parallel, elsewhere.
@@ -9,7 +11,7 @@ stays bounded by one bucket of logs and the buckets can be built in parallel, el
 Output layout (``out_dir``)::
 
     train/part-NNNNN.parquet       training-window rows (column ``day``), one part per bucket
-    test/part-NNNNN.parquet        the test day
+    test/part-NNNNN.parquet        the test day (or test window), one part per bucket
     vocab/<field>.parquet          sorted raw values seen in training, per categorical field
     layout.json                    the FeatureLayout (fields, vocab sizes, seq_len)
     meta.json                      window, row counts, exclusions, fingerprint, timings
@@ -72,15 +74,19 @@ class SampleBuild:
         build_id: id of the build (``samples-…``), also its row in ``sample_builds``.
         run_date: the run date D (``YYYY-MM-DD``).
         train_start: first day of the training window (``YYYY-MM-DD``).
-        train_end: last day of the training window (``YYYY-MM-DD``; the day before the test day).
-        test_day: the test day D − 1 (``YYYY-MM-DD``).
+        train_end: last day of the training window (``YYYY-MM-DD``; the day before
+            ``test_start``).
+        test_start: first day of the test window (``YYYY-MM-DD``; ``test_day`` when it is one
+            day, as in the daily job).
+        test_day: the last test day D − 1 (``YYYY-MM-DD``).
         train_days: days in the training window (after capping by the first logged day).
+        test_days: days in the test window ``test_start``..``test_day`` (1 by default).
         seq_len: history length L kept per impression.
         history_days: how far back behaviours were looked up for a history.
         min_count: sightings an id of :data:`ID_FIELDS` needs to get its own embedding row.
         rows: sample rows written (train + test).
         train_rows: rows of the training window.
-        test_rows: rows of the test day.
+        test_rows: rows of the test window.
         buckets: user hash buckets the rows were built in (one statement each).
         excluded_rows: raw impressions of the window that became no row (quarantined or
             incomplete).
@@ -101,8 +107,10 @@ class SampleBuild:
     run_date: str
     train_start: str
     train_end: str
+    test_start: str
     test_day: str
     train_days: int
+    test_days: int
     seq_len: int
     history_days: int
     min_count: int
@@ -128,12 +136,19 @@ class SampleBuild:
     def from_dict(cls, data: dict[str, Any]) -> SampleBuild:
         """A report read back from ``meta.json``. Keys that older builds did not write get
         what those builds did: ``min_count`` 1 (every id kept), ``buckets`` 1,
-        ``items_price_non_finite`` 0; unknown keys are ignored.
+        ``items_price_non_finite`` 0, one test day (``test_start`` = ``test_day``,
+        ``test_days`` 1); unknown keys are ignored.
 
         Raises:
             ValueError: another key is missing (not a sample build report).
         """
-        old = {"min_count": 1, "buckets": 1, "items_price_non_finite": 0}
+        old = {
+            "min_count": 1,
+            "buckets": 1,
+            "items_price_non_finite": 0,
+            "test_start": data.get("test_day"),
+            "test_days": 1,
+        }
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data and n not in old]
         if missing:
@@ -158,6 +173,7 @@ def build_samples(
     min_count: int = DEFAULT_MIN_COUNT,
     mapper: Mapper | None = None,
     shuffle_rows: int | None = None,
+    test_days: int = 1,
 ) -> SampleBuild:
     """Write the point-in-time samples of ``run_date`` to ``out_dir`` and return a report.
 
@@ -166,7 +182,7 @@ def build_samples(
         run_date: the run date D (``YYYY-MM-DD``, ``"latest"`` or ``"today"``).
         out_dir: output folder; the new samples replace the previous ones (:data:`OUTPUTS`)
             only once complete and non-empty.
-        train_days: days in the training window before the test day (capped by the logs).
+        train_days: days in the training window before the test window (capped by the logs).
         seq_len: history length L kept per impression.
         history_days: how far back behaviours are looked up for a history.
         threads: DuckDB threads (default: DuckDB's choice).
@@ -184,6 +200,12 @@ def build_samples(
             this many rows (:class:`ShuffleJob`), so that each bucket job reads its own rows
             instead of every row of the window: the window is read about twice instead of
             once per bucket. For many buckets (a cluster); the same files. None: no shuffle.
+        test_days: days N in the test window, the N days ending D − 1 (split ``test``); the
+            training window ends the day before its first day. Every row keeps the history
+            strictly before its own impression (so a day-k test row sees the earlier test
+            days' behaviours, as a model served on day k would), and the vocabularies come
+            from the training window only. 1 (the default, the daily job's window) writes the
+            same files as before this option existed.
 
     Returns:
         The :class:`SampleBuild` report (``to_dict()`` is what ``meta.json`` holds): window,
@@ -193,11 +215,14 @@ def build_samples(
         is logged).
 
     Raises:
-        ValueError: bad arguments, no usable logs for the window, or no train/test rows
+        ValueError: bad arguments (``test_days`` below 1 or longer than the logs leave
+            a training day for), no usable logs for the window, or no train/test rows
             (the previous samples in ``out_dir`` are kept).
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    if isinstance(test_days, bool) or not isinstance(test_days, int) or test_days < 1:
+        raise ValueError(f"test_days must be an integer >= 1, got {test_days!r}")
     if min_count < 1:
         raise ValueError(f"min_count must be >= 1, got {min_count}")
     out = Path(out_dir)
@@ -222,6 +247,7 @@ def build_samples(
             started,
             mapper or serial_map,
             shuffle_rows,
+            test_days,
         )
         _swap_in(build, out)
     except BaseException:
@@ -245,11 +271,12 @@ def _build(
     started: float,
     mapper: Mapper,
     shuffle_rows: int | None,
+    test_days: int,
 ) -> SampleBuild:
     """Write a complete build into the empty folder ``out``; return its report."""
     with open_db(db_path, read_only=True) as con:
         _configure(con, threads, memory_limit)
-        win = _window(con, run_date, train_days)
+        win = _window(con, run_date, train_days, test_days)
         user_side = side_features(con, "users")
         item_side = side_features(con, "items")
         clash = set(user_side) & set(item_side)
@@ -295,20 +322,25 @@ def _build(
 
     rows = sum(v["rows"] for v in per_day.values())
     raw = sum(v["raw_impressions"] for v in per_day.values())
+    test_rows = sum(
+        v["rows"] for d, v in per_day.items() if dt.date.fromisoformat(d) >= win.test_start
+    )
     elapsed = time.perf_counter() - started
     report = SampleBuild(
         build_id=new_id("samples"),
         run_date=str(win.run_date),
         train_start=str(win.train_start),
         train_end=str(win.train_end),
+        test_start=str(win.test_start),
         test_day=str(win.test_day),
         train_days=win.train_days,
+        test_days=win.test_days,
         seq_len=seq_len,
         history_days=history_days,
         min_count=min_count,
         rows=rows,
-        train_rows=sum(v["rows"] for d, v in per_day.items() if d != str(win.test_day)),
-        test_rows=per_day[str(win.test_day)]["rows"],
+        train_rows=rows - test_rows,
+        test_rows=test_rows,
         buckets=buckets,
         excluded_rows=raw - rows,
         per_day=per_day,
@@ -346,8 +378,11 @@ def _per_day(
     return per_day
 
 
-def _window(con: duckdb.DuckDBPyConnection, run_date: str | dt.date, train_days: int) -> Window:
-    """The run's window, checked against the usable log days (not quarantined, not future)."""
+def _window(
+    con: duckdb.DuckDBPyConnection, run_date: str | dt.date, train_days: int, test_days: int = 1
+) -> Window:
+    """The run's window, checked against the usable log days (not quarantined, not future):
+    the last test day must be logged and a training day must precede the test window."""
     now = utc_now()
     d = resolve_run_date(run_date, con, now)
     first_day, last_day, _ = sqlfiles.run(con, "dates/usable_days", {"now": now}).fetchone()
@@ -356,7 +391,7 @@ def _window(con: duckdb.DuckDBPyConnection, run_date: str | dt.date, train_days:
             "the warehouse holds no usable impressions (none, or all quarantined or later "
             "than now): nothing to build samples from"
         )
-    win = window_for(d, train_days, first_log_day=first_day)
+    win = window_for(d, train_days, first_log_day=first_day, test_days=test_days)
     if win.test_day > last_day:
         raise ValueError(f"run date {d} tests on {win.test_day}, but the logs end on {last_day}")
     return win
@@ -375,10 +410,13 @@ class BucketJob:
         start: first impression time of the window (the training window's first midnight).
         end: the end of the window (the midnight after the test day), exclusive.
         history_start: behaviours are looked up from this time on.
-        test_day: the test day (its rows are the ``test`` split).
+        test_day: the last test day (rows of ``test_start``..``test_day`` are the ``test``
+            split).
         seq_len: history length L kept per impression.
         threads: DuckDB threads of the job (None: DuckDB's choice).
         memory_limit: DuckDB memory limit of the job such as ``"4GB"`` (None: DuckDB's choice).
+        shuffled: read the bucket's rows from the shuffle's files (:class:`ShuffleJob`).
+        test_start: the first test day (None: ``test_day``, a one-day test window).
     """
 
     db_path: str
@@ -393,6 +431,7 @@ class BucketJob:
     threads: int | None = None
     memory_limit: str | None = None
     shuffled: bool = False
+    test_start: dt.date | None = None
 
     @property
     def folder(self) -> Path:
@@ -493,6 +532,7 @@ def build_bucket(job: BucketJob) -> dict[str, int]:
                 "start": job.start,
                 "end": job.end,
                 "history_start": job.history_start,
+                "test_start": job.test_day if job.test_start is None else job.test_start,
                 "test_day": job.test_day,
                 "seq_len": job.seq_len,
                 "bucket": job.bucket,
@@ -607,6 +647,7 @@ def _write_rows(
             threads=threads,
             memory_limit=memory_limit,
             shuffled=bool(shuffle_rows),
+            test_start=win.test_start,
         )
         for bucket in range(buckets)
     ]
@@ -623,8 +664,9 @@ def _write_rows(
     for split in ("train", "test"):
         if not _day_files(out, split):
             raise ValueError(
-                f"no {split} rows for run date {win.run_date} (window {win.train_start}.."
-                f"{win.test_day}): every impression was excluded or the days are empty"
+                f"no {split} rows for run date {win.run_date} (training {win.train_start}.."
+                f"{win.train_end}, test {win.test_start}..{win.test_day}): every impression "
+                "was excluded or the days are empty"
             )
 
 
