@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -427,6 +428,26 @@ def test_per_dim_losses_are_the_sums_divided_by_the_width(batch: dict[str, torch
         assert float(per[k]) == pytest.approx(float(lit[k]), rel=1e-5)
     assert float(per["distill"]) == pytest.approx(float(lit["distill"]) / CFG.d_model, rel=1e-5)
     assert float(per["rq"]) == pytest.approx(float(lit["rq"]) / CFG.dz, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_score_bias_starts_at_the_base_rates_log_odds(name: str) -> None:
+    """init_score_bias: every model's output bias at logit(click rate) (0.2 → log 1/4), so an
+    untrained model predicts the base rate; off with bias_from_base_rate = False."""
+    import dataclasses
+
+    label = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0] * 8)
+    batch = {k: v[:40] for k, v in Synthetic(5).batch(40).items()}
+    for on in (True, False):
+        model = _model(name, dataclasses.replace(CFG, bias_from_base_rate=on))
+        model.init_codebooks(_inputs(batch))
+        model.init_score_bias(label)
+        biases = [m.bias for m in model.modules() if hasattr(m, "log_scale")]
+        biases += [model.bias] if name == "pooled" else []
+        assert biases, name
+        want = math.log(0.25) if on else 0.0
+        for b in biases:
+            assert float(b) == pytest.approx(want, abs=1e-6), (name, on)
 
 
 def test_direction_distillation_ignores_norms_and_matches_the_l2_of_unit_vectors() -> None:
