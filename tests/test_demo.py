@@ -573,8 +573,10 @@ def test_truth_is_the_logit_the_simulator_drew_the_clicks_from(tiny):
             )
             u_part, h_part = sim._logits(
                 np.array([user - 1]),
-                index_of[np.array([int(t["item_id"][r]) - 1])],
+                index_of[np.array([[int(t["item_id"][r]) - 1]])],
                 np.array([ts]),
+                np.array([0]),
+                np.array([0]),
                 np.array([int(t["position"][r])]),
             )
             got_u.append(u_part[0])
@@ -678,3 +680,21 @@ def test_a_world_without_history_terms_has_no_target_specific_headroom(tmp_path)
     with open_db(real, read_only=True) as con:
         r = demo_oracle(con, run_date)
     assert r.headroom > 0.03 and r.history_sd > 0.5
+
+
+def test_logs_recorded_before_the_interest_term_continue_without_it(tiny, tmp_path):
+    """A window whose recorded click model has no ``interest`` (generated before the term
+    existed) is continued with the term off: the model its logs were drawn from."""
+    from tarq.data.demo import append_day
+
+    db = tmp_path / "old.duckdb"
+    shutil.copy(tiny[0], db)
+    with open_db(db) as con:
+        (raw,) = con.execute("SELECT report::VARCHAR FROM loads").fetchone()
+        old = json.loads(raw)
+        del old["config"]["click"]["interest"]
+        del old["planted_effect"]["click_model"]["interest"]
+        con.execute("UPDATE loads SET report = $r::JSON", {"r": json.dumps(old)})
+    report = append_day(db)
+    assert report["planted_effect"]["click_model"]["interest"] == 0.0
+    assert report["planted_effect"]["click_model"]["similarity"] > 0

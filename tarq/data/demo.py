@@ -387,44 +387,56 @@ class _Simulator:
         return cand, valid
 
     def _logits(
-        self, users: np.ndarray, cand: np.ndarray, t_req: np.ndarray, position: np.ndarray
+        self,
+        users: np.ndarray,
+        cand: np.ndarray,
+        t_req: np.ndarray,
+        er: np.ndarray,
+        ec: np.ndarray,
+        position: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Click logits of N exposed (user, candidate) pairs shown at ``position`` at time
-        ``t_req``, each (N,): (user-level part, history part). See docs/demo-data.md for the
-        formula; :func:`tarq.data.demo` records both parts of every exposed impression."""
+        """Click logits of the N exposed candidates ``cand[er, ec]`` of R requests (``users``,
+        ``t_req``: (R,); ``cand``: (R, C)) shown at ``position`` (N,), each (N,): (user-level
+        part, history part). See docs/demo-data.md for the formula; :mod:`tarq.data.demo`
+        records both parts of every exposed impression. Per-request quantities (the history,
+        its ages, the cosines against it) are computed once per request, then picked per pair."""
         w, cm = self.w, self.cm
-        e_c = w.item_emb[cand]  # (N, d)
-        cat_c = w.item_cat[cand]
-        taste = np.einsum("nd,nd->n", self.taste[users], e_c)
-        aff = w.affinity[w.gender[users], w.age[users], w.cat_dept[cat_c]]
+        item = cand[er, ec]
+        u = users[er]
+        e_c = w.item_emb[item]  # (N, d)
+        cat_c = w.item_cat[item]
+        taste = np.einsum("nd,nd->n", self.taste[u], e_c)
+        aff = w.affinity[w.gender[u], w.age[u], w.cat_dept[cat_c]]
         user_part = (
             cm.bias
             + cm.taste * taste
             + cm.affinity * aff
-            + cm.popularity * w.item_pop_z[cand]
-            + w.item_quality[cand]
-            + self.price_sens[w.segment[users]] * w.item_price_z[cand]
+            + cm.popularity * w.item_pop_z[item]
+            + w.item_quality[item]
+            + self.price_sens[w.segment[u]] * w.item_price_z[item]
             - cm.position_decay * np.log1p(np.maximum(position, 0))
         )
 
-        hi = self.ring.item[users]  # (N, H)
-        valid = hi >= 0
-        hi0 = np.maximum(hi, 0)
-        act = self.ring.act[users].astype(np.int64)
-        age_h = (t_req[:, None] - self.ring.ts[users]) / 3.6e9  # hours
+        hi_r = self.ring.item[users]  # (R, H)
+        valid_r = hi_r >= 0
+        hi0_r = np.maximum(hi_r, 0)
+        act_r = self.ring.act[users].astype(np.int64)
+        age_r = (t_req[:, None] - self.ring.ts[users]) / 3.6e9  # hours
+        cos = np.einsum("rcd,rhd->rch", w.item_emb[cand], w.item_emb[hi0_r])[er, ec]  # (N, H)
+        hi, valid, act = hi_r[er], valid_r[er], act_r[er]
         act_w = self.sim_w[act] * valid
-        cos = np.einsum("nd,nhd->nh", e_c, w.item_emb[hi0])
         sim = np.clip((cos - cm.similarity_floor) / (1.0 - cm.similarity_floor), 0.0, None)
         sim_w = sim * act_w
-        h_sim = (sim_w * np.exp(-age_h / cm.recency_hours)).max(axis=1)
-        h_int = (sim_w * np.exp(-age_h / cm.interest_hours)).max(axis=1) if cm.interest else 0.0
-        rec = np.exp(-age_h / cm.recency_hours) * valid
-        same = cand[:, None] == hi
+        short_r = np.exp(-age_r / cm.recency_hours)
+        h_sim = (sim_w * short_r[er]).max(axis=1)
+        h_int = (sim_w * np.exp(-age_r / cm.interest_hours)[er]).max(axis=1) if cm.interest else 0.0
+        rec = (short_r * valid_r)[er]
+        same = item[:, None] == hi
         bought = act == BUY
         h_rep = (same & ~bought) * rec
         h_sat = (same & bought & valid).any(axis=1)
-        comp_h = np.where(valid, w.cat_comp[w.item_cat[hi0]], -1)
-        rec_long = np.exp(-age_h / cm.long_recency_hours) * valid
+        comp_h = np.where(valid_r, w.cat_comp[w.item_cat[hi0_r]], -1)[er]
+        rec_long = (np.exp(-age_r / cm.long_recency_hours) * valid_r)[er]
         h_comp = (cat_c[:, None] == comp_h) * (rec_long * self.comp_w[act])
         hist_part = (
             cm.similarity * h_sim
@@ -468,7 +480,7 @@ class _Simulator:
         # Logits of the exposed pairs only (the others are never clicked); the uniforms are
         # drawn for every pair so the stream does not depend on which are exposed.
         er, ec = np.nonzero(exposed)
-        user_part, hist_part = self._logits(users[er], cand[er, ec], t_req[er], position[er, ec])
+        user_part, hist_part = self._logits(users, cand, t_req, er, ec, position[er, ec])
         logit = user_part + hist_part
         u_click = rng.random((n, c))
         clicked = np.zeros((n, c), dtype=bool)
