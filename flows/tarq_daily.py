@@ -73,6 +73,7 @@ from tarq.lineage import LineagePolicy
 from tarq.telemetry import disable_telemetry
 
 if TYPE_CHECKING:
+    from tarq.data.demo_oracle import OracleReport
     from tarq.publish import Publication
 
 disable_telemetry()
@@ -529,6 +530,26 @@ def _live(d: _Day, samples: Samples) -> dict[str, Any] | None:
     return {"tracking_uri": d.p.tracking_uri, "parent_run_id": parent, "run_date": d.day}
 
 
+def _demo_truth(d: _Day, trained: dict[str, TrainedModel]) -> OracleReport | None:
+    """The demo world's truth on the test day with every model against it (demo warehouses
+    only; None elsewhere, or when it cannot be computed: it never fails the day)."""
+    from tarq.data.demo_oracle import oracle_for_day
+
+    try:
+        report = oracle_for_day(d.db, d.day, {n: t.predictions for n, t in trained.items()})
+    except Exception as exc:
+        d.log.warning("demo truth not computed: %s", exc)
+        return None
+    if report is not None:
+        d.log.info(
+            "demo truth: ceiling AUC %.4f, user-level %.4f, headroom %+.4f (exposed rows)",
+            report.oracle_auc,
+            report.user_level_auc,
+            report.headroom,
+        )
+    return report
+
+
 def register_stage(
     d: _Day,
     samples: Samples,
@@ -537,6 +558,7 @@ def register_stage(
     champ: ChampionScore | None,
 ) -> Registration:
 
+    oracle = _demo_truth(d, trained)
     with d.stage("mlflow"):
         reg = d.tasks.register(
             d.p.tracking_uri,
@@ -550,6 +572,7 @@ def register_stage(
             _day_params(d.p),
             d.warehouse,
             d.p.registered_model,
+            oracle,
         )
     artifacts.comparison(
         reg.rows, samples.test_day, samples.fingerprint, tracking.run_link(reg.parent_run_id)

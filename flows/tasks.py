@@ -22,6 +22,7 @@ from flows import dask_steps
 from flows.results import ChampionScore, Registration, Samples, TrainedModel
 
 if TYPE_CHECKING:  # the tasks import tarq when they run
+    from tarq.data.demo_oracle import OracleReport
     from tarq.data.samples import SampleBuild
     from tarq.publish import Publication
     from tarq.train import TrainResult
@@ -422,9 +423,13 @@ def register(
     params: dict[str, Any],
     warehouse: str,
     registered_model: str,
+    oracle: OracleReport | None = None,
 ) -> Registration:
     """Log the day to MLflow and register TARQ (alias ``challenger``); idempotent per date
-    and weights: a retry reuses the pyfunc it already logged and the version it made."""
+    and weights: a retry reuses the pyfunc it already logged and the version it made.
+    ``oracle`` (demo warehouses): the world's truth on the test day, logged beside the
+    comparison (``demo_oracle_auc``, ``demo_user_level_auc`` on the parent run, its rows in
+    the table)."""
     from flows import tracking
     from tarq.drills import crash_point
 
@@ -452,10 +457,15 @@ def register(
             lineage_tags=t.lineage.tags(),
             extra_metrics=extra,
         )
+    from tarq.data.demo_oracle import with_truth
+
     rows = tracking.comparison_rows({n: t.result for n, t in trained.items()}, champion)
+    rows = with_truth(rows, oracle)
     preds = {n: t.predictions for n, t in trained.items()}
     ids_path = ids_dir / "ids.parquet"
     tracking.log_comparison(parent, rows, preds, ids_path if health.get("ok") else None, health)
+    if oracle is not None:
+        tracking.log_metrics(parent, oracle.metrics())
     if not health.get("ok"):
         return Registration(parent, exp_id, children, rows)  # nothing servable to register
     tarq = trained["tarq"]

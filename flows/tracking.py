@@ -712,6 +712,13 @@ def log_comparison(
             c.log_metric(parent_run_id, f"{row['model']}_auc", float(row["auc"]))
 
 
+def log_metrics(run_id: str, values: Mapping[str, float]) -> None:
+    """Metrics on a run (e.g. the demo truth's figures on the day's parent run)."""
+    c = client()
+    for k, v in values.items():
+        c.log_metric(run_id, k, float(v))
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A Markdown table of ``rows`` (columns from the first row; floats with 4 decimals)."""
     if not rows:

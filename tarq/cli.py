@@ -132,6 +132,17 @@ def _demo_next_days(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo_oracle(args: argparse.Namespace) -> int:
+    from tarq.data.demo_oracle import demo_oracle, model_predictions
+    from tarq.warehouse import open_db
+
+    preds = model_predictions(args.predictions)
+    with open_db(args.db, read_only=True) as con:
+        report = demo_oracle(con, args.run_date, preds)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
+    return 0
+
+
 @_writes
 def _cmd_import(args: argparse.Namespace) -> int:
     from tarq.data.importers import run_import
@@ -311,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_data_commands(sub: Any) -> None:
-    """demo-data, import, lake, build-samples, validate."""
+    """demo-data, demo-oracle, import, lake, build-samples, validate."""
     p = sub.add_parser(
         "demo-data",
         help="generate realistic multi-day demo click logs (or append their next day)",
@@ -349,6 +360,33 @@ def _add_data_commands(sub: Any) -> None:
     )
     _add_lake(p)
     p.set_defaults(func=_cmd_demo_data)
+
+    p = sub.add_parser(
+        "demo-oracle",
+        help="the demo world's ground truth on a test day, and trained models against it",
+        description="AUC of the true click logit (the ceiling), of its user-level part alone "
+        "(the best a model blind to the target-history interaction can reach) and their "
+        "difference (the target-specific headroom) over the exposed impressions of the run "
+        "date's test day (the day before it); with --predictions, each model's AUC on the "
+        "same rows (docs/demo-data.md, Ground truth).",
+    )
+    _add_db(p)
+    p.add_argument(
+        "--run-date",
+        required=True,
+        metavar="YYYY-MM-DD",
+        help="or 'latest'; tests on the day before",
+    )
+    p.add_argument(
+        "--predictions",
+        nargs="*",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="trained model directories (or their predictions.parquet) of that run date",
+    )
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.set_defaults(func=_cmd_demo_oracle)
 
     p = sub.add_parser("import", help="append logs from public datasets or contract-shaped files")
     p.add_argument("kind", choices=["taobao", "movielens", "parquet"])

@@ -253,12 +253,19 @@ def _check_planted_effect(real: dict[str, float], control: dict[str, float]) -> 
     assert control["matched_ctr"] / control["unmatched_ctr"] > 1.1, control
 
 
+def _control(cfg: DemoConfig) -> DemoConfig:
+    """The taste-only control of ``cfg``, its bias raised by the history part's mean (≈ 1.5
+    logits) so that it has about as many clicks as the real world: the stratified ratio of a
+    control with a few hundred clicks is too noisy to sit near 1."""
+    click = cfg.click.taste_only()
+    return dataclasses.replace(cfg, click=dataclasses.replace(click, bias=click.bias + 1.5))
+
+
 def test_planted_effect_is_about_specific_history_items(tmp_path):
     # The tiny catalog with denser traffic (more requests per user-day) for statistical power.
     cfg = dataclasses.replace(preset_config("tiny"), n_users=200, impressions_per_day=10_000)
     real = _effect(tmp_path / "real.duckdb", cfg, seed=7)
-    control_cfg = dataclasses.replace(cfg, click=cfg.click.taste_only())
-    control = _effect(tmp_path / "control.duckdb", control_cfg, seed=7)
+    control = _effect(tmp_path / "control.duckdb", _control(cfg), seed=7)
     _check_planted_effect(real, control)
 
 
@@ -266,23 +273,23 @@ def test_planted_effect_is_about_specific_history_items(tmp_path):
 def test_planted_effect_on_the_small_preset(tmp_path):
     cfg = preset_config("small")
     real = _effect(tmp_path / "real.duckdb", cfg, seed=7)
-    control = _effect(
-        tmp_path / "control.duckdb", dataclasses.replace(cfg, click=cfg.click.taste_only()), seed=7
-    )
+    control = _effect(tmp_path / "control.duckdb", _control(cfg), seed=7)
     _check_planted_effect(real, control)
     assert np.isfinite(real["mh_odds_ratio"])
 
 
 # ----------------------------------------------------------------------------- the window
 
-# The tiny preset's tables for seed 7 and 2026-10-01 .. 2026-10-08, as the generator wrote them
-# before windows could end on a given day and days could be appended (commit 497574b): rows and
-# a sha256 of their repr in key order (independent of DuckDB's hash function).
+# The tiny preset's tables for seed 7 and 2026-10-01 .. 2026-10-08: rows and a sha256 of their
+# repr in key order (independent of DuckDB's hash function). Pinned at commit 497574b (before
+# windows could end on a given day and days could be appended); the logs were re-pinned when
+# the click model gained the multi-interest term (docs/demo-data.md, "The click model": other
+# clicks, hence other follow-up behaviours and histories); the catalog and users are unchanged.
 TINY_CONTENT = {
     "items": (600, "2812a7a687460972"),
     "users": (300, "e25158130da0a325"),
-    "impressions": (24015, "0ebae6978de62611"),
-    "behaviors": (52252, "d8ef66f54c38d4ab"),
+    "impressions": (24004, "42a1baeee2c49f02"),
+    "behaviors": (53017, "a0ec73dd452b6117"),
 }
 _KEYS = {"items": "item_id", "users": "user_id", "impressions": "row_id", "behaviors": "row_id"}
 
@@ -488,3 +495,206 @@ def test_next_day_refuses_a_day_that_exists(tiny, tmp_path, capsys):
     assert not (tmp_path / "none.duckdb").exists()
     assert cli_main(["demo-data", "--db", str(db), "--next-day", "--preset", "tiny"]) == 2
     assert "no --preset" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- ground truth
+
+
+def _truth_rows(db: Path) -> dict[str, np.ndarray]:
+    with open_db(db, read_only=True) as con:
+        return con.execute(
+            "SELECT i.user_id, i.item_id, epoch_us(i.ts) AS ts, i.position, i.clicked, "
+            "i.exposed, t.logit, t.user_part, t.hist_part, t.request_key IS NOT NULL AS has, "
+            "i.ts::DATE AS day "
+            "FROM impressions AS i LEFT JOIN demo_truth AS t "
+            "ON printf('%016x', t.request_key) = i.request_id AND t.item_id = i.item_id "
+            "ORDER BY i.row_id"
+        ).fetchnumpy()
+
+
+def test_truth_is_the_logit_the_simulator_drew_the_clicks_from(tiny):
+    """demo_truth holds one row per exposed impression (none for the others), and its logits
+    are the simulator's: recomputed from the world rebuilt from (config, seed) and the user's
+    logged history before the impression, for rows of the last day; the clicks follow them."""
+    from tarq.data.demo import _Ring, _Simulator
+    from tarq.data.demo_world import build_world
+
+    db, report = tiny
+    t = _truth_rows(db)
+    exposed, has = t["exposed"].astype(bool), t["has"].astype(bool)
+    assert np.array_equal(exposed, has)
+    with open_db(db, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM demo_truth").fetchone()[0] == exposed.sum()
+    logit = np.asarray(t["logit"][exposed], dtype=np.float64)
+    user_part = np.asarray(t["user_part"][exposed], dtype=np.float64)
+    hist_part = np.asarray(t["hist_part"][exposed], dtype=np.float64)
+    assert np.array_equal(logit, user_part + hist_part)
+    assert report["planted_effect"]["history_logit_sd"] == pytest.approx(hist_part.std(), rel=1e-9)
+    # The clicks were drawn from sigmoid(logit): calibrated, and ranked by it.
+    clicked = t["clicked"][exposed].astype(float)
+    p = 1.0 / (1.0 + np.exp(-logit))
+    assert abs(clicked.sum() - p.sum()) < 4 * np.sqrt((p * (1 - p)).sum())
+    from tarq.metrics import auc
+
+    assert auc(clicked, logit) > auc(clicked, user_part) > 0.6
+
+    # Recompute the last day's logits of some exposed rows from the world and the logs.
+    cfg = preset_config("tiny")
+    world = build_world(cfg, 7)
+    sim = _Simulator(cfg, world, 7, START)
+    last = cfg.n_days - 1
+    for d in range(1, last):
+        sim.drift(d)
+    sim.start_day(last)
+    index_of = np.empty(world.n_items, dtype=np.int64)
+    index_of[world.item_id - 1] = np.arange(world.n_items)
+    day = np.asarray(t["day"]) == np.datetime64(START + dt.timedelta(days=last))
+    rows = np.flatnonzero(exposed & day)[::25]
+    assert len(rows) > 40
+    h = cfg.click.history_len
+    want_u, want_h, got_u, got_h = [], [], [], []
+    with open_db(db, read_only=True) as con:
+        for r in rows:
+            user, ts = int(t["user_id"][r]), int(t["ts"][r])
+            hist = con.execute(
+                "SELECT item_id, epoch_us(ts) AS us, list_position($a, action) - 1 AS act FROM ("
+                " SELECT * FROM behaviors WHERE user_id = $u AND epoch_us(ts) < $t"
+                " ORDER BY ts DESC, row_id DESC LIMIT $h) ORDER BY ts, row_id",
+                {"u": user, "t": ts, "h": h, "a": list(ACTIONS)},
+            ).fetchnumpy()
+            n = len(hist["item_id"])
+            sim.ring = _Ring.from_rows(
+                world.n_users,
+                h,
+                np.full(n, user - 1, dtype=np.int64),
+                index_of[np.asarray(hist["item_id"], dtype=np.int64) - 1],
+                np.asarray(hist["us"], dtype=np.int64),
+                np.asarray(hist["act"], dtype=np.int8),
+            )
+            u_part, h_part = sim._logits(
+                np.array([user - 1]),
+                index_of[np.array([[int(t["item_id"][r]) - 1]])],
+                np.array([ts]),
+                np.array([0]),
+                np.array([0]),
+                np.array([int(t["position"][r])]),
+            )
+            got_u.append(u_part[0])
+            got_h.append(h_part[0])
+            want_u.append(t["user_part"][r])
+            want_h.append(t["hist_part"][r])
+    np.testing.assert_allclose(got_u, want_u, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got_h, want_h, rtol=0, atol=1e-9)
+    assert np.std(want_h) > 0.1  # rows with a history part, not only zeros
+
+
+def _write_predictions(path: Path, t: dict[str, np.ndarray], score: np.ndarray) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Users in any order, each user's rows in time order (as the test stream has them).
+    shuffled = np.random.default_rng(0).permutation(int(t["user_id"].max()) + 1)
+    order = np.argsort(shuffled[t["user_id"]], kind="stable")
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(
+        pa.table(
+            {
+                "label": t["clicked"].astype(np.float32)[order],
+                "score": score[order],
+                "user_id": t["user_id"][order],
+                "item_id": t["item_id"][order],
+            }
+        ),
+        path / "predictions.parquet",
+    )
+    return path
+
+
+def test_demo_oracle_scores_the_truth_and_models_on_the_exposed_rows(tiny, tmp_path, capsys):
+    from tarq.data.demo_oracle import demo_oracle, model_predictions
+
+    db, report = tiny
+    test_day = dt.date.fromisoformat(report["last_day"])
+    t = _truth_rows(db)
+    on_day = np.asarray(t["day"]) == np.datetime64(test_day)
+    t = {k: v[on_day] for k, v in t.items()}
+    assert len(np.unique(np.stack([t["user_id"], t["item_id"]]), axis=1)[0]) < len(t["user_id"])
+    exposed = t["exposed"].astype(bool)
+    fill = np.random.default_rng(1).normal(size=len(exposed))
+    truth = np.where(exposed, np.nan_to_num(t["logit"].astype(float)), fill)
+    user_level = np.where(exposed, np.nan_to_num(t["user_part"].astype(float)), fill)
+    preds = model_predictions(
+        [
+            _write_predictions(tmp_path / "knows", t, truth),
+            _write_predictions(tmp_path / "taste", t, user_level),
+        ]
+    )
+    with open_db(db, read_only=True) as con:
+        rep = demo_oracle(con, test_day + dt.timedelta(days=1), preds)
+    assert rep.test_day == str(test_day) and rep.rows == exposed.sum() > 1_000
+    assert rep.rows_without_truth == 0 and rep.clicks == t["clicked"][exposed].sum()
+    assert rep.oracle_auc > rep.user_level_auc and rep.headroom > 0.02
+    assert rep.headroom == pytest.approx(rep.oracle_auc - rep.user_level_auc)
+    assert rep.models["knows"].auc == pytest.approx(rep.oracle_auc, abs=1e-12)
+    assert rep.models["taste"].auc == pytest.approx(rep.user_level_auc, abs=1e-12)
+    assert rep.models["taste"].share_of_headroom == pytest.approx(0.0, abs=1e-9)
+    assert set(rep.metrics()) >= {"demo_oracle_auc", "demo_user_level_auc", "knows_auc_exposed"}
+    # Predictions of another day are refused, not silently mis-aligned.
+    other = ~on_day
+    assert (
+        cli_main(
+            [
+                "demo-oracle",
+                "--db",
+                str(db),
+                "--run-date",
+                "latest",
+                "--predictions",
+                str(tmp_path / "knows"),
+            ]
+        )
+        == 0
+    )
+    assert "true logit (ceiling)" in capsys.readouterr().out
+    with open_db(db, read_only=True) as con, pytest.raises(ValueError, match="test day"):
+        demo_oracle(con, test_day, preds)
+    assert other.any()
+
+
+def test_a_world_without_history_terms_has_no_target_specific_headroom(tmp_path):
+    """The taste-only control: the history part is zero, so the ceiling is the user-level
+    AUC exactly; the real tiny world has a clear headroom on the same day."""
+    from tarq.data.demo_oracle import demo_oracle
+
+    cfg = preset_config("tiny")
+    control = tmp_path / "control.duckdb"
+    rep_c = generate_from_config(
+        control, dataclasses.replace(cfg, click=cfg.click.taste_only()), seed=7, start_date=START
+    )
+    run_date = dt.date.fromisoformat(rep_c["last_day"]) + dt.timedelta(days=1)
+    with open_db(control, read_only=True) as con:
+        c = demo_oracle(con, run_date)
+    assert c.history_sd == 0.0 and c.headroom == 0.0 and c.oracle_auc == c.user_level_auc
+    real = tmp_path / "real.duckdb"
+    generate_from_config(real, cfg, seed=7, start_date=START)
+    with open_db(real, read_only=True) as con:
+        r = demo_oracle(con, run_date)
+    assert r.headroom > 0.03 and r.history_sd > 0.5
+
+
+def test_logs_recorded_before_the_interest_term_continue_without_it(tiny, tmp_path):
+    """A window whose recorded click model has no ``interest`` (generated before the term
+    existed) is continued with the term off: the model its logs were drawn from."""
+    from tarq.data.demo import append_day
+
+    db = tmp_path / "old.duckdb"
+    shutil.copy(tiny[0], db)
+    with open_db(db) as con:
+        (raw,) = con.execute("SELECT report::VARCHAR FROM loads").fetchone()
+        old = json.loads(raw)
+        del old["config"]["click"]["interest"]
+        del old["planted_effect"]["click_model"]["interest"]
+        con.execute("UPDATE loads SET report = $r::JSON", {"r": json.dumps(old)})
+    report = append_day(db)
+    assert report["planted_effect"]["click_model"]["interest"] == 0.0
+    assert report["planted_effect"]["click_model"]["similarity"] > 0

@@ -300,6 +300,19 @@ def test_first_run_registers_promotes_and_publishes(
     assert c.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
     names = {a.path for a in c.list_artifacts(res["parent_run_id"])}
     assert {"comparison.csv", "comparison.md", "plots"} <= names
+    # A demo warehouse: the world's truth beside the models, on the parent run and in the table.
+    truth = {k: v for k, v in parent.data.metrics.items() if k.startswith("demo_")}
+    assert {"demo_oracle_auc", "demo_user_level_auc", "demo_headroom"} <= set(truth)
+    assert truth["demo_oracle_auc"] > truth["demo_user_level_auc"] > 0.5
+    assert {"tarq_auc_exposed", "tt_auc_exposed"} <= set(parent.data.metrics)
+    oracle_rows = [r for r in res["comparison"] if r["role"] == "oracle"]
+    assert [r["auc_exposed"] for r in oracle_rows][:2] == [
+        truth["demo_oracle_auc"],
+        truth["demo_user_level_auc"],
+    ]
+    for r in res["comparison"]:
+        if r["role"] == "model":
+            assert r["auc_exposed"] == parent.data.metrics[f"{r['model']}_auc_exposed"]
     plots = {a.path for a in c.list_artifacts(res["parent_run_id"], "plots")}
     assert plots == {"plots/roc.png", "plots/codebook_usage.png"}
 

@@ -4,9 +4,11 @@ Users visit the app several times a day. Each visit is a browsing session (behav
 ``cart``, ``fav``, ``buy``) that usually ends in a feed request: candidates from several
 retrieval sources are ranked by an upstream ranker, the top slots are exposed, and exposed
 items are clicked with a probability that depends on user-level taste *and* on individual
-recent behaviours (similarity to specific history items, repeats, complements). Clicks are
-followed by ``pv`` behaviours (and sometimes cart/fav/buy), so the history before each
-impression is what the user actually did. docs/demo-data.md gives the formulas.
+behaviours of the last hours and days (which of the user's interests the item hits, similarity
+to specific history items, repeats, complements). Clicks are followed by ``pv`` behaviours (and
+sometimes cart/fav/buy), so the history before each impression is what the user actually did.
+Every exposed impression's true logit and its parts go to the side table ``demo_truth``
+(:mod:`tarq.data.demo_oracle` scores models against it). docs/demo-data.md gives the formulas.
 
 The simulation runs day by day and, within a day, in fixed blocks of users, each with its own
 PCG64 stream, so memory is bounded by one block and results do not depend on anything but
@@ -385,48 +387,63 @@ class _Simulator:
         return cand, valid
 
     def _logits(
-        self, users: np.ndarray, cand: np.ndarray, t_req: np.ndarray, position: np.ndarray
+        self,
+        users: np.ndarray,
+        cand: np.ndarray,
+        t_req: np.ndarray,
+        er: np.ndarray,
+        ec: np.ndarray,
+        position: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Click logits of (R, C) candidates shown at ``position``: (user-level part, history
-        part). See docs/demo-data.md for the formula."""
+        """Click logits of the N exposed candidates ``cand[er, ec]`` of R requests (``users``,
+        ``t_req``: (R,); ``cand``: (R, C)) shown at ``position`` (N,), each (N,): (user-level
+        part, history part). See docs/demo-data.md for the formula; :mod:`tarq.data.demo`
+        records both parts of every exposed impression. Per-request quantities (the history,
+        its ages, the cosines against it) are computed once per request, then picked per pair."""
         w, cm = self.w, self.cm
-        e_c = w.item_emb[cand]  # (R, C, d)
-        cat_c = w.item_cat[cand]
-        taste = np.einsum("rd,rcd->rc", self.taste[users], e_c)
-        aff = w.affinity[w.gender[users][:, None], w.age[users][:, None], w.cat_dept[cat_c]]
+        item = cand[er, ec]
+        u = users[er]
+        e_c = w.item_emb[item]  # (N, d)
+        cat_c = w.item_cat[item]
+        taste = np.einsum("nd,nd->n", self.taste[u], e_c)
+        aff = w.affinity[w.gender[u], w.age[u], w.cat_dept[cat_c]]
         user_part = (
             cm.bias
             + cm.taste * taste
             + cm.affinity * aff
-            + cm.popularity * w.item_pop_z[cand]
-            + w.item_quality[cand]
-            + self.price_sens[w.segment[users]][:, None] * w.item_price_z[cand]
+            + cm.popularity * w.item_pop_z[item]
+            + w.item_quality[item]
+            + self.price_sens[w.segment[u]] * w.item_price_z[item]
             - cm.position_decay * np.log1p(np.maximum(position, 0))
         )
 
-        hi = self.ring.item[users]  # (R, H)
-        valid = hi >= 0
-        hi0 = np.maximum(hi, 0)
-        act = self.ring.act[users].astype(np.int64)
-        age_h = (t_req[:, None] - self.ring.ts[users]) / 3.6e9  # hours
-        rec = np.exp(-age_h / cm.recency_hours) * valid
-        rec_long = np.exp(-age_h / cm.long_recency_hours) * valid
-        cos = np.einsum("rcd,rhd->rch", e_c, w.item_emb[hi0])
+        hi_r = self.ring.item[users]  # (R, H)
+        valid_r = hi_r >= 0
+        hi0_r = np.maximum(hi_r, 0)
+        act_r = self.ring.act[users].astype(np.int64)
+        age_r = (t_req[:, None] - self.ring.ts[users]) / 3.6e9  # hours
+        cos = np.einsum("rcd,rhd->rch", w.item_emb[cand], w.item_emb[hi0_r])[er, ec]  # (N, H)
+        hi, valid, act = hi_r[er], valid_r[er], act_r[er]
+        act_w = self.sim_w[act] * valid
         sim = np.clip((cos - cm.similarity_floor) / (1.0 - cm.similarity_floor), 0.0, None)
-        h_sim = (sim * (rec * self.sim_w[act])[:, None, :]).max(axis=2)
-        same = cand[:, :, None] == hi[:, None, :]
-        bought = (act == BUY)[:, None, :]
-        h_rep = (same & ~bought) * rec[:, None, :]
-        h_sat = (same & bought & valid[:, None, :]).any(axis=2)
-        comp_h = np.where(valid, w.cat_comp[w.item_cat[hi0]], -1)
-        h_comp = (cat_c[:, :, None] == comp_h[:, None, :]) * (rec_long * self.comp_w[act])[
-            :, None, :
-        ]
+        sim_w = sim * act_w
+        short_r = np.exp(-age_r / cm.recency_hours)
+        h_sim = (sim_w * short_r[er]).max(axis=1)
+        h_int = (sim_w * np.exp(-age_r / cm.interest_hours)[er]).max(axis=1) if cm.interest else 0.0
+        rec = (short_r * valid_r)[er]
+        same = item[:, None] == hi
+        bought = act == BUY
+        h_rep = (same & ~bought) * rec
+        h_sat = (same & bought & valid).any(axis=1)
+        comp_h = np.where(valid_r, w.cat_comp[w.item_cat[hi0_r]], -1)[er]
+        rec_long = (np.exp(-age_r / cm.long_recency_hours) * valid_r)[er]
+        h_comp = (cat_c[:, None] == comp_h) * (rec_long * self.comp_w[act])
         hist_part = (
             cm.similarity * h_sim
-            + cm.repeat * h_rep.max(axis=2)
+            + cm.interest * h_int
+            + cm.repeat * h_rep.max(axis=1)
             - cm.satiation * h_sat
-            + cm.complement * h_comp.max(axis=2)
+            + cm.complement * h_comp.max(axis=1)
         )
         return user_part, hist_part
 
@@ -460,10 +477,18 @@ class _Simulator:
         exposed = valid & (rank < n_exp[:, None])
         position = np.where(exposed, rank, -1)
 
-        user_part, hist_part = self._logits(users, cand, t_req, position)
-        p = 1.0 / (1.0 + np.exp(-(user_part + hist_part)))
-        clicked = exposed & (rng.random((n, c)) < p)
-        self.stats.add_logits(user_part[exposed], hist_part[exposed])
+        # Logits of the exposed pairs only (the others are never clicked); the uniforms are
+        # drawn for every pair so the stream does not depend on which are exposed.
+        er, ec = np.nonzero(exposed)
+        user_part, hist_part = self._logits(users, cand, t_req, er, ec, position[er, ec])
+        logit = user_part + hist_part
+        u_click = rng.random((n, c))
+        clicked = np.zeros((n, c), dtype=bool)
+        clicked[er, ec] = u_click[er, ec] < 1.0 / (1.0 + np.exp(-logit))
+        self.stats.add_logits(user_part, hist_part)
+        parts = np.full((2, n, c), np.nan)
+        parts[0, er, ec] = user_part
+        parts[1, er, ec] = hist_part
 
         step = np.minimum(15e6, 0.4 * slot_len / (c + 1))
         t_pv = t_req[:, None] + (rank + 1) * step[:, None] * (0.5 + 0.5 * rng.random((n, c)))
@@ -490,6 +515,8 @@ class _Simulator:
             "exposed": exposed.ravel()[keep],
             "position": position.ravel()[keep],
             "request_key": np.repeat(keys, c)[keep],
+            "user_part": parts[0].ravel()[keep],
+            "hist_part": parts[1].ravel()[keep],
         }
         return imps, follow
 
@@ -557,9 +584,19 @@ class _Simulator:
 
 
 def _concat_imps(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    keys = ("user", "item", "ts", "clicked", "exposed", "position", "request_key")
+    keys = (
+        "user",
+        "item",
+        "ts",
+        "clicked",
+        "exposed",
+        "position",
+        "request_key",
+        "user_part",
+        "hist_part",
+    )
     if not parts:
-        return {k: np.empty(0, dtype=np.int64) for k in keys}
+        return {k: np.empty(0, dtype=np.float64 if "part" in k else np.int64) for k in keys}
     out = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     order = np.argsort(out["ts"], kind="stable")  # log order; a request's rows stay by rank
     return {k: v[order] for k, v in out.items()}
@@ -619,6 +656,23 @@ def _impressions_table(w: World, imps: dict[str, np.ndarray]) -> pa.Table:
             "exposed": imps["exposed"].astype(bool),
             "position": pa.array(pos.astype(np.int32), mask=pos < 0),
             "request_key": imps["request_key"].astype(np.int64),
+        }
+    )
+
+
+def _truth_table(w: World, imps: dict[str, np.ndarray], cm: ClickModel) -> pa.Table:
+    """The exposed impressions' true logits and their parts (the ``demo_truth`` rows); the
+    position term (part of the user-level part) as :meth:`_Simulator._logits` computes it."""
+    e = imps["exposed"].astype(bool)
+    user_part, hist_part = imps["user_part"][e], imps["hist_part"][e]
+    return pa.table(
+        {
+            "request_key": imps["request_key"][e].astype(np.int64),
+            "item_id": w.item_id[imps["item"][e]],
+            "logit": user_part + hist_part,
+            "user_part": user_part,
+            "hist_part": hist_part,
+            "position_part": -cm.position_decay * np.log1p(np.maximum(imps["position"][e], 0)),
         }
     )
 
@@ -828,12 +882,14 @@ def _config_from_report(report: dict[str, Any]) -> DemoConfig:
     stored = report.get("config")
     if stored is not None:
         click = {k: tuple(v) if isinstance(v, list) else v for k, v in stored["click"].items()}
+        click.setdefault("interest", 0.0)  # recorded before the term existed: it was off
         rest = {k: v for k, v in stored.items() if k != "click"}
         return DemoConfig(**rest, click=ClickModel(**click))
     cfg = preset_config(report["preset"])
     recorded = report.get("planted_effect", {}).get("click_model")
     if recorded is not None:
         click = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()}
+        click.setdefault("interest", 0.0)  # recorded before the term existed: it was off
         cfg = dataclasses.replace(cfg, click=ClickModel(**click))
     rows = report.get("rows", {})
     if (report.get("days"), rows.get("users"), rows.get("items")) != (
@@ -1002,6 +1058,7 @@ def _continue(
         np.asarray(hist["ts"], dtype=np.int64),
         np.asarray(hist["act"], dtype=np.int8),
     )
+    sqlfiles.run(con, "demo/create_truth")  # logs generated before it existed get it now
     _settings(con)
     blocks = range(0, world.n_users, cfg.user_block)
     reports = []
@@ -1062,6 +1119,7 @@ def _prepare(con: duckdb.DuckDBPyConnection, db_path: Path) -> tuple[int, int]:
         add_side_column(con, "users", col, "BIGINT")
     for col in ITEM_SIDE_COLUMNS:
         add_side_column(con, "items", col, "BIGINT")
+    sqlfiles.run(con, "demo/create_truth")
     _settings(con)
     return int(item_base), int(user_base)
 
@@ -1101,6 +1159,8 @@ def _simulate_day(
         _insert(
             con, "demo/insert_behaviors", _behaviors_table(world, behs), load_id, target=beh_target
         )
+        truth = _truth_table(world, imps, cfg.click)
+        _insert(con, "demo/insert_truth", truth, load_id)
         sim.shown[imps["item"]] = True
         st = sim.stats
         st.impressions += len(imps["item"])
@@ -1109,7 +1169,7 @@ def _simulate_day(
         st.behaviors += len(behs["item"])
         st.actions += np.bincount(behs["action"], minlength=4)
         n_day += len(imps["item"])
-        n_rows += len(imps["item"]) + len(behs["item"])
+        n_rows += len(imps["item"]) + len(behs["item"]) + truth.num_rows
     return n_day, n_rows
 
 

@@ -29,15 +29,15 @@ class ClickModel:
     only the history terms depend on individual past behaviours (the rest is user-level).
     """
 
-    bias: float = -3.5
-    taste: float = 2.0  # × <user's current interest vector, item embedding>
+    bias: float = -4.7
+    taste: float = 1.0  # × <user's current interest vector, item embedding>
     affinity: float = 0.5  # × (gender, age) × department affinity
     popularity: float = 0.35  # × standardized log item popularity
     quality_sd: float = 0.3  # item quality ~ N(0, quality_sd), hidden
     price_sensitivity: tuple[float, float, float] = (-0.6, -0.25, 0.15)  # per segment × price_z
     position_decay: float = 0.35  # − position_decay × ln(1 + position)
     # Target-specific interactions with the last `history_len` behaviours.
-    history_len: int = 30
+    history_len: int = 50  # = the samples' history length (tarq.defaults.SEQ_LEN)
     similarity: float = 1.5  # × max_h recency_h × action_w × relu((cos(e_i, e_h) − s0) / (1 − s0))
     similarity_floor: float = 0.3  # s0
     similarity_action_w: tuple[float, float, float, float] = (1.0, 1.4, 1.2, 0.3)  # pv cart fav buy
@@ -47,10 +47,16 @@ class ClickModel:
     complement_action_w: tuple[float, float, float, float] = (0.0, 0.5, 0.0, 1.0)
     recency_hours: float = 3.0  # τ of recency_h = exp(−Δt / τ)
     long_recency_hours: float = 72.0  # τ of long_recency_h
+    # Multi-interest match over days: × max_h interest_recency_h × action_w × relu(...) as
+    # for `similarity`, with a recency of days (0 in logs generated before it existed).
+    interest: float = 2.5
+    interest_hours: float = 48.0  # τ of interest_recency_h = exp(−Δt / τ)
 
     def taste_only(self) -> ClickModel:
         """The same model with every history term off (a user-level-taste-only control)."""
-        return dataclasses.replace(self, similarity=0.0, repeat=0.0, satiation=0.0, complement=0.0)
+        return dataclasses.replace(
+            self, similarity=0.0, repeat=0.0, satiation=0.0, complement=0.0, interest=0.0
+        )
 
 
 @dataclass(frozen=True)
