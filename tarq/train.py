@@ -95,6 +95,8 @@ def checkpoint_inputs(
     from tarq.semantic_ids import file_sha256
 
     train_cfg = {k: v for k, v in asdict(tcfg).items() if k not in _RESUMABLE}
+    # "auto" means another slice when the epochs change: compare what it meant for this run.
+    train_cfg["valid_split"] = effective_split(tcfg)
     parent = None
     if warm is not None:
         parent = {

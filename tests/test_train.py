@@ -108,13 +108,13 @@ def test_resume_continues_from_last_checkpoint(samples: Path, tmp_path: Path) ->
     """A run that crashed after epoch 1 of 2 ends, when rerun, exactly where an uninterrupted
     run does (weights, optimizer state), keeps the crashed run's epoch-1 record bit for bit and
     trains only epoch 2; ``resume=False`` retrains from scratch instead."""
-    mcfg, tcfg2 = _cfg(epochs=2)
+    mcfg, tcfg2 = _cfg(epochs=2, valid_split="time")
     whole = train(samples, "tt", tmp_path / "whole", mcfg, tcfg2, progress=False)
     end = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=True)
 
     # The crash: epoch 1 of 2 finished (its checkpoint written), then the process died.
     # An epochs=1 run trains exactly that epoch (same seed, same stream, same RNG).
-    _, tcfg1 = _cfg(epochs=1)
+    _, tcfg1 = _cfg(epochs=1, valid_split="time")
     train(samples, "tt", tmp_path / "m", mcfg, tcfg1, progress=False)
     (tmp_path / "m" / "model.pt").unlink()
     ckpt_path = tmp_path / "m" / CHECKPOINT
@@ -332,6 +332,7 @@ def test_tarq_train_cli_cold_then_warm_from_since_day(
                     "eval_batch_size": 256,
                     "patience": 0,
                     "threads": 1,
+                    "valid_split": "time",
                 },
             }
         )
