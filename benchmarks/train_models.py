@@ -688,6 +688,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tr.add_argument("--batch-size", type=int, default=None)
     tr.add_argument("--lr", type=float, default=None)
     tr.add_argument(
+        "--valid-split",
+        choices=("auto", "time", "hash"),
+        default=None,
+        help="TrainConfig.valid_split (default auto: the last day with several epochs)",
+    )
+    tr.add_argument(
         "--patience", type=int, default=None, help="early-stop patience in epochs (0 = off)"
     )
     tr.add_argument("--threads", type=int, default=2, help="torch (and DuckDB) threads")
@@ -783,6 +789,7 @@ def main(argv: list[str] | None = None) -> int:
         ("batch_size", "batch_size"),
         ("lr", "lr"),
         ("patience", "patience"),
+        ("valid_split", "valid_split"),
     ):
         if getattr(args, flag) is not None:
             setattr(tcfg, key, getattr(args, flag))

@@ -38,6 +38,8 @@ def test_tiny_end_to_end(bench, tmp_path, capsys):
             "2",
             "--batch-size",
             "64",
+            "--valid-split",
+            "time",
             "--threads",
             "1",
             "--bootstrap",
