@@ -128,16 +128,24 @@ class TarqModule(nn.Module):
                 total = total + w * v
         return total
 
+    def base_rate_logit(self, label: torch.Tensor) -> float | None:
+        """Log-odds of the click rate of ``label`` (B,), the rate clipped to [1e-4, 1 − 1e-4];
+        None when ``config.bias_from_base_rate`` is off or there are no labels."""
+        if not self.config.bias_from_base_rate or label.numel() == 0:
+            return None
+        rate = float(label.float().mean().clamp(1e-4, 1 - 1e-4))
+        return math.log(rate / (1 - rate))
+
     @torch.no_grad()
     def init_score_bias(self, label: torch.Tensor) -> None:
-        """Set every score head's bias to the log-odds of the click rate of ``label`` (B,),
-        clipped to [1e-4, 1 − 1e-4]; a no-op unless ``config.bias_from_base_rate``."""
-        if not self.config.bias_from_base_rate or label.numel() == 0:
+        """Set every score head's bias to :meth:`base_rate_logit` of ``label`` (a no-op when
+        that is None)."""
+        logit = self.base_rate_logit(label)
+        if logit is None:
             return
-        rate = float(label.float().mean().clamp(1e-4, 1 - 1e-4))
         for module in self.modules():
             if isinstance(module, ScoreHead):
-                module.bias.fill_(math.log(rate / (1 - rate)))
+                module.bias.fill_(logit)
 
     def init_codebooks(self, batch: Batch) -> None:
         """k-means initialisation of codebooks on ``batch``; a no-op for models without any."""

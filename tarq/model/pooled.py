@@ -44,9 +44,9 @@ class PooledTwoTower(TarqModule):
     @torch.no_grad()
     def init_score_bias(self, label: torch.Tensor) -> None:
         """The global bias b at the log-odds of ``label``'s click rate (see the base class)."""
-        if self.config.bias_from_base_rate and label.numel():
-            rate = float(label.float().mean().clamp(1e-4, 1 - 1e-4))
-            self.bias.fill_(math.log(rate / (1 - rate)))
+        logit = self.base_rate_logit(label)
+        if logit is not None:
+            self.bias.fill_(logit)
 
     def user_side(
         self, user: torch.Tensor, hist: torch.Tensor, hist_mask: torch.Tensor
