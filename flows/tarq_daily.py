@@ -694,7 +694,8 @@ def digest(summary: dict[str, Any]) -> str:
     for r in summary.get("comparison", []):
         fig = "  ".join(
             f"{k} {r[k]:.4f}"
-            for k in ("auc", "gauc", "logloss")
+            # auc_exposed: on the exposed rows the demo truth is scored on (demo warehouses)
+            for k in ("auc", "gauc", "logloss", "auc_exposed")
             if isinstance(r.get(k), int | float)
         )
         lin = lineage.get(r.get("model"), {})

@@ -843,3 +843,22 @@ def _validation_checks(db: Path) -> list[tuple[Any, ...]]:
         for (summary,) in rows
         for c in json.loads(summary)["checks"]
     ]
+
+
+def test_digest_prints_the_demo_truths_figures() -> None:
+    """The terminal digest shows each comparison row's figures, the demo truth's rows (which
+    have only ``auc_exposed``) included."""
+    from flows.tarq_daily import digest
+
+    summary = {
+        "run_date": "2026-12-04",
+        "test_day": "2026-12-03",
+        "comparison": [
+            {"model": "tarq", "auc": 0.8, "gauc": 0.77, "logloss": 0.18, "auc_exposed": 0.78},
+            {"model": "demo truth: full logit", "role": "oracle", "auc_exposed": 0.8535},
+        ],
+        "gate": {"promote": True, "reason": "ok"},
+    }
+    text = digest(summary)
+    assert "tarq       auc 0.8000  gauc 0.7700  logloss 0.1800  auc_exposed 0.7800" in text
+    assert "demo truth: full logit auc_exposed 0.8535" in text
