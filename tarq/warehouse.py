@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 from tarq import defaults
+from tarq.data.lake_fs import attach
 from tarq.sqlfiles import load_sql, quote_ident, run
 
 RAW_TABLES = ("items", "users", "impressions", "behaviors")
@@ -77,8 +78,6 @@ def _attach_lake(con: duckdb.DuckDBPyConnection) -> None:
     except duckdb.CatalogException:  # a read-only warehouse older than warehouse_meta
         return
     if rows and "://" in rows[0][0]:
-        from tarq.data.lake import attach
-
         attach(con, rows[0][0])
 
 

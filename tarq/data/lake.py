@@ -34,6 +34,7 @@ from typing import Any
 
 import duckdb
 
+from tarq.data.lake_fs import attach, is_local, url_fs
 from tarq.sqlfiles import run
 from tarq.warehouse import open_db
 
@@ -79,12 +80,6 @@ def normalize_url(url: str | Path) -> str:
     return out
 
 
-def is_local(url: str) -> bool:
-    """Whether DuckDB reads the lake natively (a local path; anything else goes through
-    fsspec)."""
-    return "://" not in url
-
-
 def lake_url(con: duckdb.DuckDBPyConnection) -> str | None:
     """The warehouse's lake URL, or None in the single-file layout."""
     try:
@@ -92,23 +87,6 @@ def lake_url(con: duckdb.DuckDBPyConnection) -> str | None:
     except duckdb.CatalogException:  # a read-only warehouse older than warehouse_meta
         return None
     return str(rows[0][0]) if rows else None
-
-
-def _fs(url: str) -> tuple[Any, str]:
-    from fsspec.core import url_to_fs
-
-    return url_to_fs(url)
-
-
-def attach(con: duckdb.DuckDBPyConnection, url: str) -> None:
-    """Let ``con`` read and write the lake: register its fsspec filesystem with DuckDB
-    unless DuckDB reads it natively (local paths) or it is registered already."""
-    if is_local(url):
-        return
-    fs, _ = _fs(url)
-    name = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if not con.filesystem_is_registered(name):
-        con.register_filesystem(fs)
 
 
 def raw_target(con: duckdb.DuckDBPyConnection, table: str) -> str:
@@ -151,7 +129,7 @@ def init_lake(db_path: str | Path, url: str | Path) -> str:
                 "behaviours in its single file; the lake layout is only set up on a warehouse "
                 "without logs (raw rows are never moved or deleted): use a new --db"
             )
-        fs, root = _fs(url)
+        fs, root = url_fs(url)
         for table in LOG_TABLES:
             if fs.exists(f"{root}/{table}") and fs.find(f"{root}/{table}"):
                 raise LakeError(
@@ -200,7 +178,7 @@ def flush(con: duckdb.DuckDBPyConnection, load_id: str) -> list[str]:
     if not _LOAD_ID.fullmatch(load_id):
         raise ValueError(f"invalid load id {load_id!r} for a lake file name")
     attach(con, url)
-    fs, root = _fs(url)
+    fs, root = url_fs(url)
     flush_id = f"{load_id}-{uuid.uuid4().hex[:8]}"
     written: list[str] = []
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -268,7 +246,7 @@ def orphans(con: duckdb.DuckDBPyConnection) -> list[str]:
     url = lake_url(con)
     if url is None:
         return []
-    fs, root = _fs(url)
+    fs, root = url_fs(url)
     if not fs.exists(root):
         return []
     known = {r[0] for r in run(con, "lake/all_files").fetchall()}
