@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from train_models import parse_variant  # benchmarks/ is the script's directory
 
 import tarq
 from tarq.data.loader import SampleSet
@@ -82,9 +83,11 @@ class Runner:
         tcfg: TrainConfig,
         first: Batch,
         nan_fill: bool = False,
+        label: str | None = None,
     ) -> None:
         torch.manual_seed(tcfg.seed)
-        self.name = name + ("+nan-fill" if nan_fill else "")
+        label = label or name
+        self.name = label + ("+nan-fill" if nan_fill else "")
         # Deterministic mode's NaN-fill of new tensors, for this runner's steps only (training
         # turns it off: tarq.train.FILL_UNINITIALIZED_MEMORY).
         self.nan_fill = nan_fill
@@ -225,6 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", required=True, type=Path)
     p.add_argument("--models", nargs="+", default=["tt", "tarq"])
+    p.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        default=[],
+        metavar="LABEL=MODEL:key=value,...",
+        help="also time MODEL with these ModelConfig overrides, as LABEL (as train_models.py)",
+    )
     p.add_argument("--steps", type=int, default=60, help="timed steps per model")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps per model first")
     p.add_argument("--rounds", type=int, default=4, help="turns the models take")
@@ -253,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     batches, loader_s = load_batches(sset, tcfg, args.warmup + args.steps)
     fills = {"off": [False], "on": [True], "both": [False, True]}[args.nan_fill]
     runners = [Runner(m, sset, mcfg, tcfg, batches[0], f) for m in args.models for f in fills]
+    runners += [
+        Runner(
+            base, sset, ModelConfig.from_dict({**mcfg.to_dict(), **ov}), tcfg, batches[0], f, label
+        )
+        for label, base, ov in args.variant
+        for f in fills
+    ]
     for r in runners:
         for b in batches[: args.warmup]:
             r.step(b)

@@ -181,13 +181,15 @@ def test_item_index_refuses_duplicates() -> None:
         ItemIndex(np.array([10**12, 5, 10**12]))
 
 
-@pytest.mark.parametrize("name", ["tarq", "tarq_attention_lift", "tt", "ta"])
+@pytest.mark.parametrize("name", ["tarq", "tarq_attention_lift", "tarq_shared", "tt", "ta"])
 @pytest.mark.parametrize("n_real", [20, 7, 0])
 def test_lean_user_side_equals_model(name: str, n_real: int) -> None:
     layout = _seq_layout(20)
     cfg = SMALL
     if name == "tarq_attention_lift":
         cfg = dataclasses.replace(SMALL, fusion="attention", latent_dim=16)
+    if name == "tarq_shared":
+        cfg = dataclasses.replace(SMALL, shared_history=True)
     torch.manual_seed(5)
     g = torch.Generator().manual_seed(5)
     model = build_model(name.split("_")[0], layout, cfg).eval()

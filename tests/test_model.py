@@ -330,9 +330,10 @@ def test_model_alignment_loss_is_nonnegative(batch: dict[str, torch.Tensor]) -> 
 
 
 # -- serving path --------------------------------------------------------------------------
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", [*MODEL_NAMES, "tarq+shared_history"])
 def test_serving_path_matches_training_forward(name: str, batch: dict[str, torch.Tensor]) -> None:
-    model = _model(name)
+    name, _, flag = name.partition("+")
+    model = _model(name, dataclasses.replace(CFG, **{flag: True}) if flag else CFG)
     model.init_codebooks(_inputs(batch))
     model.eval()
     n = 30
@@ -615,3 +616,76 @@ def test_mvke_experts_contain_the_two_tower_user_tower(batch: dict[str, torch.Te
     assert users.shape == (len(inputs["user"]), CFG.mvke_kernels, d)
     for j in range(CFG.mvke_kernels):
         assert torch.allclose(users[:, j], v_user, atol=1e-6)
+
+
+# -- training-speed paths: the same arithmetic as the reference ---------------------------------
+def test_attention_training_path_is_the_fused_path_with_a_dropout_mask(monkeypatch) -> None:
+    """Train mode spells attention out (softmax, cheap dropout mask, weights @ V); with a mask
+    that keeps everything it equals the fused ``scaled_dot_product_attention`` of eval mode,
+    for self-attention (one Q/K/V product), shared queries and per-row queries."""
+    from tarq.model import layers
+
+    torch.manual_seed(0)
+    attn = layers.MultiHeadAttention(16, 2, dropout=0.3)
+    x = torch.randn(5, 7, 16)
+    mask = torch.rand(5, 7) > 0.4
+    mask[:, 0] = True
+    shared_q, row_q = torch.randn(1, 9, 16), torch.randn(5, 3, 16)
+    with torch.no_grad():
+        attn.eval()
+        want = [attn(x, x, x, mask), attn(shared_q, x, x, mask), attn(row_q, x, x, mask)]
+        monkeypatch.setattr(
+            layers, "dropout_keep", lambda shape, p, device: torch.ones(shape, dtype=torch.bool)
+        )
+        monkeypatch.setattr(layers, "dropout_scale", lambda p: 1.0)
+        attn.train()
+        got = [attn(x, x, x, mask), attn(shared_q, x, x, mask), attn(row_q, x, x, mask)]
+    assert got[1].shape == (5, 9, 16)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # A masked key gets no weight: changing it changes nothing.
+    x2 = x.clone()
+    x2[~mask] = 100.0
+    with torch.no_grad():
+        torch.testing.assert_close(attn(row_q, x2, x2, mask), got[2], rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_keep_rate_scale_and_reproducibility() -> None:
+    from tarq.model.layers import dropout_keep, dropout_scale
+
+    torch.manual_seed(3)
+    keep = dropout_keep((400, 500), 0.1, torch.device("cpu"))
+    torch.manual_seed(3)
+    again = dropout_keep((400, 500), 0.1, torch.device("cpu"))
+    assert keep.dtype == torch.bool and torch.equal(keep, again)
+    rate = keep.float().mean().item()
+    assert rate == pytest.approx(230 / 256, abs=0.003)  # p = 0.1 rounds to 26/256
+    assert dropout_scale(0.1) == pytest.approx(256 / 230)
+    # The expectation of a kept-and-scaled value is the value.
+    assert (keep.float() * dropout_scale(0.1)).mean().item() == pytest.approx(1.0, abs=0.004)
+    assert dropout_keep((7,), 0.0, torch.device("cpu")).all()
+
+
+def test_shared_history_uses_one_encoder_for_student_and_teacher(
+    batch: dict[str, torch.Tensor],
+) -> None:
+    cfg = dataclasses.replace(CFG, shared_history=True)
+    model = _model("tarq", cfg)
+    assert model.rq_attention.seq is model.teacher.seq
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params < sum(p.numel() for p in _model("tarq").parameters())
+    model.init_codebooks(_inputs(batch))
+    out = model(_inputs(batch))
+    model.total_loss(out).backward()
+    enc = model.teacher.seq.attn.q.weight.grad
+    assert enc is not None and enc.abs().sum() > 0
+    # Saved and rebuilt from its config, the model is the same (both names load one module).
+    fresh = _model("tarq", cfg, seed=9)
+    fresh.load_state_dict(model.state_dict())
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(_inputs(batch)).logit, model(_inputs(batch)).logit)
+    # Without the teacher there is nothing to share.
+    assert not hasattr(_model("tarq_no_teacher_align", cfg), "teacher") or (
+        _model("tarq_no_teacher_align", cfg).teacher is None
+    )

@@ -82,18 +82,59 @@ def level_distributions(
     """
     m = codebooks.shape[0]
     r_hat = h_tar.detach()
-    rows = torch.arange(codes.shape[0], device=codes.device) if group is None else group
+    if group is None:
+        return _static_log_probs(residuals, codebooks, temperature, relative), _personal_log_probs(
+            r_hat, personal, codes, temperature, relative
+        )
+    rows = group
     log_p, log_q = [], []
     for level in range(m):
         log_p.append(level_log_probs(residuals[:, level], codebooks[level], temperature, relative))
-        if group is None:
-            log_q.append(level_log_probs(r_hat, personal[:, level], temperature, relative))
-        else:
-            log_q.append(
-                _grouped_level_log_probs(r_hat, personal[:, level], group, temperature, relative)
-            )
+        log_q.append(
+            _grouped_level_log_probs(r_hat, personal[:, level], group, temperature, relative)
+        )
         r_hat = r_hat - personal[rows, level, codes[:, level]]
     return torch.stack(log_p, dim=1), torch.stack(log_q, dim=1)
+
+
+def _static_log_probs(
+    residuals: torch.Tensor, codebooks: torch.Tensor, temperature: float, relative: bool
+) -> torch.Tensor:
+    """log p of every level at once: residuals (B, m, dz), codebooks (m, K, dz) → (B, m, K).
+
+    The arithmetic of :func:`level_log_probs` with a shared codebook (‖r‖² − 2 r·e + ‖e‖²),
+    batched over the levels in one matrix product.
+    """
+    r = residuals.transpose(0, 1)  # (m, B, dz)
+    dist = (
+        (r * r).sum(-1, keepdim=True)
+        - 2 * torch.bmm(r, codebooks.transpose(1, 2))
+        + (codebooks * codebooks).sum(-1)[:, None, :]
+    ).clamp_min(0.0)
+    return torch.log_softmax(_logits(dist.transpose(0, 1), temperature, relative), dim=-1)
+
+
+def _personal_log_probs(
+    r_hat: torch.Tensor,
+    personal: torch.Tensor,
+    codes: torch.Tensor,
+    temperature: float,
+    relative: bool,
+) -> torch.Tensor:
+    """log p̂ of every level at once: r̂_0 (B, d), Ĉ (B, m, K, d), codes (B, m) → (B, m, K).
+
+    The residuals r̂_l are built level by level as before, from ONE gather of the chosen
+    entries (B, m, d): indexing Ĉ per level made autograd zero-fill a (B, m, K, d) gradient
+    per level (the largest ``fill_`` of a TARQ step).
+    """
+    idx = codes[:, :, None, None].expand(-1, -1, 1, personal.shape[-1])
+    chosen = personal.gather(2, idx)[:, :, 0]  # (B, m, d)
+    levels = [r_hat]
+    for level in range(codes.shape[1] - 1):
+        levels.append(levels[-1] - chosen[:, level])
+    r = torch.stack(levels, dim=1)  # (B, m, d)
+    dist = ((r[:, :, None, :] - personal) ** 2).sum(-1)
+    return torch.log_softmax(_logits(dist, temperature, relative), dim=-1)
 
 
 # Rows per block of :func:`_grouped_level_log_probs`: its (rows, K, d) differences stay in cache.

@@ -46,6 +46,12 @@ class ModelConfig:
         align_relative: the alignment's distances are divided by their row's mean over the K
             entries before τ (:func:`tarq.model.alignment.level_log_probs`): a scale-free
             temperature, the same sharpness whatever ‖z‖ and ‖h_tar‖ are.
+        shared_history: the RQ-Attention net and the teacher attend over ONE contextualised
+            history, H^rq = H^tar (eq. 9 and 13 with one self-attention; their eq. 10 and 14
+            attentions keep their own weights). The paper writes two encoders; sharing one
+            saves a third of TARQ's sequence encoding, and the student's personalised entries
+            then come from the same keys and values as the teacher's h_tar they approximate.
+            Without the teacher (``tarq_no_teacher_align``) it changes nothing.
         per_dim_losses: the squared distances of L_distill (eq. 15) and L_rq (eq. 8) are taken
             per dimension (‖·‖² / width) instead of as plain sums, i.e. their λ divided by the
             width. With d = 64 the sums start 100–200× larger than the BCE (measured on the
@@ -87,6 +93,7 @@ class ModelConfig:
     align_relative: bool = False
     per_dim_losses: bool = True
     distill: str = "direction"
+    shared_history: bool = False
 
     score_scale_init: float = 5.0
     learn_score_scale: bool = True

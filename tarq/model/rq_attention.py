@@ -57,11 +57,15 @@ class RQAttention(nn.Module):
         Returns:
             (B, m, K, d).
         """
-        b = x_seq.shape[0]
-        h = self.seq(x_seq, mask)
+        return self.personalise(codebooks, self.seq(x_seq, mask), mask)
+
+    def personalise(
+        self, codebooks: torch.Tensor, h: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Eq. 10 over an already encoded history H^rq (B, S, d): (m, K, dz) → (B, m, K, d)."""
         q = self.lift(codebooks.reshape(self.m * self.k, -1))
-        out = self.attn(q[None].expand(b, -1, -1), h, h, mask)
-        return out.view(b, self.m, self.k, -1)
+        out = self.attn(q[None], h, h, mask)
+        return out.view(h.shape[0], self.m, self.k, -1)
 
     @staticmethod
     def lookup(personal: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:

@@ -86,6 +86,9 @@ class TarqModel(TarqModule):
         )
         self.rq_attention = RQAttention(config)
         self.teacher = TargetAttention(config) if teacher else None
+        if self.teacher is not None and config.shared_history:
+            # One encoder module under both names: H^rq = H^tar (ModelConfig.shared_history).
+            self.rq_attention.seq = self.teacher.seq
         self.use_align = align
         self.head = ScoreHead(config)
         self.loss_weights = {
@@ -187,7 +190,8 @@ class TarqModel(TarqModule):
 
         z = self.autoencoder.encode(x_item)
         q = self.quantizer.quantize(z)
-        personal = self.rq_attention.personal_codebooks(self.quantizer.codebooks, x_seq, mask)
+        h_seq = self.rq_attention.seq(x_seq, mask)  # H^rq, also H^tar when shared
+        personal = self.rq_attention.personalise(self.quantizer.codebooks, h_seq, mask)
         h_rq = self.rq_attention.fuse(self.rq_attention.lookup(personal, q.codes))
 
         y_tt = cosine(v_user, v_item)
@@ -197,7 +201,10 @@ class TarqModel(TarqModule):
         extras = {"codes": q.codes, "z": z.detach(), "y_tt": y_tt.detach(), "y_rq": y_rq.detach()}
         tar_logit = None
         if self.teacher is not None:
-            h_tar = self.teacher(x_item, x_seq, mask)
+            if self.rq_attention.seq is self.teacher.seq:
+                h_tar = self.teacher.attend(x_item, h_seq, mask)
+            else:
+                h_tar = self.teacher(x_item, x_seq, mask)
             tar_logit = self.head(y_tt + cosine(h_tar, v_item))
             losses["distill"] = distillation(h_rq, h_tar, self.config)
             if self.use_align or not self.training:
