@@ -107,7 +107,7 @@ def incompatibility(
     if cfg.get("model_name") != model_name:
         return f"parent is a {cfg.get('model_name')!r} model, not {model_name!r}"
     mine = model_config.to_dict()
-    theirs = ModelConfig.from_dict(cfg.get("model", {})).to_dict()
+    theirs = ModelConfig.from_saved(cfg.get("model", {})).to_dict()
     changed = sorted(k for k in mine if mine[k] != theirs.get(k))
     if changed:
         return "model config changed: " + ", ".join(

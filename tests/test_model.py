@@ -181,6 +181,15 @@ def test_total_loss_applies_lambda_weights(batch: dict[str, torch.Tensor]) -> No
     assert _model("tarq_no_teacher_align").teacher is None
 
 
+def test_saved_configs_without_a_setting_rebuild_the_model_they_were() -> None:
+    """A saved config.json lacking a key predates it: rebuilt as trained, not as today's default."""
+    saved = {k: v for k, v in CFG.to_dict().items() if k not in ("distill", "shared_history")}
+    old = ModelConfig.from_saved(saved)
+    assert old.distill == "l2" and old.shared_history is False
+    assert ModelConfig.from_saved(CFG.to_dict()) == CFG
+    assert ModelConfig.from_dict(saved).distill == "direction"  # user configs take defaults
+
+
 def test_config_round_trip_and_errors() -> None:
     cfg = ModelConfig.from_dict(CFG.to_dict())
     assert cfg == CFG

@@ -213,6 +213,17 @@ def test_incompatible_parents_are_named(warehouse: dict[str, Path]) -> None:
     assert "model config changed: d_model 16 → 32" in incompatibility(
         warehouse["parent"], "tarq", other, layout
     )
+    # A parent saved before a setting existed was trained as the code then behaved: a
+    # config.json without "distill" is the literal L2 term, so today's default is a change.
+    import json
+    import shutil
+
+    legacy = warehouse["root"] / "legacy-parent"
+    shutil.copytree(warehouse["parent"], legacy)
+    saved = json.loads((legacy / "config.json").read_text(encoding="utf-8"))
+    saved["model"].pop("distill")
+    (legacy / "config.json").write_text(json.dumps(saved), encoding="utf-8")
+    assert "distill 'l2' → 'direction'" in incompatibility(legacy, "tarq", mcfg, layout)
     longer = FeatureLayout(**{**layout.__dict__, "seq_len": 9})
     assert "feature layout changed: seq_len 6 → 9" in incompatibility(
         warehouse["parent"], "tarq", mcfg, longer

@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 FUSIONS = ("mean", "sum", "attention")
-DISTILLS = ("direction", "l2")
+DISTILLS = ("direction", "l2", "score")
+
+# How models saved before a setting existed were trained: read by ModelConfig.from_saved.
+SAVED_BEFORE: dict[str, Any] = {"distill": "l2", "shared_history": False}
 
 
 @dataclass
@@ -153,6 +156,17 @@ class ModelConfig:
         d = asdict(self)
         d["tower_hidden"] = list(self.tower_hidden)
         return d
+
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> ModelConfig:
+        """The config of a SAVED model (its ``config.json``'s ``model`` dict).
+
+        Saved dicts are complete, so a missing key means the model was written before that
+        setting existed, and it was trained as the code then behaved (:data:`SAVED_BEFORE`),
+        not with today's default: rebuilding it otherwise would load its weights into another
+        architecture, or call a loss change no change.
+        """
+        return cls.from_dict({**SAVED_BEFORE, **data})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

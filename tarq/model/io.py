@@ -73,7 +73,7 @@ def load_trained(model_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any]
     d = Path(model_dir)
     cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
     layout = FeatureLayout.load(d / "layout.json")
-    model = build_model(cfg["model_name"], layout, ModelConfig.from_dict(cfg["model"]))
+    model = build_model(cfg["model_name"], layout, ModelConfig.from_saved(cfg["model"]))
     state = load_weights(d / "model.pt")
     model.load_state_dict(state)
     model.eval()
