@@ -187,7 +187,7 @@ def test_saved_configs_without_a_setting_rebuild_the_model_they_were() -> None:
     old = ModelConfig.from_saved(saved)
     assert old.distill == "l2" and old.shared_history is False
     assert ModelConfig.from_saved(CFG.to_dict()) == CFG
-    assert ModelConfig.from_dict(saved).distill == "direction"  # user configs take defaults
+    assert ModelConfig.from_dict(saved).distill == "score"  # user configs take defaults
 
 
 def test_config_round_trip_and_errors() -> None:
@@ -483,6 +483,41 @@ def test_direction_distillation_ignores_norms_and_matches_the_l2_of_unit_vectors
     assert h_tar.grad is None and h_rq.grad is not None
     with pytest.raises(ValueError, match="distill must be one of"):
         ModelConfig(distill="cosine")
+
+
+def test_score_distillation_matches_the_teachers_cosine_with_the_item() -> None:
+    """distill='score': (cos(h_rq, sg v_item) − sg cos(h_tar, v_item))²; zero when the student
+    scores the item as the teacher does, whatever h_tar's part orthogonal to v_item; the
+    gradient reaches h_rq only (not the teacher, not v_item)."""
+    from tarq.model.tarq import distillation
+
+    cfg = dataclasses.replace(CFG, distill="score")
+    g = torch.Generator().manual_seed(1)
+    v = torch.randn(16, 8, generator=g, requires_grad=True)
+    h_tar = torch.randn(16, 8, generator=g, requires_grad=True)
+    h_rq = torch.randn(16, 8, generator=g, requires_grad=True)
+    loss = distillation(h_rq, h_tar, cfg, v)
+    want = (
+        (F.cosine_similarity(h_rq, v, dim=-1) - F.cosine_similarity(h_tar, v, dim=-1)) ** 2
+    ).mean()
+    assert float(loss) == pytest.approx(float(want), rel=1e-5) and 0.0 < float(loss) <= 4.0
+    loss.backward()
+    assert h_rq.grad is not None and h_tar.grad is None and v.grad is None
+    # A student whose part orthogonal to v_item points elsewhere (same length, same part along
+    # v_item) scores the item as the teacher does: no score loss, a large direction loss.
+    vd, t = v.detach(), h_tar.detach()
+    unit = vd / vd.norm(dim=-1, keepdim=True)
+    along = (t * unit).sum(-1, keepdim=True) * unit
+    other = torch.randn(16, 8, generator=g)
+    other = other - (other * unit).sum(-1, keepdim=True) * unit
+    student = along + other * (t - along).norm(dim=-1, keepdim=True) / other.norm(
+        dim=-1, keepdim=True
+    )
+    assert float(distillation(student, t, cfg, vd)) == pytest.approx(0.0, abs=1e-8)
+    direction = dataclasses.replace(CFG, distill="direction")
+    assert float(distillation(student, t, direction)) > 0.1
+    with pytest.raises(ValueError, match="needs v_item"):
+        distillation(h_rq, h_tar, cfg)
 
 
 def test_mvke_gets_the_backbones_x_user_queried_history_attention(

@@ -223,7 +223,7 @@ def test_incompatible_parents_are_named(warehouse: dict[str, Path]) -> None:
     saved = json.loads((legacy / "config.json").read_text(encoding="utf-8"))
     saved["model"].pop("distill")
     (legacy / "config.json").write_text(json.dumps(saved), encoding="utf-8")
-    assert "distill 'l2' → 'direction'" in incompatibility(legacy, "tarq", mcfg, layout)
+    assert "distill 'l2' → 'score'" in incompatibility(legacy, "tarq", mcfg, layout)
     longer = FeatureLayout(**{**layout.__dict__, "seq_len": 9})
     assert "feature layout changed: seq_len 6 → 9" in incompatibility(
         warehouse["parent"], "tarq", mcfg, longer
