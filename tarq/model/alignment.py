@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from tarq.model.quantizer import sq_dist
+from tarq.model.rq_attention import RQAttention
 
 
 def symmetric_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -127,8 +128,7 @@ def _personal_log_probs(
     entries (B, m, d): indexing Ĉ per level made autograd zero-fill a (B, m, K, d) gradient
     per level (the largest ``fill_`` of a TARQ step).
     """
-    idx = codes[:, :, None, None].expand(-1, -1, 1, personal.shape[-1])
-    chosen = personal.gather(2, idx)[:, :, 0]  # (B, m, d)
+    chosen = RQAttention.lookup(personal, codes)  # (B, m, d)
     levels = [r_hat]
     for level in range(codes.shape[1] - 1):
         levels.append(levels[-1] - chosen[:, level])

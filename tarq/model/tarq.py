@@ -40,13 +40,13 @@ def distillation(
 ) -> torch.Tensor:
     """L_distill (eq. 15) of h_rq (B, d) towards stop-grad(h_tar) (B, d); scalar.
 
-    ``direction`` (default): mean of 1 − cos(h_rq, sg[h_tar]) = ½‖ĥ_rq − ĥ_tar‖² of the unit
+    ``direction``: mean of 1 − cos(h_rq, sg[h_tar]) = ½‖ĥ_rq − ĥ_tar‖² of the unit
     vectors, in [0, 2]. Both only ever enter the score through a cosine with v_item, so their
     norms are free; the teacher's grows while it learns, and the literal L2 (``l2``) then
     grows with it and takes over the shared embeddings (measured on a sequential log: from
     0.07 to 0.76 over one epoch, 4× the CTR terms' gradient on the embeddings).
 
-    ``score``: mean of (cos(h_rq, sg[v_item]) − sg[cos(h_tar, v_item)])², in [0, 4]: the
+    ``score`` (default): mean of (cos(h_rq, sg[v_item]) − sg[cos(h_tar, v_item)])², in [0, 4]: the
     student matches what the teacher's vector does in the score, not its whole direction
     (the part of h_tar orthogonal to v_item is free in the teacher's loss, so copying it
     copies noise). Needs ``v_item`` (B, d).
