@@ -60,7 +60,8 @@ class ModelConfig:
             attentions keep their own weights). The paper writes two encoders; sharing one
             saves a third of TARQ's sequence encoding, and the student's personalised entries
             then come from the same keys and values as the teacher's h_tar they approximate.
-            Without the teacher (``tarq_no_teacher_align``) it changes nothing.
+            Without the teacher (``tarq_no_teacher_align``) it changes nothing. Off: on demo
+            ``small`` (3 seeds) it trained 1.18× faster but lost 0.011 AUC [−0.022, −0.000].
         per_dim_losses: the squared distances of L_distill (eq. 15) and L_rq (eq. 8) are taken
             per dimension (‖·‖² / width) instead of as plain sums, i.e. their λ divided by the
             width. With d = 64 the sums start 100–200× larger than the BCE (measured on the
