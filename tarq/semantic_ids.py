@@ -795,16 +795,20 @@ def _health_checks(
     )
     if min_utilization is not None and report.utilization_per_level is not None:
         worst = min(report.utilization_per_level)
+        ok = worst >= min_utilization
         check(
             "min_utilization",
-            worst >= min_utilization,
-            f"lowest level utilization {worst:.3f} (floor {min_utilization})",
+            ok,
+            f"lowest level utilization {worst:.3f} (floor {min_utilization})"
+            + ("" if ok else f". {collapse_hint(report)}"),
         )
     if max_collision_rate is not None and report.collision_rate is not None:
+        ok = report.collision_rate <= max_collision_rate
         check(
             "max_collision_rate",
-            report.collision_rate <= max_collision_rate,
-            f"collision rate {report.collision_rate:.4f} (ceiling {max_collision_rate})",
+            ok,
+            f"collision rate {report.collision_rate:.4f} (ceiling {max_collision_rate})"
+            + ("" if ok else f". {collapse_hint(report)}"),
         )
     if max_churn is not None and churn is not None:
         check(
@@ -813,6 +817,35 @@ def _health_checks(
             f"{churn.summary()} (ceiling {max_churn:.2%})",
         )
     return checks
+
+
+def collapse_hint(report: IdHealth) -> str:
+    """What a user can change when too many items share their tuple, from the report's figures:
+    collapsed levels (few of the K entries used) or items the model cannot tell apart."""
+    hints = []
+    util = report.utilization_per_level or []
+    low = [j for j, u in enumerate(util) if u < 0.5]
+    if low:
+        shown = ", ".join(f"{j} ({util[j]:.2f})" for j in low[:4])
+        hints.append(
+            f"the codebooks collapsed: level(s) {shown} use under half of their K entries. "
+            "Retrain cold with the defaults that keep them alive (model_overrides "
+            '{"codebook_revive": 0.1, "kmeans_init_rows": 16384}; 0 turns each off) and '
+            "enough steps for the catalog (a run capped at a few hundred steps is not)"
+        )
+    oov = report.items_oov_id / report.catalog_size if report.catalog_size else 0.0
+    if oov >= 0.2:
+        hints.append(
+            f"{report.items_oov_id:,} items ({oov:.0%}) have an id unseen in training (OOV "
+            "embedding) and differ only by their other fields: lower min_count, or train "
+            "on more days"
+        )
+    if not hints:
+        hints.append(
+            "the items' latents are too close for m codebooks of K entries: more codebooks "
+            "(n_codebooks) or entries (codebook_size) in a cold run"
+        )
+    return "Why: " + "; ".join(hints) + " (health.json has the per-level figures)"
 
 
 def health_text(report: IdHealth) -> str:

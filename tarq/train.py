@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from tarq.data.loader import BatchStream, SampleSet, model_inputs, temporal_cutoff
+from tarq.data.loader import Batch, BatchStream, SampleSet, model_inputs, temporal_cutoff
 from tarq.evaluation import evaluate, public_metrics
 from tarq.model import MODEL_NAMES, ModelConfig, build_model
 from tarq.model.io import load_weights, save_atomic
@@ -785,6 +785,8 @@ def _starting_point(
 ) -> _Start:
     """Load the run's checkpoint (when ``resume_inputs`` is given and one exists), else the
     warm parent's weights (and optimizer), else k-means-initialise the codebooks."""
+    if parent is not None:
+        model.hold_codebooks()  # a warm run (resumed or not) never re-seeds its parent's entries
     if resume_inputs is not None and ckpt_path.is_file():
         ckpt = load_weights(ckpt_path)
         if ckpt["model_name"] != model_name:
@@ -809,12 +811,31 @@ def _starting_point(
                 group["lr"], group["weight_decay"] = tcfg.lr, tcfg.weight_decay
         warm_info["optimizer_carried"] = parent.optimizer is not None
         return _Start()
-    # k-means initialisation of the codebooks on the first training batch, before DDP
-    # broadcasts rank 0's state to every rank.
-    first = next(iter(training_rows(sset, tcfg, cutoff)))
-    model.init_codebooks(model_inputs(first))
+    # k-means initialisation of the codebooks on a sample of the training rows, before DDP
+    # broadcasts rank 0's state to every rank; the score bias from the first batch.
+    rows = iter(training_rows(sset, tcfg, cutoff))
+    first = next(rows)
+    model.init_codebooks(model_inputs(codebook_sample(first, rows, model.config.kmeans_init_rows)))
     model.init_score_bias(first["label"])
     return _Start()
+
+
+def codebook_sample(first: Batch, rows: Iterator[Batch], n_rows: int) -> Batch:
+    """The rows of distinct items among the first ``n_rows`` training rows (``first`` and what
+    ``rows`` yields after it), in stream order; just ``first`` when ``n_rows`` ≤ its size."""
+    batches, seen = [first], len(first["label"])
+    for batch in rows:
+        if seen >= n_rows:
+            break
+        batches.append(batch)
+        seen += len(batch["label"])
+    if len(batches) == 1:
+        return first
+    cat = {k: torch.cat([b[k] for b in batches])[:n_rows] for k in first}
+    _, inverse = torch.unique(cat["item"], dim=0, return_inverse=True)
+    keep = torch.full((int(inverse.max()) + 1,), len(inverse), dtype=torch.long)
+    keep.scatter_reduce_(0, inverse, torch.arange(len(inverse)), reduce="amin")
+    return {k: v[keep.sort().values] for k, v in cat.items()}
 
 
 def _write_artifacts(

@@ -271,6 +271,117 @@ def test_kmeans_init_uses_first_batch_only(batch: dict[str, torch.Tensor]) -> No
     assert lazy.codebooks_initialized and torch.allclose(lazy.codebooks, before)
 
 
+def _clusters(n_per: int, centers: torch.Tensor, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat(
+        [c + 0.05 * torch.randn(n_per, centers.shape[1], generator=g) for c in centers]
+    )
+
+
+def test_a_collapsed_codebook_is_revived_and_trains_back_to_health() -> None:
+    """One entry takes every residual (the others sit far off, never chosen): without
+    revival eq. 8 only moves that entry and the level stays at 1 of K; with it the dead entries
+    are re-seeded from the batch and training spreads the rows over the clusters."""
+    torch.manual_seed(0)
+    centers = 3.0 * torch.eye(4, 6)  # 4 well-separated clusters in R^6
+    z = _clusters(64, centers, seed=1)
+    error, used = {}, {}
+    for revive in (0.0, 0.1):
+        q = ResidualQuantizer(1, 4, 6, revive_below=revive, usage_decay=0.9)
+        with torch.no_grad():
+            q.codebooks.copy_(100.0 + torch.arange(4.0)[None, :, None].expand(1, 4, 6))
+            q.codebooks[0, 0] = z.mean(0)  # the one live entry, nearest to everything
+        q.initialized.fill_(True)
+        assert int(q.encode(z)[:, 0].unique().numel()) == 1
+        opt = torch.optim.SGD(q.parameters(), lr=0.5)
+        for _ in range(120):
+            q.revive_dead(z)
+            out = q.quantize(z)
+            opt.zero_grad()
+            q.loss(out).backward()
+            opt.step()
+            q.track_usage(out.codes)
+        codes = q.encode(z)[:, 0]
+        used[revive] = int(codes.unique().numel())
+        error[revive] = float(((z - q.codebooks[0, codes].detach()) ** 2).sum(-1).mean())
+    assert used[0.0] == 1 and error[0.0] > 4.0  # collapsed: every row on one entry
+    assert used[0.1] >= 3 and error[0.1] < 0.5 * error[0.0]
+
+
+def test_revival_reseeds_only_dead_entries_from_the_batch() -> None:
+    q = ResidualQuantizer(2, 4, 3, revive_below=0.1)
+    with torch.no_grad():
+        q.codebooks.copy_(torch.randn(2, 4, 3))
+    q.initialized.fill_(True)
+    before = q.codebooks.detach().clone()
+    z = torch.randn(32, 3)
+    assert q.revive_dead(z) == 0 and torch.equal(q.codebooks, before)  # uniform usage: alive
+    q.usage[0, 2] = 0.0  # level 0, entry 2 dead
+    q.usage[1, 1] = 0.01  # level 1, entry 1 below 0.1 / 4
+    assert q.dead_entries().sum() == 2
+    assert q.revive_dead(z) == 2
+    after = q.codebooks.detach()
+    keep = torch.ones(2, 4, dtype=torch.bool)
+    keep[0, 2] = keep[1, 1] = False
+    assert torch.equal(after[keep], before[keep])
+    assert (z == after[0, 2]).all(-1).any()  # a level-0 residual is z itself
+    assert torch.allclose(q.usage[0, 2], torch.tensor(0.25)) and not q.dead_entries().any()
+    q.revive_enabled = False  # held (a warm run): nothing moves, usage frozen
+    q.usage[0, 0] = 0.0
+    frozen = q.usage.clone()
+    assert q.revive_dead(z) == 0
+    q.track_usage(torch.zeros(32, 2, dtype=torch.long))
+    assert torch.equal(q.usage, frozen)
+
+
+def test_no_revival_means_no_usage_buffer() -> None:
+    """Models saved before revival existed load their state dict as it was."""
+    off = ResidualQuantizer(2, 4, 3)
+    assert off.usage is None and "usage" not in off.state_dict()
+    assert off.revive_dead(torch.randn(8, 3)) == 0
+    assert "usage" in ResidualQuantizer(2, 4, 3, revive_below=0.1).state_dict()
+    saved = ModelConfig.from_saved(
+        {k: v for k, v in CFG.to_dict().items() if k != "codebook_revive"}
+    )
+    assert saved.codebook_revive == 0.0
+    assert "quantizer.usage" not in build_model("tarq", LAYOUT, saved).state_dict()
+
+
+def test_kmeans_init_on_a_sample_covers_clusters_the_first_batch_missed() -> None:
+    """The first batch holds two of eight clusters (popular items); k-means on it leaves the
+    other six far from every entry, k-means on a larger sample of distinct items does not."""
+    centers = 4.0 * torch.eye(8, 8)
+    z = _clusters(40, centers, seed=2)
+    first = z[:80]  # clusters 0 and 1 only
+    far = z[80:]
+    gaps = {}
+    for name, sample in (("first batch", first), ("sample", z)):
+        q = ResidualQuantizer(1, 8, 8)
+        q.kmeans_init(sample)
+        gaps[name] = float(sq_dist(far, q.codebooks[0].detach()).min(-1).values.mean())
+    assert gaps["sample"] < 0.1 < 10.0 < gaps["first batch"]
+
+
+def test_codebook_sample_takes_distinct_items_of_the_first_rows() -> None:
+    from tarq.train import codebook_sample
+
+    def batch(items: list[int]) -> dict[str, torch.Tensor]:
+        n = len(items)
+        return {
+            "item": torch.tensor(items)[:, None].repeat(1, 2),
+            "label": torch.zeros(n),
+            "user": torch.arange(n)[:, None],
+        }
+
+    first = batch([5, 5, 7, 5])
+    rest = iter([batch([7, 9, 1, 9]), batch([2, 3, 4, 8]), batch([6, 6, 6, 6])])
+    out = codebook_sample(first, rest, 10)  # rows 0..9: items 5 5 7 5 7 9 1 9 2 3
+    assert out["item"][:, 0].tolist() == [5, 7, 9, 1, 2, 3]
+    assert out["user"][:, 0].tolist() == [0, 2, 1, 2, 0, 1]  # each item's first row
+    assert codebook_sample(first, iter([]), 10) is first
+    assert codebook_sample(first, iter([batch([9])]), 4) is first  # 0 or ≤ a batch: the batch
+
+
 # -- gradient routing ----------------------------------------------------------------------
 def _grads(module: torch.nn.Module) -> list[torch.Tensor]:
     return [p.grad for p in module.parameters()]

@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from tarq.semantic_ids import (
+    HEALTH_JSON,
     IDS_FILE,
     IdHealth,
     SemanticIdError,
     assign_ids,
+    collapse_hint,
     faiss_assign,
     health_text,
     read_ids,
@@ -200,5 +202,23 @@ def test_optional_thresholds_fail_the_assignment(
     trained: tuple[Path, Path], tmp_path: Path
 ) -> None:
     db, model_dir = trained
-    with pytest.raises(SemanticIdError, match="max_collision_rate"):
+    with pytest.raises(SemanticIdError, match=r"max_collision_rate.*Why: ") as err:
         assign_ids(db, model_dir, tmp_path, progress=False, max_collision_rate=-1.0)
+    report = IdHealth.from_dict(json.loads((tmp_path / HEALTH_JSON).read_text()))
+    assert not report.ok and collapse_hint(report) in str(err.value)
+
+
+def test_the_collapse_hint_names_what_to_change(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    db, model_dir = trained
+    report = assign_ids(db, model_dir, tmp_path, progress=False, max_collision_rate=None)
+    n = report.catalog_size
+    collapsed = replace(report, utilization_per_level=[0.9, 0.06], items_oov_id=0)
+    hint = collapse_hint(collapsed)
+    assert "level(s) 1 (0.06)" in hint and "codebook_revive" in hint and "OOV" not in hint
+    unseen = replace(report, utilization_per_level=[1.0, 1.0], items_oov_id=n // 2)
+    hint = collapse_hint(unseen)
+    assert "min_count" in hint and f"{n // 2:,} items" in hint and "collapsed" not in hint
+    neither = replace(report, utilization_per_level=[1.0, 1.0], items_oov_id=0)
+    assert "codebook_size" in collapse_hint(neither)

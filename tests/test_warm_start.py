@@ -182,6 +182,29 @@ def test_warm_run_with_zero_learning_rate_changes_nothing_it_inherited(
     assert (tmp_path / "child" / OPTIMIZER_FILE).is_file()
 
 
+def test_a_warm_run_never_reseeds_its_parents_codebooks(
+    warehouse: dict[str, Path], tmp_path: Path
+) -> None:
+    """Every entry of the parent marked dead: a cold run would re-seed them all on its first
+    step; the warm run holds them (and their usage) as the parent left them."""
+    import shutil
+
+    parent = tmp_path / "parent"
+    shutil.copytree(warehouse["parent"], parent)
+    state = load_weights(parent / "model.pt")
+    state["quantizer.usage"] = torch.zeros_like(state["quantizer.usage"])
+    torch.save(state, parent / "model.pt")
+    mcfg, tcfg = _cfg(lr=0.0)
+    warm = WarmStart(parent, since_day=D_PARENT - dt.timedelta(days=2))
+    train(warehouse["s_child"], "tarq", tmp_path / "child", mcfg, tcfg, progress=False, warm=warm)
+    child = load_weights(tmp_path / "child" / "model.pt")
+    assert torch.equal(child["quantizer.codebooks"], state["quantizer.codebooks"])
+    assert torch.equal(child["quantizer.usage"], state["quantizer.usage"])
+    # Not held (as in a cold run), the same entries are re-seeded at the first step.
+    model, _ = load_trained(parent)
+    assert model.quantizer.revive_dead(torch.randn(64, mcfg.dz)) == mcfg.n_codebooks * 4
+
+
 def test_warm_run_trains_only_on_days_after_its_parent(
     warehouse: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -27,7 +27,9 @@ Module interface (every model from :func:`build_model`)
   (cold training calls it on the first batch; ``ModelConfig.bias_from_base_rate``).
 - ``init_codebooks(batch) -> None``: k-means initialisation on this batch (TARQ variants; once,
   guarded by a state_dict buffer); a no-op for the baselines. Call it before DDP wrapping;
-  ``forward`` calls it lazily otherwise.
+  ``forward`` calls it lazily otherwise. In training mode TARQ's ``forward`` also re-seeds
+  dead codebook entries (``ModelConfig.codebook_revive``) unless ``hold_codebooks()`` was
+  called (a warm continuation; a no-op for the baselines).
 - Serving: ``user_side(user, hist, hist_mask) -> UserState`` once per request,
   ``item_side(item) -> (v_item (N, d), aux)`` per catalog item, and
   ``score(state, v_item, aux) -> logits (N,)`` for one request (B = 1) × N candidates or

@@ -151,6 +151,10 @@ class TarqModule(nn.Module):
         """k-means initialisation of codebooks on ``batch``; a no-op for models without any."""
         return None
 
+    def hold_codebooks(self) -> None:
+        """A warm continuation keeps its codebooks (no revival); a no-op without any."""
+        return None
+
     def user_side(
         self, user: torch.Tensor, hist: torch.Tensor, hist_mask: torch.Tensor
     ) -> UserState:

@@ -10,7 +10,12 @@ FUSIONS = ("mean", "sum", "attention")
 DISTILLS = ("direction", "l2", "score")
 
 # How models saved before a setting existed were trained: read by ModelConfig.from_saved.
-SAVED_BEFORE: dict[str, Any] = {"distill": "l2", "shared_history": False}
+SAVED_BEFORE: dict[str, Any] = {
+    "distill": "l2",
+    "shared_history": False,
+    "kmeans_init_rows": 0,
+    "codebook_revive": 0.0,
+}
 
 
 @dataclass
@@ -32,7 +37,14 @@ class ModelConfig:
 
     Residual quantizer (paper: m = 8 codebooks × K = 16 entries):
         n_codebooks: m.  codebook_size: K.
-        kmeans_iters / kmeans_seed: k-means initialisation on the first batch.
+        kmeans_iters / kmeans_seed: k-means initialisation of the codebooks (cold runs).
+        kmeans_init_rows: the k-means runs on the distinct items among this many first
+            training rows (0: the first batch only, as the paper's authors do). A batch of 512
+            rows covers a catalog of 10k items but not one of 1.2M.
+        codebook_revive: an entry chosen by under ``codebook_revive / K`` of the training rows
+            (a moving share, decay ``codebook_usage_decay`` per step) is dead and re-seeded
+            from the batch's residuals (:meth:`tarq.model.quantizer.ResidualQuantizer.revive_dead`);
+            0 turns it off. Cold runs only: a warm run keeps its parent's entries.
         rq_commitment: β of an optional commitment term β‖r_l − sg[e]‖²; the paper's eq. 8 has
             none, so the default is 0.
         fusion: how the m personalised vectors become h_rq (eq. 11): ``mean`` (paper's pooling),
@@ -97,6 +109,9 @@ class ModelConfig:
     codebook_size: int = 16
     kmeans_iters: int = 25
     kmeans_seed: int = 0
+    kmeans_init_rows: int = 16384
+    codebook_revive: float = 0.1
+    codebook_usage_decay: float = 0.99
     rq_commitment: float = 0.0
     fusion: str = "mean"
     align_temperature: float = 64.0
@@ -148,6 +163,12 @@ class ModelConfig:
             problems.append(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.kmeans_init_rows < 0 or self.codebook_revive < 0:
+            problems.append("kmeans_init_rows and codebook_revive must be ≥ 0")
+        if not 0.0 < self.codebook_usage_decay < 1.0:
+            problems.append(
+                f"codebook_usage_decay must be in (0, 1), got {self.codebook_usage_decay}"
+            )
         if self.score_scale_init <= 0 or self.cir_temperature <= 0 or self.align_temperature <= 0:
             problems.append("score_scale_init, cir_temperature and align_temperature must be > 0")
         if problems:

@@ -6,6 +6,15 @@ The codebook loss (eq. 8) is Σ_l ‖sg[r_l] − e^l_{c_l}‖², which moves the
 residuals but not z toward the entries; the paper has no commitment term (β = 0 by default,
 optional through ``ModelConfig.rq_commitment``). z still receives gradient from the alignment
 loss (eq. 17–18), whose static-side distributions are functions of the residuals.
+
+Codebook health (what RQ-based semantic-ID systems do; eq. 8 alone lets them collapse): the
+entries start as k-means centroids of a large sample of item latents
+(:meth:`ResidualQuantizer.kmeans_init`), and during training an entry that the batches stop
+choosing (its moving share of the rows under ``revive_below / K``) is re-seeded from the
+current batch's residuals at its level (:meth:`ResidualQuantizer.revive_dead`), the
+dead-code restart of SoundStream and Jukebox. Without it the latents drift away from the
+entries they started at, one entry per level takes every item, and a 1.2M-item catalog got 7
+distinct tuples.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 
@@ -91,7 +101,15 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> t
 
 
 class ResidualQuantizer(nn.Module):
-    """m codebooks of K entries in R^dz, initialised by k-means on the first batch."""
+    """m codebooks of K entries in R^dz, initialised by k-means, dead entries revived.
+
+    Args:
+        revive_below: an entry is dead when its moving share of the training rows falls under
+            ``revive_below / K`` (a K-th is its share under a uniform use); 0 turns revival off
+            and then no ``usage`` buffer exists (models saved before revival load as they were).
+        usage_decay: decay of that moving share per training step (0.99: a dead entry is found
+            ~230 steps after its last row).
+    """
 
     def __init__(
         self,
@@ -102,6 +120,8 @@ class ResidualQuantizer(nn.Module):
         kmeans_seed: int = 0,
         commitment: float = 0.0,
         per_dim: bool = False,
+        revive_below: float = 0.0,
+        usage_decay: float = 0.99,
     ) -> None:
         super().__init__()
         self.m, self.k, self.dim = n_codebooks, codebook_size, dim
@@ -110,6 +130,17 @@ class ResidualQuantizer(nn.Module):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.kmeans_iters, self.kmeans_seed, self.commitment = kmeans_iters, kmeans_seed, commitment
         self.per_dim = per_dim
+        self.revive_below, self.usage_decay = revive_below, usage_decay
+        # Off for a warm continuation (the trainer turns it off): its served codes stay put.
+        self.revive_enabled = revive_below > 0
+        self.usage: torch.Tensor | None
+        if revive_below > 0:
+            # (m, K) moving share of the training rows that chose each entry; uniform at start.
+            self.register_buffer(
+                "usage", torch.full((n_codebooks, codebook_size), 1.0 / codebook_size)
+            )
+        else:
+            self.usage = None
 
     @torch.no_grad()
     def kmeans_init(self, z: torch.Tensor) -> None:
@@ -120,7 +151,69 @@ class ResidualQuantizer(nn.Module):
             c = kmeans(r.cpu(), self.k, self.kmeans_iters, gen).to(r)
             self.codebooks[level].copy_(c)
             r = r - c[sq_dist(r, c).argmin(-1)]
+        if self.usage is not None:
+            self.usage.fill_(1.0 / self.k)
         self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def track_usage(self, codes: torch.Tensor) -> None:
+        """Fold one training batch's codes (N, m) into the moving ``usage`` (summed over DDP
+        ranks, so every rank finds the same dead entries); a no-op without revival or while
+        held (a warm run leaves its parent's usage as it was)."""
+        if self.usage is None or not self.revive_enabled:
+            return
+        counts = torch.zeros(self.m, self.k, device=codes.device)
+        counts.scatter_add_(1, codes.T, torch.ones_like(codes.T, dtype=counts.dtype))
+        total = torch.tensor([float(codes.shape[0])], device=codes.device)
+        if _distributed():
+            dist.all_reduce(counts)
+            dist.all_reduce(total)
+        share = counts / total.clamp_min(1.0)
+        self.usage.mul_(self.usage_decay).add_(share.to(self.usage), alpha=1 - self.usage_decay)
+
+    def dead_entries(self) -> torch.Tensor:
+        """(m, K) bool: the entries whose moving share is under ``revive_below / K``."""
+        if self.usage is None:
+            return torch.zeros(self.m, self.k, dtype=torch.bool)
+        return self.usage < self.revive_below / self.k
+
+    @torch.no_grad()
+    def revive_dead(self, z: torch.Tensor) -> int:
+        """Re-seed the dead entries from this batch's latents z (N, dz), level by level.
+
+        A dead entry at level l becomes one of the batch's level-l residuals, drawn without
+        replacement with probability ∝ its squared distance to the entry it chose (k-means++
+        seeding: far, badly served residuals first); its usage restarts at 1/K. Later levels
+        see the residuals of the revived level. Under DDP rank 0's entries are broadcast.
+
+        Returns:
+            How many entries were re-seeded (0 when none is dead or revival is off).
+        """
+        if not self.revive_enabled or self.usage is None:
+            return 0
+        dead = self.dead_entries()
+        if not bool(dead.any()):
+            return 0
+        r = z.detach().float()
+        revived = 0
+        for level in range(self.m):
+            book = self.codebooks[level]
+            d = sq_dist(r, book.detach())
+            idx = torch.nonzero(dead[level]).flatten()
+            if idx.numel():
+                err = d.min(-1).values
+                weights = err if float(err.sum()) > 0 else torch.ones_like(err)
+                many = idx.numel() > int((weights > 0).sum())
+                pick = torch.multinomial(weights, idx.numel(), replacement=many)
+                book.data[idx] = r[pick].to(book.dtype)
+                self.usage[level, idx] = 1.0 / self.k
+                revived += idx.numel()
+                d = sq_dist(r, book.detach())
+            r = r - book.detach()[d.argmin(-1)]
+        if _distributed():
+            dist.broadcast(self.codebooks.data, 0)
+            dist.broadcast(self.usage, 0)
+        return revived
 
     def quantize(self, z: torch.Tensor) -> Quantized:
         """Greedy residual assignment of z (N, dz); see :class:`Quantized`."""
@@ -162,3 +255,7 @@ class ResidualQuantizer(nn.Module):
                 / width
             )
         return loss
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

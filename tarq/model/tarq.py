@@ -98,6 +98,8 @@ class TarqModel(TarqModule):
             config.kmeans_seed,
             config.rq_commitment,
             config.per_dim_losses,
+            config.codebook_revive,
+            config.codebook_usage_decay,
         )
         self.rq_attention = RQAttention(config)
         self.teacher = TargetAttention(config) if teacher else None
@@ -131,12 +133,18 @@ class TarqModel(TarqModule):
         """k-means on this batch's latents z, level by level on the residuals; runs once.
 
         The flag is a buffer, so a second call (or a second batch) does nothing unless
-        ``force``; call it before wrapping the model in DistributedDataParallel.
+        ``force``; call it before wrapping the model in DistributedDataParallel. The trainer
+        passes the distinct items of the first ``config.kmeans_init_rows`` training rows.
         """
         if self.codebooks_initialized and not force:
             return
         check_batch(batch, self.layout)
         self.quantizer.kmeans_init(self.latent(batch["item"]))
+
+    def hold_codebooks(self) -> None:
+        """A warm continuation: keep the parent's entries as they are (no dead-entry revival),
+        so the catalog's served codes move only as far as training moves them."""
+        self.quantizer.revive_enabled = False
 
     def latent(self, item: torch.Tensor) -> torch.Tensor:
         """Item features (N, Fi) → autoencoder latent z (N, dz)."""
@@ -204,7 +212,11 @@ class TarqModel(TarqModule):
         v_item = self.item_tower(x_item)
 
         z = self.autoencoder.encode(x_item)
+        if self.training:
+            self.quantizer.revive_dead(z)
         q = self.quantizer.quantize(z)
+        if self.training:
+            self.quantizer.track_usage(q.codes)
         h_seq = self.rq_attention.seq(x_seq, mask)  # H^rq, also H^tar when shared
         personal = self.rq_attention.personalise(self.quantizer.codebooks, h_seq, mask)
         h_rq = self.rq_attention.fuse(self.rq_attention.lookup(personal, q.codes))

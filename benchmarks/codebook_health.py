@@ -1,0 +1,140 @@
+"""Benchmark: the health of the catalog's semantic IDs by codebook setting, side by side.
+
+Usage::
+
+    python benchmarks/codebook_health.py --db outputs/bench-scale/medium/tarq.duckdb \\
+        --samples outputs/bench-scale/medium/samples --steps 400 --out /tmp/cbh \\
+        --variant first_batch='{"kmeans_init_rows": 0, "codebook_revive": 0}' \\
+        --variant sample_init='{"codebook_revive": 0}' --variant default='{}' --markdown
+
+Each variant trains TARQ cold on the same samples (``tarq.train.train``, one epoch capped at
+``--steps`` steps, the same seed) with those ``ModelConfig`` fields on top of the defaults,
+then assigns the whole catalog its semantic IDs (``tarq.semantic_ids.assign_ids``, without the
+collision ceiling, so a collapsed table is measured rather than refused) and reports the
+catalog's health: utilization per level, distinct tuples, collision rate, the largest group
+sharing one tuple, the entries revived, the test AUC and the seconds. Results:
+``OUT/results.json`` and, with ``--markdown``, a table for ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tarq.telemetry import TELEMETRY_OFF
+
+os.environ.update(TELEMETRY_OFF)
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME=JSON`` → (name, ModelConfig overrides)."""
+    name, _, spec = text.partition("=")
+    if not name or not spec:
+        raise argparse.ArgumentTypeError(f"--variant wants NAME=JSON, got {text!r}")
+    overrides = json.loads(spec)
+    if not isinstance(overrides, dict):
+        raise argparse.ArgumentTypeError(f"--variant {name}: the JSON must be an object")
+    return name, overrides
+
+
+def run_variant(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Train one variant and assign the catalog; the figures of one table row."""
+    import torch
+
+    from tarq.model import ModelConfig
+    from tarq.model.io import load_trained
+    from tarq.semantic_ids import assign_ids
+    from tarq.train import TrainConfig, train
+
+    out = args.out / name
+    mcfg = ModelConfig.from_dict(overrides)
+    tcfg = TrainConfig(
+        epochs=1,
+        batch_size=args.batch_size,
+        max_steps_per_epoch=args.steps,
+        patience=0,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    t0 = time.perf_counter()
+    result = train(args.samples, "tarq", out / "model", mcfg, tcfg, progress=False)
+    train_s = time.perf_counter() - t0
+    model, _ = load_trained(out / "model")
+    usage = model.quantizer.usage
+    t0 = time.perf_counter()
+    health = assign_ids(
+        args.db, out / "model", out / "ids", max_collision_rate=None, compare_served=False
+    ).to_dict()
+    assign_s = time.perf_counter() - t0
+    util = health["utilization_per_level"]
+    return {
+        "variant": name,
+        "overrides": overrides,
+        "test_auc": result.test["auc"],
+        "train_s": round(train_s, 1),
+        "assign_s": round(assign_s, 1),
+        "catalog_items": health["catalog_size"],
+        "utilization_per_level": util,
+        "utilization_min": min(util),
+        "utilization_catalog": health["utilization_catalog"],
+        "distinct_tuples": health["distinct_tuples"],
+        "collision_rate": health["collision_rate"],
+        "largest_collision_group": health["largest_collision_group"],
+        "items_oov_id": health["items_oov_id"],
+        "utilization_batch": result.test.get("utilization_batch"),
+        "dead_at_end": None
+        if usage is None
+        else int((usage < mcfg.codebook_revive / mcfg.codebook_size).sum()),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| variant | utilization per level (min) | distinct tuples | collision rate | largest group "
+        "| test AUC | train s |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        util = " ".join(f"{u:.2f}" for u in r["utilization_per_level"])
+        lines.append(
+            f"| {r['variant']} | {util} ({r['utilization_min']:.2f}) | {r['distinct_tuples']:,} "
+            f"| {r['collision_rate']:.4f} | {r['largest_collision_group']:,} "
+            f"| {r['test_auc']:.4f} | {r['train_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--db", type=Path, required=True, help="warehouse holding the item catalog")
+    ap.add_argument("--samples", type=Path, required=True, help="built samples of that warehouse")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--steps", type=int, default=400, help="training steps of each variant")
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--variant", type=parse_variant, action="append", required=True)
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, overrides in args.variant:
+        row = run_variant(name, overrides, args)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "argv": sys.argv[1:]}
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    if args.markdown:
+        print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
