@@ -137,8 +137,10 @@ def publication(summary: DaySummary) -> None:
             f"- Parquet export: `{pub.export_path}`",
             f"- model URI: `{summary.model_uri}` (alias `champion`)",
         ]
-    lines += ["", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in summary.timings.items()]
+    lines += ["", "| stage | seconds | peak RSS MB |", "|---|---|---|"]
+    lines += [
+        f"| {k} | {v} | {summary.peak_rss_mb.get(k, '')} |" for k, v in summary.timings.items()
+    ]
     create_markdown_artifact(
         key="publication", markdown="\n".join(lines), description=f"tarq-daily {summary.run_date}"
     )

@@ -171,6 +171,8 @@ class DaySummary:
     lineage: dict[str, dict[str, Any]]
     churn: dict[str, Any] | None
     timings: dict[str, float]
+    # Per stage, the flow process's largest resident set (tarq.resources.PeakRss), MiB.
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
     publication: Publication | None = None
     # "published", "not-served" (published but another table version is served) or
     # "rejected": the day run's tarq.status.

@@ -70,6 +70,7 @@ from flows.results import (
 from flows.tasks import RETRY_DELAY_S, ensure_logs
 from tarq import defaults
 from tarq.lineage import LineagePolicy
+from tarq.resources import PeakRss
 from tarq.telemetry import disable_telemetry
 
 if TYPE_CHECKING:
@@ -300,6 +301,7 @@ class _Day:
     warehouse: str = ""  # the warehouse's identity, the scope of every MLflow lookup
     timings: dict[str, float] = field(default_factory=dict)
     dask: str | None = None  # the Dask scheduler the data steps map on (None: here)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)  # per stage, this process
 
     @property
     def work(self) -> Path:
@@ -312,10 +314,12 @@ class _Day:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = round(time.perf_counter() - t0, 2)
+        with PeakRss() as rss:
+            try:
+                yield
+            finally:
+                self.timings[name] = round(time.perf_counter() - t0, 2)
+        self.peak_rss_mb[name] = rss.peak_mb
 
 
 def _tasks(delay: float) -> SimpleNamespace:
@@ -673,6 +677,7 @@ def _summary(
         lineage={n: t.lineage.to_dict() for n, t in trained.items()},
         churn=health.get("churn"),
         timings=d.timings,
+        peak_rss_mb=d.peak_rss_mb,
     )
 
 
@@ -733,6 +738,11 @@ def digest(summary: dict[str, Any]) -> str:
     out.append(
         "  seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in summary.get("timings", {}).items())
     )
+    if summary.get("peak_rss_mb"):
+        out.append(
+            "  peak RSS MB: "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in summary["peak_rss_mb"].items())
+        )
     return "\n".join(out)
 
 
@@ -804,12 +814,14 @@ def _run_day(p: DailyParams, db: Path, log: Any, dask: str | None = None) -> dic
     tasks = _tasks(p.retry_delay_s)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    tasks.prepare_logs(db, p.preset, p.seed)
-    day = tasks.resolve_day(db, p.run_date)
+    with PeakRss() as rss:
+        tasks.prepare_logs(db, p.preset, p.seed)
+        day = tasks.resolve_day(db, p.run_date)
     from tarq.warehouse import warehouse_id
 
     d = _Day(p, db, day, log, tasks, warehouse_id(db), timings, dask)
     d.timings["logs"] = round(time.perf_counter() - t0, 2)
+    d.peak_rss_mb["logs"] = rss.peak_mb
     log.info(
         "run date %s (test day %s) on %s",
         day,

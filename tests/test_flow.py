@@ -236,6 +236,10 @@ def test_first_run_registers_promotes_and_publishes(
         "publish",
     ):
         assert stage in res["timings"], stage
+    # Every stage (and the logs step) has its own peak resident set, at least the process's
+    # interpreter + torch (> 100 MB).
+    assert set(res["peak_rss_mb"]) == set(res["timings"])
+    assert all(v > 100 for v in res["peak_rss_mb"].values()), res["peak_rss_mb"]
     # The first run of every model is cold (nothing to continue), and says so.
     for name in ("tarq", "tt"):
         lin = res["lineage"][name]
