@@ -1,27 +1,37 @@
-"""Benchmark: the daily job's heavy stages end to end on one machine, per demo preset.
+"""Benchmark: the daily job itself, cold, on each demo preset: time, memory and ID health.
 
 Usage::
 
     python benchmarks/scale.py --preset small medium large --work outputs/bench-scale \\
-        --json benchmarks/scale.json
+        --json outputs/bench-scale.json --markdown
+    python benchmarks/scale.py --preset large --epochs 1 --max-steps 2000   # a bounded budget
 
-For each preset it runs, each stage as its own ``tarq`` process under ``/usr/bin/time -v`` (so
-the peak RSS is that stage's own, not the sum of everything before it):
+For each preset it runs ``python -m flows.tarq_daily --cold`` (what ``tarq daily`` and the
+deployment run) on a warehouse of its own under ``WORK/<preset>``, under ``/usr/bin/time -v``:
+the flow generates the preset's demo logs when the warehouse is empty (its ``logs`` stage),
+validates them, builds the samples, trains every model of ``--models``, assigns the catalog its
+semantic IDs, registers and publishes. Every other setting is the job's default unless given
+(``--epochs``, ``--max-steps``). Reported per preset, from the run's ``summary.json`` and the
+assignment's ``health.json``:
 
-    demo-data → validate → build-samples → train TARQ (bounded steps) → assign-ids → publish
+- per stage: wall seconds and the flow process's peak resident set during that stage
+  (``summary.json`` ``timings`` / ``peak_rss_mb``); the whole run's wall time and peak RSS;
+- the ID health: utilization per level and over the catalog, distinct tuples, collision rate,
+  the largest group sharing one tuple, items with an unseen id, FAISS/torch agreement, and
+  whether the gate published;
+- each model's test AUC and training samples/s.
 
-and records wall seconds, peak RSS and the stage's main figure (rows generated, samples built,
-samples/s, catalog items assigned, rows published). A stage that fails stops its preset and is
-reported with its exit code and the tail of its stderr; the table still prints. The warehouse of
-a preset is reused when it already holds its logs (``--fresh`` regenerates).
+The warehouse of a preset is kept between runs (its logs are generated once; ``--fresh``
+deletes the preset's folder first); the MLflow store, Prefect home and work dir are new every
+run. Results: ``--json`` and, with ``--markdown``, the tables for ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -30,288 +40,184 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tarq.defaults import DEMO_REFERENCE_START, DEMO_SEED, PRESETS, TRAIN_DAYS
+from tarq.defaults import DAILY_MODELS, PRESETS
 from tarq.telemetry import TELEMETRY_OFF
 
 REPO = Path(__file__).resolve().parents[1]
 TIME = "/usr/bin/time"
+ENV = {**TELEMETRY_OFF, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
-def timed(cmd: list[str], log: Path) -> dict[str, Any]:
-    """Run ``cmd`` under ``/usr/bin/time -v``; wall seconds, peak RSS (MB), exit code, output."""
-    t0 = time.perf_counter()
-    proc = subprocess.run([TIME, "-v", *cmd], capture_output=True, text=True, cwd=REPO)
-    wall = time.perf_counter() - t0
-    log.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    return {
-        "seconds": round(wall, 1),
-        "peak_rss_mb": round(int(rss.group(1)) / 1024) if rss else None,
-        "rc": proc.returncode,
-        "stdout": proc.stdout,
-        "stderr_tail": proc.stderr[-1500:],
-    }
-
-
-def last_json(text: str) -> dict[str, Any]:
-    """The last top-level JSON object printed by a ``tarq`` command."""
-    start = text.rfind("\n{")
-    start = 0 if start < 0 and text.startswith("{") else start + 1
-    return json.loads(text[start:])
-
-
-def run_preset(preset: str, work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """All stages of one preset; one record per stage."""
-    tarq = [sys.executable, "-m", "tarq.cli"]
-    pdir = work / preset
-    db = pdir / "tarq.duckdb"
+def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One cold daily run on ``preset``; its figures (``rc`` ≠ 0: what it left)."""
+    pdir = (args.work / preset).resolve()
     if args.fresh and pdir.exists():
         shutil.rmtree(pdir)
-    pdir.mkdir(parents=True, exist_ok=True)
-    logs = pdir / "logs"
-    logs.mkdir(exist_ok=True)
-    rows: list[dict[str, Any]] = []
-
-    def stage(name: str, cmd: list[str], figure: Any = None) -> dict[str, Any] | None:
-        r = timed(cmd, logs / f"{name}.log")
-        rec = {
-            "preset": preset,
-            "stage": name,
-            "seconds": r["seconds"],
-            "peak_rss_mb": r["peak_rss_mb"],
-            "rc": r["rc"],
-        }
-        if r["rc"] != 0:
-            rec["error"] = r["stderr_tail"]
-            rows.append(rec)
-            print(json.dumps(rec), flush=True)
-            return None
-        if figure is not None:
-            rec.update(figure(r["stdout"]))
-        rows.append(rec)
-        print(json.dumps(rec), flush=True)
-        return r
-
-    def gen_fig(out: str) -> dict[str, Any]:
-        if "not regenerating" in out:
-            return {"figure": "reused existing logs"}
-        rep = last_json(out)
-        return {
-            "figure": f"{rep['rows']['impressions']:,} impressions, "
-            f"{rep['rows']['behaviors']:,} behaviours, {rep['rows']['items']:,} items"
-        }
-
-    if (
-        stage(
-            "demo-data",
-            [
-                *tarq,
-                "demo-data",
-                "--db",
-                str(db),
-                "--preset",
-                preset,
-                "--seed",
-                str(args.seed),
-                "--start-date",
-                DEMO_REFERENCE_START,
-                "--if-missing",
-            ],
-            gen_fig,
+    for sub in ("work", "mlflow", "prefect"):
+        shutil.rmtree(pdir / sub, ignore_errors=True)
+    (pdir / "mlflow").mkdir(parents=True)
+    db = pdir / "tarq.duckdb"
+    env = {
+        **os.environ,
+        **ENV,
+        "PREFECT_HOME": str(pdir / "prefect"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{pdir / 'mlflow' / 'mlflow.db'}",
+    }
+    env.pop("PREFECT_API_URL", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.tarq_daily",
+        "--db",
+        str(db),
+        "--preset",
+        preset,
+        "--run-date",
+        "latest",
+        "--cold",
+        "--work-dir",
+        str(pdir / "work"),
+        "--models",
+        args.models,
+    ]
+    if args.epochs is not None:
+        cmd += ["--epochs", str(args.epochs)]
+    if args.max_steps is not None:
+        cmd += ["--max-steps", str(args.max_steps)]
+    if args.params:
+        cmd += ["--params", args.params]
+    t0 = time.perf_counter()
+    with open(pdir / "job.log", "w", encoding="utf-8") as log:
+        proc = subprocess.run(
+            [TIME, "-v", *cmd], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
         )
-        is None
-    ):
-        return rows
-
-    last_day = _last_day(db)
-    run_date = str(last_day + dt.timedelta(days=1))
-
-    def val_fig(out: str) -> dict[str, Any]:
-        return {"figure": out.strip().splitlines()[0][:120] if out.strip() else ""}
-
-    if (
-        stage(
-            "validate",
-            [
-                *tarq,
-                "validate",
-                "--db",
-                str(db),
-                "--run-date",
-                run_date,
-                "--docs-dir",
-                str(pdir / "gx"),
-            ],
-            val_fig,
-        )
-        is None
-    ):
-        return rows
-
-    sdir = pdir / "samples"
-    if sdir.exists():
-        shutil.rmtree(sdir)
-
-    def samples_fig(out: str) -> dict[str, Any]:
-        rep = last_json(out)
-        return {
-            "figure": f"{rep['rows']:,} samples ({rep['train_rows']:,} train, "
-            f"{rep['test_rows']:,} test), {rep['rows_per_s']:,.0f} rows/s"
-        }
-
-    if (
-        stage(
-            "build-samples",
-            [
-                *tarq,
-                "build-samples",
-                "--db",
-                str(db),
-                "--run-date",
-                run_date,
-                "--out",
-                str(sdir),
-                "--train-days",
-                str(args.train_days),
-            ],
-            samples_fig,
-        )
-        is None
-    ):
-        return rows
-
-    mdir = pdir / "model"
-    if mdir.exists():
-        shutil.rmtree(mdir)
-
-    def train_fig(out: str) -> dict[str, Any]:
-        m = json.loads((mdir / "metrics.json").read_text())
-        sps = m.get("samples_per_s") or m.get("train", {}).get("samples_per_s")
-        test = m.get("test", {})
-        return {
-            "figure": f"{args.max_steps} steps × batch {args.batch_size}: "
-            f"{sps:,.0f} samples/s, test AUC {test.get('auc', float('nan')):.4f}"
-        }
-
-    cfg = pdir / "train.json"
-    cfg.write_text(
-        json.dumps(
-            {
-                "train": {
-                    "batch_size": args.batch_size,
-                    "epochs": 1,
-                    "max_steps_per_epoch": args.max_steps,
-                    "threads": args.threads,
-                }
-            }
-        )
+    wall = time.perf_counter() - t0
+    text = (pdir / "job.log").read_text(encoding="utf-8", errors="replace")
+    rss = re.findall(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    row: dict[str, Any] = {
+        "preset": preset,
+        "rc": proc.returncode,
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(int(rss[-1]) / 1024) if rss else None,
+    }
+    days = sorted((pdir / "work").glob("*/summary.json"))
+    if not days:
+        row["error"] = text[-2000:]
+        return row
+    summary = json.loads(days[-1].read_text(encoding="utf-8"))
+    day_dir = days[-1].parent
+    row.update(
+        run_date=summary["run_date"],
+        timings=summary.get("timings", {}),
+        stage_peak_rss_mb=summary.get("peak_rss_mb", {}),
+        published=bool(summary.get("publication")),
+        gate=summary["gate"]["reason"],
     )
-    if (
-        stage(
-            "train",
-            [
-                *tarq,
-                "train",
-                "--samples",
-                str(sdir),
-                "--model",
-                "tarq",
-                "--out",
-                str(mdir),
-                "--config",
-                str(cfg),
-                "--no-resume",
-            ],
-            train_fig,
-        )
-        is None
-    ):
-        return rows
-
-    ids = pdir / "ids"
-
-    def ids_fig(out: str) -> dict[str, Any]:
-        h = json.loads((ids / "health.json").read_text())
-        return {
-            "figure": f"{h.get('catalog_size', 0):,} items, "
-            f"{h['timing']['items_per_s']:,.0f} items/s, "
-            f"collision rate {h.get('collision_rate', float('nan')):.4f}"
+    row["models"] = {}
+    for r in summary.get("comparison", []):
+        if r.get("role") != "model":
+            continue
+        name = r["model"]
+        metrics_path = day_dir / "models" / name / "metrics.json"
+        met = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        row["models"][name] = {
+            "auc": r.get("auc"),
+            "samples_per_s": r.get("samples_per_s"),
+            "train_seconds": r.get("train_seconds"),
+            "rows_trained": met.get("rows_trained"),
+            "steps": sum(h.get("steps", 0) for h in met.get("history", [])),
         }
+    health_path = day_dir / "ids" / "health.json"
+    if health_path.exists():
+        h = json.loads(health_path.read_text(encoding="utf-8"))
+        row["ids"] = {
+            k: h.get(k)
+            for k in (
+                "ok",
+                "catalog_size",
+                "items_oov_id",
+                "utilization_per_level",
+                "utilization_catalog",
+                "distinct_tuples",
+                "collision_rate",
+                "largest_collision_group",
+            )
+        }
+        row["ids"]["agreement"] = {
+            k: h["agreement"][k] for k in ("disagreements", "ties", "failures")
+        }
+        row["ids"]["items_per_s"] = h.get("timing", {}).get("items_per_s")
+        row["ids"]["failed_checks"] = [c["detail"] for c in h.get("checks", []) if not c["ok"]]
+    return row
 
-    if (
-        stage(
-            "assign-ids",
-            [*tarq, "assign-ids", "--db", str(db), "--model", str(mdir), "--out", str(ids)],
-            ids_fig,
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The stage table and the ID-health table."""
+    out = ["| preset | stage | wall s | peak RSS MB |", "|---|---|---:|---:|"]
+    for r in rows:
+        for stage, sec in r.get("timings", {}).items():
+            out.append(
+                f"| {r['preset']} | {stage} | {sec:,.1f} | "
+                f"{r['stage_peak_rss_mb'].get(stage, float('nan')):,.0f} |"
+            )
+        out.append(
+            f"| {r['preset']} | **whole run** (rc {r['rc']}) | **{r['wall_s']:,.0f}** | "
+            f"**{r['peak_rss_mb'] or 0:,}** |"
         )
-        is None
-    ):
-        return rows
-
-    def pub_fig(out: str) -> dict[str, Any]:
-        rep = last_json(out)
-        return {"figure": f"version {rep.get('version')}, {rep['manifest']['rows']:,} rows"}
-
-    stage(
-        "publish",
-        [
-            *tarq,
-            "publish",
-            "--db",
-            str(db),
-            "--ids",
-            str(ids),
-            "--run-date",
-            run_date,
-            "--export-dir",
-            str(pdir / "published"),
-        ],
-        pub_fig,
-    )
-    return rows
-
-
-def _last_day(db: Path) -> dt.date:
-    import duckdb
-
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute("SELECT max(ts)::DATE FROM impressions").fetchone()[0]
-    finally:
-        con.close()
+    out += [
+        "",
+        "| preset | items | utilization per level | catalog | distinct tuples | collision rate "
+        "| largest group | unseen ids | FAISS/torch | published | models: test AUC (samples/s) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for r in rows:
+        ids = r.get("ids")
+        models = ", ".join(
+            f"{n} {m['auc']:.4f} ({m['samples_per_s'] or 0:,.0f}/s)"
+            for n, m in r.get("models", {}).items()
+        )
+        if not ids:
+            out.append(f"| {r['preset']} | – | – | – | – | – | – | – | – | no | {models} |")
+            continue
+        util = " ".join(f"{u:.2f}" for u in ids["utilization_per_level"] or [])
+        agree = ids["agreement"]
+        out.append(
+            f"| {r['preset']} | {ids['catalog_size']:,} | {util} | {ids['utilization_catalog']:.3f} "
+            f"| {ids['distinct_tuples']:,} | {ids['collision_rate']:.4f} "
+            f"| {ids['largest_collision_group']:,} | {ids['items_oov_id']:,} "
+            f"| {agree['disagreements']} disagreements, {agree['failures']} failures "
+            f"| {'yes' if r.get('published') else 'no'} | {models} |"
+        )
+    return "\n".join(out)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--preset", nargs="+", default=["small", "medium", "large"], choices=PRESETS)
     p.add_argument("--work", type=Path, default=REPO / "outputs" / "bench-scale")
-    p.add_argument("--seed", type=int, default=DEMO_SEED)
-    p.add_argument("--train-days", type=int, default=TRAIN_DAYS)
-    p.add_argument("--max-steps", type=int, default=200, help="training steps (one epoch)")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--models", default=",".join(DAILY_MODELS))
+    p.add_argument("--epochs", type=int, default=None, help="cold epochs (default: the job's)")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch")
+    p.add_argument("--params", default=None, help="JSON of further DailyParams fields")
     p.add_argument("--fresh", action="store_true", help="regenerate the logs of each preset")
     p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args()
+    p.add_argument("--markdown", action="store_true")
+    args = p.parse_args(argv)
     if not Path(TIME).exists():
         print(f"{TIME} not found (apt-get install time)", file=sys.stderr)
         return 2
-    os.environ.update(TELEMETRY_OFF)
-    rows: list[dict[str, Any]] = []
+    rows = []
     for preset in args.preset:
-        rows += run_preset(preset, args.work.resolve(), args)
-    print("\n| preset | stage | wall s | peak RSS MB | figure |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        fig = r.get("figure", "") if r["rc"] == 0 else f"FAILED rc={r['rc']}"
-        print(
-            f"| {r['preset']} | {r['stage']} | {r['seconds']:,.1f} | {r['peak_rss_mb'] or '-':,} "
-            f"| {fig} |"
-        )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        row = run_preset(preset, args)
+        print(json.dumps(row, default=str), flush=True)
+        rows.append(row)
+        if args.json:
+            meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "argv": sys.argv[1:]}
+            args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
+    if args.markdown:
+        print(markdown(rows))
     return 0 if all(r["rc"] == 0 for r in rows) else 1
 
 
