@@ -438,7 +438,7 @@ def _assign_catalog(
             con.begin()  # one snapshot for the size, the rows and the served table
             catalog_size = int(sqlfiles.run(con, "semantic_ids/catalog_size").fetchall()[0][0])
             # inf/NaN prices stored before import rejected them: unknown bucket (catalog.sql).
-            bad_prices = int(sqlfiles.run(con, "samples/non_finite_prices").fetchone()[0])
+            bad_prices = int(sqlfiles.run(con, "samples/non_finite_prices").fetchall()[0][0])
             served = served_codes(con) if compare_served else None
             # A relation streams Arrow batches without the DB-API copy of the whole result.
             reader = con.sql(
@@ -553,7 +553,7 @@ def _assign_catalog_mapped(
     with open_db(db_path, read_only=True) as con:
         con.begin()
         catalog_size = int(sqlfiles.run(con, "semantic_ids/catalog_size").fetchall()[0][0])
-        bad_prices = int(sqlfiles.run(con, "samples/non_finite_prices").fetchone()[0])
+        bad_prices = int(sqlfiles.run(con, "samples/non_finite_prices").fetchall()[0][0])
         served = served_codes(con) if compare_served else None
         bounds = sqlfiles.run(
             con, "semantic_ids/chunk_bounds", {"chunk_size": chunk_size}
