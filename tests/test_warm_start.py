@@ -187,14 +187,13 @@ def test_a_warm_run_never_reseeds_its_parents_codebooks(
 ) -> None:
     """Every entry of the parent marked dead: a cold run would re-seed them all on its first
     step; the warm run holds them (and their usage) as the parent left them."""
-    import shutil
-
+    mcfg, tcfg = _cfg(lr=0.0)
+    mcfg = ModelConfig.from_dict({**TINY_MODEL, "codebook_revive": 0.1})
     parent = tmp_path / "parent"
-    shutil.copytree(warehouse["parent"], parent)
+    train(warehouse["s_parent"], "tarq", parent, mcfg, _cfg()[1], progress=False)
     state = load_weights(parent / "model.pt")
     state["quantizer.usage"] = torch.zeros_like(state["quantizer.usage"])
     torch.save(state, parent / "model.pt")
-    mcfg, tcfg = _cfg(lr=0.0)
     warm = WarmStart(parent, since_day=D_PARENT - dt.timedelta(days=2))
     train(warehouse["s_child"], "tarq", tmp_path / "child", mcfg, tcfg, progress=False, warm=warm)
     child = load_weights(tmp_path / "child" / "model.pt")
