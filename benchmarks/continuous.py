@@ -39,11 +39,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _harness import ENV, job_env
+
 from tarq.defaults import DEMO_REFERENCE_START
-from tarq.telemetry import TELEMETRY_OFF
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**TELEMETRY_OFF, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 # Variants that differ from the warm job only from its first warm day on.
 SHARES_FIRST_DAY = {
     "carry_optimizer",
@@ -68,13 +68,7 @@ def _run_job(
     cold: bool,
 ) -> float:
     """One backfill of the daily job; returns its wall seconds."""
-    env = {
-        **os.environ,
-        **ENV,
-        "PREFECT_HOME": str(mode_dir / "prefect"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{mode_dir / 'mlflow' / 'mlflow.db'}",
-    }
-    env.pop("PREFECT_API_URL", None)
+    env = job_env(mode_dir)
     cmd = [
         sys.executable,
         "-m",

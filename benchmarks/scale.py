@@ -40,12 +40,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _harness import job_env
+
 from tarq.defaults import DAILY_MODELS, PRESETS
-from tarq.telemetry import TELEMETRY_OFF
 
 REPO = Path(__file__).resolve().parents[1]
 TIME = "/usr/bin/time"
-ENV = {**TELEMETRY_OFF, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -57,13 +57,7 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(pdir / sub, ignore_errors=True)
     (pdir / "mlflow").mkdir(parents=True)
     db = pdir / "tarq.duckdb"
-    env = {
-        **os.environ,
-        **ENV,
-        "PREFECT_HOME": str(pdir / "prefect"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{pdir / 'mlflow' / 'mlflow.db'}",
-    }
-    env.pop("PREFECT_API_URL", None)
+    env = job_env(pdir)
     cmd = [
         sys.executable,
         "-m",

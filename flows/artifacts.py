@@ -71,6 +71,8 @@ def semantic_ids(day: str, health: dict[str, Any]) -> None:
                 "coverage",
                 "utilization_catalog",
                 "collision_rate",
+                "collision_rate_distinct_inputs",
+                "items_identical_inputs",
                 "largest_collision_group",
                 "recon_error",
             )

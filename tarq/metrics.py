@@ -306,6 +306,32 @@ def collision_rate(codes: np.ndarray) -> tuple[float, int]:
     return float(shared.mean()), int(counts.max())
 
 
+def collision_rate_distinct(codes: np.ndarray, inputs: np.ndarray) -> tuple[float, int]:
+    """Collisions that a model could have avoided: the share of items sharing their tuple with
+    an item whose inputs differ, and how many items have the same inputs as another item.
+
+    Items with equal inputs (e.g. two ids unseen in training, both mapped to the OOV embedding,
+    with equal category, brand, price bucket and shop) get equal latents from any model, so
+    equal tuples; :func:`collision_rate` counts them, this does not.
+
+    Args:
+        codes: (N, m) semantic IDs, one row per distinct item.
+        inputs: (N, F) the items' encoded model inputs (same row order).
+    Returns:
+        (rate in [0, 1], items whose inputs equal another item's).
+    """
+    c = _codes(codes)
+    x = np.ascontiguousarray(np.asarray(inputs, dtype=np.int64))
+    if x.ndim != 2 or x.shape[0] != c.shape[0]:
+        raise ValueError(f"inputs {x.shape} must be (N, F) with N = {c.shape[0]} rows of codes")
+    _, tup = np.unique(c, axis=0, return_inverse=True)
+    _, inp, inp_counts = np.unique(x, axis=0, return_inverse=True, return_counts=True)
+    tup, inp = tup.ravel(), inp.ravel()
+    pairs = np.unique(np.stack([tup, inp], 1), axis=0)  # distinct (tuple, inputs) pairs
+    inputs_per_tuple = np.bincount(pairs[:, 0], minlength=int(tup.max()) + 1)
+    return float((inputs_per_tuple[tup] > 1).mean()), int((inp_counts[inp] > 1).sum())
+
+
 def reconstruction_error(x: np.ndarray, x_hat: np.ndarray) -> float:
     """Mean over rows of the squared L2 distance ‖x − x̂‖²: (N, d), (N, d) → float."""
     x, x_hat = np.asarray(x, dtype=np.float64), np.asarray(x_hat, dtype=np.float64)

@@ -275,6 +275,7 @@ def publish(
             # How far this table moved the IDs against the one it replaces.
             "churn": health.get("churn"),
             "collision_rate": health.get("collision_rate"),
+            "collision_rate_distinct_inputs": health.get("collision_rate_distinct_inputs"),
         }
         export_path, manifest_path, manifest = _export(
             con, out_dir, version, table, manifest_fields

@@ -74,6 +74,8 @@ CATALOG_FIGURES = (
     "distinct_tuples",
     "collision_rate",
     "largest_collision_group",
+    "collision_rate_distinct_inputs",
+    "items_identical_inputs",
     "recon_error",
     "recon_error_relative",
 )
@@ -105,6 +107,11 @@ class IdHealth:
         distinct_tuples: distinct (code_0 … code_{m-1}) tuples in the catalog.
         collision_rate: share of items sharing their tuple with another item.
         largest_collision_group: items in the largest group sharing one tuple.
+        collision_rate_distinct_inputs: share of items sharing their tuple with an item whose
+            encoded inputs differ: the collisions a model could avoid, and what
+            ``max_collision_rate`` bounds (:func:`tarq.metrics.collision_rate_distinct`).
+        items_identical_inputs: items whose encoded inputs equal another item's (e.g. unseen
+            ids with equal category, brand, price bucket and shop): equal tuples by necessity.
         recon_error: mean ‖z − ẑ‖² over the catalog.
         recon_error_relative: Σ‖z − ẑ‖² / Σ‖z‖².
         agreement: FAISS vs torch: ``method``, ``disagreements``, ``ties``, ``failures``,
@@ -137,6 +144,8 @@ class IdHealth:
     distinct_tuples: int | None
     collision_rate: float | None
     largest_collision_group: int | None
+    collision_rate_distinct_inputs: float | None
+    items_identical_inputs: int | None
     recon_error: float | None
     recon_error_relative: float | None
     agreement: dict[str, Any]
@@ -629,8 +638,8 @@ def _ids_batch(
 class _Assignment:
     """Assigns chunks of the catalog and accumulates what the health report needs.
 
-    Keeps the (N,) ids and (N, m) int16 codes of the whole catalog (for the catalog-wide
-    figures), the FAISS/torch disagreements (ties and failures, the first MAX_LISTED of
+    Keeps the (N,) ids, (N, m) int16 codes and (N, Fi) encoded inputs of the whole catalog
+    (for the catalog-wide figures), the FAISS/torch disagreements (ties and failures, the first MAX_LISTED of
     each listed), the reconstruction error sums and the time spent in torch and FAISS.
     """
 
@@ -638,6 +647,7 @@ class _Assignment:
         self.codebooks, self.tie_rtol = codebooks, tie_rtol
         self.ids: list[np.ndarray] = []
         self.codes: list[np.ndarray] = []
+        self.feats: list[np.ndarray] = []
         self.n_oov_items = self.n_disagree = self.n_ties = 0
         self.ties: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
@@ -675,6 +685,7 @@ class _Assignment:
         self.z_sq_sum += float((z_np.astype(np.float64) ** 2).sum())
         self.ids.append(item_ids)
         self.codes.append(codes_f.astype(np.int16))
+        self.feats.append(feats)
         return item_ids, codes_f, v_np
 
     def _compare(
@@ -705,6 +716,7 @@ class _Assignment:
         """Add the assignment of the next chunk (done elsewhere, :func:`assign_chunk`)."""
         self.ids += other.ids
         self.codes += other.codes
+        self.feats += other.feats
         self.n_oov_items += other.n_oov_items
         self.n_disagree += other.n_disagree
         self.n_ties += other.n_ties
@@ -722,6 +734,10 @@ class _Assignment:
             np.concatenate(self.ids) if self.ids else np.zeros(0, np.int64),
             np.concatenate(self.codes) if self.codes else np.zeros((0, m), np.int16),
         )
+
+    def inputs(self) -> np.ndarray:
+        """(N, Fi) encoded item features of every chunk so far, in :meth:`catalog`'s order."""
+        return np.concatenate(self.feats)
 
     def agreement(self) -> dict[str, Any]:
         return {
@@ -752,6 +768,7 @@ def _catalog_figures(codes: np.ndarray, k: int, acc: _Assignment) -> dict[str, A
     (the :data:`CATALOG_FIGURES` of :class:`IdHealth`)."""
     util = metrics.utilization_per_level(codes, k)
     rate, largest = metrics.collision_rate(codes)
+    rate_distinct, identical = metrics.collision_rate_distinct(codes, acc.inputs())
     entropy = _entropy_bits(codes.astype(np.int64), k)
     return {
         "utilization_per_level": [float(u) for u in util],
@@ -761,6 +778,8 @@ def _catalog_figures(codes: np.ndarray, k: int, acc: _Assignment) -> dict[str, A
         "distinct_tuples": int(np.unique(codes, axis=0).shape[0]),
         "collision_rate": rate,
         "largest_collision_group": largest,
+        "collision_rate_distinct_inputs": rate_distinct,
+        "items_identical_inputs": identical,
         "recon_error": acc.sq_err_sum / codes.shape[0],
         "recon_error_relative": acc.sq_err_sum / acc.z_sq_sum if acc.z_sq_sum > 0 else 0.0,
     }
@@ -802,12 +821,15 @@ def _health_checks(
             f"lowest level utilization {worst:.3f} (floor {min_utilization})"
             + ("" if ok else f". {collapse_hint(report)}"),
         )
-    if max_collision_rate is not None and report.collision_rate is not None:
-        ok = report.collision_rate <= max_collision_rate
+    if max_collision_rate is not None and report.collision_rate_distinct_inputs is not None:
+        # Items with equal inputs collide under any model: the ceiling bounds the others.
+        ok = report.collision_rate_distinct_inputs <= max_collision_rate
         check(
             "max_collision_rate",
             ok,
-            f"collision rate {report.collision_rate:.4f} (ceiling {max_collision_rate})"
+            f"collision rate {report.collision_rate_distinct_inputs:.4f} among items with "
+            f"distinct inputs (ceiling {max_collision_rate}; {report.collision_rate:.4f} with "
+            f"the {report.items_identical_inputs:,} items whose inputs equal another's)"
             + ("" if ok else f". {collapse_hint(report)}"),
         )
     if max_churn is not None and churn is not None:
@@ -884,6 +906,12 @@ def health_text(report: IdHealth) -> str:
             f"{report.collision_rate:.4f}, largest group "
             f"{report.largest_collision_group}"
         )
+        if report.collision_rate_distinct_inputs is not None:
+            lines.append(
+                f"  collision rate among items with distinct inputs "
+                f"{report.collision_rate_distinct_inputs:.4f}; "
+                f"{report.items_identical_inputs:,} items have the same inputs as another"
+            )
         lines.append(
             f"  reconstruction error ‖z−ẑ‖² {report.recon_error:.5f} "
             f"(relative {report.recon_error_relative:.4f})"

@@ -88,6 +88,29 @@ def test_collision_rate_and_largest_group() -> None:
     assert metrics.collision_rate(np.array([[0, 1], [1, 0]])) == (0.0, 1)
 
 
+def test_collision_rate_distinct_leaves_out_items_with_equal_inputs() -> None:
+    # Items 0 and 1 have equal inputs (both collide by necessity); 2 and 3 differ but share a
+    # tuple (an avoidable collision); 4 is alone.
+    codes = np.array([[1, 1], [1, 1], [2, 0], [2, 0], [0, 3]])
+    inputs = np.array([[0, 5], [0, 5], [7, 1], [8, 1], [9, 9]])
+    assert metrics.collision_rate(codes)[0] == pytest.approx(0.8)
+    assert metrics.collision_rate_distinct(codes, inputs) == (pytest.approx(0.4), 2)
+    # A tuple holding two equal-input items and a third distinct item: all three count.
+    rate, same = metrics.collision_rate_distinct(codes[[0, 1, 4]] * 0, inputs[[0, 1, 4]])
+    assert rate == pytest.approx(1.0) and same == 2
+    rng = np.random.default_rng(0)
+    codes, inputs = rng.integers(0, 3, (300, 2)), rng.integers(0, 4, (300, 2))
+    brute = np.mean(
+        [
+            any((codes[j] == codes[i]).all() and (inputs[j] != inputs[i]).any() for j in range(300))
+            for i in range(300)
+        ]
+    )
+    assert metrics.collision_rate_distinct(codes, inputs)[0] == pytest.approx(brute)
+    with pytest.raises(ValueError, match="inputs"):
+        metrics.collision_rate_distinct(codes, inputs[:5])
+
+
 def test_reconstruction_error() -> None:
     x = np.array([[0.0, 0.0], [1.0, 1.0]])
     x_hat = np.array([[3.0, 4.0], [1.0, 1.0]])

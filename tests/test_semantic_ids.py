@@ -89,6 +89,8 @@ def test_assigns_every_catalog_item_and_agrees_with_torch(
     assert len(report.utilization_per_level) == TINY_MODEL["n_codebooks"]
     assert 0 < report.utilization_catalog <= 1
     assert 0 <= report.collision_rate <= 1 and report.largest_collision_group >= 1
+    assert 0 <= report.collision_rate_distinct_inputs <= report.collision_rate
+    assert 0 <= report.items_identical_inputs <= report.catalog_size
     assert report.recon_error >= 0
     health = json.loads((tmp_path / "health.json").read_text())
     assert health == json.loads(json.dumps(report.to_dict()))
