@@ -134,6 +134,8 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
                 "utilization_catalog",
                 "distinct_tuples",
                 "collision_rate",
+                "collision_rate_distinct_inputs",
+                "items_identical_inputs",
                 "largest_collision_group",
             )
         }
@@ -143,6 +145,10 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
         row["ids"]["items_per_s"] = h.get("timing", {}).get("items_per_s")
         row["ids"]["failed_checks"] = [c["detail"] for c in h.get("checks", []) if not c["ok"]]
     return row
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -161,7 +167,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     out += [
         "",
         "| preset | items | utilization per level | catalog | distinct tuples | collision rate "
-        "| largest group | unseen ids | FAISS/torch | published | models: test AUC (samples/s) |",
+        "(distinct inputs) | largest group | unseen ids (equal inputs) | FAISS/torch | published "
+        "| models: test AUC (samples/s) |",
         "|---|---:|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in rows:
@@ -178,7 +185,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         out.append(
             f"| {r['preset']} | {ids['catalog_size']:,} | {util} | {ids['utilization_catalog']:.3f} "
             f"| {ids['distinct_tuples']:,} | {ids['collision_rate']:.4f} "
+            f"({_num(ids.get('collision_rate_distinct_inputs'), '.4f')}) "
             f"| {ids['largest_collision_group']:,} | {ids['items_oov_id']:,} "
+            f"({_num(ids.get('items_identical_inputs'), ',')}) "
             f"| {agree['disagreements']} disagreements, {agree['failures']} failures "
             f"| {'yes' if r.get('published') else 'no'} | {models} |"
         )

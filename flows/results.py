@@ -68,6 +68,8 @@ class TrainedModel:
     dir: Path
     result: TrainResult
     lineage: Lineage
+    # TARQ on a sticky day: its test predictions with the published IDs (else the model dir's).
+    scored_with: Path | None = None
 
     @property
     def test(self) -> dict[str, Any]:
@@ -75,7 +77,7 @@ class TrainedModel:
 
     @property
     def predictions(self) -> Path:
-        return self.dir / "predictions.parquet"
+        return self.scored_with or self.dir / "predictions.parquet"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -181,6 +181,14 @@ class DailyParams(BaseModel):
             "run re-indexes and is not limited)"
         ),
     )
+    sticky_margin: float | None = Field(
+        defaults.STICKY_MARGIN,
+        ge=0.0,
+        description=(
+            "warm runs: an item keeps its served code at a level unless the nearest entry is "
+            "closer by more than this × the residual's norm (None: plain nearest-entry codes)"
+        ),
+    )
     max_collision_rate: float | None = Field(
         defaults.MAX_COLLISION_RATE,
         ge=0.0,
@@ -504,9 +512,36 @@ def semantic_ids_stage(d: _Day, tarq: TrainedModel) -> dict[str, Any]:
             d.p.max_churn if tarq.lineage.warm else None,
             d.p.max_collision_rate,
             d.dask,
+            d.p.sticky_margin if tarq.lineage.warm else None,
         )
     artifacts.semantic_ids(d.day, health)
     return health
+
+
+def published_codes_stage(
+    d: _Day, samples: Samples, tarq: TrainedModel, health: dict[str, Any]
+) -> TrainedModel:
+    """TARQ judged with the IDs it is published with: on a sticky day some items keep a served
+    code that is no longer their nearest entry, so its test day is scored again with the
+    assigned codes, and these figures (and predictions) are the ones compared, gated and
+    registered. Plain days: the training loop's figures already are."""
+    held = (health.get("sticky") or {}).get("items_held", 0)
+    if not health.get("ok") or not held:
+        return tarq
+    with d.stage("score_published"):
+        test = d.tasks.score_published(tarq.dir, samples.dir, d.dir / "ids")
+    d.log.info(
+        "tarq with its published IDs (%s items held by stickiness): auc %.4f (nearest %.4f)",
+        held,
+        test["auc"],
+        tarq.test["auc"],
+    )
+    test = {**tarq.test, **test, "auc_nearest_codes": tarq.test["auc"]}
+    return replace(
+        tarq,
+        result=replace(tarq.result, test=test),
+        scored_with=d.dir / "ids" / daily_tasks.PUBLISHED_PREDICTIONS,
+    )
 
 
 def _day_params(p: DailyParams) -> dict[str, Any]:
@@ -843,6 +878,7 @@ def _run_day(p: DailyParams, db: Path, log: Any, dask: str | None = None) -> dic
     trained = train_stage(d, samples, exp_id)
     champ = champion_stage(d, samples)
     health = semantic_ids_stage(d, trained["tarq"])
+    trained["tarq"] = published_codes_stage(d, samples, trained["tarq"], health)
     try:
         reg = register_stage(d, samples, trained, health, champ)
         summary = _gate_and_publish(d, samples, trained, health, champ, reg)

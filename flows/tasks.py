@@ -31,6 +31,10 @@ RETRY_DELAY_S = 5.0
 CACHE_FOR = dt.timedelta(days=7)
 
 
+# TARQ's test-day predictions with its published IDs (the ids dir; :func:`score_published`).
+PUBLISHED_PREDICTIONS = "tarq_predictions.parquet"
+
+
 def daily_task(
     name: str,
     *,
@@ -360,7 +364,12 @@ def rescore_champion(
             work_dir / run_date / f"champion-v{champ.version}",
         )
         preds = work_dir / run_date / "champion_predictions.parquet"
-        metrics = evaluate_model_dir(mdir, samples_dir, predictions_out=preds)
+        metrics = evaluate_model_dir(
+            mdir,
+            samples_dir,
+            predictions_out=preds,
+            item_codes=_published_codes(work_dir / str(cdate) / "ids"),
+        )
         return ChampionScore(str(champ.version), champ.run_id, cdate, True, metrics, preds)
     except Exception as exc:
         log.warning(
@@ -377,6 +386,20 @@ def rescore_champion(
         return ChampionScore(str(champ.version), champ.run_id, cdate, False, recorded)
 
 
+def _published_codes(ids_dir: Path) -> Any:
+    """The codes of a day's ids file (what it published; a warm day's are sticky), or None
+    when the day's folder no longer has it (the champion is then scored with its nearest
+    entries, which equal a cold day's published codes)."""
+    from tarq.churn import ItemCodes
+    from tarq.semantic_ids import IDS_FILE, read_ids
+
+    path = ids_dir / IDS_FILE
+    if not path.exists():
+        return None
+    _, item_ids, codes, _ = read_ids(path)
+    return ItemCodes.of(item_ids, codes)
+
+
 @daily_task("assign-semantic-ids", retries=1)
 def assign(
     db: Path,
@@ -385,10 +408,12 @@ def assign(
     max_churn: float | None,
     max_collision_rate: float | None,
     dask: str | None = None,
+    sticky_margin: float | None = None,
 ) -> dict[str, Any]:
     """FAISS-checked semantic IDs for the whole catalog with churn against the served table;
     a failed check returns ``ok: False`` (and no ids file). ``dask``: the scheduler address
-    to map the catalog's chunks on (the same file as here)."""
+    to map the catalog's chunks on (the same file as here). ``sticky_margin``: a warm day's
+    sticky IDs (:func:`tarq.semantic_ids.assign_ids`)."""
     from tarq.semantic_ids import HEALTH_JSON, SemanticIdError
 
     try:
@@ -401,6 +426,7 @@ def assign(
             progress=False,
             max_churn=max_churn,
             max_collision_rate=max_collision_rate,
+            sticky_margin=sticky_margin,
         ).to_dict()
     except SemanticIdError as exc:
         path = out_dir / HEALTH_JSON
@@ -408,6 +434,23 @@ def assign(
         report["ok"] = False
         report["error"] = str(exc)
     return json.loads(json.dumps(report, default=str))
+
+
+@daily_task("score-published-ids")
+def score_published(model_dir: Path, samples_dir: Path, ids_dir: Path) -> dict[str, Any]:
+    """TARQ's test-day metrics with the semantic IDs it is published with (a warm day's
+    sticky codes, not every item's nearest entries); predictions beside the ids file."""
+    from tarq.churn import ItemCodes
+    from tarq.evaluation import evaluate_model_dir
+    from tarq.semantic_ids import IDS_FILE, read_ids
+
+    _, item_ids, codes, _ = read_ids(ids_dir / IDS_FILE)
+    return evaluate_model_dir(
+        model_dir,
+        samples_dir,
+        predictions_out=ids_dir / PUBLISHED_PREDICTIONS,
+        item_codes=ItemCodes.of(item_ids, codes),
+    )
 
 
 @daily_task("mlflow-register")
@@ -534,6 +577,7 @@ ALL = {
     "train": train,
     "rescore_champion": rescore_champion,
     "assign": assign,
+    "score_published": score_published,
     "register": register,
     "publish": publish,
 }

@@ -145,7 +145,12 @@ def _user_inputs(
     return batch["user"][f], batch["hist"][f], batch["hist_mask"][f]
 
 
-def score_batch(model: torch.nn.Module, batch: Batch, diagnostics: bool = True) -> ModelOutput:
+def score_batch(
+    model: torch.nn.Module,
+    batch: Batch,
+    diagnostics: bool = True,
+    codes: torch.Tensor | None = None,
+) -> ModelOutput:
     """``model(batch)`` in eval mode for evaluation: the logits of every row and, for TARQ
     variants, the figures :func:`tarq.evaluation.evaluate` reads.
 
@@ -158,18 +163,22 @@ def score_batch(model: torch.nn.Module, batch: Batch, diagnostics: bool = True) 
         diagnostics: TARQ variants: also ``losses["recon"]`` (scalar) and the extras
             ``align_sharpness_p`` / ``align_sharpness_p_hat`` (2, m), as ``forward`` in eval;
             the ``codes`` (B, m) extra is always there. Without, the teacher does not run.
+        codes: TARQ variants: (B, m) int64 semantic IDs to score the rows with (a published
+            table's, −1 rows: the nearest entries) instead of their nearest entries.
     Returns:
         :class:`ModelOutput` with ``logit`` (B,); no CTR losses.
     """
     if model.training:
         raise ValueError("score_batch needs the model in eval mode (model.eval())")
+    if codes is not None and not isinstance(model, TarqModel):
+        raise ValueError(f"only TARQ scores with given semantic IDs, not {type(model).__name__}")
     if not isinstance(model, TarqModule) or type(model).user_side is TarqModule.user_side:
         out = model(batch)
         return ModelOutput(out.logit, {}, out.extras)
     check_batch(batch, model.layout)
     groups = request_groups(batch["user"], batch["hist"], batch["hist_mask"])
     if isinstance(model, TarqModel):
-        return _tarq(model, batch, groups, diagnostics)
+        return _tarq(model, batch, groups, diagnostics, codes)
     if isinstance(model, TargetAttentionModel):
         return ModelOutput(_ta(model, batch, groups))
     state = model.user_side(*_user_inputs(batch, groups))
@@ -217,8 +226,15 @@ def _attend(
     return attn(query, memory, memory, mask)[groups.index, slot]
 
 
-def _tarq(model: TarqModel, batch: Batch, groups: Groups | None, diagnostics: bool) -> ModelOutput:
-    """TARQ's eval ``forward`` with the user side (v_user, Ĉ, H^tar) once per group."""
+def _tarq(
+    model: TarqModel,
+    batch: Batch,
+    groups: Groups | None,
+    diagnostics: bool,
+    codes: torch.Tensor | None = None,
+) -> ModelOutput:
+    """TARQ's eval ``forward`` with the user side (v_user, Ĉ, H^tar) once per group; the
+    rows' ``codes`` (B, m) when given (−1 rows: nearest entries)."""
     if not model.codebooks_initialized:
         model.init_codebooks(batch)  # as forward does (k-means on this batch, once)
     e = model.emb
@@ -231,7 +247,10 @@ def _tarq(model: TarqModel, batch: Batch, groups: Groups | None, diagnostics: bo
     x_item = e.x_item(e.item_fields(batch["item"]))  # (B, d)
     v_item = model.item_tower(x_item)
     z = model.autoencoder.encode(x_item)  # (B, dz)
-    q = model.quantizer.quantize(z)
+    if codes is None:
+        q = model.quantizer.quantize(z)
+    else:
+        q = model.quantizer.quantize(z, codes, float("inf"))
     index = torch.arange(x_item.shape[0], device=x_item.device) if groups is None else groups.index
     levels = torch.arange(q.codes.shape[1], device=q.codes.device)
     picked = personal[index[:, None], levels[None, :], q.codes]  # (B, m, d)

@@ -123,3 +123,32 @@ def served_codes(con: duckdb.DuckDBPyConnection) -> tuple[int, np.ndarray, np.nd
     cols = sorted((c for c in t if c.startswith("code_")), key=lambda c: int(c.split("_")[1]))
     codes = np.stack([np.asarray(t[c]) for c in cols], axis=1).astype(np.int64)
     return int(t["version"][0]), np.asarray(t["item_id"]).astype(np.int64), codes
+
+
+@dataclass(frozen=True)
+class ItemCodes:
+    """Semantic IDs by item id: a served or published table, looked up for any item ids.
+
+    Attributes:
+        item_ids: (M,) int64, sorted.  codes: (M, m) int64 their codes.
+    """
+
+    item_ids: np.ndarray
+    codes: np.ndarray
+
+    @classmethod
+    def of(cls, item_ids: np.ndarray, codes: np.ndarray) -> ItemCodes:
+        """From (M,) ids and (M, m) codes in any order."""
+        order = np.argsort(item_ids, kind="stable")
+        return cls(np.asarray(item_ids)[order], np.asarray(codes, dtype=np.int64)[order])
+
+    def lookup(self, item_ids: np.ndarray) -> np.ndarray:
+        """(n, m) int64 codes of ``item_ids`` (n,); −1 rows for items the table lacks."""
+        out = np.full((len(item_ids), self.codes.shape[1]), -1, np.int64)
+        if len(self.item_ids) == 0:
+            return out
+        pos = np.searchsorted(self.item_ids, item_ids)
+        pos_c = np.minimum(pos, len(self.item_ids) - 1)
+        found = (pos < len(self.item_ids)) & (self.item_ids[pos_c] == item_ids)
+        out[found] = self.codes[pos_c[found]]
+        return out

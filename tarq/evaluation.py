@@ -21,6 +21,7 @@ import torch
 
 from tarq import metrics
 from tarq.batch_scoring import score_batch
+from tarq.churn import ItemCodes
 from tarq.data.features import FeatureLayout, Vocab
 from tarq.data.loader import Batch, BatchStream, SampleSet, model_inputs
 from tarq.metrics import PairedInterval, paired_bootstrap, pooled_paired_bootstrap
@@ -33,6 +34,7 @@ def evaluate(
     codebook_size: int,
     diagnostics: bool = True,
     reference: bool = False,
+    item_codes: ItemCodes | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on a stream: AUC, GAUC, log-loss and codebook figures.
 
@@ -44,6 +46,9 @@ def evaluate(
         diagnostics: also the TARQ variants' reconstruction error and the alignment's
             sharpness (``recon_error``, ``align_sharpness``; the teacher runs for them);
             without, they are absent (the epoch loop's validation needs only the AUC).
+        item_codes: TARQ: score each row's item with its codes in this table (a published
+            ``ids.parquet``: what serving uses) instead of its nearest entries; items the
+            table lacks get their nearest entries.
     Returns:
         A dict with the metrics and the raw arrays under ``"_arrays"`` (labels,
         probabilities, user and item keys) for predictions files and plots.
@@ -52,7 +57,7 @@ def evaluate(
     model.eval()
     try:
         with torch.inference_mode():
-            res = _evaluate(model, stream, codebook_size, diagnostics, reference)
+            res = _evaluate(model, stream, codebook_size, diagnostics, reference, item_codes)
     finally:
         model.train(was_training)
     return res
@@ -64,13 +69,19 @@ def _evaluate(
     codebook_size: int,
     diagnostics: bool,
     reference: bool,
+    item_codes: ItemCodes | None = None,
 ) -> dict[str, Any]:
+    if reference and item_codes is not None:
+        raise ValueError("the reference forward scores with the nearest entries only")
     ys, ps, users, items, codes, util = [], [], [], [], [], []
     recon = []
     sharp: dict[str, list[tuple[int, np.ndarray]]] = {}
     for batch in stream:
         inputs = model_inputs(batch)
-        out = model(inputs) if reference else score_batch(model, inputs, diagnostics)
+        given = None
+        if item_codes is not None:
+            given = torch.from_numpy(item_codes.lookup(batch["item_key"].numpy()))
+        out = model(inputs) if reference else score_batch(model, inputs, diagnostics, given)
         ys.append(batch["label"].numpy())
         ps.append(torch.sigmoid(out.logit).numpy())
         users.append(batch["user_key"].numpy())
@@ -146,8 +157,10 @@ def evaluate_model_dir(
     split: str = "test",
     batch_size: int = 4096,
     predictions_out: str | Path | None = None,
+    item_codes: ItemCodes | None = None,
 ) -> dict[str, Any]:
-    """Metrics of the trained model in ``model_dir`` on ``split`` of ``samples_dir``.
+    """Metrics of the trained model in ``model_dir`` on ``split`` of ``samples_dir``
+    (``item_codes``: TARQ scored with a published table's semantic IDs, see :func:`evaluate`).
 
     Returns the same keys as the training loop's test metrics (auc, gauc, logloss and, for
     TARQ variants, utilization_batch, utilization_catalog, collision_rate), without arrays.
@@ -173,7 +186,12 @@ def evaluate_model_dir(
     names = {*layout.user_fields, *layout.item_fields}
     vocabs = {n: Vocab.load(mdir / "vocab" / f"{n}.parquet") for n in names}
     sset = SampleSet(sdir, layout, vocabs)
-    res = evaluate(model, BatchStream(sset, split, batch_size), int(cfg["model"]["codebook_size"]))
+    res = evaluate(
+        model,
+        BatchStream(sset, split, batch_size),
+        int(cfg["model"]["codebook_size"]),
+        item_codes=item_codes,
+    )
     if predictions_out is not None:
         pq.write_table(pa.table(res["_arrays"]), predictions_out)
     return public_metrics(res)

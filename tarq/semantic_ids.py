@@ -122,6 +122,9 @@ class IdHealth:
             ``faiss_items_per_s``, ``torch_threads``, ``faiss_threads``, ``chunk_size``.
         churn: :meth:`tarq.churn.IdChurn.to_dict` against the served table, None when none is
             served (or it has another m).
+        sticky: a sticky assignment (``sticky_margin``): ``against_version``, ``margin``,
+            ``items_with_served_code``, ``items_held`` (items whose published tuple is not
+            their nearest-entry tuple) and ``held_per_level``; None for plain codes.
 
     The :data:`CATALOG_FIGURES` (utilization … recon_error_relative) are None when no item
     was assigned; ``to_dict()`` then leaves them out, as ``health.json`` always has.
@@ -151,6 +154,7 @@ class IdHealth:
     agreement: dict[str, Any]
     timing: dict[str, Any]
     churn: dict[str, Any] | None
+    sticky: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report as written to ``health.json`` (catalog figures only when present)."""
@@ -167,6 +171,7 @@ class IdHealth:
         """
         old: dict[str, Any] = {
             "churn": None,
+            "sticky": None,
             "items_price_non_finite": 0,
             **dict.fromkeys(CATALOG_FIGURES),
         }
@@ -209,11 +214,21 @@ def load_catalog_model(
     return model, cfg, layout, vocabs
 
 
-def faiss_assign(z: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
+def faiss_assign(
+    z: np.ndarray,
+    codebooks: np.ndarray,
+    prior: np.ndarray | None = None,
+    margin: float = 0.0,
+) -> np.ndarray:
     """Greedy residual assignment with one ``faiss.IndexFlatL2`` per level.
+
+    With ``prior`` the sticky rule of :func:`tarq.model.quantizer.sticky_choice` decides
+    between FAISS's nearest entry and the prior one, in float32 numpy (the twin of the torch
+    quantizer's, checked against it item by item).
 
     Args:
         z: (N, dz) float32 latents.  codebooks: (m, K, dz) float32.
+        prior: (N, m) int64 served codes (−1: none), or None.  margin: the sticky margin.
     Returns:
         codes (N, m) int64.
     """
@@ -225,9 +240,26 @@ def faiss_assign(z: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
         index = faiss.IndexFlatL2(dz)
         index.add(book)
         _, idx = index.search(r, 1)
-        codes[:, level] = idx[:, 0]
-        r = r - book[idx[:, 0]]
+        c = idx[:, 0].astype(np.int64)
+        if prior is not None:
+            c = _sticky_np(r, book, c, prior[:, level], margin)
+        codes[:, level] = c
+        r = r - book[c]
     return codes
+
+
+def _sticky_np(
+    r: np.ndarray, book: np.ndarray, nearest: np.ndarray, prior: np.ndarray, margin: float
+) -> np.ndarray:
+    """numpy twin of :func:`tarq.model.quantizer.sticky_choice`: (N, dz), (K, dz), (N,), (N,)."""
+    has = prior >= 0
+    p = np.where(has, prior, 0)
+    if math.isinf(margin):
+        return np.where(has, p, nearest)
+    d_prior = np.linalg.norm(r - book[p], axis=1)
+    d_near = np.linalg.norm(r - book[nearest], axis=1)
+    keep = has & (d_prior - d_near <= np.float32(margin) * np.linalg.norm(r, axis=1))
+    return np.where(keep, p, nearest)
 
 
 def residual_at(z: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, level: int) -> np.ndarray:
@@ -250,8 +282,14 @@ def _tie_or_failure(
     c_faiss: int,
     c_torch: int,
     rtol: float,
+    prior: int = -1,
+    margin: float = 0.0,
 ) -> tuple[bool, dict[str, Any]]:
-    """Classify one disagreement at its first differing level by exact float64 distances."""
+    """Classify one disagreement at its first differing level by exact float64 distances.
+
+    A tie: the two entries are equally near, or (sticky assignment, ``prior`` one of them)
+    the nearer is closer than the prior by the margin itself, where float32 rounding decides.
+    """
     r64 = r.astype(np.float64)
     ef, et = book[c_faiss].astype(np.float64), book[c_torch].astype(np.float64)
     df, dt_ = float(((r64 - ef) ** 2).sum()), float(((r64 - et) ** 2).sum())
@@ -259,6 +297,10 @@ def _tie_or_failure(
     # the norms, not with the (possibly tiny) distance itself.
     scale = float((r64**2).sum() + (ef**2).sum() + (et**2).sum())
     tie = abs(df - dt_) <= rtol * max(scale, 1e-12)
+    if not tie and prior in (c_faiss, c_torch) and not math.isinf(margin):
+        d_prior, d_other = (math.sqrt(df), math.sqrt(dt_))[:: 1 if prior == c_faiss else -1]
+        at = margin * math.sqrt(float((r64**2).sum()))
+        tie = abs(d_prior - d_other - at) <= rtol * max(math.sqrt(scale), 1e-12)
     return tie, {
         "item_id": item_id,
         "level": level,
@@ -291,6 +333,7 @@ def assign_ids(
     compare_served: bool = True,
     mapper: Mapper | None = None,
     threads: int | None = None,
+    sticky_margin: float | None = None,
 ) -> IdHealth:
     """Assign semantic IDs to every catalog item and write ``ids.parquet`` + the health report.
 
@@ -318,6 +361,11 @@ def assign_ids(
             the model, and write beside ``out_dir``); the result is the same file, byte for
             byte. None (default): one pass over one snapshot of the warehouse, here.
         threads: torch threads of each mapped job (None: torch's default there).
+        sticky_margin: a warm day's sticky IDs: an item served with a tuple of this model's
+            shape keeps each level's served entry unless the nearest entry is closer by more
+            than ``sticky_margin`` × ‖r_l‖ (:func:`tarq.model.quantizer.sticky_choice`); new
+            items get plain codes. None (default): plain nearest-entry codes. Only for a model
+            that continues the served one (its codebooks): a cold model's entries are new.
 
     Returns:
         The :class:`IdHealth` report (``to_dict()`` is ``health.json``): ``ok``, ``checks``,
@@ -353,6 +401,7 @@ def assign_ids(
             chunk_size,
             show,
             compare_served,
+            sticky_margin,
         )
     else:
         catalog_size, bad_prices, served = _assign_catalog_mapped(
@@ -365,6 +414,7 @@ def assign_ids(
             compare_served,
             mapper,
             threads,
+            sticky_margin,
         )
 
     item_ids_cat, codes_cat = acc.catalog()
@@ -388,6 +438,7 @@ def assign_ids(
         agreement=acc.agreement(),
         timing=timing,
         churn=churn.to_dict() if churn is not None else None,
+        sticky=acc.sticky_report(),
     )
     checks = _health_checks(report, n_unique, churn, min_utilization, max_collision_rate, max_churn)
     report = replace(report, checks=checks, ok=all(c["ok"] for c in checks))
@@ -433,11 +484,13 @@ def _assign_catalog(
     chunk_size: int,
     show: bool,
     compare_served: bool,
+    sticky_margin: float | None,
 ) -> tuple[int, int, tuple[int, np.ndarray, np.ndarray] | None]:
     """Stream the catalog in chunks through ``acc`` into ``tmp_path`` (removed on failure).
 
     Returns (catalog size, items with a non-finite price, the served codes or None), all read
-    from one snapshot of the warehouse.
+    from one snapshot of the warehouse; with ``sticky_margin`` the served codes are each
+    chunk's prior (``acc.sticky``).
     """
     model, layout, vocabs = model_parts
     d = schema.field("v_item").type.list_size
@@ -448,7 +501,8 @@ def _assign_catalog(
             catalog_size = int(sqlfiles.run(con, "semantic_ids/catalog_size").fetchall()[0][0])
             # inf/NaN prices stored before import rejected them: unknown bucket (catalog.sql).
             bad_prices = int(sqlfiles.run(con, "samples/non_finite_prices").fetchall()[0][0])
-            served = served_codes(con) if compare_served else None
+            served = served_codes(con) if compare_served or sticky_margin is not None else None
+            acc.sticky = _sticky_prior(served, sticky_margin, acc.codebooks.shape)
             # A relation streams Arrow batches without the DB-API copy of the whole result.
             reader = con.sql(
                 sqlfiles.load_sql("semantic_ids/catalog"), params={"lo": None, "hi": None}
@@ -491,6 +545,7 @@ class CatalogChunk:
         rows: items in the chunk when it was planned.
         tie_rtol: tolerance of an exact-distance tie (see :func:`assign_ids`).
         threads: torch threads of the job (None: torch's default).
+        sticky_margin: stick to the served codes (see :func:`assign_ids`); None: plain.
     """
 
     db_path: str
@@ -501,6 +556,7 @@ class CatalogChunk:
     rows: int
     tie_rtol: float = TIE_RTOL
     threads: int | None = None
+    sticky_margin: float | None = None
 
     def __str__(self) -> str:  # the job's name in logs and task runs
         return f"items {self.lo}..{self.hi}"
@@ -522,6 +578,8 @@ def assign_chunk(job: CatalogChunk) -> _Assignment:
     codebooks = model.codebooks.float().cpu().numpy()
     acc = _Assignment(codebooks, job.tie_rtol)
     with open_for_job(job.db_path) as con:
+        if job.sticky_margin is not None:
+            acc.sticky = _sticky_prior(served_codes(con), job.sticky_margin, codebooks.shape)
         table = con.sql(
             sqlfiles.load_sql("semantic_ids/catalog"), params={"lo": job.lo, "hi": job.hi}
         ).to_arrow_table()
@@ -551,6 +609,7 @@ def _assign_catalog_mapped(
     compare_served: bool,
     mapper: Mapper,
     threads: int | None,
+    sticky_margin: float | None,
 ) -> tuple[int, int, tuple[int, np.ndarray, np.ndarray] | None]:
     """:func:`_assign_catalog` with the chunks as jobs of ``mapper``; their parts are merged
     into ``tmp_path`` in item_id order (the same row groups as the single pass).
@@ -563,12 +622,15 @@ def _assign_catalog_mapped(
         con.begin()
         catalog_size = int(sqlfiles.run(con, "semantic_ids/catalog_size").fetchall()[0][0])
         bad_prices = int(sqlfiles.run(con, "samples/non_finite_prices").fetchall()[0][0])
-        served = served_codes(con) if compare_served else None
+        served = served_codes(con) if compare_served or sticky_margin is not None else None
+        acc.sticky = _sticky_prior(served, sticky_margin, acc.codebooks.shape)
         bounds = sqlfiles.run(
             con, "semantic_ids/chunk_bounds", {"chunk_size": chunk_size}
         ).fetchall()
         con.commit()
-        _map_chunks(db_path, model_dir, tmp_path, schema, acc, bounds, mapper, threads)
+        _map_chunks(
+            db_path, model_dir, tmp_path, schema, acc, bounds, mapper, threads, sticky_margin
+        )
     return catalog_size, bad_prices, served
 
 
@@ -581,6 +643,7 @@ def _map_chunks(
     bounds: list[tuple[Any, ...]],
     mapper: Mapper,
     threads: int | None,
+    sticky_margin: float | None,
 ) -> None:
     """Run one :func:`assign_chunk` job per chunk ``(lo, hi, n)`` of ``bounds``; merge."""
     parts = tmp_path.parent / f".parts-{tmp_path.stem}-{time.time_ns()}"
@@ -596,6 +659,7 @@ def _map_chunks(
                 rows=int(n),
                 tie_rtol=acc.tie_rtol,
                 threads=threads,
+                sticky_margin=None if acc.sticky is None else sticky_margin,
             )
             for k, (lo, hi, n) in enumerate(bounds)
         ]
@@ -635,16 +699,77 @@ def _ids_batch(
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+def _sticky_prior(
+    served: tuple[int, np.ndarray, np.ndarray] | None,
+    margin: float | None,
+    book_shape: tuple[int, ...],
+) -> StickyPrior | None:
+    """The prior of a sticky assignment, or None: no margin, nothing served, or a served
+    table of another shape (m levels, codes under K) that this model's codes cannot continue."""
+    if margin is None or served is None:
+        return None
+    m, k = book_shape[0], book_shape[1]
+    codes = served[2]
+    if codes.shape[1] != m or codes.size == 0 or codes.min() < 0 or codes.max() >= k:
+        return None
+    return StickyPrior.from_served(served, margin)
+
+
+@dataclass(frozen=True)
+class StickyPrior:
+    """The served codes a warm day's assignment sticks to (:func:`assign_ids`).
+
+    Attributes:
+        version: the served table's version.
+        item_ids: (M,) int64 served items, sorted.
+        codes: (M, m) int64 their served codes.
+        margin: a level keeps its served entry unless the nearest is closer by more than
+            ``margin`` × ‖r_l‖ (:func:`tarq.model.quantizer.sticky_choice`).
+    """
+
+    version: int
+    item_ids: np.ndarray
+    codes: np.ndarray
+    margin: float
+
+    @classmethod
+    def from_served(cls, served: tuple[int, np.ndarray, np.ndarray], margin: float) -> StickyPrior:
+        version, ids, codes = served
+        order = np.argsort(ids, kind="stable")
+        return cls(version, ids[order], codes[order], margin)
+
+    def lookup(self, item_ids: np.ndarray) -> np.ndarray:
+        """(n, m) int64 served codes of ``item_ids`` (n,); −1 rows for items not served."""
+        if len(self.item_ids) == 0:
+            return np.full((len(item_ids), self.codes.shape[1]), -1, np.int64)
+        pos = np.searchsorted(self.item_ids, item_ids)
+        pos_c = np.minimum(pos, max(len(self.item_ids) - 1, 0))
+        found = (pos < len(self.item_ids)) & (self.item_ids[pos_c] == item_ids)
+        out = np.full((len(item_ids), self.codes.shape[1]), -1, np.int64)
+        out[found] = self.codes[pos_c[found]]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"against_version": self.version, "margin": self.margin}
+
+
 class _Assignment:
     """Assigns chunks of the catalog and accumulates what the health report needs.
 
     Keeps the (N,) ids, (N, m) int16 codes and (N, Fi) encoded inputs of the whole catalog
-    (for the catalog-wide figures), the FAISS/torch disagreements (ties and failures, the first MAX_LISTED of
-    each listed), the reconstruction error sums and the time spent in torch and FAISS.
+    (for the catalog-wide figures), the FAISS/torch disagreements (ties and failures, the
+    first MAX_LISTED of each listed), the reconstruction error sums, the time spent in torch
+    and FAISS, and with ``sticky`` how many items kept a served code that is no longer the
+    nearest entry (per level).
     """
 
-    def __init__(self, codebooks: np.ndarray, tie_rtol: float) -> None:
-        self.codebooks, self.tie_rtol = codebooks, tie_rtol
+    def __init__(
+        self, codebooks: np.ndarray, tie_rtol: float, sticky: StickyPrior | None = None
+    ) -> None:
+        self.codebooks, self.tie_rtol, self.sticky = codebooks, tie_rtol, sticky
+        m = codebooks.shape[0] if codebooks.ndim == 3 else 0
+        self.n_prior = self.n_held = 0
+        self.held_per_level = np.zeros(m, np.int64)
         self.ids: list[np.ndarray] = []
         self.codes: list[np.ndarray] = []
         self.feats: list[np.ndarray] = []
@@ -666,19 +791,29 @@ class _Assignment:
         feats = encode_fields(rb, layout.item_fields, vocabs)  # (n, Fi)
         self.n_oov_items += int((feats[:, 0] == OOV).sum())
         t0 = time.perf_counter()
+        prior = self.sticky.lookup(item_ids) if self.sticky is not None else None
+        margin = self.sticky.margin if self.sticky is not None else 0.0
         with torch.inference_mode():
             x = torch.from_numpy(feats)
-            v_item, codes_t = model.item_side(x)
+            v_item, nearest = model.item_side(x)
             z = model.latent(x).float()
+            codes_t = nearest
+            if prior is not None:
+                codes_t = model.quantizer.encode(z, torch.from_numpy(prior), margin)
         t1 = time.perf_counter()
         z_np, v_np = z.numpy(), v_item.float().numpy()
         if not (np.isfinite(z_np).all() and np.isfinite(v_np).all()):
             bad = item_ids[~(np.isfinite(z_np).all(1) & np.isfinite(v_np).all(1))]
             raise SemanticIdError(f"non-finite latent or item vector for items {bad[:20].tolist()}")
-        codes_f = faiss_assign(z_np, self.codebooks)
+        codes_f = faiss_assign(z_np, self.codebooks, prior, margin)
         self.t_torch += t1 - t0
         self.t_faiss += time.perf_counter() - t1
-        self._compare(item_ids, z_np, codes_f, codes_t.numpy())
+        self._compare(item_ids, z_np, codes_f, codes_t.numpy(), prior, margin)
+        if prior is not None:
+            self.n_prior += int((prior[:, 0] >= 0).sum())
+            moved = codes_f != nearest.numpy()
+            self.n_held += int(moved.any(1).sum())
+            self.held_per_level += moved.sum(0)
         m = self.codebooks.shape[0]
         z_hat = self.codebooks[np.arange(m)[None, :], codes_f].sum(1)
         self.sq_err_sum += metrics.reconstruction_error(z_np, z_hat) * len(item_ids)
@@ -689,7 +824,13 @@ class _Assignment:
         return item_ids, codes_f, v_np
 
     def _compare(
-        self, item_ids: np.ndarray, z: np.ndarray, codes_f: np.ndarray, codes_t: np.ndarray
+        self,
+        item_ids: np.ndarray,
+        z: np.ndarray,
+        codes_f: np.ndarray,
+        codes_t: np.ndarray,
+        prior: np.ndarray | None,
+        margin: float,
     ) -> None:
         """Classify every item whose FAISS and torch codes differ as a tie or a failure."""
         for i in np.flatnonzero((codes_f != codes_t).any(1)).tolist():
@@ -703,6 +844,8 @@ class _Assignment:
                 int(codes_f[i, level]),
                 int(codes_t[i, level]),
                 self.tie_rtol,
+                int(prior[i, level]) if prior is not None else -1,
+                margin,
             )
             self.n_disagree += 1
             if tie:
@@ -717,6 +860,9 @@ class _Assignment:
         self.ids += other.ids
         self.codes += other.codes
         self.feats += other.feats
+        self.n_prior += other.n_prior
+        self.n_held += other.n_held
+        self.held_per_level = self.held_per_level + other.held_per_level
         self.n_oov_items += other.n_oov_items
         self.n_disagree += other.n_disagree
         self.n_ties += other.n_ties
@@ -738,6 +884,16 @@ class _Assignment:
     def inputs(self) -> np.ndarray:
         """(N, Fi) encoded item features of every chunk so far, in :meth:`catalog`'s order."""
         return np.concatenate(self.feats)
+
+    def sticky_report(self) -> dict[str, Any] | None:
+        if self.sticky is None:
+            return None
+        return {
+            **self.sticky.to_dict(),
+            "items_with_served_code": self.n_prior,
+            "items_held": self.n_held,
+            "held_per_level": [int(x) for x in self.held_per_level],
+        }
 
     def agreement(self) -> dict[str, Any]:
         return {
@@ -918,6 +1074,13 @@ def health_text(report: IdHealth) -> str:
         )
     if report.churn:
         lines.append(f"  churn: {IdChurn(**report.churn).summary()}")
+    if report.sticky:
+        st = report.sticky
+        lines.append(
+            f"  sticky (margin {st['margin']}, against version {st['against_version']}): "
+            f"{st['items_held']:,} of {st['items_with_served_code']:,} served items kept a "
+            f"served code that is no longer their nearest (per level {st['held_per_level']})"
+        )
     a = report.agreement
     lines.append(
         f"  FAISS vs torch: {a['disagreements']} disagreements, {a['ties']} ties, "

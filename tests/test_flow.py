@@ -401,6 +401,26 @@ def test_second_run_date_rescores_the_champion_and_warm_starts_tarq_from_it(
     assert metrics["warm_start"]["mode"] == "warm"
     assert metrics["warm_start"]["parent_dir"] == str(champ_dir)
 
+    # A warm day's IDs stick to the served table, and TARQ is compared with the codes it is
+    # published with (equal to its nearest entries' figures when no item was held).
+    from tarq.churn import ItemCodes
+    from tarq.defaults import STICKY_MARGIN
+    from tarq.semantic_ids import read_ids
+
+    ids_dir = env["work"] / NEXT_DAY / "ids"
+    st = json.loads((ids_dir / "health.json").read_text())["sticky"]
+    assert st["margin"] == STICKY_MARGIN and st["against_version"] == 1
+    assert st["items_with_served_code"] > 0
+    _, ids, codes, _ = read_ids(ids_dir / "ids.parquet")
+    published = evaluate_model_dir(
+        env["work"] / NEXT_DAY / "models" / "tarq",
+        env["work"] / NEXT_DAY / "samples",
+        item_codes=ItemCodes.of(ids, codes),
+    )
+    (tarq_row,) = [r for r in summary["comparison"] if r["model"] == "tarq"]
+    assert tarq_row["auc"] == pytest.approx(published["auc"], abs=1e-9)
+    assert ("score_published" in summary["timings"]) == (st["items_held"] > 0)
+
     mv = c.get_model_version("tarq", summary["version"])
     assert mv.version != champ.version and mv.tags["tarq.run_date"] == NEXT_DAY
     assert mv.tags["lineage.mode"] == "warm"

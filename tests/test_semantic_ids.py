@@ -164,9 +164,9 @@ def test_disagreement_beyond_ties_fails_and_writes_no_ids(
     (tmp_path / IDS_FILE).write_bytes(b"stale")
     real = sid.faiss_assign
 
-    def shifted(z: np.ndarray, books: np.ndarray) -> np.ndarray:
+    def shifted(z: np.ndarray, books: np.ndarray, *sticky: object) -> np.ndarray:
         # A broken assignment engine (not a mock of the check): level 0 picks the next entry.
-        codes = real(z, books)
+        codes = real(z, books, *sticky)
         codes[:5, 0] = (codes[:5, 0] + 1) % books.shape[1]
         return codes
 

@@ -39,16 +39,16 @@ class ModelConfig:
         n_codebooks: m.  codebook_size: K.
         kmeans_iters / kmeans_seed: k-means initialisation of the codebooks (cold runs).
         kmeans_init_rows: the k-means runs on the distinct items among this many first
-            training rows (0, the default: the first batch only, as the paper's authors do).
+            training rows (0: the first batch only, as the paper's authors do; a batch of 512
+            covers a sliver of a 1.2M-item catalog).
         codebook_revive: an entry chosen by under ``codebook_revive / K`` of the training rows
             (a moving share, decay ``codebook_usage_decay`` per step) is dead and re-seeded
             from the batch's residuals (:meth:`tarq.model.quantizer.ResidualQuantizer.revive_dead`);
-            0 (the default) turns it off. Cold runs only: a warm run keeps its parent's entries.
-            Both off by default, measured: on demo ``small`` (16,384 rows, 0.1) they cost no
-            AUC and raise catalog utilization to 100 %, but the warm days' ID churn rose past
-            ``max_churn`` (51 %, 60 %), so ``make demo`` stopped publishing; on ``medium`` they
-            lower the collision rate 0.084 → 0.071. Turn them on for a large catalog whose
-            levels collapse (the assignment's failure message says so).
+            0 turns it off. Cold runs only: a warm run keeps its parent's entries.
+            Measured with both on (16,384 rows, 0.1): on demo ``small`` no AUC cost (3 seeds)
+            and catalog utilization 96.9 → 100 %; on ``medium`` the avoidable collisions
+            0.060 → 0.047. They made warm days move more IDs (51 % / 60 % of the tuples)
+            until the IDs became sticky (the daily job's ``sticky_margin``).
         rq_commitment: β of an optional commitment term β‖r_l − sg[e]‖²; the paper's eq. 8 has
             none, so the default is 0.
         fusion: how the m personalised vectors become h_rq (eq. 11): ``mean`` (paper's pooling),
@@ -113,8 +113,8 @@ class ModelConfig:
     codebook_size: int = 16
     kmeans_iters: int = 25
     kmeans_seed: int = 0
-    kmeans_init_rows: int = 0
-    codebook_revive: float = 0.0
+    kmeans_init_rows: int = 16384
+    codebook_revive: float = 0.1
     codebook_usage_decay: float = 0.99
     rq_commitment: float = 0.0
     fusion: str = "mean"

@@ -56,6 +56,34 @@ def sq_dist(x: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
     return ((x[:, None, :] - entries) ** 2).sum(-1)
 
 
+def sticky_choice(
+    r: torch.Tensor, book: torch.Tensor, nearest: torch.Tensor, prior: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """One level of sticky assignment: keep the prior entry unless the nearest is closer by
+    more than ``margin`` × ‖r‖.
+
+    Hysteresis: an item near the border of two entries keeps the one it was served with while
+    the latents drift a little from day to day; a clear move still moves it. Distances are
+    computed directly (‖r − e‖, not the expanded form) so that the FAISS twin
+    (:func:`tarq.semantic_ids.faiss_assign`) decides the same in float32.
+
+    Args:
+        r: (N, dz) residuals at this level.  book: (K, dz) the level's entries.
+        nearest: (N,) int64 nearest entry of each row.  prior: (N,) int64 served entry, −1: none.
+        margin: relative margin (0: the prior wins only ties of distance; inf: always).
+    Returns:
+        (N,) int64 chosen entries.
+    """
+    has = prior >= 0
+    p = prior.clamp_min(0)
+    if margin == float("inf"):
+        return torch.where(has, p, nearest)
+    d_prior = (r - book[p]).norm(dim=-1)
+    d_near = (r - book[nearest]).norm(dim=-1)
+    keep = has & (d_prior - d_near <= margin * r.norm(dim=-1))
+    return torch.where(keep, p, nearest)
+
+
 def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> torch.Tensor:
     """Lloyd's k-means with k-means++ seeding.
 
@@ -215,13 +243,22 @@ class ResidualQuantizer(nn.Module):
             dist.broadcast(self.usage, 0)
         return revived
 
-    def quantize(self, z: torch.Tensor) -> Quantized:
-        """Greedy residual assignment of z (N, dz); see :class:`Quantized`."""
+    def quantize(
+        self, z: torch.Tensor, prior: torch.Tensor | None = None, margin: float = 0.0
+    ) -> Quantized:
+        """Greedy residual assignment of z (N, dz); see :class:`Quantized`.
+
+        With ``prior`` (N, m) int64 (−1: none), a level keeps the prior's entry unless the
+        nearest one is closer by more than ``margin`` × ‖r_l‖ (:func:`sticky_choice`): the
+        sticky semantic IDs of a warm day. ``margin = inf`` forces the prior's codes.
+        """
         r = z
         codes, residuals = [], []
         for level in range(self.m):
             book = self.codebooks[level]
             c = sq_dist(r.detach(), book.detach()).argmin(-1)
+            if prior is not None:
+                c = sticky_choice(r.detach(), book.detach(), c, prior[:, level], margin)
             codes.append(c)
             residuals.append(r)
             r = r - book[c]
@@ -229,9 +266,11 @@ class ResidualQuantizer(nn.Module):
         return Quantized(codes_t, torch.stack(residuals, dim=1), self.decode(codes_t))
 
     @torch.no_grad()
-    def encode(self, z: torch.Tensor) -> torch.Tensor:
-        """Semantic IDs (N, m) int64 of z (N, dz)."""
-        return self.quantize(z).codes
+    def encode(
+        self, z: torch.Tensor, prior: torch.Tensor | None = None, margin: float = 0.0
+    ) -> torch.Tensor:
+        """Semantic IDs (N, m) int64 of z (N, dz) (``prior``, ``margin``: see :meth:`quantize`)."""
+        return self.quantize(z, prior, margin).codes
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Σ_l e^l_{codes[:, l]}: (N, m) int64 → (N, dz)."""
