@@ -1007,9 +1007,10 @@ def collapse_hint(report: IdHealth) -> str:
         shown = ", ".join(f"{j} ({util[j]:.2f})" for j in low[:4])
         hints.append(
             f"the codebooks collapsed: level(s) {shown} use under half of their K entries. "
-            "Retrain cold with dead-entry revival and a sample-wide k-means (model_overrides "
-            '{"codebook_revive": 0.1, "kmeans_init_rows": 16384}) and enough steps for the '
-            "catalog (a run capped at a few hundred steps is not)"
+            "Retrain cold with dead-entry revival and a sample-wide k-means on (the defaults "
+            'codebook_revive 0.1 and kmeans_init_rows 16384; model_overrides that set them to 0 '
+            "turn them off) and enough steps for the catalog (a run capped at a few hundred "
+            "steps is not)"
         )
     oov = report.items_oov_id / report.catalog_size if report.catalog_size else 0.0
     if oov >= 0.2:
