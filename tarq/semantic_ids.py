@@ -1008,7 +1008,7 @@ def collapse_hint(report: IdHealth) -> str:
         hints.append(
             f"the codebooks collapsed: level(s) {shown} use under half of their K entries. "
             "Retrain cold with dead-entry revival and a sample-wide k-means on (the defaults "
-            'codebook_revive 0.1 and kmeans_init_rows 16384; model_overrides that set them to 0 '
+            "codebook_revive 0.1 and kmeans_init_rows 16384; model_overrides that set them to 0 "
             "turn them off) and enough steps for the catalog (a run capped at a few hundred "
             "steps is not)"
         )
