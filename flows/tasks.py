@@ -368,7 +368,7 @@ def rescore_champion(
             mdir,
             samples_dir,
             predictions_out=preds,
-            item_codes=_published_codes(work_dir / str(cdate) / "ids"),
+            item_codes=_published_codes(work_dir / str(cdate) / "ids", mdir),
         )
         return ChampionScore(str(champ.version), champ.run_id, cdate, True, metrics, preds)
     except Exception as exc:
@@ -386,17 +386,20 @@ def rescore_champion(
         return ChampionScore(str(champ.version), champ.run_id, cdate, False, recorded)
 
 
-def _published_codes(ids_dir: Path) -> Any:
-    """The codes of a day's ids file (what it published; a warm day's are sticky), or None
-    when the day's folder no longer has it (the champion is then scored with its nearest
-    entries, which equal a cold day's published codes)."""
+def _published_codes(ids_dir: Path, model_dir: Path) -> Any:
+    """The codes of a day's ids file made by ``model_dir``'s weights (what that day published;
+    a warm day's are sticky), or None when the folder no longer has it or it belongs to other
+    weights (the champion is then scored with its nearest entries, which equal a cold day's
+    published codes)."""
     from tarq.churn import ItemCodes
-    from tarq.semantic_ids import IDS_FILE, read_ids
+    from tarq.semantic_ids import IDS_FILE, file_sha256, read_ids
 
     path = ids_dir / IDS_FILE
     if not path.exists():
         return None
-    _, item_ids, codes, _ = read_ids(path)
+    meta, item_ids, codes, _ = read_ids(path)
+    if meta.get("model_sha256") != file_sha256(model_dir / "model.pt"):
+        return None
     return ItemCodes.of(item_ids, codes)
 
 
