@@ -45,7 +45,7 @@ import torch
 from tqdm import tqdm
 
 from tarq import metrics, sqlfiles
-from tarq.churn import IdChurn, id_churn, served_codes
+from tarq.churn import IdChurn, ItemCodes, id_churn, served_codes
 from tarq.data.features import OOV, FeatureLayout, Vocab
 from tarq.data.loader import encode_fields
 from tarq.defaults import MAX_COLLISION_RATE
@@ -721,33 +721,22 @@ class StickyPrior:
 
     Attributes:
         version: the served table's version.
-        item_ids: (M,) int64 served items, sorted.
-        codes: (M, m) int64 their served codes.
+        served: the served codes by item id.
         margin: a level keeps its served entry unless the nearest is closer by more than
             ``margin`` × ‖r_l‖ (:func:`tarq.model.quantizer.sticky_choice`).
     """
 
     version: int
-    item_ids: np.ndarray
-    codes: np.ndarray
+    served: ItemCodes
     margin: float
 
     @classmethod
     def from_served(cls, served: tuple[int, np.ndarray, np.ndarray], margin: float) -> StickyPrior:
-        version, ids, codes = served
-        order = np.argsort(ids, kind="stable")
-        return cls(version, ids[order], codes[order], margin)
+        return cls(served[0], ItemCodes.of(served[1], served[2]), margin)
 
     def lookup(self, item_ids: np.ndarray) -> np.ndarray:
         """(n, m) int64 served codes of ``item_ids`` (n,); −1 rows for items not served."""
-        if len(self.item_ids) == 0:
-            return np.full((len(item_ids), self.codes.shape[1]), -1, np.int64)
-        pos = np.searchsorted(self.item_ids, item_ids)
-        pos_c = np.minimum(pos, max(len(self.item_ids) - 1, 0))
-        found = (pos < len(self.item_ids)) & (self.item_ids[pos_c] == item_ids)
-        out = np.full((len(item_ids), self.codes.shape[1]), -1, np.int64)
-        out[found] = self.codes[pos_c[found]]
-        return out
+        return self.served.lookup(item_ids)
 
     def to_dict(self) -> dict[str, Any]:
         return {"against_version": self.version, "margin": self.margin}
