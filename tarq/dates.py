@@ -61,21 +61,24 @@ def utc_now() -> dt.datetime:
 
 
 def latest_run_date(con: duckdb.DuckDBPyConnection, now: dt.datetime | None = None) -> dt.date:
-    """The run date whose test day is the last day holding a usable impression.
+    """The run date whose test day is the last complete day holding a usable impression.
 
-    Usable: not in ``quarantine_impressions`` and not later than ``now`` (naive UTC; default
-    the current time), so one impression stamped 2099 cannot move every later run to 2099.
+    Usable: not in ``quarantine_impressions`` and before the start of ``now``'s day (naive
+    UTC; default the current time): one impression stamped 2099 cannot move every later run to
+    2099, and today, still under way, is no test day (logs written through today made
+    ``latest`` test on a day whose later hours had not happened yet).
 
     Raises:
         ValueError: no usable impression (the message says how many rows were set aside).
     """
     now = utc_now() if now is None else now
-    _, last, total = sqlfiles.run(con, "dates/usable_days", {"now": now}).fetchone()
+    start_of_today = dt.datetime.combine(now.date(), dt.time())
+    _, last, total = sqlfiles.run(con, "dates/usable_days", {"now": start_of_today}).fetchone()
     if last is None:
         if total:
             raise ValueError(
                 f"the warehouse holds no usable impression: all {total:,} are quarantined "
-                f"or later than now ({now:%Y-%m-%d %H:%M} UTC)"
+                f"or not before today ({now:%Y-%m-%d} UTC, a day still under way)"
             )
         raise ValueError("the warehouse holds no impressions: load or generate logs first")
     return last + dt.timedelta(days=1)

@@ -439,6 +439,11 @@ def test_next_day_through_a_day_catches_up_in_order(tiny, direct, tmp_path, caps
     assert append_days(db, dt.date(2026, 10, 9)) == []
     assert cli_main(argv) == 0
     assert "already reach 2026-10-10; nothing appended" in capsys.readouterr().out
+    # A day not over yet is refused whole: its later hours have not happened.
+    before = _fingerprints(db)
+    with pytest.raises(ValueError, match=r"today or later \(UTC\).*through yesterday"):
+        append_days(db, "today")
+    assert _fingerprints(db) == before
 
 
 def test_next_day_continues_logs_generated_before_the_config_was_recorded(tiny, direct, tmp_path):

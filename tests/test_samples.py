@@ -293,9 +293,15 @@ def test_latest_with_no_usable_impression_says_why(tmp_path: Path) -> None:
         with pytest.raises(
             ValueError,
             match=r"no usable impression: all [\d,]+ are quarantined "
-            r"or later than now \(2026-09-01 00:00 UTC\)",
+            r"or not before today \(2026-09-01 UTC, a day still under way\)",
         ):
             latest_run_date(con, dt.datetime(2026, 9, 1))
+        # Seen during the logs' last day, that day is still under way: the day before is the
+        # last test day (logs written through today once made `latest` test on today).
+        last = DAY0 + dt.timedelta(days=N_DAYS - 1)
+        noon = dt.datetime.combine(last, dt.time(12))
+        assert latest_run_date(con, noon) == last
+        assert latest_run_date(con, noon + dt.timedelta(days=1)) == last + dt.timedelta(days=1)
     finally:
         con.close()
 

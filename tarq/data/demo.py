@@ -994,6 +994,13 @@ def _append(db_path: Path, first: dt.date | None, through: dt.date | None) -> li
                 "simulated in order); nothing was written"
             )
         last = nxt if through is None else through
+        today = utc_now().date()
+        if last >= today:
+            raise ValueError(
+                f"{last} is today or later (UTC): a simulated day is written whole, hours "
+                f"that have not happened included, so the demo feed writes through yesterday "
+                f"({today - dt.timedelta(days=1)}) at most; nothing was written"
+            )
         days = [nxt + dt.timedelta(days=k) for k in range((last - nxt).days + 1)]
         for d in days:
             n_imp, n_beh = sqlfiles.run(
