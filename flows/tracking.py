@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import sqlite3
@@ -380,7 +381,7 @@ def alignment_metrics(test: Mapping[str, Any]) -> dict[str, float]:
 
 def history_metrics(history: Sequence[Mapping[str, Any]], end_ms: int) -> list[Any]:
     """Metric histories of a training history (``metrics.json``'s ``history``): the training
-    loss every few steps (``train_loss``, step = global step) and per epoch the loss, its terms
+    loss every few steps (``train_loss`` and ``train_ctr_loss``, step = global step) and per epoch the loss, its terms
     and the validation AUCs (``epoch_*``, step = epoch), stamped with the wall-clock times
     training recorded — so logging them live and again afterwards gives the same rows, which
     MLflow keeps once. Histories from before the times were recorded are spread back from
@@ -393,9 +394,20 @@ def history_metrics(history: Sequence[Mapping[str, Any]], end_ms: int) -> list[A
         ts = h.get("ended_ms") or end_ms - int(1000 * (elapsed[-1] - elapsed[i + 1]))
         out += epoch_metrics(h, int(ts))
         out += [
-            mlflow.entities.Metric("train_loss", float(loss), int(t), int(step))
-            for step, loss, t in h.get("step_losses") or []
+            metric
+            for entry in h.get("step_losses") or []
+            for metric in step_metrics(entry[0], entry[1], entry[2], *entry[3:4])
         ]
+    return out
+
+
+def step_metrics(step: int, loss: float, t_ms: int, ctr_loss: float | None = None) -> list[Any]:
+    """``train_loss`` (the model's total, whose terms differ by model) and ``train_ctr_loss``
+    (the CTR log-loss term every model has: the curve to compare models on) at one step;
+    histories from before the CTR term was recorded have ``train_loss`` only."""
+    out = [mlflow.entities.Metric("train_loss", float(loss), int(t_ms), int(step))]
+    if ctr_loss is not None and math.isfinite(ctr_loss):
+        out.append(mlflow.entities.Metric("train_ctr_loss", float(ctr_loss), int(t_ms), int(step)))
     return out
 
 
@@ -496,11 +508,9 @@ class LiveRun:
         if self.failed:
             return
         if event["kind"] == "step":
-            metrics = [
-                mlflow.entities.Metric(
-                    "train_loss", float(event["loss"]), int(event["time_ms"]), int(event["step"])
-                )
-            ]
+            metrics = step_metrics(
+                event["step"], event["loss"], event["time_ms"], event.get("ctr_loss")
+            )
         elif event["kind"] == "epoch":
             record = event["record"]
             metrics = epoch_metrics(record, int(record["ended_ms"]))

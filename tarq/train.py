@@ -311,7 +311,8 @@ def train(
     optimizer state, trained on the sample days after ``warm.since_day`` plus a replay sample.
     A crash during a warm run resumes from the run's own checkpoint.
 
-    ``on_progress`` (rank 0) is called with ``{"kind": "step", "step", "loss", "time_ms"}``
+    ``on_progress`` (rank 0) is called with ``{"kind": "step", "step", "loss", "time_ms",
+    "ctr_loss"}``
     every :data:`STEP_LOG_EVERY` optimizer steps (the mean loss of those steps; global step
     numbers) and ``{"kind": "epoch", "record"}`` after each epoch's validation, the record as
     the history keeps it — e.g. to log a tracking run live. Both are in ``metrics.json`` too
@@ -632,12 +633,14 @@ def _train_epoch(
     """One epoch of at most ``steps`` optimizer steps (``net`` is ``model`` or its DDP wrapper).
 
     Returns {"steps", "loss" (mean weighted total), "loss_terms" (mean unweighted terms),
-    "step_losses" ([global step, mean loss of the last STEP_LOG_EVERY steps, time ms] every
-    STEP_LOG_EVERY steps and at the epoch's last step)}; each step-loss entry also goes to
-    ``report``.
+    "step_losses" ([global step, mean loss of the last STEP_LOG_EVERY steps, time ms, mean CTR
+    log-loss term of those steps] every STEP_LOG_EVERY steps and at the epoch's last step)};
+    each step-loss entry also goes to ``report``. The CTR term is what every model's total
+    has in common (IntTower adds a contrastive term, TARQ distillation and the RQ terms), so
+    its curve is the one comparable across models.
     """
     loss_sum, n_batches, parts_sum = 0.0, 0, {}
-    window_sum, window_n, step_losses = 0.0, 0, []
+    window_sum, window_ctr, window_n, step_losses = 0.0, 0.0, 0, []
     for step, batch in enumerate(stream):
         if step >= steps:
             break
@@ -653,6 +656,8 @@ def _train_epoch(
         value = float(loss.detach())
         loss_sum += value
         window_sum += value
+        if "ctr" in out.losses:  # every model's training forward has it
+            window_ctr += float(out.losses["ctr"].detach())
         window_n += 1
         for k, v in out.losses.items():
             parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach())
@@ -661,12 +666,23 @@ def _train_epoch(
         if n_batches % STEP_LOG_EVERY == 0 or n_batches == steps:
             bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
             entry = [step_offset + n_batches, window_sum / window_n, _now_ms()]
+            entry.append(window_ctr / window_n)
             step_losses.append(entry)
-            window_sum, window_n = 0.0, 0
+            window_sum, window_ctr, window_n = 0.0, 0.0, 0
             if report is not None:
-                report({"kind": "step", "step": entry[0], "loss": entry[1], "time_ms": entry[2]})
+                report(
+                    {
+                        "kind": "step",
+                        "step": entry[0],
+                        "loss": entry[1],
+                        "time_ms": entry[2],
+                        "ctr_loss": entry[3],
+                    }
+                )
     if window_n:  # the stream ended before `steps`
-        step_losses.append([step_offset + n_batches, window_sum / window_n, _now_ms()])
+        step_losses.append(
+            [step_offset + n_batches, window_sum / window_n, _now_ms(), window_ctr / window_n]
+        )
     return {
         "steps": n_batches,
         "loss": loss_sum / max(n_batches, 1),

@@ -282,6 +282,7 @@ def test_first_run_registers_promotes_and_publishes(
             "rows_trained",
             "warm_start",
             "train_loss",
+            "train_ctr_loss",
         }
         assert r.data.metrics["warm_start"] == 0.0
         assert "model.d_model" in r.data.params and "train.epochs" in r.data.params
@@ -292,8 +293,13 @@ def test_first_run_registers_promotes_and_publishes(
         # The training loss every few steps, logged live and once more at registration: kept
         # once, at the times training recorded; the run spans the training.
         steps = c.get_metric_history(r.info.run_id, "train_loss")
-        want = [tuple(e) for h in history for e in h["step_losses"]]
+        want = [tuple(e[:3]) for h in history for e in h["step_losses"]]
         assert sorted((m.step, m.value, m.timestamp) for m in steps) == want and want
+        # Beside each model's total, its CTR log-loss term: the curve comparable across models.
+        ctr = c.get_metric_history(r.info.run_id, "train_ctr_loss")
+        assert sorted((m.step, m.value) for m in ctr) == [
+            (e[0], e[3]) for h in history for e in h["step_losses"]
+        ]
         result = json.loads((model_dir / "metrics.json").read_text())
         assert r.info.start_time <= result["started_ms"] and r.info.status == "FINISHED"
         assert r.info.end_time == result["finished_ms"] > history[-1]["ended_ms"]
@@ -747,12 +753,21 @@ def test_a_child_run_follows_its_training_live(tmp_path: Path) -> None:
     live = tracking.LiveRun(run_id, logging.getLogger("test"))
     record = {"epoch": 0, "loss": 0.5, "loss_terms": {"ctr": 0.5}, "valid_auc": 0.6}
     record |= {"ended_ms": 1_700_000_002_000, "seconds": 2.0, "step_losses": []}
-    record["step_losses"] = [[20, 0.7, 1_700_000_001_000], [40, 0.6, 1_700_000_001_500]]
-    for step, loss, t in record["step_losses"]:
-        live({"kind": "step", "step": step, "loss": loss, "time_ms": t})
+    record["step_losses"] = [[20, 0.7, 1_700_000_001_000, 0.5], [40, 0.6, 1_700_000_001_500]]
+    for step, loss, t, *ctr in record["step_losses"]:  # the second as recorded before ctr was
+        live(
+            {
+                "kind": "step",
+                "step": step,
+                "loss": loss,
+                "time_ms": t,
+                "ctr_loss": next(iter(ctr), None),
+            }
+        )
     live({"kind": "epoch", "record": record})
     # Followed while training: the curves are there before the run is registered.
     assert [m.value for m in c.get_metric_history(run_id, "train_loss")] == [0.7, 0.6]
+    assert [m.value for m in c.get_metric_history(run_id, "train_ctr_loss")] == [0.5]
     assert c.get_run(run_id).info.status == "RUNNING"
     # The registration logs the whole history again (kept once) and ends the run at the
     # training's end.
@@ -771,8 +786,9 @@ def test_a_child_run_follows_its_training_live(tmp_path: Path) -> None:
     assert run.info.status == "FINISHED" and run.info.end_time == 1_700_000_003_000
     steps = c.get_metric_history(run_id, "train_loss")
     assert sorted((m.step, m.value, m.timestamp) for m in steps) == [
-        tuple(s) for s in record["step_losses"]
+        tuple(s[:3]) for s in record["step_losses"]
     ]
+    assert len(c.get_metric_history(run_id, "train_ctr_loss")) == 1
     assert len(c.get_metric_history(run_id, "epoch_valid_auc")) == 1
     assert len(run.inputs.dataset_inputs) == 1
     # A store that fails mid-training ends the live logging, not the training.

@@ -502,7 +502,7 @@ def test_progress_reports_the_step_losses_and_epochs_metrics_json_keeps(
     epochs = [e["record"] for e in events if e["kind"] == "epoch"]
     assert [h["epoch"] for h in epochs] == [0, 1] and len(history) == 2
     # What the callback saw is what metrics.json keeps: the same losses at the same times.
-    assert [[e["step"], e["loss"], e["time_ms"]] for e in steps] == [
+    assert [[e["step"], e["loss"], e["time_ms"], e["ctr_loss"]] for e in steps] == [
         s for h in history for s in h["step_losses"]
     ]
     n = history[0]["steps"]
@@ -515,6 +515,11 @@ def test_progress_reports_the_step_losses_and_epochs_metrics_json_keeps(
     losses = [s[1] for s in history[0]["step_losses"]]
     assert sum(w * v for w, v in zip(windows, losses, strict=True)) / n == pytest.approx(
         history[0]["loss"]
+    )
+    # The CTR term (TT's whole loss) logged beside it, as the epoch's mean term.
+    ctr = [s[3] for s in history[0]["step_losses"]]
+    assert sum(w * v for w, v in zip(windows, ctr, strict=True)) / n == pytest.approx(
+        history[0]["loss_terms"]["ctr"]
     )
     times = [e["time_ms"] for e in steps]
     assert times == sorted(times) and result.started_ms <= times[0]
