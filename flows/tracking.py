@@ -101,7 +101,8 @@ def default_tracking_uri() -> str:
 
 
 def _artifact_root_for(tracking_uri: str) -> Path:
-    """Artifacts live beside a SQLite store (``<db dir>/artifacts``), else in the repo's."""
+    """Artifacts live beside a SQLite store (``<db dir>/artifacts``), else in the repo's
+    (a tracking server keeps its own: :func:`setup`)."""
     if tracking_uri.startswith("sqlite:///"):
         return Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
     return REPO_ROOT / "mlflow" / "artifacts"
@@ -117,7 +118,9 @@ def setup(
     Args:
         tracking_uri: store URI (default :func:`default_tracking_uri`).
         experiment: experiment name of the daily job.
-        artifact_root: folder for the experiment's artifacts (default beside the store).
+        artifact_root: folder for the experiment's artifacts (default beside a SQLite store;
+            a tracking server's own artifact store for an ``http(s)`` one, so that every machine
+            of the team reads them through the server).
     """
     disable_telemetry()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -129,12 +132,13 @@ def setup(
     client = MlflowClient(uri, uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        root = Path(artifact_root) if artifact_root else _artifact_root_for(uri)
-        root.mkdir(parents=True, exist_ok=True)
+        location = None  # a server's default: mlflow-artifacts:/ (served) or its own root
+        if artifact_root or urlparse(uri).scheme not in ("http", "https"):
+            root = Path(artifact_root) if artifact_root else _artifact_root_for(uri)
+            root.mkdir(parents=True, exist_ok=True)
+            location = (root / experiment).as_uri()
         try:
-            exp_id = client.create_experiment(
-                experiment, artifact_location=(root / experiment).as_uri()
-            )
+            exp_id = client.create_experiment(experiment, artifact_location=location)
         except MlflowException:
             # Another process created it between our lookup and create.
             exp_id = client.get_experiment_by_name(experiment).experiment_id
@@ -857,7 +861,16 @@ def register(
         c.create_registered_model(
             name, tags={WAREHOUSE_TAG: tags[WAREHOUSE_TAG]} if tags.get(WAREHOUSE_TAG) else None
         )
-    mv = c.create_model_version(name, model_uri, run_id=run_id, tags={DATE_TAG: run_date, **tags})
+    # A logged model (models:/m-…) is named by its id too: a tracking server refuses the
+    # version without it (a SQLite store does not ask).
+    logged = re.fullmatch(r"models:/(m-[0-9a-f]+)", model_uri)
+    mv = c.create_model_version(
+        name,
+        model_uri,
+        run_id=run_id,
+        tags={DATE_TAG: run_date, **tags},
+        model_id=logged.group(1) if logged else None,
+    )
     c.set_registered_model_alias(name, "challenger", mv.version)
     return mv
 
