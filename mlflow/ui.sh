@@ -3,10 +3,12 @@
 # named mlflow at the repo root would shadow the library).
 #
 #   mlflow/ui.sh            mlflow ui on http://127.0.0.1:5000 (Ctrl-C stops it)
-#   mlflow/ui.sh server     mlflow server (tracking + registry + artifacts over HTTP)
+#   mlflow/ui.sh server     mlflow server (tracking + registry + artifacts served over HTTP:
+#                           a team's shared store; clients set MLFLOW_TRACKING_URI=http://…)
 #
 # Environment: MLFLOW_TRACKING_URI (default sqlite:///<repo>/mlflow/mlflow.db),
-# TARQ_MLFLOW_PORT (5000). Artifacts are under <repo>/mlflow/artifacts.
+# TARQ_MLFLOW_PORT (5000), TARQ_MLFLOW_HOST (127.0.0.1; 0.0.0.0 for other machines),
+# TARQ_MLFLOW_ARTIFACTS (the server's artifact folder or URL; <repo>/mlflow/artifacts).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${TARQ_BIN:-$REPO/.venv/bin}"
@@ -21,7 +23,7 @@ cd /
 case "${1:-ui}" in
   ui) exec "$BIN/mlflow" ui --backend-store-uri "$URI" --host 127.0.0.1 --port "$PORT" ;;
   server) exec "$BIN/mlflow" server --backend-store-uri "$URI" \
-            --default-artifact-root "file://$REPO/mlflow/artifacts" \
-            --host 127.0.0.1 --port "$PORT" ;;
+            --artifacts-destination "${TARQ_MLFLOW_ARTIFACTS:-$REPO/mlflow/artifacts}" \
+            --host "${TARQ_MLFLOW_HOST:-127.0.0.1}" --port "$PORT" ;;
   *) sed -n '2,9p' "$0"; exit 2 ;;
 esac
