@@ -29,10 +29,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tarq.churn import ItemCodes
 from tarq.evaluation import evaluate_model_dir, paired_interval
 from tarq.publish import publish
-from tarq.semantic_ids import IDS_FILE, assign_ids, read_ids
+from tarq.semantic_ids import IDS_FILE, assign_ids, read_item_codes
 
 
 def _margin(text: str) -> float | None:
@@ -52,10 +51,9 @@ def run_date(
     for margin in margins:
         out = tmp / f"{day_dir.name}-{margin}"
         report = assign_ids(db, model, out, sticky_margin=margin, **kw)
-        _, ids, codes, _ = read_ids(out / IDS_FILE)
         preds = out / "predictions.parquet"
         test = evaluate_model_dir(
-            model, samples, predictions_out=preds, item_codes=ItemCodes.of(ids, codes)
+            model, samples, predictions_out=preds, item_codes=read_item_codes(out / IDS_FILE)[1]
         )
         if margin is None:
             plain_preds = preds

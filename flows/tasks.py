@@ -22,6 +22,7 @@ from flows import dask_steps
 from flows.results import ChampionScore, Registration, Samples, TrainedModel
 
 if TYPE_CHECKING:  # the tasks import tarq when they run
+    from tarq.churn import ItemCodes
     from tarq.data.demo_oracle import OracleReport
     from tarq.data.samples import SampleBuild
     from tarq.publish import Publication
@@ -386,21 +387,18 @@ def rescore_champion(
         return ChampionScore(str(champ.version), champ.run_id, cdate, False, recorded)
 
 
-def _published_codes(ids_dir: Path, model_dir: Path) -> Any:
+def _published_codes(ids_dir: Path, model_dir: Path) -> ItemCodes | None:
     """The codes of a day's ids file made by ``model_dir``'s weights (what that day published;
     a warm day's are sticky), or None when the folder no longer has it or it belongs to other
     weights (the champion is then scored with its nearest entries, which equal a cold day's
     published codes)."""
-    from tarq.churn import ItemCodes
-    from tarq.semantic_ids import IDS_FILE, file_sha256, read_ids
+    from tarq.semantic_ids import IDS_FILE, file_sha256, read_item_codes
 
     path = ids_dir / IDS_FILE
     if not path.exists():
         return None
-    meta, item_ids, codes, _ = read_ids(path)
-    if meta.get("model_sha256") != file_sha256(model_dir / "model.pt"):
-        return None
-    return ItemCodes.of(item_ids, codes)
+    meta, codes = read_item_codes(path)
+    return codes if meta.get("model_sha256") == file_sha256(model_dir / "model.pt") else None
 
 
 @daily_task("assign-semantic-ids", retries=1)
@@ -443,16 +441,12 @@ def assign(
 def score_published(model_dir: Path, samples_dir: Path, ids_dir: Path) -> dict[str, Any]:
     """TARQ's test-day metrics with the semantic IDs it is published with (a warm day's
     sticky codes, not every item's nearest entries); predictions beside the ids file."""
-    from tarq.churn import ItemCodes
     from tarq.evaluation import evaluate_model_dir
-    from tarq.semantic_ids import IDS_FILE, read_ids
+    from tarq.semantic_ids import IDS_FILE, read_item_codes
 
-    _, item_ids, codes, _ = read_ids(ids_dir / IDS_FILE)
+    _, codes = read_item_codes(ids_dir / IDS_FILE)
     return evaluate_model_dir(
-        model_dir,
-        samples_dir,
-        predictions_out=ids_dir / PUBLISHED_PREDICTIONS,
-        item_codes=ItemCodes.of(item_ids, codes),
+        model_dir, samples_dir, predictions_out=ids_dir / PUBLISHED_PREDICTIONS, item_codes=codes
     )
 
 

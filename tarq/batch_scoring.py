@@ -247,10 +247,7 @@ def _tarq(
     x_item = e.x_item(e.item_fields(batch["item"]))  # (B, d)
     v_item = model.item_tower(x_item)
     z = model.autoencoder.encode(x_item)  # (B, dz)
-    if codes is None:
-        q = model.quantizer.quantize(z)
-    else:
-        q = model.quantizer.quantize(z, codes, float("inf"))
+    q = model.quantizer.quantize(z, codes, float("inf"))  # codes None: the nearest entries
     index = torch.arange(x_item.shape[0], device=x_item.device) if groups is None else groups.index
     levels = torch.arange(q.codes.shape[1], device=q.codes.device)
     picked = personal[index[:, None], levels[None, :], q.codes]  # (B, m, d)

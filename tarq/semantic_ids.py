@@ -1105,6 +1105,22 @@ def read_ids(path: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.nda
         raise ValueError(f"{path}: {exc}") from None
 
 
+def read_item_codes(path: Path) -> tuple[dict[str, Any], ItemCodes]:
+    """(meta, the codes by item id) of an ``ids.parquet``, without its item vectors: what
+    scoring with published IDs needs (:func:`tarq.evaluation.evaluate`'s ``item_codes``)."""
+    schema = pq.read_schema(path)
+    raw = (schema.metadata or {}).get(META_KEY)
+    cols = [c for c in schema.names if c == "item_id" or c.startswith("code_")]
+    code_cols = sorted((c for c in cols if c != "item_id"), key=lambda c: int(c.split("_")[1]))
+    if "item_id" not in cols or not code_cols:
+        raise ValueError(f"{path}: not a semantic-ID table (needs item_id, code_0..)")
+    table = pq.read_table(path, columns=["item_id", *code_cols])
+    codes = np.stack([table.column(c).to_numpy() for c in code_cols], axis=1)
+    return (json.loads(raw) if raw else {}), ItemCodes.of(
+        table.column("item_id").to_numpy().astype(np.int64), codes
+    )
+
+
 def ids_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(item_ids (N,) int64, codes (N, m) int64, v_item (N, d) float32) of an ID table.
 

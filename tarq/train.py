@@ -665,8 +665,12 @@ def _train_epoch(
         bar.update(1)
         if n_batches % STEP_LOG_EVERY == 0 or n_batches == steps:
             bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
-            entry = [step_offset + n_batches, window_sum / window_n, _now_ms()]
-            entry.append(window_ctr / window_n)
+            entry = [
+                step_offset + n_batches,
+                window_sum / window_n,
+                _now_ms(),
+                window_ctr / window_n,
+            ]
             step_losses.append(entry)
             window_sum, window_ctr, window_n = 0.0, 0.0, 0
             if report is not None:
