@@ -53,6 +53,7 @@ SHARES_FIRST_DAY = {
     "warm_lr",
     "max_churn",
     "champion_tolerance",
+    "sticky_margin",
 }
 
 
@@ -131,6 +132,10 @@ def _day_row(mode_dir: Path, day: str, models: list[str]) -> dict[str, Any]:
     churn = s.get("churn") or {}
     row["churn_tuple"] = churn.get("tuple_churn")
     row["churn_level0"] = (churn.get("level_churn") or [None])[0]
+    row["churn_levels"] = churn.get("level_churn")
+    if "tarq" in models:
+        met = json.loads((mode_dir / "work" / day / "models" / "tarq" / "metrics.json").read_text())
+        row["tarq_auc_nearest_codes"] = met["test"].get("auc_nearest_codes")
     row["churn_items_new"] = churn.get("items_new")
     tvt = s["gate"].get("tarq_minus_tt") or {}
     row["tarq_minus_tt"] = [tvt.get("delta"), tvt.get("low"), tvt.get("high")] if tvt else None
@@ -160,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="NAME=JSON: a further warm mode with these DailyParams",
     )
-    ap.add_argument("--skip-cold", action="store_true", help="reuse OUT/cold from a prior run")
+    ap.add_argument(
+        "--skip-cold",
+        action="store_true",
+        help="reuse OUT/cold from a prior run (none there: no cold mode, no warm − cold pairs)",
+    )
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
 
@@ -262,9 +271,10 @@ def main(argv: list[str] | None = None) -> int:
                 cold=False,
             )
 
+    from flows.tasks import PUBLISHED_PREDICTIONS
     from tarq.evaluation import paired_interval
 
-    modes = ["cold", "warm", *variants]
+    modes = ["cold", "warm", *variants] if (out / "cold").exists() else ["warm", *variants]
     results: dict[str, Any] = {
         "dates": dates,
         "models": models,
@@ -279,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode in modes:
         results["modes"][mode] = [_day_row(out / mode, day, models) for day in dates]
     pairs = []
-    for mode in modes[1:]:
+    for mode in [m for m in modes if m != "cold"]:
         for day in dates:
             a = out / mode / "work" / day / "models" / "tarq" / "predictions.parquet"
             b = out / "cold" / "work" / day / "models" / "tarq" / "predictions.parquet"
@@ -287,6 +297,17 @@ def main(argv: list[str] | None = None) -> int:
                 iv = paired_interval(a, b)
                 pairs.append({"mode": mode, "run_date": day, **iv.to_dict()})
     results["tarq_vs_cold"] = pairs
+    # Stickiness's AUC cost on the same model and rows: the day's TARQ scored with the codes
+    # the job published (sticky) against the same TARQ with plain nearest-entry codes.
+    sticky_cost = []
+    for mode in [m for m in modes if m != "cold"]:
+        for day in dates:
+            a = out / mode / "work" / day / "ids" / PUBLISHED_PREDICTIONS
+            b = out / mode / "work" / day / "models" / "tarq" / "predictions.parquet"
+            if a.exists() and b.exists():
+                iv = paired_interval(a, b)
+                sticky_cost.append({"mode": mode, "run_date": day, **iv.to_dict()})
+    results["published_vs_nearest_codes"] = sticky_cost
     (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     if args.markdown:
         print(markdown(results))
@@ -338,11 +359,43 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{sum(r['gate'] == 'promote' for r in ok)} of {len(ok)} days",
                 "",
             ]
+    lines += churn_markdown(results)
     lines.append(
         "wall seconds per mode: "
         + ", ".join(f"{k} {v:.0f}" for k, v in results["wall_seconds"].items())
     )
     return "\n".join(lines)
+
+
+def churn_markdown(results: dict[str, Any]) -> list[str]:
+    """Per warm day and mode: tuple and per-level churn, and TARQ's AUC with the published
+    codes against plain nearest-entry codes on the same model (paired interval)."""
+    cost = {(p["mode"], p["run_date"]): p for p in results.get("published_vs_nearest_codes", [])}
+    lines = []
+    for mode, rows in results["modes"].items():
+        warm = [r for r in rows if not r.get("missing") and r.get("churn_levels")]
+        if mode == "cold" or not warm:
+            continue
+        depth = len(warm[0]["churn_levels"])
+        lines += [
+            f"**{mode}: semantic-ID churn against the served table**",
+            "",
+            "| run date | tuple churn | "
+            + " | ".join(f"L{j}" for j in range(depth))
+            + " | TARQ AUC published codes − nearest codes [95 %] |",
+            "|---|---|" + "---|" * depth + "---|",
+        ]
+        for r in warm:
+            p = cost.get((mode, r["run_date"]))
+            cells = [
+                r["run_date"],
+                f"{r['churn_tuple']:.2%}",
+                *[f"{v:.2%}" for v in r["churn_levels"]],
+                f"{p['delta']:+.5f} [{p['low']:+.5f}, {p['high']:+.5f}]" if p else "–",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 if __name__ == "__main__":
