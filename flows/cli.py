@@ -1,7 +1,8 @@
 """The ``tarq`` console script: the library's commands (:mod:`tarq.cli`) plus ``tarq daily``.
 
 ``tarq daily [flags]`` runs the daily flow exactly as ``python -m flows.tarq_daily [flags]``
-(same flags, same exit codes); every other command is :func:`tarq.cli.main`, which never imports
+(same flags, same exit codes) and ``tarq gc`` is :func:`flows.retention.main` (both need the
+MLflow helpers of ``flows/``); every other command is :func:`tarq.cli.main`, which never imports
 Prefect (so ``tarq`` starts fast, and the library stays free of the orchestrator).
 """
 
@@ -17,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
         from flows.tarq_daily import main as daily_main
 
         return daily_main(args[1:], prog="tarq daily")
+    if args[:1] == ["gc"]:
+        from flows.retention import main as gc_main
+
+        return gc_main(args[1:])
     from tarq.cli import main as tarq_main
 
     return tarq_main(args)

@@ -195,6 +195,15 @@ class DailyParams(BaseModel):
         le=1.0,
         description=("most items that may share their ID tuple with another"),
     )
+    keep_days: int | None = Field(
+        defaults.KEEP_DAYS,
+        ge=1,
+        description=(
+            "retention after each publication: the work folders and model artifacts of run "
+            "dates older than this many run dates are deleted, never the champion's, "
+            "challenger's, served or a parent's (tarq gc); None keeps everything"
+        ),
+    )
     tracking_uri: str | None = Field(None, description="MLflow store (default mlflow/mlflow.db)")
     experiment: str = "tarq-daily"
     registered_model: str = Field(
@@ -770,6 +779,16 @@ def digest(summary: dict[str, Any]) -> str:
             f"v{summary.get('version')} is published but version {pub.get('previous')} is "
             "served (rolled back); champion not moved"
         )
+    ret = summary.get("retention")
+    if ret:
+        out.append(
+            f"  retention (keep {ret['keep_days']} run dates): "
+            + (
+                f"FAILED: {ret['error']}"
+                if "error" in ret
+                else f"{ret['bytes_freed'] / 2**20:,.1f} MB freed of {ret['bytes_before'] / 2**20:,.1f} MB"
+            )
+        )
     out.append(
         "  seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in summary.get("timings", {}).items())
     )
@@ -887,6 +906,7 @@ def _run_day(p: DailyParams, db: Path, log: Any, dask: str | None = None) -> dic
         raise
     if isinstance(summary, State):
         return summary
+    retention_stage(d, summary)
     artifacts.publication(summary)
     _write_summary(d.dir, summary)
     log.info(
@@ -898,6 +918,26 @@ def _run_day(p: DailyParams, db: Path, log: Any, dask: str | None = None) -> dic
         d.timings,
     )
     return summary.to_dict()
+
+
+def retention_stage(d: _Day, summary: DaySummary) -> None:
+    """Retention after a publication (``keep_days``; None keeps everything). The day is
+    already published: a failure here is logged in the summary and fails nothing."""
+    if d.p.keep_days is None:
+        return
+    with d.stage("retention"):
+        try:
+            summary.extra["retention"] = d.tasks.retention(
+                d.db,
+                d.work,
+                d.p.keep_days,
+                d.p.tracking_uri,
+                d.p.experiment,
+                d.p.registered_model,
+            )
+        except Exception as exc:
+            d.log.warning("retention failed (nothing else is affected): %s", exc)
+            summary.extra["retention"] = {"keep_days": d.p.keep_days, "error": str(exc)}
 
 
 def _connect_tracking(d: _Day) -> dict[str, Any] | State:
@@ -1047,6 +1087,12 @@ def _parser(prog: str = "python -m flows.tarq_daily") -> argparse.ArgumentParser
     )
     ap.add_argument("--dask-workers", type=int, default=None, help="local Dask cluster size")
     ap.add_argument(
+        "--keep-days",
+        type=int,
+        default=None,
+        help=f"retention: run dates kept whole (default {defaults.KEEP_DAYS}; 0 keeps everything)",
+    )
+    ap.add_argument(
         "--backfill-days",
         type=int,
         default=0,
@@ -1074,6 +1120,8 @@ def params_from_args(args: argparse.Namespace) -> DailyParams:
             data[name] = getattr(args, flag)
     if args.cold:
         data["warm_start"] = False
+    if args.keep_days is not None:
+        data["keep_days"] = args.keep_days or None
     if args.dask:
         data["dask"] = True
     if args.models:

@@ -562,6 +562,32 @@ def publish(
     )
 
 
+@daily_task("retention", retries=0)
+def retention(
+    db: Path,
+    work_dir: Path,
+    keep_days: int,
+    tracking_uri: str | None,
+    experiment: str,
+    registered_model: str,
+) -> dict[str, Any]:
+    """Delete the work folders and model artifacts of run dates older than ``keep_days`` run
+    dates (never the champion's, challenger's, served or a parent's: :mod:`flows.retention`).
+    Called under the flow's warehouse lock, after the day's publication."""
+    from flows import retention as policy
+    from flows import tracking
+
+    tracking.use_store(tracking_uri)
+    plan, result = policy.collect(db, work_dir, keep_days, False, experiment, registered_model)
+    get_run_logger().info("retention: %s", plan.text())
+    return {
+        "keep_days": keep_days,
+        "cutoff": plan.cutoff,
+        "bytes_before": plan.bytes_before,
+        **result,
+    }
+
+
 ALL = {
     "prepare_logs": prepare_logs,
     "resolve_day": resolve_day,
@@ -577,4 +603,5 @@ ALL = {
     "score_published": score_published,
     "register": register,
     "publish": publish,
+    "retention": retention,
 }

@@ -72,6 +72,8 @@ SHA_TAG = "tarq.model_sha256"
 # The MLflow UI shows an experiment with this kind as model training runs (runs table, charts).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 WAREHOUSE_TAG = "tarq.warehouse"
+# Set on a model run whose model_dir/ retention deleted (flows.retention): never a parent again.
+GC_TAG = "tarq.gc"
 # "not-served": published, but the table was not the served one (an operator rolled it
 # back); the day is finished and its champion did not move.
 DONE_STATUSES = ("published", "not-served", "rejected")
@@ -667,7 +669,13 @@ def find_parent_run(
         order_by=["attributes.start_time DESC"],
     )
     earlier = sorted(
-        (r for r in runs if r.data.tags.get(DATE_TAG, "") < run_date and r.data.tags.get(SHA_TAG)),
+        (
+            r
+            for r in runs
+            if r.data.tags.get(DATE_TAG, "") < run_date
+            and r.data.tags.get(SHA_TAG)
+            and not r.data.tags.get(GC_TAG)
+        ),
         key=lambda r: r.data.tags[DATE_TAG],
         reverse=True,
     )

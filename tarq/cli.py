@@ -292,11 +292,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_daily(args: argparse.Namespace) -> int:
-    # Reached only through tarq.cli.main itself: the console script (flows.cli) runs the flow.
+def _cmd_flows(args: argparse.Namespace) -> int:
+    # Reached only through tarq.cli.main itself: the console script (flows.cli) runs these.
     print(
-        "tarq: 'daily' is run by the tarq command (flows.cli.main); from Python call "
-        "flows.cli.main(['daily', ...]) or flows.tarq_daily.main([...])",
+        f"tarq: '{args.command}' is run by the tarq command (flows.cli.main); from Python call "
+        f"flows.cli.main(['{args.command}', ...])",
         file=sys.stderr,
     )
     return 2
@@ -317,7 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the daily flow (the flags of python -m flows.tarq_daily; tarq daily --help)",
     )
     p.add_argument("flow_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_daily)
+    p.set_defaults(func=_cmd_flows)
+    p = sub.add_parser(
+        "gc",
+        add_help=False,
+        help="retention: delete old run dates' work folders and model artifacts, never the "
+        "champion, challenger, served or a parent (tarq gc --keep-days N [--dry-run])",
+    )
+    p.add_argument("flow_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_flows)
     return parser
 
 

@@ -50,6 +50,10 @@ MAX_CHURN = 0.05
 # Measured on make demo's two warm days: tuple churn 39.5 % / 35.4 % plain, 0.9 % / 0.6 % at
 # 0.02, 0.45 % / 0.27 % at 0.05, 0.15 % / 0.06 % at 0.1 (benchmarks/README "Sticky IDs").
 STICKY_MARGIN = 0.05
+# Retention: run dates whose work folders and model artifacts are kept whole (older ones keep
+# only what a champion, challenger, kept publication or warm-start parent needs). Two weeks of
+# the demo's small preset is ~1 GB of work folders; a month of medium would be ~14 GB.
+KEEP_DAYS = 14
 # A warm run's Adam learning rate: a tenth of a cold run's (TrainConfig.lr = 2e-3).
 WARM_LR = 2e-4
 # A warm run also replays this % of the window's older days (a fixed hash sample): better on

@@ -699,6 +699,52 @@ def test_backfill_of_two_days_before_latest_through_main(
     assert str(c.get_model_version_by_alias("tarq", "champion").version) == versions[-1]
 
 
+def test_retention_in_the_job_keeps_what_the_next_run_date_continues(
+    tiny_db: Path, harness: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three run dates with ``keep_days`` 1 and one kept publication: after each publication
+    the older dates' work folders, model artifacts and registered versions go, yet every date
+    warm-starts from the one before it (its champion and TT's parent are never deleted) and
+    the champion, the served table and the newest date stay whole."""
+    from flows.retention import GC_TAG
+    from flows.tarq_daily import main
+    from tarq.publish import served_version
+
+    root = tmp_path / "env"
+    root.mkdir()
+    shutil.copy(tiny_db, root / "w.duckdb")
+    env = {
+        "root": root,
+        "db": root / "w.duckdb",
+        "work": root / "work",
+        "store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+    }
+    args = _cli_args(env, "latest", champion_tolerance=1.0, keep_versions=1)
+    assert main([*args, "--backfill-days", "2", "--keep-days", "1"]) == 0
+    assert "  retention (keep 1 run dates): " in capsys.readouterr().out
+    days = ["2026-10-07", BASE_DAY, NEXT_DAY]
+    assert sorted(p.name for p in env["work"].iterdir()) == [NEXT_DAY]
+    s = _summary(env, NEXT_DAY)
+    assert s["lineage"]["tarq"]["mode"] == "warm" and s["lineage"]["tarq"]["generation"] == 2
+    assert s["lineage"]["tarq"]["parent_run_date"] == BASE_DAY
+    assert s["lineage"]["tt"]["mode"] == "warm"
+    assert s["retention"]["keep_days"] == 1 and s["retention"]["bytes_freed"] > 0
+    assert "retention" in s["timings"]
+    c = _client(env["store"])
+    champ = c.get_model_version_by_alias("tarq", "champion")
+    assert str(champ.version) == s["version"] and served_version(env["db"]) == 3
+    assert [str(v.version) for v in c.search_model_versions("name = 'tarq'")] == [s["version"]]
+    exp = c.get_experiment_by_name("tarq-daily").experiment_id
+    for day in days:
+        for run in c.search_runs(
+            [exp], f"tags.`tarq.kind` = 'model' AND tags.`tarq.run_date` = '{day}'"
+        ):
+            kept = [a.path for a in c.list_artifacts(run.info.run_id, "model_dir")]
+            assert bool(kept) == (day == NEXT_DAY), (day, run.data.tags["tarq.model"])
+            assert bool(run.data.tags.get(GC_TAG)) == (day != NEXT_DAY)
+            assert run.data.metrics["auc"] > 0  # the record stays
+
+
 def test_tarq_daily_is_the_flows_command_line_and_tarq_stays_prefect_free(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
