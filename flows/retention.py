@@ -135,7 +135,8 @@ class _Store:
     published_shas: dict[str, str]  # model sha256 -> why (kept publication)
 
 
-def _dir_bytes(path: Path) -> int:
+def dir_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (or of the file ``path``)."""
     if path.is_file():
         return path.stat().st_size
     total = 0
@@ -273,7 +274,7 @@ def plan(
     work_days = sorted(p.name for p in Path(work_dir).glob("????-??-??") if p.is_dir())
     newest = max([*s.days, *work_days], default=None)
     out = RetentionPlan(keep_days, newest, None, registered_model)
-    out.bytes_before = _dir_bytes(Path(work_dir)) if Path(work_dir).exists() else 0
+    out.bytes_before = dir_bytes(Path(work_dir)) if Path(work_dir).exists() else 0
     for r in s.models:
         if not r.data.tags.get(GC_TAG):
             out.bytes_before += _artifact_bytes(_repo(r.info.artifact_uri), "model_dir")
@@ -357,7 +358,7 @@ def _work_items(
         if day_status.get(day) == "running":
             continue
         if day not in kept_models:
-            items.append(Item("work", str(d), day, _dir_bytes(d), f"{d}/"))
+            items.append(Item("work", str(d), day, dir_bytes(d), f"{d}/"))
             continue
         for child in sorted(d.iterdir()):
             if child.name in KEPT_IN_PROTECTED_DAY:
@@ -365,9 +366,9 @@ def _work_items(
             if child.name == "models":
                 for m in sorted(child.iterdir()):
                     if m.name not in kept_models[day]:
-                        items.append(Item("work", str(m), day, _dir_bytes(m), f"{m}/"))
+                        items.append(Item("work", str(m), day, dir_bytes(m), f"{m}/"))
                 continue
-            items.append(Item("work", str(child), day, _dir_bytes(child), str(child)))
+            items.append(Item("work", str(child), day, dir_bytes(child), str(child)))
     return items
 
 

@@ -1,0 +1,200 @@
+"""Benchmark: the daily loop for a month — demo feed + tarq-daily on consecutive days.
+
+Usage::
+
+    python benchmarks/soak.py --out /tmp/soak --days 30 --markdown
+    python benchmarks/soak.py --out /tmp/soak --resume --markdown   # after an interruption
+
+On a fresh ``small`` demo warehouse (22 days of logs, seed 7) under ``OUT``, with its own MLflow
+store, Prefect home and work folder: run date 1 trains cold (``--epochs``), then every day the
+demo feed appends the day that just ended (``tarq demo-data --next-day``) and the daily job
+(``python -m flows.tarq_daily``, the command the deployment runs) continues yesterday's models
+on it, with retention on (``--keep-days``). Each process starts fresh, as a scheduled run does.
+
+Per run date it records: the feed's and the job's wall seconds, the job's seconds and peak RSS
+per stage (``summary.json``), the bytes of the warehouse, the MLflow store, the work folder and
+the Prefect home, the ID churn, TARQ / TT / previous champion AUC on the test day, the gate's
+decision and what retention freed. ``OUT/results.json`` is rewritten after every day (so an
+interrupted soak keeps its days; ``--resume`` continues it). With ``--markdown`` it prints the
+table and the flatness check for ``benchmarks/README.md``: the last week's mean per-day job
+time and peak RSS against the first warm week's (goal ≤ 1.2×), disk against retention's bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _harness import job_env
+
+from flows.retention import dir_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+MB = 2**20
+
+
+def _run(cmd: list[str], env: dict[str, str], log: Path) -> float:
+    t0 = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n")
+        out.flush()
+        rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    if rc not in (0, 3):  # 3: the gate rejected the day (recorded, the loop goes on)
+        raise SystemExit(f"{cmd[2]} failed (rc {rc}); see {log}")
+    return time.perf_counter() - t0
+
+
+def _row(out: Path, run_date: str, feed_s: float, job_s: float) -> dict[str, Any]:
+    s = json.loads((out / "work" / run_date / "summary.json").read_text(encoding="utf-8"))
+    auc = {r["model"]: r["auc"] for r in s["comparison"] if r.get("role") != "champion"}
+    champ = next((r for r in s["comparison"] if r.get("role") == "champion"), None)
+    churn = s.get("churn") or {}
+    ret = s.get("retention") or {}
+    return {
+        "run_date": run_date,
+        "mode": s["lineage"]["tarq"]["mode"],
+        "feed_s": round(feed_s, 1),
+        "job_s": round(job_s, 1),
+        "stages_s": s["timings"],
+        "peak_rss_mb": max(s.get("peak_rss_mb", {}).values(), default=None),
+        "tarq_auc": auc.get("tarq"),
+        "tt_auc": auc.get("tt"),
+        "champion_auc": champ["auc"] if champ else None,
+        "gate": "promote" if s["gate"]["promote"] else "reject",
+        "churn": churn.get("tuple_churn"),
+        "retention_freed_mb": round(ret.get("bytes_freed", 0) / MB, 1),
+        "bytes": {
+            "warehouse": dir_bytes(out / "data"),
+            "mlflow": dir_bytes(out / "mlflow"),
+            "work": dir_bytes(out / "work"),
+            "prefect": dir_bytes(out / "prefect"),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--out", type=Path, default=Path("/tmp/tarq-soak"))
+    ap.add_argument("--days", type=int, default=30, help="consecutive run dates")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--data-seed", type=int, default=7)
+    ap.add_argument("--models", default="tarq,tt")
+    ap.add_argument("--epochs", type=int, default=1, help="full epochs of the cold first day")
+    ap.add_argument("--keep-days", type=int, default=7, help="retention (run dates kept whole)")
+    ap.add_argument("--resume", action="store_true", help="continue the soak in OUT")
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args(argv)
+
+    out = args.out.resolve()
+    db = out / "data" / "tarq.duckdb"
+    results_path = out / "results.json"
+    env = job_env(out)
+    py = sys.executable
+    if args.resume and results_path.exists():
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+    else:
+        if out.exists() and any(out.iterdir()):
+            raise SystemExit(f"{out} is not empty (pass --resume to continue it)")
+        db.parent.mkdir(parents=True, exist_ok=True)
+        from tarq.defaults import DEMO_REFERENCE_START
+
+        cmd = [py, "-m", "tarq.cli", "demo-data", "--db", str(db), "--preset", args.preset]
+        cmd += ["--seed", str(args.data_seed), "--start-date", DEMO_REFERENCE_START]
+        _run(cmd, env, out / "soak.log")
+        results = {
+            "days": [],
+            "settings": {k: str(v) for k, v in vars(args).items()},
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        }
+    from tarq.dates import resolve_run_date
+    from tarq.warehouse import open_db
+
+    done = {r["run_date"] for r in results["days"]}
+    if results["days"]:
+        first = dt.date.fromisoformat(results["days"][0]["run_date"])
+    else:
+        with open_db(db, read_only=True) as con:
+            first = resolve_run_date("latest", con)
+    job = [py, "-m", "flows.tarq_daily", "--db", str(db), "--work-dir", str(out / "work")]
+    job += ["--models", args.models, "--epochs", str(args.epochs)]
+    job += ["--keep-days", str(args.keep_days)]
+    for i in range(args.days):
+        day = first + dt.timedelta(days=i)
+        if str(day) in done:
+            continue
+        feed_s = 0.0
+        if i > 0:  # the feed appends the day that just ended: the run date's test day
+            feed = [py, "-m", "tarq.cli", "demo-data", "--db", str(db), "--next-day"]
+            feed_s = _run(
+                [*feed, "--through", str(day - dt.timedelta(days=1))], env, out / "soak.log"
+            )
+        job_s = _run([*job, "--run-date", str(day)], env, out / "soak.log")
+        row = _row(out, str(day), feed_s, job_s)
+        results["days"].append(row)
+        results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        print(
+            f"{day}: {row['mode']} {row['job_s']:.0f}s rss {row['peak_rss_mb']:.0f} MB "
+            f"churn {row['churn'] or 0:.2%} gate {row['gate']} disk "
+            f"{sum(row['bytes'].values()) / MB:,.0f} MB",
+            flush=True,
+        )
+    if args.markdown:
+        print(markdown(results))
+    return 0
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The per-day table and the flatness lines for benchmarks/README.md."""
+    rows = results["days"]
+    lines = [
+        "| run date | mode | feed s | job s | train TARQ+TT s | samples s | peak RSS MB | "
+        "TARQ / TT / prev. champion AUC | churn | gate | freed MB | warehouse / MLflow / "
+        "work / Prefect MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        st = r["stages_s"]
+        train = sum(v for k, v in st.items() if k.startswith("train:"))
+        champ = f"{r['champion_auc']:.4f}" if r["champion_auc"] is not None else "–"
+        churn = f"{r['churn']:.2%}" if r["churn"] is not None else "–"
+        b = r["bytes"]
+        lines.append(
+            f"| {r['run_date'][5:]} | {r['mode']} | {r['feed_s']:.0f} | {r['job_s']:.0f} | "
+            f"{train:.0f} | {st.get('samples', 0):.0f} | {r['peak_rss_mb']:,.0f} | "
+            f"{r['tarq_auc']:.4f} / {r['tt_auc']:.4f} / {champ} | {churn} | {r['gate']} | "
+            f"{r['retention_freed_mb']:.0f} | {b['warehouse'] / MB:.0f} / {b['mlflow'] / MB:.0f} "
+            f"/ {b['work'] / MB:.0f} / {b['prefect'] / MB:.0f} |"
+        )
+    warm = [r for r in rows if r["mode"] == "warm"]
+    if len(warm) >= 14:
+        first, last = warm[:7], warm[-7:]
+        for key, label in (("job_s", "job seconds"), ("peak_rss_mb", "peak RSS MB")):
+            a, b = _mean([r[key] for r in first]), _mean([r[key] for r in last])
+            lines.append(
+                f"\n{label}: first warm week {a:,.0f}, last week {b:,.0f} ({b / a:.2f}×; goal ≤ 1.2×)"
+            )
+        disk = [sum(r["bytes"].values()) / MB for r in rows]
+        lines.append(
+            f"\ndisk (all four): day 1 {disk[0]:,.0f} MB, max {max(disk):,.0f} MB, last "
+            f"{disk[-1]:,.0f} MB; gate: {sum(r['gate'] == 'promote' for r in rows)} of "
+            f"{len(rows)} promoted"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
