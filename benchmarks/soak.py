@@ -36,6 +36,8 @@ from typing import Any
 from _harness import job_env
 
 from flows.retention import dir_bytes
+from flows.tasks import PUBLISHED_PREDICTIONS
+from tarq.evaluation import paired_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 2**20
@@ -58,6 +60,14 @@ def _row(out: Path, run_date: str, feed_s: float, job_s: float) -> dict[str, Any
     champ = next((r for r in s["comparison"] if r.get("role") == "champion"), None)
     churn = s.get("churn") or {}
     ret = s.get("retention") or {}
+    day_dir = out / "work" / run_date
+    health = json.loads((day_dir / "ids" / "health.json").read_text(encoding="utf-8"))
+    sticky = health.get("sticky") or {}
+    # Stickiness's AUC cost on the same model and rows (the files go with retention later).
+    published = day_dir / "ids" / PUBLISHED_PREDICTIONS
+    cost = None
+    if published.exists():
+        cost = paired_interval(published, day_dir / "models" / "tarq" / "predictions.parquet")
     return {
         "run_date": run_date,
         "mode": s["lineage"]["tarq"]["mode"],
@@ -70,6 +80,10 @@ def _row(out: Path, run_date: str, feed_s: float, job_s: float) -> dict[str, Any
         "champion_auc": champ["auc"] if champ else None,
         "gate": "promote" if s["gate"]["promote"] else "reject",
         "churn": churn.get("tuple_churn"),
+        "churn_levels": churn.get("level_churn"),
+        "sticky_margin": sticky.get("margin"),
+        "sticky_escalated_from": sticky.get("escalated_from"),
+        "published_minus_nearest": cost.to_dict() if cost is not None else None,
         "retention_freed_mb": round(ret.get("bytes_freed", 0) / MB, 1),
         "bytes": {
             "warehouse": dir_bytes(out / "data"),
@@ -178,6 +192,24 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['tarq_auc']:.4f} / {r['tt_auc']:.4f} / {champ} | {churn} | {r['gate']} | "
             f"{r['retention_freed_mb']:.0f} | {b['warehouse'] / MB:.0f} / {b['mlflow'] / MB:.0f} "
             f"/ {b['work'] / MB:.0f} / {b['prefect'] / MB:.0f} |"
+        )
+    lines += [
+        "",
+        "| run date | tuple churn | per level | sticky margin (raised from) | TARQ AUC published "
+        "− nearest codes [95 %] |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.get("churn_levels") is None:
+            continue
+        c = r.get("published_minus_nearest")
+        raised = ", ".join(str(e["margin"]) for e in r.get("sticky_escalated_from") or [])
+        lines.append(
+            f"| {r['run_date'][5:]} | {r['churn']:.2%} | "
+            + " ".join(f"{v:.3f}" for v in r["churn_levels"])
+            + f" | {r.get('sticky_margin')}{f' ({raised})' if raised else ''} | "
+            + (f"{c['delta']:+.5f} [{c['low']:+.5f}, {c['high']:+.5f}]" if c else "–")
+            + " |"
         )
     warm = [r for r in rows if r["mode"] == "warm"]
     if len(warm) >= 14:

@@ -177,8 +177,9 @@ class DailyParams(BaseModel):
         ge=0.0,
         le=1.0,
         description=(
-            "warm runs: most items whose ID tuple may change against the served table (a cold "
-            "run re-indexes and is not limited)"
+            "warm runs: most items whose ID tuple may change against the served table; the "
+            "sticky margin is doubled (up to keeping every served tuple) until the churn fits "
+            "(a cold run re-indexes and is not limited)"
         ),
     )
     sticky_margin: float | None = Field(

@@ -389,40 +389,52 @@ def assign_ids(
     codebooks = model.codebooks.float().cpu().numpy()  # (m, K, dz)
     meta = _ids_meta(model, cfg, codebooks, Path(model_dir))
     m, k, d = meta["m"], meta["K"], meta["d"]
-    acc = _Assignment(codebooks, tie_rtol)
     show = sys.stderr.isatty() if progress is None else progress
-    if mapper is None:
-        catalog_size, bad_prices, served = _assign_catalog(
-            db_path,
-            tmp_path,
-            _ids_schema(m, d, meta),
-            acc,
-            (model, layout, vocabs),
-            chunk_size,
-            show,
-            compare_served,
-            sticky_margin,
-        )
-    else:
-        catalog_size, bad_prices, served = _assign_catalog_mapped(
-            db_path,
-            Path(model_dir),
-            tmp_path,
-            _ids_schema(m, d, meta),
-            acc,
-            chunk_size,
-            compare_served,
-            mapper,
-            threads,
-            sticky_margin,
-        )
-
-    item_ids_cat, codes_cat = acc.catalog()
+    ladder = sticky_ladder(sticky_margin, max_churn)
+    escalated: list[dict[str, Any]] = []
+    for margin in ladder:
+        acc = _Assignment(codebooks, tie_rtol)
+        if mapper is None:
+            catalog_size, bad_prices, served = _assign_catalog(
+                db_path,
+                tmp_path,
+                _ids_schema(m, d, meta),
+                acc,
+                (model, layout, vocabs),
+                chunk_size,
+                show,
+                compare_served,
+                margin,
+            )
+        else:
+            catalog_size, bad_prices, served = _assign_catalog_mapped(
+                db_path,
+                Path(model_dir),
+                tmp_path,
+                _ids_schema(m, d, meta),
+                acc,
+                chunk_size,
+                compare_served,
+                mapper,
+                threads,
+                margin,
+            )
+        item_ids_cat, codes_cat = acc.catalog()
+        churn = None
+        if served is not None and served[2].shape[1] == codes_cat.shape[1]:
+            churn = id_churn(
+                item_ids_cat, codes_cat, served[1], served[2], against_version=served[0]
+            )
+        fits = max_churn is None or churn is None or churn.tuple_churn <= max_churn
+        if acc.sticky is None or fits:
+            break
+        if margin != ladder[-1]:
+            escalated.append({"margin": _json_margin(margin), "tuple_churn": churn.tuple_churn})
     n, n_unique = int(item_ids_cat.size), int(np.unique(item_ids_cat).size)
     timing = acc.timing(time.perf_counter() - t_start, n, chunk_size)
-    churn = None
-    if served is not None and served[2].shape[1] == codes_cat.shape[1]:
-        churn = id_churn(item_ids_cat, codes_cat, served[1], served[2], against_version=served[0])
+    sticky = acc.sticky_report()
+    if sticky is not None:
+        sticky["escalated_from"] = escalated
     report = IdHealth(
         ok=True,
         checks=[],
@@ -438,7 +450,7 @@ def assign_ids(
         agreement=acc.agreement(),
         timing=timing,
         churn=churn.to_dict() if churn is not None else None,
-        sticky=acc.sticky_report(),
+        sticky=sticky,
     )
     checks = _health_checks(report, n_unique, churn, min_utilization, max_collision_rate, max_churn)
     report = replace(report, checks=checks, ok=all(c["ok"] for c in checks))
@@ -453,6 +465,27 @@ def assign_ids(
         )
     tmp_path.replace(ids_path)
     return report
+
+
+def sticky_ladder(margin: float | None, max_churn: float | None) -> list[float | None]:
+    """The margins a warm assignment tries in turn: ``margin``, then doubled while the churn
+    exceeds ``max_churn`` (×2 to ×16), then ∞ (every served item keeps its served tuple).
+
+    A fixed margin only delays the moves: the model drifts a little every day while a held code
+    stays, so the share of items whose nearest entry is closer by more than the margin grows
+    day after day (measured over seven warm dates, benchmarks/README "Sticky IDs over seven
+    dates"), and a day above ``max_churn`` published nothing while its champion, and so the next
+    day's parent, stayed put. The ladder moves the items with the largest relative gains first,
+    as many as the churn budget allows; every step is the exact per-level rule that FAISS and
+    torch are cross-checked on. No margin or no ceiling: ``[margin]``.
+    """
+    if margin is None or max_churn is None:
+        return [margin]
+    return [margin * 2**i for i in range(5)] + [math.inf]
+
+
+def _json_margin(margin: float) -> float | str:
+    return "inf" if math.isinf(margin) else margin
 
 
 def _ids_meta(
@@ -739,7 +772,7 @@ class StickyPrior:
         return self.served.lookup(item_ids)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"against_version": self.version, "margin": self.margin}
+        return {"against_version": self.version, "margin": _json_margin(self.margin)}
 
 
 class _Assignment:
@@ -1071,6 +1104,11 @@ def health_text(report: IdHealth) -> str:
             f"{st['items_held']:,} of {st['items_with_served_code']:,} served items kept a "
             f"served code that is no longer their nearest (per level {st['held_per_level']})"
         )
+        for e in st.get("escalated_from") or []:
+            lines.append(
+                f"    margin {e['margin']} moved {e['tuple_churn']:.2%} of the tuples (above "
+                "max_churn): raised"
+            )
     a = report.agreement
     lines.append(
         f"  FAISS vs torch: {a['disagreements']} disagreements, {a['ties']} ties, "

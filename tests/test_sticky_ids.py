@@ -16,7 +16,7 @@ from tarq.model.io import load_weights
 from tarq.model.quantizer import ResidualQuantizer, sticky_choice
 from tarq.parallel import serial_map
 from tarq.publish import publish
-from tarq.semantic_ids import IDS_FILE, assign_ids, faiss_assign
+from tarq.semantic_ids import IDS_FILE, assign_ids, faiss_assign, sticky_ladder
 from tarq.warehouse import connect
 from tests.test_semantic_ids import make_trained
 
@@ -117,6 +117,41 @@ def test_a_sticky_assignment_moves_fewer_items_and_says_which(tmp_path: Path) ->
     health = json.loads((tmp_path / "sticky" / "health.json").read_text())
     assert health["sticky"]["items_held"] == held
     assert "sticky (margin 0.3" in (tmp_path / "sticky" / "health.txt").read_text()
+
+
+def test_a_churn_over_the_budget_raises_the_margin_until_it_fits(tmp_path: Path) -> None:
+    """With ``max_churn`` set, a margin whose churn exceeds it is doubled (then ∞) until the
+    churn fits: the result is the plain sticky rule at the final margin, and the report says
+    which margins moved too much. A budget of 0 keeps every served tuple."""
+    db, model_dir = make_trained(tmp_path / "fx")
+    kw = {"progress": False, "max_collision_rate": None}
+    assign_ids(db, model_dir, tmp_path / "ids0", **kw)
+    publish(db, tmp_path / "ids0", model_version="1", run_date="2026-10-06", export_dir=tmp_path)
+    warm = _drifted(model_dir, tmp_path / "warm", 0.3)
+
+    loose = assign_ids(db, warm, tmp_path / "loose", sticky_margin=0.01, **kw)
+    budget = loose.churn["tuple_churn"] / 3
+    assert budget > 0
+    fit = assign_ids(db, warm, tmp_path / "fit", sticky_margin=0.01, max_churn=budget, **kw)
+    assert fit.ok and fit.churn["tuple_churn"] <= budget
+    steps = fit.sticky["escalated_from"]
+    assert steps[0] == {"margin": 0.01, "tuple_churn": loose.churn["tuple_churn"]}
+    assert all(e["tuple_churn"] > budget for e in steps)
+    assert fit.agreement["failures"] == 0
+    final = fit.sticky["margin"]
+    assert final == ("inf" if len(steps) == 5 else 0.01 * 2 ** len(steps))
+    direct = assign_ids(
+        db, warm, tmp_path / "direct", sticky_margin=math.inf if final == "inf" else final, **kw
+    )
+    assert _codes(tmp_path / "fit") == _codes(tmp_path / "direct")
+    assert direct.sticky["escalated_from"] == []
+    assert "moved" in (tmp_path / "fit" / "health.txt").read_text()
+
+    frozen = assign_ids(db, warm, tmp_path / "zero", sticky_margin=0.01, max_churn=0.0, **kw)
+    assert frozen.ok and frozen.churn["tuple_churn"] == 0.0
+    assert all(e["tuple_churn"] > 0 for e in frozen.sticky["escalated_from"])
+    assert sticky_ladder(0.01, 0.0) == [0.01, 0.02, 0.04, 0.08, 0.16, math.inf]
+    assert sticky_ladder(0.01, None) == [0.01] and sticky_ladder(None, 0.05) == [None]
 
 
 def test_no_sticking_to_a_table_of_another_shape(tmp_path: Path) -> None:
