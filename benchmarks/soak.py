@@ -4,6 +4,8 @@ Usage::
 
     python benchmarks/soak.py --out /tmp/soak --days 30 --markdown
     python benchmarks/soak.py --out /tmp/soak --resume --markdown   # after an interruption
+    python benchmarks/soak.py --out /tmp/soak-medium --preset medium --days 2 --keep-days 1 \
+        --params '{"max_steps_per_epoch": 1000}'                     # retention on medium
 
 On a fresh ``small`` demo warehouse (22 days of logs, seed 7) under ``OUT``, with its own MLflow
 store, Prefect home and work folder: run date 1 trains cold (``--epochs``), then every day the
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="tarq,tt")
     ap.add_argument("--epochs", type=int, default=1, help="full epochs of the cold first day")
     ap.add_argument("--keep-days", type=int, default=7, help="retention (run dates kept whole)")
+    ap.add_argument("--params", default=None, help="DailyParams JSON for every run date")
     ap.add_argument("--resume", action="store_true", help="continue the soak in OUT")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
@@ -142,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     job = [py, "-m", "flows.tarq_daily", "--db", str(db), "--work-dir", str(out / "work")]
     job += ["--models", args.models, "--epochs", str(args.epochs)]
     job += ["--keep-days", str(args.keep_days)]
+    if args.params:
+        job += ["--params", args.params]
     for i in range(args.days):
         day = first + dt.timedelta(days=i)
         if str(day) in done:

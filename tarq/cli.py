@@ -143,6 +143,18 @@ def _cmd_demo_oracle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from tarq.replay import replay, text
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    ks = [int(k) for k in args.k.split(",")]
+    result = replay(args.db, args.work_dir, args.run_date, models, args.pool, args.seed, ks)
+    print(text(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0
+
+
 @_writes
 def _cmd_import(args: argparse.Namespace) -> int:
     from tarq.data.importers import run_import
@@ -368,6 +380,26 @@ def _add_data_commands(sub: Any) -> None:
     )
     _add_lake(p)
     p.set_defaults(func=_cmd_demo_data)
+
+    p = sub.add_parser(
+        "replay",
+        help="open-loop replay of a demo test day: each model's top k against the true clicks",
+        description="Every request of the run date's test day gets a pool of --pool candidates "
+        "from the demo world's own candidate generation with their true click probabilities; "
+        "each of the date's trained models (TARQ with the codes it published) scores the pools; "
+        "reported per model and k: expected clicks of its top k / the oracle's, recall of the "
+        "oracle's top k, agreement with TA's top k, with bootstrap intervals over users and "
+        "paired differences to TT (tarq.replay).",
+    )
+    _add_db(p)
+    p.add_argument("--run-date", required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--work-dir", type=Path, default=Path("outputs/daily"))
+    p.add_argument("--models", default=None, help="comma-separated (default: every trained)")
+    p.add_argument("--pool", type=int, default=1000, help="candidates per request")
+    p.add_argument("--k", default="10,50", help="comma-separated top-k sizes")
+    p.add_argument("--seed", type=int, default=0, help="the pools' random stream")
+    p.add_argument("--json", type=Path, default=None, help="also write the result here")
+    p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser(
         "demo-oracle",

@@ -132,3 +132,17 @@ def test_two_machines_and_serving_share_one_tracking_server(
     want = load_weights(tmp_path / "machine-b" / NEXT_DAY / "models" / "tarq" / "model.pt")
     got = scorer.model.state_dict()
     assert scorer.n_items > 0 and all(torch.equal(got[k], v) for k, v in want.items())
+
+    # Retention through the server (keep one run date): the first date's TT model is no longer
+    # a parent and goes, deleted over HTTP; its TARQ stays (a kept publication), as does the
+    # champion's.
+    from flows import retention
+
+    plan, result = retention.collect(db, tmp_path / "machine-b", keep_days=1)
+    gone = {(i.kind, i.run_date, i.what.split()[1]) for i in plan.delete}
+    assert gone == {("run-artifacts", BASE_DAY, "tt")}, plan.text()
+    assert plan.protected[f"{BASE_DAY}/tarq"].startswith("model of publication v1")
+    assert result["bytes_freed"] == plan.nbytes > 0
+    assert c.list_artifacts(plan.delete[0].ref, "model_dir") == []
+    assert c.get_run(plan.delete[0].ref).data.tags[retention.GC_TAG]
+    assert c.list_artifacts(champ.run_id, "model_dir") and c.list_artifacts(new.run_id, "model_dir")

@@ -1038,33 +1038,7 @@ def _continue(
             f"demo load {chain.base} of {db_path} holds {n_items} items and {n_users} users, "
             f"its config {cfg.n_items} and {cfg.n_users}: it cannot be continued"
         )
-    world = build_world(cfg, seed, item_base=int(item_base), user_base=int(user_base))
-    sim = _Simulator(cfg, world, seed, chain.start_date)
-    # The state at the end of the last day: interests drifted through it (their own
-    # streams), and each user's last behaviours as logged ((ts, row_id) is the order the
-    # generator pushed them in).
-    last_index = (chain.last_day - chain.start_date).days
-    for d in range(1, last_index + 1):
-        sim.drift(d)
-    hist = sqlfiles.run(
-        con,
-        "demo/last_behaviors",
-        {
-            "load_ids": list(chain.load_ids),
-            "history_len": cfg.click.history_len,
-            "actions": list(ACTIONS),
-        },
-    ).fetchnumpy()
-    index_of = np.empty(world.n_items, dtype=np.int64)
-    index_of[world.item_id - int(item_base) - 1] = np.arange(world.n_items)
-    sim.ring = _Ring.from_rows(
-        world.n_users,
-        cfg.click.history_len,
-        np.asarray(hist["user_id"], dtype=np.int64) - int(user_base) - 1,
-        index_of[np.asarray(hist["item_id"], dtype=np.int64) - int(item_base) - 1],
-        np.asarray(hist["ts"], dtype=np.int64),
-        np.asarray(hist["act"], dtype=np.int8),
-    )
+    world, sim = rebuild(con, chain, int(item_base), int(user_base), chain.last_day)
     sqlfiles.run(con, "demo/create_truth")  # logs generated before it existed get it now
     _settings(con)
     blocks = range(0, world.n_users, cfg.user_block)
@@ -1109,6 +1083,46 @@ def _continue(
         reports.append(report)
     log.info("demo %s: %d day(s) appended in %.1fs", cfg.name, len(days), time.perf_counter() - t0)
     return reports
+
+
+def rebuild(
+    con: duckdb.DuckDBPyConnection,
+    chain: _Chain,
+    item_base: int,
+    user_base: int,
+    through: dt.date,
+    before: dt.datetime | None = None,
+) -> tuple[World, _Simulator]:
+    """The chain's world and simulator in their state at the end of day ``through``: interests
+    drifted through it (their own streams), and each user's last behaviours as logged ((ts,
+    row_id) is the order the generator pushed them in), those before ``before`` when given
+    (a day's visits never spill past its midnight, so the start of the next day cuts exactly)."""
+    cfg, seed = chain.cfg, chain.seed
+    world = build_world(cfg, seed, item_base=item_base, user_base=user_base)
+    sim = _Simulator(cfg, world, seed, chain.start_date)
+    for d in range(1, (through - chain.start_date).days + 1):
+        sim.drift(d)
+    hist = sqlfiles.run(
+        con,
+        "demo/last_behaviors",
+        {
+            "load_ids": list(chain.load_ids),
+            "history_len": cfg.click.history_len,
+            "actions": list(ACTIONS),
+            "before": before,
+        },
+    ).fetchnumpy()
+    index_of = np.empty(world.n_items, dtype=np.int64)
+    index_of[world.item_id - item_base - 1] = np.arange(world.n_items)
+    sim.ring = _Ring.from_rows(
+        world.n_users,
+        cfg.click.history_len,
+        np.asarray(hist["user_id"], dtype=np.int64) - user_base - 1,
+        index_of[np.asarray(hist["item_id"], dtype=np.int64) - item_base - 1],
+        np.asarray(hist["ts"], dtype=np.int64),
+        np.asarray(hist["act"], dtype=np.int8),
+    )
+    return world, sim
 
 
 def _prepare(con: duckdb.DuckDBPyConnection, db_path: Path) -> tuple[int, int]:
