@@ -26,3 +26,18 @@ def job_env(root: Path) -> dict[str, str]:
     }
     env.pop("PREFECT_API_URL", None)
     return env
+
+
+def demo_warehouse(db: Path, preset: str, seed: int) -> None:
+    """Generate the demo logs of ``preset`` (``seed``, from the fixed reference start day)
+    into a new warehouse ``db``, as ``tarq demo-data`` does."""
+    import subprocess
+    import sys
+
+    from tarq.defaults import DEMO_REFERENCE_START
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "tarq.cli", "demo-data", "--db", str(db), "--preset", preset]
+    cmd += ["--seed", str(seed), "--start-date", DEMO_REFERENCE_START]
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(cmd, cwd=root, check=True, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL)

@@ -39,9 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import ENV, job_env
-
-from tarq.defaults import DEMO_REFERENCE_START
+from _harness import demo_warehouse, job_env
 
 ROOT = Path(__file__).resolve().parents[1]
 # Variants that differ from the warm job only from its first warm day on.
@@ -177,25 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     base = out / "warehouse.duckdb"
     if not base.exists():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tarq.cli",
-                "demo-data",
-                "--db",
-                str(base),
-                "--preset",
-                args.preset,
-                "--seed",
-                str(args.data_seed),
-                "--start-date",
-                DEMO_REFERENCE_START,
-            ],
-            cwd=ROOT,
-            check=True,
-            env={**os.environ, **ENV},
-        )
+        demo_warehouse(base, args.preset, args.data_seed)
     sys.path.insert(0, str(ROOT))
     from tarq.dates import resolve_run_date
     from tarq.warehouse import open_db

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import job_env
+from _harness import demo_warehouse, job_env
 
 from flows.retention import dir_bytes
 from flows.tasks import PUBLISHED_PREDICTIONS
@@ -122,12 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if out.exists() and any(out.iterdir()):
             raise SystemExit(f"{out} is not empty (pass --resume to continue it)")
-        db.parent.mkdir(parents=True, exist_ok=True)
-        from tarq.defaults import DEMO_REFERENCE_START
-
-        cmd = [py, "-m", "tarq.cli", "demo-data", "--db", str(db), "--preset", args.preset]
-        cmd += ["--seed", str(args.data_seed), "--start-date", DEMO_REFERENCE_START]
-        _run(cmd, env, out / "soak.log")
+        demo_warehouse(db, args.preset, args.data_seed)
         results = {
             "days": [],
             "settings": {k: str(v) for k, v in vars(args).items()},

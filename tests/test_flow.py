@@ -137,6 +137,19 @@ def _client(store: str):
     return MlflowClient(store, store)
 
 
+def _fresh_env(tiny_db: Path, tmp_path: Path) -> dict[str, Any]:
+    """A warehouse copied from the tiny logs with its own work dir and MLflow store."""
+    root = tmp_path / "env"
+    root.mkdir()
+    shutil.copy(tiny_db, root / "w.duckdb")
+    return {
+        "root": root,
+        "db": root / "w.duckdb",
+        "work": root / "work",
+        "store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+    }
+
+
 def _summary(env: dict[str, Any], day: str) -> dict[str, Any]:
     return json.loads((env["work"] / day / "summary.json").read_text(encoding="utf-8"))
 
@@ -505,15 +518,7 @@ def test_force_reruns_a_finished_date_in_a_new_parent_run_without_a_second_versi
     """
     from tarq.publish import list_versions, served_version
 
-    root = tmp_path / "env"
-    root.mkdir()
-    shutil.copy(tiny_db, root / "w.duckdb")
-    env = {
-        "root": root,
-        "db": root / "w.duckdb",
-        "work": root / "work",
-        "store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
-    }
+    env = _fresh_env(tiny_db, tmp_path)
     first = _run(env, run_date=BASE_DAY)
     assert first.is_completed(), first.message
     first_res = first.result()
@@ -654,15 +659,7 @@ def test_backfill_of_two_days_before_latest_through_main(
     from flows.tarq_daily import main
     from tarq.publish import list_versions, served_version
 
-    root = tmp_path / "env"
-    root.mkdir()
-    shutil.copy(tiny_db, root / "w.duckdb")
-    env = {
-        "root": root,
-        "db": root / "w.duckdb",
-        "work": root / "work",
-        "store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
-    }
+    env = _fresh_env(tiny_db, tmp_path)
     args = _cli_args(env, "latest", champion_tolerance=1.0, valid_split="time")
     assert main([*args, "--backfill-days", "2"]) == 0
     out = capsys.readouterr().out
@@ -710,15 +707,7 @@ def test_retention_in_the_job_keeps_what_the_next_run_date_continues(
     from flows.tarq_daily import main
     from tarq.publish import served_version
 
-    root = tmp_path / "env"
-    root.mkdir()
-    shutil.copy(tiny_db, root / "w.duckdb")
-    env = {
-        "root": root,
-        "db": root / "w.duckdb",
-        "work": root / "work",
-        "store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
-    }
+    env = _fresh_env(tiny_db, tmp_path)
     args = _cli_args(env, "latest", champion_tolerance=1.0, keep_versions=1)
     assert main([*args, "--backfill-days", "2", "--keep-days", "1"]) == 0
     assert "  retention (keep 1 run dates): " in capsys.readouterr().out

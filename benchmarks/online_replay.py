@@ -1,0 +1,194 @@
+"""Benchmark: open-loop replay of a demo test day — each model's pre-ranking judged by the
+world's true clicks, several training seeds pooled.
+
+Usage::
+
+    python benchmarks/online_replay.py --out /tmp/replay --seeds 0,1,2 --markdown
+
+On one ``small`` demo warehouse (data seed 7), for each training seed the daily job runs its
+latest run date cold with every model (``python -m flows.tarq_daily --cold``; ``--epochs``).
+The test day's requests get pools of ``--pool`` candidates with true click probabilities
+(:func:`tarq.data.demo_replay.capture_pools`, the same pools for every seed), each seed's
+models score them (:func:`tarq.replay.score_pools`; TARQ with the codes the job published), and
+per model and k the per-request figures of all seeds are pooled: expected clicks of the top k
+relative to the oracle's, recall of the oracle's top k, agreement with TA's top k, and the
+paired difference to TT, each with a 95 % bootstrap interval (users resampled, a user's
+requests of every seed together). ``OUT/results.json``; ``--markdown`` prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _harness import demo_warehouse, job_env
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = "tarq,tt,inttower,mvke,ta"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--out", type=Path, default=Path("/tmp/tarq-replay"))
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--data-seed", type=int, default=7)
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds")
+    ap.add_argument("--models", default=MODELS)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--pool", type=int, default=1000)
+    ap.add_argument("--k", default="10,50")
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args(argv)
+
+    from tarq.data.demo_replay import capture_pools, summary, topk_report
+    from tarq.dates import resolve_run_date
+    from tarq.replay import BASELINE, REFERENCE, _catalog, score_pools
+    from tarq.semantic_ids import IDS_FILE, read_item_codes
+    from tarq.warehouse import open_db
+
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    base = out / "warehouse.duckdb"
+    if not base.exists():
+        demo_warehouse(base, args.preset, args.data_seed)
+    with open_db(base, read_only=True) as con:
+        run_date = resolve_run_date("latest", con)
+    test_day = run_date - dt.timedelta(days=1)
+    models = [m.strip() for m in args.models.split(",")]
+    ks = [int(k) for k in args.k.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    t0 = time.perf_counter()
+    pools = capture_pools(base, test_day, args.pool, seed=0)
+    catalog = _catalog(base)
+    print(f"{len(pools):,} requests of {test_day}, pools of {args.pool}", flush=True)
+
+    per: dict[str, dict[int, dict[str, list[np.ndarray]]]] = {
+        m: {k: {} for k in ks} for m in models
+    }
+    users: list[np.ndarray] = []
+    for seed in seeds:
+        d = out / f"seed{seed}"
+        if not (d / "work" / str(run_date) / "summary.json").exists():
+            shutil.rmtree(d, ignore_errors=True)
+            (d / "data").mkdir(parents=True)
+            shutil.copy(base, d / "data" / "tarq.duckdb")
+            cmd = [
+                sys.executable,
+                "-m",
+                "flows.tarq_daily",
+                "--db",
+                str(d / "data" / "tarq.duckdb"),
+            ]
+            cmd += ["--run-date", str(run_date), "--work-dir", str(d / "work"), "--cold"]
+            cmd += ["--models", args.models, "--epochs", str(args.epochs)]
+            cmd += ["--params", json.dumps({"seed": seed})]
+            with open(d / "job.log", "w", encoding="utf-8") as log:
+                rc = subprocess.run(
+                    cmd, cwd=ROOT, env=job_env(d), stdout=log, stderr=subprocess.STDOUT
+                ).returncode
+            if rc not in (0, 3):
+                raise SystemExit(
+                    f"the daily job failed for seed {seed} (rc {rc}); see {d / 'job.log'}"
+                )
+        day = d / "work" / str(run_date)
+        codes = (
+            read_item_codes(day / "ids" / IDS_FILE)[1]
+            if (day / "ids" / IDS_FILE).exists()
+            else None
+        )
+        scores = {
+            m: score_pools(
+                pools, day / "models" / m, day / "samples", catalog, codes if m == "tarq" else None
+            )
+            for m in models
+        }
+        scored = np.ones(len(pools), dtype=bool)
+        for s in scores.values():
+            scored &= ~np.isnan(s).all(axis=1)
+        users.append(pools.user_id[scored])
+        p = pools.p_true[scored]
+        for k in ks:
+            ref = scores.get(REFERENCE)
+            figs = {
+                m: topk_report(p, s[scored], k, None if ref is None else ref[scored])
+                for m, s in scores.items()
+            }
+            for m in models:
+                f = dict(figs[m])
+                if BASELINE in figs and m != BASELINE:
+                    for name in ("clicks_ratio", "recall"):
+                        f[f"{name}_minus_{BASELINE}"] = figs[m][name] - figs[BASELINE][name]
+                for name, v in f.items():
+                    per[m][k].setdefault(name, []).append(v)
+        print(f"seed {seed}: scored {int(scored.sum()):,} requests", flush=True)
+
+    u = np.concatenate(users)
+    results: dict[str, Any] = {
+        "run_date": str(run_date),
+        "test_day": str(test_day),
+        "requests": len(pools),
+        "pool": args.pool,
+        "seeds": seeds,
+        "epochs": args.epochs,
+        "mean_p_true": float(np.nanmean(pools.p_true)),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "models": {
+            m: {
+                f"@{k}": summary({n: np.concatenate(v) for n, v in per[m][k].items()}, u)
+                for k in ks
+            }
+            for m in models
+        },
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    if args.markdown:
+        print(markdown(results))
+    return 0
+
+
+def _cell(f: dict[str, float], digits: int = 4) -> str:
+    return f"{f['mean']:.{digits}f} [{f['low']:.{digits}f}, {f['high']:.{digits}f}]"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """One table per k for benchmarks/README.md."""
+    lines = []
+    for k in sorted({k for m in results["models"].values() for k in m}):
+        lines += [
+            f"**top {k[1:]}** of {results['pool']} candidates, {results['requests']:,} requests × "
+            f"{len(results['seeds'])} seeds",
+            "",
+            "| model | expected clicks / oracle | − TT (paired) | recall of oracle's | − TT (paired) "
+            "| agreement with TA |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m, figs in results["models"].items():
+            f = figs[k]
+            lines.append(
+                f"| {m} | {_cell(f['clicks_ratio'])} | "
+                + (_cell(f["clicks_ratio_minus_tt"]) if "clicks_ratio_minus_tt" in f else "–")
+                + f" | {_cell(f['recall'])} | "
+                + (_cell(f["recall_minus_tt"]) if "recall_minus_tt" in f else "–")
+                + " | "
+                + (_cell(f["agreement"]) if "agreement" in f else "–")
+                + " |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
