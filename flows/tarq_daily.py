@@ -200,7 +200,7 @@ class DailyParams(BaseModel):
         defaults.KEEP_DAYS,
         ge=1,
         description=(
-            "retention after each publication: the work folders and model artifacts of run "
+            "retention at the end of each finished day: the work folders and model artifacts of run "
             "dates older than this many run dates are deleted, never the champion's, "
             "challenger's, served or a parent's (tarq gc); None keeps everything"
         ),
@@ -922,8 +922,9 @@ def _run_day(p: DailyParams, db: Path, log: Any, dask: str | None = None) -> dic
 
 
 def retention_stage(d: _Day, summary: DaySummary) -> None:
-    """Retention after a publication (``keep_days``; None keeps everything). The day is
-    already published: a failure here is logged in the summary and fails nothing."""
+    """Retention at the end of a finished day, published or rejected (``keep_days``; None
+    keeps everything). The day's outcome is already recorded: a failure here is logged in the
+    summary and fails nothing."""
     if d.p.keep_days is None:
         return
     with d.stage("retention"):
@@ -1004,6 +1005,7 @@ def _gate_and_publish(
             "rejected",
             {**gate.tags(), "tarq.model_version": reg.version or "-"},
         )
+        retention_stage(d, summary)  # a rejected day's files age like any other's
         artifacts.publication(summary)
         _write_summary(d.dir, summary)
         return Failed(

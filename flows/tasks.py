@@ -232,6 +232,7 @@ def find_parent(
         return ParentModel(
             mdir, d, d - dt.timedelta(days=2), d, 0, version, run.info.run_id, source
         )
+    tried = tracking.cold_tried(name, str(lin.cold_run_date), run_date, experiment_id, warehouse)
     return ParentModel(
         mdir,
         d,
@@ -241,6 +242,7 @@ def find_parent(
         version,
         run.info.run_id,
         source,
+        dt.date.fromisoformat(tried) if tried else None,
     )
 
 
@@ -573,7 +575,7 @@ def retention(
 ) -> dict[str, Any]:
     """Delete the work folders and model artifacts of run dates older than ``keep_days`` run
     dates (never the champion's, challenger's, served or a parent's: :mod:`flows.retention`).
-    Called under the flow's warehouse lock, after the day's publication."""
+    Called under the flow's warehouse lock, after the day's gate decision (and publication)."""
     from flows import retention as policy
     from flows import tracking
 

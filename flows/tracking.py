@@ -689,6 +689,32 @@ def find_parent_run(
     return None
 
 
+def cold_tried(
+    name: str, after: str, run_date: str, experiment_id: str, warehouse: str
+) -> str | None:
+    """The newest run date strictly between ``after`` and ``run_date`` on which model ``name``
+    was trained cold (``lineage.mode = cold``) in a day that finished, or None: for TARQ a
+    full retrain the gate did not promote (:class:`tarq.lineage.ParentModel` ``cold_tried``)."""
+    c = client()
+    runs = c.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{KIND_TAG}` = 'model' AND tags.`{MODEL_TAG}` = '{name}' "
+        f"AND tags.`{WAREHOUSE_TAG}` = '{_wh(warehouse)}' AND tags.`lineage.mode` = 'cold'",
+        max_results=500,
+    )
+    dates = []
+    for r in runs:
+        day = r.data.tags.get(DATE_TAG, "")
+        pid = r.data.tags.get("mlflow.parentRunId")
+        if (
+            after < day < run_date
+            and pid
+            and c.get_run(pid).data.tags.get(STATUS_TAG) in DONE_STATUSES
+        ):
+            dates.append(day)
+    return max(dates, default=None)
+
+
 def parent_model_dir(run: Run, local: Path, dst: Path) -> Path:
     """The parent run's model directory: ``local`` when its ``model.pt`` is the one the run
     logged (same sha256), else the run's ``model_dir/`` artifacts downloaded into ``dst``."""

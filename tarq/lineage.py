@@ -10,7 +10,9 @@ scratch on the whole window, vocabularies rebuilt, codebooks re-initialised by k
 3. the parent is older than ``max_parent_age_days`` (its run date);
 4. the model config or the feature layout changed (:func:`tarq.warm_start.incompatibility`);
 5. the lineage's last cold run is ``full_retrain_every_days`` or more before D (a periodic full
-   retrain bounds drift: a warm lineage only ever adds rows and trains on recent days);
+   retrain bounds drift: a warm lineage only ever adds rows and trains on recent days); a
+   full retrain that was tried and not promoted (``ParentModel.cold_tried``: the continued
+   champion was better) counts as the last one, so it is tried again a period later, not daily;
 6. the parent has already trained on every day of D's window (a re-run of an older date).
 
 Otherwise it is **warm**: the parent's weights, vocabularies (extended), codebooks and optimizer
@@ -63,6 +65,9 @@ class ParentModel:
         version: its registered version (TARQ), if any.
         run_id: its MLflow run, if any.
         source: how it was found (``champion``, ``latest``), for the logs.
+        cold_tried: the newest run date after ``cold_run_date`` on which this model was
+            trained cold and did not become this parent (TARQ: a periodic full retrain that
+            the gate rejected because the continued champion was better), or None.
     """
 
     model_dir: Path
@@ -73,6 +78,7 @@ class ParentModel:
     version: str | None = None
     run_id: str | None = None
     source: str = "latest"
+    cold_tried: dt.date | None = None
 
 
 @dataclass(frozen=True)
@@ -216,10 +222,13 @@ def plan(
         )
     if incompatibility:
         return cold(incompatibility)
-    since_cold = (run_date - parent.cold_run_date).days
+    # A full retrain the gate rejected (the continued champion was better) restarts the
+    # clock: retrying it every day would train cold daily and never move the champion.
+    last_cold = max(parent.cold_run_date, parent.cold_tried or parent.cold_run_date)
+    since_cold = (run_date - last_cold).days
     if since_cold >= policy.full_retrain_every_days:
         return cold(
-            f"periodic full retrain: the last cold run was {parent.cold_run_date}, "
+            f"periodic full retrain: the last cold run was {last_cold}, "
             f"{since_cold} days ago (full_retrain_every_days="
             f"{policy.full_retrain_every_days})"
         )
@@ -232,7 +241,13 @@ def plan(
         f"warm: continues {parent.source} (run date {parent.run_date}"
         + (f", version {parent.version}" if parent.version else "")
         + f") on {days} new day{'s' if days != 1 else ''} {start}..{train_end}"
-        + (f" + {policy.replay_folds}% replay of older days" if policy.replay_folds else ""),
+        + (f" + {policy.replay_folds}% replay of older days" if policy.replay_folds else "")
+        + (
+            f"; the full retrain of {parent.cold_tried} was not promoted, the next is due "
+            f"{parent.cold_tried + dt.timedelta(days=policy.full_retrain_every_days)}"
+            if parent.cold_tried and parent.cold_tried > parent.cold_run_date
+            else ""
+        ),
         run_date,
         start,
         train_end,

@@ -85,6 +85,27 @@ def test_periodic_retrain_counts_from_the_lineages_cold_run() -> None:
     assert not plan(D, START, END, six, LineagePolicy(full_retrain_every_days=6)).warm
 
 
+def test_a_full_retrain_the_gate_rejected_restarts_the_clock() -> None:
+    """The champion's lineage went cold 8 days ago; its full retrain 1 day ago lost to it.
+    Today continues the champion (not another cold run), and the next retrain is due a period
+    after the rejected one."""
+    import dataclasses
+
+    champ = parent(run_date=D - dt.timedelta(days=2), cold=D - dt.timedelta(days=8), generation=6)
+    assert not plan(D, START, END, champ, POLICY).warm  # without the record: cold again
+    tried = dataclasses.replace(champ, cold_tried=D - dt.timedelta(days=1))
+    lin = plan(D, START, END, tried, POLICY)
+    assert lin.warm and lin.cold_run_date == champ.cold_run_date
+    assert f"the full retrain of {D - dt.timedelta(days=1)} was not promoted" in lin.reason
+    assert f"the next is due {D + dt.timedelta(days=6)}" in lin.reason
+    later = dataclasses.replace(
+        tried, run_date=D + dt.timedelta(days=4), train_end=END + dt.timedelta(days=4)
+    )
+    assert plan(D + dt.timedelta(days=5), START, END + dt.timedelta(days=5), later, POLICY).warm
+    due = plan(D + dt.timedelta(days=6), START, END + dt.timedelta(days=6), later, POLICY)
+    assert not due.warm and "periodic full retrain" in due.reason
+
+
 def test_lineage_round_trips_through_its_file_and_tags(tmp_path: Path) -> None:
     lin = plan(D, START, END, parent(), LineagePolicy(replay_folds=10))
     lin.save(tmp_path)

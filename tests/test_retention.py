@@ -219,3 +219,20 @@ def test_tarq_gc_command_line(store: dict[str, Any], capsys: pytest.CaptureFixtu
     assert main([*args, "--keep-days", "1"]) == 0
     assert "MB freed" in capsys.readouterr().out
     assert not (store["work"] / DAYS[0]).exists()
+
+
+def test_cold_tried_finds_the_newest_finished_cold_run_of_a_model(store: dict[str, Any]) -> None:
+    """What the lineage's periodic retrain counts from after a rejected full retrain."""
+    from flows import tracking
+
+    c = store["client"]
+    for day, name in [(DAYS[1], "tarq"), (DAYS[3], "tarq"), (DAYS[2], "tt"), (DAYS[5], "tarq")]:
+        c.set_tag(store["runs"][(day, name)], "lineage.mode", "cold")
+    exp = c.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id
+    wh = c.get_run(store["runs"][(DAYS[0], "tt")]).data.tags[tracking.WAREHOUSE_TAG]
+    after = DAYS[1]  # the lineage's own cold run: not "tried" again
+    assert tracking.cold_tried("tarq", after, "2026-12-01", exp, wh) == DAYS[3]  # D5 runs still
+    assert tracking.cold_tried("tarq", after, DAYS[3], exp, wh) is None
+    assert tracking.cold_tried("tt", DAYS[0], "2026-12-01", exp, wh) == DAYS[2]
+    other = "00000000-0000-0000-0000-000000000000"
+    assert tracking.cold_tried("tarq", after, "2026-12-01", exp, other) is None
