@@ -54,6 +54,8 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 REPO = Path(__file__).resolve().parents[1]
+# The learning curves charted: the CTR log-loss term every model logs beside its total loss.
+CURVE_METRIC = "train_ctr_loss"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -257,7 +259,7 @@ class ChildRun:
     end_ms: int | None
     train_seconds: float | None
     status: str
-    # The learning curve: train_loss points (steps) and the last one.
+    # The learning curve: CURVE_METRIC points (steps) and the last one.
     loss_points: int = 0
     loss_last: tuple[int, float] | None = None
     epochs: int = 0  # points of epoch_loss
@@ -280,7 +282,7 @@ class MlflowFacts:
     aliases: dict[str, str]
     versions: list[str]
     # The learning curves shown: the day (of the newest ten) whose TARQ run logged the most
-    # train_loss points (a cold day; a warm day continues on one new day: a few points).
+    # CURVE_METRIC points (a cold day; a warm day continues on one new day: a few points).
     curves_date: str = ""
     curves: list[ChildRun] = field(default_factory=list)
     loss_points_by_day: dict[str, int] = field(default_factory=dict)
@@ -294,7 +296,7 @@ def _children(c: Any, experiment_id: str, parent_id: str) -> list[ChildRun]:
     )
     out = []
     for r in kids:
-        loss = c.get_metric_history(r.info.run_id, "train_loss")
+        loss = c.get_metric_history(r.info.run_id, CURVE_METRIC)
         last = max(loss, key=lambda m: (m.step, m.timestamp)) if loss else None
         out.append(
             ChildRun(
@@ -764,12 +766,13 @@ def check_mlflow(ck: Checker, base: str, f: MlflowFacts) -> None:
         # Every model's training loss of the day that trained longest (logged every few
         # steps while it trained), on one chart, and its latest, lowest and highest values.
         res.seen["date"] = f.curves_date
-        res.seen["train_loss_points"] = {k.model: k.loss_points for k in f.curves}
-        res.seen["train_loss_points_by_day"] = f.loss_points_by_day
+        res.seen["curve_points"] = {k.model: k.loss_points for k in f.curves}
+        res.seen["curve_points_by_day"] = f.loss_points_by_day
         res.seen["epoch_points"] = {k.model: k.epochs for k in f.curves}
-        ck.text("train_loss")
+        ck.text(CURVE_METRIC)
         page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=ck.timeout_ms)
-        # The models' losses differ in scale (each its own objective): log scale.
+        # Every model logs the same CTR log-loss term (train_ctr_loss: their totals differ in
+        # what they add to it), so the curves are comparable; log scale shows the early steps.
         ck.text("Y-axis Log Scale:")
         log_scale = page.get_by_role("switch").last
         if log_scale.get_attribute("aria-checked") != "true":
@@ -777,7 +780,7 @@ def check_mlflow(ck: Checker, base: str, f: MlflowFacts) -> None:
         page.wait_for_url(re.compile(".*y_axis_scale=log.*"), timeout=ck.timeout_ms)
         latest = {}
         for k in f.curves:
-            ck.text(f"{k.name} (train_loss)")  # the legend
+            ck.text(f"{k.name} ({CURVE_METRIC})")  # the legend
             if k.loss_points < 2 or k.loss_last is None:
                 res.failures.append(f"{k.name}: no learning curve ({k.loss_points} points)")
                 continue
@@ -789,20 +792,20 @@ def check_mlflow(ck: Checker, base: str, f: MlflowFacts) -> None:
                 t in text for t in (repr(value), str(value), mlflow_metric(value))
             ):
                 res.failures.append(
-                    f"{k.name}: latest train_loss {value} (step {step}) not in {text!r}"
+                    f"{k.name}: latest {CURVE_METRIC} {value} (step {step}) not in {text!r}"
                 )
         res.seen["latest"] = latest
         if max(f.loss_points_by_day.values(), default=0) < 5:
             res.notes.append(
-                f"no day has more than a few train_loss points: {f.loss_points_by_day}"
+                f"no day has more than a few {CURVE_METRIC} points: {f.loss_points_by_day}"
             )
 
     ids = [k.run_id for k in f.curves]
     ck.visit(
         "mlflow-learning-curves",
-        f"{base}/#/metric?runs={quote(json.dumps(ids))}&metric={quote(json.dumps('train_loss'))}"
+        f"{base}/#/metric?runs={quote(json.dumps(ids))}&metric={quote(json.dumps(CURVE_METRIC))}"
         f"&experiments={quote(json.dumps([exp]))}"
-        f"&plot_metric_keys={quote(json.dumps(['train_loss']))}&plot_layout={{}}&x_axis=step"
+        f"&plot_metric_keys={quote(json.dumps([CURVE_METRIC]))}&plot_layout={{}}&x_axis=step"
         "&y_axis_scale=linear&line_smoothness=1&show_point=false&deselected_curves=[]"
         "&last_linear_y_axis_range=[]",
         curves,

@@ -75,7 +75,9 @@ def _history(start_ms: int, seconds: float) -> list[Any]:
     from mlflow.entities import Metric
 
     steps = [
-        Metric("train_loss", 0.69 - 0.01 * i, start_ms + 1000 * i, 20 * i) for i in range(1, 9)
+        Metric(key, base - 0.01 * i, start_ms + 1000 * i, 20 * i)
+        for key, base in (("train_loss", 0.89), ("train_ctr_loss", 0.69))
+        for i in range(1, 9)
     ]
     epochs = [
         Metric(k, v, start_ms + int(1000 * seconds), 1)
@@ -254,7 +256,7 @@ def test_ui_check_sees_runs_comparison_aliases_and_artifacts(chromium: str, tmp_
         f"tt-{DAYS[-1]}": "0.737",
     }
     curves = pages["mlflow-learning-curves"]["seen"]
-    assert curves["date"] == DAYS[-1] and curves["train_loss_points"] == {"tarq": 8, "tt": 8}
+    assert curves["date"] == DAYS[-1] and curves["curve_points"] == {"tarq": 8, "tt": 8}
     assert "(step=160)" in curves["latest"]["tarq"]
     v1, v2 = store["versions"]
     assert f"Version {v1}" in pages["mlflow-registry"]["seen"]["champion"]
