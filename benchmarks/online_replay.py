@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
 
-    from tarq.data.demo_replay import capture_pools, summary, topk_report
+    from tarq.data.demo_replay import capture_pools, summary
     from tarq.dates import resolve_run_date
-    from tarq.replay import BASELINE, REFERENCE, _catalog, score_pools
+    from tarq.replay import catalog, per_request, score_pools
     from tarq.semantic_ids import IDS_FILE, read_item_codes
     from tarq.warehouse import open_db
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     t0 = time.perf_counter()
     pools = capture_pools(base, test_day, args.pool, seed=0)
-    catalog = _catalog(base)
+    items = catalog(base)
     print(f"{len(pools):,} requests of {test_day}, pools of {args.pool}", flush=True)
 
     per: dict[str, dict[int, dict[str, list[np.ndarray]]]] = {
@@ -110,27 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         scores = {
             m: score_pools(
-                pools, day / "models" / m, day / "samples", catalog, codes if m == "tarq" else None
+                pools, day / "models" / m, day / "samples", items, codes if m == "tarq" else None
             )
             for m in models
         }
-        scored = np.ones(len(pools), dtype=bool)
-        for s in scores.values():
-            scored &= ~np.isnan(s).all(axis=1)
+        scored, figs = per_request(pools, scores, ks)
         users.append(pools.user_id[scored])
-        p = pools.p_true[scored]
-        for k in ks:
-            ref = scores.get(REFERENCE)
-            figs = {
-                m: topk_report(p, s[scored], k, None if ref is None else ref[scored])
-                for m, s in scores.items()
-            }
-            for m in models:
-                f = dict(figs[m])
-                if BASELINE in figs and m != BASELINE:
-                    for name in ("clicks_ratio", "recall"):
-                        f[f"{name}_minus_{BASELINE}"] = figs[m][name] - figs[BASELINE][name]
-                for name, v in f.items():
+        for m in models:
+            for k in ks:
+                for name, v in figs[m][k].items():
                     per[m][k].setdefault(name, []).append(v)
         print(f"seed {seed}: scored {int(scored.sum()):,} requests", flush=True)
 

@@ -61,7 +61,8 @@ def _request_rows(samples_dir: Path, pools: RequestPools) -> tuple[pa.Table, np.
     return table.take(pa.array(keep)), at
 
 
-def _catalog(db_path: Path) -> pa.Table:
+def catalog(db_path: Path) -> pa.Table:
+    """The warehouse's catalog rows with the model's item features (``semantic_ids/catalog``)."""
     with open_db(db_path, read_only=True) as con:
         return con.sql(
             sqlfiles.load_sql("semantic_ids/catalog"), params={"lo": None, "hi": None}
@@ -123,6 +124,37 @@ def score_pools(
     return out
 
 
+def per_request(
+    pools: RequestPools, scores: dict[str, np.ndarray], ks: Sequence[int] = KS
+) -> tuple[np.ndarray, dict[str, dict[int, dict[str, np.ndarray]]]]:
+    """The per-request figures of every model and k on the requests every model scored.
+
+    Returns:
+        (scored (R,) bool, {model: {k: {figure: (R_scored,) values}}}): the figures of
+        :func:`tarq.data.demo_replay.topk_report` (``agreement`` with TA when TA is among
+        ``scores``) and, for every model but TT, ``clicks_ratio_minus_tt`` and
+        ``recall_minus_tt`` (paired on the same requests).
+    """
+    scored = np.ones(len(pools), dtype=bool)
+    for s in scores.values():
+        scored &= ~np.isnan(s).all(axis=1)
+    p = pools.p_true[scored]
+    ref = scores.get(REFERENCE)
+    out: dict[str, dict[int, dict[str, np.ndarray]]] = {m: {} for m in scores}
+    for k in ks:
+        figs = {
+            m: topk_report(p, s[scored], k, None if ref is None else ref[scored])
+            for m, s in scores.items()
+        }
+        for m in scores:
+            f = dict(figs[m])
+            if BASELINE in figs and m != BASELINE:
+                for name in ("clicks_ratio", "recall"):
+                    f[f"{name}_minus_{BASELINE}"] = figs[m][name] - figs[BASELINE][name]
+            out[m][k] = f
+    return scored, out
+
+
 def report(
     pools: RequestPools,
     scores: dict[str, np.ndarray],
@@ -132,31 +164,11 @@ def report(
     """Per model and k: ``clicks_ratio``, ``recall`` and (with TA among ``scores``)
     ``agreement`` with TA's top k, each ``{mean, low, high}`` over the requests every model
     scored; and ``minus_tt``, the paired difference to TT of the first two."""
-    scored = np.ones(len(pools), dtype=bool)
-    for s in scores.values():
-        scored &= ~np.isnan(s).all(axis=1)
-    p = pools.p_true[scored]
+    scored, per = per_request(pools, scores, ks)
     users = pools.user_id[scored]
     out: dict[str, Any] = {"requests": int(scored.sum()), "requests_total": len(pools)}
-    ref = scores.get(REFERENCE)
-    per: dict[int, dict[str, dict[str, np.ndarray]]] = {}
-    for k in ks:
-        per[k] = {
-            name: topk_report(p, s[scored], k, None if ref is None else ref[scored])
-            for name, s in scores.items()
-        }
     for name in scores:
-        out[name] = {}
-        for k in ks:
-            fig = summary(per[k][name], users, n_boot)
-            if BASELINE in scores and name != BASELINE:
-                base = per[k][BASELINE]
-                diff = {
-                    f"{m}_minus_{BASELINE}": per[k][name][m] - base[m]
-                    for m in ("clicks_ratio", "recall")
-                }
-                fig.update(summary(diff, users, n_boot))
-            out[name][f"@{k}"] = fig
+        out[name] = {f"@{k}": summary(per[name][k], users, n_boot) for k in ks}
     return out
 
 
@@ -186,13 +198,13 @@ def replay(
     if missing:
         raise FileNotFoundError(f"{day_dir / 'models'} holds no trained {missing} ({found})")
     pools = capture_pools(db_path, test_day, pool_size, seed)
-    catalog = _catalog(db_path)
+    items = catalog(db_path)
     codes = None
     if (day_dir / "ids" / IDS_FILE).exists():
         _, codes = read_item_codes(day_dir / "ids" / IDS_FILE)
     scores = {
         m: score_pools(
-            pools, day_dir / "models" / m, samples, catalog, codes if m == "tarq" else None
+            pools, day_dir / "models" / m, samples, items, codes if m == "tarq" else None
         )
         for m in names
     }

@@ -141,7 +141,7 @@ def test_a_pool_of_the_logged_candidates_scores_as_evaluation_does(day_dir: Path
 
     from tarq.data.demo_replay import RequestPools
     from tarq.data.loader import _epoch_us
-    from tarq.replay import _catalog, score_pools
+    from tarq.replay import catalog, score_pools
 
     db = day_dir.parents[1] / "w.duckdb"
     test = pq.read_table(day_dir / "samples" / "test")
@@ -166,9 +166,9 @@ def test_a_pool_of_the_logged_candidates_scores_as_evaluation_does(day_dir: Path
         pool,
         np.where(pool >= 0, 0.1, np.nan),
     )
-    catalog = _catalog(db)
+    cat_rows = catalog(db)
     for name in ("tarq", "tt", "ta"):
-        got = score_pools(pools, day_dir / "models" / name, day_dir / "samples", catalog)
+        got = score_pools(pools, day_dir / "models" / name, day_dir / "samples", cat_rows)
         pred = pq.read_table(day_dir / "models" / name / "predictions.parquet").to_pandas()
         row_of = {(u, t): i for i, (u, t) in enumerate(keys)}
         col_of = {(i, it): j for i, row in enumerate(pool) for j, it in enumerate(row) if it >= 0}

@@ -60,21 +60,6 @@ class RequestPools:
     def __len__(self) -> int:
         return int(self.request_key.size)
 
-    def save(self, path: Path) -> None:
-        np.savez_compressed(
-            path,
-            day=str(self.day),
-            **{k: getattr(self, k) for k in ("request_key", "user_id", "ts", "items", "p_true")},
-        )
-
-    @classmethod
-    def load(cls, path: Path) -> RequestPools:
-        z = np.load(path)
-        return cls(
-            dt.date.fromisoformat(str(z["day"])),
-            **{k: z[k] for k in ("request_key", "user_id", "ts", "items", "p_true")},
-        )
-
 
 class _Capture(_Simulator):
     """The simulator, recording a candidate pool with true probabilities at every request."""
