@@ -274,10 +274,14 @@ def plan(
     work_days = sorted(p.name for p in Path(work_dir).glob("????-??-??") if p.is_dir())
     newest = max([*s.days, *work_days], default=None)
     out = RetentionPlan(keep_days, newest, None, registered_model)
+    # Each model run's model_dir/ is listed once (over HTTP a listing is a request per folder).
+    model_bytes = {
+        r.info.run_id: _artifact_bytes(_repo(r.info.artifact_uri), "model_dir")
+        for r in s.models
+        if not r.data.tags.get(GC_TAG)
+    }
     out.bytes_before = dir_bytes(Path(work_dir)) if Path(work_dir).exists() else 0
-    for r in s.models:
-        if not r.data.tags.get(GC_TAG):
-            out.bytes_before += _artifact_bytes(_repo(r.info.artifact_uri), "model_dir")
+    out.bytes_before += sum(model_bytes.values())
     if newest is None:
         return out
     cutoff = str(dt.date.fromisoformat(newest) - dt.timedelta(days=keep_days - 1))
@@ -302,9 +306,14 @@ def plan(
             continue
         doomed.add(r.info.run_id)
         name = r.data.tags.get(tracking.MODEL_TAG, "")
-        nbytes = _artifact_bytes(_repo(r.info.artifact_uri), "model_dir")
         out.delete.append(
-            Item("run-artifacts", r.info.run_id, day, nbytes, f"{day} {name} model_dir/")
+            Item(
+                "run-artifacts",
+                r.info.run_id,
+                day,
+                model_bytes[r.info.run_id],
+                f"{day} {name} model_dir/",
+            )
         )
     for v in s.versions:
         if v.run_id in doomed and not s.aliases.get(str(v.version)):
