@@ -41,3 +41,13 @@ def demo_warehouse(db: Path, preset: str, seed: int) -> None:
     cmd += ["--seed", str(seed), "--start-date", DEMO_REFERENCE_START]
     root = Path(__file__).resolve().parents[1]
     subprocess.run(cmd, cwd=root, check=True, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL)
+
+
+def base_warehouse(out: Path, preset: str, seed: int) -> Path:
+    """``out/warehouse.duckdb``, the demo logs every mode of a benchmark copies, generated on
+    first use (``out`` created)."""
+    out.mkdir(parents=True, exist_ok=True)
+    base = out / "warehouse.duckdb"
+    if not base.exists():
+        demo_warehouse(base, preset, seed)
+    return base

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import demo_warehouse, job_env
+from _harness import base_warehouse, job_env
 
 ROOT = Path(__file__).resolve().parents[1]
 # Variants that differ from the warm job only from its first warm day on.
@@ -172,10 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    base = out / "warehouse.duckdb"
-    if not base.exists():
-        demo_warehouse(base, args.preset, args.data_seed)
+    base = base_warehouse(out, args.preset, args.data_seed)
     sys.path.insert(0, str(ROOT))
     from tarq.dates import resolve_run_date
     from tarq.warehouse import open_db

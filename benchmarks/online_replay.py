@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _harness import demo_warehouse, job_env
+from _harness import base_warehouse, job_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = "tarq,tt,inttower,mvke,ta"
@@ -59,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from tarq.warehouse import open_db
 
     out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    base = out / "warehouse.duckdb"
-    if not base.exists():
-        demo_warehouse(base, args.preset, args.data_seed)
+    base = base_warehouse(out, args.preset, args.data_seed)
     with open_db(base, read_only=True) as con:
         run_date = resolve_run_date("latest", con)
     test_day = run_date - dt.timedelta(days=1)
