@@ -349,9 +349,12 @@ class _Simulator:
         valid2 = np.stack([valid, valid & (extra >= 0)], axis=2).reshape(n, 2 * m)
         return item2, ts2, act2, valid2
 
-    def _candidates(self, rng: np.random.Generator, users: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(R, C) candidate items from the retrieval mix, deduplicated; (items, valid)."""
-        n, c = len(users), self.cfg.candidates_per_request
+    def _candidates(
+        self, rng: np.random.Generator, users: np.ndarray, c: int | None = None
+    ) -> tuple[np.ndarray, ...]:
+        """(R, C) candidate items from the retrieval mix, deduplicated; (items, valid). C is
+        ``candidates_per_request`` unless ``c`` is given (a replay's larger pools)."""
+        n, c = len(users), c or self.cfg.candidates_per_request
         rows = np.broadcast_to(np.arange(n)[:, None], (n, c))
         mode = rng.random((n, c))
         cand = np.empty((n, c), dtype=np.int64)

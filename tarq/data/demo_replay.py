@@ -19,7 +19,6 @@ TARQ ranks like TA at two-tower cost).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,12 +70,7 @@ class _Capture(_Simulator):
         self.replayed: list[dict[str, np.ndarray]] = []
 
     def _request(self, rng, users, t_req, slot_len, keys):  # type: ignore[no-untyped-def]
-        cfg = self.cfg
-        self.cfg = dataclasses.replace(cfg, candidates_per_request=self.pool_size)
-        try:
-            cand, valid = self._candidates(self.pool_rng, users)
-        finally:
-            self.cfg = cfg
+        cand, valid = self._candidates(self.pool_rng, users, self.pool_size)
         p = np.full(cand.shape, np.nan, dtype=np.float32)
         for lo in range(0, len(users), LOGIT_CHUNK):
             part = slice(lo, lo + LOGIT_CHUNK)
