@@ -8,7 +8,7 @@ Usage::
         --variant sample_init='{"codebook_revive": 0}' --variant default='{}' --markdown
 
 Each variant trains TARQ cold on the same samples (``tarq.train.train``, one epoch capped at
-``--steps`` steps, the same seed) with those ``ModelConfig`` fields on top of the defaults,
+``--steps`` steps, once per value given, the same seed) with those ``ModelConfig`` fields on top of the defaults,
 then assigns the whole catalog its semantic IDs (``tarq.semantic_ids.assign_ids``, without the
 collision ceiling, so a collapsed table is measured rather than refused) and reports the
 catalog's health: utilization per level, distinct tuples, collision rate, the largest group
@@ -43,8 +43,10 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return name, overrides
 
 
-def run_variant(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Train one variant and assign the catalog; the figures of one table row."""
+def run_variant(
+    name: str, overrides: dict[str, Any], steps: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Train one variant for ``steps`` steps and assign the catalog; one table row's figures."""
     import torch
 
     from tarq.model import ModelConfig
@@ -52,12 +54,12 @@ def run_variant(name: str, overrides: dict[str, Any], args: argparse.Namespace) 
     from tarq.semantic_ids import assign_ids
     from tarq.train import TrainConfig, train
 
-    out = args.out / name
+    out = args.out / (name if len(args.steps) == 1 else f"{name}-{steps}")
     mcfg = ModelConfig.from_dict(overrides)
     tcfg = TrainConfig(
         epochs=1,
         batch_size=args.batch_size,
-        max_steps_per_epoch=args.steps,
+        max_steps_per_epoch=steps,
         patience=0,
         seed=args.seed,
         threads=args.threads,
@@ -75,6 +77,7 @@ def run_variant(name: str, overrides: dict[str, Any], args: argparse.Namespace) 
     util = health["utilization_per_level"]
     return {
         "variant": name,
+        "steps": steps,
         "overrides": overrides,
         "test_auc": result.test["auc"],
         "train_s": round(train_s, 1),
@@ -85,6 +88,7 @@ def run_variant(name: str, overrides: dict[str, Any], args: argparse.Namespace) 
         "utilization_catalog": health["utilization_catalog"],
         "distinct_tuples": health["distinct_tuples"],
         "collision_rate": health["collision_rate"],
+        "collision_rate_distinct_inputs": health["collision_rate_distinct_inputs"],
         "largest_collision_group": health["largest_collision_group"],
         "items_oov_id": health["items_oov_id"],
         "utilization_batch": result.test.get("utilization_batch"),
@@ -97,15 +101,16 @@ def run_variant(name: str, overrides: dict[str, Any], args: argparse.Namespace) 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| variant | utilization per level (min) | distinct tuples | collision rate | largest group "
-        "| test AUC | train s |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| variant | steps | utilization per level (min) | distinct tuples | collision rate "
+        "(among distinct inputs) | largest group | test AUC | train s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         util = " ".join(f"{u:.2f}" for u in r["utilization_per_level"])
         lines.append(
-            f"| {r['variant']} | {util} ({r['utilization_min']:.2f}) | {r['distinct_tuples']:,} "
-            f"| {r['collision_rate']:.4f} | {r['largest_collision_group']:,} "
+            f"| {r['variant']} | {r['steps']:,} | {util} ({r['utilization_min']:.2f}) "
+            f"| {r['distinct_tuples']:,} | {r['collision_rate']:.4f} "
+            f"({r['collision_rate_distinct_inputs']:.4f}) | {r['largest_collision_group']:,} "
             f"| {r['test_auc']:.4f} | {r['train_s']:.0f} |"
         )
     return "\n".join(lines)
@@ -116,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", type=Path, required=True, help="warehouse holding the item catalog")
     ap.add_argument("--samples", type=Path, required=True, help="built samples of that warehouse")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--steps", type=int, default=400, help="training steps of each variant")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        default=[400],
+        help="training steps of each variant (a list: one run each)",
+    )
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
@@ -126,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, overrides in args.variant:
-        row = run_variant(name, overrides, args)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+        for steps in args.steps:
+            row = run_variant(name, overrides, steps, args)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "argv": sys.argv[1:]}
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     if args.markdown:
