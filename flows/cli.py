@@ -1,8 +1,8 @@
 """The ``tarq`` console script: the library's commands (:mod:`tarq.cli`) plus ``tarq daily``.
 
 ``tarq daily [flags]`` runs the daily flow exactly as ``python -m flows.tarq_daily [flags]``
-(same flags, same exit codes) and ``tarq gc`` is :func:`flows.retention.main` (both need the
-MLflow helpers of ``flows/``); every other command is :func:`tarq.cli.main`, which never imports
+(same flags, same exit codes), ``tarq gc`` is :func:`flows.retention.main` and ``tarq ab`` is
+:func:`flows.ab.main` (all need the flows or MLflow helpers of ``flows/``); every other command is :func:`tarq.cli.main`, which never imports
 Prefect (so ``tarq`` starts fast, and the library stays free of the orchestrator).
 """
 
@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
         from flows.tarq_daily import main as daily_main
 
         return daily_main(args[1:], prog="tarq daily")
+    if args[:1] == ["ab"]:
+        from flows.ab import main as ab_main
+
+        return ab_main(args[1:])
     if args[:1] == ["gc"]:
         from flows.retention import main as gc_main
 

@@ -26,6 +26,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -978,9 +979,14 @@ def append_days(db_path: Path, through: dt.date | str = "yesterday") -> list[dic
     return _append(db_path, first=None, through=parse_day(through))
 
 
-def _append(db_path: Path, first: dt.date | None, through: dt.date | None) -> list[dict[str, Any]]:
+def _append(
+    db_path: Path,
+    first: dt.date | None,
+    through: dt.date | None,
+    wrap: Callable[[_Simulator], _Simulator] | None = None,
+) -> list[dict[str, Any]]:
     """Append the chain's days from its next day (``first``, if given, must be that day)
-    through ``through`` (default: only the next day)."""
+    through ``through`` (default: only the next day); ``wrap``: see :func:`_continue`."""
     db_path = Path(db_path)
     if not db_path.exists():
         raise NoDemoLogs(f"{db_path} does not exist: generate demo logs first (tarq demo-data)")
@@ -1021,16 +1027,24 @@ def _append(db_path: Path, first: dt.date | None, through: dt.date | None) -> li
                 )
         if not days:
             return []
-        return _continue(con, db_path, chain, days)
+        return _continue(con, db_path, chain, days, wrap)
     finally:
         con.close()
 
 
 def _continue(
-    con: duckdb.DuckDBPyConnection, db_path: Path, chain: _Chain, days: list[dt.date]
+    con: duckdb.DuckDBPyConnection,
+    db_path: Path,
+    chain: _Chain,
+    days: list[dt.date],
+    wrap: Callable[[_Simulator], _Simulator] | None = None,
 ) -> list[dict[str, Any]]:
     """Rebuild the chain's world and state at the end of its last day, then simulate and
-    append ``days`` (consecutive, starting the day after it), one transaction each."""
+    append ``days`` (consecutive, starting the day after it), one transaction each.
+
+    ``wrap`` replaces the rebuilt simulator by one built on it (the A/B test's, whose
+    pre-ranking is done by models, :mod:`tarq.data.demo_ab`); a simulator with a
+    ``report_extra()`` method adds what it returns to each day's load report."""
     t0 = time.perf_counter()
     cfg, seed = chain.cfg, chain.seed
     item_base, n_items, user_base, n_users = sqlfiles.run(
@@ -1042,6 +1056,8 @@ def _continue(
             f"its config {cfg.n_items} and {cfg.n_users}: it cannot be continued"
         )
     world, sim = rebuild(con, chain, int(item_base), int(user_base), chain.last_day)
+    if wrap is not None:
+        sim = wrap(sim)
     sqlfiles.run(con, "demo/create_truth")  # logs generated before it existed get it now
     _settings(con)
     blocks = range(0, world.n_users, cfg.user_block)
@@ -1076,6 +1092,8 @@ def _continue(
                 items_live=int((world.item_launch <= index).sum()),
                 items_launched=int((world.item_launch == index).sum()),
             )
+            if hasattr(sim, "report_extra"):
+                report.update(sim.report_extra())
             flush(con, load_id)
             _record_load(con, load_id, cfg, seed, started, report)
             con.commit()
