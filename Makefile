@@ -19,7 +19,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint format clean-data daily prefect-up prefect-down prefect-status mlflow-ui serve \
+.PHONY: install demo test lint format clean-data daily ab prefect-up prefect-down prefect-status mlflow-ui serve \
 	serve-lean ui-check
 
 $(BIN)/python:
@@ -40,6 +40,13 @@ demo: install
 RUN_DATE ?= latest
 daily: install
 	$(BIN)/python -m flows.tarq_daily --db $(DB) --run-date $(RUN_DATE)
+
+# The simulated online A/B (README "Simulated online A/B"): arm A pre-ranked by TT, arm B by
+# the TARQ champion, AB_DAYS days of the daily loop in a warehouse of its own under AB_OUT.
+AB_DAYS ?= 7
+AB_OUT ?= outputs/ab
+ab: install
+	$(BIN)/tarq ab --out $(AB_OUT) --days $(AB_DAYS)
 
 # Local Prefect server (127.0.0.1:4200, SQLite in .prefect/) + pool + deployments (tarq-daily,
 # demo-feed) + worker; then `prefect deployment run tarq-daily/tarq-daily`. prefect-down stops

@@ -44,6 +44,13 @@ disable_telemetry()
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "tarq-ab"
+# The daily job's settings in the A/B, beside its defaults. Pre-ranking 1,000 candidates by a
+# model instead of taking the world's 10 retrieved ones raises the day's CTR about 1.5× on
+# `small`: the CTR drift check (0.8–1.25× the trailing median) would stop the first A/B day as
+# it should stop an unannounced jump; an experiment that moves CTR on purpose widens that one
+# band (every other check as by default). An A/B day cannot be replayed open-loop (its
+# candidates came from the arms' models), so the job's replay is off.
+DAILY_PARAMS = {"validation": {"ctr_ratio": [0.5, 2.0]}, "replay_pool": 0}
 
 
 def _env(out: Path) -> dict[str, str]:
@@ -58,6 +65,7 @@ def _daily(out: Path, run_date: dt.date, models: str, epochs: int | None, env: d
     """One run of the daily job (its own process, as the deployment runs it); seconds."""
     cmd = [sys.executable, "-m", "flows.tarq_daily", "--db", str(out / "tarq.duckdb")]
     cmd += ["--work-dir", str(out / "work"), "--run-date", str(run_date), "--models", models]
+    cmd += ["--params", json.dumps(DAILY_PARAMS)]
     if epochs is not None:
         cmd += ["--epochs", str(epochs)]
     t0 = time.perf_counter()

@@ -205,6 +205,14 @@ class DailyParams(BaseModel):
             "challenger's, served or a parent's (tarq gc); None keeps everything"
         ),
     )
+    replay_pool: int = Field(
+        1000,
+        ge=0,
+        description=(
+            "demo warehouses: the open-loop replay of the test day (tarq replay) with this many "
+            "candidates per request, its figures logged to each model's MLflow run; 0 skips it"
+        ),
+    )
     tracking_uri: str | None = Field(None, description="MLflow store (default mlflow/mlflow.db)")
     experiment: str = "tarq-daily"
     registered_model: str = Field(
@@ -599,6 +607,32 @@ def _demo_truth(d: _Day, trained: dict[str, TrainedModel]) -> OracleReport | Non
     return report
 
 
+def _demo_replay(d: _Day, trained: dict[str, TrainedModel]) -> dict[str, Any] | None:
+    """The open-loop replay of the test day (:func:`tarq.replay.replay`: each model's top k of
+    ``replay_pool`` candidates per request against the world's true clicks); demo warehouses
+    whose test day replays exactly only, None elsewhere. It never fails the day."""
+    from tarq.data.demo import NoDemoLogs
+    from tarq.replay import replay
+
+    if not d.p.replay_pool:
+        return None
+    try:
+        with d.stage("replay"):
+            res = replay(d.db, d.work, d.day, list(trained), pool_size=d.p.replay_pool)
+    except NoDemoLogs:
+        return None
+    except Exception as exc:
+        d.log.warning("open-loop replay not computed: %s", exc)
+        return None
+    if "tarq" in res and "@10" in res["tarq"]:
+        d.log.info(
+            "open-loop replay: TARQ's top 10 gets %.3f of the oracle's expected clicks%s",
+            res["tarq"]["@10"]["clicks_ratio"]["mean"],
+            f", TT's {res['tt']['@10']['clicks_ratio']['mean']:.3f}" if "tt" in res else "",
+        )
+    return res
+
+
 def register_stage(
     d: _Day,
     samples: Samples,
@@ -608,6 +642,7 @@ def register_stage(
 ) -> Registration:
 
     oracle = _demo_truth(d, trained)
+    replayed = _demo_replay(d, trained)
     with d.stage("mlflow"):
         reg = d.tasks.register(
             d.p.tracking_uri,
@@ -622,6 +657,7 @@ def register_stage(
             d.warehouse,
             d.p.registered_model,
             oracle,
+            replayed,
         )
     artifacts.comparison(
         reg.rows, samples.test_day, samples.fingerprint, tracking.run_link(reg.parent_run_id)

@@ -466,14 +466,18 @@ def register(
     warehouse: str,
     registered_model: str,
     oracle: OracleReport | None = None,
+    replayed: dict[str, Any] | None = None,
 ) -> Registration:
     """Log the day to MLflow and register TARQ (alias ``challenger``); idempotent per date
     and weights: a retry reuses the pyfunc it already logged and the version it made.
     ``oracle`` (demo warehouses): the world's truth on the test day, logged beside the
     comparison (``demo_oracle_auc``, ``demo_user_level_auc`` on the parent run, its rows in
-    the table)."""
+    the table). ``replayed`` (demo warehouses): the open-loop replay of the test day
+    (:func:`tarq.replay.replay`), each model's figures logged to its run
+    (:func:`tarq.replay.metrics`)."""
     from flows import tracking
     from tarq.drills import crash_point
+    from tarq.replay import metrics as replay_metrics
 
     exp_id = tracking.setup(tracking_uri, experiment)
     parent = tracking.start_day(
@@ -490,6 +494,8 @@ def register(
             from tarq.churn import IdChurn
 
             extra.update(IdChurn(**churn).metrics())
+        if replayed is not None:
+            extra.update(replay_metrics(replayed, name))
         children[name] = tracking.log_model_run(
             parent,
             name,

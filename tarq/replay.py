@@ -221,6 +221,31 @@ def replay(
     return out
 
 
+def metrics(result: dict[str, Any], model: str) -> dict[str, float]:
+    """One model's figures of a :func:`replay` as flat MLflow metrics: ``replay_clicks_at10``
+    (expected clicks of its top 10 / the oracle's), ``replay_recall_at10``,
+    ``replay_agreement_ta_at10``, ``replay_clicks_at10_minus_tt`` (with ``_low``/``_high``),
+    the same at 50, and ``replay_requests``; {} for a model the replay did not score."""
+    fig = result.get(model)
+    if not isinstance(fig, dict):
+        return {}
+    out = {"replay_requests": float(result["requests"])}
+    for k, f in fig.items():
+        at = k.lstrip("@")
+        names = {
+            "clicks_ratio": f"replay_clicks_at{at}",
+            "recall": f"replay_recall_at{at}",
+            "agreement": f"replay_agreement_ta_at{at}",
+            "clicks_ratio_minus_tt": f"replay_clicks_at{at}_minus_tt",
+        }
+        for src, dst in names.items():
+            if src in f:
+                out[dst] = f[src]["mean"]
+                if src == "clicks_ratio_minus_tt":
+                    out[f"{dst}_low"], out[f"{dst}_high"] = f[src]["low"], f[src]["high"]
+    return out
+
+
 def text(result: dict[str, Any]) -> str:
     """The replay as a table for a terminal."""
     ks = sorted({k for m in result.values() if isinstance(m, dict) for k in m if k.startswith("@")})

@@ -244,6 +244,7 @@ def test_first_run_registers_promotes_and_publishes(
         "train:tt",
         "champion",
         "semantic_ids",
+        "replay",
         "mlflow",
         "gate",
         "publish",
@@ -289,7 +290,13 @@ def test_first_run_registers_promotes_and_publishes(
         # Learning curves: the loss, its terms and the validation AUCs per epoch (step).
         curves = {k for k in r.data.metrics if k.startswith("epoch_")}
         assert {"epoch_loss", "epoch_valid_auc", "epoch_loss_ctr"} <= curves
-        assert set(r.data.metrics) - align - curves <= {
+        # A demo warehouse: the open-loop replay of the test day against the world's truth.
+        replay = {k for k in r.data.metrics if k.startswith("replay_")}
+        assert {"replay_clicks_at10", "replay_recall_at50", "replay_requests"} <= replay
+        assert 0 < r.data.metrics["replay_clicks_at10"] <= 1
+        is_tarq = r.data.tags["tarq.model"] == "tarq"
+        assert ("replay_clicks_at10_minus_tt_low" in replay) == is_tarq
+        assert set(r.data.metrics) - align - curves - replay <= {
             *METRIC_KEYS,
             *valid,
             "rows_trained",
