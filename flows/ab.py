@@ -140,7 +140,9 @@ def _metrics(prefix: str, s: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _plot(days: list[dict[str, Any]], overall: dict[str, Any], path: Path) -> None:
+def _plot(
+    days: list[dict[str, Any]], overall: dict[str, Any], path: Path, arms: tuple[str, str]
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,7 +168,7 @@ def _plot(days: list[dict[str, Any]], overall: dict[str, Any], path: Path) -> No
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(x, [d["day"][5:] for d in days])
     ax.set_ylabel("true-CTR lift B / A − 1 (%)")
-    ax.set_title("simulated online A/B: arm B vs arm A, 95 % intervals")
+    ax.set_title(f"simulated online A/B: arm B ({arms[1]}) vs arm A ({arms[0]}), 95 % intervals")
     ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -264,7 +266,7 @@ def tarq_ab(
         mlflow.log_metrics(_metrics("overall_", overall))
         mlflow.set_tag("tarq.ab.run_id", run.info.run_id)
         (root / "ab.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-        _plot(result["days"], overall, root / "lift.png")
+        _plot(result["days"], overall, root / "lift.png", (arm_a, arm_b))
         mlflow.log_artifact(str(root / "ab.json"))
         mlflow.log_artifact(str(root / "lift.png"))
     create_markdown_artifact(

@@ -226,3 +226,26 @@ def test_tarq_replay_command_line(day_dir: Path, capsys: pytest.CaptureFixture[s
     assert set(res) >= {"tt", "tarq", "requests"} and "@5" in res["tarq"]
     assert main([*args, "--models", "nope"]) == 2
     assert "holds no trained ['nope']" in capsys.readouterr().err
+
+
+def test_every_model_scores_the_same_pools(day_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One capture per replay, and every model scores exactly those pools (the same requests
+    and candidates): the comparison is paired."""
+    import tarq.replay as rp
+
+    captured, seen = [], []
+    real_capture, real_score = rp.capture_pools, rp.score_pools
+
+    def capture(*a, **k):  # type: ignore[no-untyped-def]
+        captured.append(real_capture(*a, **k))
+        return captured[-1]
+
+    def score(pools, model_dir, *a, **k):  # type: ignore[no-untyped-def]
+        seen.append((Path(model_dir).name, pools))
+        return real_score(pools, model_dir, *a, **k)
+
+    monkeypatch.setattr(rp, "capture_pools", capture)
+    monkeypatch.setattr(rp, "score_pools", score)
+    rp.replay(day_dir.parents[1] / "w.duckdb", day_dir.parent, RUN_DATE, pool_size=60)
+    assert len(captured) == 1 and sorted(n for n, _ in seen) == ["ta", "tarq", "tt"]
+    assert all(p is captured[0] for _, p in seen)
