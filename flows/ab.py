@@ -140,6 +140,13 @@ def _metrics(prefix: str, s: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _log_metrics(client: Any, run_id: str, values: dict[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+
+
 def _plot(
     days: list[dict[str, Any]], overall: dict[str, Any], path: Path, arms: tuple[str, str]
 ) -> None:
@@ -189,7 +196,8 @@ def tarq_ab(
     first_day: str | None = None,
 ) -> dict[str, Any]:
     """Run the A/B (module docstring); returns what ``OUT/ab.json`` holds."""
-    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
 
     from tarq.data.demo import generate
     from tarq.data.demo_ab import append_ab_day, arm_summary
@@ -211,8 +219,6 @@ def tarq_ab(
     cold_s = _daily(root, first, models, epochs, env)
     logger.info("cold daily job for %s: %.0f s", first, cold_s)
 
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    mlflow.set_experiment(EXPERIMENT)
     result: dict[str, Any] = {
         "settings": {
             "days": days,
@@ -227,9 +233,16 @@ def tarq_ab(
         "days": [],
         "cold_s": round(cold_s, 1),
     }
-    ab_days = []
-    with mlflow.start_run(run_name=f"ab {arm_b} vs {arm_a} {first}") as run:
-        mlflow.log_params({k: str(v) for k, v in result["settings"].items()})
+    # The client, not mlflow's fluent API: no process-wide active run or experiment is left
+    # behind for other flows in the same process (a worker, a test session).
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT)
+    run_id = client.create_run(exp_id, run_name=f"ab {arm_b} vs {arm_a} {first}").info.run_id
+    result["mlflow_run_id"] = run_id
+    try:
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in result["settings"].items()])
+        ab_days = []
         for i in range(days):
             day = first + dt.timedelta(days=i)
             t_day = time.perf_counter()
@@ -248,7 +261,7 @@ def tarq_ab(
                     "daily_job_s": round(job_s, 1),
                 }
             )
-            mlflow.log_metrics(_metrics("", s), step=i)
+            _log_metrics(client, run_id, _metrics("", s), step=i)
             create_markdown_artifact(
                 key="tarq-ab-day", markdown=_day_markdown(str(day), s, source), description=str(day)
             )
@@ -263,12 +276,15 @@ def tarq_ab(
         overall = arm_summary(ab_days)
         result["overall"] = overall
         result["wall_s"] = round(time.perf_counter() - t0, 1)
-        mlflow.log_metrics(_metrics("overall_", overall))
-        mlflow.set_tag("tarq.ab.run_id", run.info.run_id)
+        _log_metrics(client, run_id, _metrics("overall_", overall), step=0)
         (root / "ab.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
         _plot(result["days"], overall, root / "lift.png", (arm_a, arm_b))
-        mlflow.log_artifact(str(root / "ab.json"))
-        mlflow.log_artifact(str(root / "lift.png"))
+        client.log_artifact(run_id, str(root / "ab.json"))
+        client.log_artifact(run_id, str(root / "lift.png"))
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
     create_markdown_artifact(
         key="tarq-ab",
         markdown=_day_markdown(
@@ -298,18 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.days < 1:
         ap.error("--days must be at least 1")
     try:
-        result = tarq_ab(
-            out=args.out,
-            days=args.days,
-            preset=args.preset,
-            seed=args.seed,
-            pool_size=args.pool_size,
-            salt=args.salt,
-            arm_a=args.arm_a,
-            arm_b=args.arm_b,
-            epochs=args.epochs,
-            first_day=args.first_day,
-        )
+        result = tarq_ab(**vars(args))  # the flags are the flow's parameters
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"tarq ab: {exc}", file=sys.stderr)
         return 1

@@ -156,20 +156,12 @@ def served_tarq(db_path: Path, work_dir: Path) -> tuple[Path, ItemCodes, int]:
             not the ones the table was assigned with.
     """
     from tarq.semantic_ids import ids_arrays
-    from tarq.serving import check_model_sha
+    from tarq.serving import check_model_sha, read_publication
 
-    with open_db(db_path, read_only=True) as con:
-        con.begin()
-        served = con.execute(sqlfiles.load_sql("publish/served")).fetchall()
-        if not served:
-            raise ValueError(f"{db_path}: no semantic-ID version is published yet")
-        version = int(served[0][0])
-        reg = con.execute(
-            sqlfiles.load_sql("publish/get_version"), {"version": version}
-        ).fetchall()[0]
-        table = con.sql(sqlfiles.render("publish/read_version", table=reg[1])).to_arrow_table()
-        con.commit()
-    model_dir = Path(work_dir) / str(reg[4]) / "models" / "tarq"
-    check_model_sha(reg[6] or None, model_dir, f"published version {version} of {db_path}")
+    version, reg, table = read_publication(db_path)
+    model_dir = Path(work_dir) / str(reg["run_date"]) / "models" / "tarq"
+    check_model_sha(
+        reg["model_sha256"] or None, model_dir, f"published version {version} of {db_path}"
+    )
     item_ids, codes, _ = ids_arrays(table)
     return model_dir, ItemCodes.of(item_ids, codes), version

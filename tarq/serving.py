@@ -304,6 +304,36 @@ def ids_model_sha256(path: Path, table: pa.Table | None = None) -> list[tuple[st
     return found
 
 
+def read_publication(
+    db_path: Path, version: int | None = None
+) -> tuple[int, dict[str, Any], pa.Table]:
+    """A kept published version of the warehouse (default: the served one), read from one
+    snapshot: (version, its registry row by column name, its ID table rows).
+
+    Raises:
+        ValueError: nothing is published yet, or ``version`` is not a kept published version.
+    """
+    from tarq.warehouse import open_db
+
+    with open_db(db_path, read_only=True) as con:
+        con.begin()  # the rows and the registry row from one snapshot
+        if version is None:
+            served = con.execute(sqlfiles.load_sql("publish/served")).fetchall()
+            if not served:
+                raise ValueError(f"{db_path}: no semantic-ID version is published yet")
+            version = int(served[0][0])
+        cur = con.execute(sqlfiles.load_sql("publish/get_version"), {"version": version})
+        rows = cur.fetchall()
+        if not rows or rows[0][12] != "published":
+            raise ValueError(f"{db_path}: version {version} is not a kept published version")
+        reg = dict(zip([c[0] for c in cur.description], rows[0], strict=True))
+        table = con.sql(
+            sqlfiles.render("publish/read_version", table=reg["table_name"])
+        ).to_arrow_table()
+        con.commit()
+    return version, reg, table
+
+
 def check_model_sha(recorded: str | None, model_dir: Path, what: str) -> None:
     """Refuse ``model_dir/model.pt`` unless its sha256 equals the one recorded for the IDs.
 
@@ -577,28 +607,12 @@ class Scorer:
         ``check_model`` refuses a table whose IDs were assigned by other weights than
         ``model_dir/model.pt`` (compared by sha256), or whose registry row records no hash.
         """
-        from tarq.warehouse import open_db
-
-        with open_db(db_path, read_only=True) as con:
-            con.begin()  # the rows and the registry row from one snapshot
-            if version is None:
-                served = con.execute(sqlfiles.load_sql("publish/served")).fetchall()
-                if not served:
-                    raise ValueError(f"{db_path}: no semantic-ID version is published yet")
-                version = int(served[0][0])
-            reg = con.execute(
-                sqlfiles.load_sql("publish/get_version"), {"version": version}
-            ).fetchall()
-            if not reg or reg[0][12] != "published":
-                raise ValueError(f"{db_path}: version {version} is not a kept published version")
-            table = con.sql(
-                sqlfiles.render("publish/read_version", table=reg[0][1])
-            ).to_arrow_table()
-            model_sha = reg[0][6]
-            con.commit()
+        version, reg, table = read_publication(db_path, version)
         if check_model:
             check_model_sha(
-                model_sha or None, Path(model_dir), f"published version {version} of {db_path}"
+                reg["model_sha256"] or None,
+                Path(model_dir),
+                f"published version {version} of {db_path}",
             )
         return cls._from_table(table, model_dir, version, f"{db_path}#v{version}", max_candidates)
 

@@ -241,12 +241,15 @@ def test_tarq_ab_runs_the_loop_and_logs_each_day(
     assert res["days"][1]["source"]["A"] == "tt of 2026-10-10"  # the next morning's TT
     assert (out / "work" / "2026-10-11" / "summary.json").exists()  # the job after the last day
     assert (out / "lift.png").stat().st_size > 1000
-    mlflow.set_tracking_uri(uri)
-    (run,) = mlflow.search_runs(experiment_names=["tarq-ab"], output_format="list")
-    hist = mlflow.MlflowClient().get_metric_history(run.info.run_id, "lift_ctr")
+    # nothing process-wide is left behind for the flows that run after it in this process
+    assert mlflow.active_run() is None and mlflow.tracking.fluent._active_experiment_id is None
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("tarq-ab").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_id == res["mlflow_run_id"]
+    hist = client.get_metric_history(run.info.run_id, "lift_ctr")
     assert [m.step for m in hist] == [0, 1]
-    assert "overall_lift_ctr" in run.data.metrics
-    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert "overall_lift_ctr" in run.data.metrics and run.data.params["arm_b"] == "tarq"
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"ab.json", "lift.png"} <= arts
     # the warehouse's demo logs go on after the A/B like any other
     with open_db(out / "tarq.duckdb", read_only=True) as con:
