@@ -23,9 +23,8 @@ from tarq.batch_scoring import score_batch
 from tarq.churn import ItemCodes
 from tarq.data.demo import _Simulator
 from tarq.data.demo_world import ACTIONS
-from tarq.data.features import FeatureLayout, Vocab
 from tarq.data.loader import SampleSet, encode_fields, to_batch
-from tarq.model.io import load_trained
+from tarq.model.io import load_for_scoring
 from tarq.model.tarq import TarqModel
 from tarq.replay import catalog as read_catalog
 from tarq.warehouse import open_db
@@ -45,12 +44,8 @@ class ModelRanker:
         name: str = "",
     ) -> None:
         mdir = Path(model_dir)
-        self.model, _ = load_trained(mdir)
-        self.model.eval()
+        self.model, self.layout, vocabs = load_for_scoring(mdir)
         self.name = name or mdir.name
-        self.layout = FeatureLayout.load(mdir / "layout.json")
-        names = {*self.layout.user_fields, *self.layout.item_fields}
-        vocabs = {n: Vocab.load(mdir / "vocab" / f"{n}.parquet") for n in names}
         self.sset = SampleSet(mdir, self.layout, vocabs)
         cat = read_catalog(db_path)
         self.cat_ids = cat.column("item_id").to_numpy().astype(np.int64)  # sorted

@@ -28,9 +28,8 @@ import torch
 from tarq import sqlfiles
 from tarq.batch_scoring import score_batch
 from tarq.data.demo_replay import RequestPools, capture_pools, summary, topk_report
-from tarq.data.features import FeatureLayout, Vocab
 from tarq.data.loader import SampleSet, _epoch_us, encode_fields, to_batch
-from tarq.model.io import load_trained
+from tarq.model.io import load_for_scoring
 from tarq.model.tarq import TarqModel
 from tarq.semantic_ids import IDS_FILE, ItemCodes, read_item_codes
 from tarq.warehouse import open_db
@@ -88,11 +87,7 @@ def score_pools(
         requests_per_batch: requests scored together (rows = this × N).
     """
     mdir = Path(model_dir)
-    model, _ = load_trained(mdir)
-    model.eval()
-    layout = FeatureLayout.load(mdir / "layout.json")
-    names = {*layout.user_fields, *layout.item_fields}
-    vocabs = {n: Vocab.load(mdir / "vocab" / f"{n}.parquet") for n in names}
+    model, layout, vocabs = load_for_scoring(mdir)
     sset = SampleSet(Path(samples_dir), layout, vocabs)
     rows, at = _request_rows(Path(samples_dir), pools)
     req = to_batch(rows, sset)  # user, hist, hist_mask per request (item: a logged one)

@@ -585,13 +585,9 @@ class Scorer:
     # -- construction -------------------------------------------------------------------
     @staticmethod
     def _load_model(model_dir: Path) -> tuple[torch.nn.Module, FeatureLayout, dict[str, Vocab]]:
-        from tarq.model.io import load_trained
+        from tarq.model.io import load_for_scoring
 
-        model, _ = load_trained(model_dir)
-        layout = FeatureLayout.load(Path(model_dir) / "layout.json")
-        fields = dict.fromkeys([*layout.user_fields, *layout.item_fields])
-        vocabs = {f: Vocab.load(Path(model_dir) / "vocab" / f"{f}.parquet") for f in fields}
-        return model, layout, vocabs
+        return load_for_scoring(model_dir)
 
     @classmethod
     def from_paths(

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from tarq.data.features import FeatureLayout
+from tarq.data.features import FeatureLayout, Vocab
 from tarq.model.config import ModelConfig
 from tarq.model.registry import build_model
 
@@ -78,3 +78,15 @@ def load_trained(model_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any]
     model.load_state_dict(state)
     model.eval()
     return model, cfg
+
+
+def load_for_scoring(
+    model_dir: str | Path,
+) -> tuple[torch.nn.Module, FeatureLayout, dict[str, Vocab]]:
+    """A trained model in eval mode with what encoding a request needs: its layout and the
+    vocabularies of its user and item fields (serving, the replay, the A/B rankers)."""
+    d = Path(model_dir)
+    model, _ = load_trained(d)
+    layout = FeatureLayout.load(d / "layout.json")
+    fields = dict.fromkeys([*layout.user_fields, *layout.item_fields])
+    return model, layout, {f: Vocab.load(d / "vocab" / f"{f}.parquet") for f in fields}
