@@ -540,17 +540,21 @@ def published_codes_stage(
     d: _Day, samples: Samples, tarq: TrainedModel, health: dict[str, Any]
 ) -> TrainedModel:
     """TARQ judged with the IDs it is published with: on a sticky day some items keep a served
-    code that is no longer their nearest entry, so its test day is scored again with the
-    assigned codes, and these figures (and predictions) are the ones compared, gated and
-    registered. Plain days: the training loop's figures already are."""
+    code that is no longer their nearest entry, and collision resolution moves some items to a
+    free tuple, so its test day is scored again with the assigned codes, and these figures (and
+    predictions) are the ones compared, gated and registered. Days where every item has its
+    nearest entries: the training loop's figures already are."""
     held = (health.get("sticky") or {}).get("items_held", 0)
-    if not health.get("ok") or not held:
+    moved = (health.get("resolution") or {}).get("items_moved", 0)
+    if not health.get("ok") or not (held or moved):
         return tarq
     with d.stage("score_published"):
         test = d.tasks.score_published(tarq.dir, samples.dir, d.dir / "ids")
     d.log.info(
-        "tarq with its published IDs (%s items held by stickiness): auc %.4f (nearest %.4f)",
+        "tarq with its published IDs (%s items held by stickiness, %s moved off a shared "
+        "tuple): auc %.4f (nearest %.4f)",
         held,
+        moved,
         test["auc"],
         tarq.test["auc"],
     )

@@ -392,8 +392,8 @@ def rescore_champion(
 def _published_codes(ids_dir: Path, model_dir: Path) -> ItemCodes | None:
     """The codes of a day's ids file made by ``model_dir``'s weights (what that day published;
     a warm day's are sticky), or None when the folder no longer has it or it belongs to other
-    weights (the champion is then scored with its nearest entries, which equal a cold day's
-    published codes)."""
+    weights (the champion is then scored with its nearest entries, a cold day's published
+    codes but for the items collision resolution moved)."""
     from tarq.semantic_ids import IDS_FILE, file_sha256, read_item_codes
 
     path = ids_dir / IDS_FILE

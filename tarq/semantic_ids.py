@@ -49,6 +49,7 @@ from tarq.churn import IdChurn, ItemCodes, id_churn, served_codes
 from tarq.data.features import OOV, FeatureLayout, Vocab
 from tarq.data.loader import encode_fields
 from tarq.defaults import MAX_COLLISION_RATE
+from tarq.id_resolution import Resolution, resolve_collisions
 from tarq.parallel import Mapper
 from tarq.warehouse import open_db, open_for_job
 
@@ -119,12 +120,16 @@ class IdHealth:
             ``item_id``, ``level``, ``faiss_code``, ``torch_code``, ``faiss_dist``,
             ``torch_dist``).
         timing: ``seconds``, ``items_per_s``, ``torch_seconds``, ``faiss_seconds``,
-            ``faiss_items_per_s``, ``torch_threads``, ``faiss_threads``, ``chunk_size``.
+            ``faiss_items_per_s``, ``torch_threads``, ``faiss_threads``, ``chunk_size``,
+            ``resolve_seconds`` (collision resolution and the codes' rewrite).
         churn: :meth:`tarq.churn.IdChurn.to_dict` against the served table, None when none is
             served (or it has another m).
         sticky: a sticky assignment (``sticky_margin``): ``against_version``, ``margin``,
             ``items_with_served_code``, ``items_held`` (items whose published tuple is not
             their nearest-entry tuple) and ``held_per_level``; None for plain codes.
+        resolution: what collision resolution did (:meth:`tarq.id_resolution.Resolution.to_dict`:
+            classes contested and moved, items moved, by depth, unresolved, the squared error
+            added); None when it was off. The catalog figures are those of the resolved codes.
 
     The :data:`CATALOG_FIGURES` (utilization … recon_error_relative) are None when no item
     was assigned; ``to_dict()`` then leaves them out, as ``health.json`` always has.
@@ -155,6 +160,7 @@ class IdHealth:
     timing: dict[str, Any]
     churn: dict[str, Any] | None
     sticky: dict[str, Any] | None = None
+    resolution: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report as written to ``health.json`` (catalog figures only when present)."""
@@ -172,6 +178,7 @@ class IdHealth:
         old: dict[str, Any] = {
             "churn": None,
             "sticky": None,
+            "resolution": None,
             "items_price_non_finite": 0,
             **dict.fromkeys(CATALOG_FIGURES),
         }
@@ -334,6 +341,7 @@ def assign_ids(
     mapper: Mapper | None = None,
     threads: int | None = None,
     sticky_margin: float | None = None,
+    resolve: bool = True,
 ) -> IdHealth:
     """Assign semantic IDs to every catalog item and write ``ids.parquet`` + the health report.
 
@@ -366,6 +374,10 @@ def assign_ids(
             than ``sticky_margin`` × ‖r_l‖ (:func:`tarq.model.quantizer.sticky_choice`); new
             items get plain codes. None (default): plain nearest-entry codes. Only for a model
             that continues the served one (its codebooks): a cold model's entries are new.
+        resolve: give items with distinct inputs that share a greedy tuple the nearest free
+            tuple that differs in the last 1–3 levels (:mod:`tarq.id_resolution`; on a warm
+            sticky day a moved item takes back its served tuple first). False: the plain
+            greedy (or sticky) codes, collisions and all.
 
     Returns:
         The :class:`IdHealth` report (``to_dict()`` is ``health.json``): ``ok``, ``checks``,
@@ -420,6 +432,11 @@ def assign_ids(
                 margin,
             )
         item_ids_cat, codes_cat = acc.catalog()
+        resolution, t_resolve = None, time.perf_counter()
+        if resolve and item_ids_cat.size:
+            resolution = _resolve(model, acc, item_ids_cat, codes_cat)
+            codes_cat = resolution.codes.astype(np.int16)
+        resolve_s = time.perf_counter() - t_resolve
         churn = None
         if served is not None and served[2].shape[1] == codes_cat.shape[1]:
             churn = id_churn(
@@ -430,8 +447,14 @@ def assign_ids(
             break
         if margin != ladder[-1]:
             escalated.append({"margin": _json_margin(margin), "tuple_churn": churn.tuple_churn})
+    if resolution is not None and resolution.classes_moved:
+        t_resolve = time.perf_counter()
+        _rewrite_codes(tmp_path, _ids_schema(m, d, meta), codes_cat)
+        acc.sq_err_sum += resolution.sq_err_added
+        resolve_s += time.perf_counter() - t_resolve
     n, n_unique = int(item_ids_cat.size), int(np.unique(item_ids_cat).size)
     timing = acc.timing(time.perf_counter() - t_start, n, chunk_size)
+    timing["resolve_seconds"] = round(resolve_s, 3)
     sticky = acc.sticky_report()
     if sticky is not None:
         sticky["escalated_from"] = escalated
@@ -451,6 +474,7 @@ def assign_ids(
         timing=timing,
         churn=churn.to_dict() if churn is not None else None,
         sticky=sticky,
+        resolution=resolution.to_dict() if resolution is not None else None,
     )
     checks = _health_checks(report, n_unique, churn, min_utilization, max_collision_rate, max_churn)
     report = replace(report, checks=checks, ok=all(c["ok"] for c in checks))
@@ -465,6 +489,47 @@ def assign_ids(
         )
     tmp_path.replace(ids_path)
     return report
+
+
+def _resolve(
+    model: torch.nn.Module, acc: _Assignment, item_ids: np.ndarray, codes: np.ndarray
+) -> Resolution:
+    """:func:`tarq.id_resolution.resolve_collisions` of the catalog's (N, m) codes, the
+    latents of contested items recomputed from their inputs, a sticky day's served codes
+    as the prior."""
+
+    def latent(feats: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            parts = [
+                model.latent(torch.from_numpy(feats[i : i + 65536])).float().numpy()
+                for i in range(0, len(feats), 65536)
+            ]
+        return np.concatenate(parts)
+
+    prior = acc.sticky.lookup(item_ids) if acc.sticky is not None else None
+    return resolve_collisions(codes, acc.inputs(), latent, acc.codebooks, prior)
+
+
+def _rewrite_codes(path: Path, schema: pa.Schema, codes: np.ndarray) -> None:
+    """Replace the code columns of ``path`` (an ids.parquet being written) by ``codes``
+    (N, m), rows in file order, keeping its row groups (the file stays a function of the
+    catalog and the model, mapped or not)."""
+    src = pq.ParquetFile(path)
+    tmp = path.with_name(path.name + ".resolved")
+    start = 0
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for g in range(src.num_row_groups):
+            t = src.read_row_group(g)
+            rows = codes[start : start + t.num_rows]
+            for j in range(codes.shape[1]):
+                t = t.set_column(1 + j, f"code_{j}", pa.array(rows[:, j].astype(np.int16)))
+            writer.write_table(t.replace_schema_metadata(schema.metadata))
+            start += t.num_rows
+    src.close()
+    if start != codes.shape[0]:
+        tmp.unlink(missing_ok=True)
+        raise SemanticIdError(f"{path} holds {start} rows, the assignment {codes.shape[0]}")
+    tmp.replace(path)
 
 
 def sticky_ladder(margin: float | None, max_churn: float | None) -> list[float | None]:
@@ -1090,6 +1155,14 @@ def health_text(report: IdHealth) -> str:
                 f"  collision rate among items with distinct inputs "
                 f"{report.collision_rate_distinct_inputs:.4f}; "
                 f"{report.items_identical_inputs:,} items have the same inputs as another"
+            )
+        if report.resolution:
+            rs = report.resolution
+            lines.append(
+                f"  collisions resolved: {rs['classes_moved']:,} of {rs['classes_contested']:,} "
+                f"contested input classes ({rs['items_moved']:,} items) moved to a free tuple "
+                f"(by depth {rs['moved_by_depth']}, {rs['moved_to_served']:,} back to their "
+                f"served tuple); {rs['unresolved_classes']:,} left sharing"
             )
         lines.append(
             f"  reconstruction error ‖z−ẑ‖² {report.recon_error:.5f} "

@@ -117,7 +117,10 @@ def test_codes_equal_the_model_catalog_codes(trained: tuple[Path, Path], tmp_pat
     from tarq.model.io import load_trained
 
     db, model_dir = trained
-    report = assign_ids(db, model_dir, tmp_path, progress=False, max_collision_rate=None)
+    report = assign_ids(
+        db, model_dir, tmp_path, progress=False, max_collision_rate=None, resolve=False
+    )
+    assert report.resolution is None
     _, item_ids, codes, v_item = read_ids(tmp_path / IDS_FILE)
     model, _ = load_trained(model_dir)
     layout = FeatureLayout.load(model_dir / "layout.json")
@@ -135,6 +138,19 @@ def test_codes_equal_the_model_catalog_codes(trained: tuple[Path, Path], tmp_pat
     keep = np.array([i not in tied for i in item_ids.tolist()])
     np.testing.assert_array_equal(codes[keep], want_codes[keep])
     np.testing.assert_allclose(v_item, want_v.numpy(), rtol=1e-6, atol=1e-6)
+
+    # Resolved (the default): only the items it reports moved differ, in their last levels.
+    resolved = assign_ids(db, model_dir, tmp_path / "r", progress=False, max_collision_rate=None)
+    _, _, codes_r, v_r = read_ids(tmp_path / "r" / IDS_FILE)
+    moved = (codes_r != codes).any(1)
+    assert resolved.resolution is not None and resolved.resolution["classes_moved"] > 0
+    assert moved.sum() == resolved.resolution["items_moved"]
+    np.testing.assert_array_equal(codes_r[:, : report.m - 3], codes[:, : report.m - 3])
+    np.testing.assert_array_equal(v_r, v_item)
+    # 240 items in K^m = 64 tuples: not every class can get its own.
+    assert resolved.distinct_tuples > report.distinct_tuples
+    assert resolved.collision_rate_distinct_inputs < report.collision_rate_distinct_inputs
+    assert resolved.recon_error >= report.recon_error
 
 
 def test_faiss_ties_are_listed_not_failed() -> None:

@@ -16,7 +16,7 @@ from tarq.data.features import PAD, FeatureLayout, Vocab
 from tarq.data.loader import encode_fields
 from tarq.model import ModelConfig, build_model
 from tarq.publish import publish
-from tarq.semantic_ids import assign_ids
+from tarq.semantic_ids import IDS_FILE, assign_ids, read_ids
 from tarq.serving import (
     Scorer,
     UnknownItemError,
@@ -59,7 +59,16 @@ def make_served(root: Path) -> dict:
         dict(zip(("item_id", "category_id", "brand_id", "action", "ts"), b, strict=True))
         for b in beh
     ]
+    # The training forward scores each item with its nearest entries: items whose published
+    # codes differ (FAISS/torch ties, items moved off a shared tuple) are left out of the
+    # comparisons with it.
+    plain = root / "ids-plain"
+    assign_ids(db, model_dir, plain, progress=False, max_collision_rate=None, resolve=False)
+    _, ids, codes, _ = read_ids(root / "ids" / IDS_FILE)
+    _, _, plain_codes, _ = read_ids(plain / IDS_FILE)
     tied = {t["item_id"] for t in report.agreement["ties_listed"]}
+    tied |= set(ids[(codes != plain_codes).any(1)].tolist())
+    assert report.resolution["items_moved"] > 0
     return {
         "db": db,
         "model_dir": model_dir,

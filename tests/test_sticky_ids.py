@@ -83,7 +83,8 @@ def _codes(ids_dir: Path) -> dict[int, tuple[int, ...]]:
 
 def test_a_sticky_assignment_moves_fewer_items_and_says_which(tmp_path: Path) -> None:
     db, model_dir = make_trained(tmp_path / "fx")
-    kw = {"progress": False, "max_collision_rate": None}
+    # Plain greedy codes: this test holds the sticky rule's own accounting (resolution: below).
+    kw = {"progress": False, "max_collision_rate": None, "resolve": False}
     assign_ids(db, model_dir, tmp_path / "ids0", **kw)
     publish(db, tmp_path / "ids0", model_version="1", run_date="2026-10-06", export_dir=tmp_path)
     served = _codes(tmp_path / "ids0")
@@ -173,7 +174,9 @@ def test_tarq_is_scored_with_the_codes_it_is_published_with(tmp_path: Path) -> N
 
     db, model_dir = make_trained(tmp_path / "fx")
     samples = tmp_path / "fx" / "samples"
-    assign_ids(db, model_dir, tmp_path / "ids", progress=False, max_collision_rate=None)
+    assign_ids(
+        db, model_dir, tmp_path / "ids", progress=False, max_collision_rate=None, resolve=False
+    )
     _, ids, codes, _ = read_ids(tmp_path / "ids" / IDS_FILE)
     plain = evaluate_model_dir(model_dir, samples, predictions_out=tmp_path / "p0.parquet")
     same = evaluate_model_dir(
