@@ -196,6 +196,13 @@ class DailyParams(BaseModel):
         le=1.0,
         description=("most items that may share their ID tuple with another"),
     )
+    resolve_collisions: bool = Field(
+        True,
+        description=(
+            "move items with distinct inputs that share a tuple to the nearest free tuple "
+            "differing in the last 1-3 levels (False: plain nearest-entry codes)"
+        ),
+    )
     keep_days: int | None = Field(
         defaults.KEEP_DAYS,
         ge=1,
@@ -531,6 +538,7 @@ def semantic_ids_stage(d: _Day, tarq: TrainedModel) -> dict[str, Any]:
             d.p.max_collision_rate,
             d.dask,
             d.p.sticky_margin if tarq.lineage.warm else None,
+            d.p.resolve_collisions,
         )
     artifacts.semantic_ids(d.day, health)
     return health

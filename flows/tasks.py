@@ -412,11 +412,12 @@ def assign(
     max_collision_rate: float | None,
     dask: str | None = None,
     sticky_margin: float | None = None,
+    resolve: bool = True,
 ) -> dict[str, Any]:
     """FAISS-checked semantic IDs for the whole catalog with churn against the served table;
     a failed check returns ``ok: False`` (and no ids file). ``dask``: the scheduler address
     to map the catalog's chunks on (the same file as here). ``sticky_margin``: a warm day's
-    sticky IDs (:func:`tarq.semantic_ids.assign_ids`)."""
+    sticky IDs; ``resolve``: collision resolution (:func:`tarq.semantic_ids.assign_ids`)."""
     from tarq.semantic_ids import HEALTH_JSON, SemanticIdError
 
     try:
@@ -430,6 +431,7 @@ def assign(
             max_churn=max_churn,
             max_collision_rate=max_collision_rate,
             sticky_margin=sticky_margin,
+            resolve=resolve,
         ).to_dict()
     except SemanticIdError as exc:
         path = out_dir / HEALTH_JSON

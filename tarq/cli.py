@@ -238,6 +238,7 @@ def _cmd_assign_ids(args: argparse.Namespace) -> int:
             chunk_size=args.chunk_size,
             max_collision_rate=args.max_collision_rate,
             max_churn=args.max_churn,
+            resolve=not args.no_resolve,
         )
     except SemanticIdError as exc:
         print(f"tarq assign-ids: {exc}", file=sys.stderr)
@@ -516,6 +517,12 @@ def _add_model_commands(sub: Any) -> None:
         type=float,
         default=None,
         help="fail when more items than this changed their tuple vs the served table",
+    )
+    p.add_argument(
+        "--no-resolve",
+        action="store_true",
+        help="plain nearest-entry codes: items with distinct inputs may share a tuple "
+        "(default: each is moved to the nearest free tuple differing in its last 1-3 levels)",
     )
     p.set_defaults(func=_cmd_assign_ids)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,10 @@ class Resolution:
         moved_to_served: moved classes that took back their served tuple (warm days).
         unresolved_classes: classes left sharing a tuple: no free tuple within MAX_DEPTH.
         sq_err_added: Σ over items of ‖z − ẑ_new‖² − ‖z − ẑ_greedy‖².
+        greedy_collision_rate: share of items sharing their given (greedy) tuple.
+        greedy_collision_rate_distinct_inputs: share of items sharing their given tuple with
+            an item of other inputs (:func:`tarq.metrics.collision_rate_distinct` of
+            ``codes``): what the model itself separates, and what a collapse shows in.
     """
 
     codes: np.ndarray
@@ -62,6 +66,8 @@ class Resolution:
     moved_to_served: int
     unresolved_classes: int
     sq_err_added: float
+    greedy_collision_rate: float = 0.0
+    greedy_collision_rate_distinct_inputs: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The report's ``resolution`` entry (without the codes)."""
@@ -74,6 +80,8 @@ class Resolution:
             "moved_to_served": self.moved_to_served,
             "unresolved_classes": self.unresolved_classes,
             "sq_err_added": self.sq_err_added,
+            "greedy_collision_rate": self.greedy_collision_rate,
+            "greedy_collision_rate_distinct_inputs": self.greedy_collision_rate_distinct_inputs,
         }
 
 
@@ -128,9 +136,15 @@ def resolve_collisions(
     cls = cls.ravel()
     _, t_of_cls = np.unique(tkey[first], return_inverse=True)
     t_of_cls = t_of_cls.ravel()
-    contested = np.flatnonzero(np.bincount(t_of_cls)[t_of_cls] > 1)  # class indices
+    shared = np.bincount(t_of_cls)[t_of_cls] > 1  # per class: its tuple holds another class
+    contested = np.flatnonzero(shared)  # class indices
+    _, t_inv, t_counts = np.unique(tkey, return_inverse=True, return_counts=True)
+    greedy = (
+        float((t_counts[t_inv.ravel()] > 1).mean()),
+        float(shared[cls].mean()),
+    )
     if contested.size == 0:
-        return empty
+        return replace(empty, greedy_collision_rate=greedy[0])
     rows = first[contested]  # one row per contested class
     z = np.asarray(latent(np.ascontiguousarray(inputs[rows])), dtype=np.float32)
     err = _sq_err(z, codebooks, codes[rows])
@@ -182,6 +196,8 @@ def resolve_collisions(
         moved_to_served=to_served,
         unresolved_classes=len(left),
         sq_err_added=float(added.astype(np.float64).sum()),
+        greedy_collision_rate=greedy[0],
+        greedy_collision_rate_distinct_inputs=greedy[1],
     )
 
 

@@ -124,5 +124,12 @@ def test_collapsed_assignments_are_refused_by_default(
     # Every entry of every level equal: every item gets the same tuple.
     state[key] = books[:, :1].expand_as(books).clone()
     torch.save(state, collapsed / "model.pt")
-    with pytest.raises(SemanticIdError, match="max_collision_rate"):
+    with pytest.raises(SemanticIdError, match="max_collision_rate") as err:
         assign_ids(db, collapsed, tmp_path / "ids", progress=False)
+    # Resolution hands out free tuples whose entries are all equal: the ceiling judges the
+    # model's own codes, not the resolved ones.
+    assert "before resolution" in str(err.value)
+    report = assign_ids(db, collapsed, tmp_path / "ids2", progress=False, max_collision_rate=None)
+    rs = report.resolution
+    assert rs["greedy_collision_rate_distinct_inputs"] == pytest.approx(1.0)
+    assert report.collision_rate_distinct_inputs < rs["greedy_collision_rate_distinct_inputs"]

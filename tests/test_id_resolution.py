@@ -51,6 +51,7 @@ def test_distinct_inputs_get_the_nearest_free_tuple_equal_inputs_share() -> None
     assert len({tuple(out[i]) for i in range(4)}) == 4 and (out[4] == out[0]).all()
     assert res.classes_contested == 4 and res.classes_moved == 3
     assert res.moved_by_depth == [3] and res.unresolved_classes == 0 and calls == [4]
+    assert res.greedy_collision_rate == 1.0 == res.greedy_collision_rate_distinct_inputs
     # The nearest class keeps the greedy tuple; the others keep levels 0 and 1 and move in
     # order of their error, each to the nearest last-level entry still free.
     errs = [_sq(z[i], books, codes[i]) for i in range(4)]
@@ -85,6 +86,10 @@ def test_no_collision_changes_nothing() -> None:
     z = np.stack([books[0, i] + books[1, j] for i in range(4) for j in range(4)])
     codes, res, calls = _resolve(z, np.arange(16)[:, None], books)
     assert (res.codes == codes).all() and res.classes_contested == 0 and calls == []
+    assert res.greedy_collision_rate == 0.0 == res.greedy_collision_rate_distinct_inputs
+    # Equal inputs share a tuple: a collision, but not one among distinct inputs.
+    _, same, _ = _resolve(z[[0, 0, 1]], np.array([[0], [0], [1]]), books)
+    assert same.greedy_collision_rate == pytest.approx(2 / 3) and same.classes_contested == 0
 
 
 def test_the_served_holder_keeps_its_tuple_and_a_mover_takes_its_served_tuple_back() -> None:
