@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -273,36 +274,55 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
+    from tarq.score_server import ScoreServer, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.model_dir is not None and args.ids is None:
+        raise ValueError("--model-dir needs --ids (the ids.parquet or export it assigned)")
+    if args.follow and args.model_dir is not None:
+        raise ValueError("--follow follows a registry alias (--model models:/NAME@ALIAS)")
+    source = f"{args.model_dir} + {args.ids}" if args.model_dir is not None else args.model
+
+    def ready(server: ScoreServer) -> None:
+        st = server.live.status()
+        print(
+            f"tarq serve [{os.getpid()}]: {source} version {st['version']} ({st['items']:,} "
+            f"items){' following' if args.follow else ''} on "
+            f"http://{args.host}:{server.server_port} — POST /score, GET /ping, GET /ready",
+            flush=True,
+        )
+
+    return serve(
+        lambda: _serve_live(args, source), args.host, args.port, args.workers, args.drain_s, ready
+    )
+
+
+def _serve_live(args: argparse.Namespace, source: str) -> tuple[Any, Any]:
+    """A serving process's live version (and follower): runs in each worker, after the fork."""
+    import re
+
     import torch
 
-    from tarq.score_server import load_scorer, make_server
+    from tarq.champion_follow import Follower, Live
+    from tarq.score_server import load_scorer, static_live
     from tarq.serving import Scorer
 
     # One intra-op thread: a request is sub-millisecond work, and a thread pool per request
     # beside other processes costs far more than it saves (benchmarks/README.md).
     torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.model_dir is not None:
-        if args.ids is None:
-            raise ValueError("--model-dir needs --ids (the ids.parquet or export it assigned)")
         scorer = Scorer.from_parquet(args.ids, args.model_dir, max_candidates=args.max_candidates)
-        source = f"{args.model_dir} + {args.ids}"
-    else:
-        scorer = load_scorer(args.model, max_candidates=args.max_candidates)
-        source = args.model
-    server = make_server(scorer, args.host, args.port)
-    print(
-        f"tarq serve: {source} ({scorer.n_items:,} items) on "
-        f"http://{args.host}:{server.server_port} — POST /score, GET /ping",
-        flush=True,
-    )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+        return static_live(scorer, source=source), None
+    if not re.fullmatch(r"models:/[^/@]+@[^/@]+", args.model):
+        if args.follow:
+            raise ValueError(f"--follow needs a registry alias (models:/NAME@ALIAS), not {source}")
+        return static_live(load_scorer(args.model, args.max_candidates), source=source), None
+    from tarq.serving_pyfunc import registry_source
+
+    resolve, load = registry_source(args.model, args.max_candidates)
+    live = Live(load(resolve()), source)
+    follower = Follower(live, resolve, load, args.poll_s) if args.follow else None
+    return live, follower
 
 
 def _cmd_flows(args: argparse.Namespace) -> int:
@@ -553,6 +573,18 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("--port", type=int, default=5002)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--max-candidates", type=int, default=None, help="default: the model's cap")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="follow the alias of --model: load each new version beside the old, swap it in",
+    )
+    p.add_argument("--poll-s", type=float, default=10.0, help="with --follow: seconds per check")
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes accepting on one socket (one per core)"
+    )
+    p.add_argument(
+        "--drain-s", type=float, default=30.0, help="SIGTERM: longest wait for requests in flight"
+    )
     p.set_defaults(func=_cmd_serve)
 
 

@@ -25,6 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 # Always: an edited MLmodel cannot make MLflow unpickle anything.
 FORCED_ENV = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
@@ -198,13 +199,25 @@ def _group_alive(pgid: int) -> bool:
 
 class LeanServer(ModelServer):
     """``tarq serve`` (:mod:`tarq.score_server`) of the same saved or registered scorer, with the
-    same environment, start and stop as :class:`ModelServer` (``workers`` is not used: one
-    process, a thread per connection)."""
+    same environment, start and stop as :class:`ModelServer`: ``workers`` processes on one
+    socket, a thread per connection in each; ``follow`` polls the alias of ``model_uri`` every
+    ``poll_s`` seconds."""
 
     name = "tarq serve"
 
+    def __init__(
+        self,
+        model_uri: str | Path,
+        *args: Any,
+        follow: bool = False,
+        poll_s: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model_uri, *args, **kwargs)
+        self.follow, self.poll_s = follow, poll_s
+
     def command(self) -> list[str]:
-        return [
+        cmd = [
             sys.executable,
             "-m",
             "tarq.cli",
@@ -217,4 +230,7 @@ class LeanServer(ModelServer):
             str(self.port),
             "--threads",
             self.env.get("OMP_NUM_THREADS", "1"),
+            "--workers",
+            str(self.workers),
         ]
+        return cmd + (["--follow", "--poll-s", str(self.poll_s)] if self.follow else [])

@@ -52,11 +52,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -70,6 +71,9 @@ from mlflow.types.schema import AnyType, Array, ColSpec, DataType, Object, Prope
 from tarq.data.features import SEQ_CONTEXT_FIELDS, FeatureLayout
 from tarq.semantic_ids import META_KEY
 from tarq.serving import MAX_CANDIDATES, Scorer, ids_model_sha256
+
+if TYPE_CHECKING:
+    from tarq.champion_follow import Loaded
 
 MODEL_FILES = ("model.pt", "config.json", "layout.json")
 # The models-from-code file MLflow copies into the saved model and runs on load.
@@ -378,6 +382,44 @@ def check_model_code(local_path: Path) -> None:
             f"{saved}: the saved model code differs from {MODEL_CODE.name} of the "
             "installed tarq; refused to load"
         )
+
+
+def registry_source(
+    model_uri: str, max_candidates: int | None = None
+) -> tuple[Callable[[], str], Callable[[str], Loaded]]:
+    """What :class:`tarq.champion_follow.Follower` polls and loads for a registry alias.
+
+    Args:
+        model_uri: ``models:/<name>@<alias>``, e.g. ``models:/tarq@champion``.
+        max_candidates: overrides the saved cap when given.
+    Returns:
+        (resolve: the alias's model version now, load: a version → its :class:`Loaded`,
+        loaded with :func:`load_scorer_model`'s checks).
+
+    Raises:
+        ValueError: ``model_uri`` names no alias.
+    """
+    from mlflow import MlflowClient
+
+    from tarq.champion_follow import Loaded
+
+    match = re.fullmatch(r"models:/([^/@]+)@([^/@]+)", model_uri)
+    if match is None:
+        raise ValueError(
+            f"following needs a registry alias such as models:/tarq@champion, got {model_uri!r}"
+        )
+    name, alias = match.groups()
+    client = MlflowClient()
+
+    def resolve() -> str:
+        return str(client.get_model_version_by_alias(name, alias).version)
+
+    def load(version: str) -> Loaded:
+        pyfunc = load_scorer_model(f"models:/{name}/{version}", max_candidates=max_candidates)
+        scorer = pyfunc.unwrap_python_model().scorer
+        return Loaded(scorer, str(version), scorer.version)
+
+    return resolve, load
 
 
 def load_scorer_model(model_uri: str, max_candidates: int | None = None) -> Any:

@@ -1,0 +1,269 @@
+"""Serving follows the champion (tarq.champion_follow, tarq.score_server): versions swapped
+whole, a failed load keeps the old version, draining; and ``tarq serve --follow --workers 2``
+against a real MLflow registry (SQLite) with promotions, a broken version and SIGTERM."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.client import HTTPConnection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tarq.champion_follow import Follower, Live, Loaded
+from tarq.score_server import serve_in_thread
+from tarq.serving import ModelMismatchError, Scorer
+from tests.test_serving import USER, make_served
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny served model as v1 and, as v2, the same files with the head's bias moved:
+    other scores for every candidate."""
+    served = make_served(tmp_path_factory.mktemp("follow"))
+    v1 = Scorer.from_parquet(served["export"], served["model_dir"])
+    v2 = copy.copy(v1)
+    v2._bias = v1._bias + 0.5  # the head's bias, as the Scorer reads it
+    return {**served, "v1": v1, "v2": v2}
+
+
+def _req(served: dict[str, Any], n: int = 30) -> dict[str, Any]:
+    ids = served["items"].column("item_id").to_numpy()[:n]
+    return {
+        "user_profile": {"user_id": USER},
+        "history": [{**h, "ts": h["ts"].isoformat()} for h in served["history"][-10:]],
+        "candidate_item_ids": ids.tolist(),
+        "request_ts": served["request_ts"].isoformat(),
+    }
+
+
+def _want(scorer: Scorer, req: dict[str, Any]) -> np.ndarray:
+    return scorer.score(
+        req["user_profile"], req["history"], req["candidate_item_ids"], request_ts=req["request_ts"]
+    )
+
+
+def _post(port: int, req: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    conn = HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", "/score", body=json.dumps(req))
+    res = conn.getresponse()
+    out = json.loads(res.read())
+    conn.close()
+    return res.status, out, dict(res.getheaders())
+
+
+def _get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as res:
+            return res.status, json.loads(res.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+class _Slow:
+    """A scorer whose score() waits for ``release`` after saying it started."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer, self.started, self.release = scorer, threading.Event(), threading.Event()
+        self.n_items = scorer.n_items
+
+    def score(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        self.started.set()
+        assert self.release.wait(30)
+        return self.scorer.score(*args, **kwargs)
+
+
+def test_a_request_in_flight_during_a_swap_is_answered_wholly_by_its_version(two: dict) -> None:
+    req = _req(two)
+    slow = _Slow(two["v1"])
+    live = Live(Loaded(slow, "1"), "test")  # type: ignore[arg-type]
+    server = serve_in_thread(live)
+    port = server.server_port
+    try:
+        first: dict[str, Any] = {}
+        t = threading.Thread(target=lambda: first.update(zip("sbh", _post(port, req), strict=True)))
+        t.start()
+        assert slow.started.wait(30)
+        live.swap(Loaded(two["v2"], "2"))  # while v1 is scoring the first request
+        status, out, headers = _post(port, req)
+        assert status == 200 and out["version"] == "2" and headers["X-Tarq-Version"] == "2"
+        np.testing.assert_array_equal(np.float32(out["scores"]), _want(two["v2"], req))
+        slow.release.set()
+        t.join(30)
+        assert first["s"] == 200 and first["b"]["version"] == "1"
+        assert first["h"]["X-Tarq-Version"] == "1"
+        np.testing.assert_array_equal(np.float32(first["b"]["scores"]), _want(two["v1"], req))
+        assert not np.allclose(_want(two["v1"], req), _want(two["v2"], req))
+    finally:
+        slow.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_follower_swaps_on_a_new_version_and_keeps_serving_when_a_load_fails(
+    two: dict,
+) -> None:
+    alias = {"now": "1"}
+
+    def load(version: str) -> Loaded:
+        if version == "3":
+            raise ModelMismatchError("ids.parquet was assigned by another model")
+        return Loaded(two["v1"] if version == "1" else two["v2"], version, 7)
+
+    live = Live(load("1"), "models:/tarq@champion")
+    follower = Follower(live, lambda: alias["now"], load, poll_s=3600, retry_s=3600)
+    server = serve_in_thread(live)
+    url = f"http://127.0.0.1:{server.server_port}"
+    req = _req(two)
+    try:
+        assert follower.check() is False and live.error is None  # nothing moved
+        alias["now"] = "2"
+        assert follower.check() is True and live.current.version == "2" and live.swaps == 1
+        status, out, _ = _post(server.server_port, req)
+        assert out["version"] == "2"
+        np.testing.assert_array_equal(np.float32(out["scores"]), _want(two["v2"], req))
+        alias["now"] = "3"  # a broken version: v2 keeps serving, /ready says why
+        assert follower.check() is False and live.current.version == "2"
+        status, ready = _get(url + "/ready")
+        assert status == 200 and ready["ready"] and ready["version"] == "2"
+        assert "version 3 not loaded, still serving 2" in ready["error"]
+        assert "another model" in ready["error"] and ready["ids_version"] == 7
+        assert _post(server.server_port, req)[1]["version"] == "2"
+        assert follower.check() is False  # not retried before retry_s
+        alias["now"] = "1"  # a rollback of the alias is followed the same way
+        assert follower.check() is True and live.current.version == "1" and live.error is None
+
+        def down() -> str:
+            raise ConnectionError("registry unreachable")
+
+        Follower(live, down, load).check()
+        status, ready = _get(url + "/ready")
+        assert status == 200 and "registry unreachable" in ready["error"]
+        assert _post(server.server_port, req)[1]["version"] == "1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_nothing_loaded_is_not_ready_and_draining_lets_requests_in_flight_finish(
+    two: dict,
+) -> None:
+    empty = serve_in_thread(Live(None, "x"))
+    try:
+        assert _get(f"http://127.0.0.1:{empty.server_port}/ready")[0] == 503
+        assert _get(f"http://127.0.0.1:{empty.server_port}/ping")[0] == 200
+        assert _post(empty.server_port, _req(two))[0] == 503
+    finally:
+        empty.shutdown()
+        empty.server_close()
+
+    slow = _Slow(two["v1"])
+    server = serve_in_thread(Live(Loaded(slow, "1"), "test"))  # type: ignore[arg-type]
+    port, req = server.server_port, _req(two)
+    got: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: got.update(zip("sbh", _post(port, req), strict=True)))
+    t.start()
+    assert slow.started.wait(30)
+    drained: dict[str, bool] = {}
+    d = threading.Thread(target=lambda: drained.update(ok=server.drain(30)))
+    d.start()
+    time.sleep(0.3)
+    assert d.is_alive()  # waiting for the request in flight
+    slow.release.set()
+    t.join(30)
+    d.join(30)
+    assert got["s"] == 200 and got["b"]["version"] == "1" and drained["ok"]
+    np.testing.assert_array_equal(np.float32(got["b"]["scores"]), _want(two["v1"], req))
+    server.server_close()
+    with pytest.raises(OSError):
+        _post(port, req)
+
+
+@pytest.mark.slow
+def test_tarq_serve_follows_the_registry_alias_in_every_worker(
+    two: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers follow ``models:/tarq@champion`` in a SQLite registry: v1, then a promotion
+    of v2 (v2's exact scores), a broken v3 (IDs of other weights) that keeps v2 serving and
+    shows on /ready, and SIGTERM that lets the server exit cleanly."""
+    import shutil
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tarq.semantic_ids import assign_ids
+    from tarq.serving_http import LeanServer
+    from tarq.serving_pyfunc import save_scorer_model
+    from tests.test_faults import _altered_weights
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    client.create_registered_model("tarq")
+    v2_dir = _altered_weights(two["model_dir"], tmp_path / "v2_model")
+    assign_ids(two["db"], v2_dir, tmp_path / "v2_ids", progress=False, max_collision_rate=None)
+    paths = {
+        "1": save_scorer_model(tmp_path / "p1", two["model_dir"], two["export"]),
+        "2": save_scorer_model(tmp_path / "p2", v2_dir, tmp_path / "v2_ids" / "ids.parquet"),
+        "3": save_scorer_model(tmp_path / "p3", two["model_dir"], two["export"]),
+    }
+    # v3: weights swapped inside the saved model after saving: its load refuses them.
+    shutil.copy(v2_dir / "model.pt", paths["3"] / "artifacts" / "model_dir" / "model.pt")
+    for v in ("1", "2", "3"):
+        assert str(client.create_model_version("tarq", str(paths[v])).version) == v
+    client.set_registered_model_alias("tarq", "champion", "1")
+    v2 = Scorer.from_parquet(tmp_path / "v2_ids" / "ids.parquet", v2_dir)
+    req = _req(two)
+    env = {"MLFLOW_TRACKING_URI": uri}
+
+    def answers(port: int, n: int = 12) -> dict[str, set[str]]:
+        """version → the worker pids that answered with it, over n fresh connections."""
+        seen: dict[str, set[str]] = {}
+        for _ in range(n):
+            status, out, headers = _post(port, req)
+            assert status == 200, out
+            seen.setdefault(out["version"], set()).add(headers["X-Tarq-Worker"])
+        return seen
+
+    with LeanServer("models:/tarq@champion", workers=2, env=env, follow=True, poll_s=0.3) as srv:
+        port = srv.port
+        deadline = time.monotonic() + 120  # /ping answers once the first worker is up
+        while srv.log_tail(100_000).count("tarq serve [") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first = answers(port, 30)
+        assert set(first) == {"1"} and len(first["1"]) == 2, first  # both workers answer
+        client.set_registered_model_alias("tarq", "champion", "2")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            seen = answers(port)
+            if set(seen) == {"2"}:
+                break
+            time.sleep(0.3)
+        seen = answers(port, 30)
+        assert set(seen) == {"2"} and len(seen["2"]) == 2, seen  # both workers swapped
+        status, out, _ = _post(port, req)
+        np.testing.assert_array_equal(np.float32(out["scores"]), _want(v2, req))
+
+        client.set_registered_model_alias("tarq", "champion", "3")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status, ready = _get(srv.url + "/ready")
+            if ready.get("error"):
+                break
+            time.sleep(0.3)
+        assert status == 200 and ready["version"] == "2", ready
+        assert "version 3 not loaded, still serving 2" in ready["error"], ready
+        assert set(answers(port)) == {"2"}
+
+        os.killpg(srv.proc.pid, signal.SIGTERM)
+        assert srv.proc.wait(timeout=60) == 0, srv.log_tail()
