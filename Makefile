@@ -80,6 +80,9 @@ MODEL ?= models:/tarq@champion
 PORT ?= 5001
 WORKERS ?= 1
 LEAN_PORT ?= 5002
+# tarq serve: processes on the one port, and following the alias of MODEL (FOLLOW= turns it off)
+LEAN_WORKERS ?= 1
+FOLLOW ?= --follow
 serve: install
 	PATH="$(abspath $(BIN)):$$PATH" \
 	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow/mlflow.db}" \
@@ -87,11 +90,13 @@ serve: install
 	$(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 \
 	  --port $(PORT) --workers $(WORKERS)
 
-# The same registered scorer behind the lean endpoint (tarq.score_server: POST /score).
+# The same registered scorer behind the lean endpoint (tarq.score_server: POST /score),
+# following the champion (each promotion or tarq rollback swapped in without a restart).
 serve-lean: install
 	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow/mlflow.db}" \
 	MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false OMP_NUM_THREADS="$${OMP_NUM_THREADS:-1}" \
-	$(BIN)/tarq serve --model "$(MODEL)" --host 127.0.0.1 --port $(LEAN_PORT)
+	$(BIN)/tarq serve --model "$(MODEL)" --host 127.0.0.1 --port $(LEAN_PORT) \
+	  --workers $(LEAN_WORKERS) $(FOLLOW)
 
 LINTED := tarq flows tests benchmarks scripts
 

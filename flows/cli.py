@@ -1,8 +1,9 @@
 """The ``tarq`` console script: the library's commands (:mod:`tarq.cli`) plus ``tarq daily``.
 
 ``tarq daily [flags]`` runs the daily flow exactly as ``python -m flows.tarq_daily [flags]``
-(same flags, same exit codes), ``tarq gc`` is :func:`flows.retention.main` and ``tarq ab`` is
-:func:`flows.ab.main` (all need the flows or MLflow helpers of ``flows/``); every other command is :func:`tarq.cli.main`, which never imports
+(same flags, same exit codes), ``tarq gc`` is :func:`flows.retention.main`, ``tarq ab``
+:func:`flows.ab.main` and ``tarq rollback`` :func:`flows.rollback.main` (all need the flows or
+MLflow helpers of ``flows/``); every other command is :func:`tarq.cli.main`, which never imports
 Prefect (so ``tarq`` starts fast, and the library stays free of the orchestrator).
 """
 
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         from flows.retention import main as gc_main
 
         return gc_main(args[1:])
+    if args[:1] == ["rollback"]:
+        from flows.rollback import main as rollback_main
+
+        return rollback_main(args[1:])
     from tarq.cli import main as tarq_main
 
     return tarq_main(args)

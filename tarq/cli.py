@@ -359,6 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("flow_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_flows)
+    p = sub.add_parser(
+        "rollback",
+        add_help=False,
+        help="serve an older kept publication again and move the champion alias to its model "
+        "(tarq rollback --db PATH [--to-version N])",
+    )
+    p.add_argument("flow_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_flows)
     return parser
 
 

@@ -267,3 +267,45 @@ def test_tarq_serve_follows_the_registry_alias_in_every_worker(
 
         os.killpg(srv.proc.pid, signal.SIGTERM)
         assert srv.proc.wait(timeout=60) == 0, srv.log_tail()
+
+
+def test_tarq_rollback_moves_the_served_table_and_the_champion_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    from flows.cli import main as tarq
+    from tarq.publish import publish, served_version
+    from tarq.semantic_ids import assign_ids
+    from tests.test_faults import _altered_weights
+
+    served = make_served(tmp_path / "w")  # publication 1: model version "sha-…" (no registry)
+    db = served["db"]
+    other = _altered_weights(served["model_dir"], tmp_path / "m2")
+    for version, model in (("1", served["model_dir"]), ("2", other)):
+        assign_ids(db, model, tmp_path / f"ids{version}", progress=False, max_collision_rate=None)
+        publish(
+            db,
+            tmp_path / f"ids{version}",
+            model_version=version,
+            run_date=f"2026-10-0{7 + int(version)}",
+        )
+    assert served_version(db) == 3
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.create_registered_model("tarq")
+    for _ in range(2):
+        client.create_model_version("tarq", str(tmp_path))
+    client.set_registered_model_alias("tarq", "champion", "2")
+
+    assert tarq(["rollback", "--db", str(db), "--tracking-uri", uri]) == 0
+    assert served_version(db) == 2
+    assert str(client.get_model_version_by_alias("tarq", "champion").version) == "1"
+    # Publication 1 records no registered version: the table moves, the alias does not.
+    assert tarq(["rollback", "--db", str(db), "--tracking-uri", uri]) == 2
+    assert served_version(db) == 1
+    assert str(client.get_model_version_by_alias("tarq", "champion").version) == "1"
+    assert tarq(["rollback", "--db", str(db), "--tracking-uri", uri]) == 2  # nothing older
+    assert tarq(["rollback", "--db", str(db), "--to-version", "3", "--tracking-uri", uri]) == 0
+    assert served_version(db) == 3
+    assert str(client.get_model_version_by_alias("tarq", "champion").version) == "2"
