@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -196,11 +197,8 @@ def tarq_ab(
     first_day: str | None = None,
 ) -> dict[str, Any]:
     """Run the A/B (module docstring); returns what ``OUT/ab.json`` holds."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Param
-
     from tarq.data.demo import generate
-    from tarq.data.demo_ab import append_ab_day, arm_summary
+    from tarq.data.demo_ab import arm_summary
 
     logger = get_run_logger()
     root = Path(out).resolve()
@@ -233,46 +231,11 @@ def tarq_ab(
         "days": [],
         "cold_s": round(cold_s, 1),
     }
-    # The client, not mlflow's fluent API: no process-wide active run or experiment is left
-    # behind for other flows in the same process (a worker, a test session).
-    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT)
-    run_id = client.create_run(exp_id, run_name=f"ab {arm_b} vs {arm_a} {first}").info.run_id
+    client, run_id = _start_run(env, result["settings"], arm_a, arm_b, first)
     result["mlflow_run_id"] = run_id
+    run = _ABRun(root, env, models, epochs, (arm_a, arm_b), pool_size, salt, client, run_id, t0)
     try:
-        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in result["settings"].items()])
-        ab_days = []
-        for i in range(days):
-            day = first + dt.timedelta(days=i)
-            t_day = time.perf_counter()
-            rankers, source = _rankers(root, day, arm_a, arm_b)
-            ab = append_ab_day(root / "tarq.duckdb", day, rankers, pool_size, salt)
-            sim_s = time.perf_counter() - t_day
-            job_s = _daily(root, day + dt.timedelta(days=1), models, epochs, env)
-            s = arm_summary([ab])
-            ab_days.append(ab)
-            result["days"].append(
-                {
-                    "day": str(day),
-                    "source": source,
-                    "summary": s,
-                    "simulate_s": round(sim_s, 1),
-                    "daily_job_s": round(job_s, 1),
-                }
-            )
-            _log_metrics(client, run_id, _metrics("", s), step=i)
-            create_markdown_artifact(
-                key="tarq-ab-day", markdown=_day_markdown(str(day), s, source), description=str(day)
-            )
-            (root / "ab.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-            lift = s["lift"]["ctr"]
-            print(
-                f"[{time.perf_counter() - t0:6.0f} s] {day}: A {s['A']['ctr']['mean']:.4f} "
-                f"B {s['B']['ctr']['mean']:.4f} true CTR, lift {_fmt(lift, '+.2%')} "
-                f"(simulate {sim_s:.0f} s, daily job {job_s:.0f} s)",
-                flush=True,
-            )
+        ab_days = [_ab_day(run, i, first + dt.timedelta(days=i), result) for i in range(days)]
         overall = arm_summary(ab_days)
         result["overall"] = overall
         result["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -285,14 +248,89 @@ def tarq_ab(
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
+    last = first + dt.timedelta(days=days - 1)
     create_markdown_artifact(
         key="tarq-ab",
         markdown=_day_markdown(
-            f"{first} .. {day} (all days)", overall, result["days"][-1]["source"]
+            f"{first} .. {last} (all days)", overall, result["days"][-1]["source"]
         ),
         description="the whole A/B",
     )
     return result
+
+
+def _start_run(
+    env: dict[str, str], settings: dict[str, Any], arm_a: str, arm_b: str, first: dt.date
+) -> tuple[Any, str]:
+    """The A/B's MLflow run (experiment :data:`EXPERIMENT`) with its settings as params.
+
+    An ``MlflowClient``, not mlflow's fluent API: no process-wide active run or experiment is
+    left behind for other flows in the same process (a worker, a test session)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT)
+    run_id = client.create_run(exp_id, run_name=f"ab {arm_b} vs {arm_a} {first}").info.run_id
+    try:
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in settings.items()])
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    return client, run_id
+
+
+@dataclass(frozen=True)
+class _ABRun:
+    """What every day of one A/B shares."""
+
+    root: Path
+    env: dict[str, str]
+    models: str
+    epochs: int | None
+    arms: tuple[str, str]
+    pool_size: int
+    salt: int
+    client: Any
+    run_id: str
+    t0: float
+
+
+def _ab_day(run: _ABRun, i: int, day: dt.date, result: dict[str, Any]) -> Any:
+    """Day ``i`` of the A/B: simulate ``day`` with each arm's ranker, append it, run the daily
+    job on it; log the day (MLflow step ``i``, a Prefect artifact, ``ab.json``). Returns the
+    day's :class:`tarq.data.demo_ab.ABDay`."""
+    from tarq.data.demo_ab import append_ab_day, arm_summary
+
+    t_day = time.perf_counter()
+    rankers, source = _rankers(run.root, day, *run.arms)
+    ab = append_ab_day(run.root / "tarq.duckdb", day, rankers, run.pool_size, run.salt)
+    sim_s = time.perf_counter() - t_day
+    job_s = _daily(run.root, day + dt.timedelta(days=1), run.models, run.epochs, run.env)
+    s = arm_summary([ab])
+    result["days"].append(
+        {
+            "day": str(day),
+            "source": source,
+            "summary": s,
+            "simulate_s": round(sim_s, 1),
+            "daily_job_s": round(job_s, 1),
+        }
+    )
+    _log_metrics(run.client, run.run_id, _metrics("", s), step=i)
+    create_markdown_artifact(
+        key="tarq-ab-day", markdown=_day_markdown(str(day), s, source), description=str(day)
+    )
+    (run.root / "ab.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    lift = s["lift"]["ctr"]
+    print(
+        f"[{time.perf_counter() - run.t0:6.0f} s] {day}: A {s['A']['ctr']['mean']:.4f} "
+        f"B {s['B']['ctr']['mean']:.4f} true CTR, lift {_fmt(lift, '+.2%')} "
+        f"(simulate {sim_s:.0f} s, daily job {job_s:.0f} s)",
+        flush=True,
+    )
+    return ab
 
 
 def main(argv: list[str] | None = None) -> int:

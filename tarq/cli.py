@@ -371,7 +371,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_data_commands(sub: Any) -> None:
-    """demo-data, demo-oracle, import, lake, build-samples, validate."""
+    """demo-data, replay, demo-oracle, import, lake, build-samples, validate."""
+    _add_demo_data_command(sub)
+    _add_replay_command(sub)
+    _add_demo_oracle_command(sub)
+    _add_import_command(sub)
+    _add_lake_command(sub)
+    _add_build_samples_command(sub)
+    _add_validate_command(sub)
+
+
+def _add_demo_data_command(sub: Any) -> None:
     p = sub.add_parser(
         "demo-data",
         help="generate realistic multi-day demo click logs (or append their next day)",
@@ -410,6 +420,8 @@ def _add_data_commands(sub: Any) -> None:
     _add_lake(p)
     p.set_defaults(func=_cmd_demo_data)
 
+
+def _add_replay_command(sub: Any) -> None:
     p = sub.add_parser(
         "replay",
         help="open-loop replay of a demo test day: each model's top k against the true clicks",
@@ -430,6 +442,8 @@ def _add_data_commands(sub: Any) -> None:
     p.add_argument("--json", type=Path, default=None, help="also write the result here")
     p.set_defaults(func=_cmd_replay)
 
+
+def _add_demo_oracle_command(sub: Any) -> None:
     p = sub.add_parser(
         "demo-oracle",
         help="the demo world's ground truth on a test day, and trained models against it",
@@ -457,6 +471,8 @@ def _add_data_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.set_defaults(func=_cmd_demo_oracle)
 
+
+def _add_import_command(sub: Any) -> None:
     p = sub.add_parser("import", help="append logs from public datasets or contract-shaped files")
     p.add_argument("kind", choices=["taobao", "movielens", "parquet"])
     p.add_argument("src", type=Path, help="source directory (or file)")
@@ -464,6 +480,8 @@ def _add_data_commands(sub: Any) -> None:
     _add_lake(p)
     p.set_defaults(func=_cmd_import)
 
+
+def _add_lake_command(sub: Any) -> None:
     p = sub.add_parser("lake", help="the lake layout of the logs: set it up, or its status")
     lake = p.add_subparsers(dest="lake_command", required=True)
     q = lake.add_parser("init", help="keep this warehouse's logs in a lake (no logs yet)")
@@ -475,6 +493,8 @@ def _add_data_commands(sub: Any) -> None:
     q.add_argument("--json", action="store_true", help="as JSON")
     q.set_defaults(func=_cmd_lake_status)
 
+
+def _add_build_samples_command(sub: Any) -> None:
     p = sub.add_parser("build-samples", help="point-in-time training/test samples as Parquet")
     _add_db(p)
     p.add_argument("--run-date", required=True, help="YYYY-MM-DD, 'today' or 'latest'")
@@ -496,6 +516,8 @@ def _add_data_commands(sub: Any) -> None:
     )
     p.set_defaults(func=_cmd_build_samples)
 
+
+def _add_validate_command(sub: Any) -> None:
     p = sub.add_parser("validate", help="validate the logs of a run date (Great Expectations)")
     _add_db(p)
     p.add_argument("--run-date", default=None, help="YYYY-MM-DD, 'today' or 'latest'")

@@ -127,22 +127,8 @@ def resolve_collisions(
         return empty
     ints = _tuple_ints(codes, k)
     tkey = ints if ints is not None else row_keys(codes)
-    # Classes: distinct (tuple, inputs) pairs; a tuple is contested when it holds two or more.
-    _, first, cls = np.unique(
-        row_keys(np.concatenate([codes, np.asarray(inputs, np.int64)], 1)),
-        return_index=True,
-        return_inverse=True,
-    )
-    cls = cls.ravel()
-    _, t_of_cls = np.unique(tkey[first], return_inverse=True)
-    t_of_cls = t_of_cls.ravel()
-    shared = np.bincount(t_of_cls)[t_of_cls] > 1  # per class: its tuple holds another class
-    contested = np.flatnonzero(shared)  # class indices
-    _, t_inv, t_counts = np.unique(tkey, return_inverse=True, return_counts=True)
-    greedy = (
-        float((t_counts[t_inv.ravel()] > 1).mean()),
-        float(shared[cls].mean()),
-    )
+    first, cls, t_of_cls, greedy = _classes(codes, inputs, tkey)
+    contested = np.flatnonzero(np.bincount(t_of_cls)[t_of_cls] > 1)  # class indices
     if contested.size == 0:
         return replace(empty, greedy_collision_rate=greedy[0])
     rows = first[contested]  # one row per contested class
@@ -154,34 +140,21 @@ def resolve_collisions(
     owner = np.ones(order.size, bool)
     tc = t_of_cls[contested][order]
     owner[1:] = tc[1:] != tc[:-1]
-    movers = order[~owner]  # positions in `contested`
 
     def key(c: np.ndarray) -> Any:
         return int(_tuple_ints(c[None], k)[0]) if ints is not None else row_keys(c[None])[0]
 
     occupied = set(tkey.tolist())
     new = codes[rows].copy()
-    to_served = 0
-    left = []
-    for p in movers.tolist():
-        s = served[p]
-        if s[0] >= 0 and (s[: m - MAX_DEPTH] == new[p, : m - MAX_DEPTH]).all():
-            ks = key(s)
-            if ks not in occupied:
-                occupied.add(ks)
-                new[p] = s
-                to_served += 1
-                continue
-        left.append(p)
+    left, to_served = _back_to_served(order[~owner], served, new, occupied, key)
     by_depth = []
     for depth in range(1, min(MAX_DEPTH, m) + 1):
         if not left or k**depth > MAX_ENDINGS:
             break
         left, moved = _move(np.array(left, np.int64), depth, z, new, codebooks, occupied, key)
         by_depth.append(moved)
-    moved_cls = contested[(new != codes[rows]).any(1)]
     changed = np.flatnonzero((new != codes[rows]).any(1))
-    item_moved = np.isin(cls, moved_cls)
+    item_moved = np.isin(cls, contested[changed])
     class_new = np.full((first.size, m), -1, np.int64)
     class_new[contested] = new
     out[item_moved] = class_new[cls[item_moved]]
@@ -199,6 +172,52 @@ def resolve_collisions(
         greedy_collision_rate=greedy[0],
         greedy_collision_rate_distinct_inputs=greedy[1],
     )
+
+
+def _classes(
+    codes: np.ndarray, inputs: np.ndarray, tkey: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
+    """The item classes: distinct (tuple, inputs) pairs of the (N, m) codes and (N, F) inputs.
+
+    Returns (first row of each class (C,), class of each row (N,), tuple index of each class
+    (C,), (greedy collision rate, greedy collision rate among distinct inputs)).
+    """
+    _, first, cls = np.unique(
+        row_keys(np.concatenate([codes, np.asarray(inputs, np.int64)], 1)),
+        return_index=True,
+        return_inverse=True,
+    )
+    cls = cls.ravel()
+    _, t_of_cls = np.unique(tkey[first], return_inverse=True)
+    t_of_cls = t_of_cls.ravel()
+    shared = np.bincount(t_of_cls)[t_of_cls] > 1  # per class: its tuple holds another class
+    _, t_inv, t_counts = np.unique(tkey, return_inverse=True, return_counts=True)
+    greedy = float((t_counts[t_inv.ravel()] > 1).mean()), float(shared[cls].mean())
+    return first, cls, t_of_cls, greedy
+
+
+def _back_to_served(
+    movers: np.ndarray,
+    served: np.ndarray,
+    new: np.ndarray,
+    occupied: set[Any],
+    key: Callable[[np.ndarray], Any],
+) -> tuple[list[int], int]:
+    """Movers whose served tuple is free and keeps their coarse levels take it back (updates
+    ``new`` and ``occupied``). Returns (the movers left, how many took their served tuple)."""
+    m = new.shape[1]
+    left, taken = [], 0
+    for p in movers.tolist():
+        s = served[p]
+        if s[0] >= 0 and (s[: m - MAX_DEPTH] == new[p, : m - MAX_DEPTH]).all():
+            ks = key(s)
+            if ks not in occupied:
+                occupied.add(ks)
+                new[p] = s
+                taken += 1
+                continue
+        left.append(p)
+    return left, taken
 
 
 def _sq_err(z: np.ndarray, codebooks: np.ndarray, codes: np.ndarray) -> np.ndarray:

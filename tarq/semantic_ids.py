@@ -401,58 +401,38 @@ def assign_ids(
     codebooks = model.codebooks.float().cpu().numpy()  # (m, K, dz)
     meta = _ids_meta(model, cfg, codebooks, Path(model_dir))
     m, k, d = meta["m"], meta["K"], meta["d"]
-    show = sys.stderr.isatty() if progress is None else progress
+    job = _AssignJob(
+        db_path=Path(db_path),
+        model_dir=Path(model_dir),
+        tmp_path=tmp_path,
+        schema=_ids_schema(m, d, meta),
+        model_parts=(model, layout, vocabs),
+        codebooks=codebooks,
+        chunk_size=chunk_size,
+        show=sys.stderr.isatty() if progress is None else progress,
+        compare_served=compare_served,
+        mapper=mapper,
+        threads=threads,
+        tie_rtol=tie_rtol,
+        resolve=resolve,
+    )
     ladder = sticky_ladder(sticky_margin, max_churn)
     escalated: list[dict[str, Any]] = []
     for margin in ladder:
-        acc = _Assignment(codebooks, tie_rtol)
-        if mapper is None:
-            catalog_size, bad_prices, served = _assign_catalog(
-                db_path,
-                tmp_path,
-                _ids_schema(m, d, meta),
-                acc,
-                (model, layout, vocabs),
-                chunk_size,
-                show,
-                compare_served,
-                margin,
-            )
-        else:
-            catalog_size, bad_prices, served = _assign_catalog_mapped(
-                db_path,
-                Path(model_dir),
-                tmp_path,
-                _ids_schema(m, d, meta),
-                acc,
-                chunk_size,
-                compare_served,
-                mapper,
-                threads,
-                margin,
-            )
-        item_ids_cat, codes_cat = acc.catalog()
-        resolution, t_resolve = None, time.perf_counter()
-        if resolve and item_ids_cat.size:
-            resolution = _resolve(model, acc, item_ids_cat, codes_cat)
-            codes_cat = resolution.codes.astype(np.int16)
-        resolve_s = time.perf_counter() - t_resolve
-        churn = None
-        if served is not None and served[2].shape[1] == codes_cat.shape[1]:
-            churn = id_churn(
-                item_ids_cat, codes_cat, served[1], served[2], against_version=served[0]
-            )
+        run = _assign_pass(job, margin)
+        churn = run.churn
         fits = max_churn is None or churn is None or churn.tuple_churn <= max_churn
-        if acc.sticky is None or fits:
+        if run.acc.sticky is None or fits:
             break
         if margin != ladder[-1]:
             escalated.append({"margin": _json_margin(margin), "tuple_churn": churn.tuple_churn})
+    acc, resolution, resolve_s = run.acc, run.resolution, run.resolve_s
     if resolution is not None and resolution.classes_moved:
         t_resolve = time.perf_counter()
-        _rewrite_codes(tmp_path, _ids_schema(m, d, meta), codes_cat)
+        _rewrite_codes(tmp_path, job.schema, run.codes)
         acc.sq_err_sum += resolution.sq_err_added
         resolve_s += time.perf_counter() - t_resolve
-    n, n_unique = int(item_ids_cat.size), int(np.unique(item_ids_cat).size)
+    n, n_unique = int(run.item_ids.size), int(np.unique(run.item_ids).size)
     timing = acc.timing(time.perf_counter() - t_start, n, chunk_size)
     timing["resolve_seconds"] = round(resolve_s, 3)
     sticky = acc.sticky_report()
@@ -462,14 +442,14 @@ def assign_ids(
         ok=True,
         checks=[],
         model=meta,
-        catalog_size=catalog_size,
+        catalog_size=run.catalog_size,
         items_assigned=n,
-        coverage=n_unique / catalog_size if catalog_size else 0.0,
+        coverage=n_unique / run.catalog_size if run.catalog_size else 0.0,
         items_oov_id=acc.n_oov_items,
-        items_price_non_finite=bad_prices,
+        items_price_non_finite=run.bad_prices,
         m=m,
         K=k,
-        **(_catalog_figures(codes_cat, k, acc) if n else dict.fromkeys(CATALOG_FIGURES)),
+        **(_catalog_figures(run.codes, k, acc) if n else dict.fromkeys(CATALOG_FIGURES)),
         agreement=acc.agreement(),
         timing=timing,
         churn=churn.to_dict() if churn is not None else None,
@@ -478,7 +458,16 @@ def assign_ids(
     )
     checks = _health_checks(report, n_unique, churn, min_utilization, max_collision_rate, max_churn)
     report = replace(report, checks=checks, ok=all(c["ok"] for c in checks))
+    _write_report(out, report, tmp_path, ids_path)
+    return report
 
+
+def _write_report(out: Path, report: IdHealth, tmp_path: Path, ids_path: Path) -> None:
+    """health.json and health.txt always; ids.parquet only when every check passed.
+
+    Raises:
+        SemanticIdError: a check failed (the temporary ids file is removed).
+    """
     (out / HEALTH_JSON).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
     (out / HEALTH_TXT).write_text(health_text(report), encoding="utf-8")
     if not report.ok:
@@ -488,7 +477,82 @@ def assign_ids(
             f"semantic-ID assignment failed its checks ({failed}); see {out / HEALTH_JSON}"
         )
     tmp_path.replace(ids_path)
-    return report
+
+
+@dataclass(frozen=True)
+class _AssignJob:
+    """What every pass of :func:`assign_ids` over the catalog shares (see its arguments)."""
+
+    db_path: Path
+    model_dir: Path
+    tmp_path: Path
+    schema: pa.Schema
+    model_parts: tuple[torch.nn.Module, FeatureLayout, dict[str, Vocab]]
+    codebooks: np.ndarray
+    chunk_size: int
+    show: bool
+    compare_served: bool
+    mapper: Mapper | None
+    threads: int | None
+    tie_rtol: float
+    resolve: bool
+
+
+@dataclass
+class _Pass:
+    """One pass over the catalog at one sticky margin: the codes written to the temporary
+    file (resolved when asked; the file's code columns are rewritten only for the pass kept)
+    and what the report needs."""
+
+    acc: _Assignment
+    catalog_size: int
+    bad_prices: int
+    item_ids: np.ndarray
+    codes: np.ndarray
+    resolution: Resolution | None
+    resolve_s: float
+    churn: IdChurn | None
+
+
+def _assign_pass(job: _AssignJob, margin: float | None) -> _Pass:
+    """Assign the whole catalog at one sticky ``margin`` (None: plain codes), resolve its
+    collisions (``job.resolve``) and measure the churn against the served table."""
+    acc = _Assignment(job.codebooks, job.tie_rtol)
+    if job.mapper is None:
+        catalog_size, bad_prices, served = _assign_catalog(
+            job.db_path,
+            job.tmp_path,
+            job.schema,
+            acc,
+            job.model_parts,
+            job.chunk_size,
+            job.show,
+            job.compare_served,
+            margin,
+        )
+    else:
+        catalog_size, bad_prices, served = _assign_catalog_mapped(
+            job.db_path,
+            job.model_dir,
+            job.tmp_path,
+            job.schema,
+            acc,
+            job.chunk_size,
+            job.compare_served,
+            job.mapper,
+            job.threads,
+            margin,
+        )
+    item_ids, codes = acc.catalog()
+    resolution, t_resolve = None, time.perf_counter()
+    if job.resolve and item_ids.size:
+        resolution = _resolve(job.model_parts[0], acc, item_ids, codes)
+        codes = resolution.codes.astype(np.int16)
+    resolve_s = time.perf_counter() - t_resolve
+    churn = None
+    if served is not None and served[2].shape[1] == codes.shape[1]:
+        churn = id_churn(item_ids, codes, served[1], served[2], against_version=served[0])
+    return _Pass(acc, catalog_size, bad_prices, item_ids, codes, resolution, resolve_s, churn)
 
 
 def _resolve(
@@ -1174,6 +1238,12 @@ def health_text(report: IdHealth) -> str:
             f"  reconstruction error ‖z−ẑ‖² {report.recon_error:.5f} "
             f"(relative {report.recon_error_relative:.4f})"
         )
+    return "\n".join(lines + _health_text_tail(report)) + "\n"
+
+
+def _health_text_tail(report: IdHealth) -> list[str]:
+    """:func:`health_text`'s lines on churn, stickiness, FAISS/torch agreement and timing."""
+    lines = []
     if report.churn:
         lines.append(f"  churn: {IdChurn(**report.churn).summary()}")
     if report.sticky:
@@ -1203,7 +1273,7 @@ def health_text(report: IdHealth) -> str:
         f"  {tm['seconds']} s, {tm['items_per_s']} items/s (FAISS "
         f"{tm['faiss_items_per_s']} items/s, {tm['faiss_threads']} threads)"
     )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def read_ids(path: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:

@@ -91,7 +91,45 @@ def generate_next_item_logs(out: Path, config: NextItemConfig, seed: int = 0) ->
     pd.DataFrame({"user_id": np.arange(1, c.n_users + 1)}).to_parquet(
         out / "users.parquet", index=False
     )
+    imps, behs, kinds = _simulate(c, rng, cat, brand, pop, succ)
+    impressions, behaviors = pd.concat(imps), pd.concat(behs)
+    impressions.to_parquet(out / "impressions.parquet", index=False)
+    behaviors.to_parquet(out / "behaviors.parquet", index=False)
+    events = max(int(kinds[2]), 1)
+    return {
+        "config": {k: str(v) if isinstance(v, dt.date) else v for k, v in asdict(c).items()},
+        "seed": seed,
+        "rows": {
+            "items": len(items),
+            "users": c.n_users,
+            "impressions": len(impressions),
+            "behaviors": len(behaviors),
+        },
+        "click_rate": round(1.0 / (1 + c.n_negatives), 4),
+        "event_shares": {
+            "follow": round(kinds[0] / events, 4),
+            "repeat": round(kinds[1] / events, 4),
+            "popularity": round(1 - (kinds[0] + kinds[1]) / events, 4),
+        },
+    }
 
+
+def _simulate(
+    c: NextItemConfig,
+    rng: np.random.Generator,
+    cat: np.ndarray,
+    brand: np.ndarray,
+    pop: np.ndarray,
+    succ: np.ndarray,
+) -> tuple[list[pd.DataFrame], list[pd.DataFrame], np.ndarray]:
+    """The users' days: each slot every active user moves on (follow a successor of the last
+    item, repeat a recent one, or a popular item); one behaviour per event and an impression
+    of the event's item (clicked) with ``n_negatives`` other events' items of the day.
+
+    Args: the config, the generator (continued from the catalog's draws), the items' (N,)
+    categories, brands and popularity, and their (N, n_successors) successors.
+    Returns: (impression frames, behaviour frames, counts of follow / repeat / all events).
+    """
     activity = rng.lognormal(0.0, 1.0, c.n_users)
     activity = np.minimum(activity / activity.mean() * c.mean_activity, 1.0)
     ring = np.full((c.n_users, c.repeat_window), -1)
@@ -144,23 +182,4 @@ def generate_next_item_logs(out: Path, config: NextItemConfig, seed: int = 0) ->
                     {"user_id": u + 1, "item_id": item + 1, "ts": shown, "clicked": j == 0}
                 )
             )
-    impressions, behaviors = pd.concat(imps), pd.concat(behs)
-    impressions.to_parquet(out / "impressions.parquet", index=False)
-    behaviors.to_parquet(out / "behaviors.parquet", index=False)
-    events = max(int(kinds[2]), 1)
-    return {
-        "config": {k: str(v) if isinstance(v, dt.date) else v for k, v in asdict(c).items()},
-        "seed": seed,
-        "rows": {
-            "items": len(items),
-            "users": c.n_users,
-            "impressions": len(impressions),
-            "behaviors": len(behaviors),
-        },
-        "click_rate": round(1.0 / (1 + c.n_negatives), 4),
-        "event_shares": {
-            "follow": round(kinds[0] / events, 4),
-            "repeat": round(kinds[1] / events, 4),
-            "popularity": round(1 - (kinds[0] + kinds[1]) / events, 4),
-        },
-    }
+    return imps, behs, kinds
