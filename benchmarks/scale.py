@@ -98,6 +98,13 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
     if not days:
         row["error"] = text[-2000:]
         return row
+    return read_run(pdir, row)
+
+
+def read_run(pdir: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with the figures of the run left in ``pdir`` (its last run date's summary,
+    model metrics and ID health)."""
+    days = sorted((pdir / "work").glob("*/summary.json"))
     summary = json.loads(days[-1].read_text(encoding="utf-8"))
     day_dir = days[-1].parent
     row.update(
@@ -116,6 +123,7 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
         met = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         row["models"][name] = {
             "auc": r.get("auc"),
+            "auc_nearest_codes": r.get("auc_nearest_codes"),
             "samples_per_s": r.get("samples_per_s"),
             "train_seconds": r.get("train_seconds"),
             "rows_trained": met.get("rows_trained"),
@@ -137,6 +145,7 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
                 "collision_rate_distinct_inputs",
                 "items_identical_inputs",
                 "largest_collision_group",
+                "resolution",
             )
         }
         row["ids"]["agreement"] = {
@@ -167,7 +176,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     out += [
         "",
         "| preset | items | utilization per level | catalog | distinct tuples | collision rate "
-        "(distinct inputs) | largest group | unseen ids (equal inputs) | FAISS/torch | published "
+        "(distinct inputs), greedy → published | largest group | unseen ids (equal inputs) "
+        "| FAISS/torch | published "
         "| models: test AUC (samples/s) |",
         "|---|---:|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
@@ -182,9 +192,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             continue
         util = " ".join(f"{u:.2f}" for u in ids["utilization_per_level"] or [])
         agree = ids["agreement"]
+        res = ids.get("resolution")
+        greedy = (
+            f"{res['greedy_collision_rate']:.4f} "
+            f"({res['greedy_collision_rate_distinct_inputs']:.4f}) → "
+            if res and "greedy_collision_rate" in res
+            else ""
+        )
         out.append(
             f"| {r['preset']} | {ids['catalog_size']:,} | {util} | {ids['utilization_catalog']:.3f} "
-            f"| {ids['distinct_tuples']:,} | {ids['collision_rate']:.4f} "
+            f"| {ids['distinct_tuples']:,} | {greedy}{ids['collision_rate']:.4f} "
             f"({_num(ids.get('collision_rate_distinct_inputs'), '.4f')}) "
             f"| {ids['largest_collision_group']:,} | {ids['items_oov_id']:,} "
             f"({_num(ids.get('items_identical_inputs'), ',')}) "
@@ -207,7 +224,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="regenerate the logs of each preset")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--markdown", action="store_true")
+    p.add_argument(
+        "--summarise",
+        type=Path,
+        default=None,
+        help="re-read the runs of an earlier --json (their folders under --work) and print "
+        "the tables, running nothing",
+    )
     args = p.parse_args(argv)
+    if args.summarise is not None:
+        rows = json.loads(args.summarise.read_text(encoding="utf-8"))["rows"]
+        rows = [read_run((args.work / r["preset"]).resolve(), r) for r in rows]
+        print(markdown(rows))
+        return 0
     if not Path(TIME).exists():
         print(f"{TIME} not found (apt-get install time)", file=sys.stderr)
         return 2
