@@ -90,7 +90,7 @@ serve: install
 	$(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 \
 	  --port $(PORT) --workers $(WORKERS)
 
-# The same registered scorer behind the lean endpoint (tarq.score_server: POST /score),
+# The same registered scorer behind the lean endpoint (tarq.serving.server: POST /score),
 # following the champion (each promotion or tarq rollback swapped in without a restart).
 serve-lean: install
 	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow/mlflow.db}" \

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tarq.telemetry import TELEMETRY_OFF
+from tarq.runtime.telemetry import TELEMETRY_OFF
 
 ENV = {**TELEMETRY_OFF, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 

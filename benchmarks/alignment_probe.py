@@ -17,7 +17,7 @@ gradient clip 5, the training rows outside the 5 % validation hash, k-means on t
    cos(h_tar, h_rq), to see which term moves and why;
 3. after ``--steps`` steps: the same gradient norms again, and on the test day AUC, per-batch
    and catalog codebook utilization and the alignment sharpness of p and p̂ per level
-   (``tarq.evaluation.evaluate``).
+   (``tarq.training.evaluation.evaluate``).
 
 Prints one markdown table and writes everything to ``--json``.
 """
@@ -58,7 +58,7 @@ def ensure_samples(preset: str, out: Path) -> Path:
     from tarq.data.demo import generate
     from tarq.data.samples import build_samples
     from tarq.dates import latest_run_date
-    from tarq.warehouse import open_db
+    from tarq.store.warehouse import open_db
 
     db, samples = out / "warehouse.duckdb", out / "samples"
     if (samples / "meta.json").is_file():
@@ -118,9 +118,9 @@ def run(
 ) -> dict[str, Any]:
     """One variant, one seed: see the module docstring."""
     from tarq.data.loader import BatchStream, SampleSet
-    from tarq.evaluation import evaluate
     from tarq.model import ModelConfig, build_model
-    from tarq.train import TrainConfig
+    from tarq.training.evaluation import evaluate
+    from tarq.training.train import TrainConfig
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -245,7 +245,7 @@ def markdown(records: list[dict[str, Any]], k: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tarq.telemetry import disable_telemetry
+    from tarq.runtime.telemetry import disable_telemetry
 
     disable_telemetry()
     p = argparse.ArgumentParser(

@@ -15,7 +15,7 @@ them), each batch scored by:
 
 - ``reference``: ``model(batch)`` under ``torch.no_grad`` in eval mode, what evaluation ran
   for every row before the batch scorer (``evaluate(..., reference=True)``);
-- ``batch``: :func:`tarq.batch_scoring.score_batch` under ``torch.inference_mode`` with TARQ's
+- ``batch``: :func:`tarq.training.batch_scoring.score_batch` under ``torch.inference_mode`` with TARQ's
   diagnostics (the final validation, the test day, the champion re-scoring);
 - ``batch_auc_only``: the same without the diagnostics (each epoch's validation);
 - ``train``: the training loop's step (forward, weighted loss, backward, clipping, Adam) on
@@ -26,9 +26,9 @@ fastest time, so that the load of a shared machine hits the parts alike and a bu
 does not count; the rows/s are rows / Σ fastest seconds, and the ratios (batch / reference,
 batch / train) are the figures to compare across machines. ``mean_rows_per_s`` has the same
 from the mean instead of the fastest time. Deterministic algorithms are on, as training runs
-(:func:`tarq.train.train`).
+(:func:`tarq.training.train.train`).
 
-Then :func:`tarq.evaluation.evaluate` runs once on all the rows by each path
+Then :func:`tarq.training.evaluation.evaluate` runs once on all the rows by each path
 (``evaluate_rows_per_s``, wall clock, metrics included), and its figures are compared
 (``agree``: the largest probability difference; AUC and GAUC of both). The loader (Parquet →
 tensors, :class:`tarq.data.loader.BatchStream`) is timed apart on the same rows
@@ -53,13 +53,13 @@ import numpy as np
 import torch
 
 import tarq
-from tarq import batch_scoring
-from tarq.batch_scoring import score_batch
 from tarq.data.loader import BatchStream, SampleSet, model_inputs
-from tarq.evaluation import evaluate
 from tarq.model import ModelConfig, build_model
 from tarq.model.io import load_trained
-from tarq.train import TrainConfig, training_rows
+from tarq.training import batch_scoring
+from tarq.training.batch_scoring import score_batch
+from tarq.training.evaluation import evaluate
+from tarq.training.train import TrainConfig, training_rows
 
 Batch = dict[str, torch.Tensor]
 
@@ -84,7 +84,7 @@ def read_rows(
 
 
 def train_batches(sset: SampleSet, tcfg: TrainConfig, n: int) -> list[Batch]:
-    """The first ``n`` shuffled training batches of epoch 0 (as :func:`tarq.train.train`)."""
+    """The first ``n`` shuffled training batches of epoch 0 (as :func:`tarq.training.train.train`)."""
     stream = training_rows(sset, tcfg, None, drop_last=True)
     out: list[Batch] = []
     for batch in stream:

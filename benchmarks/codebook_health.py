@@ -7,9 +7,9 @@ Usage::
         --variant first_batch='{"kmeans_init_rows": 0, "codebook_revive": 0}' \\
         --variant sample_init='{"codebook_revive": 0}' --variant default='{}' --markdown
 
-Each variant trains TARQ cold on the same samples (``tarq.train.train``, one epoch capped at
+Each variant trains TARQ cold on the same samples (``tarq.training.train.train``, one epoch capped at
 ``--steps`` steps, once per value given, the same seed) with those ``ModelConfig`` fields on top of the defaults,
-then assigns the whole catalog its semantic IDs (``tarq.semantic_ids.assign_ids``, without the
+then assigns the whole catalog its semantic IDs (``tarq.ids.semantic_ids.assign_ids``, without the
 collision ceiling, so a collapsed table is measured rather than refused) and reports the
 catalog's health: utilization per level, distinct tuples, collision rate, the largest group
 sharing one tuple, the entries revived, the test AUC and the seconds. Results:
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tarq.telemetry import TELEMETRY_OFF
+from tarq.runtime.telemetry import TELEMETRY_OFF
 
 os.environ.update(TELEMETRY_OFF)
 
@@ -49,10 +49,10 @@ def run_variant(
     """Train one variant for ``steps`` steps and assign the catalog; one table row's figures."""
     import torch
 
+    from tarq.ids.semantic_ids import assign_ids
     from tarq.model import ModelConfig
     from tarq.model.io import load_trained
-    from tarq.semantic_ids import assign_ids
-    from tarq.train import TrainConfig, train
+    from tarq.training.train import TrainConfig, train
 
     out = args.out / (name if len(args.steps) == 1 else f"{name}-{steps}")
     mcfg = ModelConfig.from_dict(overrides)

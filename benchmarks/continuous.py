@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     base = base_warehouse(out, args.preset, args.data_seed)
     sys.path.insert(0, str(ROOT))
     from tarq.dates import resolve_run_date
-    from tarq.warehouse import open_db
+    from tarq.store.warehouse import open_db
 
     with open_db(base, read_only=True) as con:
         last = resolve_run_date(args.last_run_date, con)
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     from flows.tasks import PUBLISHED_PREDICTIONS
-    from tarq.evaluation import paired_interval
+    from tarq.training.evaluation import paired_interval
 
     modes = ["cold", "warm", *variants] if (out / "cold").exists() else ["warm", *variants]
     results: dict[str, Any] = {

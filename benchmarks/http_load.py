@@ -24,7 +24,7 @@ candidates drawn from the table, ``request_ts``. Per N:
   the schema's first enforcement), ``PyFuncModel.predict`` (second enforcement + our
   ``predict``), our ``predict`` alone, ``Scorer.score`` alone, ``predictions_to_json`` — and
   ``scoring_server.invocations`` end to end;
-- over HTTP: ``mlflow models serve`` (``tarq.serving_http.ModelServer``: loopback,
+- over HTTP: ``mlflow models serve`` (``tarq.serving.processes.ModelServer``: loopback,
   ``--env-manager local``, ``--workers W``, OMP_NUM_THREADS = ``--threads``) takes
   ``--requests`` requests per concurrency level, each worker thread on its own keep-alive
   ``http.client`` connection; p50/p99 latency per request, requests/s over the level's wall
@@ -36,7 +36,7 @@ of a request. ``HTTP p50 / Scorer`` divides by ``Scorer.score``'s wall p50 on th
 with the candidates as an int64 array (its fastest input); ``server CPU / Scorer CPU`` is the
 same comparison in CPU time, which other load on the machine inflates far less.
 
-With ``--lean`` (default) the same requests also go to ``tarq serve`` (:mod:`tarq.score_server`:
+With ``--lean`` (default) the same requests also go to ``tarq serve`` (:mod:`tarq.serving.server`:
 the same Scorer behind the standard library's HTTP server, ``POST /score`` with the request
 object itself), so the two servers' costs stand side by side in one run.
 
@@ -67,9 +67,9 @@ import pyarrow.parquet as pq
 import torch
 
 from tarq.data.features import TIME_GAP_BUCKETS, FeatureLayout, Vocab
+from tarq.ids.semantic_ids import META_KEY, file_sha256
 from tarq.model import ModelConfig, build_model
 from tarq.model.io import save_atomic
-from tarq.semantic_ids import META_KEY, file_sha256
 
 USER_FIELDS = {"user_id": 100_000, "gender": 3, "age_bucket": 8, "segment": 12}
 ITEM_FIELDS = {"category_id": 2_000, "brand_id": 20_000, "price_bucket": 64}
@@ -79,7 +79,7 @@ REQUEST_TS = dt.datetime(2026, 10, 22, 10, 2, 0)
 
 def synthetic_model(root: Path, n_items: int, seq_len: int = 50, seed: int = 0) -> Path:
     """A served scorer (signature included) of a random-weight TARQ; returns its folder."""
-    from tarq.serving_pyfunc import save_scorer_model
+    from tarq.serving.pyfunc import save_scorer_model
 
     model_dir = root / "model"
     (model_dir / "vocab").mkdir(parents=True)
@@ -451,8 +451,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlflow
 
-    from tarq.serving_http import LeanServer, ModelServer
-    from tarq.serving_pyfunc import load_scorer_model
+    from tarq.serving.processes import LeanServer, ModelServer
+    from tarq.serving.pyfunc import load_scorer_model
 
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()

@@ -9,13 +9,13 @@ Usage::
     python benchmarks/id_resolution.py --db W/tarq.duckdb --samples W/work/D/samples \\
         --model W/work/D/models/tarq --out /tmp/idr-large --markdown
 
-For each TARQ model, the whole catalog is assigned twice (``tarq.semantic_ids.assign_ids``
+For each TARQ model, the whole catalog is assigned twice (``tarq.ids.semantic_ids.assign_ids``
 without the collision ceiling): plain greedy codes (``resolve=False``) and resolved
-(the default, :mod:`tarq.id_resolution`). The test day is then scored with each table's
+(the default, :mod:`tarq.ids.id_resolution`). The test day is then scored with each table's
 codes (``evaluate_model_dir(item_codes=…)``, the daily job's ``score_published``), and the
 AUC difference resolved − plain gets a paired bootstrap interval over test users; with
 several models (seeds) also a pooled interval over users and seeds
-(``tarq.evaluation.pooled_interval``). Results: ``OUT/results.json`` and, with
+(``tarq.training.evaluation.pooled_interval``). Results: ``OUT/results.json`` and, with
 ``--markdown``, the tables for ``benchmarks/README.md``.
 """
 
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tarq.telemetry import TELEMETRY_OFF
+from tarq.runtime.telemetry import TELEMETRY_OFF
 
 os.environ.update(TELEMETRY_OFF)
 
@@ -38,7 +38,7 @@ os.environ.update(TELEMETRY_OFF)
 def train_seed(samples: Path, out: Path, seed: int, threads: int | None) -> Path:
     """TARQ trained cold with the job's default model and train settings, this seed."""
     from tarq.model import ModelConfig
-    from tarq.train import TrainConfig, train
+    from tarq.training.train import TrainConfig, train
 
     model_dir = out / f"seed{seed}" / "model"
     if not (model_dir / "model.pt").exists():
@@ -48,8 +48,8 @@ def train_seed(samples: Path, out: Path, seed: int, threads: int | None) -> Path
 
 def judge(db: Path, samples: Path, model_dir: Path, out: Path) -> dict[str, Any]:
     """Assign plain and resolved IDs with ``model_dir``; score the test day with each."""
-    from tarq.evaluation import evaluate_model_dir, paired_interval
-    from tarq.semantic_ids import IDS_FILE, assign_ids, read_item_codes
+    from tarq.ids.semantic_ids import IDS_FILE, assign_ids, read_item_codes
+    from tarq.training.evaluation import evaluate_model_dir, paired_interval
 
     row: dict[str, Any] = {"model": str(model_dir)}
     for name, resolve in (("plain", False), ("resolved", True)):
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    from tarq.evaluation import pooled_interval
+    from tarq.training.evaluation import pooled_interval
 
     rows = []
     jobs = [(f"seed {s}", s) for s in args.seeds] if args.seeds else []

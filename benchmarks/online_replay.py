@@ -9,7 +9,7 @@ On one ``small`` demo warehouse (data seed 7), for each training seed the daily 
 latest run date cold with every model (``python -m flows.tarq_daily --cold``; ``--epochs``).
 The test day's requests get pools of ``--pool`` candidates with true click probabilities
 (:func:`tarq.data.demo_replay.capture_pools`, the same pools for every seed), each seed's
-models score them (:func:`tarq.replay.score_pools`; TARQ with the codes the job published), and
+models score them (:func:`tarq.online.replay.score_pools`; TARQ with the codes the job published), and
 per model and k the per-request figures of all seeds are pooled: expected clicks of the top k
 relative to the oracle's, recall of the oracle's top k, agreement with TA's top k, and the
 paired difference to TT, each with a 95 % bootstrap interval (users resampled, a user's
@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from tarq.data.demo_replay import capture_pools, summary
     from tarq.dates import resolve_run_date
-    from tarq.replay import catalog, per_request, score_pools
-    from tarq.semantic_ids import IDS_FILE, read_item_codes
-    from tarq.warehouse import open_db
+    from tarq.ids.semantic_ids import IDS_FILE, read_item_codes
+    from tarq.online.replay import catalog, per_request, score_pools
+    from tarq.store.warehouse import open_db
 
     out = args.out.resolve()
     base = base_warehouse(out, args.preset, args.data_seed)

@@ -7,7 +7,7 @@ Usage::
     python benchmarks/profile_train.py --samples /tmp/f3/samples --models tt tarq \\
         --steps 60 --threads 2 --profile tarq --json /tmp/f3/after.json
 
-It runs exactly the step of :func:`tarq.train.train` (forward, weighted loss, backward,
+It runs exactly the step of :func:`tarq.training.train.train` (forward, weighted loss, backward,
 gradient clipping, Adam; deterministic algorithms on, the default configs) on the SAME
 training batches for every model, pre-read into memory so that the loader's cost is measured
 apart (``loader_ms_per_batch``). The models take turns in ``--rounds`` chunks of steps, so a
@@ -46,7 +46,7 @@ from train_models import parse_variant  # benchmarks/ is the script's directory
 import tarq
 from tarq.data.loader import SampleSet
 from tarq.model import ModelConfig, build_model
-from tarq.train import TrainConfig, training_rows
+from tarq.training.train import TrainConfig, training_rows
 
 Batch = dict[str, torch.Tensor]
 
@@ -56,7 +56,7 @@ def _inputs(batch: Batch) -> Batch:
 
 
 def load_batches(sset: SampleSet, tcfg: TrainConfig, n: int) -> tuple[list[Batch], float]:
-    """The first ``n`` training batches of epoch 0 as :func:`tarq.train.train` streams them,
+    """The first ``n`` training batches of epoch 0 as :func:`tarq.training.train.train` streams them,
     and the loader's seconds per batch."""
     stream = training_rows(sset, tcfg, None, drop_last=True)
     stream.set_epoch(0)
@@ -89,7 +89,7 @@ class Runner:
         label = label or name
         self.name = label + ("+nan-fill" if nan_fill else "")
         # Deterministic mode's NaN-fill of new tensors, for this runner's steps only (training
-        # turns it off: tarq.train.FILL_UNINITIALIZED_MEMORY).
+        # turns it off: tarq.training.train.FILL_UNINITIALIZED_MEMORY).
         self.nan_fill = nan_fill
         self.model = build_model(name, sset.layout, mcfg)
         self.model.init_codebooks(first)

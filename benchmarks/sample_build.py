@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tarq import sqlfiles
 from tarq.data.samples import build_samples
 from tarq.defaults import SEQ_LEN, TRAIN_DAYS
-from tarq.warehouse import connect
+from tarq.store import sqlfiles
+from tarq.store.warehouse import connect
 
 START = dt.datetime(2026, 10, 1)
 DAYS = 20

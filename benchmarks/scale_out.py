@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from tarq.defaults import DEMO_SEED
-from tarq.telemetry import disable_telemetry
+from tarq.runtime.telemetry import disable_telemetry
 
 END = dt.date(2026, 10, 22)
 RUN_DATE = str(END)  # test day 2026-10-21, 19 training days
@@ -144,7 +144,7 @@ def train_model(db: Path, work: Path) -> Path:
     """A TARQ model of the default shape trained for a few steps (IDs need its codebooks)."""
     from tarq.data.samples import build_samples
     from tarq.model import ModelConfig
-    from tarq.train import TrainConfig, train
+    from tarq.training.train import TrainConfig, train
 
     model = work / "model"
     if (model / "model.pt").exists():
@@ -194,7 +194,7 @@ def run_steps(
     from prefect import flow
 
     from flows import dask_steps
-    from tarq.parallel import serial_map
+    from tarq.runtime.parallel import serial_map
 
     mapper = TimedMapper(dask_steps.prefect_mapper if address else serial_map)
     res = dask_steps.worker_resources(address) if address else None
@@ -284,7 +284,7 @@ def _assign_step(
     mapper: Any,
     threads: int | None,
 ) -> None:
-    from tarq.semantic_ids import IDS_FILE, assign_ids
+    from tarq.ids.semantic_ids import IDS_FILE, assign_ids
 
     ids = step(
         "assign-ids",

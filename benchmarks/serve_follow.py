@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from http_load import load, make_request, synthetic_model
 
-from tarq.telemetry import TELEMETRY_OFF
+from tarq.runtime.telemetry import TELEMETRY_OFF
 
 os.environ.update(TELEMETRY_OFF)
 
@@ -51,7 +51,7 @@ def registry(root: Path, items: int, history: int) -> tuple[str, dict[str, Any]]
     version, the scorer loaded here."""
     from mlflow import MlflowClient
 
-    from tarq.serving_pyfunc import load_scorer_model
+    from tarq.serving.pyfunc import load_scorer_model
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -66,7 +66,7 @@ def registry(root: Path, items: int, history: int) -> tuple[str, dict[str, Any]]
 
 
 def concurrency(args: argparse.Namespace, env: dict[str, str], scorer: Any) -> list[dict]:
-    from tarq.serving_http import LeanServer
+    from tarq.serving.processes import LeanServer
 
     ids = np.arange(args.items)  # the synthetic table's item ids
     rows = []
@@ -116,7 +116,7 @@ def swap_run(
 ) -> dict[str, Any]:
     from mlflow import MlflowClient
 
-    from tarq.serving_http import LeanServer
+    from tarq.serving.processes import LeanServer
 
     client = MlflowClient(uri)
     s1 = scorers["1"]

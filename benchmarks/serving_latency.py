@@ -16,9 +16,9 @@ Timed per request (``time.perf_counter``), inference mode:
 
 - fixed: the user side, once per request — TT: user tower; TARQ: user tower + personalised
   codebooks (m·K queries in one attention) + their pair sums; TA: user tower + the
-  history's keys/values; all three on the lean one-request path (:mod:`tarq.user_side`);
+  history's keys/values; all three on the lean one-request path (:mod:`tarq.serving.user_side`);
 - per-candidate: scoring the N candidates — TT and TARQ: the fused numba kernels of
-  :mod:`tarq.kernels`; TA: one attention over the history per candidate (blocked SDPA);
+  :mod:`tarq.serving.kernels`; TA: one attention over the history per candidate (blocked SDPA);
 - ``tt_ref``, ``tarq_ref``: the torch reference paths (the model's batched ``user_side`` and
   the torch candidate functions of :mod:`tarq.serving`), for the speed-up in the same run;
 - ``tarq_scorer``: the full ``Scorer.score`` path (request encoding and id lookup included).
@@ -46,19 +46,19 @@ import numba
 import numpy as np
 import torch
 
-from tarq import kernels
 from tarq.data.features import TIME_GAP_BUCKETS, FeatureLayout, Vocab
+from tarq.ids.semantic_ids import faiss_assign
 from tarq.model import ModelConfig, build_model
-from tarq.semantic_ids import faiss_assign
 from tarq.serving import (
     Scorer,
+    kernels,
     target_attention_keys,
     target_attention_logits,
     tarq_logits,
     two_tower_logits,
     unit_rows,
 )
-from tarq.user_side import LeanUserSide
+from tarq.serving.user_side import LeanUserSide
 
 TABLE_ITEMS = 200_000
 VOCAB = {
@@ -145,7 +145,7 @@ def _runner(name: str, model: torch.nn.Module, table: dict[str, torch.Tensor]):
     """(fixed(req) -> state, per_candidate(state, rows) -> logits) for one model.
 
     ``tt``, ``tarq``, ``ta``: the serving paths — the lean one-request user side
-    (:mod:`tarq.user_side`), then the fused kernels (:mod:`tarq.kernels`) for TT and TARQ and
+    (:mod:`tarq.serving.user_side`), then the fused kernels (:mod:`tarq.serving.kernels`) for TT and TARQ and
     blocked attention for TA. ``tt_ref``, ``tarq_ref``: the torch reference paths (the model's
     batched ``user_side``, the torch candidate functions of :mod:`tarq.serving`), timed in the
     same run for the speed-up.

@@ -39,7 +39,7 @@ from _harness import demo_warehouse, job_env
 
 from flows.retention import dir_bytes
 from flows.tasks import PUBLISHED_PREDICTIONS
-from tarq.evaluation import paired_interval
+from tarq.training.evaluation import paired_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 2**20
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         }
     from tarq.dates import resolve_run_date
-    from tarq.warehouse import open_db
+    from tarq.store.warehouse import open_db
 
     done = {r["run_date"] for r in results["days"]}
     if results["days"]:

@@ -29,9 +29,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tarq.evaluation import evaluate_model_dir, paired_interval
-from tarq.publish import publish
-from tarq.semantic_ids import IDS_FILE, assign_ids, read_item_codes
+from tarq.ids.semantic_ids import IDS_FILE, assign_ids, read_item_codes
+from tarq.release.publish import publish
+from tarq.training.evaluation import evaluate_model_dir, paired_interval
 
 
 def _margin(text: str) -> float | None:

@@ -21,8 +21,8 @@ What it does, in order:
    :func:`tarq.data.samples.build_samples` (reused when ``meta.json`` there has the same
    window, unless ``--rebuild-samples``); ``--test-days N`` tests on the N days ending the run
    date − 1 instead of one day (training ends the day before them).
-3. Every model of ``--models`` (default: all seven) trained by :func:`tarq.train.train` on those
-   samples with ONE :class:`~tarq.train.TrainConfig` (and the default
+3. Every model of ``--models`` (default: all seven) trained by :func:`tarq.training.train.train` on those
+   samples with ONE :class:`~tarq.training.train.TrainConfig` (and the default
    :class:`~tarq.model.ModelConfig`, or ``--config``), for every seed of ``--seeds``; artefacts
    under ``OUT/runs/seed<S>/<model>/``.
 4. A table of the test-day metrics (AUC, GAUC, log-loss, per-batch and catalog codebook
@@ -173,7 +173,7 @@ def default_window(db: Path, dataset: str | None, test_days: int = 1) -> tuple[s
     Taobao → test on the last impression day, train on every day before. With ``test_days``
     N > 1 the imported sets test on their last N days and train on every day before them."""
     from tarq.dates import latest_run_date
-    from tarq.warehouse import open_db
+    from tarq.store.warehouse import open_db
 
     with open_db(db, read_only=True) as con:
         if dataset not in IMPORTED:
@@ -194,7 +194,7 @@ def ensure_samples(args: argparse.Namespace, db: Path) -> SampleBuild:
     """Build the samples once; reused while the request (warehouse, window, L) is the same."""
     from tarq.data.samples import SampleBuild, build_samples
     from tarq.dates import resolve_run_date
-    from tarq.warehouse import open_db
+    from tarq.store.warehouse import open_db
 
     run_date, train_days = default_window(db, args.dataset, args.test_days)
     if args.run_date:
@@ -302,7 +302,7 @@ def run_one(
     """Train one model (or --variant) for one seed; returns the per-run record (never raises)."""
     import dataclasses
 
-    from tarq.train import TrainResult, train
+    from tarq.training.train import TrainResult, train
 
     model, overrides = args.variant_of.get(label, (label, {}))
     out = args.out / "runs" / f"seed{seed}" / label
@@ -379,7 +379,7 @@ def pooled_bootstrap(a_dirs: list[Path], b_dirs: list[Path], n: int) -> dict[str
     ``a_dirs[s]`` and ``b_dirs[s]`` are the run directories of seed s; their
     predictions.parquet files must hold the same test rows in the same order (None if not).
     """
-    from tarq.evaluation import pooled_interval
+    from tarq.training.evaluation import pooled_interval
 
     try:
         iv = pooled_interval(
@@ -760,7 +760,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tarq.telemetry import disable_telemetry
+    from tarq.runtime.telemetry import disable_telemetry
 
     disable_telemetry()
     args = parse_args(argv)
@@ -780,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from tarq.train import load_config
+    from tarq.training.train import load_config
 
     mcfg, tcfg = load_config(args.config)
     for flag, key in (

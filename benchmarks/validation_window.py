@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tarq.defaults import DEMO_REFERENCE_START, TRAIN_DAYS
-from tarq.telemetry import TELEMETRY_OFF
+from tarq.runtime.telemetry import TELEMETRY_OFF
 
 REPO = Path(__file__).resolve().parents[1]
 

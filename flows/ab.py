@@ -39,7 +39,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from tarq import defaults
-from tarq.telemetry import TELEMETRY_OFF, disable_telemetry
+from tarq.runtime.telemetry import TELEMETRY_OFF, disable_telemetry
 
 disable_telemetry()
 
@@ -87,7 +87,7 @@ def _latest_model(work: Path, before: dt.date, name: str) -> Path:
 
 def _rankers(out: Path, day: dt.date, arm_a: str, arm_b: str) -> tuple[tuple, dict[str, str]]:
     """Each arm's ranker for ``day`` and where it came from."""
-    from tarq.ab import ModelRanker, served_tarq
+    from tarq.online.ab import ModelRanker, served_tarq
 
     db, work = out / "tarq.duckdb", out / "work"
     rankers, source = [], {}

@@ -5,7 +5,7 @@ days), sample building (the logs shuffled by user bucket in jobs of whole days, 
 per bucket) and the catalog's semantic-ID assignment (one job per chunk of items) as subflows
 ``<step>-on-dask`` (:func:`run_step`) whose task runner is prefect-dask's ``DaskTaskRunner``:
 every job is a Prefect task run (retried on its own, visible in the UI) executed by a Dask
-worker. The library side (``tarq.parallel``) knows nothing of either: the
+worker. The library side (``tarq.runtime.parallel``) knows nothing of either: the
 stage takes a mapper, and :func:`prefect_mapper` is the one that maps over Prefect tasks.
 
 :func:`cluster` gives the address of the cluster for one run: the existing one named by
@@ -45,7 +45,7 @@ SHUFFLE_JOB_ROWS = 1_000_000
 
 
 def prefect_mapper(fn: Callable[[T], R], jobs: Sequence[T], *, name: str) -> list[R]:
-    """A :class:`tarq.parallel.Mapper`: one Prefect task run per job, on the current flow's
+    """A :class:`tarq.runtime.parallel.Mapper`: one Prefect task run per job, on the current flow's
     task runner (a ``DaskTaskRunner`` in the subflows below); results in job order. It waits
     for every job before raising a failed one's error: a job still running holds the
     warehouse open read-only and writes into the stage's staging folder."""
@@ -133,7 +133,7 @@ STEPS: dict[str, tuple[str, str, dict[str, Any], str]] = {
         "Point-in-time samples: the logs shuffled by user bucket, then one task per bucket.",
     ),
     "assign": (
-        "tarq.semantic_ids",
+        "tarq.ids.semantic_ids",
         "assign_ids",
         {},
         "Semantic IDs, one task per chunk of the catalog.",

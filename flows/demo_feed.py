@@ -25,7 +25,7 @@ from prefect.states import Completed, Failed, State
 
 from flows.tasks import daily_task
 from tarq import defaults
-from tarq.telemetry import disable_telemetry
+from tarq.runtime.telemetry import disable_telemetry
 
 disable_telemetry()
 
@@ -67,8 +67,8 @@ def demo_feed(
     """Append the demo logs' days after their last one through ``through`` (``yesterday``,
     ``today`` or YYYY-MM-DD, UTC); returns the appended days, or a Failed state."""
     from tarq.data.demo import NoDemoLogs, parse_day
-    from tarq.locking import LockBusyError, exclusive_lock, warehouse_lock_path
-    from tarq.warehouse import WarehouseBusyError
+    from tarq.store.locking import LockBusyError, exclusive_lock, warehouse_lock_path
+    from tarq.store.warehouse import WarehouseBusyError
 
     log = get_run_logger()
     path = Path(db).resolve()

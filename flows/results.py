@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tarq.gate import GateDecision
-from tarq.lineage import Lineage
 from tarq.metrics import PairedInterval
+from tarq.release.gate import GateDecision
+from tarq.release.lineage import Lineage
 
 if TYPE_CHECKING:  # annotations only: importing the flow's hand-offs loads no torch or DuckDB
     from tarq.data.samples import SampleBuild
-    from tarq.publish import Publication
-    from tarq.train import TrainResult
+    from tarq.release.publish import Publication
+    from tarq.training.train import TrainResult
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class DaySummary:
     lineage: dict[str, dict[str, Any]]
     churn: dict[str, Any] | None
     timings: dict[str, float]
-    # Per stage, the flow process's largest resident set (tarq.resources.PeakRss), MiB.
+    # Per stage, the flow process's largest resident set (tarq.runtime.resources.PeakRss), MiB.
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     publication: Publication | None = None
     # "published", "not-served" (published but another table version is served) or

@@ -14,7 +14,7 @@ TARQ pyfunc (~5 MB a model a day on ``small``). :func:`plan` lists what may go a
 
   - the version behind any alias (``champion``, ``challenger``, …) and its run;
   - every model of a publication still kept in the warehouse (the served table and the older
-    tables :func:`tarq.publish.rollback` may serve again);
+    tables :func:`tarq.release.publish.rollback` may serve again);
   - each model's warm-start parent (the newest finished run of each model: the next run date
     continues it), and TARQ's champion;
   - every run of a run date still in progress (and the CLI holds the warehouse lock, so no run
@@ -162,8 +162,8 @@ def _repo(uri: str) -> Any:
 
 def _publications(db: Path) -> dict[str, str]:
     """Model sha256 of every publication whose table is kept (served or a rollback target)."""
-    from tarq import sqlfiles
-    from tarq.warehouse import open_db
+    from tarq.store import sqlfiles
+    from tarq.store.warehouse import open_db
 
     with open_db(db, read_only=True) as con:
         try:
@@ -268,7 +268,7 @@ def plan(
         )
     if not Path(db).is_file():
         raise ValueError(f"no warehouse at {db}")
-    from tarq.warehouse import warehouse_id
+    from tarq.store.warehouse import warehouse_id
 
     s = _store(experiment, registered_model, warehouse_id(db), Path(db))
     work_days = sorted(p.name for p in Path(work_dir).glob("????-??-??") if p.is_dir())
@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Iterable[str] | None = None) -> int:
     """``tarq gc``: exit 0 done (or nothing to do), 2 bad arguments, 4 the warehouse is busy."""
-    from tarq.locking import LockBusyError, exclusive_lock, warehouse_lock_path
+    from tarq.store.locking import LockBusyError, exclusive_lock, warehouse_lock_path
 
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     tracking.use_store(args.tracking_uri)

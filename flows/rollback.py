@@ -4,7 +4,7 @@
 ``champion`` alias — what ``tarq serve --follow`` and ``mlflow models serve
 models:/tarq@champion`` load — keeps pointing at the newer model, so a server following it
 would keep scoring with the model the operator rolled back from. This command does both under
-the warehouse's run lock: :func:`tarq.publish.rollback`, then the alias moves to the
+the warehouse's run lock: :func:`tarq.release.publish.rollback`, then the alias moves to the
 registered model version that publication was made with (its registry row), so every
 follower swaps to it as it swaps to a promotion.
 
@@ -41,16 +41,16 @@ def rollback(db: Path, to_version: int | None, registered_model: str) -> dict[st
     """Switch the served table back, then move ``champion`` to that table's model version.
 
     Returns:
-        :func:`tarq.publish.rollback`'s result plus ``model_version`` (now the champion) and
+        :func:`tarq.release.publish.rollback`'s result plus ``model_version`` (now the champion) and
         ``previous_champion``.
 
     Raises:
-        tarq.publish.PublishError: nothing to roll back to (nothing changed).
+        tarq.release.publish.PublishError: nothing to roll back to (nothing changed).
         ValueError: the publication records no registered model version (the table was
             switched; the alias was not moved).
     """
-    from tarq.publish import list_versions
-    from tarq.publish import rollback as rollback_table
+    from tarq.release.publish import list_versions
+    from tarq.release.publish import rollback as rollback_table
 
     result = rollback_table(db, to_version=to_version)
     row = next(r for r in list_versions(db) if int(r["version"]) == result["to_version"])
@@ -71,8 +71,8 @@ def rollback(db: Path, to_version: int | None, registered_model: str) -> dict[st
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    from tarq.locking import LockBusyError, exclusive_lock, warehouse_lock_path
-    from tarq.publish import PublishError
+    from tarq.release.publish import PublishError
+    from tarq.store.locking import LockBusyError, exclusive_lock, warehouse_lock_path
 
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     tracking.use_store(args.tracking_uri)

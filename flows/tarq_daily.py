@@ -7,12 +7,12 @@ Stages (one function each below, each leaving a Prefect artifact; tasks in
     logs (demo preset if empty) → validate (GX; failure stops, nothing published)
       → build point-in-time samples (cached on the warehouse state)
       → train TARQ + baselines on the same samples, each warm from its parent (TARQ: the
-        champion) on the new days or cold on the whole window (:mod:`tarq.lineage`)
+        champion) on the new days or cold on the whole window (:mod:`tarq.release.lineage`)
       → re-score the current champion on today's test day
       → FAISS-checked semantic IDs for the whole catalog, churn against the served table
       → MLflow: parent run, a child per model (model dir + lineage), comparison, pyfunc →
         version, alias challenger
-      → gate (tarq.gate, with paired-bootstrap intervals) → publish the ID table (atomic)
+      → gate (tarq.release.gate, with paired-bootstrap intervals) → publish the ID table (atomic)
         → alias champion
 
 A failed validation ends the run Failed("ValidationFailed"), a rejected gate
@@ -20,7 +20,7 @@ Failed("GateRejected"); neither publishes nor moves ``champion``. A run date alr
 (parent run tagged ``published`` or ``rejected``) is skipped unless ``force``: no duplicate
 versions or publications.
 
-One run per warehouse at a time (:mod:`tarq.locking`, the server-less twin of the
+One run per warehouse at a time (:mod:`tarq.store.locking`, the server-less twin of the
 deployment's ``concurrency_limit: 1``): a second run waits up to ``lock_wait_s`` and then
 finds its date done, or ends Failed("AlreadyRunning") without touching anything. An MLflow
 store that is unreachable or locked is found before any work (Failed("TrackingUnavailable"),
@@ -69,13 +69,13 @@ from flows.results import (
 )
 from flows.tasks import RETRY_DELAY_S, ensure_logs
 from tarq import defaults
-from tarq.lineage import LineagePolicy
-from tarq.resources import PeakRss
-from tarq.telemetry import disable_telemetry
+from tarq.release.lineage import LineagePolicy
+from tarq.runtime.resources import PeakRss
+from tarq.runtime.telemetry import disable_telemetry
 
 if TYPE_CHECKING:
     from tarq.data.demo_oracle import OracleReport
-    from tarq.publish import Publication
+    from tarq.release.publish import Publication
 
 disable_telemetry()
 
@@ -429,7 +429,7 @@ def _train_config(p: DailyParams, warm: bool) -> dict[str, Any]:
         # A warm run trains warm_epochs (1) on its new day(s): there is no epoch to choose, and
         # a temporal slice would hold out the newest rows the served model most needs. A cold
         # run with valid_split "time" selects epochs on the window's last day, which its child
-        # then trains (tarq.lineage.trained_through).
+        # then trains (tarq.release.lineage.trained_through).
         cfg.update(lr=p.warm_lr, valid_split="hash")
     else:
         cfg["valid_split"] = p.valid_split
@@ -437,11 +437,11 @@ def _train_config(p: DailyParams, warm: bool) -> dict[str, Any]:
 
 
 def train_stage(d: _Day, samples: Samples, experiment_id: str) -> dict[str, TrainedModel]:
-    """Every model on the same samples, each warm from its parent or cold (:mod:`tarq.lineage`)."""
+    """Every model on the same samples, each warm from its parent or cold (:mod:`tarq.release.lineage`)."""
     from tarq.data.features import FeatureLayout
-    from tarq.lineage import plan
     from tarq.model import ModelConfig
-    from tarq.warm_start import incompatibility
+    from tarq.release.lineage import plan
+    from tarq.training.warm_start import incompatibility
 
     p = d.p
     mcfg = ModelConfig.from_dict(p.model_overrides)
@@ -620,11 +620,11 @@ def _demo_truth(d: _Day, trained: dict[str, TrainedModel]) -> OracleReport | Non
 
 
 def _demo_replay(d: _Day, trained: dict[str, TrainedModel]) -> dict[str, Any] | None:
-    """The open-loop replay of the test day (:func:`tarq.replay.replay`: each model's top k of
+    """The open-loop replay of the test day (:func:`tarq.online.replay.replay`: each model's top k of
     ``replay_pool`` candidates per request against the world's true clicks); demo warehouses
     whose test day replays exactly only, None elsewhere. It never fails the day."""
     from tarq.data.demo import NoDemoLogs
-    from tarq.replay import replay
+    from tarq.online.replay import replay
 
     if not d.p.replay_pool:
         return None
@@ -681,8 +681,8 @@ def gate_stage(
     d: _Day, trained: dict[str, TrainedModel], champ: ChampionScore | None, health: dict[str, Any]
 ) -> GateOutcome:
     """The gate with paired-bootstrap intervals of TARQ − TT and challenger − champion."""
-    from tarq.evaluation import paired_interval
-    from tarq.gate import GateConfig, decide
+    from tarq.release.gate import GateConfig, decide
+    from tarq.training.evaluation import paired_interval
 
     p = d.p
     with d.stage("gate"):
@@ -871,8 +871,8 @@ def tarq_daily(params: DailyParams | None = None) -> dict[str, Any] | State:
     """One daily run; returns a summary dict, or a Failed state on validation/gate failure."""
     from prefect.runtime import flow_run
 
-    from tarq.locking import LockBusyError, exclusive_lock, warehouse_lock_path
-    from tarq.warehouse import WarehouseBusyError
+    from tarq.store.locking import LockBusyError, exclusive_lock, warehouse_lock_path
+    from tarq.store.warehouse import WarehouseBusyError
 
     p = params or DailyParams()
     log = get_run_logger()
@@ -920,7 +920,7 @@ def _run_day(p: DailyParams, db: Path, log: Any, dask: str | None = None) -> dic
     with PeakRss() as rss:
         tasks.prepare_logs(db, p.preset, p.seed)
         day = tasks.resolve_day(db, p.run_date)
-    from tarq.warehouse import warehouse_id
+    from tarq.store.warehouse import warehouse_id
 
     d = _Day(p, db, day, log, tasks, warehouse_id(db), timings, dask)
     d.timings["logs"] = round(time.perf_counter() - t0, 2)
@@ -1200,8 +1200,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m flows.tarq_daily"
         return 2
     if args.backfill_days:
         from tarq.dates import resolve_run_date
-        from tarq.locking import LockBusyError, exclusive_lock, warehouse_lock_path
-        from tarq.warehouse import open_db
+        from tarq.store.locking import LockBusyError, exclusive_lock, warehouse_lock_path
+        from tarq.store.warehouse import open_db
 
         if p.preset:  # demo logs are written under the run lock, like every other writer
             try:

@@ -22,11 +22,11 @@ from flows import dask_steps
 from flows.results import ChampionScore, Registration, Samples, TrainedModel
 
 if TYPE_CHECKING:  # the tasks import tarq when they run
-    from tarq.churn import ItemCodes
     from tarq.data.demo_oracle import OracleReport
     from tarq.data.samples import SampleBuild
-    from tarq.publish import Publication
-    from tarq.train import TrainResult
+    from tarq.ids.churn import ItemCodes
+    from tarq.release.publish import Publication
+    from tarq.training.train import TrainResult
 
 RETRY_DELAY_S = 5.0
 CACHE_FOR = dt.timedelta(days=7)
@@ -64,7 +64,7 @@ def daily_task(
 def ensure_logs(db: Path, preset: str | None, seed: int) -> dict[str, Any]:
     """Generate demo logs (the preset's days ending yesterday, UTC) when the warehouse holds no
     impressions and a preset is given."""
-    from tarq.warehouse import open_db
+    from tarq.store.warehouse import open_db
 
     n = 0
     if db.exists():
@@ -93,7 +93,7 @@ def prepare_logs(db: Path, preset: str | None, seed: int) -> dict[str, Any]:
 def resolve_day(db: Path, run_date: str) -> str:
     """``today``/``latest``/``YYYY-MM-DD`` → the run date D as ``YYYY-MM-DD``."""
     from tarq.dates import resolve_run_date
-    from tarq.warehouse import open_db
+    from tarq.store.warehouse import open_db
 
     with open_db(db, read_only=True) as con:
         return str(resolve_run_date(run_date, con))
@@ -133,8 +133,8 @@ def connect_tracking(
 @daily_task("warehouse-state")
 def warehouse_state(db: Path) -> dict[str, int]:
     """Row counts and max row ids of the raw and quarantine tables (the cache key of samples)."""
-    from tarq import sqlfiles
-    from tarq.warehouse import open_db
+    from tarq.store import sqlfiles
+    from tarq.store.warehouse import open_db
 
     with open_db(db, read_only=True) as con:
         cur = sqlfiles.run(con, "daily/warehouse_state")
@@ -210,10 +210,10 @@ def find_parent(
     warehouse: str,
     registered_model: str,
 ) -> Any:
-    """The model ``name`` continues on ``run_date`` (a :class:`tarq.lineage.ParentModel`), or
+    """The model ``name`` continues on ``run_date`` (a :class:`tarq.release.lineage.ParentModel`), or
     None. Its directory is the local one of its run date when unchanged, else downloaded."""
     from flows import tracking
-    from tarq.lineage import Lineage, ParentModel, trained_through
+    from tarq.release.lineage import Lineage, ParentModel, trained_through
 
     tracking.use_store(tracking_uri)
     found = tracking.find_parent_run(
@@ -266,9 +266,9 @@ def train(
     (:class:`flows.tracking.LiveRun`); a tracking failure there only ends the live logging.
     """
     from tarq.model import ModelConfig
-    from tarq.train import TrainConfig
-    from tarq.train import train as fit
-    from tarq.warm_start import WarmStart
+    from tarq.training.train import TrainConfig
+    from tarq.training.train import train as fit
+    from tarq.training.warm_start import WarmStart
 
     stamp = out_dir / ".inputs.json"
     key = json.dumps(
@@ -351,7 +351,7 @@ def rescore_champion(
     """The current champion's metrics (and predictions) on today's test day; its recorded
     figures when re-scoring is impossible (``same_day`` False, said in the gate's reason)."""
     from flows import tracking
-    from tarq.evaluation import evaluate_model_dir
+    from tarq.training.evaluation import evaluate_model_dir
 
     log = get_run_logger()
     tracking.use_store(tracking_uri)
@@ -394,7 +394,7 @@ def _published_codes(ids_dir: Path, model_dir: Path) -> ItemCodes | None:
     a warm day's are sticky), or None when the folder no longer has it or it belongs to other
     weights (the champion is then scored with its nearest entries, a cold day's published
     codes but for the items collision resolution moved)."""
-    from tarq.semantic_ids import IDS_FILE, file_sha256, read_item_codes
+    from tarq.ids.semantic_ids import IDS_FILE, file_sha256, read_item_codes
 
     path = ids_dir / IDS_FILE
     if not path.exists():
@@ -417,8 +417,8 @@ def assign(
     """FAISS-checked semantic IDs for the whole catalog with churn against the served table;
     a failed check returns ``ok: False`` (and no ids file). ``dask``: the scheduler address
     to map the catalog's chunks on (the same file as here). ``sticky_margin``: a warm day's
-    sticky IDs; ``resolve``: collision resolution (:func:`tarq.semantic_ids.assign_ids`)."""
-    from tarq.semantic_ids import HEALTH_JSON, SemanticIdError
+    sticky IDs; ``resolve``: collision resolution (:func:`tarq.ids.semantic_ids.assign_ids`)."""
+    from tarq.ids.semantic_ids import HEALTH_JSON, SemanticIdError
 
     try:
         report = dask_steps.run_step(
@@ -445,8 +445,8 @@ def assign(
 def score_published(model_dir: Path, samples_dir: Path, ids_dir: Path) -> dict[str, Any]:
     """TARQ's test-day metrics with the semantic IDs it is published with (a warm day's
     sticky codes, not every item's nearest entries); predictions beside the ids file."""
-    from tarq.evaluation import evaluate_model_dir
-    from tarq.semantic_ids import IDS_FILE, read_item_codes
+    from tarq.ids.semantic_ids import IDS_FILE, read_item_codes
+    from tarq.training.evaluation import evaluate_model_dir
 
     _, codes = read_item_codes(ids_dir / IDS_FILE)
     return evaluate_model_dir(
@@ -475,11 +475,11 @@ def register(
     ``oracle`` (demo warehouses): the world's truth on the test day, logged beside the
     comparison (``demo_oracle_auc``, ``demo_user_level_auc`` on the parent run, its rows in
     the table). ``replayed`` (demo warehouses): the open-loop replay of the test day
-    (:func:`tarq.replay.replay`), each model's figures logged to its run
-    (:func:`tarq.replay.metrics`)."""
+    (:func:`tarq.online.replay.replay`), each model's figures logged to its run
+    (:func:`tarq.online.replay.metrics`)."""
     from flows import tracking
-    from tarq.drills import crash_point
-    from tarq.replay import metrics as replay_metrics
+    from tarq.online.replay import metrics as replay_metrics
+    from tarq.runtime.drills import crash_point
 
     exp_id = tracking.setup(tracking_uri, experiment)
     parent = tracking.start_day(
@@ -493,7 +493,7 @@ def register(
             "warm_start": 1.0 if t.lineage.warm else 0.0,
         }
         if name == "tarq" and churn:
-            from tarq.churn import IdChurn
+            from tarq.ids.churn import IdChurn
 
             extra.update(IdChurn(**churn).metrics())
         if replayed is not None:
@@ -558,7 +558,7 @@ def publish(
     model_name: str = "tarq",
 ) -> Publication:
     """Atomically publish the ID table as the served one (idempotent per version and date)."""
-    from tarq.publish import publish as publish_ids
+    from tarq.release.publish import publish as publish_ids
 
     return publish_ids(
         db,

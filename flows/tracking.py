@@ -43,11 +43,11 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tarq.telemetry import disable_telemetry
+from tarq.runtime.telemetry import disable_telemetry
 
 if TYPE_CHECKING:
     from flows.results import ChampionScore
-    from tarq.train import TrainResult
+    from tarq.training.train import TrainResult
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EXPERIMENT = "tarq-daily"
@@ -362,7 +362,7 @@ def _child(parent_run_id: str, name: str) -> str | None:
 
 
 def model_metrics(result: TrainResult) -> dict[str, float]:
-    """The common metric keys from a training result (``tarq.train.train``'s)."""
+    """The common metric keys from a training result (``tarq.training.train.train``'s)."""
     test = result.test
     out = {k: test[k] for k in METRIC_KEYS if test.get(k) is not None}
     for k, v in (("train_seconds", result.train_seconds), ("samples_per_s", result.samples_per_s)):
@@ -374,7 +374,7 @@ def model_metrics(result: TrainResult) -> dict[str, float]:
 def alignment_metrics(test: Mapping[str, Any]) -> dict[str, float]:
     """TARQ variants: the sharpness of the alignment's p and p̂ (eq. 17) in a training
     result's ``test`` metrics, per level and averaged over levels, e.g.
-    ``align_p_hat_max_prob_l0``, ``align_p_entropy_mean`` (``tarq.evaluation.evaluate``'s
+    ``align_p_hat_max_prob_l0``, ``align_p_entropy_mean`` (``tarq.training.evaluation.evaluate``'s
     ``align_sharpness``); empty for the other models."""
     out: dict[str, float] = {}
     for side, stats in test.get("align_sharpness", {}).items():
@@ -499,7 +499,7 @@ def open_model_run(parent_run_id: str, name: str, run_date: str, samples_dir: Pa
 
 
 class LiveRun:
-    """The training loop's progress callback (``tarq.train.train``'s ``on_progress``) logging
+    """The training loop's progress callback (``tarq.training.train.train``'s ``on_progress``) logging
     to a child run: ``train_loss`` per logged step, the ``epoch_*`` figures per epoch — with
     the times training recorded, so that :func:`log_model_run` logging the whole history
     afterwards adds nothing twice. A tracking failure is logged once and ends the live
@@ -633,7 +633,7 @@ def log_model_dir(run_id: str, model_dir: Path) -> None:
 
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file (the key that ties runs and versions to their weights)."""
-    from tarq.semantic_ids import file_sha256 as sha
+    from tarq.ids.semantic_ids import file_sha256 as sha
 
     return sha(path)
 
@@ -694,7 +694,7 @@ def cold_tried(
 ) -> str | None:
     """The newest run date strictly between ``after`` and ``run_date`` on which model ``name``
     was trained cold (``lineage.mode = cold``) in a day that finished, or None: for TARQ a
-    full retrain the gate did not promote (:class:`tarq.lineage.ParentModel` ``cold_tried``)."""
+    full retrain the gate did not promote (:class:`tarq.release.lineage.ParentModel` ``cold_tried``)."""
     c = client()
     runs = c.search_runs(
         [experiment_id],
@@ -818,7 +818,7 @@ def codebook_figure(ids_path: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from tarq.semantic_ids import read_ids
+    from tarq.ids.semantic_ids import read_ids
 
     meta, _, codes, _ = read_ids(ids_path)
     m = codes.shape[1]
@@ -965,14 +965,14 @@ def log_pyfunc(
     is created (the weights' sha256 and warehouse a retried registration finds it by)."""
     import pandas as pd
 
-    from tarq import serving_pyfunc as sp
+    from tarq.serving import pyfunc as sp
 
     example = pd.DataFrame([request_example(samples_dir)])
-    # Models from code (tarq/serving_model_code.py): nothing is pickled; the staged ID table
+    # Models from code (tarq/serving/model_code.py): nothing is pickled; the staged ID table
     # carries the weights' sha256, checked again on every load. The signature is built from
     # the layout, not inferred from the example: every profile field, the history and
     # request_ts optional, the behaviours' keys named but typed by the Scorer (see
-    # tarq.serving_pyfunc, "Signature"); log_model checks the example against it.
+    # tarq.serving.pyfunc, "Signature"); log_model checks the example against it.
     sig = sp.model_signature(model_dir)
     with sp.staged_artifacts(model_dir, ids_path) as artifacts:
         config = sp.model_config()

@@ -47,7 +47,7 @@ Where to look:
                    ?workflowType=machine_learning to the experiment's address)
                    store $REPO/mlflow/mlflow.db, artifacts $REPO/mlflow/artifacts
   served table     view serving_item_ids in $DB  (Parquet exports + manifests: $(dirname "$DB")/published/)
-                   $BIN/python -c "from tarq.publish import served_version; print(served_version('$DB'))"
+                   $BIN/python -c "from tarq.release.publish import served_version; print(served_version('$DB'))"
   run outputs      outputs/daily/<run date>/ (samples, models, semantic IDs, GX Data Docs)
   Prefect UI       make prefect-up, then http://127.0.0.1:4200 (make prefect-down stops it);
                    there demo-feed appends each new day of demo logs (02:00 UTC) and

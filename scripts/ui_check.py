@@ -59,7 +59,7 @@ CURVE_METRIC = "train_ctr_loss"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tarq.telemetry import TELEMETRY_OFF, disable_telemetry  # noqa: E402
+from tarq.runtime.telemetry import TELEMETRY_OFF, disable_telemetry  # noqa: E402
 
 disable_telemetry()
 

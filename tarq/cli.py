@@ -13,8 +13,8 @@ from typing import Any
 
 from tarq import defaults
 from tarq.defaults import MAX_COLLISION_RATE, MIN_COUNT
-from tarq.telemetry import disable_telemetry
-from tarq.train_args import add_train_arguments
+from tarq.runtime.telemetry import disable_telemetry
+from tarq.training.train_args import add_train_arguments
 
 EXIT_BUSY = 4
 
@@ -40,9 +40,9 @@ class WarehouseInUse(RuntimeError):
 
 @contextmanager
 def _run_lock(args: argparse.Namespace) -> Iterator[None]:
-    """Hold the warehouse's run lock (:mod:`tarq.locking`, the one the daily run takes)
+    """Hold the warehouse's run lock (:mod:`tarq.store.locking`, the one the daily run takes)
     while a command writes, so no import or publication lands in the middle of a run."""
-    from tarq.locking import LockBusyError, exclusive_lock, warehouse_lock_path
+    from tarq.store.locking import LockBusyError, exclusive_lock, warehouse_lock_path
 
     try:
         with exclusive_lock(warehouse_lock_path(args.db), info={"command": args.command}):
@@ -81,7 +81,7 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     start = None if args.start_date is None else parse_day(args.start_date)
     end = None if args.end_date is None else parse_day(args.end_date)
     if args.if_missing and args.db.exists():
-        from tarq.warehouse import open_db
+        from tarq.store.warehouse import open_db
 
         with open_db(args.db, read_only=True) as con:
             n = con.execute("SELECT count(*) FROM impressions").fetchone()[0]
@@ -135,7 +135,7 @@ def _demo_next_days(args: argparse.Namespace) -> int:
 
 def _cmd_demo_oracle(args: argparse.Namespace) -> int:
     from tarq.data.demo_oracle import demo_oracle, model_predictions
-    from tarq.warehouse import open_db
+    from tarq.store.warehouse import open_db
 
     preds = model_predictions(args.predictions)
     with open_db(args.db, read_only=True) as con:
@@ -145,7 +145,7 @@ def _cmd_demo_oracle(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from tarq.replay import replay, text
+    from tarq.online.replay import replay, text
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     ks = [int(k) for k in args.k.split(",")]
@@ -223,13 +223,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from tarq.train import run_from_args
+    from tarq.training.train import run_from_args
 
     return run_from_args(args)
 
 
 def _cmd_assign_ids(args: argparse.Namespace) -> int:
-    from tarq.semantic_ids import SemanticIdError, assign_ids, health_text
+    from tarq.ids.semantic_ids import SemanticIdError, assign_ids, health_text
 
     try:
         report = assign_ids(
@@ -250,7 +250,7 @@ def _cmd_assign_ids(args: argparse.Namespace) -> int:
 
 @_writes
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from tarq.publish import publish, rollback
+    from tarq.release.publish import publish, rollback
 
     if args.rollback:
         result = rollback(args.db, to_version=args.to_version)
@@ -274,7 +274,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from tarq.score_server import ScoreServer, serve
+    from tarq.serving.server import ScoreServer, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.model_dir is not None and args.ids is None:
@@ -303,9 +303,9 @@ def _serve_live(args: argparse.Namespace, source: str) -> tuple[Any, Any]:
 
     import torch
 
-    from tarq.champion_follow import Follower, Live
-    from tarq.score_server import load_scorer, static_live
     from tarq.serving import Scorer
+    from tarq.serving.follow import Follower, Live
+    from tarq.serving.server import load_scorer, static_live
 
     # One intra-op thread: a request is sub-millisecond work, and a thread pool per request
     # beside other processes costs far more than it saves (benchmarks/README.md).
@@ -317,7 +317,7 @@ def _serve_live(args: argparse.Namespace, source: str) -> tuple[Any, Any]:
         if args.follow:
             raise ValueError(f"--follow needs a registry alias (models:/NAME@ALIAS), not {source}")
         return static_live(load_scorer(args.model, args.max_candidates), source=source), None
-    from tarq.serving_pyfunc import registry_source
+    from tarq.serving.pyfunc import registry_source
 
     resolve, load = registry_source(args.model, args.max_candidates)
     live = Live(load(resolve()), source)
@@ -430,7 +430,7 @@ def _add_replay_command(sub: Any) -> None:
         "each of the date's trained models (TARQ with the codes it published) scores the pools; "
         "reported per model and k: expected clicks of its top k / the oracle's, recall of the "
         "oracle's top k, agreement with TA's top k, with bootstrap intervals over users and "
-        "paired differences to TT (tarq.replay).",
+        "paired differences to TT (tarq.online.replay).",
     )
     _add_db(p)
     p.add_argument("--run-date", required=True, metavar="YYYY-MM-DD")
@@ -590,7 +590,7 @@ def _add_model_commands(sub: Any) -> None:
     p.set_defaults(func=_cmd_publish)
 
     p = sub.add_parser(
-        "serve", help="a lean HTTP endpoint for the scorer (POST /score; tarq.score_server)"
+        "serve", help="a lean HTTP endpoint for the scorer (POST /score; tarq.serving.server)"
     )
     p.add_argument(
         "--model",
@@ -622,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tarq`` console script."""
     disable_telemetry()
     args = build_parser().parse_args(argv)
-    from tarq.warehouse import WarehouseBusyError
+    from tarq.store.warehouse import WarehouseBusyError
 
     try:
         return int(args.func(args) or 0)

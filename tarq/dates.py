@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from tarq import sqlfiles
+from tarq.store import sqlfiles
 
 
 @dataclass(frozen=True)

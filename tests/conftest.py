@@ -43,7 +43,7 @@ def shared_data() -> Path:
 def _one_torch_thread() -> Iterator[None]:
     """Each test starts with ``torch.set_num_threads(1)``; the previous count is restored after.
 
-    ``tarq.train.train`` sets the thread count from its ``TrainConfig.threads`` (all cores
+    ``tarq.training.train.train`` sets the thread count from its ``TrainConfig.threads`` (all cores
     when None) and never restores it, so without this a test's count leaked into the next
     (test_model.py: 37 s after a many-thread test, 2.7 s with one thread). Tests that pass
     ``threads`` explicitly still get what they ask for inside ``train``.
@@ -80,7 +80,7 @@ def prefect_api() -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    from tarq.telemetry import disable_telemetry
+    from tarq.runtime.telemetry import disable_telemetry
 
     disable_telemetry()
     with prefect_test_harness():

@@ -1,4 +1,4 @@
-"""The closed-loop A/B (``tarq.data.demo_ab``, ``tarq.ab``, ``flows/ab.py``): the arms are
+"""The closed-loop A/B (``tarq.data.demo_ab``, ``tarq.online.ab``, ``flows/ab.py``): the arms are
 disjoint user sets, each arm's exposures come from its own ranker (swapping the rankers swaps
 the arms' exposures), model rankers see a request as training does, and ``tarq ab`` runs the
 loop with the daily job, logging each day."""
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tarq.data.demo_ab import append_ab_day, arm_of, arm_summary
-from tarq.warehouse import open_db
+from tarq.store.warehouse import open_db
 
 NEXT_DAY = "2026-10-09"  # the tiny logs run 2026-10-01 .. 2026-10-08
 
@@ -131,13 +131,13 @@ def test_a_model_ranker_sees_a_request_as_training_does(tiny_db: Path, tmp_path:
     tensors of each request equal those of the day's test samples (same user, same time)."""
     import pyarrow.parquet as pq
 
-    from tarq.ab import ModelRanker
     from tarq.data.demo import _read_chain, _Simulator, rebuild
     from tarq.data.loader import SampleSet, _epoch_us, to_batch
     from tarq.data.samples import build_samples
     from tarq.model import ModelConfig
-    from tarq.sqlfiles import run as run_sql
-    from tarq.train import TrainConfig, train
+    from tarq.online.ab import ModelRanker
+    from tarq.store.sqlfiles import run as run_sql
+    from tarq.training.train import TrainConfig, train
 
     db = tmp_path / "w.duckdb"
     shutil.copy(tiny_db, db)

@@ -1,4 +1,4 @@
-"""Batch scoring (``tarq.batch_scoring``) against the reference ``model(batch)`` path: the same
+"""Batch scoring (``tarq.training.batch_scoring``) against the reference ``model(batch)`` path: the same
 logits (1e-5), codes and diagnostics for every model, the same evaluation figures, and request
 groups that only ever join equal rows (CPU, tiny dimensions, seconds)."""
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import tarq.batch_scoring as bs
-from tarq.evaluation import evaluate
+import tarq.training.batch_scoring as bs
 from tarq.model import MODEL_NAMES, TARQ_VARIANTS, build_model
+from tarq.training.evaluation import evaluate
 from tests.test_model import CFG, LAYOUT, N_ITEMS, N_USERS, Synthetic, _inputs
 
 Batch = dict[str, torch.Tensor]

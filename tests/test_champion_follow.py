@@ -1,4 +1,4 @@
-"""Serving follows the champion (tarq.champion_follow, tarq.score_server): versions swapped
+"""Serving follows the champion (tarq.serving.follow, tarq.serving.server): versions swapped
 whole, a failed load keeps the old version, draining; and ``tarq serve --follow --workers 2``
 against a real MLflow registry (SQLite) with promotions, a broken version and SIGTERM."""
 
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tarq.champion_follow import Follower, Live, Loaded
-from tarq.score_server import serve_in_thread
 from tarq.serving import ModelMismatchError, Scorer
+from tarq.serving.follow import Follower, Live, Loaded
+from tarq.serving.server import serve_in_thread
 from tests.test_serving import USER, make_served
 
 
@@ -200,9 +200,9 @@ def test_tarq_serve_follows_the_registry_alias_in_every_worker(
     import mlflow
     from mlflow import MlflowClient
 
-    from tarq.semantic_ids import assign_ids
-    from tarq.serving_http import LeanServer
-    from tarq.serving_pyfunc import save_scorer_model
+    from tarq.ids.semantic_ids import assign_ids
+    from tarq.serving.processes import LeanServer
+    from tarq.serving.pyfunc import save_scorer_model
     from tests.test_faults import _altered_weights
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -275,8 +275,8 @@ def test_tarq_rollback_moves_the_served_table_and_the_champion_together(
     from mlflow import MlflowClient
 
     from flows.cli import main as tarq
-    from tarq.publish import publish, served_version
-    from tarq.semantic_ids import assign_ids
+    from tarq.ids.semantic_ids import assign_ids
+    from tarq.release.publish import publish, served_version
     from tests.test_faults import _altered_weights
 
     served = make_served(tmp_path / "w")  # publication 1: model version "sha-…" (no registry)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tarq.churn import id_churn
-from tarq.publish import publish
-from tarq.semantic_ids import HEALTH_JSON, IDS_FILE, SemanticIdError, assign_ids
-from tarq.warehouse import connect
+from tarq.ids.churn import id_churn
+from tarq.ids.semantic_ids import HEALTH_JSON, IDS_FILE, SemanticIdError, assign_ids
+from tarq.release.publish import publish
+from tarq.store.warehouse import connect
 from tests.test_semantic_ids import make_trained
 
 
@@ -94,7 +94,7 @@ def test_churn_against_the_served_table_and_its_ceiling(
 
 def _retrain(db: Path, like: Path, out: Path) -> None:
     from tarq.model import ModelConfig
-    from tarq.train import TrainConfig, train
+    from tarq.training.train import TrainConfig, train
 
     cfg = json.loads((like / "config.json").read_text())
     samples = Path(json.loads((like / "metrics.json").read_text())["samples"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 80
-ALLOWED = {"tarq/train.py:_train"}
+ALLOWED = {"tarq/training/train.py:_train"}
 
 
 def long_functions(path: Path, rel: str) -> list[tuple[str, int]]:
@@ -36,7 +36,9 @@ def test_no_function_over_80_lines() -> None:
         for hit in long_functions(path, str(path.relative_to(ROOT)))
     ]
     assert {name for name, _ in found} <= ALLOWED, [h for h in found if h[0] not in ALLOWED]
-    assert "tarq/train.py:_train" in {name for name, _ in found}  # the check reads real code
+    assert "tarq/training/train.py:_train" in {
+        name for name, _ in found
+    }  # the check reads real code
 
 
 def test_the_count_leaves_out_the_docstring(tmp_path: Path) -> None:

@@ -142,7 +142,7 @@ def model_dir(built: tuple[Path, Any]) -> Path:
     import torch
 
     from tarq.model import ModelConfig
-    from tarq.train import TrainConfig, train
+    from tarq.training.train import TrainConfig, train
 
     db, _ = built
     torch.set_num_threads(1)
@@ -164,7 +164,7 @@ def test_ids_on_dask_are_the_single_process_ids(
     built: tuple[Path, Any], model_dir: Path, dask_cluster: str, tmp_path: Path
 ) -> None:
     from flows import dask_steps
-    from tarq.semantic_ids import IDS_FILE, assign_ids
+    from tarq.ids.semantic_ids import IDS_FILE, assign_ids
 
     db, _ = built
     kw = {"chunk_size": CHUNK, "progress": False, "max_collision_rate": None}
@@ -186,7 +186,7 @@ def test_ids_on_dask_are_the_single_process_ids(
 def test_a_chunk_that_changed_since_it_was_planned_is_refused(
     built: tuple[Path, Any], model_dir: Path, tmp_path: Path
 ) -> None:
-    from tarq.semantic_ids import CatalogChunk, SemanticIdError, assign_chunk
+    from tarq.ids.semantic_ids import CatalogChunk, SemanticIdError, assign_chunk
 
     db, _ = built
     job = CatalogChunk(

@@ -10,7 +10,7 @@ from tarq import defaults
 from tarq.data.demo_world import PRESETS
 from tarq.data.features import FeatureLayout
 from tarq.model.registry import build_model
-from tarq.telemetry import TELEMETRY_OFF, disable_telemetry
+from tarq.runtime.telemetry import TELEMETRY_OFF, disable_telemetry
 
 
 def test_presets_and_models_named_once_are_the_real_ones() -> None:

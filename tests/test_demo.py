@@ -16,7 +16,7 @@ import pytest
 from tarq.cli import main as cli_main
 from tarq.data.demo import generate, generate_from_config, history_match_lift
 from tarq.data.demo_world import ACTIONS, PRESETS, DemoConfig, preset_config
-from tarq.warehouse import RAW_TABLES, connect, open_db, table_fingerprint
+from tarq.store.warehouse import RAW_TABLES, connect, open_db, table_fingerprint
 
 START = dt.date(2026, 10, 1)
 
@@ -374,7 +374,7 @@ def test_next_day_continues_the_world_exactly(tiny, direct, tmp_path, capsys):
     world simulated for 10 days in one go: the same users, catalog, drifted interests and
     histories, the same row ids. Nothing that was there changes."""
     from tarq.data.demo import append_day
-    from tarq.warehouse import raw_fingerprints
+    from tarq.store.warehouse import raw_fingerprints
 
     db = tmp_path / "w.duckdb"
     shutil.copy(tiny[0], db)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tarq.warehouse import RAW_TABLES, open_db, table_fingerprint
+from tarq.store.warehouse import RAW_TABLES, open_db, table_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 

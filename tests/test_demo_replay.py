@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tarq.data.demo_replay import capture_pools, summary, topk, topk_report
-from tarq.warehouse import open_db
+from tarq.store.warehouse import open_db
 
 LAST_DAY, MID_DAY = "2026-10-08", "2026-10-03"
 
@@ -114,7 +114,7 @@ def day_dir(tiny_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     steps on the tiny demo logs."""
     from tarq.data.samples import build_samples
     from tarq.model import ModelConfig
-    from tarq.train import TrainConfig, train
+    from tarq.training.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("replay")
     db = root / "w.duckdb"
@@ -141,7 +141,7 @@ def test_a_pool_of_the_logged_candidates_scores_as_evaluation_does(day_dir: Path
 
     from tarq.data.demo_replay import RequestPools
     from tarq.data.loader import _epoch_us
-    from tarq.replay import catalog, score_pools
+    from tarq.online.replay import catalog, score_pools
 
     db = day_dir.parents[1] / "w.duckdb"
     test = pq.read_table(day_dir / "samples" / "test")
@@ -184,7 +184,7 @@ def test_a_pool_of_the_logged_candidates_scores_as_evaluation_does(day_dir: Path
 
 
 def test_replay_of_a_run_date_reports_every_model_against_the_truth(day_dir: Path) -> None:
-    from tarq.replay import replay, text
+    from tarq.online.replay import replay, text
 
     db = day_dir.parents[1] / "w.duckdb"
     res = replay(db, day_dir.parent, RUN_DATE, pool_size=120)
@@ -231,7 +231,7 @@ def test_tarq_replay_command_line(day_dir: Path, capsys: pytest.CaptureFixture[s
 def test_every_model_scores_the_same_pools(day_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One capture per replay, and every model scores exactly those pools (the same requests
     and candidates): the comparison is paired."""
-    import tarq.replay as rp
+    import tarq.online.replay as rp
 
     captured, seen = [], []
     real_capture, real_score = rp.capture_pools, rp.score_pools

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tarq.telemetry import TELEMETRY_OFF
+from tarq.runtime.telemetry import TELEMETRY_OFF
 from tests.test_flow import tiny_params
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 
 def test_deployment_run_on_a_real_server_and_worker(tmp_path: Path) -> None:
-    from tarq.publish import served_version
+    from tarq.release.publish import served_version
 
     port = _free_port()
     env = {
@@ -107,7 +107,7 @@ def test_deployment_run_on_a_real_server_and_worker(tmp_path: Path) -> None:
 
     # The run's results exist: the served ID table and the MLflow run + registered champion.
     assert served_version(tmp_path / "w.duckdb") == 1
-    from tarq.warehouse import open_db
+    from tarq.store.warehouse import open_db
 
     with open_db(tmp_path / "w.duckdb", read_only=True) as con:
         fed = con.execute(

@@ -44,9 +44,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tarq import sqlfiles
 from tarq.cli import main as tarq_main
-from tarq.warehouse import open_db, quarantine_rows, raw_fingerprints
+from tarq.store import sqlfiles
+from tarq.store.warehouse import open_db, quarantine_rows, raw_fingerprints
 from tests.procs import crash_and_resume
 from tests.test_flow import TINY_MODEL, copy_flow_env, daily_cli_args, tiny_params
 from tests.test_serving import USER, make_served
@@ -81,7 +81,7 @@ def _quarantine_key(r: dict[str, Any]) -> tuple[Any, ...]:
 
 def snapshot(db: Path, store: str | None = None) -> Snapshot:
     """The "nothing lost" state of a warehouse (and of an MLflow store, when given)."""
-    from tarq.publish import list_versions, served_version
+    from tarq.release.publish import list_versions, served_version
 
     with open_db(db, read_only=True) as con:
         raw = raw_fingerprints(con, by_load=True)
@@ -494,7 +494,7 @@ def test_hostile_sql_inputs_are_refused_or_bound_and_tables_stay_intact(
     from flows.tarq_daily import main as daily_main
     from tarq.data.importers import SourceFormatError, run_import
     from tarq.dates import parse_date
-    from tarq.warehouse import add_side_column, table_fingerprint
+    from tarq.store.warehouse import add_side_column, table_fingerprint
 
     before = snapshot(db)
     # Run dates: refused before any SQL runs, by every entry point.
@@ -623,7 +623,7 @@ def samples(tiny_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _tree_sha(root: Path) -> dict[str, str]:
-    from tarq.semantic_ids import file_sha256
+    from tarq.ids.semantic_ids import file_sha256
 
     return {
         str(p.relative_to(root)): file_sha256(p) for p in sorted(root.rglob("*")) if p.is_file()
@@ -635,7 +635,7 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(
     samples: Path, tmp_path: Path, tiny_db: Path
 ) -> None:
     from tarq.model.io import load_trained
-    from tarq.train import CHECKPOINT
+    from tarq.training.train import CHECKPOINT
 
     cfg = tmp_path / "cfg.json"
     cfg.write_text(
@@ -657,7 +657,7 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(
     cmd = [
         sys.executable,
         "-m",
-        "tarq.train",
+        "tarq.training.train",
         "--samples",
         str(samples),
         "--model",
@@ -856,7 +856,7 @@ def test_a_second_run_is_refused_while_another_holds_the_warehouse(
 ) -> None:
     from flows.tarq_daily import EXIT_BUSY
     from flows.tarq_daily import main as daily_main
-    from tarq.locking import exclusive_lock, warehouse_lock_path
+    from tarq.store.locking import exclusive_lock, warehouse_lock_path
 
     env = flow_env
     before = snapshot(env["db"], env["store"])
@@ -881,12 +881,12 @@ def test_tampered_or_foreign_model_files_are_refused_never_unpickled(
     from mlflow.tracking import MlflowClient
 
     from flows.tracking import download_model_dir
-    from tarq.evaluation import evaluate_model_dir
+    from tarq.ids.semantic_ids import assign_ids
     from tarq.model import ModelConfig
     from tarq.model.io import UntrustedModelError, load_trained
-    from tarq.semantic_ids import assign_ids
     from tarq.serving import Scorer
-    from tarq.train import CHECKPOINT, TrainConfig, train
+    from tarq.training.evaluation import evaluate_model_dir
+    from tarq.training.train import CHECKPOINT, TrainConfig, train
 
     env = flow_env
     before = snapshot(env["db"], env["store"])
@@ -976,7 +976,7 @@ def test_tampered_or_foreign_model_files_are_refused_never_unpickled(
 def test_crash_between_id_table_write_and_switch_then_the_rerun_publishes_once(
     flow_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tarq.publish import CRASH_ENV
+    from tarq.release.publish import CRASH_ENV
 
     env = flow_env
     before = snapshot(env["db"], env["store"])
@@ -1027,7 +1027,7 @@ def test_crash_between_id_table_write_and_switch_then_the_rerun_publishes_once(
 def test_two_runs_of_a_date_started_at_once_publish_and_register_once(
     flow_env: dict[str, Any], tmp_path: Path
 ) -> None:
-    from tarq.locking import exclusive_lock, warehouse_lock_path
+    from tarq.store.locking import exclusive_lock, warehouse_lock_path
 
     env = flow_env
     before = snapshot(env["db"], env["store"])
@@ -1241,7 +1241,7 @@ def test_a_stored_non_finite_price_is_an_unknown_bucket_in_samples(
 
 
 def test_a_stored_non_finite_price_is_an_unknown_bucket_in_semantic_ids(tmp_path: Path) -> None:
-    from tarq.semantic_ids import assign_ids
+    from tarq.ids.semantic_ids import assign_ids
     from tests.test_semantic_ids import make_trained
 
     db, model_dir = make_trained(tmp_path / "m")
@@ -1886,7 +1886,7 @@ def test_every_writing_command_is_refused_while_another_process_holds_the_run_lo
     ).parent
     before = snapshot(db)
     holder = _holder(
-        "from tarq.locking import exclusive_lock, warehouse_lock_path\n"
+        "from tarq.store.locking import exclusive_lock, warehouse_lock_path\n"
         f"cm = exclusive_lock(warehouse_lock_path({str(db)!r}), "
         "info={'run_date': '2026-10-09'})\ncm.__enter__()"
     )
@@ -1920,7 +1920,7 @@ def test_a_backfill_that_would_generate_demo_logs_waits_for_the_run_lock(
 
     db = tmp_path / "new.duckdb"
     holder = _holder(
-        "from tarq.locking import exclusive_lock, warehouse_lock_path\n"
+        "from tarq.store.locking import exclusive_lock, warehouse_lock_path\n"
         f"cm = exclusive_lock(warehouse_lock_path({str(db)!r}))\ncm.__enter__()"
     )
     try:
@@ -2010,7 +2010,7 @@ def test_train_refuses_a_checkpoint_of_other_samples_or_settings(
     """A checkpoint resumed from other samples or settings kept the old weights while
     config.json and metrics.json named the new run."""
     from tarq.model import ModelConfig
-    from tarq.train import CheckpointMismatch, TrainConfig, train
+    from tarq.training.train import CheckpointMismatch, TrainConfig, train
 
     mcfg = ModelConfig.from_dict(TINY_MODEL)
     tcfg = {"epochs": 1, "batch_size": 64, "max_steps_per_epoch": 3, "threads": 1}
@@ -2059,7 +2059,7 @@ def _new_warehouse(tiny_db: Path, root: Path) -> Path:
     adopts an identity of its own on first use (a copied file would keep the original's)."""
     import shutil
 
-    from tarq.warehouse import open_db
+    from tarq.store.warehouse import open_db
 
     root.mkdir(parents=True)
     db = root / "w.duckdb"
@@ -2136,7 +2136,7 @@ def test_a_store_made_before_warehouse_tags_is_adopted_on_first_use(
     from mlflow.tracking import MlflowClient
 
     from flows import tracking
-    from tarq.warehouse import warehouse_id
+    from tarq.store.warehouse import warehouse_id
 
     env = flow_env
     c = MlflowClient(env["store"], env["store"])
@@ -2166,7 +2166,7 @@ def test_republishing_when_another_table_is_served_ends_not_served_not_published
     and must not call itself published."""
     from mlflow.tracking import MlflowClient
 
-    from tarq.publish import publish
+    from tarq.release.publish import publish
 
     env = flow_env
     hotfix = publish(
@@ -2331,7 +2331,7 @@ def test_a_planted_pickle_in_the_registered_model_is_never_executed(
     plain = mlflow.pyfunc.load_model("models:/tarq@champion")
     assert not marker.exists(), "the planted pickle ran on load"
 
-    from tarq.serving_pyfunc import MODEL_CODE, load_scorer_model
+    from tarq.serving.pyfunc import MODEL_CODE, load_scorer_model
 
     code = model_dir / MODEL_CODE.name
     for model in (plain, load_scorer_model("models:/tarq@champion")):
@@ -2366,7 +2366,7 @@ def test_ids_of_other_weights_or_of_no_known_weights_are_refused(
     import mlflow
 
     from tarq.serving import Scorer
-    from tarq.serving_pyfunc import save_scorer_model
+    from tarq.serving.pyfunc import save_scorer_model
 
     ids = _ids_parquet(served)
     altered = _altered_weights(served["model_dir"], tmp_path / "altered")
@@ -2415,7 +2415,7 @@ def test_ids_of_other_weights_or_of_no_known_weights_are_refused(
 def pyfunc(served: dict, tmp_path_factory: pytest.TempPathFactory) -> Any:
     import mlflow
 
-    from tarq.serving_pyfunc import save_scorer_model
+    from tarq.serving.pyfunc import save_scorer_model
 
     path = save_scorer_model(
         tmp_path_factory.mktemp("pyfunc") / "m", served["model_dir"], served["export"]

@@ -231,7 +231,7 @@ def test_first_run_registers_promotes_and_publishes(
     baseline: dict[str, Any], env: dict[str, Any]
 ) -> None:
     from flows.tracking import METRIC_KEYS
-    from tarq.publish import served_version
+    from tarq.release.publish import served_version
 
     res = baseline["result"]
     assert res["run_date"] == BASE_DAY and res["test_day"] == "2026-10-07"
@@ -365,7 +365,7 @@ def test_first_run_registers_promotes_and_publishes(
 
 
 def test_rerun_of_the_same_date_is_a_no_op(env: dict[str, Any]) -> None:
-    from tarq.publish import list_versions
+    from tarq.release.publish import list_versions
 
     c = _client(env["store"])
     before = len(c.search_model_versions("name = 'tarq'"))
@@ -384,8 +384,8 @@ def test_rerun_of_the_same_date_is_a_no_op(env: dict[str, Any]) -> None:
 def test_second_run_date_rescores_the_champion_and_warm_starts_tarq_from_it(
     env: dict[str, Any],
 ) -> None:
-    from tarq.evaluation import evaluate_model_dir
-    from tarq.publish import served_version
+    from tarq.release.publish import served_version
+    from tarq.training.evaluation import evaluate_model_dir
 
     c = _client(env["store"])
     champ = c.get_model_version_by_alias("tarq", "champion")
@@ -429,9 +429,9 @@ def test_second_run_date_rescores_the_champion_and_warm_starts_tarq_from_it(
 
     # A warm day's IDs stick to the served table, and TARQ is compared with the codes it is
     # published with (equal to its nearest entries' figures when no item was held).
-    from tarq.churn import ItemCodes
     from tarq.defaults import STICKY_MARGIN
-    from tarq.semantic_ids import read_ids
+    from tarq.ids.churn import ItemCodes
+    from tarq.ids.semantic_ids import read_ids
 
     ids_dir = env["work"] / NEXT_DAY / "ids"
     st = json.loads((ids_dir / "health.json").read_text())["sticky"]
@@ -459,7 +459,7 @@ def test_second_run_date_rescores_the_champion_and_warm_starts_tarq_from_it(
 
 
 def test_rejected_gate_publishes_nothing_and_keeps_the_champion(env: dict[str, Any]) -> None:
-    from tarq.publish import served_version
+    from tarq.release.publish import served_version
 
     c = _client(env["store"])
     champ = c.get_model_version_by_alias("tarq", "champion").version
@@ -487,7 +487,7 @@ def test_main_exits_3_when_the_gate_rejects_and_cold_trains_every_model_cold(
     every model trained from scratch on the whole window although a parent exists."""
     from flows.cli import main as tarq_command
     from flows.tarq_daily import EXIT_REJECTED, _parser, params_from_args
-    from tarq.publish import served_version
+    from tarq.release.publish import served_version
 
     args = [*_cli_args(env, NEXT_DAY, min_gain_over_tt=1.0), "--cold"]
     assert params_from_args(_parser().parse_args(args)).warm_start is False
@@ -525,7 +525,7 @@ def test_force_reruns_a_finished_date_in_a_new_parent_run_without_a_second_versi
     Its own warehouse and work dir, not a copy of the baseline: the IDs file records the model
     dir's path, so the same IDs from a copied work dir would not be "the same" to publish.
     """
-    from tarq.publish import list_versions, served_version
+    from tarq.release.publish import list_versions, served_version
 
     env = _fresh_env(tiny_db, tmp_path)
     first = _run(env, run_date=BASE_DAY)
@@ -568,7 +568,7 @@ def test_force_reruns_a_finished_date_in_a_new_parent_run_without_a_second_versi
 
 
 def test_force_with_changed_settings_publishes_the_retrained_model(env: dict[str, Any]) -> None:
-    from tarq.publish import served_version
+    from tarq.release.publish import served_version
 
     c = _client(env["store"])
     state = _run(env, run_date=BASE_DAY, force=True, max_steps_per_epoch=7)
@@ -589,7 +589,7 @@ def test_force_with_changed_settings_publishes_the_retrained_model(env: dict[str
 def test_run_date_today_resolves_to_the_utc_date_and_fails_validation_on_past_logs(
     env: dict[str, Any],
 ) -> None:
-    from tarq.publish import served_version
+    from tarq.release.publish import served_version
 
     before = dt.datetime.now(dt.UTC).date()
     state = _run(env, run_date="today")
@@ -631,7 +631,7 @@ def test_today_is_the_utc_date_whatever_the_hosts_time_zone(
 
 def test_failed_validation_stops_before_training(env: dict[str, Any]) -> None:
     from flows.tarq_daily import main
-    from tarq.publish import served_version
+    from tarq.release.publish import served_version
 
     state = _run(env, run_date=NO_LOGS_DAY)
     assert state.is_failed() and state.name == "ValidationFailed"
@@ -666,7 +666,7 @@ def test_backfill_of_two_days_before_latest_through_main(
     summary per date and one publication each. With ``valid_split = "time"`` the cold run
     holds out its window's last day, and its warm child trains that day too."""
     from flows.tarq_daily import main
-    from tarq.publish import list_versions, served_version
+    from tarq.release.publish import list_versions, served_version
 
     env = _fresh_env(tiny_db, tmp_path)
     args = _cli_args(env, "latest", champion_tolerance=1.0, valid_split="time")
@@ -714,7 +714,7 @@ def test_retention_in_the_job_keeps_what_the_next_run_date_continues(
     the champion, the served table and the newest date stay whole."""
     from flows.retention import GC_TAG
     from flows.tarq_daily import main
-    from tarq.publish import served_version
+    from tarq.release.publish import served_version
 
     env = _fresh_env(tiny_db, tmp_path)
     args = _cli_args(env, "latest", champion_tolerance=1.0, keep_versions=1)
@@ -782,7 +782,7 @@ def test_a_child_run_follows_its_training_live(tmp_path: Path) -> None:
     import logging
 
     from flows import tracking
-    from tarq.train import TrainResult
+    from tarq.training.train import TrainResult
 
     tracking.use_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = tracking.setup(f"sqlite:///{tmp_path / 'mlflow.db'}", "live")
@@ -918,7 +918,7 @@ def _in_run(client: Any, run: Any, flow_run_id: Any) -> bool:
 
 def _validation_checks(db: Path) -> list[tuple[Any, ...]]:
     """(day, check, table, status, observed) of every check of the warehouse's validations."""
-    from tarq.warehouse import open_db
+    from tarq.store.warehouse import open_db
 
     with open_db(db, read_only=True) as con:
         rows = con.execute("SELECT summary FROM validation_runs ORDER BY check_day").fetchall()

@@ -1,4 +1,4 @@
-"""The champion gate's pure decision logic (tarq.gate)."""
+"""The champion gate's pure decision logic (tarq.release.gate)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tarq.gate import GateConfig, decide
 from tarq.metrics import PairedInterval
+from tarq.release.gate import GateConfig, decide
 
 
 def _names(decision) -> dict[str, bool]:
@@ -92,7 +92,7 @@ def test_decision_serialises() -> None:
 
 
 def test_gate_module_is_pure() -> None:
-    src = (Path(__file__).resolve().parents[1] / "tarq" / "gate.py").read_text()
+    src = (Path(__file__).resolve().parents[1] / "tarq" / "release" / "gate.py").read_text()
     imported = {
         a.name.split(".")[0]
         for n in ast.walk(ast.parse(src))

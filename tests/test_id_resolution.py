@@ -1,4 +1,4 @@
-"""Collision resolution (tarq.id_resolution): hand-made latents and codebooks, and the
+"""Collision resolution (tarq.ids.id_resolution): hand-made latents and codebooks, and the
 warm-day round trip through assign_ids + publish on a trained fixture."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tarq.id_resolution import resolve_collisions
-from tarq.publish import publish
-from tarq.semantic_ids import IDS_FILE, assign_ids, faiss_assign
+from tarq.ids.id_resolution import resolve_collisions
+from tarq.ids.semantic_ids import IDS_FILE, assign_ids, faiss_assign
+from tarq.release.publish import publish
 from tests.test_semantic_ids import make_trained
 
 

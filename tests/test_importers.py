@@ -12,7 +12,7 @@ import pytest
 from tarq.cli import main as cli_main
 from tarq.data.codes import stable_code
 from tarq.data.importers import ImportReport, SourceFormatError, run_import
-from tarq.warehouse import open_db, side_features
+from tarq.store.warehouse import open_db, side_features
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from tarq import kernels
 from tarq.data.features import TIME_GAP_BUCKETS, FeatureLayout
-from tarq.item_index import ItemIndex
 from tarq.model import ModelConfig, build_model
-from tarq.serving import tarq_logits, two_tower_logits, unit_rows
-from tarq.user_side import LeanUserSide
+from tarq.serving import kernels, tarq_logits, two_tower_logits, unit_rows
+from tarq.serving.item_index import ItemIndex
+from tarq.serving.user_side import LeanUserSide
 
 SMALL = ModelConfig(
     emb_dim=8, d_model=32, n_heads=4, codebook_size=8, n_codebooks=4, tower_hidden=(32,)

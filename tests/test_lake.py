@@ -25,9 +25,9 @@ from tarq.data.demo import append_day, generate
 from tarq.data.importers import run_import
 from tarq.data.lake import LakeError, init_lake, lake_url, orphans, status
 from tarq.data.samples import build_samples
-from tarq.sqlfiles import render
+from tarq.store.sqlfiles import render
+from tarq.store.warehouse import open_db, raw_fingerprints
 from tarq.validation import validate
-from tarq.warehouse import open_db, raw_fingerprints
 
 from .conftest import TINY_SEED, TINY_START
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tarq.lineage import Lineage, LineagePolicy, ParentModel, plan, trained_through
+from tarq.release.lineage import Lineage, LineagePolicy, ParentModel, plan, trained_through
 
 D = dt.date(2026, 10, 23)
 START, END = dt.date(2026, 10, 3), dt.date(2026, 10, 21)  # window of run date D (19 days)

@@ -190,7 +190,7 @@ def test_intervals_from_predictions_files_check_the_rows_and_pool_seeds(tmp_path
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tarq.evaluation import paired_interval, pooled_interval
+    from tarq.training.evaluation import paired_interval, pooled_interval
 
     rng = np.random.default_rng(2)
     n = 3000

@@ -363,7 +363,7 @@ def test_kmeans_init_on_a_sample_covers_clusters_the_first_batch_missed() -> Non
 
 
 def test_codebook_sample_takes_distinct_items_of_the_first_rows() -> None:
-    from tarq.train import codebook_sample
+    from tarq.training.train import codebook_sample
 
     def batch(items: list[int]) -> dict[str, torch.Tensor]:
         n = len(items)

@@ -15,7 +15,7 @@ from tarq.data.importers import run_import
 from tarq.data.next_item import NextItemConfig, generate_next_item_logs
 from tarq.data.samples import build_samples
 from tarq.model import ModelConfig
-from tarq.train import TrainConfig, train
+from tarq.training.train import TrainConfig, train
 
 SMALL = NextItemConfig(
     n_users=600, n_items=3_000, n_categories=60, days=8, p_follow=0.3, p_repeat=0.4

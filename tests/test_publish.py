@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tarq.drills import InjectedCrash
-from tarq.publish import (
+from tarq.ids.semantic_ids import IDS_FILE, assign_ids, file_sha256
+from tarq.release.publish import (
     CRASH_ENV,
     PublishError,
     list_versions,
@@ -19,8 +19,8 @@ from tarq.publish import (
     rollback,
     served_version,
 )
-from tarq.semantic_ids import IDS_FILE, assign_ids, file_sha256
-from tarq.warehouse import connect, table_fingerprint
+from tarq.runtime.drills import InjectedCrash
+from tarq.store.warehouse import connect, table_fingerprint
 from tests.test_semantic_ids import make_trained
 
 

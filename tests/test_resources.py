@@ -12,7 +12,7 @@ import sys
 _PROBE = """
 import json, time
 import numpy as np
-from tarq.resources import PeakRss, current_rss_bytes
+from tarq.runtime.resources import PeakRss, current_rss_bytes
 
 base = current_rss_bytes() / 2**20
 with PeakRss(interval_s=0.01) as big:

@@ -33,8 +33,9 @@ def store(tmp_path: Path) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
     from flows import tracking
-    from tarq import publish, sqlfiles
-    from tarq.warehouse import open_db, warehouse_id
+    from tarq.release import publish
+    from tarq.store import sqlfiles
+    from tarq.store.warehouse import open_db, warehouse_id
 
     db = tmp_path / "w.duckdb"
     with open_db(db):
@@ -201,7 +202,7 @@ def test_gc_never_deletes_the_champion_challenger_served_or_parents(
 
 def test_tarq_gc_command_line(store: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     from flows.cli import main
-    from tarq.locking import exclusive_lock, warehouse_lock_path
+    from tarq.store.locking import exclusive_lock, warehouse_lock_path
 
     args = ["gc", "--db", str(store["db"]), "--work-dir", str(store["work"])]
     args += ["--tracking-uri", store["uri"]]

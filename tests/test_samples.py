@@ -14,7 +14,7 @@ import pytest
 
 from tarq.data.features import FeatureLayout, Vocab
 from tarq.data.samples import SampleBuild, build_samples
-from tarq.warehouse import add_side_column, connect, table_fingerprint
+from tarq.store.warehouse import add_side_column, connect, table_fingerprint
 
 DAY0 = dt.date(2026, 10, 1)
 N_DAYS = 5

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tarq.semantic_ids import (
+from tarq.ids.semantic_ids import (
     HEALTH_JSON,
     IDS_FILE,
     IdHealth,
@@ -22,7 +22,7 @@ from tarq.semantic_ids import (
     read_ids,
     residual_at,
 )
-from tarq.warehouse import connect, table_fingerprint
+from tarq.store.warehouse import connect, table_fingerprint
 from tests.test_samples import DAY0, N_DAYS, _make_warehouse
 
 TINY_MODEL = {
@@ -40,7 +40,7 @@ def make_trained(root: Path) -> tuple[Path, Path]:
     """A fixture warehouse, a tiny trained TARQ model, then new catalog items; (db, model_dir)."""
     from tarq.data.samples import build_samples
     from tarq.model import ModelConfig
-    from tarq.train import TrainConfig, train
+    from tarq.training.train import TrainConfig, train
 
     db = root / "w.duckdb"
     _make_warehouse(db)
@@ -163,7 +163,7 @@ def test_faiss_ties_are_listed_not_failed() -> None:
     assert set(codes[:, 0].tolist()) <= {0, 1}
     r1 = residual_at(z[0], books, codes[0], 1)
     np.testing.assert_array_equal(r1, z[0] - books[0, codes[0, 0]])
-    from tarq.semantic_ids import _tie_or_failure
+    from tarq.ids.semantic_ids import _tie_or_failure
 
     tie, rec = _tie_or_failure(7, 0, z[0], books[0], 0, 1, 1e-5)
     assert tie and rec["faiss_dist"] == rec["torch_dist"]
@@ -174,7 +174,7 @@ def test_faiss_ties_are_listed_not_failed() -> None:
 def test_disagreement_beyond_ties_fails_and_writes_no_ids(
     trained: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    import tarq.semantic_ids as sid
+    import tarq.ids.semantic_ids as sid
 
     db, model_dir = trained
     (tmp_path / IDS_FILE).write_bytes(b"stale")
@@ -201,7 +201,7 @@ def test_disagreement_beyond_ties_fails_and_writes_no_ids(
 def test_baseline_model_is_refused(trained: tuple[Path, Path], tmp_path: Path) -> None:
     from tarq.data.samples import build_samples  # noqa: F401  (samples exist beside the model)
     from tarq.model import ModelConfig
-    from tarq.train import TrainConfig, train
+    from tarq.training.train import TrainConfig, train
 
     db, model_dir = trained
     train(

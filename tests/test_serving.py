@@ -14,9 +14,9 @@ import torch
 
 from tarq.data.features import PAD, FeatureLayout, Vocab
 from tarq.data.loader import encode_fields
+from tarq.ids.semantic_ids import IDS_FILE, assign_ids, read_ids
 from tarq.model import ModelConfig, build_model
-from tarq.publish import publish
-from tarq.semantic_ids import IDS_FILE, assign_ids, read_ids
+from tarq.release.publish import publish
 from tarq.serving import (
     Scorer,
     UnknownItemError,
@@ -28,7 +28,7 @@ from tarq.serving import (
     two_tower_logits,
     unit_rows,
 )
-from tarq.warehouse import connect
+from tarq.store.warehouse import connect
 from tests.test_semantic_ids import NEW_ITEMS, TINY_MODEL, make_trained
 
 USER = 3
@@ -334,7 +334,7 @@ def test_pyfunc_scores_equal_the_scorer(served: dict, tmp_path: Path) -> None:
     import mlflow
     import pandas as pd
 
-    from tarq.serving_pyfunc import save_scorer_model
+    from tarq.serving.pyfunc import save_scorer_model
 
     path = save_scorer_model(tmp_path / "pyfunc", served["model_dir"], served["export"])
     loaded = mlflow.pyfunc.load_model(str(path))

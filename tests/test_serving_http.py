@@ -1,8 +1,8 @@
 """Real HTTP: ``mlflow models serve`` of the scorer model with its signature, on loopback.
 
-One server for the module (``tarq.serving_http.ModelServer``: ``--env-manager local``, this
+One server for the module (``tarq.serving.processes.ModelServer``: ``--env-manager local``, this
 interpreter's ``bin`` first on ``PATH``, pickle deserialization off), serving the model as the
-daily job registers it: models from code, :func:`tarq.serving_pyfunc.model_signature`.
+daily job registers it: models from code, :func:`tarq.serving.pyfunc.model_signature`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tarq import serving_pyfunc
 from tarq.serving import Scorer
+from tarq.serving import pyfunc as serving_pyfunc
 from tests.test_serving import USER, make_served
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The tiny served model (tests/test_serving.py) saved with its signature and served;
     yields the base URL, the Scorer on the same files and the fixture's data."""
-    from tarq.serving_http import ModelServer
+    from tarq.serving.processes import ModelServer
 
     root = tmp_path_factory.mktemp("http")
     served = make_served(root)
@@ -150,7 +150,7 @@ def _score(url: str, body: bytes | dict[str, Any]) -> tuple[int, dict[str, Any]]
 def test_the_lean_endpoint_scores_like_the_scorer_and_refuses_alike(http: dict[str, Any]) -> None:
     from http.client import HTTPConnection
 
-    from tarq.score_server import load_scorer, serve_in_thread
+    from tarq.serving.server import load_scorer, serve_in_thread
 
     # The scorer inside the saved pyfunc, loaded with load_scorer_model's checks.
     scorer = load_scorer(str(http["pyfunc"]))

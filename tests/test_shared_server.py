@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tarq.telemetry import TELEMETRY_OFF
+from tarq.runtime.telemetry import TELEMETRY_OFF
 from tests.test_flow import BASE_DAY, NEXT_DAY, tiny_params
 
 pytestmark = pytest.mark.slow
@@ -87,7 +87,7 @@ def test_two_machines_and_serving_share_one_tracking_server(
 ) -> None:
     from flows import tracking
     from flows.tarq_daily import DailyParams, tarq_daily
-    from tarq.score_server import load_scorer
+    from tarq.serving.server import load_scorer
 
     db = tmp_path / "w.duckdb"
     shutil.copy(tiny_db, db)

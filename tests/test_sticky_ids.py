@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from tarq.ids.semantic_ids import IDS_FILE, assign_ids, faiss_assign, sticky_ladder
 from tarq.model.io import load_weights
 from tarq.model.quantizer import ResidualQuantizer, sticky_choice
-from tarq.parallel import serial_map
-from tarq.publish import publish
-from tarq.semantic_ids import IDS_FILE, assign_ids, faiss_assign, sticky_ladder
-from tarq.warehouse import connect
+from tarq.release.publish import publish
+from tarq.runtime.parallel import serial_map
+from tarq.store.warehouse import connect
 from tests.test_semantic_ids import make_trained
 
 
@@ -156,7 +156,7 @@ def test_a_churn_over_the_budget_raises_the_margin_until_it_fits(tmp_path: Path)
 
 
 def test_no_sticking_to_a_table_of_another_shape(tmp_path: Path) -> None:
-    from tarq.semantic_ids import StickyPrior, _sticky_prior
+    from tarq.ids.semantic_ids import StickyPrior, _sticky_prior
 
     served = (1, np.array([3, 1, 2]), np.array([[0, 1], [1, 1], [2, 0]]))
     assert _sticky_prior(served, None, (2, 4, 5)) is None
@@ -168,9 +168,9 @@ def test_no_sticking_to_a_table_of_another_shape(tmp_path: Path) -> None:
 
 
 def test_tarq_is_scored_with_the_codes_it_is_published_with(tmp_path: Path) -> None:
-    from tarq.churn import ItemCodes
-    from tarq.evaluation import evaluate_model_dir
-    from tarq.semantic_ids import read_ids
+    from tarq.ids.churn import ItemCodes
+    from tarq.ids.semantic_ids import read_ids
+    from tarq.training.evaluation import evaluate_model_dir
 
     db, model_dir = make_trained(tmp_path / "fx")
     samples = tmp_path / "fx" / "samples"
@@ -205,7 +205,7 @@ def test_tarq_is_scored_with_the_codes_it_is_published_with(tmp_path: Path) -> N
 
 
 def test_only_tarq_scores_with_given_codes() -> None:
-    from tarq.batch_scoring import score_batch
+    from tarq.training.batch_scoring import score_batch
     from tests.test_batch_scoring import _model, _requests
     from tests.test_model import _inputs
 

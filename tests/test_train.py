@@ -16,7 +16,7 @@ import torch
 
 from tarq.model import ModelConfig
 from tarq.model.io import load_trained
-from tarq.train import CHECKPOINT, TrainConfig, TrainResult, train
+from tarq.training.train import CHECKPOINT, TrainConfig, TrainResult, train
 from tests.test_samples import DAY0, N_DAYS, _make_warehouse
 
 TINY_MODEL = {"emb_dim": 8, "d_model": 16, "n_heads": 2, "codebook_size": 4, "n_codebooks": 2}
@@ -194,7 +194,7 @@ def test_ddp_two_processes(samples: Path, tmp_path: Path) -> None:
             "--nproc_per_node",
             "2",
             "-m",
-            "tarq.train",
+            "tarq.training.train",
             "--samples",
             str(samples),
             "--model",
@@ -268,7 +268,7 @@ def _rows_after(samples: Path, since: dt.date, valid_folds: int = 5) -> tuple[in
 def test_auto_split_holds_out_the_last_day_only_when_there_are_epochs_to_choose() -> None:
     """valid_split "auto" (the default): one epoch trains on every day (the hash slice is
     reported), several epochs select on the window's last day."""
-    from tarq.train import effective_split
+    from tarq.training.train import effective_split
 
     assert TrainConfig().valid_split == "auto"
     assert effective_split(TrainConfig(epochs=1)) == "hash"
@@ -286,7 +286,7 @@ def test_the_last_day_is_the_validation_slice_and_the_random_slice_is_reported(
     which is never trained on; the hash folds of the other days are held out too and reported
     as ``valid_random``. "hash" trains on every day and selects on the folds (as before), and
     a checkpoint made under one split is not resumed under the other."""
-    from tarq.train import CheckpointMismatch
+    from tarq.training.train import CheckpointMismatch
 
     t = _train_rows(samples)
     last = max(t["day"])
@@ -455,8 +455,8 @@ def test_the_same_logs_give_the_same_sample_bytes_and_the_same_model(tmp_path: P
     wrote its parts in thread order), hence the fingerprint, hence the seeded training."""
     from tarq.data.demo import generate
     from tarq.data.samples import build_samples
+    from tarq.ids.semantic_ids import file_sha256
     from tarq.model.io import load_weights
-    from tarq.semantic_ids import file_sha256
 
     # The `small` preset: parts big enough for DuckDB's writer to run in parallel (the tiny
     # fixtures fit one thread's chunk and were ordered by luck).
@@ -490,7 +490,7 @@ def test_the_same_logs_give_the_same_sample_bytes_and_the_same_model(tmp_path: P
 def test_progress_reports_the_step_losses_and_epochs_metrics_json_keeps(
     samples: Path, tmp_path: Path
 ) -> None:
-    from tarq.train import STEP_LOG_EVERY
+    from tarq.training.train import STEP_LOG_EVERY
 
     mcfg, tcfg = _cfg(epochs=2, batch_size=16, max_steps_per_epoch=45)
     events: list[dict] = []

@@ -191,7 +191,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 @pytest.mark.slow
 def test_ui_check_sees_runs_comparison_aliases_and_artifacts(chromium: str, tmp_path: Path) -> None:
-    from tarq.telemetry import TELEMETRY_OFF
+    from tarq.runtime.telemetry import TELEMETRY_OFF
 
     store = make_store(tmp_path)
     rows = [

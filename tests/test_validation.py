@@ -19,10 +19,10 @@ import pytest
 
 from tarq.cli import main
 from tarq.data.demo import generate
+from tarq.store.warehouse import RAW_TABLES, connect, table_fingerprint
 from tarq.validation import DEFAULT_ACTIONS, ValidationBounds, ValidationReport, validate
 from tarq.validation.core import _disagreement
 from tarq.validation.suites import ExpectationOutcome
-from tarq.warehouse import RAW_TABLES, connect, table_fingerprint
 
 # The demo logs: 2026-10-01 .. 2026-10-08; run date 2026-10-09 checks the last day.
 DEMO_DAY0 = dt.date(2026, 10, 1)

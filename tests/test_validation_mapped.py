@@ -21,10 +21,10 @@ import duckdb
 import pytest
 
 from tarq.data.demo import generate
-from tarq.parallel import serial_map
+from tarq.runtime.parallel import serial_map
+from tarq.store.warehouse import RAW_TABLES
 from tarq.validation import ValidationBounds, ValidationReport, validate
 from tarq.validation.jobs import DayJob, RowJob
-from tarq.warehouse import RAW_TABLES
 
 DAY0 = dt.date(2026, 10, 1)  # the demo logs: 2026-10-01 .. 2026-10-08
 RUN_DATE = dt.date(2026, 10, 9)
@@ -102,7 +102,7 @@ def _in_worker(
 
 
 class PoolMapper:
-    """A :class:`tarq.parallel.Mapper` on a process pool; ``fail`` picks jobs that raise."""
+    """A :class:`tarq.runtime.parallel.Mapper` on a process pool; ``fail`` picks jobs that raise."""
 
     def __init__(
         self, pool: ProcessPoolExecutor, fail: Callable[[Any], bool] | None = None

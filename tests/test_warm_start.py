@@ -17,8 +17,8 @@ from tarq.data.features import OOV, Vocab
 from tarq.data.loader import BatchStream, SampleSet
 from tarq.model import ModelConfig
 from tarq.model.io import load_trained, load_weights
-from tarq.train import CHECKPOINT, TrainConfig, train
-from tarq.warm_start import (
+from tarq.training.train import CHECKPOINT, TrainConfig, train
+from tarq.training.warm_start import (
     OPTIMIZER_FILE,
     IncompatibleParentError,
     WarmStart,
@@ -286,7 +286,7 @@ def test_sigkill_during_a_warm_run_resumes_the_warm_run(
     cmd = [
         sys.executable,
         "-m",
-        "tarq.train",
+        "tarq.training.train",
         "--samples",
         str(warehouse["s_child"]),
         "--model",

@@ -35,7 +35,6 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from tarq import sqlfiles
 from tarq.data.demo_world import (
     ACTIONS,
     BUY,
@@ -52,7 +51,8 @@ from tarq.data.demo_world import (
 )
 from tarq.data.lake import flush, init_lake, raw_target
 from tarq.dates import utc_now
-from tarq.warehouse import add_side_column, connect
+from tarq.store import sqlfiles
+from tarq.store.warehouse import add_side_column, connect
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ job trains on it the next morning: each arm's model shapes the exposures the mod
 learn from, as online.
 
 A ranker is any callable ``(sim, users, t_req, cand, valid) → (R, P) scores`` over world
-indices (:class:`tarq.ab.ModelRanker` scores with a trained model); the simulator's state
+indices (:class:`tarq.online.ab.ModelRanker` scores with a trained model); the simulator's state
 (``sim.w`` the world, ``sim.ring`` the users' behaviours so far) is its view of the request.
 
 Per request the day records the arm, the number of exposed impressions, their expected clicks

@@ -34,8 +34,9 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
-from tarq import metrics, sqlfiles
+from tarq import metrics
 from tarq.dates import resolve_run_date
+from tarq.store import sqlfiles
 
 PREDICTIONS_FILE = "predictions.parquet"
 
@@ -315,7 +316,7 @@ def oracle_for_day(
     """:func:`demo_oracle` on the warehouse at ``db_path`` (opened read-only), or None when it
     holds no recorded truth for the test day (not a demo warehouse): what the daily flow logs
     beside its model comparison."""
-    from tarq.warehouse import open_db
+    from tarq.store.warehouse import open_db
 
     with open_db(db_path, read_only=True) as con:
         if not has_demo_truth(con):

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from tarq import sqlfiles
 from tarq.data.demo import _read_chain, _Simulator, rebuild
 from tarq.data.demo_world import rng_for
-from tarq.warehouse import open_db
+from tarq.store import sqlfiles
+from tarq.store.warehouse import open_db
 
 POOL_STREAM = 11  # rng_for(seed, POOL_STREAM, day): the pools' own stream
 LOGIT_CHUNK = 64  # requests per click-model call (bounds the (R, N, H) arrays)

@@ -35,8 +35,8 @@ from typing import Any
 import duckdb
 
 from tarq.data.lake_fs import attach, is_local, url_fs
-from tarq.sqlfiles import run
-from tarq.warehouse import open_db
+from tarq.store.sqlfiles import run
+from tarq.store.warehouse import open_db
 
 LOG_TABLES = ("impressions", "behaviors")
 _LANDING = {t: f"lake_landing_{t}" for t in LOG_TABLES}

@@ -1,6 +1,6 @@
 """Lake URLs as DuckDB filesystems: which ones DuckDB reads natively and how the others are
 registered on a connection. Kept apart from :mod:`tarq.data.lake` so that opening a warehouse
-(:func:`tarq.warehouse.connect`) needs nothing of the lake's loading code, which itself opens
+(:func:`tarq.store.warehouse.connect`) needs nothing of the lake's loading code, which itself opens
 warehouses."""
 
 from __future__ import annotations

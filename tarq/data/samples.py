@@ -38,7 +38,6 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from tarq import sqlfiles
 from tarq.data.features import (
     BASE_ITEM_FIELDS,
     BASE_USER_FIELDS,
@@ -52,8 +51,9 @@ from tarq.data.features import (
 from tarq.data.paths import duckdb_path
 from tarq.dates import Window, resolve_run_date, utc_now, window_for
 from tarq.defaults import MIN_COUNT, SEQ_LEN, TRAIN_DAYS
-from tarq.parallel import Mapper, group_days, serial_map
-from tarq.warehouse import new_id, open_db, open_for_job, side_features
+from tarq.runtime.parallel import Mapper, group_days, serial_map
+from tarq.store import sqlfiles
+from tarq.store.warehouse import new_id, open_db, open_for_job, side_features
 
 DEFAULT_HISTORY_DAYS = 60
 DEFAULT_MIN_COUNT = MIN_COUNT
@@ -194,7 +194,7 @@ def build_samples(
             window get no embedding row of their own (they map to OOV); see ``vocab.sql``
             for what counts as a sighting.
         mapper: runs the per-bucket jobs (:class:`BucketJob`, :func:`build_bucket`); default
-            one after the other in this process. Any :class:`tarq.parallel.Mapper` gives the
+            one after the other in this process. Any :class:`tarq.runtime.parallel.Mapper` gives the
             same files (e.g. ``tarq-daily`` on Dask maps them as Prefect tasks).
         shuffle_rows: shuffle the logs by user bucket first, in jobs of whole days of about
             this many rows (:class:`ShuffleJob`), so that each bucket job reads its own rows
@@ -674,7 +674,7 @@ def _day_spans(
     per_day: list[tuple[dt.date, int]], limit: int
 ) -> list[tuple[dt.datetime, dt.datetime]]:
     """[start, end) of each run of whole days holding about ``limit`` rows (``per_day``: the
-    days with rows, in order; :func:`tarq.parallel.group_days`)."""
+    days with rows, in order; :func:`tarq.runtime.parallel.group_days`)."""
     return [
         (
             dt.datetime.combine(days[0], dt.time()),

@@ -1,6 +1,8 @@
 """TARQ (arXiv 2509.16931) and the baselines it is compared with, in PyTorch.
 
-No Prefect or MLflow here: the models only need torch and the :class:`FeatureLayout`.
+No Prefect or MLflow here: the models only need torch and the :class:`FeatureLayout`. May
+import the shared modules and :mod:`tarq.data.features`; never training, semantic IDs, the
+release of a day or serving.
 
 Batch contract (``dict[str, torch.Tensor]``, from :mod:`tarq.data.loader`)
 -------------------------------------------------------------------------

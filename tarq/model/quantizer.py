@@ -65,7 +65,7 @@ def sticky_choice(
     Hysteresis: an item near the border of two entries keeps the one it was served with while
     the latents drift a little from day to day; a clear move still moves it. Distances are
     computed directly (‖r − e‖, not the expanded form) so that the FAISS twin
-    (:func:`tarq.semantic_ids.faiss_assign`) decides the same in float32.
+    (:func:`tarq.ids.semantic_ids.faiss_assign`) decides the same in float32.
 
     Args:
         r: (N, dz) residuals at this level.  book: (K, dz) the level's entries.

@@ -24,7 +24,7 @@ and every report lists the accepted days of its window with who accepted them an
 run leaves a row in ``validation_runs``, one per (table, day) in ``validated_days``, and Data
 Docs pages (one validation result per chunk of rows).
 
-Steps 2 and 3 run as jobs of a :class:`tarq.parallel.Mapper` (:mod:`tarq.validation.jobs`):
+Steps 2 and 3 run as jobs of a :class:`tarq.runtime.parallel.Mapper` (:mod:`tarq.validation.jobs`):
 this module plans them, merges their results, quarantines and records the run.
 """
 
@@ -44,9 +44,10 @@ import pandas as pd
 import pyarrow as pa
 
 from tarq.dates import resolve_run_date
-from tarq.parallel import Mapper, group_days, serial_map
-from tarq.sqlfiles import run
-from tarq.telemetry import disable_telemetry
+from tarq.runtime.parallel import Mapper, group_days, serial_map
+from tarq.runtime.telemetry import disable_telemetry
+from tarq.store.sqlfiles import run
+from tarq.store.warehouse import RAW_TABLES, ensure_schema, new_id, open_db, table_columns
 from tarq.validation.bounds import ValidationBounds
 from tarq.validation.checks import (
     CATALOG_KEYS,
@@ -66,7 +67,6 @@ from tarq.validation.jobs import (
 )
 from tarq.validation.report import CheckResult, ValidationReport
 from tarq.validation.suites import ExpectationOutcome, GxRunner
-from tarq.warehouse import RAW_TABLES, ensure_schema, new_id, open_db, table_columns
 
 #: The temp table collecting the flagged rows of every chunk (the quarantine's source).
 FLAGGED = {t: f"validation_{t}_flagged" for t in RAW_TABLES}
@@ -104,8 +104,8 @@ def validate(
         bounds: thresholds and domains of the checks (default :class:`ValidationBounds`).
         window_days: the training window: the days D − 1 − window_days .. D − 2 are
             validated too, those whose rows changed since their latest validation.
-        mapper: runs the jobs (:class:`tarq.parallel.Mapper`; default
-            :func:`tarq.parallel.serial_map`, one after the other in this process). A mapper
+        mapper: runs the jobs (:class:`tarq.runtime.parallel.Mapper`; default
+            :func:`tarq.runtime.parallel.serial_map`, one after the other in this process). A mapper
             that runs them in other processes needs the warehouse file (and this package)
             there; this process holds no connection to it while they run.
 

@@ -1,4 +1,4 @@
-"""The jobs of a validation run that a :class:`tarq.parallel.Mapper` may run elsewhere.
+"""The jobs of a validation run that a :class:`tarq.runtime.parallel.Mapper` may run elsewhere.
 
 :func:`tarq.validation.validate` plans these jobs, runs them through its mapper (in this
 process by default; on Dask workers from ``flows/``) and merges their results
@@ -31,11 +31,11 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from tarq.sqlfiles import render, run
+from tarq.store.sqlfiles import render, run
+from tarq.store.warehouse import RAW_TABLES, open_for_job
 from tarq.validation.bounds import ValidationBounds
 from tarq.validation.checks import CATALOG_KEYS, LOG_TABLES, row_checks
 from tarq.validation.suites import DetachedResult, ExpectationOutcome, GxRunner
-from tarq.warehouse import RAW_TABLES, open_for_job
 
 #: The temp table each raw table's rows are checked in (see sql/validation/*_frame.sql),
 #: one chunk at a time.

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from tarq.telemetry import disable_telemetry
+from tarq.runtime.telemetry import disable_telemetry
 from tarq.validation.checks import ExpectationSpec
 
 if TYPE_CHECKING:

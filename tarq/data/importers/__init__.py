@@ -40,7 +40,7 @@ from tarq.data.importers.common import (
     utcnow,
 )
 from tarq.data.lake import flush, init_lake
-from tarq.warehouse import connect, new_id
+from tarq.store.warehouse import connect, new_id
 
 KINDS = ("taobao", "movielens", "parquet")
 

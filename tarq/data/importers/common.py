@@ -36,8 +36,8 @@ import pyarrow.parquet as pq
 
 from tarq.data.lake import raw_target
 from tarq.data.paths import duckdb_path
-from tarq.sqlfiles import load_sql, run
-from tarq.warehouse import add_side_column, table_columns
+from tarq.store.sqlfiles import load_sql, run
+from tarq.store.warehouse import add_side_column, table_columns
 
 #: Delimiters tried when a header parses as a single column, to say what the file looks like.
 _DELIM_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}

@@ -42,7 +42,7 @@ from tarq.data.importers.common import (
     source_columns,
     stage_text,
 )
-from tarq.sqlfiles import run
+from tarq.store.sqlfiles import run
 
 GENRES = (
     "unknown",

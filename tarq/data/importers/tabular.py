@@ -47,7 +47,7 @@ from tarq.data.importers.common import (
     stage_text,
     staged_columns,
 )
-from tarq.sqlfiles import quote_ident, run
+from tarq.store.sqlfiles import quote_ident, run
 
 TABLES = ("items", "users", "impressions", "behaviors")
 REQUIRED = {

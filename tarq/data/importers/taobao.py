@@ -47,7 +47,7 @@ from tarq.data.importers.common import (
     source_columns,
     stage_text,
 )
-from tarq.sqlfiles import run
+from tarq.store.sqlfiles import run
 
 AD_FEATURE = TextFormat(
     "Taobao ad_feature",

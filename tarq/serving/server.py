@@ -21,7 +21,7 @@ Scorer words it. Every response names the version that answered it, in the body
 
 ``GET /ping``: liveness (200 while the process serves). ``GET /ready``: 200 with the version,
 the ID table's version, the follower's last check and last error once a model is loaded, else
-503. With ``--follow`` (:mod:`tarq.champion_follow`) each process polls the registry alias and
+503. With ``--follow`` (:mod:`tarq.serving.follow`) each process polls the registry alias and
 swaps in each new champion after loading and checking it beside the old one; a failed load keeps
 the old version and shows on ``/ready``.
 
@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tarq.champion_follow import Follower, Live, Loaded
 from tarq.serving import Scorer
+from tarq.serving.follow import Follower, Live, Loaded
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024 * 1024  # a 10k-candidate request with a long history is ~1 MB
@@ -358,8 +358,8 @@ def serve(
 
 def load_scorer(model: str, max_candidates: int | None = None) -> Scorer:
     """The Scorer inside a registered or saved pyfunc (``models:/tarq@champion``, a run URI or
-    a folder), loaded with :func:`tarq.serving_pyfunc.load_scorer_model`'s checks."""
-    from tarq.serving_pyfunc import load_scorer_model
+    a folder), loaded with :func:`tarq.serving.pyfunc.load_scorer_model`'s checks."""
+    from tarq.serving.pyfunc import load_scorer_model
 
     pyfunc = load_scorer_model(model, max_candidates=max_candidates)
     return pyfunc.unwrap_python_model().scorer

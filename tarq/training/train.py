@@ -43,11 +43,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from tarq.data.loader import Batch, BatchStream, SampleSet, model_inputs, temporal_cutoff
-from tarq.evaluation import evaluate, public_metrics
 from tarq.model import MODEL_NAMES, ModelConfig, build_model
 from tarq.model.io import load_weights, save_atomic
-from tarq.train_args import add_train_arguments
-from tarq.warm_start import (
+from tarq.training.evaluation import evaluate, public_metrics
+from tarq.training.train_args import add_train_arguments
+from tarq.training.warm_start import (
     OPTIMIZER_FILE,
     Parent,
     WarmStart,
@@ -92,7 +92,7 @@ def checkpoint_inputs(
 ) -> dict[str, Any]:
     """What a checkpoint was made from (samples fingerprint, model, settings, parent): a
     resume must match it, or it would continue other weights under the new run's name."""
-    from tarq.semantic_ids import file_sha256
+    from tarq.ids.semantic_ids import file_sha256
 
     train_cfg = {k: v for k, v in asdict(tcfg).items() if k not in _RESUMABLE}
     # "auto" means another slice when the epochs change: compare what it meant for this run.
@@ -202,7 +202,7 @@ def load_config(path: str | Path | None) -> tuple[ModelConfig, TrainConfig]:
 class TrainResult:
     """What one training run measured (:func:`train`), also written to ``metrics.json``.
 
-    The metric dicts are :func:`tarq.evaluation.evaluate`'s figures without its arrays:
+    The metric dicts are :func:`tarq.training.evaluation.evaluate`'s figures without its arrays:
     ``rows``, ``positives``, ``auc``, ``gauc``, ``gauc_users``, ``gauc_skipped_users``,
     ``logloss`` and, for TARQ variants, codebook figures (``utilization_batch``,
     ``utilization_catalog``, ``collision_rate``, ``align_sharpness``, …).
@@ -226,7 +226,7 @@ class TrainResult:
         rows_trained: training rows the stream held (None in files from before it was
             recorded).
         warm_start: ``{"mode": "cold"}``, or ``{"mode": "warm", ...}`` with the
-            :class:`tarq.warm_start.WarmStart` settings, ``vocab_added``, ``grown_tables`` and
+            :class:`tarq.training.warm_start.WarmStart` settings, ``vocab_added``, ``grown_tables`` and
             ``optimizer_carried``.
         history: one record per epoch: ``epoch``, ``seconds``, ``samples``, ``loss``,
             ``loss_terms``, ``valid_auc`` (and ``valid_random_auc``).
@@ -306,7 +306,7 @@ def train(
 ) -> TrainResult | None:
     """Train ``model_name`` on the samples in ``samples`` and write the artefacts to ``out_dir``.
 
-    With ``warm`` the model continues a parent (:mod:`tarq.warm_start`): its vocabularies
+    With ``warm`` the model continues a parent (:mod:`tarq.training.warm_start`): its vocabularies
     extended by today's ids, its weights (codebooks included, no k-means) and optionally its
     optimizer state, trained on the sample days after ``warm.since_day`` plus a replay sample.
     A crash during a warm run resumes from the run's own checkpoint.
@@ -889,7 +889,7 @@ def _write_artifacts(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tarq.train`` (what ``torchrun`` launches); same flags as ``tarq train``."""
+    """``python -m tarq.training.train`` (what ``torchrun`` launches); same flags as ``tarq train``."""
     p = argparse.ArgumentParser(prog="tarq train")
     add_train_arguments(p)
     args = p.parse_args(argv)

@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from tarq import sqlfiles
+from tarq.store import sqlfiles
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ true clicks (``tarq replay``).
 
 :func:`tarq.data.demo_replay.capture_pools` gives every request of the test day a pool of
 candidates with their true click probabilities. :func:`score_pools` scores the same pools with a
-trained model the way evaluation and serving score a request (:func:`tarq.batch_scoring.
+trained model the way evaluation and serving score a request (:func:`tarq.training.batch_scoring.
 score_batch`: the user side once per request, the per-candidate part per candidate; TARQ with
 the semantic IDs it was published with), from the request's own point-in-time features: its
 user fields and history are those of the test-day sample rows of the same (user, time), encoded
@@ -25,14 +25,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from tarq import sqlfiles
-from tarq.batch_scoring import score_batch
 from tarq.data.demo_replay import RequestPools, capture_pools, summary, topk_report
 from tarq.data.loader import SampleSet, _epoch_us, encode_fields, to_batch
+from tarq.ids.semantic_ids import IDS_FILE, ItemCodes, read_item_codes
 from tarq.model.io import load_for_scoring
 from tarq.model.tarq import TarqModel
-from tarq.semantic_ids import IDS_FILE, ItemCodes, read_item_codes
-from tarq.warehouse import open_db
+from tarq.store import sqlfiles
+from tarq.store.warehouse import open_db
+from tarq.training.batch_scoring import score_batch
 
 KS = (10, 50)
 REFERENCE, BASELINE = "ta", "tt"

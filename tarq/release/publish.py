@@ -2,7 +2,7 @@
 
 ``tarq publish --db PATH --ids DIR`` runs :func:`publish`:
 
-1. **write** — the ids file of :func:`tarq.semantic_ids.assign_ids` becomes a new table
+1. **write** — the ids file of :func:`tarq.ids.semantic_ids.assign_ids` becomes a new table
    ``semantic_ids_v<N>`` (item_id, code_0 … code_{m-1}, v_item FLOAT[d], version, model name
    and version, run date, published_at), registered as *staged*, in one transaction;
 2. **check** — row count = catalog size, every catalog item present once and no other, no
@@ -33,11 +33,11 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from tarq import sqlfiles
 from tarq.dates import parse_date
-from tarq.drills import crash_point
-from tarq.semantic_ids import HEALTH_JSON, IDS_FILE, META_KEY, file_sha256
-from tarq.warehouse import open_db
+from tarq.ids.semantic_ids import HEALTH_JSON, IDS_FILE, META_KEY, file_sha256
+from tarq.runtime.drills import crash_point
+from tarq.store import sqlfiles
+from tarq.store.warehouse import open_db
 
 CRASH_ENV = "TARQ_PUBLISH_CRASH"
 VIEW = "serving_item_ids"

@@ -198,7 +198,7 @@ def _group_alive(pgid: int) -> bool:
 
 
 class LeanServer(ModelServer):
-    """``tarq serve`` (:mod:`tarq.score_server`) of the same saved or registered scorer, with the
+    """``tarq serve`` (:mod:`tarq.serving.server`) of the same saved or registered scorer, with the
     same environment, start and stop as :class:`ModelServer`: ``workers`` processes on one
     socket, a thread per connection in each; ``follow`` polls the alias of ``model_uri`` every
     ``poll_s`` seconds."""

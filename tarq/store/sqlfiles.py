@@ -28,7 +28,7 @@ _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 def sql_dir() -> Path:
     """The folder holding the named SQL files (``$TARQ_SQL_DIR`` overrides the repo's)."""
     override = os.environ.get("TARQ_SQL_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[1] / "sql"
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "sql"
 
 
 @lru_cache(maxsize=256)

@@ -1,6 +1,6 @@
 """Continuous training policy: does run date D continue a parent model (warm) or train cold?
 
-Pure decision logic (no torch, Prefect or MLflow), like :mod:`tarq.gate`. The daily job finds
+Pure decision logic (no torch, Prefect or MLflow), like :mod:`tarq.release.gate`. The daily job finds
 each model's parent (TARQ: the champion; a baseline: its newest model from an earlier run
 date that finished) and asks :func:`plan` what to do. A run is **cold** — trained from
 scratch on the whole window, vocabularies rebuilt, codebooks re-initialised by k-means — when
@@ -8,7 +8,7 @@ scratch on the whole window, vocabularies rebuilt, codebooks re-initialised by k
 1. there is no parent (the first run of a model);
 2. warm starts are switched off (``warm_start = false``);
 3. the parent is older than ``max_parent_age_days`` (its run date);
-4. the model config or the feature layout changed (:func:`tarq.warm_start.incompatibility`);
+4. the model config or the feature layout changed (:func:`tarq.training.warm_start.incompatibility`);
 5. the lineage's last cold run is ``full_retrain_every_days`` or more before D (a periodic full
    retrain bounds drift: a warm lineage only ever adds rows and trains on recent days); a
    full retrain that was tried and not promoted (``ParentModel.cold_tried``: the continued
@@ -197,7 +197,7 @@ def plan(
         parent: the model to continue, or None.
         policy: the thresholds.
         incompatibility: why the parent cannot be continued with today's config and
-            features (:func:`tarq.warm_start.incompatibility`), or None.
+            features (:func:`tarq.training.warm_start.incompatibility`), or None.
 
     Returns:
         The :class:`Lineage`; ``reason`` names the cold trigger or the parent.

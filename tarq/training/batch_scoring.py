@@ -13,7 +13,7 @@ the model (the arithmetic of the serving path, ``score``), as ``forward`` would:
 - ``ta``: H^tar once per group, and the group's rows (their x_item) the queries of ONE
   attention over it, so its keys and values are projected once per group (:func:`_attend`);
 - TARQ variants: v_user and Ĉ per group, each row's m entries picked from its group's Ĉ by
-  its codes. With ``diagnostics`` also what :func:`tarq.evaluation.evaluate` reports besides
+  its codes. With ``diagnostics`` also what :func:`tarq.training.evaluation.evaluate` reports besides
   the scores, as ``forward`` computes them in eval mode, for every row: the reconstruction
   error, the codes, and the sharpness of the alignment's p and p̂ (the teacher's H^tar once
   per group, its attention as ``ta``'s, the level distributions per row).
@@ -152,7 +152,7 @@ def score_batch(
     codes: torch.Tensor | None = None,
 ) -> ModelOutput:
     """``model(batch)`` in eval mode for evaluation: the logits of every row and, for TARQ
-    variants, the figures :func:`tarq.evaluation.evaluate` reads.
+    variants, the figures :func:`tarq.training.evaluation.evaluate` reads.
 
     Call it under ``torch.no_grad()`` or ``torch.inference_mode()`` with the model in eval
     mode (no dropout).

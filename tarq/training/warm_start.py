@@ -1,6 +1,6 @@
 """Warm start: continue a trained model on new days instead of training from scratch.
 
-The mechanics only (which parent, and whether to warm-start at all, is :mod:`tarq.lineage`):
+The mechanics only (which parent, and whether to warm-start at all, is :mod:`tarq.release.lineage`):
 
 - **Vocabularies are extended, never rebuilt.** Every id the parent knew keeps its index
   (:meth:`tarq.data.features.Vocab.extend`), ids new in today's samples are appended, ids

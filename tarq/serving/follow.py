@@ -11,7 +11,7 @@ version serving and is reported (``live.status()``, the server's ``/ready``); th
 that version again after ``retry_s``. Rolling the alias back is followed the same way.
 
 No MLflow here: the source and the loader are functions
-(:func:`tarq.serving_pyfunc.registry_source` builds them for a registered model).
+(:func:`tarq.serving.pyfunc.registry_source` builds them for a registered model).
 """
 
 from __future__ import annotations

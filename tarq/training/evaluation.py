@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 import torch
 
 from tarq import metrics
-from tarq.batch_scoring import score_batch
-from tarq.churn import ItemCodes
 from tarq.data.features import FeatureLayout, Vocab
 from tarq.data.loader import Batch, BatchStream, SampleSet, model_inputs
+from tarq.ids.churn import ItemCodes
 from tarq.metrics import PairedInterval, paired_bootstrap, pooled_paired_bootstrap
 from tarq.model.io import load_trained
+from tarq.training.batch_scoring import score_batch
 
 
 def evaluate(
@@ -38,7 +38,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of ``model`` on a stream: AUC, GAUC, log-loss and codebook figures.
 
-    Rows are scored by :func:`tarq.batch_scoring.score_batch` (no autograd, the user side once
+    Rows are scored by :func:`tarq.training.batch_scoring.score_batch` (no autograd, the user side once
     per request); ``reference`` scores them with ``model(batch)`` instead, the training
     forward in eval mode (the path the batch scorer is checked against; slower).
 

@@ -1,7 +1,7 @@
 """Model rankers for the closed-loop A/B of the demo world (:mod:`tarq.data.demo_ab`).
 
 :class:`ModelRanker` scores an A/B request's candidate pool with a trained model the way the
-open-loop replay and evaluation do (:func:`tarq.batch_scoring.score_batch`: the user side once
+open-loop replay and evaluation do (:func:`tarq.training.batch_scoring.score_batch`: the user side once
 per request, TARQ with the semantic IDs of the table it was published with). The request's
 features are built from the world's state at the request, in the sample schema and encoded by
 :func:`tarq.data.loader.to_batch` with the model's vocabularies — the same encoding as
@@ -18,16 +18,16 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from tarq import sqlfiles
-from tarq.batch_scoring import score_batch
-from tarq.churn import ItemCodes
 from tarq.data.demo import _Simulator
 from tarq.data.demo_world import ACTIONS
 from tarq.data.loader import SampleSet, encode_fields, to_batch
+from tarq.ids.churn import ItemCodes
 from tarq.model.io import load_for_scoring
 from tarq.model.tarq import TarqModel
-from tarq.replay import catalog as read_catalog
-from tarq.warehouse import open_db
+from tarq.online.replay import catalog as read_catalog
+from tarq.store import sqlfiles
+from tarq.store.warehouse import open_db
+from tarq.training.batch_scoring import score_batch
 
 ROWS_PER_CALL = 32768  # candidate rows scored in one score_batch call
 
@@ -150,7 +150,7 @@ def served_tarq(db_path: Path, work_dir: Path) -> tuple[Path, ItemCodes, int]:
         ValueError: nothing is published yet.  ModelMismatchError: the run date's weights are
             not the ones the table was assigned with.
     """
-    from tarq.semantic_ids import ids_arrays
+    from tarq.ids.semantic_ids import ids_arrays
     from tarq.serving import check_model_sha, read_publication
 
     version, reg, table = read_publication(db_path)

@@ -18,7 +18,7 @@ import duckdb
 
 from tarq import defaults
 from tarq.data.lake_fs import attach
-from tarq.sqlfiles import load_sql, quote_ident, run
+from tarq.store.sqlfiles import load_sql, quote_ident, run
 
 RAW_TABLES = ("items", "users", "impressions", "behaviors")
 DEFAULT_DB = Path(defaults.DEFAULT_DB)
@@ -110,7 +110,7 @@ def _remove_spill(pid: int, folder: str) -> None:
 
 @contextmanager
 def open_for_job(db_path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection for one job of a data step (:mod:`tarq.parallel`) that spills
+    """A read-only connection for one job of a data step (:mod:`tarq.runtime.parallel`) that spills
     to this process's folder on local disk.
 
     DuckDB spills next to the database file by default, in files named after the process id:

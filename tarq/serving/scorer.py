@@ -4,12 +4,12 @@ Per request (paper section 2.6)::
 
     fixed cost, once     user tower → v_user; personalised codebooks Ĉ (m·K queries in one
                          attention over the history) — O(L), independent of N; the lean
-                         one-request path of :mod:`tarq.user_side`
+                         one-request path of :mod:`tarq.serving.user_side`
     per candidate        gather the m rows Ĉ[l, c_l] of its codes and sum them, then two dot
                          products with its unit item vector:
                          logit = s · (⟨v̂_user, v̂_item⟩ + ⟨h_rq, v̂_item⟩ / ‖h_rq‖) + b
                          — O(m·d), independent of the history length; one fused numba loop
-                         (:mod:`tarq.kernels`), ids → rows by :class:`tarq.item_index.ItemIndex`
+                         (:mod:`tarq.serving.kernels`), ids → rows by :class:`tarq.serving.item_index.ItemIndex`
 
 This is the same arithmetic as the model's training forward (``cos`` normalises h_rq, so the
 mean fusion is a sum here). The item vectors are normalised and the codes narrowed to the
@@ -52,11 +52,35 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from tarq import kernels, sqlfiles
 from tarq.data.features import ACTIONS, OOV, PAD, FeatureLayout, Vocab, time_gap_index
-from tarq.item_index import ItemIndex
-from tarq.semantic_ids import META_KEY, file_sha256, ids_arrays
-from tarq.user_side import LeanUserSide
+from tarq.ids.semantic_ids import META_KEY, file_sha256, ids_arrays
+from tarq.serving import kernels
+from tarq.serving.item_index import ItemIndex
+from tarq.serving.user_side import LeanUserSide
+from tarq.store import sqlfiles
+
+__all__ = [
+    "BLOCK",
+    "EPS",
+    "MAX_CANDIDATES",
+    "UNKNOWN_MODES",
+    "ModelMismatchError",
+    "RequestState",
+    "Scorer",
+    "UnknownItemError",
+    "candidate_ids",
+    "check_model_sha",
+    "encode_history",
+    "encode_user",
+    "epoch_seconds",
+    "ids_model_sha256",
+    "read_publication",
+    "target_attention_keys",
+    "target_attention_logits",
+    "tarq_logits",
+    "two_tower_logits",
+    "unit_rows",
+]
 
 EPS = 1e-8
 BLOCK = 4096
@@ -313,7 +337,7 @@ def read_publication(
     Raises:
         ValueError: nothing is published yet, or ``version`` is not a kept published version.
     """
-    from tarq.warehouse import open_db
+    from tarq.store.warehouse import open_db
 
     with open_db(db_path, read_only=True) as con:
         con.begin()  # the rows and the registry row from one snapshot
@@ -494,9 +518,9 @@ class RequestState:
     Attributes:
         u_hat: (d,) float32 unit user vector.
         personal: (m·K + 1, d) float32 personalised codebooks, level-major, and a zero row
-            (:func:`tarq.kernels.padded_codebooks`).
+            (:func:`tarq.serving.kernels.padded_codebooks`).
         pool_logits: (m·K + 1,) float32 pooling logits for the ``attention`` fusion, else None.
-        pairs: (4·K², d) float32 pair sums of Ĉ (:func:`tarq.kernels.pair_sums`) where they
+        pairs: (4·K², d) float32 pair sums of Ĉ (:func:`tarq.serving.kernels.pair_sums`) where they
             apply (mean/sum fusion, m ≤ 8, K ≤ 16), else None.
     """
 

@@ -44,14 +44,15 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from tarq import metrics, sqlfiles
-from tarq.churn import IdChurn, ItemCodes, id_churn, served_codes
+from tarq import metrics
 from tarq.data.features import OOV, FeatureLayout, Vocab
 from tarq.data.loader import encode_fields
 from tarq.defaults import MAX_COLLISION_RATE
-from tarq.id_resolution import Resolution, resolve_collisions
-from tarq.parallel import Mapper
-from tarq.warehouse import open_db, open_for_job
+from tarq.ids.churn import IdChurn, ItemCodes, id_churn, served_codes
+from tarq.ids.id_resolution import Resolution, resolve_collisions
+from tarq.runtime.parallel import Mapper
+from tarq.store import sqlfiles
+from tarq.store.warehouse import open_db, open_for_job
 
 IDS_FILE = "ids.parquet"
 HEALTH_JSON = "health.json"
@@ -122,12 +123,12 @@ class IdHealth:
         timing: ``seconds``, ``items_per_s``, ``torch_seconds``, ``faiss_seconds``,
             ``faiss_items_per_s``, ``torch_threads``, ``faiss_threads``, ``chunk_size``,
             ``resolve_seconds`` (collision resolution and the codes' rewrite).
-        churn: :meth:`tarq.churn.IdChurn.to_dict` against the served table, None when none is
+        churn: :meth:`tarq.ids.churn.IdChurn.to_dict` against the served table, None when none is
             served (or it has another m).
         sticky: a sticky assignment (``sticky_margin``): ``against_version``, ``margin``,
             ``items_with_served_code``, ``items_held`` (items whose published tuple is not
             their nearest-entry tuple) and ``held_per_level``; None for plain codes.
-        resolution: what collision resolution did (:meth:`tarq.id_resolution.Resolution.to_dict`:
+        resolution: what collision resolution did (:meth:`tarq.ids.id_resolution.Resolution.to_dict`:
             classes contested and moved, items moved, by depth, unresolved, the squared error
             added); None when it was off. The catalog figures are those of the resolved codes.
 
@@ -375,7 +376,7 @@ def assign_ids(
             items get plain codes. None (default): plain nearest-entry codes. Only for a model
             that continues the served one (its codebooks): a cold model's entries are new.
         resolve: give items with distinct inputs that share a greedy tuple the nearest free
-            tuple that differs in the last 1–3 levels (:mod:`tarq.id_resolution`; on a warm
+            tuple that differs in the last 1–3 levels (:mod:`tarq.ids.id_resolution`; on a warm
             sticky day a moved item takes back its served tuple first). False: the plain
             greedy (or sticky) codes, collisions and all.
 
@@ -558,7 +559,7 @@ def _assign_pass(job: _AssignJob, margin: float | None) -> _Pass:
 def _resolve(
     model: torch.nn.Module, acc: _Assignment, item_ids: np.ndarray, codes: np.ndarray
 ) -> Resolution:
-    """:func:`tarq.id_resolution.resolve_collisions` of the catalog's (N, m) codes, the
+    """:func:`tarq.ids.id_resolution.resolve_collisions` of the catalog's (N, m) codes, the
     latents of contested items recomputed from their inputs, a sticky day's served codes
     as the prior."""
 
@@ -1294,7 +1295,7 @@ def read_ids(path: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.nda
 
 def read_item_codes(path: Path) -> tuple[dict[str, Any], ItemCodes]:
     """(meta, the codes by item id) of an ``ids.parquet``, without its item vectors: what
-    scoring with published IDs needs (:func:`tarq.evaluation.evaluate`'s ``item_codes``)."""
+    scoring with published IDs needs (:func:`tarq.training.evaluation.evaluate`'s ``item_codes``)."""
     schema = pq.read_schema(path)
     raw = (schema.metadata or {}).get(META_KEY)
     cols = [c for c in schema.names if c == "item_id" or c.startswith("code_")]
