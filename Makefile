@@ -10,7 +10,7 @@ DB ?= data/tarq.duckdb
 PRESET ?= small
 SEED ?= 7
 # The demo logs' last day: empty = yesterday (UTC), so the deployment's `run_date: today`
-# finds its test day; END_DATE=2026-10-22 is the window of the README's figures.
+# finds its test day; END_DATE=2026-10-22 is the window of docs/results.md "The demo run".
 END_DATE ?=
 
 export DO_NOT_TRACK := true
@@ -41,7 +41,7 @@ RUN_DATE ?= latest
 daily: install
 	$(BIN)/python -m flows.tarq_daily --db $(DB) --run-date $(RUN_DATE)
 
-# The simulated online A/B (README "Simulated online A/B"): arm A pre-ranked by TT, arm B by
+# The simulated online A/B (docs/results.md "Simulated online A/B"): arm A pre-ranked by TT, arm B by
 # the TARQ champion, AB_DAYS days of the daily loop in a warehouse of its own under AB_OUT.
 AB_DAYS ?= 7
 AB_OUT ?= outputs/ab
@@ -71,7 +71,7 @@ ARGS ?=
 ui-check: install
 	BIN=$(BIN) scripts/ui_check.sh $(ARGS)
 
-# Serve the registered scorer over HTTP on loopback (README, "Serving"): POST
+# Serve the registered scorer over HTTP on loopback (docs/operations.md, "Serving"): POST
 # http://127.0.0.1:$(PORT)/invocations. The demo's store unless MLFLOW_TRACKING_URI is set;
 # .venv/bin on PATH (MLflow starts uvicorn by name); MLflow may not unpickle; one torch thread
 # per worker. WORKERS > 1 adds ~40 ms to every keep-alive request with uvicorn 0.54 on Linux

@@ -12,7 +12,7 @@ stage takes a mapper, and :func:`prefect_mapper` is the one that maps over Prefe
 ``dask_address``, or a local cluster sized to the machine (one single-threaded worker process
 per core unless ``dask_workers`` says otherwise) that is closed when the run ends. Workers
 must read the warehouse file (and the lake, if any) and write the run's work folder: on a
-real cluster both live on shared storage (README, "Beyond one machine").
+real cluster both live on shared storage (docs/operations.md, "Beyond one machine").
 """
 
 from __future__ import annotations

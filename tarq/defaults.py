@@ -24,7 +24,7 @@ SANITY_BASELINES = ("pooled",)
 # Sizes of the built-in demo logs (tarq.data.demo.PRESETS has what each one means).
 PRESETS = ("tiny", "small", "medium", "large")
 DEMO_SEED = 7
-# The first day of the demo window the documented figures were measured on (README,
+# The first day of the demo window the documented figures were measured on (docs/results.md,
 # benchmarks/README.md, docs/demo-data.md): `tarq demo-data --start-date 2026-10-01`, for the
 # 22-day presets the same as `--end-date 2026-10-22`. Without a date the logs end yesterday
 # (UTC); another window gives other logs of the same world (its weekdays shape the traffic).

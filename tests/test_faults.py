@@ -7,7 +7,7 @@ checksums per load unchanged (``sql/integrity/raw_fingerprint.sql``), the quaran
 exactly the bad rows, the served ID-table version and the ``champion`` alias unchanged, no
 registered version or publication half made.
 
-Faults (README "Nothing lost" has the table of what each one does to the run, the rows, the
+Faults (docs/operations.md "Nothing lost" has the table of what each one does to the run, the rows, the
 champion and the served table): corrupt rows of every validation class and malformed files
 through the importer; SIGKILL during training; a crash between writing an ID-table version and
 switching to it; an unreachable or locked MLflow store; two runs of one date at once; tampered

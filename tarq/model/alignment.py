@@ -1,4 +1,4 @@
-"""Codebook Alignment (eq. 17–18), with the fixes README "The model" lists.
+"""Codebook Alignment (eq. 17–18), with the fixes docs/model.md "The model" lists.
 
 Per level l (authors' code): p_l = softmax(−‖r_l − C_l‖² / τ) over the STATIC codebook,
 residuals of the item latent z; p̂_l = softmax(−‖r̂_l − Ĉ_l‖² / τ) over the user's PERSONALISED

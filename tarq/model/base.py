@@ -50,7 +50,7 @@ class ScoreHead(nn.Module):
     """logit = s · score + b with a learnable temperature s > 0 (log-parametrised) and bias b.
 
     Cosine scores lie in [−1, 1]; without the temperature σ(ŷ_tt + ŷ_rq) could never reach
-    confident probabilities (our fix of eq. 19; README "The model").
+    confident probabilities (our fix of eq. 19; docs/model.md "The model").
     """
 
     def __init__(self, config: ModelConfig) -> None:
