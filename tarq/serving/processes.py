@@ -7,9 +7,9 @@ What ``make serve`` runs, as a context manager for the HTTP test and ``benchmark
 
 The server is started the way ``make serve`` serves the registered model (docs/operations.md,
 "Serving"): ``--env-manager local`` (this environment, where ``tarq`` is installed) with this
-interpreter's ``bin`` folder first on ``PATH`` (MLflow starts ``uvicorn`` by name), pickle deserialization off (:data:`FORCED_ENV`),
-telemetry off and one torch thread per worker process (:data:`SERVE_ENV`). Nothing here imports
-MLflow.
+interpreter's ``bin`` folder first on ``PATH`` (MLflow starts ``uvicorn`` by name), pickle
+deserialization off (:data:`FORCED_ENV`), telemetry off and one torch thread per worker process
+(:data:`SERVE_ENV`). Nothing here imports MLflow.
 """
 
 from __future__ import annotations
