@@ -1,37 +1,13 @@
-"""MLflow for the daily job: one experiment, a parent run per run date, a child run per model.
-
-Layout in the tracking store (default ``sqlite:///<repo>/mlflow/mlflow.db``, artifacts under
-``<repo>/mlflow/artifacts``; ``MLFLOW_TRACKING_URI`` or the flow parameter override it):
-
-- experiment ``tarq-daily`` with an explicit artifact location (never ``./mlruns``);
-- parent run ``daily-<run date>``: window, dataset fingerprint, full config, the comparison
-  table, ROC curves of every model on one figure, per-level codebook usage, gate decision;
-  tags ``tarq.kind=daily``, ``tarq.run_date``, ``tarq.status`` (``running``, ``published``,
-  ``not-served``, ``rejected``, ``failed``) — the tags that make re-runs of a date idempotent;
-- child run per model with the same metric keys (:data:`METRIC_KEYS`), its config as params,
-  ``metrics.json`` and ``config.json``; the TARQ child also holds the model directory
-  (``model_dir/``, for re-scoring it as a champion later) and the pyfunc model, registered as
-  ``tarq`` with alias ``challenger``; ``champion`` moves only through :func:`promote`.
-
-Everything is scoped to one warehouse (``tarq.warehouse``, the uuid in its ``warehouse_meta``
-table): day runs, child runs, logged models and registered versions carry it, every lookup
-filters on it, and the registered model is bound to one warehouse by the same tag, so its
-``champion`` alias is that warehouse's. A second warehouse on the same store is refused
-(:class:`ForeignWarehouse`) until it names a registered model of its own. Runs, versions and
-a registered model without the tag (made before it existed) are adopted on first use.
-"""
+"""MLflow runs of the daily job: the parent run of a run date, a child run per model with its
+metrics, learning curves, samples and model directory, the comparison, and finding the runs
+and parents of earlier dates."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import re
 import sqlite3
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,158 +15,33 @@ from urllib.parse import urlparse
 
 import mlflow
 from mlflow.entities import Run
-from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
-from tarq.runtime.telemetry import disable_telemetry
 
 if TYPE_CHECKING:
     from flows.results import ChampionScore
     from tarq.training.train import TrainResult
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_EXPERIMENT = "tarq-daily"
-REGISTERED_MODEL = "tarq"
-METRIC_KEYS = (
-    "auc",
-    "gauc",
-    "logloss",
-    "utilization_batch",
-    "utilization_catalog",
-    "collision_rate",
-    "train_seconds",
-    "samples_per_s",
+from flows.tracking.figures import codebook_figure, markdown_table, roc_figure
+from flows.tracking.registry import champion
+from flows.tracking.store import (
+    DATE_TAG,
+    DONE_STATUSES,
+    GC_TAG,
+    KIND_TAG,
+    METRIC_KEYS,
+    MODEL_TAG,
+    REGISTERED_MODEL,
+    SHA_TAG,
+    STATUS_TAG,
+    WAREHOUSE_TAG,
+    TrackingUnavailable,
+    _wh,
+    bind,
+    check_store,
+    client,
+    default_tracking_uri,
+    file_sha256,
+    setup,
 )
-KIND_TAG, DATE_TAG, STATUS_TAG, MODEL_TAG = (
-    "tarq.kind",
-    "tarq.run_date",
-    "tarq.status",
-    "tarq.model",
-)
-SHA_TAG = "tarq.model_sha256"
-# The MLflow UI shows an experiment with this kind as model training runs (runs table, charts).
-EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-WAREHOUSE_TAG = "tarq.warehouse"
-# Set on a model run whose model_dir/ retention deleted (flows.retention): never a parent again.
-GC_TAG = "tarq.gc"
-# "not-served": published, but the table was not the served one (an operator rolled it
-# back); the day is finished and its champion did not move.
-DONE_STATUSES = ("published", "not-served", "rejected")
-REGISTER_CRASH_ENV = "TARQ_REGISTER_CRASH"
-
-
-class TrackingUnavailable(RuntimeError):
-    """The MLflow tracking store cannot be used: unreachable, locked or not writable."""
-
-
-class ForeignWarehouse(ValueError):
-    """The registered model belongs to another warehouse (its ``tarq.warehouse`` tag)."""
-
-
-def _wh(warehouse: str) -> str:
-    # Ids go into MLflow filter strings: only the uuid shape is accepted.
-    if not re.fullmatch(r"[0-9a-fA-F-]{8,64}", warehouse or ""):
-        raise ValueError(f"invalid warehouse id {warehouse!r}")
-    return warehouse
-
-
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` or the repository's SQLite store."""
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow' / 'mlflow.db'}"
-    )
-
-
-def _artifact_root_for(tracking_uri: str) -> Path:
-    """Artifacts live beside a SQLite store (``<db dir>/artifacts``), else in the repo's
-    (a tracking server keeps its own: :func:`setup`)."""
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
-    return REPO_ROOT / "mlflow" / "artifacts"
-
-
-def setup(
-    tracking_uri: str | None = None,
-    experiment: str = DEFAULT_EXPERIMENT,
-    artifact_root: str | Path | None = None,
-) -> str:
-    """Point MLflow at the store and return the experiment id (created when missing).
-
-    Args:
-        tracking_uri: store URI (default :func:`default_tracking_uri`).
-        experiment: experiment name of the daily job.
-        artifact_root: folder for the experiment's artifacts (default beside a SQLite store;
-            a tracking server's own artifact store for an ``http(s)`` one, so that every machine
-            of the team reads them through the server).
-    """
-    disable_telemetry()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    uri = tracking_uri or default_tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    client = MlflowClient(uri, uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        location = None  # a server's default: mlflow-artifacts:/ (served) or its own root
-        if artifact_root or urlparse(uri).scheme not in ("http", "https"):
-            root = Path(artifact_root) if artifact_root else _artifact_root_for(uri)
-            root.mkdir(parents=True, exist_ok=True)
-            location = (root / experiment).as_uri()
-        try:
-            exp_id = client.create_experiment(experiment, artifact_location=location)
-        except MlflowException:
-            # Another process created it between our lookup and create.
-            exp_id = client.get_experiment_by_name(experiment).experiment_id
-        exp = client.get_experiment(exp_id)
-    if EXPERIMENT_KIND_TAG not in exp.tags:
-        # Untagged, the MLflow UI may open the experiment as a GenAI one (traces, "No data").
-        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    return exp.experiment_id
-
-
-def check_store(tracking_uri: str | None = None, timeout_s: float = 5.0) -> str:
-    """Fail fast, with a clear message, when the tracking store cannot take the day's writes.
-
-    An ``http(s)`` store must answer ``/health`` (any HTTP answer counts: the server is up);
-    a ``sqlite`` store must grant a write lock within ``timeout_s`` (MLflow itself waits 20 s
-    per statement on a locked file, and only fails at the first write, after training).
-    Other stores are left to MLflow. Returns the URI checked.
-
-    Raises:
-        TrackingUnavailable: naming the store and what went wrong.
-    """
-    uri = tracking_uri or default_tracking_uri()
-    scheme = urlparse(uri).scheme
-    if scheme in ("http", "https"):
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
-                pass
-        except urllib.error.HTTPError:
-            pass  # the server answered; authentication or routing is MLflow's business
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TrackingUnavailable(
-                f"MLflow tracking server {uri} is unreachable ({reason})"
-            ) from exc
-    elif scheme == "sqlite":
-        path = Path(uri.removeprefix("sqlite:///"))
-        if path.exists():
-            try:
-                con = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
-                try:
-                    con.execute("BEGIN IMMEDIATE")  # a write lock, released at once
-                    con.execute("ROLLBACK")
-                finally:
-                    con.close()
-            except sqlite3.Error as exc:
-                raise TrackingUnavailable(
-                    f"MLflow tracking store {path} is locked or not writable ({exc}; waited "
-                    f"{timeout_s:g}s)"
-                ) from exc
-    return uri
 
 
 def open_day(
@@ -237,55 +88,6 @@ def open_day(
         "status": run.data.tags.get(STATUS_TAG) if run is not None else None,
         "version": run.data.tags.get("tarq.model_version") if run is not None else None,
     }
-
-
-def use_store(tracking_uri: str | None = None) -> str:
-    """Point this process's MLflow client at the store (no I/O); returns the URI."""
-    uri = tracking_uri or default_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return uri
-
-
-def client() -> MlflowClient:
-    """A client on the current tracking and registry URIs."""
-    return MlflowClient(mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-
-
-def bind(experiment_id: str, warehouse: str, name: str = REGISTERED_MODEL) -> None:
-    """Scope the store to ``warehouse``: refuse a registered model bound to another one, and
-    adopt what predates the tag (the registered model, its versions, the day and model runs
-    of the experiment) for this warehouse.
-
-    Raises:
-        ForeignWarehouse: ``name`` is bound to another warehouse; the message says which
-            parameter to set.
-    """
-    wh, c = _wh(warehouse), client()
-    try:
-        rm = c.get_registered_model(name)
-    except MlflowException:
-        rm = None
-    if rm is not None:
-        owner = (rm.tags or {}).get(WAREHOUSE_TAG)
-        if owner is not None and owner != wh:
-            raise ForeignWarehouse(
-                f"registered model {name!r} on this MLflow store belongs to warehouse {owner}, "
-                f"not to this one ({wh}): its champion is not this warehouse's. Set "
-                "registered_model (and, to keep the runs apart too, experiment) to names of "
-                "this warehouse's own"
-            )
-        if owner is None:
-            for v in c.search_model_versions(f"name = '{name}'"):
-                if WAREHOUSE_TAG not in v.tags:
-                    c.set_model_version_tag(name, v.version, WAREHOUSE_TAG, wh)
-            c.set_registered_model_tag(name, WAREHOUSE_TAG, wh)
-    for kind in ("daily", "model"):
-        for r in c.search_runs(
-            [experiment_id], filter_string=f"tags.`{KIND_TAG}` = '{kind}'", max_results=50000
-        ):
-            if WAREHOUSE_TAG not in r.data.tags:
-                c.set_tag(r.info.run_id, WAREHOUSE_TAG, wh)
 
 
 def find_day_run(experiment_id: str, run_date: str, warehouse: str) -> Run | None:
@@ -631,13 +433,6 @@ def log_model_dir(run_id: str, model_dir: Path) -> None:
             c.log_artifact(run_id, str(f), artifact_path="model_dir")
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file (the key that ties runs and versions to their weights)."""
-    from tarq.ids.semantic_ids import file_sha256 as sha
-
-    return sha(path)
-
-
 def find_parent_run(
     name: str,
     run_date: str,
@@ -767,232 +562,6 @@ def log_metrics(run_id: str, values: Mapping[str, float]) -> None:
         c.log_metric(run_id, k, float(v))
 
 
-def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A Markdown table of ``rows`` (columns from the first row; floats with 4 decimals)."""
-    if not rows:
-        return "(no rows)\n"
-    cols = list(rows[0].keys())
-    for r in rows[1:]:
-        cols += [k for k in r if k not in cols]
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4f}"
-        return "" if v is None else str(v)
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(k)) for k in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def roc_figure(predictions: Mapping[str, Path], out: Path) -> None:
-    """ROC curves of every model's test-day predictions on one figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pyarrow.parquet as pq
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    fig, ax = plt.subplots(figsize=(6, 6))
-    for name, path in predictions.items():
-        t = pq.read_table(path, columns=["label", "score"])
-        y, p = t.column("label").to_numpy(), t.column("score").to_numpy()
-        if y.min() == y.max():
-            continue
-        fpr, tpr, _ = roc_curve(y, p)
-        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, p):.4f})")
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Test-day ROC")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-
-
-def codebook_figure(ids_path: Path, out: Path) -> None:
-    """Per-level code usage over the catalog: a level × entry heat map of item shares."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from tarq.ids.semantic_ids import read_ids
-
-    meta, _, codes, _ = read_ids(ids_path)
-    m = codes.shape[1]
-    k = int(meta.get("K") or codes.max() + 1)
-    counts = np.stack([np.bincount(codes[:, j], minlength=k)[:k] for j in range(m)])
-    share = counts / max(codes.shape[0], 1)
-    used = (counts > 0).mean(axis=1)
-    fig, ax = plt.subplots(figsize=(max(6, k * 0.45), max(3, m * 0.45)))
-    im = ax.imshow(share, aspect="auto", cmap="viridis")
-    ax.set_yticks(range(m), [f"level {j} ({used[j]:.0%} used)" for j in range(m)])
-    ax.set(xlabel="codebook entry", title=f"Catalog code usage ({codes.shape[0]:,} items)")
-    fig.colorbar(im, ax=ax, label="share of items")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-
-
-def version_for_day(
-    run_date: str,
-    name: str = REGISTERED_MODEL,
-    model_sha256: str | None = None,
-    warehouse: str | None = None,
-) -> ModelVersion | None:
-    """The registered version already made for ``run_date`` — of the weights ``model_sha256``
-    when given (a forced retrain with other settings is a new version), of ``warehouse`` when
-    given — or None."""
-    try:
-        versions = client().search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        return None
-    mine = [
-        v
-        for v in versions
-        if v.tags.get(DATE_TAG) == run_date
-        and (model_sha256 is None or v.tags.get(SHA_TAG) == model_sha256)
-        and (warehouse is None or v.tags.get(WAREHOUSE_TAG) == warehouse)
-    ]
-    return max(mine, key=lambda v: int(v.version)) if mine else None
-
-
-def logged_model_for(run_id: str, model_sha256: str) -> str | None:
-    """The URI of the pyfunc already logged to ``run_id`` for the weights ``model_sha256``
-    (a retried registration reuses it instead of logging the model again), or None."""
-    c = client()
-    exp_id = c.get_run(run_id).info.experiment_id
-    found = c.search_logged_models(
-        [exp_id],
-        filter_string=f"source_run_id = '{run_id}' AND tags.`{SHA_TAG}` = '{model_sha256}'",
-    )
-    ready = [m for m in found if str(m.status) == "READY"]
-    return f"models:/{ready[0].model_id}" if ready else None
-
-
-def register(
-    model_uri: str,
-    run_id: str,
-    run_date: str,
-    tags: Mapping[str, str],
-    name: str = REGISTERED_MODEL,
-) -> ModelVersion:
-    """Register ``model_uri`` as a new version of ``name`` (or return the date's existing one)
-    and point the ``challenger`` alias at it. ``tags`` carry the weights' sha256 and the
-    warehouse (``tarq.warehouse``); the registered model is bound to that warehouse."""
-    c = client()
-    existing = version_for_day(run_date, name, tags.get(SHA_TAG), tags.get(WAREHOUSE_TAG))
-    if existing is not None:
-        # A retry after a failure between creating the version and moving the alias
-        # completes the registration instead of leaving a version without its alias.
-        aliases = getattr(existing, "aliases", None) or []
-        if "challenger" not in aliases:
-            c.set_registered_model_alias(name, "challenger", existing.version)
-        return existing
-    with contextlib.suppress(MlflowException):  # already registered
-        c.create_registered_model(
-            name, tags={WAREHOUSE_TAG: tags[WAREHOUSE_TAG]} if tags.get(WAREHOUSE_TAG) else None
-        )
-    # A logged model (models:/m-…) is named by its id too: a tracking server refuses the
-    # version without it (a SQLite store does not ask).
-    logged = re.fullmatch(r"models:/(m-[0-9a-f]+)", model_uri)
-    mv = c.create_model_version(
-        name,
-        model_uri,
-        run_id=run_id,
-        tags={DATE_TAG: run_date, **tags},
-        model_id=logged.group(1) if logged else None,
-    )
-    c.set_registered_model_alias(name, "challenger", mv.version)
-    return mv
-
-
-def champion(name: str = REGISTERED_MODEL, warehouse: str | None = None) -> ModelVersion | None:
-    """The version behind the ``champion`` alias (of ``warehouse`` when given), or None."""
-    try:
-        mv = client().get_model_version_by_alias(name, "champion")
-    except MlflowException:
-        return None
-    if warehouse is not None and mv.tags.get(WAREHOUSE_TAG) != warehouse:
-        return None
-    return mv
-
-
-def request_example(samples_dir: Path, n_candidates: int = 5, n_history: int = 5) -> dict[str, Any]:
-    """A real scoring request from the test day (user profile, history, candidate ids).
-
-    It is the pyfunc model's input example (shown in the MLflow UI, checked against the
-    signature): ``user_profile`` {field: id}, ``history`` [{item_id, category_id, brand_id,
-    action, ts}], ``candidate_item_ids`` [id], ``request_ts`` and ``unknown``.
-    """
-    import pyarrow.parquet as pq
-
-    from tarq.data.features import FeatureLayout
-
-    layout = FeatureLayout.load(samples_dir / "layout.json")
-    files = sorted((samples_dir / "test").glob("*.parquet"))
-    rows = pq.read_table(files[0]).slice(0, 256).to_pylist()
-    # Prefer a user with a history, so the example shows the history record shape.
-    row = next((r for r in rows if r["hist_item_id"]), rows[0])
-    keys = ("item_id", "category_id", "brand_id", "action", "ts")
-    hist = [
-        dict(zip(keys, h, strict=True)) for h in zip(*(row[f"hist_{f}"] for f in keys), strict=True)
-    ]
-    hist = [h for h in hist if all(v is not None for v in h.values())][-n_history:]
-    for h in hist:
-        h["ts"] = h["ts"].isoformat()
-    cands = list(dict.fromkeys(r["item_id"] for r in rows))[:n_candidates]
-    return {
-        "user_profile": {f: row[f] for f in layout.user_fields if row.get(f) is not None},
-        "history": hist,
-        "candidate_item_ids": cands,
-        "request_ts": row["ts"].isoformat(),
-        "unknown": "nan",
-    }
-
-
-def log_pyfunc(
-    run_id: str,
-    model_dir: Path,
-    ids_path: Path,
-    samples_dir: Path,
-    tags: Mapping[str, str] | None = None,
-) -> str:
-    """Log the serving pyfunc (model dir + ID-table snapshot) with signature and input example
-    to ``run_id``; returns the logged model's URI. ``tags`` are set on the logged model as it
-    is created (the weights' sha256 and warehouse a retried registration finds it by)."""
-    import pandas as pd
-
-    from tarq.serving import pyfunc as sp
-
-    example = pd.DataFrame([request_example(samples_dir)])
-    # Models from code (tarq/serving/model_code.py): nothing is pickled; the staged ID table
-    # carries the weights' sha256, checked again on every load. The signature is built from
-    # the layout, not inferred from the example: every profile field, the history and
-    # request_ts optional, the behaviours' keys named but typed by the Scorer (see
-    # tarq.serving.pyfunc, "Signature"); log_model checks the example against it.
-    sig = sp.model_signature(model_dir)
-    with sp.staged_artifacts(model_dir, ids_path) as artifacts:
-        config = sp.model_config()
-        before = client().get_run(run_id).info
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(sp.MODEL_CODE),
-                artifacts=artifacts,
-                model_config=config,
-                signature=sig,
-                input_example=example,
-                pip_requirements=sp._pip_requirements(),
-                tags={k: str(v) for k, v in (tags or {}).items()},
-            )
-    if before.end_time:  # start_run reopened the training run: its end stays training's
-        client().set_terminated(run_id, status=before.status, end_time=before.end_time)
-    return info.model_uri
-
-
 def download_model_dir(run_id: str, dst: Path) -> Path:
     """Fetch a child run's ``model_dir/`` artifacts into ``dst``; returns the folder."""
     dst.mkdir(parents=True, exist_ok=True)
@@ -1001,18 +570,6 @@ def download_model_dir(run_id: str, dst: Path) -> Path:
             run_id=run_id, artifact_path="model_dir", dst_path=str(dst)
         )
     )
-
-
-def tag_version(version: str, tags: Mapping[str, str], name: str = REGISTERED_MODEL) -> None:
-    """Set tags on a registered version (gate decision, reason, publication)."""
-    c = client()
-    for k, v in tags.items():
-        c.set_model_version_tag(name, version, k, str(v)[:5000])
-
-
-def promote(version: str, name: str = REGISTERED_MODEL) -> None:
-    """Move the ``champion`` alias to ``version``."""
-    client().set_registered_model_alias(name, "champion", version)
 
 
 def finish_day(parent_run_id: str, status: str, tags: Mapping[str, str] | None = None) -> None:
