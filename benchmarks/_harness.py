@@ -51,3 +51,32 @@ def base_warehouse(out: Path, preset: str, seed: int) -> Path:
     if not base.exists():
         demo_warehouse(base, preset, seed)
     return base
+
+
+def environment(script: str, argv: list[str] | None, t0: float) -> dict[str, object]:
+    """What a result was measured on: the machine, its load, the versions, the seconds since
+    ``t0`` and the command (``script`` with ``argv``, or the process's arguments)."""
+    import platform
+    import sys
+    import time
+
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "command": f"python benchmarks/{script} " + " ".join(argv or sys.argv[1:]),
+    }
+
+
+def add_catalog_arguments(ap: object) -> None:
+    """``--db`` (the warehouse holding the catalog), ``--samples`` (its built samples) and
+    ``--out`` of the benchmarks that train or judge TARQ on a warehouse's catalog."""
+    ap.add_argument("--db", type=Path, required=True, help="warehouse holding the item catalog")
+    ap.add_argument("--samples", type=Path, required=True, help="built samples of that warehouse")
+    ap.add_argument("--out", type=Path, required=True)

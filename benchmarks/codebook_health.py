@@ -24,8 +24,9 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from _harness import add_catalog_arguments
 
 from tarq.runtime.telemetry import TELEMETRY_OFF
 
@@ -118,9 +119,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--db", type=Path, required=True, help="warehouse holding the item catalog")
-    ap.add_argument("--samples", type=Path, required=True, help="built samples of that warehouse")
-    ap.add_argument("--out", type=Path, required=True)
+    add_catalog_arguments(ap)
     ap.add_argument(
         "--steps",
         type=int,

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _harness import add_catalog_arguments
+
 from tarq.runtime.telemetry import TELEMETRY_OFF
 
 os.environ.update(TELEMETRY_OFF)
@@ -118,9 +120,7 @@ def markdown(rows: list[dict[str, Any]], pooled: dict[str, Any] | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--db", type=Path, required=True, help="warehouse holding the item catalog")
-    ap.add_argument("--samples", type=Path, required=True, help="built samples of that warehouse")
-    ap.add_argument("--out", type=Path, required=True)
+    add_catalog_arguments(ap)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--seeds", type=int, nargs="+", help="train TARQ once per seed")
     src.add_argument("--model", type=Path, action="append", help="trained TARQ model dir(s)")

@@ -29,8 +29,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
-import sys
 import tempfile
 import threading
 import time
@@ -39,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _harness import environment
 from http_load import load, make_request, synthetic_model
 
 from tarq.runtime.telemetry import TELEMETRY_OFF
@@ -224,13 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['workers']} | {r['n_candidates']:,} | {r['concurrency']} | {r['p50_ms']:.2f} "
             f"| {r['p99_ms']:.2f} | {r['requests_per_s']:.0f} |"
         )
-    summary = {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "load_average": os.getloadavg(),
-        "seconds": round(time.perf_counter() - t0, 1),
-        "command": "python benchmarks/serve_follow.py " + " ".join(argv or sys.argv[1:]),
-    }
+    summary = environment("serve_follow.py", argv, t0)
     print(f"\nload average {summary['load_average']}; total {summary['seconds']} s")
     if args.json:
         args.json.write_text(json.dumps({"concurrency": rows, "swap": swap, **summary}, indent=2))

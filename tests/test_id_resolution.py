@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from tarq.ids.id_resolution import resolve_collisions
-from tarq.ids.semantic_ids import IDS_FILE, assign_ids, faiss_assign
+from tarq.ids.semantic_ids import assign_ids, faiss_assign
 from tarq.release.publish import publish
 from tests.test_semantic_ids import make_trained
+from tests.test_sticky_ids import _codes
 
 
 def _books(m: int, k: int, scale: float = 0.5) -> np.ndarray:
@@ -105,12 +105,6 @@ def test_the_served_holder_keeps_its_tuple_and_a_mover_takes_its_served_tuple_ba
     assert (res.codes[1] == codes[1]).all()  # the served holder keeps it
     assert res.codes[2].tolist() == [2, 3] and res.moved_to_served == 1
     assert res.codes[0, 0] == 2 and tuple(res.codes[0]) not in {(2, 0), (2, 3)}
-
-
-def _codes(ids_dir: Path) -> dict[int, tuple[int, ...]]:
-    t = pq.read_table(ids_dir / IDS_FILE).to_pandas()
-    cols = sorted((c for c in t if c.startswith("code_")), key=lambda c: int(c[5:]))
-    return dict(zip(t["item_id"], map(tuple, t[cols].to_numpy()), strict=True))
 
 
 def test_a_warm_day_republishes_yesterdays_resolution(tmp_path: Path) -> None:
