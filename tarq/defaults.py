@@ -59,3 +59,7 @@ WARM_LR = 2e-4
 # A warm run also replays this % of the window's older days (a fixed hash sample): better on
 # 6 of 6 warm days measured (+0.004 AUC on average), for 2.5× the warm run's rows.
 REPLAY_FOLDS = 10
+# The open-loop replay of a demo test day scores at most this many of its requests (a fixed
+# random sample of them; every request on `small`, ~1,000 a day): on `large` (~100k requests
+# a day × 1,000 candidates × 5 models) scoring them all took longer than the rest of the day.
+REPLAY_MAX_REQUESTS = 5000

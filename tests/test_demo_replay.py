@@ -207,6 +207,12 @@ def test_replay_of_a_run_date_reports_every_model_against_the_truth(day_dir: Pat
         and "clicks_ratio_minus_tt" not in res["tt"]["@10"]
     )
     assert "open-loop replay of 2026-10-08" in text(res)
+    # A day of more requests than max_requests is judged on a fixed sample of them.
+    few = replay(db, day_dir.parent, RUN_DATE, models=["tt"], pool_size=120, max_requests=40)
+    assert few["requests"] == few["requests_total"] == 40
+    assert few["requests_day"] == res["requests_day"] == res["requests"]
+    again = replay(db, day_dir.parent, RUN_DATE, models=["tt"], pool_size=120, max_requests=40)
+    assert again["tt"] == few["tt"]  # the same sample
     with pytest.raises(FileNotFoundError, match="holds no trained"):
         replay(db, day_dir.parent, RUN_DATE, models=["mvke"], pool_size=50)
 

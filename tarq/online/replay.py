@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import torch
 
 from tarq.data.demo_replay import RequestPools, capture_pools, summary, topk_report
 from tarq.data.loader import SampleSet, _epoch_us, encode_fields, to_batch
+from tarq.defaults import REPLAY_MAX_REQUESTS
 from tarq.ids.semantic_ids import IDS_FILE, ItemCodes, read_item_codes
 from tarq.model.io import load_for_scoring
 from tarq.model.tarq import TarqModel
@@ -175,10 +177,13 @@ def replay(
     pool_size: int = 1000,
     seed: int = 0,
     ks: Sequence[int] = KS,
+    max_requests: int | None = REPLAY_MAX_REQUESTS,
 ) -> dict[str, Any]:
     """The open-loop replay of run date ``run_date`` of the daily job in ``work_dir``: its
     test day's pools scored by the date's models (TARQ with its published codes when the
-    date's ``ids/`` holds them), judged against the truth.
+    date's ``ids/`` holds them), judged against the truth. A day of more than
+    ``max_requests`` requests is judged on a fixed random sample of that many (``seed``;
+    ``requests_day`` in the result counts them all); None: every request.
 
     Raises:
         FileNotFoundError: the date's samples or a model folder is missing.
@@ -193,6 +198,19 @@ def replay(
     if missing:
         raise FileNotFoundError(f"{day_dir / 'models'} holds no trained {missing} ({found})")
     pools = capture_pools(db_path, test_day, pool_size, seed)
+    requests_day = len(pools)
+    if max_requests is not None and requests_day > max_requests:
+        keep = np.sort(
+            np.random.default_rng(seed).choice(requests_day, max_requests, replace=False)
+        )
+        pools = replace(
+            pools,
+            request_key=pools.request_key[keep],
+            user_id=pools.user_id[keep],
+            ts=pools.ts[keep],
+            items=pools.items[keep],
+            p_true=pools.p_true[keep],
+        )
     items = catalog(db_path)
     codes = None
     if (day_dir / "ids" / IDS_FILE).exists():
@@ -212,6 +230,7 @@ def replay(
         candidates_mean=float(valid.sum(axis=1).mean()),
         mean_p_true=float(np.nanmean(pools.p_true)),
         tarq_codes="published" if codes is not None else "nearest",
+        requests_day=requests_day,
     )
     return out
 
