@@ -226,13 +226,25 @@ def test_tarq_serve_follows_the_registry_alias_in_every_worker(
     req = _req(two)
     env = {"MLFLOW_TRACKING_URI": uri}
 
-    def answers(port: int, n: int = 12) -> dict[str, set[str]]:
-        """version → the worker pids that answered with it, over n fresh connections."""
+    def answers(port: int, n: int = 16) -> dict[str, set[str]]:
+        """version → the worker pids that answered with it, over n requests on 8 concurrent
+        fresh connections (so that both workers' accept loops get some)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         seen: dict[str, set[str]] = {}
-        for _ in range(n):
-            status, out, headers = _post(port, req)
-            assert status == 200, out
-            seen.setdefault(out["version"], set()).add(headers["X-Tarq-Worker"])
+        with ThreadPoolExecutor(8) as pool:
+            for status, out, headers in pool.map(lambda _: _post(port, req), range(n)):
+                assert status == 200, out
+                seen.setdefault(out["version"], set()).add(headers["X-Tarq-Worker"])
+        return seen
+
+    def until(pred: Any, timeout_s: float = 120.0) -> dict[str, set[str]]:
+        """answers() until pred holds of them (or the time is up): the last answers."""
+        deadline = time.monotonic() + timeout_s
+        seen = answers(port)
+        while not pred(seen) and time.monotonic() < deadline:
+            time.sleep(0.3)
+            seen = answers(port)
         return seen
 
     with LeanServer("models:/tarq@champion", workers=2, env=env, follow=True, poll_s=0.3) as srv:
@@ -240,17 +252,23 @@ def test_tarq_serve_follows_the_registry_alias_in_every_worker(
         deadline = time.monotonic() + 120  # /ping answers once the first worker is up
         while srv.log_tail(100_000).count("tarq serve [") < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
-        first = answers(port, 30)
-        assert set(first) == {"1"} and len(first["1"]) == 2, first  # both workers answer
+        pids: set[str] = set()
+
+        def both_v1(seen: dict[str, set[str]]) -> bool:
+            pids.update(seen.get("1", set()))
+            return set(seen) == {"1"} and len(pids) == 2
+
+        first = until(both_v1)
+        assert set(first) == {"1"} and len(pids) == 2, (first, srv.log_tail())  # both answer
         client.set_registered_model_alias("tarq", "champion", "2")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            seen = answers(port)
-            if set(seen) == {"2"}:
-                break
-            time.sleep(0.3)
-        seen = answers(port, 30)
-        assert set(seen) == {"2"} and len(seen["2"]) == 2, seen  # both workers swapped
+        swapped: set[str] = set()
+
+        def both_v2(seen: dict[str, set[str]]) -> bool:
+            swapped.update(seen.get("2", set()))
+            return set(seen) == {"2"} and swapped == pids
+
+        seen = until(both_v2)
+        assert set(seen) == {"2"} and swapped == pids, (seen, pids)  # both workers swapped
         status, out, _ = _post(port, req)
         np.testing.assert_array_equal(np.float32(out["scores"]), _want(v2, req))
 

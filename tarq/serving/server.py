@@ -167,6 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
         # each connection's thread at the default (every core), measured to change results in
         # the last bits and to oversubscribe the cores under concurrent requests.
         torch.set_num_threads(self.server.threads)
+        self.request.setblocking(True)  # not the listening socket's non-blocking mode
         super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -311,6 +312,9 @@ def serve(
     if workers == 1:
         return _serve_process(make_live, host, port, None, drain_s, ready)
     sock = socket.create_server((host, port), backlog=1024)
+    # Every worker's select() wakes on a new connection and one accept() wins: the others must
+    # not block in accept() (a worker stuck there never sees its shutdown request).
+    sock.setblocking(False)
     children: set[int] = set()
     stopping = threading.Event()
 
