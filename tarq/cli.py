@@ -299,8 +299,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_live(args: argparse.Namespace, source: str) -> tuple[Any, Any]:
     """A serving process's live version (and follower): runs in each worker, after the fork."""
-    import re
-
     import torch
 
     from tarq.serving import Scorer
@@ -313,12 +311,12 @@ def _serve_live(args: argparse.Namespace, source: str) -> tuple[Any, Any]:
     if args.model_dir is not None:
         scorer = Scorer.from_parquet(args.ids, args.model_dir, max_candidates=args.max_candidates)
         return static_live(scorer, source=source), None
-    if not re.fullmatch(r"models:/[^/@]+@[^/@]+", args.model):
+    from tarq.serving.pyfunc import alias_parts, registry_source  # MLflow: not for --model-dir
+
+    if alias_parts(args.model) is None:
         if args.follow:
             raise ValueError(f"--follow needs a registry alias (models:/NAME@ALIAS), not {source}")
         return static_live(load_scorer(args.model, args.max_candidates), source=source), None
-    from tarq.serving.pyfunc import registry_source
-
     resolve, load = registry_source(args.model, args.max_candidates)
     live = Live(load(resolve()), source)
     follower = Follower(live, resolve, load, args.poll_s) if args.follow else None

@@ -395,6 +395,12 @@ def check_model_code(local_path: Path) -> None:
         )
 
 
+def alias_parts(model_uri: str) -> tuple[str, str] | None:
+    """(registered model name, alias) of ``models:/<name>@<alias>``; None for any other URI."""
+    match = re.fullmatch(r"models:/([^/@]+)@([^/@]+)", model_uri)
+    return None if match is None else (match.group(1), match.group(2))
+
+
 def registry_source(
     model_uri: str, max_candidates: int | None = None
 ) -> tuple[Callable[[], str], Callable[[str], Loaded]]:
@@ -414,12 +420,12 @@ def registry_source(
 
     from tarq.serving.follow import Loaded
 
-    match = re.fullmatch(r"models:/([^/@]+)@([^/@]+)", model_uri)
-    if match is None:
+    parts = alias_parts(model_uri)
+    if parts is None:
         raise ValueError(
             f"following needs a registry alias such as models:/tarq@champion, got {model_uri!r}"
         )
-    name, alias = match.groups()
+    name, alias = parts
     client = MlflowClient()
 
     def resolve() -> str:
