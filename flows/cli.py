@@ -9,28 +9,26 @@ Prefect (so ``tarq`` starts fast, and the library stays free of the orchestrator
 
 from __future__ import annotations
 
+import importlib
 import sys
+
+#: ``tarq <command>`` run from ``flows/``: the module whose ``main(argv)`` runs it.
+COMMANDS = {
+    "daily": "flows.tarq_daily",
+    "ab": "flows.ab",
+    "gc": "flows.retention",
+    "rollback": "flows.rollback",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tarq`` command."""
     args = sys.argv[1:] if argv is None else list(argv)
-    if args[:1] == ["daily"]:
-        from flows.tarq_daily import main as daily_main
-
-        return daily_main(args[1:], prog="tarq daily")
-    if args[:1] == ["ab"]:
-        from flows.ab import main as ab_main
-
-        return ab_main(args[1:])
-    if args[:1] == ["gc"]:
-        from flows.retention import main as gc_main
-
-        return gc_main(args[1:])
-    if args[:1] == ["rollback"]:
-        from flows.rollback import main as rollback_main
-
-        return rollback_main(args[1:])
+    if args[:1] and args[0] in COMMANDS:
+        command = importlib.import_module(COMMANDS[args[0]]).main
+        if args[0] == "daily":  # its usage line names the command it was called as
+            return command(args[1:], prog="tarq daily")
+        return command(args[1:])
     from tarq.cli import main as tarq_main
 
     return tarq_main(args)

@@ -323,6 +323,17 @@ def _serve_live(args: argparse.Namespace, source: str) -> tuple[Any, Any]:
     return live, follower
 
 
+#: The commands the console script runs from ``flows/`` (:data:`flows.cli.COMMANDS`), with
+#: their help in ``tarq --help``.
+FLOW_COMMANDS = {
+    "daily": "run the daily flow (the flags of python -m flows.tarq_daily; tarq daily --help)",
+    "gc": "retention: delete old run dates' work folders and model artifacts, never the "
+    "champion, challenger, served or a parent (tarq gc --keep-days N [--dry-run])",
+    "rollback": "serve an older kept publication again and move the champion alias to its "
+    "model (tarq rollback --db PATH [--to-version N])",
+}
+
+
 def _cmd_flows(args: argparse.Namespace) -> int:
     # Reached only through tarq.cli.main itself: the console script (flows.cli) runs these.
     print(
@@ -342,29 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(sub)
     _add_model_commands(sub)
     # Listed here, run by the console script (flows.cli): the flow needs Prefect, tarq does not.
-    p = sub.add_parser(
-        "daily",
-        add_help=False,
-        help="run the daily flow (the flags of python -m flows.tarq_daily; tarq daily --help)",
-    )
-    p.add_argument("flow_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_flows)
-    p = sub.add_parser(
-        "gc",
-        add_help=False,
-        help="retention: delete old run dates' work folders and model artifacts, never the "
-        "champion, challenger, served or a parent (tarq gc --keep-days N [--dry-run])",
-    )
-    p.add_argument("flow_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_flows)
-    p = sub.add_parser(
-        "rollback",
-        add_help=False,
-        help="serve an older kept publication again and move the champion alias to its model "
-        "(tarq rollback --db PATH [--to-version N])",
-    )
-    p.add_argument("flow_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_flows)
+    for name, text in FLOW_COMMANDS.items():
+        p = sub.add_parser(name, add_help=False, help=text)
+        p.add_argument("flow_args", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_cmd_flows)
     return parser
 
 
