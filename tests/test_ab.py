@@ -132,7 +132,7 @@ def test_a_model_ranker_sees_a_request_as_training_does(tiny_db: Path, tmp_path:
     import pyarrow.parquet as pq
 
     from tarq.data.demo import _read_chain, _Simulator, rebuild
-    from tarq.data.loader import SampleSet, _epoch_us, to_batch
+    from tarq.data.loader import SampleSet, epoch_us, to_batch
     from tarq.data.samples import build_samples
     from tarq.model import ModelConfig
     from tarq.online.ab import ModelRanker
@@ -191,7 +191,7 @@ def test_a_model_ranker_sees_a_request_as_training_does(tiny_db: Path, tmp_path:
     test = pq.read_table(day / "samples" / "test")
     want = to_batch(test, SampleSet(day / "samples", ranker.layout, ranker.sset.vocabs))
     users = test.column("user_id").to_numpy().astype(np.int64)
-    ts = _epoch_us(test.column("ts")).astype(np.int64)
+    ts = epoch_us(test.column("ts")).astype(np.int64)
     checked = 0
     for i, key in enumerate(zip(users.tolist(), ts.tolist(), strict=True)):
         u, h, m = got[key]

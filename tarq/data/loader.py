@@ -96,7 +96,7 @@ def _pad_lists(arr: pa.ListArray, seq_len: int) -> tuple[np.ndarray, np.ndarray,
     return idx, mask, arr.values
 
 
-def _epoch_us(arr: pa.Array) -> np.ndarray:
+def epoch_us(arr: pa.Array) -> np.ndarray:
     """Timestamps (any unit) → float64 microseconds since the epoch, null → NaN."""
     if pa.types.is_timestamp(arr.type):
         arr = pc.cast(arr, pa.timestamp("us", tz=arr.type.tz))
@@ -105,7 +105,7 @@ def _epoch_us(arr: pa.Array) -> np.ndarray:
 
 
 def _naive_us(t: dt.datetime) -> float:
-    """A naive datetime → microseconds since the epoch, on the scale of :func:`_epoch_us`."""
+    """A naive datetime → microseconds since the epoch, on the scale of :func:`epoch_us`."""
     return float(np.datetime64(t.replace(tzinfo=None), "us").astype(np.int64))
 
 
@@ -155,7 +155,7 @@ def temporal_cutoff(
     for f in sset.files(split):
         t = pq.read_table(f, columns=["day", "ts"])
         on_day = _column(t, "day").to_numpy(zero_copy_only=False).astype("datetime64[D]") == last
-        stamps.append(_epoch_us(_column(t, "ts"))[on_day])
+        stamps.append(epoch_us(_column(t, "ts"))[on_day])
     cut = np.quantile(np.concatenate(stamps), 1.0 - ONE_DAY_VALID_SHARE, method="higher")
     return dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(cut))
 
@@ -172,8 +172,8 @@ def to_batch(rb: pa.RecordBatch | pa.Table, sset: SampleSet) -> Batch:
         if field == "time_gap":
             # Seconds from each behaviour to its own impression (hist_ts < ts by construction).
             idx, mask, values = _pad_lists(_column(rb, "hist_ts"), lay.seq_len)
-            row_us = _epoch_us(_column(rb, "ts"))
-            beh_us = _epoch_us(values) if len(values) else np.zeros(1)
+            row_us = epoch_us(_column(rb, "ts"))
+            beh_us = epoch_us(values) if len(values) else np.zeros(1)
             gaps = (row_us[:, None] - beh_us[idx]) / 1e6
             hist[:, :, j] = np.where(mask, time_gap_index(gaps), PAD)
             continue
@@ -320,7 +320,7 @@ class BatchStream:
             replay = (fold >= lo) & (fold < lo + self.replay_folds)
             keep &= recent | replay
         if self.ts_from is not None or self.ts_before is not None:
-            ts = _epoch_us(_column(rb, "ts"))
+            ts = epoch_us(_column(rb, "ts"))
             if self.ts_from is not None:
                 keep &= ts >= _naive_us(self.ts_from)
             if self.ts_before is not None:

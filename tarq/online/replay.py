@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import torch
 
 from tarq.data.demo_replay import RequestPools, capture_pools, summary, topk_report
-from tarq.data.loader import SampleSet, _epoch_us, encode_fields, to_batch
+from tarq.data.loader import SampleSet, epoch_us, encode_fields, to_batch
 from tarq.defaults import REPLAY_MAX_REQUESTS
 from tarq.ids.semantic_ids import IDS_FILE, ItemCodes, read_item_codes
 from tarq.model.io import load_for_scoring
@@ -48,7 +48,7 @@ def _request_rows(samples_dir: Path, pools: RequestPools) -> tuple[pa.Table, np.
         raise FileNotFoundError(f"{samples_dir / 'test'} holds no sample files")
     table = pa.concat_tables(pq.read_table(f) for f in files)
     users = table.column("user_id").to_numpy().astype(np.int64)
-    ts = _epoch_us(table.column("ts")).astype(np.int64)
+    ts = epoch_us(table.column("ts")).astype(np.int64)
     first: dict[tuple[int, int], int] = {}
     for i, key in enumerate(zip(users.tolist(), ts.tolist(), strict=True)):
         first.setdefault(key, i)
