@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import torch
 
 from tarq.data.demo_replay import RequestPools, capture_pools, summary, topk_report
-from tarq.data.loader import SampleSet, epoch_us, encode_fields, to_batch
+from tarq.data.loader import SampleSet, encode_fields, epoch_us, to_batch
 from tarq.defaults import REPLAY_MAX_REQUESTS
 from tarq.ids.semantic_ids import IDS_FILE, ItemCodes, read_item_codes
 from tarq.model.io import load_for_scoring
