@@ -140,13 +140,13 @@ def test_a_pool_of_the_logged_candidates_scores_as_evaluation_does(day_dir: Path
     import pyarrow.parquet as pq
 
     from tarq.data.demo_replay import RequestPools
-    from tarq.data.loader import _epoch_us
+    from tarq.data.loader import epoch_us
     from tarq.online.replay import catalog, score_pools
 
     db = day_dir.parents[1] / "w.duckdb"
     test = pq.read_table(day_dir / "samples" / "test")
     users = test.column("user_id").to_numpy().astype(np.int64)
-    ts = _epoch_us(test.column("ts")).astype(np.int64)
+    ts = epoch_us(test.column("ts")).astype(np.int64)
     items = test.column("item_id").to_numpy().astype(np.int64)
     keys = sorted(set(zip(users.tolist(), ts.tolist(), strict=True)))
     width = max(np.bincount(np.unique(np.c_[users, ts], axis=0, return_inverse=True)[1].ravel()))

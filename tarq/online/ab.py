@@ -27,7 +27,7 @@ from tarq.model.tarq import TarqModel
 from tarq.online.replay import catalog as read_catalog
 from tarq.store import sqlfiles
 from tarq.store.warehouse import open_db
-from tarq.training.batch_scoring import score_batch
+from tarq.training.batch_scoring import score_candidates
 
 ROWS_PER_CALL = 32768  # candidate rows scored in one score_batch call
 
@@ -129,15 +129,9 @@ class ModelRanker:
             sl = slice(lo, lo + per)
             rr, cc = np.nonzero(valid[sl])
             items = cand[sl][rr, cc]
-            src = torch.from_numpy(rr + lo)
-            batch = {
-                "user": req["user"][src],
-                "item": self.item_feats[torch.from_numpy(item_rows[items])],
-                "hist": req["hist"][src],
-                "hist_mask": req["hist_mask"][src],
-            }
             c = codes[torch.from_numpy(items)] if codes is not None else None
-            logit = score_batch(self.model, batch, diagnostics=False, codes=c).logit
+            feats = self.item_feats[torch.from_numpy(item_rows[items])]
+            logit = score_candidates(self.model, req, rr + lo, feats, c)
             out[rr + lo, cc] = logit.double().numpy()
         return out
 

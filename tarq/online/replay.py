@@ -34,7 +34,7 @@ from tarq.model.io import load_for_scoring
 from tarq.model.tarq import TarqModel
 from tarq.store import sqlfiles
 from tarq.store.warehouse import open_db
-from tarq.training.batch_scoring import score_batch
+from tarq.training.batch_scoring import score_candidates
 
 KS = (10, 50)
 REFERENCE, BASELINE = "ta", "tt"
@@ -108,15 +108,8 @@ def score_pools(
             pos = np.searchsorted(cat_sorted, raw)
             if (cat_sorted[np.minimum(pos, cat_sorted.size - 1)] != raw).any():
                 raise ValueError("a pool holds items the warehouse's catalog does not")
-            src = torch.from_numpy(at[r][rr])
-            batch = {
-                "user": req["user"][src],
-                "item": feats[torch.from_numpy(pos)],
-                "hist": req["hist"][src],
-                "hist_mask": req["hist_mask"][src],
-            }
             codes = torch.from_numpy(item_codes.lookup(raw)) if use_codes else None
-            logit = score_batch(model, batch, diagnostics=False, codes=codes).logit
+            logit = score_candidates(model, req, at[r][rr], feats[torch.from_numpy(pos)], codes)
             out[r[rr], cc] = logit.float().numpy()
     return out
 

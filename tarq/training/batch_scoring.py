@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from tarq.model.alignment import level_distributions, level_log_probs, sharpness
@@ -143,6 +144,32 @@ def _user_inputs(
         return batch["user"], batch["hist"], batch["hist_mask"]
     f = groups.first
     return batch["user"][f], batch["hist"][f], batch["hist_mask"][f]
+
+
+def score_candidates(
+    model: torch.nn.Module,
+    requests: Batch,
+    request_of: np.ndarray,
+    items: torch.Tensor,
+    codes: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logits (n,) of n candidates, each scored for one of a batch of requests.
+
+    Args:
+        model: any model of :func:`score_batch`.
+        requests: ``user`` (R, Fu), ``hist`` (R, L, Fs), ``hist_mask`` (R, L) of R requests.
+        request_of: (n,) int64, the request of each candidate, in [0, R).
+        items: (n, Fi) the candidates' encoded item fields.
+        codes: TARQ: (n, m) the candidates' semantic IDs (None: nearest entries).
+    """
+    src = torch.from_numpy(np.asarray(request_of, dtype=np.int64))
+    batch = {
+        "user": requests["user"][src],
+        "item": items,
+        "hist": requests["hist"][src],
+        "hist_mask": requests["hist_mask"][src],
+    }
+    return score_batch(model, batch, diagnostics=False, codes=codes).logit
 
 
 def score_batch(
