@@ -207,8 +207,17 @@ class ScoreServer(ThreadingHTTPServer):
     def drain(self, timeout_s: float = 30.0) -> bool:
         """Stop accepting, then wait until no request is in flight (at most ``timeout_s``).
         Call from another thread than ``serve_forever``'s. True when none was left running."""
+        self.stop_accepting()
+        return self.wait_idle(timeout_s)
+
+    def stop_accepting(self) -> None:
+        """Refuse new connections (``serve_forever`` returns) and close kept-alive ones after
+        their next response. Call from another thread than ``serve_forever``'s."""
         self.draining.set()
         self.shutdown()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request is in flight, at most ``timeout_s``; True when none is."""
         deadline = time.monotonic() + timeout_s
         with self._idle:
             while self._busy and time.monotonic() < deadline:
@@ -272,7 +281,7 @@ def _serve_process(
         if not done.is_set():
             done.set()
             log.info("signal %s: draining (in flight finish, at most %.0f s)", signum, drain_s)
-            threading.Thread(target=server.drain, args=(drain_s,), daemon=True).start()
+            threading.Thread(target=server.stop_accepting, daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -285,10 +294,7 @@ def _serve_process(
     finally:
         if follower is not None:
             follower.stop()
-        # serve_forever returned: drain() is waiting for the requests in flight.
-        deadline = time.monotonic() + drain_s
-        while server._busy and time.monotonic() < deadline:
-            time.sleep(0.01)
+        server.wait_idle(drain_s)  # the requests in flight finish
         server.server_close()
     return 0
 
