@@ -14,6 +14,7 @@ from tarq.data.features import TIME_GAP_BUCKETS, FeatureLayout
 from tarq.model import ModelConfig, build_model
 from tarq.serving import kernels, tarq_logits, two_tower_logits, unit_rows
 from tarq.serving.item_index import ItemIndex
+from tarq.serving.user_kernels import FusedUserSide
 from tarq.serving.user_side import LeanUserSide
 
 SMALL = ModelConfig(
@@ -180,15 +181,27 @@ def test_item_index_refuses_duplicates() -> None:
         ItemIndex(np.array([10**12, 5, 10**12]))
 
 
-@pytest.mark.parametrize("name", ["tarq", "tarq_attention_lift", "tarq_shared", "tt", "ta"])
-@pytest.mark.parametrize("n_real", [20, 7, 0])
-def test_lean_user_side_equals_model(name: str, n_real: int) -> None:
+USER_SIDES = {
+    "lean": LeanUserSide,
+    "fused": FusedUserSide,
+    "fused_past_max_len": lambda model: FusedUserSide(model, max_len=5),  # hands over to lean
+}
+
+
+@pytest.mark.parametrize("path", list(USER_SIDES))
+@pytest.mark.parametrize(
+    "name", ["tarq", "tarq_attention_lift", "tarq_shared", "tarq_nopos", "tt", "ta"]
+)
+@pytest.mark.parametrize("n_real", [20, 7, 1, 0])
+def test_lean_user_side_equals_model(path: str, name: str, n_real: int) -> None:
     layout = _seq_layout(20)
     cfg = SMALL
     if name == "tarq_attention_lift":
         cfg = dataclasses.replace(SMALL, fusion="attention", latent_dim=16)
     if name == "tarq_shared":
         cfg = dataclasses.replace(SMALL, shared_history=True)
+    if name == "tarq_nopos":
+        cfg = dataclasses.replace(SMALL, positional=False)
     torch.manual_seed(5)
     g = torch.Generator().manual_seed(5)
     model = build_model(name.split("_")[0], layout, cfg).eval()
@@ -207,7 +220,7 @@ def test_lean_user_side_equals_model(name: str, n_real: int) -> None:
             )
             model.quantizer.kmeans_init(model.latent(items))
         want = model.user_side(user, hist, mask)
-    got = LeanUserSide(model)(user[0], hist[0, :n_real])
+    got = USER_SIDES[path](model)(user[0], hist[0, :n_real])
     torch.testing.assert_close(got.v_user, want.v_user[0], rtol=1e-5, atol=1e-5)
     if "personal_codebooks" in want.extra:
         personal = want.extra["personal_codebooks"][0]
@@ -217,7 +230,8 @@ def test_lean_user_side_equals_model(name: str, n_real: int) -> None:
         torch.testing.assert_close(got.h_seq, real, rtol=1e-5, atol=1e-5)
 
 
-def test_lean_user_side_refuses_a_training_model() -> None:
+@pytest.mark.parametrize("path", list(USER_SIDES))
+def test_lean_user_side_refuses_a_training_model(path: str) -> None:
     model = build_model("tt", _seq_layout(5), SMALL)
     with pytest.raises(ValueError, match="eval mode"):
-        LeanUserSide(model)
+        USER_SIDES[path](model)

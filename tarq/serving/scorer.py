@@ -3,8 +3,9 @@
 Per request (paper section 2.6)::
 
     fixed cost, once     user tower → v_user; personalised codebooks Ĉ (m·K queries in one
-                         attention over the history) — O(L), independent of N; the lean
-                         one-request path of :mod:`tarq.serving.user_side`
+                         attention over the history) — O(L), independent of N; the fused
+                         one-request path of :mod:`tarq.serving.user_kernels` (numba; the
+                         torch lean path of :mod:`tarq.serving.user_side` for long histories)
     per candidate        gather the m rows Ĉ[l, c_l] of its codes and sum them, then two dot
                          products with its unit item vector:
                          logit = s · (⟨v̂_user, v̂_item⟩ + ⟨h_rq, v̂_item⟩ / ‖h_rq‖) + b
@@ -56,7 +57,7 @@ from tarq.data.features import ACTIONS, OOV, PAD, FeatureLayout, Vocab, time_gap
 from tarq.ids.semantic_ids import META_KEY, file_sha256, ids_arrays
 from tarq.serving import kernels
 from tarq.serving.item_index import ItemIndex
-from tarq.serving.user_side import LeanUserSide
+from tarq.serving.user_kernels import FusedUserSide
 from tarq.store import sqlfiles
 
 __all__ = [
@@ -580,7 +581,7 @@ class Scorer:
         self._v_hat = unit_rows(torch.from_numpy(np.asarray(v_item, dtype=np.float32))).numpy()
         self._v_hat = np.ascontiguousarray(self._v_hat)
         self.model = model.eval()
-        self._user_side = LeanUserSide(self.model)
+        self._user_side = FusedUserSide(self.model)
         rq = self.model.rq_attention
         self._pool = rq.pool if rq.fusion == "attention" else None
         self._scale = float(self.model.head.scale.detach())
@@ -600,6 +601,9 @@ class Scorer:
         pool = np.zeros(personal.shape[0], np.float32) if self._pool is not None else None
         pairs = kernels.pair_sums(personal, self.m) if pool is None else None
         rows, _ = self._index.rows(np.zeros(1, dtype=np.int64))
+        user = torch.zeros(len(self.layout.user_fields), dtype=torch.int64)
+        for n in (0, 1):
+            self._user_side(user, torch.zeros((n, len(self.layout.seq_fields)), dtype=torch.int64))
         if self.n_items:
             u_hat = np.zeros(self.d, np.float32)
             kernels.tarq_scores(
