@@ -16,12 +16,16 @@ Timed per request (``time.perf_counter``), inference mode:
 
 - fixed: the user side, once per request — TT: user tower; TARQ: user tower + personalised
   codebooks (m·K queries in one attention) + their pair sums; TA: user tower + the
-  history's keys/values; all three on the lean one-request path (:mod:`tarq.serving.user_side`);
+  history's keys/values; all three on the Scorer's one-request path: the fused numba user side
+  (:mod:`tarq.serving.user_kernels`), which hands histories over ``MAX_FUSED_LEN`` to the
+  torch lean path (:mod:`tarq.serving.user_side`);
 - per-candidate: scoring the N candidates — TT and TARQ: the fused numba kernels of
   :mod:`tarq.serving.kernels`; TA: one attention over the history per candidate (blocked SDPA);
 - ``tt_ref``, ``tarq_ref``: the torch reference paths (the model's batched ``user_side`` and
   the torch candidate functions of :mod:`tarq.serving`), for the speed-up in the same run;
-- ``tarq_scorer``: the full ``Scorer.score`` path (request encoding and id lookup included).
+- ``tarq_scorer``: the full ``Scorer.score`` path (request encoding and id lookup included);
+- ``user_side``: the user side alone, the torch lean path against the fused one (forced at
+  every length), per model and L.
 
 Also: the measured FP32 peak (a 512² matrix product) and read bandwidth, and from them a
 roofline — FLOPs and bytes per stage against the floor they imply — and FAISS semantic-ID
@@ -58,6 +62,7 @@ from tarq.serving import (
     two_tower_logits,
     unit_rows,
 )
+from tarq.serving.user_kernels import MAX_FUSED_LEN, FusedUserSide
 from tarq.serving.user_side import LeanUserSide
 
 TABLE_ITEMS = 200_000
@@ -144,8 +149,8 @@ def _request(layout: FeatureLayout, length: int, g: torch.Generator) -> dict[str
 def _runner(name: str, model: torch.nn.Module, table: dict[str, torch.Tensor]):
     """(fixed(req) -> state, per_candidate(state, rows) -> logits) for one model.
 
-    ``tt``, ``tarq``, ``ta``: the serving paths — the lean one-request user side
-    (:mod:`tarq.serving.user_side`), then the fused kernels (:mod:`tarq.serving.kernels`) for TT and TARQ and
+    ``tt``, ``tarq``, ``ta``: the serving paths — the Scorer's one-request user side
+    (:class:`~tarq.serving.user_kernels.FusedUserSide`), then the fused kernels (:mod:`tarq.serving.kernels`) for TT and TARQ and
     blocked attention for TA. ``tt_ref``, ``tarq_ref``: the torch reference paths (the model's
     batched ``user_side``, the torch candidate functions of :mod:`tarq.serving`), timed in the
     same run for the speed-up.
@@ -154,7 +159,7 @@ def _runner(name: str, model: torch.nn.Module, table: dict[str, torch.Tensor]):
     scale, bias = float(head.scale.detach()), float(head.bias.detach())
     cfg = model.config
     mk = cfg.n_codebooks * cfg.codebook_size
-    lean = LeanUserSide(model)
+    lean = FusedUserSide(model)
 
     def fixed_ref(req: dict[str, torch.Tensor]) -> Any:
         st = model.user_side(req["user"], req["hist"], req["hist_mask"])
@@ -246,6 +251,32 @@ def _time_cell(fixed, per_candidate, req, row_sets, reps: int, warmup: int) -> d
     }
 
 
+@torch.inference_mode()
+def _time_user_sides(models, req, length: int, reps: int, warmup: int) -> list[dict[str, Any]]:
+    """The user side alone, lean (torch) against fused (numba, at every length), per model."""
+    out = []
+    user, hist = req["user"][0], req["hist"][0]
+    for name in ("tt", "tarq", "ta"):
+        paths = {"lean": LeanUserSide(models[name]), "fused": FusedUserSide(models[name], 10**9)}
+        rec: dict[str, Any] = {"model": "user_side", "base": name, "history_len": length}
+        for path, side in paths.items():
+            times = []
+            for i in range(warmup + reps):
+                t0 = time.perf_counter()
+                side(user, hist)
+                if i >= warmup:
+                    times.append((time.perf_counter() - t0) * 1e3)
+            rec[f"{path}_p50_ms"] = _pct(times, 50)
+        rec["lean_over_fused"] = rec["lean_p50_ms"] / rec["fused_p50_ms"]
+        out.append(rec)
+        print(
+            f"L={length:>5} user side {name:>4}: lean {rec['lean_p50_ms']:.3f} ms, fused "
+            f"{rec['fused_p50_ms']:.3f} ms ({rec['lean_over_fused']:.2f}×)",
+            flush=True,
+        )
+    return out
+
+
 def _bandwidth_gbs() -> float:
     """Sustained read bandwidth: sum over a 512 MiB float32 tensor, best of 5."""
     x = torch.ones(128 * 1024 * 1024)
@@ -279,8 +310,10 @@ def fixed_flops(cfg: ModelConfig, layout: FeatureLayout, length: int, name: str)
     mlp = sum(2 * a * b for a, b in itertools.pairwise(dims))
     flops = 2 * len(layout.user_fields) * e * d + 2 * length * n_shared * e * d  # x_user, X
     flops += encoder() + 2 * d * d + 2 * s * d * 2 * d + 4 * s * d + 2 * d * d + mlp  # tower
-    if name == "tarq":  # own encoder, K/V, m·K queries (projected once per model), output
-        flops += encoder() + 2 * s * d * 2 * d + 4 * mk * s * d + 2 * mk * d * d
+    if name == "tarq":  # K/V, m·K queries (projected once per model), output
+        flops += 2 * s * d * 2 * d + 4 * mk * s * d + 2 * mk * d * d
+        if cfg.rq_history == "own":  # its own encoder (else it reads the user tower's H^user)
+            flops += encoder()
     if name == "ta":  # H^tar and its keys/values, computed once per request
         flops += encoder() + 2 * s * d * 2 * d
     return float(flops)
@@ -357,6 +390,14 @@ def _faiss_throughput(tarq: torch.nn.Module, n_items: int, g: torch.Generator) -
     }
 
 
+def _override(kv: str) -> tuple[str, Any]:
+    key, _, value = kv.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -372,6 +413,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--faiss-items", type=int, default=1_000_000)
     p.add_argument("--json", type=Path, default=None, help="write the records here")
+    p.add_argument(
+        "--model-config",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="ModelConfig overrides, e.g. rq_history=user (values parsed as JSON, else text)",
+    )
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -379,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
 
     faiss.omp_set_num_threads(args.threads)
     t_start = time.perf_counter()
-    cfg = ModelConfig()
+    cfg = ModelConfig.from_dict(dict(_override(kv) for kv in args.model_config))
     layout = _layout(max(args.lengths))
     g = torch.Generator().manual_seed(0)
     models = _models(layout, cfg)
@@ -423,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             for i, r in enumerate(req["hist"][0].tolist())
         ]
+        records += _time_user_sides(models, req, length, args.reps, args.warmup)
         for n in args.n:
             # Every request its own candidates (as retrieval would send them): their rows are
             # not left in the caches by the previous request.
@@ -545,6 +594,8 @@ def _summary(records, args, bw, peak, cfg, code_bytes, faiss_rec) -> dict[str, A
         "torch": torch.__version__,
         "numba": numba.__version__,
         "cpu_count": os.cpu_count(),
+        "max_fused_len": MAX_FUSED_LEN,
+        "user_sides": [r for r in records if r.get("model") == "user_side"],
     }
 
 
@@ -578,6 +629,15 @@ def _print_tables(records: list[dict[str, Any]], summary: dict[str, Any], args) 
             f"{c['tt_ref']['fixed_p50_ms']:.3f} / {c['tarq_ref']['fixed_p50_ms']:.3f}, "
             f"{c['tt_ref']['per_candidate_ns']:.1f} / {c['tarq_ref']['per_candidate_ns']:.1f} | "
             f"{sc['p50_ms']:.3f} |"
+        )
+    print(
+        f"\n| L | user side | torch lean ms | fused ms | lean / fused |  (served: fused up to "
+        f"L = {summary['max_fused_len']})\n|---|---|---|---|---|"
+    )
+    for r in summary["user_sides"]:
+        print(
+            f"| {r['history_len']} | {r['base'].upper()} | {r['lean_p50_ms']:.3f} | "
+            f"{r['fused_p50_ms']:.3f} | {r['lean_over_fused']:.2f} |"
         )
     bw, peak = summary["read_bandwidth_gbs"], summary["peak_gflops"]
     n_goal = summary["goals"]["n_candidates"]

@@ -190,7 +190,8 @@ USER_SIDES = {
 
 @pytest.mark.parametrize("path", list(USER_SIDES))
 @pytest.mark.parametrize(
-    "name", ["tarq", "tarq_attention_lift", "tarq_shared", "tarq_nopos", "tt", "ta"]
+    "name",
+    ["tarq", "tarq_attention_lift", "tarq_shared", "tarq_rquser", "tarq_nopos", "tt", "ta"],
 )
 @pytest.mark.parametrize("n_real", [20, 7, 1, 0])
 def test_lean_user_side_equals_model(path: str, name: str, n_real: int) -> None:
@@ -200,6 +201,8 @@ def test_lean_user_side_equals_model(path: str, name: str, n_real: int) -> None:
         cfg = dataclasses.replace(SMALL, fusion="attention", latent_dim=16)
     if name == "tarq_shared":
         cfg = dataclasses.replace(SMALL, shared_history=True)
+    if name == "tarq_rquser":  # H^rq = H^user = H^tar: one encoder for all three
+        cfg = dataclasses.replace(SMALL, rq_history="user", shared_history=True)
     if name == "tarq_nopos":
         cfg = dataclasses.replace(SMALL, positional=False)
     torch.manual_seed(5)

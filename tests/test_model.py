@@ -183,9 +183,10 @@ def test_total_loss_applies_lambda_weights(batch: dict[str, torch.Tensor]) -> No
 
 def test_saved_configs_without_a_setting_rebuild_the_model_they_were() -> None:
     """A saved config.json lacking a key predates it: rebuilt as trained, not as today's default."""
-    saved = {k: v for k, v in CFG.to_dict().items() if k not in ("distill", "shared_history")}
+    dropped = ("distill", "shared_history", "rq_history")
+    saved = {k: v for k, v in CFG.to_dict().items() if k not in dropped}
     old = ModelConfig.from_saved(saved)
-    assert old.distill == "l2" and old.shared_history is False
+    assert old.distill == "l2" and old.shared_history is False and old.rq_history == "own"
     assert ModelConfig.from_saved(CFG.to_dict()) == CFG
     assert ModelConfig.from_dict(saved).distill == "score"  # user configs take defaults
 
@@ -450,10 +451,15 @@ def test_model_alignment_loss_is_nonnegative(batch: dict[str, torch.Tensor]) -> 
 
 
 # -- serving path --------------------------------------------------------------------------
-@pytest.mark.parametrize("name", [*MODEL_NAMES, "tarq+shared_history"])
+FLAGS = {"shared_history": {"shared_history": True}, "rq_user": {"rq_history": "user"}}
+
+
+@pytest.mark.parametrize(
+    "name", [*MODEL_NAMES, "tarq+shared_history", "tarq+rq_user", "tarq_no_teacher_align+rq_user"]
+)
 def test_serving_path_matches_training_forward(name: str, batch: dict[str, torch.Tensor]) -> None:
     name, _, flag = name.partition("+")
-    model = _model(name, dataclasses.replace(CFG, **{flag: True}) if flag else CFG)
+    model = _model(name, dataclasses.replace(CFG, **FLAGS[flag]) if flag else CFG)
     model.init_codebooks(_inputs(batch))
     model.eval()
     n = 30
@@ -843,4 +849,48 @@ def test_shared_history_uses_one_encoder_for_student_and_teacher(
     # Without the teacher there is nothing to share.
     assert not hasattr(_model("tarq_no_teacher_align", cfg), "teacher") or (
         _model("tarq_no_teacher_align", cfg).teacher is None
+    )
+
+
+@pytest.mark.parametrize("shared_history", [False, True])
+def test_rq_history_user_reads_the_user_towers_encoder(
+    batch: dict[str, torch.Tensor], shared_history: bool
+) -> None:
+    cfg = dataclasses.replace(CFG, rq_history="user", shared_history=shared_history)
+    model = _model("tarq", cfg)
+    assert model.rq_attention.seq is model.user_tower.seq
+    assert (model.teacher.seq is model.user_tower.seq) is shared_history
+    own = sum(p.numel() for p in _model("tarq").parameters())
+    assert sum(p.numel() for p in model.parameters()) < own
+    model.init_codebooks(_inputs(batch))
+    out = model(_inputs(batch))
+    model.total_loss(out).backward()
+    # The one encoder learns from the CTR loss through both the tower and RQ-Attention.
+    assert model.user_tower.seq.attn.q.weight.grad.abs().sum() > 0
+    fresh = _model("tarq", cfg, seed=9)
+    fresh.load_state_dict(model.state_dict())
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(_inputs(batch)).logit, model(_inputs(batch)).logit)
+    with pytest.raises(ValueError, match="rq_history"):
+        dataclasses.replace(CFG, rq_history="teacher")
+
+
+def test_own_rq_history_trains_as_before(batch: dict[str, torch.Tensor]) -> None:
+    """rq_history = "own" keeps the forward's dropout draws in their old order: the same
+    seed gives the same losses as the tower-first arithmetic spelt out here."""
+    model = _model("tarq", seed=4)
+    model.init_codebooks(_inputs(batch))
+    model.train()
+    torch.manual_seed(11)
+    out = model(_inputs(batch))
+    torch.manual_seed(11)
+    e = model.emb
+    x = _inputs(batch)
+    x_user = e.x_user(e.user_fields(x["user"]))
+    x_seq, mask = e.sequence(x["hist"], x["hist_mask"])
+    v_user = model.user_tower(x_user, x_seq, mask)
+    v_item = model.item_tower(e.x_item(e.item_fields(x["item"])))
+    torch.testing.assert_close(
+        out.extras["y_tt"], torch.cosine_similarity(v_user, v_item, -1).detach()
     )

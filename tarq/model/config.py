@@ -8,11 +8,13 @@ from typing import Any
 
 FUSIONS = ("mean", "sum", "attention")
 DISTILLS = ("direction", "l2", "score")
+RQ_HISTORIES = ("own", "user")
 
 # How models saved before a setting existed were trained: read by ModelConfig.from_saved.
 SAVED_BEFORE: dict[str, Any] = {
     "distill": "l2",
     "shared_history": False,
+    "rq_history": "own",
     "kmeans_init_rows": 0,
     "codebook_revive": 0.0,
 }
@@ -78,6 +80,12 @@ class ModelConfig:
             then come from the same keys and values as the teacher's h_tar they approximate.
             Without the teacher (``tarq_no_teacher_align``) it changes nothing. Off: on demo
             ``small`` (3 seeds) it trained 1.18× faster but lost 0.011 AUC [−0.022, −0.000].
+        rq_history: which contextualised history RQ-Attention's codebook queries attend over
+            (eq. 9). ``own`` (the paper): its own self-attention encoder. ``user``: the user
+            tower's H^user (eq. 1), one encoder for both, so that TARQ's user side at serving
+            is TT's plus the m·K-query attention (at L = 1000 the second O(L²) encoder is half
+            of TARQ's user side). Measured in docs/model.md "Serving cost and the history
+            encoders".
         per_dim_losses: the squared distances of L_distill (eq. 15) and L_rq (eq. 8) are taken
             per dimension (‖·‖² / width) instead of as plain sums, i.e. their λ divided by the
             width. With d = 64 the sums start 100–200× larger than the BCE (measured on the
@@ -123,6 +131,7 @@ class ModelConfig:
     per_dim_losses: bool = True
     distill: str = "score"
     shared_history: bool = False
+    rq_history: str = "own"
 
     score_scale_init: float = 5.0
     learn_score_scale: bool = True
@@ -163,6 +172,8 @@ class ModelConfig:
             problems.append(f"latent_dim must be ≥ 1 or null, got {self.latent_dim}")
         if self.distill not in DISTILLS:
             problems.append(f"distill must be one of {DISTILLS}, got {self.distill!r}")
+        if self.rq_history not in RQ_HISTORIES:
+            problems.append(f"rq_history must be one of {RQ_HISTORIES}, got {self.rq_history!r}")
         if self.fusion not in FUSIONS:
             problems.append(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if not 0.0 <= self.dropout < 1.0:

@@ -106,6 +106,11 @@ class TarqModel(TarqModule):
         if self.teacher is not None and config.shared_history:
             # One encoder module under both names: H^rq = H^tar (ModelConfig.shared_history).
             self.rq_attention.seq = self.teacher.seq
+        if config.rq_history == "user":
+            # H^rq = H^user (ModelConfig.rq_history); with shared_history H^tar too.
+            self.rq_attention.seq = self.user_tower.seq
+            if self.teacher is not None and config.shared_history:
+                self.teacher.seq = self.user_tower.seq
         self.use_align = align
         self.head = ScoreHead(config)
         self.loss_weights = {
@@ -167,9 +172,18 @@ class TarqModel(TarqModule):
         """(B, Fu), (B, L, Fs), (B, L) → v_user (B, d) and ``personal_codebooks`` (B, m, K, d)."""
         x_user = self.emb.x_user(self.emb.user_fields(user))
         x_seq, mask = self.emb.sequence(hist, hist_mask)
-        v_user = self.user_tower(x_user, x_seq, mask)
-        personal = self.rq_attention.personal_codebooks(self.quantizer.codebooks, x_seq, mask)
+        v_user, h_seq = self._user_and_history(x_user, x_seq, mask)
+        personal = self.rq_attention.personalise(self.quantizer.codebooks, h_seq, mask)
         return UserState(v_user, {"personal_codebooks": personal})
+
+    def _user_and_history(
+        self, x_user: torch.Tensor, x_seq: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """v_user (B, d) and H^rq (B, S, d), the history encoded once when they share it."""
+        if self.rq_attention.seq is self.user_tower.seq:
+            h_seq = self.rq_attention.seq(x_seq, mask)
+            return self.user_tower.from_encoded(x_user, h_seq, mask), h_seq
+        return self.user_tower(x_user, x_seq, mask), self.rq_attention.seq(x_seq, mask)
 
     def score(
         self, state: UserState, v_item: torch.Tensor, aux: torch.Tensor | None = None
@@ -208,7 +222,14 @@ class TarqModel(TarqModule):
         x_user = e.x_user(e.user_fields(batch["user"]))
         x_item = e.x_item(e.item_fields(batch["item"]))
         x_seq, mask = e.sequence(batch["hist"], batch["hist_mask"])
-        v_user = self.user_tower(x_user, x_seq, mask)
+        # Dropout draws in the same order as before rq_history existed: user tower, item tower,
+        # ..., then H^rq, unless H^rq is the user tower's.
+        shared_user = self.rq_attention.seq is self.user_tower.seq
+        if shared_user:
+            h_seq = self.rq_attention.seq(x_seq, mask)
+            v_user = self.user_tower.from_encoded(x_user, h_seq, mask)
+        else:
+            v_user = self.user_tower(x_user, x_seq, mask)
         v_item = self.item_tower(x_item)
 
         z = self.autoencoder.encode(x_item)
@@ -217,7 +238,8 @@ class TarqModel(TarqModule):
         q = self.quantizer.quantize(z)
         if self.training:
             self.quantizer.track_usage(q.codes)
-        h_seq = self.rq_attention.seq(x_seq, mask)  # H^rq, also H^tar when shared
+        if not shared_user:
+            h_seq = self.rq_attention.seq(x_seq, mask)  # H^rq, also H^tar when shared
         personal = self.rq_attention.personalise(self.quantizer.codebooks, h_seq, mask)
         h_rq = self.rq_attention.fuse(self.rq_attention.lookup(personal, q.codes))
 

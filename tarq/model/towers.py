@@ -25,7 +25,10 @@ class HistoryAttention(nn.Module):
         self, x_user: torch.Tensor, x_seq: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         """h_user (B, d) from x_user (B, d), X_seq (B, S, d) and its mask (B, S)."""
-        h_seq = self.seq(x_seq, mask)
+        return self.attend(x_user, self.seq(x_seq, mask), mask)
+
+    def attend(self, x_user: torch.Tensor, h_seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """h_user (B, d) from x_user (B, d) over an encoded history H^user (B, S, d) (eq. 2)."""
         return self.attn(x_user[:, None], h_seq, h_seq, mask)[:, 0]
 
 
@@ -41,7 +44,13 @@ class UserTower(HistoryAttention):
         self, x_user: torch.Tensor, x_seq: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         """v_user (B, d)."""
-        return self.mlp(torch.cat([x_user, self.summary(x_user, x_seq, mask)], dim=-1))
+        return self.from_encoded(x_user, self.seq(x_seq, mask), mask)
+
+    def from_encoded(
+        self, x_user: torch.Tensor, h_seq: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """v_user (B, d) over an already encoded history H^user (B, S, d)."""
+        return self.mlp(torch.cat([x_user, self.attend(x_user, h_seq, mask)], dim=-1))
 
 
 class ItemTower(nn.Module):

@@ -109,7 +109,8 @@ class LeanUserSide:
         self.rq_seq = self.rq_attn = self.books_q = None
         rq = getattr(model, "rq_attention", None)
         if rq is not None:
-            self.rq_seq = _Encoder(rq.seq)
+            # None: RQ-Attention attends over the user tower's H^user (rq_history = "user").
+            self.rq_seq = None if rq.seq is tower.seq else _Encoder(rq.seq)
             self.rq_attn = _Attention(rq.attn)
             with torch.no_grad():
                 books = model.quantizer.codebooks
@@ -150,8 +151,8 @@ class LeanUserSide:
         q = self.user_attn.heads(self.user_attn.q(x_user), 1)[0]
         summary = self.user_attn.attend(q, self.user_attn.kv(h_user))
         state = LeanState(self.mlp(torch.cat([x_user, summary], dim=1))[0])
-        if self.rq_seq is not None:
-            kv = self.rq_attn.kv(self.rq_seq(x_seq))
+        if self.rq_attn is not None:
+            kv = self.rq_attn.kv(self.rq_seq(x_seq) if self.rq_seq is not None else h_user)
             state.personal = self.rq_attn.attend(self.books_q, kv)
         if self.ta_seq is not None:
             state.h_seq = self.ta_seq(x_seq)
