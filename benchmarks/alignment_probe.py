@@ -29,14 +29,13 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from _harness import Stopwatch, load_average, markdown_table, quiet_check, write_json
 
 from tarq.data.loader import model_inputs
 from tarq.defaults import DEMO_REFERENCE_START, SEQ_LEN, TRAIN_DAYS
@@ -164,7 +163,7 @@ def run(
         model.rq_attention.fuse = fuse_and_keep
     optim = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
     curve, acc, n = [], {}, 0
-    t0 = time.perf_counter()
+    clock = Stopwatch()
     batch = first
     for step in range(steps):
         if step:
@@ -189,7 +188,7 @@ def run(
         if n == log_every or step == steps - 1:
             curve.append({"step": step + 1, **{k: round(v / n, 5) for k, v in acc.items()}})
             acc, n = {}, 0
-    rec["train_seconds"] = round(time.perf_counter() - t0, 1)
+    rec["train_seconds"] = round(clock.seconds, 1)
     rec["curve"] = curve
     rec["grad_end"] = grad_norms(model, next(batches))
     test = evaluate(model, BatchStream(sset, "test", 4096), mcfg.codebook_size)
@@ -207,11 +206,10 @@ def _mean(vals: list[float]) -> str:
 
 def markdown(records: list[dict[str, Any]], k: int) -> str:
     """One row per variant, mean ± sd over seeds."""
-    head = (
-        "| variant | AUC | util. batch | p max-prob l0 / l7 | p̂ max-prob l0 / l7 | "
-        f"p̂ entropy mean (uniform {math.log(k):.2f}) | ‖g_align‖/‖g_ctr‖ emb, init | "
-        "g_align / g_rq codebooks, init | loss first → last | distill first → last |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n"
+    header = (
+        "variant | AUC | util. batch | p max-prob l0 / l7 | p̂ max-prob l0 / l7"
+        f" | p̂ entropy mean (uniform {math.log(k):.2f}) | ‖g_align‖/‖g_ctr‖ emb, init"
+        " | g_align / g_rq codebooks, init | loss first → last | distill first → last"
     )
     rows = []
     for label in dict.fromkeys(r["label"] for r in records):
@@ -230,18 +228,22 @@ def markdown(records: list[dict[str, Any]], k: int) -> str:
 
         ent = [float(np.mean(s["p_hat"]["entropy"])) for s in sh if "p_hat" in s]
         rows.append(
-            f"| {label} | {_mean([r['test']['auc'] for r in rs])} | "
-            f"{_mean([r['test'].get('utilization_batch', float('nan')) for r in rs])} | "
-            f"{_mean(lv('p', 'max_prob', 0))} / {_mean(lv('p', 'max_prob', -1))} | "
-            f"{_mean(lv('p_hat', 'max_prob', 0))} / {_mean(lv('p_hat', 'max_prob', -1))} | "
-            f"{_mean(ent)} | {_mean(ratio('align', 'ctr', 'emb'))} | "
-            f"{_mean(ratio('align', 'rq', 'codebooks'))} | "
-            f"{_mean([r['curve'][0]['total'] for r in rs])} → "
-            f"{_mean([r['curve'][-1]['total'] for r in rs])} | "
-            f"{_mean([r['curve'][0].get('distill', float('nan')) for r in rs])} → "
-            f"{_mean([r['curve'][-1].get('distill', float('nan')) for r in rs])} |"
+            [
+                label,
+                _mean([r["test"]["auc"] for r in rs]),
+                _mean([r["test"].get("utilization_batch", float("nan")) for r in rs]),
+                f"{_mean(lv('p', 'max_prob', 0))} / {_mean(lv('p', 'max_prob', -1))}",
+                f"{_mean(lv('p_hat', 'max_prob', 0))} / {_mean(lv('p_hat', 'max_prob', -1))}",
+                _mean(ent),
+                _mean(ratio("align", "ctr", "emb")),
+                _mean(ratio("align", "rq", "codebooks")),
+                f"{_mean([r['curve'][0]['total'] for r in rs])} → "
+                f"{_mean([r['curve'][-1]['total'] for r in rs])}",
+                f"{_mean([r['curve'][0].get('distill', float('nan')) for r in rs])} → "
+                f"{_mean([r['curve'][-1].get('distill', float('nan')) for r in rs])}",
+            ]
         )
-    return head + "\n".join(rows)
+    return markdown_table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = args.variant or [("tarq", "tarq", {}), ("tarq_no_align", "tarq_no_align", {})]
     records = []
     path = args.json or out / "results.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load = quiet_check(ndigits=None)
     for seed in args.seeds:
         for label, base, ov in variants:
             rec = run(samples, label, base, ov, seed, args.steps, args.log_every, args.threads)
@@ -289,23 +290,20 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            path.write_text(
-                json.dumps(
-                    {
-                        "load_before": load,
-                        "samples": str(samples),
-                        "steps": args.steps,
-                        "records": records,
-                    },
-                    indent=2,
-                    default=str,
-                ),
-                encoding="utf-8",
+            write_json(
+                path,
+                {
+                    "load_before": load,
+                    "samples": str(samples),
+                    "steps": args.steps,
+                    "records": records,
+                },
+                default=str,
             )
     from tarq.model import ModelConfig
 
     print(markdown(records, ModelConfig().codebook_size))
-    print(f"load average before {load}, after {os.getloadavg()}", file=sys.stderr)
+    print(f"load average before {load}, after {load_average(None)}", file=sys.stderr)
     return 0
 
 

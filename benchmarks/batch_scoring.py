@@ -44,13 +44,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from _harness import Stopwatch, load_average, quiet_check, write_json
 
 import tarq
 from tarq.data.loader import BatchStream, SampleSet, model_inputs
@@ -73,13 +73,13 @@ def read_rows(
     out: list[Batch] = []
     for _ in range(reps):
         out, n = [], 0
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         for batch in BatchStream(sset, split, batch_size):
             out.append(batch)
             n += len(batch["label"])
             if n >= rows:
                 break
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock.seconds)
     return out, sum(len(b["label"]) for b in out) / best
 
 
@@ -132,9 +132,9 @@ class Bench:
     def evaluate(self, rows: list[Batch]) -> None:
         """:func:`evaluate` once by each path on all rows: (figures, wall seconds)."""
         for path in ("reference", "batch"):
-            t0 = time.perf_counter()
+            clock = Stopwatch()
             res = evaluate(self.model, rows, self.k, reference=path == "reference")
-            self.evaluated[path] = (res, time.perf_counter() - t0)
+            self.evaluated[path] = (res, clock.seconds)
 
     def rate(self, part: str, stat: Any) -> float:
         keys = [key for key in self.times if key[0] == part]
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_groups:
         batch_scoring.request_groups = lambda *_: None
 
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = quiet_check()
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     sset = SampleSet.open(args.samples)
@@ -254,11 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         "groups": not args.no_groups,
         "loader_rows_per_s": round(loader_rate, 1),
         "models": {b.name: b.summary(loader_rate) for b in benches},
-        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+        "load_avg_after": load_average(),
     }
     print(json.dumps(result, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        write_json(args.json, result)
     return 0
 
 

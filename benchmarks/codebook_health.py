@@ -21,12 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
-import time
 from typing import Any
 
-from _harness import add_catalog_arguments
+from _harness import (
+    Stopwatch,
+    add_catalog_arguments,
+    markdown_table,
+    quiet_check,
+    run_meta,
+    write_json,
+)
 
 from tarq.runtime.telemetry import TELEMETRY_OFF
 
@@ -65,16 +69,16 @@ def run_variant(
         seed=args.seed,
         threads=args.threads,
     )
-    t0 = time.perf_counter()
+    clock = Stopwatch()
     result = train(args.samples, "tarq", out / "model", mcfg, tcfg, progress=False)
-    train_s = time.perf_counter() - t0
+    train_s = clock.seconds
     model, _ = load_trained(out / "model")
     usage = model.quantizer.usage
-    t0 = time.perf_counter()
+    clock = Stopwatch()
     health = assign_ids(
         args.db, out / "model", out / "ids", max_collision_rate=None, compare_served=False
     ).to_dict()
-    assign_s = time.perf_counter() - t0
+    assign_s = clock.seconds
     util = health["utilization_per_level"]
     return {
         "variant": name,
@@ -101,20 +105,26 @@ def run_variant(
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| variant | steps | utilization per level (min) | distinct tuples | collision rate "
-        "(among distinct inputs) | largest group | test AUC | train s |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
-    ]
+    header = (
+        "variant | steps | utilization per level (min) | distinct tuples"
+        " | collision rate (among distinct inputs) | largest group | test AUC | train s"
+    )
+    cells = []
     for r in rows:
         util = " ".join(f"{u:.2f}" for u in r["utilization_per_level"])
-        lines.append(
-            f"| {r['variant']} | {r['steps']:,} | {util} ({r['utilization_min']:.2f}) "
-            f"| {r['distinct_tuples']:,} | {r['collision_rate']:.4f} "
-            f"({r['collision_rate_distinct_inputs']:.4f}) | {r['largest_collision_group']:,} "
-            f"| {r['test_auc']:.4f} | {r['train_s']:.0f} |"
+        cells.append(
+            [
+                r["variant"],
+                f"{r['steps']:,}",
+                f"{util} ({r['utilization_min']:.2f})",
+                f"{r['distinct_tuples']:,}",
+                f"{r['collision_rate']:.4f} ({r['collision_rate_distinct_inputs']:.4f})",
+                f"{r['largest_collision_group']:,}",
+                f"{r['test_auc']:.4f}",
+                f"{r['train_s']:.0f}",
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(header, cells, "lrlrrrrr")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,14 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    quiet_check()
     rows = []
     for name, overrides in args.variant:
         for steps in args.steps:
             row = run_variant(name, overrides, steps, args)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "argv": sys.argv[1:]}
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_json(args.out / "results.json", {"meta": run_meta(), "rows": rows})
     if args.markdown:
         print(markdown(rows))
     return 0

@@ -30,16 +30,21 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from _harness import base_warehouse, job_env
+from _harness import (
+    Stopwatch,
+    base_warehouse,
+    job_env,
+    machine_line,
+    markdown_table,
+    quiet_check,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Variants that differ from the warm job only from its first warm day on.
@@ -91,14 +96,14 @@ def _run_job(
     ]
     if cold:
         cmd.append("--cold")
-    t0 = time.perf_counter()
+    clock = Stopwatch()
     with open(mode_dir / "job.log", "a", encoding="utf-8") as log:
         rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc != 0:
         raise SystemExit(
             f"the daily job failed in {mode_dir} (rc {rc}); see {mode_dir / 'job.log'}"
         )
-    return time.perf_counter() - t0
+    return clock.seconds
 
 
 def _copy_mode(src: Path, dst: Path) -> None:
@@ -196,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(base, d / "data" / "tarq.duckdb")
         return d, d / "data" / "tarq.duckdb"
 
+    quiet_check()
     wall: dict[str, float] = {}
     if not args.skip_cold:
         d, db = prepare("cold")
@@ -260,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "warm_epochs": args.warm_epochs,
         "params": common,
         "variants": variants,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine_line(),
         "modes": {},
     }
     for mode in modes:
@@ -285,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                 iv = paired_interval(a, b)
                 sticky_cost.append({"mode": mode, "run_date": day, **iv.to_dict()})
     results["published_vs_nearest_codes"] = sticky_cost
-    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    write_json(out / "results.json", results)
     if args.markdown:
         print(markdown(results))
     return 0
@@ -297,18 +303,20 @@ def markdown(results: dict[str, Any]) -> str:
     lines = []
     iv = {(p["mode"], p["run_date"]): p for p in results["tarq_vs_cold"]}
     for mode, rows in results["modes"].items():
-        lines += [
-            f"**{mode}**",
-            "",
-            "| run date | "
-            + " | ".join(f"{m.upper()} AUC" for m in models)
-            + " | train s (all models) | TARQ rows | ID churn | gate |"
-            + (" warm − cold TARQ AUC [95 %] |" if mode != "cold" else ""),
-            "|---|" + "---|" * (len(models) + 4) + ("---|" if mode != "cold" else ""),
+        header = [
+            "run date",
+            *[f"{m.upper()} AUC" for m in models],
+            "train s (all models)",
+            "TARQ rows",
+            "ID churn",
+            "gate",
         ]
+        if mode != "cold":
+            header.append("warm − cold TARQ AUC [95 %]")
+        table: list[list[str]] = []
         for r in rows:
             if r.get("missing"):
-                lines.append(f"| {r['run_date']} | (no summary: validation failed?) |")
+                table.append([r["run_date"], "(no summary: validation failed?)"])
                 continue
             churn = "–" if r["churn_tuple"] is None else f"{r['churn_tuple']:.1%}"
             cells = [
@@ -322,7 +330,8 @@ def markdown(results: dict[str, Any]) -> str:
             if mode != "cold":
                 p = iv.get((mode, r["run_date"]))
                 cells.append(f"{p['delta']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}]" if p else "–")
-            lines.append("| " + " | ".join(cells) + " |")
+            table.append(cells)
+        lines += [f"**{mode}**", "", markdown_table(header, table)]
         ok = [r for r in rows if not r.get("missing")]
         if ok:
             mean = {m: sum(r[f"{m}_auc"] for r in ok) / len(ok) for m in models}
@@ -354,14 +363,13 @@ def churn_markdown(results: dict[str, Any]) -> list[str]:
         if mode == "cold" or not warm:
             continue
         depth = len(warm[0]["churn_levels"])
-        lines += [
-            f"**{mode}: semantic-ID churn against the served table**",
-            "",
-            "| run date | tuple churn | "
-            + " | ".join(f"L{j}" for j in range(depth))
-            + " | TARQ AUC published codes − nearest codes [95 %] |",
-            "|---|---|" + "---|" * depth + "---|",
+        header = [
+            "run date",
+            "tuple churn",
+            *[f"L{j}" for j in range(depth)],
+            "TARQ AUC published codes − nearest codes [95 %]",
         ]
+        table = []
         for r in warm:
             p = cost.get((mode, r["run_date"]))
             cells = [
@@ -370,8 +378,13 @@ def churn_markdown(results: dict[str, Any]) -> list[str]:
                 *[f"{v:.2%}" for v in r["churn_levels"]],
                 f"{p['delta']:+.5f} [{p['low']:+.5f}, {p['high']:+.5f}]" if p else "–",
             ]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+            table.append(cells)
+        lines += [
+            f"**{mode}: semantic-ID churn against the served table**",
+            "",
+            markdown_table(header, table),
+            "",
+        ]
     return lines
 
 

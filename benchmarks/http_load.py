@@ -52,7 +52,6 @@ import http.client
 import io
 import json
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -65,6 +64,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from _harness import (
+    Stopwatch,
+    environment,
+    markdown_table,
+    percentiles_ms,
+    quiet_check,
+    write_json,
+)
 
 from tarq.data.features import TIME_GAP_BUCKETS, FeatureLayout, Vocab
 from tarq.ids.semantic_ids import META_KEY, file_sha256
@@ -325,16 +332,14 @@ def load(
         raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
     wall = time.perf_counter() - mark["t0"]
     cpu1 = group_cpu_s(pgid) if pgid is not None else None
-    ms = np.concatenate([np.asarray(x) for x in lat]) * 1e3
+    seconds = np.concatenate([np.asarray(x) for x in lat])
     cpu0 = mark["cpu"]
     return {
-        "requests": int(ms.size),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p90_ms": float(np.percentile(ms, 90)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "requests_per_s": float(ms.size / wall),
+        "requests": int(seconds.size),
+        **percentiles_ms(seconds),
+        "requests_per_s": float(seconds.size / wall),
         "server_cpu_ms_per_request": (
-            None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) * 1e3 / ms.size
+            None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) * 1e3 / seconds.size
         ),
     }
 
@@ -427,6 +432,48 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
+HTTP_HEADER = (
+    "server | workers | request | concurrency | HTTP p50 ms | p99 ms | req/s | server CPU ms/req"
+    " | Scorer.score p50 ms (CPU) | HTTP p50 / Scorer p50 | server CPU / Scorer CPU"
+)
+IN_PROCESS_HEADER = (
+    "request | json.loads | enforce #1 | enforce #2 | our predict | Scorer.score (list)"
+    " | predictions_to_json | invocations"
+)
+
+
+def _http_row(r: dict[str, Any]) -> list[str]:
+    """The HTTP table's cells of one ``kind == "http"`` record."""
+    ratio = r["server_cpu_over_scorer_cpu"]
+    return [
+        r.get("server", "mlflow"),
+        str(r["workers"]),
+        _label(r),
+        str(r["concurrency"]),
+        f"{r['p50_ms']:.2f}",
+        f"{r['p99_ms']:.2f}",
+        f"{r['requests_per_s']:.0f}",
+        _fmt(r["server_cpu_ms_per_request"]),
+        f"{r['scorer_p50_ms']:.2f} ({r['scorer_cpu_ms']:.2f})",
+        f"{r['http_over_scorer_p50']:.1f}",
+        "-" if ratio is None else f"{ratio:.1f}",
+    ]
+
+
+def _in_process_row(r: dict[str, Any]) -> list[str]:
+    """The in-process table's cells of one ``kind == "in_process"`` record."""
+    return [
+        _label(r),
+        f"{r['json_loads']:.3f}",
+        f"{r['enforce_1']:.3f}",
+        f"{r['enforce_2']:.3f}",
+        f"{r['tarq_predict']:.3f}",
+        f"{r['scorer_score_cpu']:.3f} ({r['scorer_score_list_cpu']:.3f})",
+        f"{r['predictions_to_json']:.3f}",
+        f"{r['invocations']:.3f}",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group()
@@ -455,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     from tarq.serving.pyfunc import load_scorer_model
 
     torch.set_num_threads(args.threads)
+    quiet_check()
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tarq-http-") as tmp:
         if args.model_uri:
@@ -505,9 +553,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         for workers in args.workers:
             env = {"OMP_NUM_THREADS": str(args.threads)}
-            t0 = time.perf_counter()
+            clock = Stopwatch()
             with ModelServer(uri, workers=workers, env=env) as server:
-                started = time.perf_counter() - t0
+                started = clock.seconds
                 ping = _ping_ms(server.host, server.port)
                 print(f"workers={workers}: started in {started:.1f} s, /ping p50 {ping:.3f} ms")
                 for label, n, length, _ in cases:
@@ -542,51 +590,28 @@ def main(argv: list[str] | None = None) -> int:
                         err,
                     )
     print(
-        "\n| server | workers | request | concurrency | HTTP p50 ms | p99 ms | req/s | server "
-        "CPU ms/req | Scorer.score p50 ms (CPU) | HTTP p50 / Scorer p50 | server CPU / Scorer "
-        "CPU |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        "\n" + markdown_table(HTTP_HEADER, [_http_row(r) for r in records if r["kind"] == "http"])
     )
-    for r in records:
-        if r["kind"] == "http":
-            ratio = r["server_cpu_over_scorer_cpu"]
-            print(
-                f"| {r.get('server', 'mlflow')} | {r['workers']} | {_label(r)} | {r['concurrency']} | "
-                f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['requests_per_s']:.0f} | "
-                f"{_fmt(r['server_cpu_ms_per_request'])} | {r['scorer_p50_ms']:.2f} "
-                f"({r['scorer_cpu_ms']:.2f}) | {r['http_over_scorer_p50']:.1f} | "
-                f"{'-' if ratio is None else f'{ratio:.1f}'} |"
-            )
+    print("\nIn-process CPU ms:\n")
     print(
-        "\nIn-process CPU ms:\n\n| request | json.loads | enforce #1 | enforce #2 | our predict "
-        "| Scorer.score (list) | predictions_to_json | invocations |\n"
-        "|---|---|---|---|---|---|---|---|"
+        markdown_table(
+            IN_PROCESS_HEADER, [_in_process_row(r) for r in records if r["kind"] == "in_process"]
+        )
     )
-    for r in records:
-        if r["kind"] == "in_process":
-            print(
-                f"| {_label(r)} | {r['json_loads']:.3f} | {r['enforce_1']:.3f} | "
-                f"{r['enforce_2']:.3f} | {r['tarq_predict']:.3f} | {r['scorer_score_cpu']:.3f} "
-                f"({r['scorer_score_list_cpu']:.3f}) | {r['predictions_to_json']:.3f} | "
-                f"{r['invocations']:.3f} |"
-            )
+    env = environment("http_load.py", argv, t_start)
     summary = {
         "kind": "summary",
         "model": args.model_uri or (str(args.model_path) if args.model_path else "synthetic"),
         "items": int(item_ids.size),
         "threads": args.threads,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
+        "python": env["python"],
+        "torch": env["torch"],
         "mlflow": mlflow.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "seconds": round(time.perf_counter() - t_start, 1),
-        "command": "python benchmarks/http_load.py " + " ".join(argv or sys.argv[1:]),
+        **{k: env[k] for k in ("cpu", "cpu_count", "load_average", "seconds", "command")},
     }
     print(f"\nload average {summary['load_average']}; total {summary['seconds']} s")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([*records, summary], indent=2), encoding="utf-8")
+        write_json(args.json, [*records, summary])
     return 0
 
 

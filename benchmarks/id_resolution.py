@@ -24,13 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from _harness import add_catalog_arguments
+from _harness import (
+    Stopwatch,
+    add_catalog_arguments,
+    markdown_table,
+    quiet_check,
+    run_meta,
+    write_json,
+)
 
 from tarq.runtime.telemetry import TELEMETRY_OFF
 
@@ -56,11 +60,11 @@ def judge(db: Path, samples: Path, model_dir: Path, out: Path) -> dict[str, Any]
     row: dict[str, Any] = {"model": str(model_dir)}
     for name, resolve in (("plain", False), ("resolved", True)):
         ids = out / f"ids-{name}"
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         h = assign_ids(
             db, model_dir, ids, max_collision_rate=None, compare_served=False, resolve=resolve
         )
-        row[f"{name}_assign_s"] = round(time.perf_counter() - t0, 1)
+        row[f"{name}_assign_s"] = round(clock.seconds, 1)
         row[name] = {
             k: getattr(h, k)
             for k in (
@@ -88,28 +92,32 @@ def judge(db: Path, samples: Path, model_dir: Path, out: Path) -> dict[str, Any]
 
 
 def markdown(rows: list[dict[str, Any]], pooled: dict[str, Any] | None) -> str:
-    lines = [
-        "| model | items | collision rate plain → resolved (among distinct inputs) "
-        "| distinct tuples | classes moved (by depth) | unresolved | relative recon error "
-        "| resolve s | test AUC plain → resolved | resolved − plain [95 %] |",
-        "|---|---:|---|---:|---|---:|---|---:|---|---|",
-    ]
+    header = (
+        "model | items | collision rate plain → resolved (among distinct inputs)"
+        " | distinct tuples | classes moved (by depth) | unresolved | relative recon error"
+        " | resolve s | test AUC plain → resolved | resolved − plain [95 %]"
+    )
+    cells = []
     for r in rows:
         p, q = r["plain"], r["resolved"]
         rs = q["resolution"]
         iv = r["auc_resolved_minus_plain"]
-        lines.append(
-            f"| {r['label']} | {p['catalog_size']:,} "
-            f"| {p['collision_rate']:.4f} ({p['collision_rate_distinct_inputs']:.4f}) → "
-            f"{q['collision_rate']:.4f} ({q['collision_rate_distinct_inputs']:.4f}) "
-            f"| {p['distinct_tuples']:,} → {q['distinct_tuples']:,} "
-            f"| {rs['classes_moved']:,} ({', '.join(f'{x:,}' for x in rs['moved_by_depth'])}) "
-            f"| {rs['unresolved_classes']:,} "
-            f"| {p['recon_error_relative']:.4f} → {q['recon_error_relative']:.4f} "
-            f"| {q['resolve_seconds']:.1f} "
-            f"| {p['test_auc']:.4f} → {q['test_auc']:.4f} "
-            f"| {iv['delta']:+.5f} [{iv['low']:+.5f}, {iv['high']:+.5f}] |"
+        cells.append(
+            [
+                r["label"],
+                f"{p['catalog_size']:,}",
+                f"{p['collision_rate']:.4f} ({p['collision_rate_distinct_inputs']:.4f}) → "
+                f"{q['collision_rate']:.4f} ({q['collision_rate_distinct_inputs']:.4f})",
+                f"{p['distinct_tuples']:,} → {q['distinct_tuples']:,}",
+                f"{rs['classes_moved']:,} ({', '.join(f'{x:,}' for x in rs['moved_by_depth'])})",
+                f"{rs['unresolved_classes']:,}",
+                f"{p['recon_error_relative']:.4f} → {q['recon_error_relative']:.4f}",
+                f"{q['resolve_seconds']:.1f}",
+                f"{p['test_auc']:.4f} → {q['test_auc']:.4f}",
+                f"{iv['delta']:+.5f} [{iv['low']:+.5f}, {iv['high']:+.5f}]",
+            ]
         )
+    lines = [markdown_table(header, cells, "lrlrlrlrll")]
     if pooled is not None:
         lines.append(
             f"\npooled over {len(rows)} seeds (users and seeds resampled): resolved − plain "
@@ -130,15 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     from tarq.training.evaluation import pooled_interval
 
+    quiet_check()
     rows = []
     jobs = [(f"seed {s}", s) for s in args.seeds] if args.seeds else []
     jobs += [(str(m), m) for m in args.model or []]
     for k, (label, job) in enumerate(jobs):
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         model_dir = (
             train_seed(args.samples, args.out, job, args.threads) if isinstance(job, int) else job
         )
-        train_s = time.perf_counter() - t0
+        train_s = clock.seconds
         out = args.out / f"judge{k}"
         out.mkdir(exist_ok=True)
         row = {
@@ -154,9 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         pooled = pooled_interval(
             [o / "pred-resolved.parquet" for o in outs], [o / "pred-plain.parquet" for o in outs]
         ).to_dict()
-    meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "argv": sys.argv[1:]}
-    (args.out / "results.json").write_text(
-        json.dumps({"meta": meta, "rows": rows, "pooled": pooled}, indent=2, default=str)
+    write_json(
+        args.out / "results.json", {"meta": run_meta(), "rows": rows, "pooled": pooled}, default=str
     )
     if args.markdown:
         print(markdown(rows, pooled))

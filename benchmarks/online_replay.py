@@ -21,17 +21,22 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _harness import base_warehouse, job_env
+from _harness import (
+    Stopwatch,
+    base_warehouse,
+    job_env,
+    machine_line,
+    markdown_table,
+    quiet_check,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = "tarq,tt,inttower,mvke,ta"
@@ -66,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     models = [m.strip() for m in args.models.split(",")]
     ks = [int(k) for k in args.k.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    t0 = time.perf_counter()
+    quiet_check()
+    clock = Stopwatch()
     pools = capture_pools(base, test_day, args.pool, seed=0)
     items = catalog(base)
     print(f"{len(pools):,} requests of {test_day}, pools of {args.pool}", flush=True)
@@ -128,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": seeds,
         "epochs": args.epochs,
         "mean_p_true": float(np.nanmean(pools.p_true)),
-        "seconds": round(time.perf_counter() - t0, 1),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "seconds": round(clock.seconds, 1),
+        "machine": machine_line(),
         "models": {
             m: {
                 f"@{k}": summary({n: np.concatenate(v) for n, v in per[m][k].items()}, u)
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             for m in models
         },
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    write_json(out / "results.json", results)
     if args.markdown:
         print(markdown(results))
     return 0
@@ -150,28 +156,32 @@ def _cell(f: dict[str, float], digits: int = 4) -> str:
 
 def markdown(results: dict[str, Any]) -> str:
     """One table per k for benchmarks/README.md."""
+    header = (
+        "model | expected clicks / oracle | − TT (paired) | recall of oracle's | − TT (paired)"
+        " | agreement with TA"
+    )
     lines = []
     for k in sorted({k for m in results["models"].values() for k in m}):
+        rows = []
+        for m, figs in results["models"].items():
+            f = figs[k]
+            rows.append(
+                [
+                    m,
+                    _cell(f["clicks_ratio"]),
+                    _cell(f["clicks_ratio_minus_tt"]) if "clicks_ratio_minus_tt" in f else "–",
+                    _cell(f["recall"]),
+                    _cell(f["recall_minus_tt"]) if "recall_minus_tt" in f else "–",
+                    _cell(f["agreement"]) if "agreement" in f else "–",
+                ]
+            )
         lines += [
             f"**top {k[1:]}** of {results['pool']} candidates, {results['requests']:,} requests × "
             f"{len(results['seeds'])} seeds",
             "",
-            "| model | expected clicks / oracle | − TT (paired) | recall of oracle's | − TT (paired) "
-            "| agreement with TA |",
-            "|---|---|---|---|---|---|",
+            markdown_table(header, rows),
+            "",
         ]
-        for m, figs in results["models"].items():
-            f = figs[k]
-            lines.append(
-                f"| {m} | {_cell(f['clicks_ratio'])} | "
-                + (_cell(f["clicks_ratio_minus_tt"]) if "clicks_ratio_minus_tt" in f else "–")
-                + f" | {_cell(f['recall'])} | "
-                + (_cell(f["recall_minus_tt"]) if "recall_minus_tt" in f else "–")
-                + " | "
-                + (_cell(f["agreement"]) if "agreement" in f else "–")
-                + " |"
-            )
-        lines.append("")
     return "\n".join(lines)
 
 

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from _harness import Stopwatch, load_average, quiet_check, write_json
 from train_models import parse_variant  # benchmarks/ is the script's directory
 
 import tarq
@@ -61,12 +61,12 @@ def load_batches(sset: SampleSet, tcfg: TrainConfig, n: int) -> tuple[list[Batch
     stream = training_rows(sset, tcfg, None, drop_last=True)
     stream.set_epoch(0)
     out: list[Batch] = []
-    t0 = time.perf_counter()
+    clock = Stopwatch()
     for batch in stream:
         out.append(_inputs(batch))
         if len(out) == n:
             break
-    seconds = time.perf_counter() - t0
+    seconds = clock.seconds
     if len(out) < n:
         raise SystemExit(f"only {len(out)} training batches, asked for {n}")
     return out, seconds / n
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = quiet_check()
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     sset = SampleSet.open(args.samples)
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         result["models"][r.name][f"ratio_to_{runners[0].name}"] = round(
             result["models"][r.name]["samples_per_s"] / base, 3
         )
-    result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["load_avg_after"] = load_average()
     if args.profile:
         runner = next(r for r in runners if r.name.split("+")[0] == args.profile)
         result["profile"] = {args.profile: profile(runner, timed, args.profile_steps, args.top)}
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(short, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        write_json(args.json, result)
     return 0
 
 

@@ -17,8 +17,9 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _harness import Stopwatch, markdown_table, quiet_check, write_json
 
 from tarq.data.samples import build_samples
 from tarq.defaults import SEQ_LEN, TRAIN_DAYS
@@ -48,9 +49,9 @@ def make_logs(db: Path, n_impressions: int) -> None:
 def one(n_impressions: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.duckdb"
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         make_logs(db, n_impressions)
-        gen_s = time.perf_counter() - t0
+        gen_s = clock.seconds
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         report = build_samples(
             db,
@@ -83,6 +84,7 @@ def main() -> int:
     if args.child is not None:
         print(json.dumps(one(args.child, args.threads)))
         return 0
+    quiet_check()
     results = []
     for n in args.impressions:
         out = subprocess.run(
@@ -94,15 +96,20 @@ def main() -> int:
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]))
     base = results[0]
-    print("\n| impressions | rows/s | build s | peak RSS MB | rows/s ratio to first |")
-    print("|---|---|---|---|---|")
-    for r in results:
-        print(
-            f"| {r['impressions']:,} | {r['rows_per_s']:,.0f} | {r['build_seconds']:.1f} | "
-            f"{r['peak_rss_mb']:,.0f} | {r['rows_per_s'] / base['rows_per_s']:.2f} |"
-        )
+    header = "impressions | rows/s | build s | peak RSS MB | rows/s ratio to first"
+    cells = [
+        [
+            f"{r['impressions']:,}",
+            f"{r['rows_per_s']:,.0f}",
+            f"{r['build_seconds']:.1f}",
+            f"{r['peak_rss_mb']:,.0f}",
+            f"{r['rows_per_s'] / base['rows_per_s']:.2f}",
+        ]
+        for r in results
+    ]
+    print("\n" + markdown_table(header, cells))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
     return 0
 
 

@@ -30,17 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from _harness import job_env
+from _harness import Stopwatch, job_env, markdown_table, quiet_check, run_meta, write_json
 
 from tarq.defaults import DAILY_MODELS, PRESETS
 
@@ -80,12 +77,12 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
         cmd += ["--max-steps", str(args.max_steps)]
     if args.params:
         cmd += ["--params", args.params]
-    t0 = time.perf_counter()
+    clock = Stopwatch()
     with open(pdir / "job.log", "w", encoding="utf-8") as log:
         proc = subprocess.run(
             [TIME, "-v", *cmd], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
         )
-    wall = time.perf_counter() - t0
+    wall = clock.seconds
     text = (pdir / "job.log").read_text(encoding="utf-8", errors="replace")
     rss = re.findall(r"Maximum resident set size \(kbytes\): (\d+)", text)
     row: dict[str, Any] = {
@@ -162,25 +159,31 @@ def _num(x: float | None, fmt: str) -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The stage table and the ID-health table."""
-    out = ["| preset | stage | wall s | peak RSS MB |", "|---|---|---:|---:|"]
+    stages = []
     for r in rows:
         for stage, sec in r.get("timings", {}).items():
-            out.append(
-                f"| {r['preset']} | {stage} | {sec:,.1f} | "
-                f"{r['stage_peak_rss_mb'].get(stage, float('nan')):,.0f} |"
+            stages.append(
+                [
+                    r["preset"],
+                    stage,
+                    f"{sec:,.1f}",
+                    f"{r['stage_peak_rss_mb'].get(stage, float('nan')):,.0f}",
+                ]
             )
-        out.append(
-            f"| {r['preset']} | **whole run** (rc {r['rc']}) | **{r['wall_s']:,.0f}** | "
-            f"**{r['peak_rss_mb'] or 0:,}** |"
+        stages.append(
+            [
+                r["preset"],
+                f"**whole run** (rc {r['rc']})",
+                f"**{r['wall_s']:,.0f}**",
+                f"**{r['peak_rss_mb'] or 0:,}**",
+            ]
         )
-    out += [
-        "",
-        "| preset | items | utilization per level | catalog | distinct tuples | collision rate "
-        "(distinct inputs), greedy → published | largest group | unseen ids (equal inputs) "
-        "| FAISS/torch | published "
-        "| models: test AUC (samples/s) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---|---|---|",
-    ]
+    header = (
+        "preset | items | utilization per level | catalog | distinct tuples"
+        " | collision rate (distinct inputs), greedy → published | largest group"
+        " | unseen ids (equal inputs) | FAISS/torch | published | models: test AUC (samples/s)"
+    )
+    health: list[list[str]] = []
     for r in rows:
         ids = r.get("ids")
         models = ", ".join(
@@ -188,7 +191,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             for n, m in r.get("models", {}).items()
         )
         if not ids:
-            out.append(f"| {r['preset']} | – | – | – | – | – | – | – | – | no | {models} |")
+            health.append([r["preset"], *["–"] * 8, "no", models])
             continue
         util = " ".join(f"{u:.2f}" for u in ids["utilization_per_level"] or [])
         agree = ids["agreement"]
@@ -199,16 +202,29 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             if res and "greedy_collision_rate" in res
             else ""
         )
-        out.append(
-            f"| {r['preset']} | {ids['catalog_size']:,} | {util} | {ids['utilization_catalog']:.3f} "
-            f"| {ids['distinct_tuples']:,} | {greedy}{ids['collision_rate']:.4f} "
-            f"({_num(ids.get('collision_rate_distinct_inputs'), '.4f')}) "
-            f"| {ids['largest_collision_group']:,} | {ids['items_oov_id']:,} "
-            f"({_num(ids.get('items_identical_inputs'), ',')}) "
-            f"| {agree['disagreements']} disagreements, {agree['failures']} failures "
-            f"| {'yes' if r.get('published') else 'no'} | {models} |"
+        health.append(
+            [
+                r["preset"],
+                f"{ids['catalog_size']:,}",
+                util,
+                f"{ids['utilization_catalog']:.3f}",
+                f"{ids['distinct_tuples']:,}",
+                f"{greedy}{ids['collision_rate']:.4f} "
+                f"({_num(ids.get('collision_rate_distinct_inputs'), '.4f')})",
+                f"{ids['largest_collision_group']:,}",
+                f"{ids['items_oov_id']:,} ({_num(ids.get('items_identical_inputs'), ',')})",
+                f"{agree['disagreements']} disagreements, {agree['failures']} failures",
+                "yes" if r.get("published") else "no",
+                models,
+            ]
         )
-    return "\n".join(out)
+    return "\n".join(
+        [
+            markdown_table(("preset", "stage", "wall s", "peak RSS MB"), stages, "llrr"),
+            "",
+            markdown_table(header, health, "lrlrrrrrlll"),
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,14 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(TIME).exists():
         print(f"{TIME} not found (apt-get install time)", file=sys.stderr)
         return 2
+    quiet_check()
     rows = []
     for preset in args.preset:
         row = run_preset(preset, args)
         print(json.dumps(row, default=str), flush=True)
         rows.append(row)
         if args.json:
-            meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "argv": sys.argv[1:]}
-            args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
+            write_json(args.json, {"meta": run_meta(), "rows": rows}, default=str)
     if args.markdown:
         print(markdown(rows))
     return 0 if all(r["rc"] == 0 for r in rows) else 1

@@ -37,11 +37,12 @@ import os
 import shutil
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from _harness import Stopwatch, markdown_table, quiet_check, write_json
 
 from tarq.defaults import DEMO_SEED
 from tarq.runtime.telemetry import disable_telemetry
@@ -91,9 +92,9 @@ class TimedMapper:
         self.jobs: dict[str, int] = {}
 
     def __call__(self, fn: Callable[[Any], Any], jobs: Any, *, name: str) -> list[Any]:
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         out = self.base(fn, jobs, name=name)
-        self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 2)
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + clock.seconds, 2)
         self.jobs[name] = self.jobs.get(name, 0) + len(jobs)
         return out
 
@@ -114,14 +115,14 @@ def scan_rate(db: Path, buckets: int) -> dict[str, Any]:
             ).fetchone()[0]
             for table, a in spans
         )
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         for table, a in spans:
             con.execute(
                 f"SELECT count(*) FROM {table} WHERE ts >= $a AND ts < $b "
                 "AND hash(user_id) % $k = 0",
                 {"a": a, "b": end, "k": buckets},
             ).fetchone()
-        seconds = time.perf_counter() - t0
+        seconds = clock.seconds
     return {"rows": n, "seconds": round(seconds, 3), "rows_per_s": round(n / seconds)}
 
 
@@ -134,9 +135,9 @@ def ensure_warehouse(preset: str, work: Path) -> Path:
 
     db = work / f"{preset}.duckdb"
     if not db.exists():
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         generate(db, preset=preset, seed=DEMO_SEED, end_date=END)
-        print(f"generated {preset} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+        print(f"generated {preset} in {clock.seconds:.0f}s", file=sys.stderr)
     return db
 
 
@@ -171,13 +172,13 @@ def local_cluster(workers: int) -> Iterator[tuple[str, list[int], float]]:
 
     from flows.dask_steps import cluster
 
-    t0 = time.perf_counter()
+    clock = Stopwatch()
     with cluster(None, True, workers) as address:
         assert address is not None
         with Client(address) as c:
             c.wait_for_workers(workers)
             pids = list(c.run(os.getpid).values())
-        yield address, pids, time.perf_counter() - t0
+        yield address, pids, clock.seconds
 
 
 def run_steps(
@@ -209,9 +210,9 @@ def run_steps(
 
         runner = dask_steps._runner(address) if address else None
         with PeakRss(lambda: pids or [os.getpid()]) as rss:
-            t0 = time.perf_counter()
+            clock = Stopwatch()
             result = body.with_options(task_runner=runner)() if runner else body()
-            seconds = time.perf_counter() - t0
+            seconds = clock.seconds
         steps[name] = {
             "seconds": round(seconds, 2),
             "peak_worker_rss_mb": round(max(rss.peak.values(), default=0.0)),
@@ -333,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     # (workers, shuffled): the single process first, then each cluster size plain and shuffled.
     configs = [(0, False)] + [(w, s) for w in args.workers for s in (False, True)]
     results: list[dict[str, Any]] = []
+    quiet_check()
     with prefect_test_harness():
         for workers, shuffled in configs:
             name = "single process" if workers == 0 else f"Dask, {workers} worker(s)"
@@ -366,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print(f"\nscan (1 DuckDB thread, the window's logs, one bucket kept): {scan}")
     if args.json:
-        args.json.write_text(json.dumps({"runs": results, "scan": scan}, indent=2) + "\n")
+        write_json(args.json, {"runs": results, "scan": scan})
     same = {r["build-samples"]["fingerprint"] for r in results}
     same_ids = {r["assign-ids"]["ids_sha256"] for r in results if "assign-ids" in r}
     if len(same) != 1 or len(same_ids) != 1:
@@ -378,11 +380,11 @@ def main(argv: list[str] | None = None) -> int:
 def table(results: list[dict[str, Any]]) -> str:
     """Markdown: seconds per step and configuration, ratios to the single process."""
     base = results[0]
-    lines = [
-        "| configuration | cluster start s | validate s | build-samples s (rows/s) | phases s | "
-        "assign-ids s | samples speed-up vs single | peak RSS of a worker MB (samples) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    header = (
+        "configuration | cluster start s | validate s | build-samples s (rows/s) | phases s"
+        " | assign-ids s | samples speed-up vs single | peak RSS of a worker MB (samples)"
+    )
+    rows = []
 
     def cell(r: dict[str, Any], step: str) -> str:
         return f"{r[step]['seconds']:.1f}" if step in r else "–"
@@ -393,13 +395,19 @@ def table(results: list[dict[str, Any]]) -> str:
         phases = ", ".join(
             f"{k.removeprefix('sample-')} {v:.1f} ({b['jobs'][k]})" for k, v in b["phases"].items()
         )
-        lines.append(
-            f"| {r['config']} | {start} | {cell(r, 'validate')} | "
-            f"{b['seconds']:.1f} ({b['rows_per_s']:,}) | {phases} | {cell(r, 'assign-ids')} | "
-            f"{base['build-samples']['seconds'] / b['seconds']:.2f} | "
-            f"{b['peak_worker_rss_mb']:,} |"
+        rows.append(
+            [
+                r["config"],
+                start,
+                cell(r, "validate"),
+                f"{b['seconds']:.1f} ({b['rows_per_s']:,})",
+                phases,
+                cell(r, "assign-ids"),
+                f"{base['build-samples']['seconds'] / b['seconds']:.2f}",
+                f"{b['peak_worker_rss_mb']:,}",
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(header, rows)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _harness import environment
+from _harness import environment, markdown_table, percentiles_ms, quiet_check, write_json
 from http_load import load, make_request, synthetic_model
 
 from tarq.runtime.telemetry import TELEMETRY_OFF
@@ -165,8 +165,8 @@ def swap_run(
         t_next = moves[i + 1][0] if i + 1 < len(moves) else float("inf")
         old_after = [r[0] + r[1] for r in ok if t_move <= r[0] < t_next and r[3]["version"] != new]
         windows.append((t_move, (max(old_after) if old_after else t_move) + 0.5))
-    during = np.array([r[1] for r in ok if any(a <= r[0] <= b for a, b in windows)]) * 1e3
-    outside = np.array([r[1] for r in ok if not any(a <= r[0] <= b for a, b in windows)]) * 1e3
+    during = np.array([r[1] for r in ok if any(a <= r[0] <= b for a, b in windows)])
+    outside = np.array([r[1] for r in ok if not any(a <= r[0] <= b for a, b in windows)])
     res = {
         "requests": len(rows),
         "failed": len(failed),
@@ -185,14 +185,14 @@ def swap_run(
     return res
 
 
-def _pct(ms: np.ndarray) -> dict[str, float | int | None]:
-    if ms.size == 0:
+def _pct(seconds: np.ndarray) -> dict[str, float | int | None]:
+    """Count, p50/p99 and max latency (ms) of response times in seconds."""
+    if seconds.size == 0:
         return {"requests": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
     return {
-        "requests": int(ms.size),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "max_ms": float(ms.max()),
+        "requests": int(seconds.size),
+        **percentiles_ms(seconds, (50, 99)),
+        "max_ms": float((seconds * 1e3).max()),
     }
 
 
@@ -211,22 +211,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    quiet_check()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tarq-follow-") as tmp:
         uri, scorers = registry(Path(tmp), args.items, args.history)
         env = {"MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
         rows = concurrency(args, env, scorers["1"]) if args.requests else []
         swap = swap_run(args, uri, env, scorers) if args.swap_seconds > 0 else None
-    print("\n| workers | N | clients | p50 ms | p99 ms | req/s |\n|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['workers']} | {r['n_candidates']:,} | {r['concurrency']} | {r['p50_ms']:.2f} "
-            f"| {r['p99_ms']:.2f} | {r['requests_per_s']:.0f} |"
-        )
+    header = "workers | N | clients | p50 ms | p99 ms | req/s"
+    cells = [
+        [
+            r["workers"],
+            f"{r['n_candidates']:,}",
+            r["concurrency"],
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['requests_per_s']:.0f}",
+        ]
+        for r in rows
+    ]
+    print("\n" + markdown_table(header, cells, "rrrrrr"))
     summary = environment("serve_follow.py", argv, t0)
     print(f"\nload average {summary['load_average']}; total {summary['seconds']} s")
     if args.json:
-        args.json.write_text(json.dumps({"concurrency": rows, "swap": swap, **summary}, indent=2))
+        write_json(args.json, {"concurrency": rows, "swap": swap, **summary})
     return 0
 
 

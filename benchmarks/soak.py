@@ -27,15 +27,20 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from _harness import demo_warehouse, job_env
+from _harness import (
+    Stopwatch,
+    demo_warehouse,
+    job_env,
+    machine_line,
+    markdown_table,
+    quiet_check,
+    write_json,
+)
 
 from flows.retention import dir_bytes
 from flows.tasks import PUBLISHED_PREDICTIONS
@@ -46,14 +51,14 @@ MB = 2**20
 
 
 def _run(cmd: list[str], env: dict[str, str], log: Path) -> float:
-    t0 = time.perf_counter()
+    clock = Stopwatch()
     with open(log, "a", encoding="utf-8") as out:
         out.write(f"\n$ {' '.join(cmd)}\n")
         out.flush()
         rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
     if rc not in (0, 3):  # 3: the gate rejected the day (recorded, the loop goes on)
         raise SystemExit(f"{cmd[2]} failed (rc {rc}); see {log}")
-    return time.perf_counter() - t0
+    return clock.seconds
 
 
 def _row(out: Path, run_date: str, feed_s: float, job_s: float) -> dict[str, Any]:
@@ -126,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {
             "days": [],
             "settings": {k: str(v) for k, v in vars(args).items()},
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "machine": machine_line(),
         }
     from tarq.dates import resolve_run_date
     from tarq.store.warehouse import open_db
@@ -142,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     job += ["--keep-days", str(args.keep_days)]
     if args.params:
         job += ["--params", args.params]
+    quiet_check()
     for i in range(args.days):
         day = first + dt.timedelta(days=i)
         if str(day) in done:
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         job_s = _run([*job, "--run-date", str(day)], env, out / "soak.log")
         row = _row(out, str(day), feed_s, job_s)
         results["days"].append(row)
-        results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        write_json(results_path, results)
         print(
             f"{day}: {row['mode']} {row['job_s']:.0f}s rss {row['peak_rss_mb']:.0f} MB "
             f"churn {row['churn'] or 0:.2%} gate {row['gate']} disk "
@@ -174,43 +180,55 @@ def _mean(xs: list[float]) -> float:
 def markdown(results: dict[str, Any]) -> str:
     """The per-day table and the flatness lines for benchmarks/README.md."""
     rows = results["days"]
-    lines = [
-        "| run date | mode | feed s | job s | train TARQ+TT s | samples s | peak RSS MB | "
-        "TARQ / TT / prev. champion AUC | churn | gate | freed MB | warehouse / MLflow / "
-        "work / Prefect MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = (
+        "run date | mode | feed s | job s | train TARQ+TT s | samples s | peak RSS MB"
+        " | TARQ / TT / prev. champion AUC | churn | gate | freed MB"
+        " | warehouse / MLflow / work / Prefect MB"
+    )
+    days = []
     for r in rows:
         st = r["stages_s"]
         train = sum(v for k, v in st.items() if k.startswith("train:"))
         champ = f"{r['champion_auc']:.4f}" if r["champion_auc"] is not None else "–"
         churn = f"{r['churn']:.2%}" if r["churn"] is not None else "–"
         b = r["bytes"]
-        lines.append(
-            f"| {r['run_date'][5:]} | {r['mode']} | {r['feed_s']:.0f} | {r['job_s']:.0f} | "
-            f"{train:.0f} | {st.get('samples', 0):.0f} | {r['peak_rss_mb']:,.0f} | "
-            f"{r['tarq_auc']:.4f} / {r['tt_auc']:.4f} / {champ} | {churn} | {r['gate']} | "
-            f"{r['retention_freed_mb']:.0f} | {b['warehouse'] / MB:.0f} / {b['mlflow'] / MB:.0f} "
-            f"/ {b['work'] / MB:.0f} / {b['prefect'] / MB:.0f} |"
+        days.append(
+            [
+                r["run_date"][5:],
+                r["mode"],
+                f"{r['feed_s']:.0f}",
+                f"{r['job_s']:.0f}",
+                f"{train:.0f}",
+                f"{st.get('samples', 0):.0f}",
+                f"{r['peak_rss_mb']:,.0f}",
+                f"{r['tarq_auc']:.4f} / {r['tt_auc']:.4f} / {champ}",
+                churn,
+                r["gate"],
+                f"{r['retention_freed_mb']:.0f}",
+                f"{b['warehouse'] / MB:.0f} / {b['mlflow'] / MB:.0f} "
+                f"/ {b['work'] / MB:.0f} / {b['prefect'] / MB:.0f}",
+            ]
         )
-    lines += [
-        "",
-        "| run date | tuple churn | per level | sticky margin (raised from) | TARQ AUC published "
-        "− nearest codes [95 %] |",
-        "|---|---|---|---|---|",
-    ]
+    churns = []
     for r in rows:
         if r.get("churn_levels") is None:
             continue
         c = r.get("published_minus_nearest")
         raised = ", ".join(str(e["margin"]) for e in r.get("sticky_escalated_from") or [])
-        lines.append(
-            f"| {r['run_date'][5:]} | {r['churn']:.2%} | "
-            + " ".join(f"{v:.3f}" for v in r["churn_levels"])
-            + f" | {r.get('sticky_margin')}{f' ({raised})' if raised else ''} | "
-            + (f"{c['delta']:+.5f} [{c['low']:+.5f}, {c['high']:+.5f}]" if c else "–")
-            + " |"
+        churns.append(
+            [
+                r["run_date"][5:],
+                f"{r['churn']:.2%}",
+                " ".join(f"{v:.3f}" for v in r["churn_levels"]),
+                f"{r.get('sticky_margin')}{f' ({raised})' if raised else ''}",
+                f"{c['delta']:+.5f} [{c['low']:+.5f}, {c['high']:+.5f}]" if c else "–",
+            ]
         )
+    header2 = (
+        "run date | tuple churn | per level | sticky margin (raised from)"
+        " | TARQ AUC published − nearest codes [95 %]"
+    )
+    lines = [markdown_table(header, days), "", markdown_table(header2, churns)]
     warm = [r for r in rows if r["mode"] == "warm"]
     if len(warm) >= 14:
         first, last = warm[:7], warm[-7:]

@@ -29,6 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from _harness import markdown_table, quiet_check, write_json
+
 from tarq.ids.semantic_ids import IDS_FILE, assign_ids, read_item_codes
 from tarq.release.publish import publish
 from tarq.training.evaluation import evaluate_model_dir, paired_interval
@@ -77,11 +79,11 @@ def run_date(
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    out = [
-        "| date | margin | tuple churn | churn per level | items held | test AUC "
-        "| AUC − plain [95 % CI] |",
-        "|---|---:|---:|---|---:|---:|---|",
-    ]
+    header = (
+        "date | margin | tuple churn | churn per level | items held | test AUC"
+        " | AUC − plain [95 % CI]"
+    )
+    cells = []
     for r in rows:
         d = r["auc_minus_plain"]
         ci = (
@@ -90,11 +92,18 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             else (f"{d['delta']:+.5f} [{d['low']:+.5f}, {d['high']:+.5f}]")
         )
         levels = " ".join(f"{x:.3f}" for x in r["level_churn"] or [])
-        out.append(
-            f"| {r['date']} | {'plain' if r['margin'] is None else r['margin']} "
-            f"| {r['tuple_churn']:.2%} | {levels} | {r['items_held']:,} | {r['auc']:.4f} | {ci} |"
+        cells.append(
+            [
+                r["date"],
+                "plain" if r["margin"] is None else r["margin"],
+                f"{r['tuple_churn']:.2%}",
+                levels,
+                f"{r['items_held']:,}",
+                f"{r['auc']:.4f}",
+                ci,
+            ]
         )
-    return "\n".join(out)
+    return markdown_table(header, cells, "lrrlrrl")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         margins.insert(0, None)  # the plain row every interval is paired with
     days = sorted(d for d in args.work.iterdir() if (d / "models" / "tarq" / "model.pt").exists())
     rows: list[dict[str, Any]] = []
+    quiet_check()
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         db = tmp / "w.duckdb"
@@ -122,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows += run_date(db, prev, day, margins, tmp)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+        write_json(args.json, rows)
     if args.markdown:
         print(markdown(rows))
     return 0

@@ -53,16 +53,24 @@ import argparse
 import datetime as dt
 import json
 import math
-import os
-import platform
-import subprocess
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+# _harness (beside this file) also when the file is loaded by its path (tests).
+sys.path.append(str(Path(__file__).resolve().parent))
+from _harness import (
+    Stopwatch,
+    git_state,
+    load_average,
+    machine,
+    markdown_table,
+    quiet_check,
+    write_json,
+)
 
 from tarq.defaults import DEMO_REFERENCE_START, DEMO_SEED, PRESETS, SEQ_LEN, TRAIN_DAYS
 
@@ -102,28 +110,6 @@ LOWER_IS_BETTER = {"logloss", "collision_rate"}
 
 
 # ----------------------------------------------------------------------------- data
-def _load_avg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _git() -> dict[str, Any]:
-    def run(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {
-        "commit": run("rev-parse", "HEAD"),
-        "dirty": bool(run("status", "--porcelain", "--untracked-files=no")),
-    }
-
-
 def ensure_warehouse(args: argparse.Namespace) -> Path | None:
     """The warehouse to build samples from (generated/imported when missing); None = skip."""
     if args.db is not None:
@@ -135,7 +121,7 @@ def ensure_warehouse(args: argparse.Namespace) -> Path | None:
         print(f"warehouse: reusing {db}", file=sys.stderr)
         return db
     args.out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    clock = Stopwatch()
     if args.dataset in IMPORTED:
         src = getattr(args, IMPORTED[args.dataset])
         if not src.exists():
@@ -163,7 +149,7 @@ def ensure_warehouse(args: argparse.Namespace) -> Path | None:
             seed=DEMO_SEED,
             start_date=dt.date.fromisoformat(DEMO_REFERENCE_START),
         )
-    print(f"warehouse: built {db} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(f"warehouse: built {db} in {clock.seconds:.1f} s", file=sys.stderr)
     return db
 
 
@@ -316,7 +302,7 @@ def run_one(
         "dir": str(out),
         "model_overrides": overrides,
     }
-    t0 = time.perf_counter()
+    clock = Stopwatch()
     try:
         done = out / "metrics.json"
         reuse = False
@@ -335,7 +321,7 @@ def run_one(
         record["traceback"] = traceback.format_exc()
         print(f"{label} seed {seed}: FAILED {record['error']}", file=sys.stderr)
         return record
-    record["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    record["wall_seconds"] = round(clock.seconds, 2)
     test = result.test
     record.update({k: test[k] for k in TEST_KEYS if k in test})
     record["valid_auc"] = result.valid["auc"]
@@ -531,16 +517,16 @@ def _fmt_num(st: dict[str, Any], digits: int = 0) -> str:
 
 def markdown(results: dict[str, Any]) -> str:
     summ, der = results["summary"], results["derived"]
-    lines = [
-        "| model | AUC | GAUC | log-loss | valid AUC (last day) | valid AUC (random 5 %) | "
-        "util. batch | util. catalog | collisions | max-prob p / p̂ | epochs | train s | "
-        "samples/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = (
+        "model | AUC | GAUC | log-loss | valid AUC (last day) | valid AUC (random 5 %)"
+        " | util. batch | util. catalog | collisions | max-prob p / p̂ | epochs | train s"
+        " | samples/s"
+    )
+    rows: list[list[str] | str] = []
     for m in results["models"]:
         s = summ[m]
         if s["auc"]["n"] == 0:
-            lines.append(f"| {m} | failed |" + " |" * 11)
+            rows.append(f"| {m} | failed |" + " |" * 11)
             continue
         sharp = (
             " / ".join(
@@ -550,15 +536,24 @@ def markdown(results: dict[str, Any]) -> str:
             )
             or "–"
         )
-        lines.append(
-            f"| {m} | {_fmt(s['auc'])} | {_fmt(s['gauc'])} | {_fmt(s['logloss'])} | "
-            f"{_fmt(s['valid_auc'])} | {_fmt(s['valid_random_auc'])} | "
-            f"{_fmt(s['utilization_batch'], pct=True)} | "
-            f"{_fmt(s['utilization_catalog'], pct=True)} | "
-            f"{_fmt(s['collision_rate'], pct=True)} | {sharp} | {_fmt_num(s['epochs_run'])} | "
-            f"{_fmt_num(s['train_seconds'])} | {_fmt_num(s['samples_per_s'])} |"
+        rows.append(
+            [
+                m,
+                _fmt(s["auc"]),
+                _fmt(s["gauc"]),
+                _fmt(s["logloss"]),
+                _fmt(s["valid_auc"]),
+                _fmt(s["valid_random_auc"]),
+                _fmt(s["utilization_batch"], pct=True),
+                _fmt(s["utilization_catalog"], pct=True),
+                _fmt(s["collision_rate"], pct=True),
+                sharp,
+                _fmt_num(s["epochs_run"]),
+                _fmt_num(s["train_seconds"]),
+                _fmt_num(s["samples_per_s"]),
+            ]
         )
-    out = ["\n".join(lines), ""]
+    out = [markdown_table(header, rows), ""]
     d = []
     pairs = [(f"auc_tarq_minus_{o}", "TARQ", o) for o in ("tt", "pooled", "inttower", "mvke", "ta")]
     pairs += [(f"auc_{o}_minus_tt", o, "tt") for o in ("pooled", "inttower", "mvke", "ta")]
@@ -626,7 +621,7 @@ def resummarise(path: Path, out: Path | None, boot: int) -> int:
     results["summary"], results["derived"] = summarise(
         results["runs"], results["models"], results["seeds"], boot
     )
-    (out or path).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    write_json(out or path, results, default=str)
     print(markdown(results))
     return 0
 
@@ -766,8 +761,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.summarise is not None:
         return resummarise(args.summarise, args.json, args.bootstrap)
-    started = time.perf_counter()
-    load_before = _load_avg()
+    started = Stopwatch()
+    load_before = quiet_check()
     db = ensure_warehouse(args)
     if db is None:
         print(
@@ -777,8 +772,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     meta = ensure_samples(args, db)
     samples = args.out / "samples"
-
-    import torch
 
     from tarq.training.train import load_config
 
@@ -806,16 +799,10 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "train_models",
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "dataset": args.dataset or str(args.db),
-        "git": _git(),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": args.threads,
-            "load_avg_before": load_before,
-            "load_avg_after": _load_avg(),
-        },
+        "git": git_state(),
+        "machine": machine(
+            threads=args.threads, load_avg_before=load_before, load_avg_after=load_average()
+        ),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "samples": {
             k: getattr(meta, k)
@@ -842,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": args.models,
         "variants": {k: {"model": b, "overrides": ov} for k, (b, ov) in args.variant_of.items()},
         "seeds": args.seeds,
-        "wall_seconds": round(time.perf_counter() - started, 1),
+        "wall_seconds": round(started.seconds, 1),
         "summary": summary,
         "derived": derived,
         "runs": [{k: v for k, v in r.items() if k != "traceback"} for r in runs],
@@ -851,8 +838,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     path = args.json or args.out / "results.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    write_json(path, results, default=str)
     table = markdown(results)
     s = results["samples"]
     t = results["test_set"]

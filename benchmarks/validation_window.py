@@ -30,9 +30,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from _harness import Stopwatch, load_average, markdown_table, quiet_check, write_json
 
 from tarq.defaults import DEMO_REFERENCE_START, TRAIN_DAYS
 from tarq.runtime.telemetry import TELEMETRY_OFF
@@ -67,14 +68,14 @@ def uptime() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     except OSError:
-        return "load unknown: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+        return "load unknown: " + " ".join(f"{x:.2f}" for x in load_average(None) or [])
 
 
 def ensure_db(db: Path, preset: str, seed: int) -> dict[str, Any]:
     """Generate the demo warehouse once (reused when it exists); its row counts and days."""
     if not db.exists():
         db.parent.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         subprocess.run(
             [
                 sys.executable,
@@ -94,7 +95,7 @@ def ensure_db(db: Path, preset: str, seed: int) -> dict[str, Any]:
             cwd=REPO,
             stdout=subprocess.DEVNULL,
         )
-        print(f"generated {preset} into {db} in {time.perf_counter() - t0:.0f}s", flush=True)
+        print(f"generated {preset} into {db} in {clock.seconds:.0f}s", flush=True)
     import duckdb
 
     with duckdb.connect(str(db), read_only=True) as con:
@@ -131,10 +132,10 @@ def run_variant(
         str(window),
         "-" if chunk is None else str(chunk),
     ]
-    t0 = time.perf_counter()
+    clock = Stopwatch()
     # cwd = the code tree: its tarq/ comes first on sys.path, before the editable install.
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=code, env=env)
-    wall = time.perf_counter() - t0
+    wall = clock.seconds
     (vdir / "child.log").write_text(proc.stdout + "\n--- stderr\n" + proc.stderr)
     if proc.returncode:
         return {"variant": name, "rc": proc.returncode, "error": proc.stderr[-1500:]}
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
+    quiet_check()
     load_before = uptime()
     data = ensure_db(args.db.resolve(), args.preset, args.seed)
     last = data["last_day"]
@@ -219,22 +221,29 @@ def main(argv: list[str] | None = None) -> int:
         f"run date {run_date}, train_days {args.train_days}"
     )
     print(f"load before: {load_before}\nload after:  {load_after}\n")
-    print(
-        "| variant | days | impressions checked | wall s | validate s | peak RSS MB "
-        "| wall × | RSS × |"
+    header = (
+        "variant | days | impressions checked | wall s | validate s | peak RSS MB | wall × | RSS ×"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    rows: list[list[object] | str] = []
     for r in results:
         if r["rc"]:
-            print(f"| {r['variant']} | failed (rc {r['rc']}) | | | | | | |")
+            rows.append(f"| {r['variant']} | failed (rc {r['rc']}) | | | | | | |")
             continue
         wx = f"{r['wall_s'] / ref['wall_s']:.2f}" if ref else "-"
         mx = f"{r['peak_rss_mb'] / ref['peak_rss_mb']:.2f}" if ref else "-"
-        print(
-            f"| {r['variant']} | {r['days']} | {r['rows_checked'].get('impressions', 0):,} | "
-            f"{r['wall_s']:.1f} | {r['validate_s']:.1f} | {r['peak_rss_mb']:,.0f} | {wx} | "
-            f"{mx} |"
+        rows.append(
+            [
+                r["variant"],
+                r["days"],
+                f"{r['rows_checked'].get('impressions', 0):,}",
+                f"{r['wall_s']:.1f}",
+                f"{r['validate_s']:.1f}",
+                f"{r['peak_rss_mb']:,.0f}",
+                wx,
+                mx,
+            ]
         )
+    print(markdown_table(header, rows, "lrrrrrrr"))
     print(f"\nwindow variants agree on success, days, flagged and quarantined rows: {agree}")
     for r in results:
         if not r["rc"]:
@@ -243,18 +252,16 @@ def main(argv: list[str] | None = None) -> int:
         if r["rc"]:
             print(f"\n{r['variant']} failed:\n{r['error']}")
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "data": data,
-                    "run_date": run_date,
-                    "load_before": load_before,
-                    "load_after": load_after,
-                    "agree": agree,
-                    "results": results,
-                },
-                indent=2,
-            )
+        write_json(
+            args.json,
+            {
+                "data": data,
+                "run_date": run_date,
+                "load_before": load_before,
+                "load_after": load_after,
+                "agree": agree,
+                "results": results,
+            },
         )
     return 0 if all(r["rc"] == 0 for r in results) and agree else 1
 
