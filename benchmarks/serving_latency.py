@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import platform
 import sys
 import time
@@ -49,6 +48,7 @@ from typing import Any
 import numba
 import numpy as np
 import torch
+from _harness import environment, quiet_check, write_json
 
 from tarq.data.features import TIME_GAP_BUCKETS, FeatureLayout, Vocab
 from tarq.ids.semantic_ids import faiss_assign
@@ -409,6 +409,13 @@ def main(argv: list[str] | None = None) -> int:
         default=5,
         help="timed requests for the TA cells with N >= 100k (each takes seconds)",
     )
+    p.add_argument(
+        "--user-side-lengths",
+        type=int,
+        nargs="*",
+        default=[50, 100, 200, 300, 500, 1000],
+        help="history lengths at which the user side alone is timed, lean against fused",
+    )
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--faiss-items", type=int, default=1_000_000)
@@ -422,13 +429,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
+    load_before = quiet_check()
     torch.set_num_threads(args.threads)
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
     t_start = time.perf_counter()
     cfg = ModelConfig.from_dict(dict(_override(kv) for kv in args.model_config))
-    layout = _layout(max(args.lengths))
+    layout = _layout(max([*args.lengths, *args.user_side_lengths]))
     g = torch.Generator().manual_seed(0)
     models = _models(layout, cfg)
     table = _table(models, g)
@@ -458,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
         f"torch={torch.__version__}  read bandwidth {bw:.1f} GB/s  FP32 peak {peak:.0f} GFLOP/s",
         flush=True,
     )
+    for length in args.user_side_lengths:
+        req = _request(layout, length, g)
+        records += _time_user_sides(models, req, length, args.reps, args.warmup)
     for length in args.lengths:
         req = _request(layout, length, g)
         # One behaviour a minute, the last one a minute before the request.
@@ -471,7 +482,6 @@ def main(argv: list[str] | None = None) -> int:
             }
             for i, r in enumerate(req["hist"][0].tolist())
         ]
-        records += _time_user_sides(models, req, length, args.reps, args.warmup)
         for n in args.n:
             # Every request its own candidates (as retrieval would send them): their rows are
             # not left in the caches by the previous request.
@@ -521,12 +531,11 @@ def main(argv: list[str] | None = None) -> int:
 
     faiss_rec = _faiss_throughput(models["tarq"], args.faiss_items, g) if args.faiss_items else None
     summary = _summary(records, args, bw, peak, cfg, code_bytes, faiss_rec)
-    summary["seconds"] = round(time.perf_counter() - t_start, 1)
-    summary["command"] = "python benchmarks/serving_latency.py " + " ".join(argv or sys.argv[1:])
+    summary.update(environment("serving_latency.py", argv, t_start, git=True))
+    summary["load_average_before"] = load_before
     _print_tables(records, summary, args)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([*records, summary], indent=2), encoding="utf-8")
+        write_json(args.json, [*records, summary])
     return 0
 
 
@@ -590,10 +599,7 @@ def _summary(records, args, bw, peak, cfg, code_bytes, faiss_rec) -> dict[str, A
         "goals": goals,
         "lengths": args.lengths,
         "slow_reps_note": f"TA cells with N >= 100k use {args.slow_reps} timed requests",
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
         "numba": numba.__version__,
-        "cpu_count": os.cpu_count(),
         "max_fused_len": MAX_FUSED_LEN,
         "user_sides": [r for r in records if r.get("model") == "user_side"],
     }
