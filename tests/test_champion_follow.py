@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from tarq.serving import ModelMismatchError, Scorer
-from tarq.serving.follow import Follower, Live, Loaded
+from tarq.serving.follow import LOAD_NICENESS, Follower, Live, Loaded
 from tarq.serving.server import serve_in_thread
 from tests.test_serving import USER, make_served
 
@@ -327,3 +327,24 @@ def test_tarq_rollback_moves_the_served_table_and_the_champion_together(
     assert tarq(["rollback", "--db", str(db), "--to-version", "3", "--tracking-uri", uri]) == 0
     assert served_version(db) == 3
     assert str(client.get_model_version_by_alias("tarq", "champion").version) == "2"
+
+
+def test_the_follower_thread_loads_at_a_lower_cpu_priority() -> None:
+    """Loading a new version competes less with the serving threads: the follower lowers its
+    own thread's priority, not the process's."""
+    if not hasattr(os, "setpriority"):
+        pytest.skip("no per-thread priorities here")
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    follower = Follower(Live(), resolve=lambda: "1", load=lambda v: None, poll_s=3600)
+    follower.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            nice = os.getpriority(os.PRIO_PROCESS, follower.native_id)
+            if nice != base:
+                break
+            time.sleep(0.01)
+        assert nice == min(base + LOAD_NICENESS, 19)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+    finally:
+        follower.stop()
