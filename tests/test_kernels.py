@@ -234,6 +234,21 @@ def test_lean_user_side_equals_model(path: str, name: str, n_real: int) -> None:
 
 
 @pytest.mark.parametrize("path", list(USER_SIDES))
+def test_user_sides_refuse_indices_outside_the_tables(path: str) -> None:
+    layout = _seq_layout(5)
+    model = build_model("tarq", layout, SMALL).eval()
+    side = USER_SIDES[path](model)
+    hist = torch.full((3, len(layout.seq_fields)), 2, dtype=torch.int64)
+    side(torch.tensor([9, 2]), hist)  # in range
+    with pytest.raises(IndexError):
+        side(torch.tensor([60, 2]), hist)  # user_id's table has 60 rows
+    bad = hist.clone()
+    bad[1, 0] = 300  # item_id's table has 300 rows
+    with pytest.raises(IndexError):
+        side(torch.tensor([9, 2]), bad)
+
+
+@pytest.mark.parametrize("path", list(USER_SIDES))
 def test_lean_user_side_refuses_a_training_model(path: str) -> None:
     model = build_model("tt", _seq_layout(5), SMALL)
     with pytest.raises(ValueError, match="eval mode"):

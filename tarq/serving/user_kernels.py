@@ -153,13 +153,15 @@ def _inputs(user, user_tables, wu_t, bu, hist, item_cols, item_tables, ws_t, bs,
             ctx_cols, ctx_tables, pos, no_hist):  # fmt: skip
     """x_user (d,) and X_seq (1 + n, d) of one request (FieldEmbeddings' arithmetic).
 
-    user (Fu,) and hist (n, Fs) are int64 indices; ``pos`` is (0, d) without the recency
-    embedding. Row 0 of X_seq is the no-history token; the behaviours follow, oldest first.
+    user (Fu,) and hist (n, Fs) are int64 indices, checked against their tables (the arrays
+    are read without bounds checks); ``pos`` is (0, d) without the recency embedding. Row 0 of X_seq is the no-history token; the behaviours follow, oldest first.
     """
     e = user_tables[0].shape[1]
     d = bu.shape[0]
     u = np.empty(len(user_tables) * e, np.float32)
     for f in range(len(user_tables)):
+        if user[f] < 0 or user[f] >= user_tables[f].shape[0]:
+            raise IndexError("user field index outside its embedding table")
         u[f * e : (f + 1) * e] = user_tables[f][user[f]]
     x_user = np.dot(u.reshape(1, -1), wu_t)[0] + bu
     n = hist.shape[0]
@@ -171,13 +173,19 @@ def _inputs(user, user_tables, wu_t, bu, hist, item_cols, item_tables, ws_t, bs,
     parts = np.empty((n, len(item_tables) * ei), np.float32)
     for i in range(n):
         for f in range(len(item_tables)):
-            parts[i, f * ei : (f + 1) * ei] = item_tables[f][hist[i, item_cols[f]]]
+            j = hist[i, item_cols[f]]
+            if j < 0 or j >= item_tables[f].shape[0]:
+                raise IndexError("behaviour field index outside its embedding table")
+            parts[i, f * ei : (f + 1) * ei] = item_tables[f][j]
     x[1:] = np.dot(parts, ws_t) + bs
     top = pos.shape[0] - 2
     for i in range(n):
         r = x[i + 1]
         for f in range(ctx_cols.shape[0]):
-            r += ctx_tables[f][hist[i, ctx_cols[f]]]
+            j = hist[i, ctx_cols[f]]
+            if j < 0 or j >= ctx_tables[f].shape[0]:
+                raise IndexError("behaviour context index outside its embedding table")
+            r += ctx_tables[f][j]
         if pos.shape[0]:
             r += pos[min(n - 1 - i, top) + 1]
     return x_user, x
