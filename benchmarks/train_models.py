@@ -397,8 +397,14 @@ def _mean_sd(values: list[float]) -> dict[str, Any]:
 
 
 def summarise(
-    runs: list[dict[str, Any]], models: list[str], seeds: list[int], boot: int
+    runs: list[dict[str, Any]],
+    models: list[str],
+    seeds: list[int],
+    boot: int,
+    variants: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-model means ± sd and the derived comparisons; ``variants`` (label → the model it
+    varies) adds each variant − its model, paired by seed, with the pooled bootstrap."""
     keys = (
         "auc",
         "gauc",
@@ -468,6 +474,20 @@ def summarise(
                 )
                 if ci:
                     derived[f"auc_{other}_minus_tt"]["ci95_bootstrap_users_seeds"] = ci
+    for label, base in (variants or {}).items():
+        if label in models and base in models:
+            derived[f"auc_{label}_minus_{base}"] = _mean_sd(
+                per_seed(lambda s, a=label, b=base: by[(a, s)]["auc"] - by[(b, s)]["auc"])
+            )
+            paired = [s for s in seeds if (label, s) in by and (base, s) in by]
+            if boot and paired:
+                ci = pooled_bootstrap(
+                    [Path(by[(label, s)]["dir"]) for s in paired],
+                    [Path(by[(base, s)]["dir"]) for s in paired],
+                    boot,
+                )
+                if ci:
+                    derived[f"auc_{label}_minus_{base}"]["ci95_bootstrap_users_seeds"] = ci
     if {"tarq", "tt", "ta"} <= set(models):
         lift = per_seed(lambda s: by[("ta", s)]["auc"] - by[("tt", s)]["auc"])
         gain = per_seed(lambda s: by[("tarq", s)]["auc"] - by[("tt", s)]["auc"])
@@ -557,6 +577,8 @@ def markdown(results: dict[str, Any]) -> str:
     d = []
     pairs = [(f"auc_tarq_minus_{o}", "TARQ", o) for o in ("tt", "pooled", "inttower", "mvke", "ta")]
     pairs += [(f"auc_{o}_minus_tt", o, "tt") for o in ("pooled", "inttower", "mvke", "ta")]
+    for label, v in results.get("variants", {}).items():
+        pairs.append((f"auc_{label}_minus_{v['model']}", label, v["model"]))
     for k, a, b in pairs:
         name = {"tt": "TT", "ta": "TA"}
         if k in der and der[k]["mean"] is not None:
@@ -618,8 +640,9 @@ def resummarise(path: Path, out: Path | None, boot: int) -> int:
     """Recompute an earlier run's summary, derived figures and table (``--summarise``);
     run folders recorded relative are read relative to the current directory."""
     results = json.loads(path.read_text(encoding="utf-8"))
+    variants = {label: v["model"] for label, v in results.get("variants", {}).items()}
     results["summary"], results["derived"] = summarise(
-        results["runs"], results["models"], results["seeds"], boot
+        results["runs"], results["models"], results["seeds"], boot, variants
     )
     write_json(out or path, results, default=str)
     print(markdown(results))
@@ -794,7 +817,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for model in args.models:
             runs.append(run_one(args, samples, model, seed, mcfg, tcfg))
-    summary, derived = summarise(runs, args.models, args.seeds, args.bootstrap)
+    variants = {label: base for label, (base, _) in args.variant_of.items()}
+    summary, derived = summarise(runs, args.models, args.seeds, args.bootstrap, variants)
     results = {
         "benchmark": "train_models",
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
