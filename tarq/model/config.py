@@ -84,8 +84,7 @@ class ModelConfig:
             (eq. 9). ``own`` (the paper): its own self-attention encoder. ``user``: the user
             tower's H^user (eq. 1), one encoder for both, so that TARQ's user side at serving
             is TT's plus the m·K-query attention (at L = 1000 the second O(L²) encoder is half
-            of TARQ's user side). Measured in docs/model.md "Serving cost and the history
-            encoders".
+            of TARQ's user side). Measured in docs/model.md "One history encoder or two".
         per_dim_losses: the squared distances of L_distill (eq. 15) and L_rq (eq. 8) are taken
             per dimension (‖·‖² / width) instead of as plain sums, i.e. their λ divided by the
             width. With d = 64 the sums start 100–200× larger than the BCE (measured on the
