@@ -170,14 +170,20 @@ def _runner(name: str, model: torch.nn.Module, table: dict[str, torch.Tensor]):
 
     def fixed(req: dict[str, torch.Tensor]) -> Any:
         st = lean(req["user"][0], req["hist"][0])  # the benchmark's histories hold no padding
-        u_hat = unit_rows(st.v_user[None])[0]
+        v = st.v_user.numpy()  # normalised as Scorer.request_state does
+        u_hat = (v / max(np.float32(np.sqrt(np.dot(v, v))), np.float32(1e-8))).astype(np.float32)
         if name == "tarq":
             personal = kernels.padded_codebooks(st.personal.numpy())
-            return u_hat.numpy(), personal, kernels.pair_sums(personal, cfg.n_codebooks)
+            return u_hat, personal, kernels.pair_sums(personal, cfg.n_codebooks)
         if name == "ta":
             keys, values = target_attention_keys(model.target_attention.attn, st.h_seq[None])
-            return u_hat, keys, values, torch.ones(st.h_seq.shape[0], dtype=torch.bool)
-        return (u_hat.numpy(),)
+            return (
+                torch.from_numpy(u_hat),
+                keys,
+                values,
+                torch.ones(st.h_seq.shape[0], dtype=torch.bool),
+            )
+        return (u_hat,)
 
     def per_candidate(state: Any, rows: torch.Tensor) -> torch.Tensor:
         if name == "tt":
