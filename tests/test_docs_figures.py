@@ -52,6 +52,7 @@ _DATA_SIZE = (
 # value -> why it may appear in several files. Definitions only, never a measurement.
 ALLOWED: dict[str, str] = {
     "128": "m·K = 8 × 16, the personalised codebook queries: the model's definition",
+    "256": "MAX_FUSED_LEN, and 64 float32 = 256 B: a setting and a size",
     "512": "the training batch size (ModelConfig / TrainConfig default)",
     "4096": "SHUFFLE_MAX_PARTS and the evaluation batch size: settings",
     "16384": "kmeans_init_rows' default, and the ID chunk of that scale-out run: settings",
@@ -69,6 +70,8 @@ DISTINCT: dict[tuple[str, str, str], str] = {
     (value, *sorted(files)): why
     for (value, *files), why in {
         ("0.01", DEMO, BENCH): "TT's sd over seeds vs MovieLens sds and a TARQ − TT",
+        ("1.22", DEMO, BENCH): "a planted effect's CTR ratio vs serving ratios (rq_history)",
+        ("1.25", "docs/operations.md", BENCH): "a validation CTR bound vs a TA p99 in ms",
         ("0.0108", RESULTS, BENCH): "a 2026-12-04 demo date's TARQ − TT vs IntTower − TT",
         ("0.0154", DEMO, BENCH): "the old world's headroom vs sds over seeds",
         ("0.0167", RESULTS, BENCH): "a demo date's interval bound vs TA − TT's and Taobao's",
