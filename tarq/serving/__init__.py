@@ -1,7 +1,8 @@
 """Serving: score a request's candidates with TARQ from the published semantic-ID table.
 
-The scorer (:class:`Scorer`, ``scorer``) and its parts — the lean one-request user side
-(``user_side``), the fused candidate kernels (``kernels``), the item id → row index
+The scorer (:class:`Scorer`, ``scorer``) and its parts — the fused one-request user side
+(``user_kernels``, numba) and the torch lean one it hands long histories to (``user_side``),
+the fused candidate kernels (``kernels``), the item id → row index
 (``item_index``) — the MLflow pyfunc around it (``pyfunc``, its models-from-code file
 ``model_code``), the lean HTTP endpoint (``server``), following the champion (``follow``) and
 the server processes for tests and benchmarks (``processes``).
