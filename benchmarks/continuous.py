@@ -33,6 +33,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,7 @@ def _day_row(mode_dir: Path, day: str, models: list[str]) -> dict[str, Any]:
     return row
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -174,37 +175,33 @@ def main(argv: list[str] | None = None) -> int:
         help="reuse OUT/cold from a prior run (none there: no cold mode, no warm − cold pairs)",
     )
     ap.add_argument("--markdown", action="store_true")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    out = args.out.resolve()
-    base = base_warehouse(out, args.preset, args.data_seed)
-    sys.path.insert(0, str(ROOT))
-    from tarq.dates import resolve_run_date
-    from tarq.store.warehouse import open_db
 
-    with open_db(base, read_only=True) as con:
-        last = resolve_run_date(args.last_run_date, con)
-    first = last - dt.timedelta(days=args.days - 1)
-    dates = [str(first + dt.timedelta(days=i)) for i in range(args.days)]
-    models = [m.strip() for m in args.models.split(",")]
-    common = json.loads(args.params)
-    variants: dict[str, dict[str, Any]] = {}
-    for spec in args.variant:
-        name, _, js = spec.partition("=")
-        variants[name] = json.loads(js)
+def _prepare(out: Path, base: Path, mode: str) -> tuple[Path, Path]:
+    """A fresh ``out/mode`` with its own copy of the base warehouse: (folder, warehouse)."""
+    d = out / mode
+    if d.exists():
+        shutil.rmtree(d)
+    (d / "data").mkdir(parents=True)
+    shutil.copy(base, d / "data" / "tarq.duckdb")
+    return d, d / "data" / "tarq.duckdb"
 
-    def prepare(mode: str) -> tuple[Path, Path]:
-        d = out / mode
-        if d.exists():
-            shutil.rmtree(d)
-        (d / "data").mkdir(parents=True)
-        shutil.copy(base, d / "data" / "tarq.duckdb")
-        return d, d / "data" / "tarq.duckdb"
 
-    quiet_check()
+def _run_modes(
+    args: argparse.Namespace,
+    out: Path,
+    base: Path,
+    window: tuple[dt.date, dt.date],
+    common: dict[str, Any],
+    variants: dict[str, dict[str, Any]],
+) -> dict[str, float]:
+    """Cold (unless ``--skip-cold``), warm, then every variant over the run dates ``window``
+    (first, last); the wall seconds of each."""
+    first, last = window
     wall: dict[str, float] = {}
     if not args.skip_cold:
-        d, db = prepare("cold")
+        d, db = _prepare(out, base, "cold")
         wall["cold"] = _run_job(
             d,
             db,
@@ -216,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             common,
             cold=True,
         )
-    d, db = prepare("warm")
+    d, db = _prepare(out, base, "warm")
     wall["warm_first_day"] = _run_job(
         d, db, first, 0, args.models, args.epochs, args.warm_epochs, common, cold=False
     )
@@ -241,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 cold=False,
             )
         else:
-            d, db = prepare(name)
+            d, db = _prepare(out, base, name)
             wall[name] = _run_job(
                 d,
                 db,
@@ -253,9 +250,38 @@ def main(argv: list[str] | None = None) -> int:
                 params,
                 cold=False,
             )
+    return wall
 
-    from flows.tasks import PUBLISHED_PREDICTIONS
+
+def _intervals(
+    modes: list[str], dates: list[str], paths: Callable[[str, str], tuple[Path, Path]]
+) -> list[dict[str, Any]]:
+    """Per warm mode and run date: the paired interval of the two prediction files ``paths``
+    gives (where both exist)."""
     from tarq.training.evaluation import paired_interval
+
+    found = []
+    for mode in [m for m in modes if m != "cold"]:
+        for day in dates:
+            a, b = paths(mode, day)
+            if a.exists() and b.exists():
+                iv = paired_interval(a, b)
+                found.append({"mode": mode, "run_date": day, **iv.to_dict()})
+    return found
+
+
+def _results(
+    args: argparse.Namespace,
+    out: Path,
+    dates: list[str],
+    models: list[str],
+    wall: dict[str, float],
+    common: dict[str, Any],
+    variants: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The results JSON: each mode's per-day rows, warm − cold TARQ and the published codes
+    against the nearest ones, per day."""
+    from flows.tasks import PUBLISHED_PREDICTIONS
 
     modes = ["cold", "warm", *variants] if (out / "cold").exists() else ["warm", *variants]
     results: dict[str, Any] = {
@@ -271,26 +297,49 @@ def main(argv: list[str] | None = None) -> int:
     }
     for mode in modes:
         results["modes"][mode] = [_day_row(out / mode, day, models) for day in dates]
-    pairs = []
-    for mode in [m for m in modes if m != "cold"]:
-        for day in dates:
-            a = out / mode / "work" / day / "models" / "tarq" / "predictions.parquet"
-            b = out / "cold" / "work" / day / "models" / "tarq" / "predictions.parquet"
-            if a.exists() and b.exists():
-                iv = paired_interval(a, b)
-                pairs.append({"mode": mode, "run_date": day, **iv.to_dict()})
-    results["tarq_vs_cold"] = pairs
+    results["tarq_vs_cold"] = _intervals(
+        modes,
+        dates,
+        lambda mode, day: (
+            out / mode / "work" / day / "models" / "tarq" / "predictions.parquet",
+            out / "cold" / "work" / day / "models" / "tarq" / "predictions.parquet",
+        ),
+    )
     # Stickiness's AUC cost on the same model and rows: the day's TARQ scored with the codes
     # the job published (sticky) against the same TARQ with plain nearest-entry codes.
-    sticky_cost = []
-    for mode in [m for m in modes if m != "cold"]:
-        for day in dates:
-            a = out / mode / "work" / day / "ids" / PUBLISHED_PREDICTIONS
-            b = out / mode / "work" / day / "models" / "tarq" / "predictions.parquet"
-            if a.exists() and b.exists():
-                iv = paired_interval(a, b)
-                sticky_cost.append({"mode": mode, "run_date": day, **iv.to_dict()})
-    results["published_vs_nearest_codes"] = sticky_cost
+    results["published_vs_nearest_codes"] = _intervals(
+        modes,
+        dates,
+        lambda mode, day: (
+            out / mode / "work" / day / "ids" / PUBLISHED_PREDICTIONS,
+            out / mode / "work" / day / "models" / "tarq" / "predictions.parquet",
+        ),
+    )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = args.out.resolve()
+    base = base_warehouse(out, args.preset, args.data_seed)
+    sys.path.insert(0, str(ROOT))
+    from tarq.dates import resolve_run_date
+    from tarq.store.warehouse import open_db
+
+    with open_db(base, read_only=True) as con:
+        last = resolve_run_date(args.last_run_date, con)
+    first = last - dt.timedelta(days=args.days - 1)
+    dates = [str(first + dt.timedelta(days=i)) for i in range(args.days)]
+    models = [m.strip() for m in args.models.split(",")]
+    common = json.loads(args.params)
+    variants: dict[str, dict[str, Any]] = {}
+    for spec in args.variant:
+        name, _, js = spec.partition("=")
+        variants[name] = json.loads(js)
+
+    quiet_check()
+    wall = _run_modes(args, out, base, (first, last), common, variants)
+    results = _results(args, out, dates, models, wall, common, variants)
     write_json(out / "results.json", results)
     if args.markdown:
         print(markdown(results))

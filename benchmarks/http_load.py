@@ -82,6 +82,10 @@ USER_FIELDS = {"user_id": 100_000, "gender": 3, "age_bucket": 8, "segment": 12}
 ITEM_FIELDS = {"category_id": 2_000, "brand_id": 20_000, "price_bucket": 64}
 ACTIONS = ("pv", "cart", "fav", "buy")
 REQUEST_TS = dt.datetime(2026, 10, 22, 10, 2, 0)
+# A request kind: (label, N, L, the request object).
+Case = tuple[str, int, int, dict[str, Any]]
+# By case label: (the MLflow body, the scores Scorer.score gives, the in-process record).
+Bodies = dict[str, tuple[bytes, np.ndarray, dict[str, Any]]]
 
 
 def synthetic_model(root: Path, n_items: int, seq_len: int = 50, seed: int = 0) -> Path:
@@ -474,7 +478,7 @@ def _in_process_row(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model-uri", help="a served scorer, e.g. models:/tarq@champion")
@@ -494,33 +498,140 @@ def main(argv: list[str] | None = None) -> int:
         help="also the lean endpoint (tarq serve) on the same requests",
     )
     p.add_argument("--json", type=Path, default=None, help="write the records here")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def _served_model(args: argparse.Namespace, tmp: str) -> tuple[str, Path]:
+    """(the URI ``mlflow models serve`` takes, the model's local folder): ``--model-uri``
+    downloaded into ``tmp``, ``--model-path``, or a synthetic model saved under ``tmp``."""
+    import mlflow
+
+    if args.model_uri:
+        uri = args.model_uri
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+    elif args.model_path:
+        uri = str(args.model_path)
+        local = args.model_path
+    else:
+        local = synthetic_model(Path(tmp), args.items, seq_len=args.history)
+        uri = str(local)
+    return uri, local
+
+
+def _in_process(
+    args: argparse.Namespace, pyfunc: Any, scorer: Any, cases: list[Case]
+) -> tuple[list[dict[str, Any]], Bodies]:
+    """Per case: the in-process record (:func:`breakdown`), and (MLflow body, the scores
+    ``Scorer.score`` gives, that record) by case label."""
+    records: list[dict[str, Any]] = []
+    bodies: Bodies = {}
+    for label, n, length, req in cases:
+        body = json.dumps({"dataframe_records": [req]}).encode()
+        rec = breakdown(pyfunc, body, req, args.reps)
+        rec.update(kind="in_process", case=label, n_candidates=n, history_len=length)
+        rec["body_kb"] = len(body) / 1e3
+        records.append(rec)
+        want = scorer.score(
+            req["user_profile"],
+            req.get("history", []),
+            np.asarray(req["candidate_item_ids"], dtype=np.int64),
+            request_ts=req.get("request_ts"),
+        )
+        bodies[label] = (body, want, rec)
+        print(
+            f"{label:>8} in-process CPU ms: Scorer.score {rec['scorer_score_cpu']:.3f} (list "
+            f"{rec['scorer_score_list_cpu']:.3f})  our predict {rec['tarq_predict']:.3f}  "
+            f"json.loads {rec['json_loads']:.3f}  enforce #1 {rec['enforce_1']:.3f}  "
+            f"enforce #2 {rec['enforce_2']:.3f}  predictions_to_json "
+            f"{rec['predictions_to_json']:.3f}  invocations {rec['invocations']:.3f}",
+            flush=True,
+        )
+    return records, bodies
+
+
+def _mlflow_records(
+    args: argparse.Namespace,
+    uri: str,
+    cases: list[Case],
+    bodies: Bodies,
+) -> list[dict[str, Any]]:
+    """Every case at every concurrency level against ``mlflow models serve``, per
+    ``--workers``."""
+    from tarq.serving.processes import ModelServer
+
+    records: list[dict[str, Any]] = []
+    for workers in args.workers:
+        env = {"OMP_NUM_THREADS": str(args.threads)}
+        clock = Stopwatch()
+        with ModelServer(uri, workers=workers, env=env) as server:
+            started = clock.seconds
+            ping = _ping_ms(server.host, server.port)
+            print(f"workers={workers}: started in {started:.1f} s, /ping p50 {ping:.3f} ms")
+            for label, n, length, _ in cases:
+                body, want, inproc = bodies[label]
+                err = _check(body, server.host, server.port, want)
+                records += _levels(
+                    args,
+                    (server.host, server.port, server.proc.pid, "/invocations"),
+                    {"server": "mlflow models serve", "workers": workers, "ping_p50_ms": ping},
+                    (label, n, length),
+                    body,
+                    inproc,
+                    err,
+                )
+    return records
+
+
+def _lean_records(
+    args: argparse.Namespace,
+    local: Path,
+    cases: list[Case],
+    bodies: Bodies,
+) -> list[dict[str, Any]]:
+    """Every case at every concurrency level against ``tarq serve`` (the request object
+    itself as the body)."""
+    from tarq.serving.processes import LeanServer
+
+    records: list[dict[str, Any]] = []
+    env = {"OMP_NUM_THREADS": str(args.threads)}
+    with LeanServer(local, env=env) as server:
+        host, port = server.host, server.port
+        ping = _ping_ms(host, port)
+        print(f"tarq serve: /ping p50 {ping:.3f} ms")
+        for label, n, length, req in cases:
+            _, want, inproc = bodies[label]
+            body = json.dumps(req).encode()
+            err = _check(body, host, port, want, path="/score")
+            records += _levels(
+                args,
+                (host, port, server.proc.pid, "/score"),
+                {"server": "tarq serve", "workers": 1, "ping_p50_ms": ping},
+                (label, n, length),
+                body,
+                inproc,
+                err,
+            )
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
 
     import mlflow
 
-    from tarq.serving.processes import LeanServer, ModelServer
     from tarq.serving.pyfunc import load_scorer_model
 
     torch.set_num_threads(args.threads)
     quiet_check()
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tarq-http-") as tmp:
-        if args.model_uri:
-            uri = args.model_uri
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-        elif args.model_path:
-            uri = str(args.model_path)
-            local = args.model_path
-        else:
-            local = synthetic_model(Path(tmp), args.items, seq_len=args.history)
-            uri = str(local)
+        uri, local = _served_model(args, tmp)
         pyfunc = load_scorer_model(str(local))
         scorer = pyfunc.unwrap_python_model().scorer
         item_ids = pq.read_table(local / "artifacts" / "ids.parquet", columns=["item_id"])
         item_ids = item_ids.column("item_id").to_numpy()
         if pyfunc.metadata.get_input_schema() is None:
             print("note: this model has no signature (MLflow enforces none)", flush=True)
-        records: list[dict[str, Any]] = []
         # (label, N, L, request): the grid, and the smallest request (one candidate, only
         # user_id) for the fixed cost per request.
         first = int(item_ids[0])
@@ -529,66 +640,10 @@ def main(argv: list[str] | None = None) -> int:
             (f"N={n}", n, args.history, make_request(item_ids, scorer.layout, n, args.history))
             for n in args.n
         ]
-        bodies: dict[str, tuple[bytes, np.ndarray, dict[str, Any]]] = {}
-        for label, n, length, req in cases:
-            body = json.dumps({"dataframe_records": [req]}).encode()
-            rec = breakdown(pyfunc, body, req, args.reps)
-            rec.update(kind="in_process", case=label, n_candidates=n, history_len=length)
-            rec["body_kb"] = len(body) / 1e3
-            records.append(rec)
-            want = scorer.score(
-                req["user_profile"],
-                req.get("history", []),
-                np.asarray(req["candidate_item_ids"], dtype=np.int64),
-                request_ts=req.get("request_ts"),
-            )
-            bodies[label] = (body, want, rec)
-            print(
-                f"{label:>8} in-process CPU ms: Scorer.score {rec['scorer_score_cpu']:.3f} (list "
-                f"{rec['scorer_score_list_cpu']:.3f})  our predict {rec['tarq_predict']:.3f}  "
-                f"json.loads {rec['json_loads']:.3f}  enforce #1 {rec['enforce_1']:.3f}  "
-                f"enforce #2 {rec['enforce_2']:.3f}  predictions_to_json "
-                f"{rec['predictions_to_json']:.3f}  invocations {rec['invocations']:.3f}",
-                flush=True,
-            )
-        for workers in args.workers:
-            env = {"OMP_NUM_THREADS": str(args.threads)}
-            clock = Stopwatch()
-            with ModelServer(uri, workers=workers, env=env) as server:
-                started = clock.seconds
-                ping = _ping_ms(server.host, server.port)
-                print(f"workers={workers}: started in {started:.1f} s, /ping p50 {ping:.3f} ms")
-                for label, n, length, _ in cases:
-                    body, want, inproc = bodies[label]
-                    err = _check(body, server.host, server.port, want)
-                    records += _levels(
-                        args,
-                        (server.host, server.port, server.proc.pid, "/invocations"),
-                        {"server": "mlflow models serve", "workers": workers, "ping_p50_ms": ping},
-                        (label, n, length),
-                        body,
-                        inproc,
-                        err,
-                    )
+        records, bodies = _in_process(args, pyfunc, scorer, cases)
+        records += _mlflow_records(args, uri, cases, bodies)
         if args.lean:
-            env = {"OMP_NUM_THREADS": str(args.threads)}
-            with LeanServer(local, env=env) as server:
-                host, port = server.host, server.port
-                ping = _ping_ms(host, port)
-                print(f"tarq serve: /ping p50 {ping:.3f} ms")
-                for label, n, length, req in cases:
-                    _, want, inproc = bodies[label]
-                    body = json.dumps(req).encode()
-                    err = _check(body, host, port, want, path="/score")
-                    records += _levels(
-                        args,
-                        (host, port, server.proc.pid, "/score"),
-                        {"server": "tarq serve", "workers": 1, "ping_p50_ms": ping},
-                        (label, n, length),
-                        body,
-                        inproc,
-                        err,
-                    )
+            records += _lean_records(args, local, cases, bodies)
     print(
         "\n" + markdown_table(HTTP_HEADER, [_http_row(r) for r in records if r["kind"] == "http"])
     )

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from _harness import (
@@ -38,11 +38,16 @@ from _harness import (
     write_json,
 )
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from tarq.data.demo_replay import RequestPools
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = "tarq,tt,inttower,mvke,ta"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -55,12 +60,74 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", type=int, default=1000)
     ap.add_argument("--k", default="10,50")
     ap.add_argument("--markdown", action="store_true")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def _train_seed(
+    args: argparse.Namespace, base: Path, d: Path, run_date: dt.date, seed: int
+) -> None:
+    """The daily job's cold run of ``run_date`` with training seed ``seed`` in ``d``, on a
+    copy of the base warehouse (kept when ``d`` holds that run's summary already)."""
+    if (d / "work" / str(run_date) / "summary.json").exists():
+        return
+    shutil.rmtree(d, ignore_errors=True)
+    (d / "data").mkdir(parents=True)
+    shutil.copy(base, d / "data" / "tarq.duckdb")
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.tarq_daily",
+        "--db",
+        str(d / "data" / "tarq.duckdb"),
+    ]
+    cmd += ["--run-date", str(run_date), "--work-dir", str(d / "work"), "--cold"]
+    cmd += ["--models", args.models, "--epochs", str(args.epochs)]
+    cmd += ["--params", json.dumps({"seed": seed})]
+    with open(d / "job.log", "w", encoding="utf-8") as log:
+        rc = subprocess.run(
+            cmd, cwd=ROOT, env=job_env(d), stdout=log, stderr=subprocess.STDOUT
+        ).returncode
+    if rc not in (0, 3):
+        raise SystemExit(f"the daily job failed for seed {seed} (rc {rc}); see {d / 'job.log'}")
+
+
+def _score_seed(
+    pools: RequestPools,
+    items: pa.Table,
+    day: Path,
+    models: list[str],
+    ks: list[int],
+    per: dict[str, dict[int, dict[str, list[np.ndarray]]]],
+) -> np.ndarray:
+    """Score the pools with one seed's models (the run folder ``day``; TARQ with the codes the
+    job published) and add each model's per-request figures to ``per``; the mask of the
+    requests scored."""
+    from tarq.ids.semantic_ids import IDS_FILE, read_item_codes
+    from tarq.online.replay import per_request, score_pools
+
+    codes = (
+        read_item_codes(day / "ids" / IDS_FILE)[1] if (day / "ids" / IDS_FILE).exists() else None
+    )
+    scores = {
+        m: score_pools(
+            pools, day / "models" / m, day / "samples", items, codes if m == "tarq" else None
+        )
+        for m in models
+    }
+    scored, figs = per_request(pools, scores, ks)
+    for m in models:
+        for k in ks:
+            for name, v in figs[m][k].items():
+                per[m][k].setdefault(name, []).append(v)
+    return scored
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
 
     from tarq.data.demo_replay import capture_pools, summary
     from tarq.dates import resolve_run_date
-    from tarq.ids.semantic_ids import IDS_FILE, read_item_codes
-    from tarq.online.replay import catalog, per_request, score_pools
+    from tarq.online.replay import catalog
     from tarq.store.warehouse import open_db
 
     out = args.out.resolve()
@@ -83,46 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     users: list[np.ndarray] = []
     for seed in seeds:
         d = out / f"seed{seed}"
-        if not (d / "work" / str(run_date) / "summary.json").exists():
-            shutil.rmtree(d, ignore_errors=True)
-            (d / "data").mkdir(parents=True)
-            shutil.copy(base, d / "data" / "tarq.duckdb")
-            cmd = [
-                sys.executable,
-                "-m",
-                "flows.tarq_daily",
-                "--db",
-                str(d / "data" / "tarq.duckdb"),
-            ]
-            cmd += ["--run-date", str(run_date), "--work-dir", str(d / "work"), "--cold"]
-            cmd += ["--models", args.models, "--epochs", str(args.epochs)]
-            cmd += ["--params", json.dumps({"seed": seed})]
-            with open(d / "job.log", "w", encoding="utf-8") as log:
-                rc = subprocess.run(
-                    cmd, cwd=ROOT, env=job_env(d), stdout=log, stderr=subprocess.STDOUT
-                ).returncode
-            if rc not in (0, 3):
-                raise SystemExit(
-                    f"the daily job failed for seed {seed} (rc {rc}); see {d / 'job.log'}"
-                )
-        day = d / "work" / str(run_date)
-        codes = (
-            read_item_codes(day / "ids" / IDS_FILE)[1]
-            if (day / "ids" / IDS_FILE).exists()
-            else None
-        )
-        scores = {
-            m: score_pools(
-                pools, day / "models" / m, day / "samples", items, codes if m == "tarq" else None
-            )
-            for m in models
-        }
-        scored, figs = per_request(pools, scores, ks)
+        _train_seed(args, base, d, run_date, seed)
+        scored = _score_seed(pools, items, d / "work" / str(run_date), models, ks, per)
         users.append(pools.user_id[scored])
-        for m in models:
-            for k in ks:
-                for name, v in figs[m][k].items():
-                    per[m][k].setdefault(name, []).append(v)
         print(f"seed {seed}: scored {int(scored.sum()):,} requests", flush=True)
 
     u = np.concatenate(users)

@@ -224,7 +224,7 @@ def profile(runner: Runner, batches: list[Batch], steps: int, top: int) -> dict[
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", required=True, type=Path)
     p.add_argument("--models", nargs="+", default=["tt", "tarq"])
@@ -253,7 +253,46 @@ def main(argv: list[str] | None = None) -> int:
         help="deterministic mode's NaN-fill of new tensors: off (as training runs), on, or "
         "both (each model twice, taking turns: the fill's cost as a ratio)",
     )
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def _runners(
+    args: argparse.Namespace, sset: SampleSet, mcfg: ModelConfig, tcfg: TrainConfig, first: Batch
+) -> list[Runner]:
+    """One Runner per model of ``--models`` and per ``--variant``, each once per NaN-fill
+    setting of ``--nan-fill``."""
+    fills = {"off": [False], "on": [True], "both": [False, True]}[args.nan_fill]
+    runners = [Runner(m, sset, mcfg, tcfg, first, f) for m in args.models for f in fills]
+    runners += [
+        Runner(base, sset, ModelConfig.from_dict({**mcfg.to_dict(), **ov}), tcfg, first, f, label)
+        for label, base, ov in args.variant
+        for f in fills
+    ]
+    return runners
+
+
+def _time_in_turns(
+    runners: list[Runner], batches: list[Batch], warmup: int, rounds: int
+) -> list[Batch]:
+    """``warmup`` untimed steps per runner, then the rest of the batches in ``rounds`` turns
+    (each runner a chunk of steps per turn); returns the timed batches."""
+    for r in runners:
+        for b in batches[:warmup]:
+            r.step(b)
+        r.seconds = dict.fromkeys(r.seconds, 0.0)
+        r.steps = 0
+        r.losses.clear()
+    timed = batches[warmup:]
+    chunk = -(-len(timed) // rounds)
+    for start in range(0, len(timed), chunk):
+        for r in runners:
+            for b in timed[start : start + chunk]:
+                r.step(b)
+    return timed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
 
     load_before = quiet_check()
     torch.set_num_threads(args.threads)
@@ -262,27 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     tcfg = TrainConfig(batch_size=args.batch_size, seed=args.seed)
     mcfg = ModelConfig()
     batches, loader_s = load_batches(sset, tcfg, args.warmup + args.steps)
-    fills = {"off": [False], "on": [True], "both": [False, True]}[args.nan_fill]
-    runners = [Runner(m, sset, mcfg, tcfg, batches[0], f) for m in args.models for f in fills]
-    runners += [
-        Runner(
-            base, sset, ModelConfig.from_dict({**mcfg.to_dict(), **ov}), tcfg, batches[0], f, label
-        )
-        for label, base, ov in args.variant
-        for f in fills
-    ]
-    for r in runners:
-        for b in batches[: args.warmup]:
-            r.step(b)
-        r.seconds = dict.fromkeys(r.seconds, 0.0)
-        r.steps = 0
-        r.losses.clear()
-    timed = batches[args.warmup :]
-    chunk = -(-len(timed) // args.rounds)
-    for start in range(0, len(timed), chunk):
-        for r in runners:
-            for b in timed[start : start + chunk]:
-                r.step(b)
+    runners = _runners(args, sset, mcfg, tcfg, batches[0])
+    timed = _time_in_turns(runners, batches, args.warmup, args.rounds)
     result: dict[str, Any] = {
         "tarq_package": str(Path(tarq.__file__).resolve().parent),
         "threads": torch.get_num_threads(),

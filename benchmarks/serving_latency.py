@@ -75,6 +75,9 @@ VOCAB = {
     "action": 6,
     "time_gap": TIME_GAP_BUCKETS + 2,
 }
+# The timed paths per (L, N): the serving paths, then the torch reference paths.
+NAMES = ("tt", "tarq", "ta", "tt_ref", "tarq_ref")
+ACTIONS = ("pv", "cart", "fav", "buy")
 
 
 def _layout(seq_len: int) -> FeatureLayout:
@@ -404,7 +407,7 @@ def _override(kv: str) -> tuple[str, Any]:
         return key, value
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, nargs="+", default=[1000, 10000, 100000])
     p.add_argument("--lengths", type=int, nargs="+", default=[50, 200, 1000])
@@ -433,7 +436,111 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="ModelConfig overrides, e.g. rq_history=user (values parsed as JSON, else text)",
     )
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def _scorer(
+    models: dict[str, torch.nn.Module], layout: FeatureLayout, table: dict[str, torch.Tensor]
+) -> Scorer:
+    """The Scorer over the same table, for the end-to-end path (request encoding included)."""
+    vocabs = {f: Vocab(np.arange(VOCAB[f] - 2)) for f in VOCAB if f != "action"}
+    item_ids = np.arange(TABLE_ITEMS, dtype=np.int64)
+    # No request cap: the benchmark scores up to the whole 100k table per request.
+    return Scorer(
+        models["tarq"],
+        layout,
+        vocabs,
+        item_ids,
+        table["codes"].numpy(),
+        table["v_item"].numpy(),
+        max_candidates=None,
+    )
+
+
+def _history(req: dict[str, torch.Tensor], length: int) -> list[dict[str, Any]]:
+    """The request's behaviours as the Scorer takes them: one a minute, the last one a minute
+    before the request."""
+    return [
+        {
+            "item_id": int(r[0]),
+            "category_id": int(r[1]),
+            "brand_id": int(r[2]),
+            "action": ACTIONS[i % 4],
+            "ts": 1.7e9 - 60.0 * (length - i),
+        }
+        for i, r in enumerate(req["hist"][0].tolist())
+    ]
+
+
+def _time_models(
+    args: argparse.Namespace,
+    runners: dict[str, Any],
+    models: dict[str, torch.nn.Module],
+    cfg: ModelConfig,
+    layout: FeatureLayout,
+    req: dict[str, torch.Tensor],
+    row_sets: list[torch.Tensor],
+    cell: tuple[int, int],
+    roof: tuple[float, float, int],
+) -> list[dict[str, Any]]:
+    """One record per path of NAMES for the cell (L, N), with its roofline figures
+    (``roof``: read bandwidth, FP32 peak, bytes per code)."""
+    length, n = cell
+    bw, peak, code_bytes = roof
+    records = []
+    for name in NAMES:
+        slow = name == "ta" and n >= 100_000
+        reps, warm = (args.slow_reps, 1) if slow else (args.reps, args.warmup)
+        rec = _time_cell(*runners[name], req, row_sets, reps, warm)
+        rec.update(model=name, n_candidates=n, history_len=length, threads=args.threads)
+        base = name.removesuffix("_ref")
+        rec["fixed_gflop"] = fixed_flops(cfg, layout, length, base) / 1e9
+        rec["fixed_mbytes"] = fixed_bytes(models[base], length) / 1e6
+        if base in ("tt", "tarq"):
+            flops, nbytes = candidate_cost(cfg, base, code_bytes)
+            rec["candidate_flops"], rec["candidate_bytes"] = flops, nbytes
+            rec["bandwidth_floor_ns"] = nbytes / bw
+            rec["compute_floor_ns"] = flops / peak
+        records.append(rec)
+        print(
+            f"L={length:>5} N={n:>7} {name:>8}: p50 {rec['p50_ms']:9.3f} ms  p99 "
+            f"{rec['p99_ms']:9.3f} ms  fixed {rec['fixed_p50_ms']:8.3f} ms  per-cand "
+            f"{rec['per_candidate_ns']:8.1f} ns  ({reps} reps)",
+            flush=True,
+        )
+    return records
+
+
+def _time_scorer(
+    args: argparse.Namespace,
+    scorer: Scorer,
+    req: dict[str, torch.Tensor],
+    history: list[dict[str, Any]],
+    row_sets: list[torch.Tensor],
+    cell: tuple[int, int],
+) -> dict[str, Any]:
+    """The record of the full ``Scorer.score`` path for the cell (L, N)."""
+    length, n = cell
+    times = []
+    for i in range(args.warmup + args.reps):
+        cand_ids = row_sets[i].numpy()  # item id = table row here
+        t0 = time.perf_counter()
+        scorer.score({"user_id": int(req["user"][0, 0])}, history, cand_ids, request_ts=1.7e9)
+        if i >= args.warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return {
+        "model": "tarq_scorer",
+        "n_candidates": n,
+        "history_len": length,
+        "threads": args.threads,
+        "p50_ms": _pct(times, 50),
+        "p99_ms": _pct(times, 99),
+        "reps": args.reps,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
 
     load_before = quiet_check()
     torch.set_num_threads(args.threads)
@@ -449,23 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     bw = _bandwidth_gbs()
     peak = _peak_gflops()
     records: list[dict[str, Any]] = []
-    names = ("tt", "tarq", "ta", "tt_ref", "tarq_ref")
-    runners = {n: _runner(n, models[n.removesuffix("_ref")], table) for n in names}
+    runners = {n: _runner(n, models[n.removesuffix("_ref")], table) for n in NAMES}
     code_bytes = table["codes_np"].itemsize
-    # The Scorer over the same table, for the end-to-end path (request encoding included).
-    vocabs = {f: Vocab(np.arange(VOCAB[f] - 2)) for f in VOCAB if f != "action"}
-    item_ids = np.arange(TABLE_ITEMS, dtype=np.int64)
-    # No request cap: the benchmark scores up to the whole 100k table per request.
-    scorer = Scorer(
-        models["tarq"],
-        layout,
-        vocabs,
-        item_ids,
-        table["codes"].numpy(),
-        table["v_item"].numpy(),
-        max_candidates=None,
-    )
-    actions = ("pv", "cart", "fav", "buy")
+    scorer = _scorer(models, layout, table)
 
     print(
         f"threads={args.threads}  cpu={platform.processor() or platform.machine()}  "
@@ -477,63 +570,16 @@ def main(argv: list[str] | None = None) -> int:
         records += _time_user_sides(models, req, length, args.reps, args.warmup)
     for length in args.lengths:
         req = _request(layout, length, g)
-        # One behaviour a minute, the last one a minute before the request.
-        history = [
-            {
-                "item_id": int(r[0]),
-                "category_id": int(r[1]),
-                "brand_id": int(r[2]),
-                "action": actions[i % 4],
-                "ts": 1.7e9 - 60.0 * (length - i),
-            }
-            for i, r in enumerate(req["hist"][0].tolist())
-        ]
+        history = _history(req, length)
         for n in args.n:
             # Every request its own candidates (as retrieval would send them): their rows are
             # not left in the caches by the previous request.
             row_sets = [
                 torch.randperm(TABLE_ITEMS, generator=g)[:n] for _ in range(args.warmup + args.reps)
             ]
-            for name in names:
-                slow = name == "ta" and n >= 100_000
-                reps, warm = (args.slow_reps, 1) if slow else (args.reps, args.warmup)
-                rec = _time_cell(*runners[name], req, row_sets, reps, warm)
-                rec.update(model=name, n_candidates=n, history_len=length, threads=args.threads)
-                base = name.removesuffix("_ref")
-                rec["fixed_gflop"] = fixed_flops(cfg, layout, length, base) / 1e9
-                rec["fixed_mbytes"] = fixed_bytes(models[base], length) / 1e6
-                if base in ("tt", "tarq"):
-                    flops, nbytes = candidate_cost(cfg, base, code_bytes)
-                    rec["candidate_flops"], rec["candidate_bytes"] = flops, nbytes
-                    rec["bandwidth_floor_ns"] = nbytes / bw
-                    rec["compute_floor_ns"] = flops / peak
-                records.append(rec)
-                print(
-                    f"L={length:>5} N={n:>7} {name:>8}: p50 {rec['p50_ms']:9.3f} ms  p99 "
-                    f"{rec['p99_ms']:9.3f} ms  fixed {rec['fixed_p50_ms']:8.3f} ms  per-cand "
-                    f"{rec['per_candidate_ns']:8.1f} ns  ({reps} reps)",
-                    flush=True,
-                )
-            times = []
-            for i in range(args.warmup + args.reps):
-                cand_ids = row_sets[i].numpy()  # item id = table row here
-                t0 = time.perf_counter()
-                scorer.score(
-                    {"user_id": int(req["user"][0, 0])}, history, cand_ids, request_ts=1.7e9
-                )
-                if i >= args.warmup:
-                    times.append((time.perf_counter() - t0) * 1e3)
-            records.append(
-                {
-                    "model": "tarq_scorer",
-                    "n_candidates": n,
-                    "history_len": length,
-                    "threads": args.threads,
-                    "p50_ms": _pct(times, 50),
-                    "p99_ms": _pct(times, 99),
-                    "reps": args.reps,
-                }
-            )
+            cell, roof = (length, n), (bw, peak, code_bytes)
+            records += _time_models(args, runners, models, cfg, layout, req, row_sets, cell, roof)
+            records.append(_time_scorer(args, scorer, req, history, row_sets, cell))
 
     faiss_rec = _faiss_throughput(models["tarq"], args.faiss_items, g) if args.faiss_items else None
     summary = _summary(records, args, bw, peak, cfg, code_bytes, faiss_rec)
@@ -611,7 +657,8 @@ def _summary(records, args, bw, peak, cfg, code_bytes, faiss_rec) -> dict[str, A
     }
 
 
-def _print_tables(records: list[dict[str, Any]], summary: dict[str, Any], args) -> None:
+def _print_latency_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """Per (L, N): p50/p99 per request of TT, TARQ and TA, their ratios, TARQ's speed-up."""
     print(
         "\n| L | N | TT p50/p99 ms | TARQ p50/p99 ms | TA p50/p99 ms | TARQ/TT | TA/TARQ |"
         " TARQ speed-up vs torch path |\n|---|---|---|---|---|---|---|---|"
@@ -625,6 +672,10 @@ def _print_tables(records: list[dict[str, Any]], summary: dict[str, Any], args) 
             f" | {r['tarq_over_tt_p50']:.2f} | {r['ta_over_tarq_p50']:.1f} | "
             f"{r['tarq_speedup_over_ref_p50']:.1f}× |"
         )
+
+
+def _print_stage_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """Per (L, N): fixed and per-candidate cost of every path, and ``Scorer.score``."""
     print(
         "\n| L | N | fixed ms TT / TARQ / TA | per-candidate ns TT / TARQ / TA | "
         "torch path: fixed ms TT / TARQ, per-candidate ns TT / TARQ | `Scorer.score` p50 ms |"
@@ -642,6 +693,10 @@ def _print_tables(records: list[dict[str, Any]], summary: dict[str, Any], args) 
             f"{c['tt_ref']['per_candidate_ns']:.1f} / {c['tarq_ref']['per_candidate_ns']:.1f} | "
             f"{sc['p50_ms']:.3f} |"
         )
+
+
+def _print_user_side_table(summary: dict[str, Any]) -> None:
+    """Per L and model: the user side alone, torch lean against fused."""
     print(
         f"\n| L | user side | torch lean ms | fused ms | lean / fused |  (served: fused up to "
         f"L = {summary['max_fused_len']})\n|---|---|---|---|---|"
@@ -651,6 +706,11 @@ def _print_tables(records: list[dict[str, Any]], summary: dict[str, Any], args) 
             f"| {r['history_len']} | {r['base'].upper()} | {r['lean_p50_ms']:.3f} | "
             f"{r['fused_p50_ms']:.3f} | {r['lean_over_fused']:.2f} |"
         )
+
+
+def _print_roofline(records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """The roofline at the goals' N: each stage's FLOPs and bytes, the floor they imply and
+    the measured time."""
     bw, peak = summary["read_bandwidth_gbs"], summary["peak_gflops"]
     n_goal = summary["goals"]["n_candidates"]
     print(
@@ -676,7 +736,12 @@ def _print_tables(records: list[dict[str, Any]], summary: dict[str, Any], args) 
                 f"{c['candidate_bytes']:.0f} B | {floor:.1f} ns | {c['per_candidate_ns']:.1f} ns | "
                 f"{c['per_candidate_ns'] / floor:.1f} |"
             )
+
+
+def _print_goals(summary: dict[str, Any]) -> None:
+    """The issue's goals at the goals' N, against their targets."""
     goals = summary["goals"]
+    n_goal = goals["n_candidates"]
     fmt = lambda xs: " / ".join(f"{x:.2f}" for x in xs)  # noqa: E731
     print(
         f"\nGoals at N = {n_goal:,}, L = {' / '.join(map(str, summary['lengths']))}: "
@@ -686,6 +751,14 @@ def _print_tables(records: list[dict[str, Any]], summary: dict[str, Any], args) 
         f"TA/TARQ per request {fmt(goals['ta_over_tarq_per_request'])} (≥ 30 at L = 200); "
         f"TARQ per-candidate spread over L {goals['tarq_per_candidate_spread']:+.1%} (±10 %)"
     )
+
+
+def _print_tables(records: list[dict[str, Any]], summary: dict[str, Any], args) -> None:
+    _print_latency_table(records, summary)
+    _print_stage_table(records, summary)
+    _print_user_side_table(summary)
+    _print_roofline(records, summary)
+    _print_goals(summary)
     faiss_rec = summary["faiss"]
     if faiss_rec:
         print(

@@ -107,6 +107,45 @@ TEST_KEYS = (
     "recon_error",
 )
 LOWER_IS_BETTER = {"logloss", "collision_rate"}
+# The figures summarised per model (mean ± sd over seeds), in the summary's order.
+SUMMARY_KEYS = (
+    "auc",
+    "gauc",
+    "logloss",
+    "utilization_batch",
+    "utilization_catalog",
+    "collision_rate",
+    "train_seconds",
+    "samples_per_s",
+    "wall_seconds",
+    "epochs_run",
+    "valid_auc",
+    "valid_random_auc",
+    "score_scale",
+    "align_max_prob_p",
+    "align_max_prob_p_hat",
+    "align_entropy_p",
+    "align_entropy_p_hat",
+    "base_logloss",
+    "train_ctr",
+    "train_tar",
+)
+# The sample build's fields copied into the results JSON.
+SAMPLE_KEYS = (
+    "run_date",
+    "train_start",
+    "train_end",
+    "test_start",
+    "test_day",
+    "train_days",
+    "test_days",
+    "seq_len",
+    "rows",
+    "train_rows",
+    "test_rows",
+    "fingerprint",
+    "vocab_sizes",
+)
 
 
 # ----------------------------------------------------------------------------- data
@@ -396,6 +435,77 @@ def _mean_sd(values: list[float]) -> dict[str, Any]:
     }
 
 
+def _per_seed(seeds: list[int], fn: Any) -> list[float]:
+    """``fn(seed)`` for every seed where it is defined (a missing run or figure skips it)."""
+    out = []
+    for s in seeds:
+        try:
+            v = fn(s)
+        except (KeyError, TypeError, ZeroDivisionError):
+            continue
+        if v is not None:
+            out.append(v)
+    return out
+
+
+def _auc_difference(
+    by: dict[tuple[str, int], dict[str, Any]], seeds: list[int], a: str, b: str, boot: int
+) -> dict[str, Any]:
+    """AUC(a) − AUC(b) per seed (mean ± sd) and, with ``boot`` resamples, the pooled paired
+    bootstrap interval over the seeds both ran."""
+    diff = _mean_sd(_per_seed(seeds, lambda s: by[(a, s)]["auc"] - by[(b, s)]["auc"]))
+    paired = [s for s in seeds if (a, s) in by and (b, s) in by]
+    if boot and paired:
+        ci = pooled_bootstrap(
+            [Path(by[(a, s)]["dir"]) for s in paired],
+            [Path(by[(b, s)]["dir"]) for s in paired],
+            boot,
+        )
+        if ci:
+            diff["ci95_bootstrap_users_seeds"] = ci
+    return diff
+
+
+def _add_gap_recovered(
+    derived: dict[str, Any], by: dict[tuple[str, int], dict[str, Any]], seeds: list[int]
+) -> None:
+    """``auc_ta_minus_tt`` (unless there) and ``gap_recovered``: the share of the TT → TA AUC
+    gap that TARQ recovers."""
+    lift = _per_seed(seeds, lambda s: by[("ta", s)]["auc"] - by[("tt", s)]["auc"])
+    gain = _per_seed(seeds, lambda s: by[("tarq", s)]["auc"] - by[("tt", s)]["auc"])
+    derived["auc_ta_minus_tt"] = derived.get("auc_ta_minus_tt") or _mean_sd(lift)
+    # The ratio of the seed means: a per-seed ratio explodes where one seed's TA lift is
+    # near zero. Undefined unless TA beats TT on average.
+    den = float(np.mean(lift)) if lift else 0.0
+    derived["gap_recovered"] = {
+        "mean": float(np.mean(gain)) / den if gain and den > 0 else None,
+        "per_seed": [g / t if t > 0 else None for g, t in zip(gain, lift, strict=True)],
+        "note": "mean(AUC_tarq - AUC_tt) / mean(AUC_ta - AUC_tt) over seeds; undefined "
+        "where TA does not beat TT on average",
+    }
+
+
+def _add_ablations(
+    derived: dict[str, Any],
+    summary: dict[str, Any],
+    by: dict[tuple[str, int], dict[str, Any]],
+    seeds: list[int],
+    models: list[str],
+) -> None:
+    """TARQ against its alignment ablations: codebook utilization with vs without, and the
+    AUC difference per seed."""
+    for variant in ("tarq_no_align", "tarq_no_teacher_align"):
+        if variant in models and "tarq" in models:
+            for k in ("utilization_batch", "utilization_catalog"):
+                derived[f"{k}_tarq_vs_{variant}"] = {
+                    "with_alignment": summary["tarq"][k]["mean"],
+                    "without": summary[variant][k]["mean"],
+                }
+            derived[f"auc_tarq_minus_{variant}"] = _mean_sd(
+                _per_seed(seeds, lambda s, v=variant: by[("tarq", s)]["auc"] - by[(v, s)]["auc"])
+            )
+
+
 def summarise(
     runs: list[dict[str, Any]],
     models: list[str],
@@ -405,112 +515,26 @@ def summarise(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per-model means ± sd and the derived comparisons; ``variants`` (label → the model it
     varies) adds each variant − its model, paired by seed, with the pooled bootstrap."""
-    keys = (
-        "auc",
-        "gauc",
-        "logloss",
-        "utilization_batch",
-        "utilization_catalog",
-        "collision_rate",
-        "train_seconds",
-        "samples_per_s",
-        "wall_seconds",
-        "epochs_run",
-        "valid_auc",
-        "valid_random_auc",
-        "score_scale",
-        "align_max_prob_p",
-        "align_max_prob_p_hat",
-        "align_entropy_p",
-        "align_entropy_p_hat",
-        "base_logloss",
-        "train_ctr",
-        "train_tar",
-    )
     ok = [r for r in runs if "error" not in r]
     summary = {
-        m: {k: _mean_sd([r.get(k) for r in ok if r["model"] == m]) for k in keys} for m in models
+        m: {k: _mean_sd([r.get(k) for r in ok if r["model"] == m]) for k in SUMMARY_KEYS}
+        for m in models
     }
     by = {(r["model"], r["seed"]): r for r in ok}
-
-    def per_seed(fn: Any) -> list[float]:
-        out = []
-        for s in seeds:
-            try:
-                v = fn(s)
-            except (KeyError, TypeError, ZeroDivisionError):
-                continue
-            if v is not None:
-                out.append(v)
-        return out
-
     derived: dict[str, Any] = {}
     for other in ("tt", "pooled", "inttower", "mvke", "ta"):
         if other in models and "tarq" in models:
-            derived[f"auc_tarq_minus_{other}"] = _mean_sd(
-                per_seed(lambda s, o=other: by[("tarq", s)]["auc"] - by[(o, s)]["auc"])
-            )
-            paired = [s for s in seeds if ("tarq", s) in by and (other, s) in by]
-            if boot and paired:
-                ci = pooled_bootstrap(
-                    [Path(by[("tarq", s)]["dir"]) for s in paired],
-                    [Path(by[(other, s)]["dir"]) for s in paired],
-                    boot,
-                )
-                if ci:
-                    derived[f"auc_tarq_minus_{other}"]["ci95_bootstrap_users_seeds"] = ci
+            derived[f"auc_tarq_minus_{other}"] = _auc_difference(by, seeds, "tarq", other, boot)
     # The baselines against TT (the paper's order: TT < IntTower < MVKE < TARQ <= TA).
     for other in ("pooled", "inttower", "mvke", "ta"):
         if other in models and "tt" in models:
-            derived[f"auc_{other}_minus_tt"] = _mean_sd(
-                per_seed(lambda s, o=other: by[(o, s)]["auc"] - by[("tt", s)]["auc"])
-            )
-            paired = [s for s in seeds if (other, s) in by and ("tt", s) in by]
-            if boot and paired:
-                ci = pooled_bootstrap(
-                    [Path(by[(other, s)]["dir"]) for s in paired],
-                    [Path(by[("tt", s)]["dir"]) for s in paired],
-                    boot,
-                )
-                if ci:
-                    derived[f"auc_{other}_minus_tt"]["ci95_bootstrap_users_seeds"] = ci
+            derived[f"auc_{other}_minus_tt"] = _auc_difference(by, seeds, other, "tt", boot)
     for label, base in (variants or {}).items():
         if label in models and base in models:
-            derived[f"auc_{label}_minus_{base}"] = _mean_sd(
-                per_seed(lambda s, a=label, b=base: by[(a, s)]["auc"] - by[(b, s)]["auc"])
-            )
-            paired = [s for s in seeds if (label, s) in by and (base, s) in by]
-            if boot and paired:
-                ci = pooled_bootstrap(
-                    [Path(by[(label, s)]["dir"]) for s in paired],
-                    [Path(by[(base, s)]["dir"]) for s in paired],
-                    boot,
-                )
-                if ci:
-                    derived[f"auc_{label}_minus_{base}"]["ci95_bootstrap_users_seeds"] = ci
+            derived[f"auc_{label}_minus_{base}"] = _auc_difference(by, seeds, label, base, boot)
     if {"tarq", "tt", "ta"} <= set(models):
-        lift = per_seed(lambda s: by[("ta", s)]["auc"] - by[("tt", s)]["auc"])
-        gain = per_seed(lambda s: by[("tarq", s)]["auc"] - by[("tt", s)]["auc"])
-        derived["auc_ta_minus_tt"] = derived.get("auc_ta_minus_tt") or _mean_sd(lift)
-        # The ratio of the seed means: a per-seed ratio explodes where one seed's TA lift is
-        # near zero. Undefined unless TA beats TT on average.
-        den = float(np.mean(lift)) if lift else 0.0
-        derived["gap_recovered"] = {
-            "mean": float(np.mean(gain)) / den if gain and den > 0 else None,
-            "per_seed": [g / t if t > 0 else None for g, t in zip(gain, lift, strict=True)],
-            "note": "mean(AUC_tarq - AUC_tt) / mean(AUC_ta - AUC_tt) over seeds; undefined "
-            "where TA does not beat TT on average",
-        }
-    for variant in ("tarq_no_align", "tarq_no_teacher_align"):
-        if variant in models and "tarq" in models:
-            for k in ("utilization_batch", "utilization_catalog"):
-                derived[f"{k}_tarq_vs_{variant}"] = {
-                    "with_alignment": summary["tarq"][k]["mean"],
-                    "without": summary[variant][k]["mean"],
-                }
-            derived[f"auc_tarq_minus_{variant}"] = _mean_sd(
-                per_seed(lambda s, v=variant: by[("tarq", s)]["auc"] - by[(v, s)]["auc"])
-            )
+        _add_gap_recovered(derived, by, seeds)
+    _add_ablations(derived, summary, by, seeds, models)
     return summary, derived
 
 
@@ -535,45 +559,46 @@ def _fmt_num(st: dict[str, Any], digits: int = 0) -> str:
     return s
 
 
-def markdown(results: dict[str, Any]) -> str:
-    summ, der = results["summary"], results["derived"]
-    header = (
-        "model | AUC | GAUC | log-loss | valid AUC (last day) | valid AUC (random 5 %)"
-        " | util. batch | util. catalog | collisions | max-prob p / p̂ | epochs | train s"
-        " | samples/s"
+TABLE_HEADER = (
+    "model | AUC | GAUC | log-loss | valid AUC (last day) | valid AUC (random 5 %)"
+    " | util. batch | util. catalog | collisions | max-prob p / p̂ | epochs | train s"
+    " | samples/s"
+)
+
+
+def _model_row(m: str, s: dict[str, Any]) -> list[str] | str:
+    """The table's row of model ``m`` (``s``: its summary); a failed model's row as text."""
+    if s["auc"]["n"] == 0:
+        return f"| {m} | failed |" + " |" * 11
+    sharp = (
+        " / ".join(
+            f"{s[k]['mean']:.3f}"
+            for k in ("align_max_prob_p", "align_max_prob_p_hat")
+            if s[k]["mean"] is not None
+        )
+        or "–"
     )
-    rows: list[list[str] | str] = []
-    for m in results["models"]:
-        s = summ[m]
-        if s["auc"]["n"] == 0:
-            rows.append(f"| {m} | failed |" + " |" * 11)
-            continue
-        sharp = (
-            " / ".join(
-                f"{s[k]['mean']:.3f}"
-                for k in ("align_max_prob_p", "align_max_prob_p_hat")
-                if s[k]["mean"] is not None
-            )
-            or "–"
-        )
-        rows.append(
-            [
-                m,
-                _fmt(s["auc"]),
-                _fmt(s["gauc"]),
-                _fmt(s["logloss"]),
-                _fmt(s["valid_auc"]),
-                _fmt(s["valid_random_auc"]),
-                _fmt(s["utilization_batch"], pct=True),
-                _fmt(s["utilization_catalog"], pct=True),
-                _fmt(s["collision_rate"], pct=True),
-                sharp,
-                _fmt_num(s["epochs_run"]),
-                _fmt_num(s["train_seconds"]),
-                _fmt_num(s["samples_per_s"]),
-            ]
-        )
-    out = [markdown_table(header, rows), ""]
+    return [
+        m,
+        _fmt(s["auc"]),
+        _fmt(s["gauc"]),
+        _fmt(s["logloss"]),
+        _fmt(s["valid_auc"]),
+        _fmt(s["valid_random_auc"]),
+        _fmt(s["utilization_batch"], pct=True),
+        _fmt(s["utilization_catalog"], pct=True),
+        _fmt(s["collision_rate"], pct=True),
+        sharp,
+        _fmt_num(s["epochs_run"]),
+        _fmt_num(s["train_seconds"]),
+        _fmt_num(s["samples_per_s"]),
+    ]
+
+
+def _difference_lines(results: dict[str, Any]) -> list[str]:
+    """One line per AUC difference in the results: TARQ − each baseline, each baseline − TT,
+    each variant − its model (with its bootstrap interval where there is one)."""
+    der = results["derived"]
     d = []
     pairs = [(f"auc_tarq_minus_{o}", "TARQ", o) for o in ("tt", "pooled", "inttower", "mvke", "ta")]
     pairs += [(f"auc_{o}_minus_tt", o, "tt") for o in ("pooled", "inttower", "mvke", "ta")]
@@ -592,19 +617,25 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{ci['seeds']} seed(s) [{ci['lo']:+.4f}, {ci['hi']:+.4f}]"
                 )
             d.append(line)
-    if "gap_recovered" in der:
-        g, t = der["gap_recovered"], der["auc_ta_minus_tt"]
-        if g["mean"] is None:
-            ta_tt = "n/a" if t["mean"] is None else f"{t['mean']:+.4f}"
-            d.append(f"- TT → TA gap recovered by TARQ: undefined (TA − TT AUC = {ta_tt})")
-        else:
-            seeds_txt = ", ".join(
-                "–" if v is None else f"{v * 100:.0f} %" for v in g.get("per_seed", [])
-            )
-            d.append(
-                f"- TT → TA gap recovered by TARQ: {g['mean'] * 100:.0f} % of the mean "
-                f"TA − TT AUC {t['mean']:+.4f} (per seed: {seeds_txt})"
-            )
+    return d
+
+
+def _gap_line(der: dict[str, Any]) -> str:
+    """The share of the TT → TA gap that TARQ recovers (``der`` holds ``gap_recovered``)."""
+    g, t = der["gap_recovered"], der["auc_ta_minus_tt"]
+    if g["mean"] is None:
+        ta_tt = "n/a" if t["mean"] is None else f"{t['mean']:+.4f}"
+        return f"- TT → TA gap recovered by TARQ: undefined (TA − TT AUC = {ta_tt})"
+    seeds_txt = ", ".join("–" if v is None else f"{v * 100:.0f} %" for v in g.get("per_seed", []))
+    return (
+        f"- TT → TA gap recovered by TARQ: {g['mean'] * 100:.0f} % of the mean "
+        f"TA − TT AUC {t['mean']:+.4f} (per seed: {seeds_txt})"
+    )
+
+
+def _utilization_lines(der: dict[str, Any]) -> list[str]:
+    """Codebook utilization of TARQ against each alignment ablation in the results."""
+    d = []
     for variant in ("tarq_no_align", "tarq_no_teacher_align"):
         kb = f"utilization_batch_tarq_vs_{variant}"
         kc = f"utilization_catalog_tarq_vs_{variant}"
@@ -615,23 +646,44 @@ def markdown(results: dict[str, Any]) -> str:
                 f"catalog {der[kc]['with_alignment'] * 100:.1f} % vs "
                 f"{der[kc]['without'] * 100:.1f} %"
             )
+    return d
+
+
+def _logloss_line(results: dict[str, Any]) -> str | None:
+    """The base rate's log-loss against each model's test log-loss and last training terms
+    (None when no run recorded a base rate)."""
+    summ = results["summary"]
     base = [summ[m]["base_logloss"]["mean"] for m in results["models"]]
     base = [b for b in base if b is not None]
-    if base:
-        # Learning anything shows as a test log-loss below the base rate's entropy.
-        rows = []
-        for m in results["models"]:
-            s = summ[m]
-            if s["logloss"]["mean"] is None:
-                continue
-            txt = f"{m} {s['logloss']['mean']:.4f} (train ctr {_fmt(s['train_ctr'])}"
-            if s["train_tar"]["mean"] is not None:
-                txt += f", teacher {_fmt(s['train_tar'])}"
-            rows.append(txt + ")")
-        d.append(
-            f"- base-rate log-loss of the test rows {base[0]:.4f}; test log-loss (last epoch's "
-            "mean training terms): " + "; ".join(rows)
-        )
+    if not base:
+        return None
+    # Learning anything shows as a test log-loss below the base rate's entropy.
+    rows = []
+    for m in results["models"]:
+        s = summ[m]
+        if s["logloss"]["mean"] is None:
+            continue
+        txt = f"{m} {s['logloss']['mean']:.4f} (train ctr {_fmt(s['train_ctr'])}"
+        if s["train_tar"]["mean"] is not None:
+            txt += f", teacher {_fmt(s['train_tar'])}"
+        rows.append(txt + ")")
+    return (
+        f"- base-rate log-loss of the test rows {base[0]:.4f}; test log-loss (last epoch's "
+        "mean training terms): " + "; ".join(rows)
+    )
+
+
+def markdown(results: dict[str, Any]) -> str:
+    summ, der = results["summary"], results["derived"]
+    rows: list[list[str] | str] = [_model_row(m, summ[m]) for m in results["models"]]
+    out = [markdown_table(TABLE_HEADER, rows), ""]
+    d = _difference_lines(results)
+    if "gap_recovered" in der:
+        d.append(_gap_line(der))
+    d += _utilization_lines(der)
+    logloss = _logloss_line(results)
+    if logloss is not None:
+        d.append(logloss)
     out.append("\n".join(d))
     return "\n".join(out).rstrip() + "\n"
 
@@ -650,10 +702,8 @@ def resummarise(path: Path, out: Path | None, boot: int) -> int:
 
 
 # ----------------------------------------------------------------------------- main
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def _data_args(p: argparse.ArgumentParser) -> None:
+    """The ``data`` group: which warehouse, window and samples."""
     src = p.add_argument_group("data")
     src.add_argument(
         "--dataset",
@@ -690,6 +740,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--taobao-src", type=Path, default=ROOT.parent / "shared" / "data" / "taobao-samples"
     )
     src.add_argument("--rebuild-samples", action="store_true")
+
+
+def _training_args(p: argparse.ArgumentParser) -> None:
+    """The ``training`` group: the models, seeds and the one TrainConfig."""
     tr = p.add_argument_group("training (one TrainConfig for every model)")
     tr.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     tr.add_argument(
@@ -728,6 +782,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="reuse a run whose metrics.json exists with the same config",
     )
     tr.add_argument("--progress", action="store_true", help="tqdm bars while training")
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    """The ``output`` group: where the results go, and ``--summarise``."""
     o = p.add_argument_group("output")
     o.add_argument(
         "--out",
@@ -755,9 +813,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="paired bootstrap resamples (test users × seeds) for the TARQ − "
         "baseline AUC intervals (0 = off)",
     )
-    args = p.parse_args(argv)
-    if args.summarise is not None:
-        return args
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """A training run's arguments checked and completed: the dataset, ``--out`` (absolute),
+    ``variant_of`` and the variants appended to ``--models``."""
     if args.preset:
         if args.dataset and args.dataset != f"demo-{args.preset}":
             p.error("--preset contradicts --dataset")
@@ -775,6 +835,101 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.variant_of = {label: (base, ov) for label, base, ov in args.variant}
     args.models = list(dict.fromkeys([*args.models, *args.variant_of]))
     return args
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _data_args(p)
+    _training_args(p)
+    _output_args(p)
+    args = p.parse_args(argv)
+    if args.summarise is not None:
+        return args
+    return _check_args(p, args)
+
+
+def train_configs(args: argparse.Namespace, meta: SampleBuild) -> tuple[Any, Any]:
+    """The (ModelConfig, TrainConfig) every model trains with: ``--config`` (or the defaults)
+    with the command line's training flags on top."""
+    from tarq.training.train import load_config
+
+    mcfg, tcfg = load_config(args.config)
+    for flag, key in (
+        ("epochs", "epochs"),
+        ("max_steps", "max_steps_per_epoch"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("patience", "patience"),
+        ("valid_split", "valid_split"),
+    ):
+        if getattr(args, flag) is not None:
+            setattr(tcfg, key, getattr(args, flag))
+    tcfg.threads = args.threads
+    # The whole window in the shuffle buffer: capped epochs sample all users (see above).
+    tcfg.shuffle_buffer = max(tcfg.shuffle_buffer, int(meta.train_rows))
+    return mcfg, tcfg
+
+
+def _results(
+    args: argparse.Namespace,
+    meta: SampleBuild,
+    runs: list[dict[str, Any]],
+    configs: tuple[Any, Any],
+    load_before: list[float] | None,
+    started: Stopwatch,
+    summary: dict[str, Any],
+    derived: dict[str, Any],
+) -> dict[str, Any]:
+    """The results JSON of a training run (``configs``: its ModelConfig and TrainConfig)."""
+    mcfg, tcfg = configs
+    return {
+        "benchmark": "train_models",
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "dataset": args.dataset or str(args.db),
+        "git": git_state(),
+        "machine": machine(
+            threads=args.threads, load_avg_before=load_before, load_avg_after=load_average()
+        ),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "samples": {k: getattr(meta, k) for k in SAMPLE_KEYS},
+        "test_positives": next((r.get("positives") for r in runs if "positives" in r), None),
+        "test_set": test_set_counts(args.out / "samples"),
+        "train_config": tcfg.__dict__,
+        "model_config": mcfg.to_dict(),
+        "models": args.models,
+        "variants": {k: {"model": b, "overrides": ov} for k, (b, ov) in args.variant_of.items()},
+        "seeds": args.seeds,
+        "wall_seconds": round(started.seconds, 1),
+        "summary": summary,
+        "derived": derived,
+        "runs": [{k: v for k, v in r.items() if k != "traceback"} for r in runs],
+        "errors": {
+            f"{r['model']}/seed{r['seed']}": r["traceback"] for r in runs if "traceback" in r
+        },
+    }
+
+
+def _headline(
+    results: dict[str, Any], args: argparse.Namespace, path: Path, load_before: list[float] | None
+) -> str:
+    """The line above the table: the test and training windows, the run's size and cost."""
+    s = results["samples"]
+    t = results["test_set"]
+    tested = (
+        f"test day {s['test_day']}"
+        if s["test_start"] == s["test_day"]
+        else f"test days {s['test_start']}..{s['test_day']}"
+    )
+    return (
+        f"{results['dataset']}: {tested} ({s['test_rows']:,} rows, {t['users']:,} users, "
+        f"{t['positives']:,} positives), train "
+        f"{s['train_start']}..{s['train_end']} ({s['train_rows']:,} rows); "
+        f"{len(args.models)} models × {len(args.seeds)} seed(s), "
+        f"{results['wall_seconds']:.0f} s wall, load avg {load_before} → "
+        f"{results['machine']['load_avg_after']}; results in {path}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -795,23 +950,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     meta = ensure_samples(args, db)
     samples = args.out / "samples"
-
-    from tarq.training.train import load_config
-
-    mcfg, tcfg = load_config(args.config)
-    for flag, key in (
-        ("epochs", "epochs"),
-        ("max_steps", "max_steps_per_epoch"),
-        ("batch_size", "batch_size"),
-        ("lr", "lr"),
-        ("patience", "patience"),
-        ("valid_split", "valid_split"),
-    ):
-        if getattr(args, flag) is not None:
-            setattr(tcfg, key, getattr(args, flag))
-    tcfg.threads = args.threads
-    # The whole window in the shuffle buffer: capped epochs sample all users (see above).
-    tcfg.shuffle_buffer = max(tcfg.shuffle_buffer, int(meta.train_rows))
+    mcfg, tcfg = train_configs(args, meta)
 
     runs = []
     for seed in args.seeds:
@@ -819,66 +958,11 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run_one(args, samples, model, seed, mcfg, tcfg))
     variants = {label: base for label, (base, _) in args.variant_of.items()}
     summary, derived = summarise(runs, args.models, args.seeds, args.bootstrap, variants)
-    results = {
-        "benchmark": "train_models",
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "dataset": args.dataset or str(args.db),
-        "git": git_state(),
-        "machine": machine(
-            threads=args.threads, load_avg_before=load_before, load_avg_after=load_average()
-        ),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "samples": {
-            k: getattr(meta, k)
-            for k in (
-                "run_date",
-                "train_start",
-                "train_end",
-                "test_start",
-                "test_day",
-                "train_days",
-                "test_days",
-                "seq_len",
-                "rows",
-                "train_rows",
-                "test_rows",
-                "fingerprint",
-                "vocab_sizes",
-            )
-        },
-        "test_positives": next((r.get("positives") for r in runs if "positives" in r), None),
-        "test_set": test_set_counts(samples),
-        "train_config": tcfg.__dict__,
-        "model_config": mcfg.to_dict(),
-        "models": args.models,
-        "variants": {k: {"model": b, "overrides": ov} for k, (b, ov) in args.variant_of.items()},
-        "seeds": args.seeds,
-        "wall_seconds": round(started.seconds, 1),
-        "summary": summary,
-        "derived": derived,
-        "runs": [{k: v for k, v in r.items() if k != "traceback"} for r in runs],
-        "errors": {
-            f"{r['model']}/seed{r['seed']}": r["traceback"] for r in runs if "traceback" in r
-        },
-    }
+    results = _results(args, meta, runs, (mcfg, tcfg), load_before, started, summary, derived)
     path = args.json or args.out / "results.json"
     write_json(path, results, default=str)
     table = markdown(results)
-    s = results["samples"]
-    t = results["test_set"]
-    tested = (
-        f"test day {s['test_day']}"
-        if s["test_start"] == s["test_day"]
-        else f"test days {s['test_start']}..{s['test_day']}"
-    )
-    head = (
-        f"{results['dataset']}: {tested} ({s['test_rows']:,} rows, {t['users']:,} users, "
-        f"{t['positives']:,} positives), train "
-        f"{s['train_start']}..{s['train_end']} ({s['train_rows']:,} rows); "
-        f"{len(args.models)} models × {len(args.seeds)} seed(s), "
-        f"{results['wall_seconds']:.0f} s wall, load avg {load_before} → "
-        f"{results['machine']['load_avg_after']}; results in {path}"
-    )
+    head = _headline(results, args, path, load_before)
     if args.markdown:
         print(head + "\n\n" + table)
     else:

@@ -150,7 +150,7 @@ def run_variant(
     return {"variant": name, "rc": 0, "wall_s": wall, "code": str(code), "commit": commit, **out}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", type=Path, required=True, help="the cached demo warehouse")
     ap.add_argument("--work", type=Path, default=Path("outputs/bench-validation"))
@@ -171,15 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         help="run only these variants: day, by-day, default, base",
     )
     ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args(argv)
+    return ap
 
-    quiet_check()
-    load_before = uptime()
-    data = ensure_db(args.db.resolve(), args.preset, args.seed)
-    last = data["last_day"]
-    import datetime as dt
 
-    run_date = str(dt.date.fromisoformat(last) + dt.timedelta(days=1))
+def _variants(
+    ap: argparse.ArgumentParser, args: argparse.Namespace
+) -> list[tuple[str, Path, int, int | None]]:
+    """The variants to run, (name, code tree, window days, max chunk rows): all of them, or
+    those of ``--only``."""
     variants: list[tuple[str, Path, int, int | None]] = [
         ("test day only", REPO, 0, None),
         ("window, chunked by day", REPO, args.train_days, 0),
@@ -195,16 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown variants {sorted(unknown)} (choose from {sorted(keys)})")
         variants = [v for v in variants if v[0] in {keys[k] for k in args.only}]
-    work = args.work.resolve()
-    results = []
-    for name, code, window, chunk in variants:
-        print(f"running {name} ...", flush=True)
-        results.append(run_variant(name, code, args.db.resolve(), work, run_date, window, chunk))
-    load_after = uptime()
+    return variants
 
-    ref = next((r for r in results if r["variant"] == "test day only" and not r["rc"]), None)
+
+def _agree(results: list[dict[str, Any]]) -> bool:
+    """Whether the window variants that ran found the same (success, days, flagged and
+    quarantined rows)."""
     window_runs = [r for r in results if r["rc"] == 0 and r["variant"] != "test day only"]
-    agree = (
+    return (
         len(
             {
                 json.dumps(
@@ -215,15 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         <= 1
     )
-    print(
-        f"\n{args.preset} preset: {data['impressions']:,} impressions, "
-        f"{data['behaviors']:,} behaviours, {data['first_day']}..{data['last_day']}; "
-        f"run date {run_date}, train_days {args.train_days}"
-    )
-    print(f"load before: {load_before}\nload after:  {load_after}\n")
-    header = (
-        "variant | days | impressions checked | wall s | validate s | peak RSS MB | wall × | RSS ×"
-    )
+
+
+TABLE_HEADER = (
+    "variant | days | impressions checked | wall s | validate s | peak RSS MB | wall × | RSS ×"
+)
+
+
+def _table_rows(results: list[dict[str, Any]]) -> list[list[object] | str]:
+    """The table's row per variant, its ratios to ``test day only`` (a failed one as text)."""
+    ref = next((r for r in results if r["variant"] == "test day only" and not r["rc"]), None)
     rows: list[list[object] | str] = []
     for r in results:
         if r["rc"]:
@@ -243,7 +241,36 @@ def main(argv: list[str] | None = None) -> int:
                 mx,
             ]
         )
-    print(markdown_table(header, rows, "lrrrrrrr"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+
+    quiet_check()
+    load_before = uptime()
+    data = ensure_db(args.db.resolve(), args.preset, args.seed)
+    last = data["last_day"]
+    import datetime as dt
+
+    run_date = str(dt.date.fromisoformat(last) + dt.timedelta(days=1))
+    variants = _variants(ap, args)
+    work = args.work.resolve()
+    results = []
+    for name, code, window, chunk in variants:
+        print(f"running {name} ...", flush=True)
+        results.append(run_variant(name, code, args.db.resolve(), work, run_date, window, chunk))
+    load_after = uptime()
+
+    agree = _agree(results)
+    print(
+        f"\n{args.preset} preset: {data['impressions']:,} impressions, "
+        f"{data['behaviors']:,} behaviours, {data['first_day']}..{data['last_day']}; "
+        f"run date {run_date}, train_days {args.train_days}"
+    )
+    print(f"load before: {load_before}\nload after:  {load_after}\n")
+    print(markdown_table(TABLE_HEADER, _table_rows(results), "lrrrrrrr"))
     print(f"\nwindow variants agree on success, days, flagged and quarantined rows: {agree}")
     for r in results:
         if not r["rc"]:
