@@ -233,6 +233,16 @@ def markdown_table(
     return "\n".join(lines)
 
 
+def assignment(text: str) -> tuple[str, Any]:
+    """``key=value`` → (key, value), the value read as JSON (numbers, true/false, null,
+    lists) or else kept as text (``rq_history=user``). Raises ValueError without ``=``."""
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def add_catalog_arguments(ap: object) -> None:
     """``--db`` (the warehouse holding the catalog), ``--samples`` (its built samples) and
     ``--out`` of the benchmarks that train or judge TARQ on a warehouse's catalog."""

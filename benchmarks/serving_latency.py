@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import platform
 import sys
 import time
@@ -48,7 +47,7 @@ from typing import Any
 import numba
 import numpy as np
 import torch
-from _harness import environment, quiet_check, write_json
+from _harness import assignment, environment, quiet_check, write_json
 
 from tarq.data.features import TIME_GAP_BUCKETS, FeatureLayout, Vocab
 from tarq.ids.semantic_ids import faiss_assign
@@ -399,14 +398,6 @@ def _faiss_throughput(tarq: torch.nn.Module, n_items: int, g: torch.Generator) -
     }
 
 
-def _override(kv: str) -> tuple[str, Any]:
-    key, _, value = kv.partition("=")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -548,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
 
     faiss.omp_set_num_threads(args.threads)
     t_start = time.perf_counter()
-    cfg = ModelConfig.from_dict(dict(_override(kv) for kv in args.model_config))
+    cfg = ModelConfig.from_dict(dict(assignment(kv) for kv in args.model_config))
     layout = _layout(max([*args.lengths, *args.user_side_lengths]))
     g = torch.Generator().manual_seed(0)
     models = _models(layout, cfg)

@@ -64,6 +64,7 @@ import numpy as np
 sys.path.append(str(Path(__file__).resolve().parent))
 from _harness import (
     Stopwatch,
+    assignment,
     git_state,
     load_average,
     machine,
@@ -303,13 +304,7 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
     try:
         label, rest = text.split("=", 1)
         base, _, spec = rest.partition(":")
-        overrides = {}
-        for item in filter(None, spec.split(",")):
-            k, v = item.split("=", 1)
-            try:
-                overrides[k] = json.loads(v)
-            except json.JSONDecodeError:
-                overrides[k] = v
+        overrides = dict(assignment(item) for item in filter(None, spec.split(",")))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--variant {text!r}: expected LABEL=MODEL:key=value[,key=value]"

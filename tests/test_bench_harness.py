@@ -137,3 +137,13 @@ def test_machine_git_and_environment(harness):
         git = harness.environment("x.py", [], time.perf_counter(), git=True)["git"]
         assert len(git["commit"]) == 40 and isinstance(git["dirty"], bool)
         assert len(harness.git_state(SCRIPT.parents[1])["commit"]) == 40
+
+
+def test_assignment_reads_json_values_or_keeps_text(harness) -> None:
+    assert harness.assignment("rq_history=user") == ("rq_history", "user")
+    assert harness.assignment("lambda_align=0.2") == ("lambda_align", 0.2)
+    assert harness.assignment("shared_history=true") == ("shared_history", True)
+    assert harness.assignment("tower_hidden=[64,32]") == ("tower_hidden", [64, 32])
+    assert harness.assignment("note=a=b") == ("note", "a=b")
+    with pytest.raises(ValueError):
+        harness.assignment("rq_history")
