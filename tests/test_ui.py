@@ -10,7 +10,6 @@ installs both); the format helpers are checked everywhere.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -22,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "ui_check.py"
 WAREHOUSE = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
@@ -29,15 +30,7 @@ DAYS = ("2026-10-08", "2026-10-09")
 MODELS = {"tarq": (0.7403, 75.4), "tt": (0.7273, 41.0)}  # auc, train seconds
 
 
-def _ui_check() -> Any:
-    spec = importlib.util.spec_from_file_location("ui_check", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ui = _ui_check()
+ui = load_script("scripts/ui_check.py", "ui_check")
 
 
 def test_formats_match_the_mlflow_ui() -> None:
