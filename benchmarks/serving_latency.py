@@ -60,6 +60,7 @@ from tarq.serving import (
     tarq_logits,
     two_tower_logits,
     unit_rows,
+    unit_vector,
 )
 from tarq.serving.user_kernels import MAX_FUSED_LEN, FusedUserSide
 from tarq.serving.user_side import LeanUserSide
@@ -172,8 +173,7 @@ def _runner(name: str, model: torch.nn.Module, table: dict[str, torch.Tensor]):
 
     def fixed(req: dict[str, torch.Tensor]) -> Any:
         st = lean(req["user"][0], req["hist"][0])  # the benchmark's histories hold no padding
-        v = st.v_user.numpy()  # normalised as Scorer.request_state does
-        u_hat = (v / max(np.float32(np.sqrt(np.dot(v, v))), np.float32(1e-8))).astype(np.float32)
+        u_hat = unit_vector(st.v_user.numpy())  # as Scorer.request_state does
         if name == "tarq":
             personal = kernels.padded_codebooks(st.personal.numpy())
             return u_hat, personal, kernels.pair_sums(personal, cfg.n_codebooks)

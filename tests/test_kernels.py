@@ -12,7 +12,7 @@ import torch
 
 from tarq.data.features import TIME_GAP_BUCKETS, FeatureLayout
 from tarq.model import ModelConfig, build_model
-from tarq.serving import kernels, tarq_logits, two_tower_logits, unit_rows
+from tarq.serving import kernels, tarq_logits, two_tower_logits, unit_rows, unit_vector
 from tarq.serving.item_index import ItemIndex
 from tarq.serving.user_kernels import FusedUserSide
 from tarq.serving.user_side import LeanUserSide
@@ -253,3 +253,11 @@ def test_lean_user_side_refuses_a_training_model(path: str) -> None:
     model = build_model("tt", _seq_layout(5), SMALL)
     with pytest.raises(ValueError, match="eval mode"):
         USER_SIDES[path](model)
+
+
+def test_unit_vector_equals_unit_rows() -> None:
+    v = torch.randn(5, 64, generator=torch.Generator().manual_seed(3))
+    for row in [*v, torch.zeros(64)]:
+        got = unit_vector(row.numpy())
+        assert got.dtype == np.float32
+        torch.testing.assert_close(torch.from_numpy(got), unit_rows(row[None])[0])

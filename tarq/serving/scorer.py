@@ -81,6 +81,7 @@ __all__ = [
     "tarq_logits",
     "two_tower_logits",
     "unit_rows",
+    "unit_vector",
 ]
 
 EPS = 1e-8
@@ -384,6 +385,12 @@ def check_model_sha(recorded: str | None, model_dir: Path, what: str) -> None:
 def unit_rows(v: torch.Tensor) -> torch.Tensor:
     """Rows of (N, d) divided by max(‖row‖, eps), as ``F.cosine_similarity`` normalises."""
     return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(EPS)
+
+
+def unit_vector(v: np.ndarray) -> np.ndarray:
+    """A (d,) float32 vector divided by max(‖v‖, eps): :func:`unit_rows` for one row, in numpy
+    (a torch op's dispatch on a request's cold cache cost ~40 µs)."""
+    return (v / max(np.float32(np.sqrt(np.dot(v, v))), EPS)).astype(np.float32)
 
 
 def _block_rows(v_hat: torch.Tensor, rows: torch.Tensor | None, s: int, e: int) -> torch.Tensor:
@@ -724,10 +731,7 @@ class Scorer:
             pool = np.append(self._pool(state.personal)[:, 0].numpy(), np.float32(-np.inf))
         else:
             pairs = kernels.pair_sums(personal, self.m)
-        # numpy, not unit_rows: one torch dispatch on a cold cache cost ~40 µs here.
-        v = state.v_user.numpy()
-        u_hat = (v / max(np.float32(np.sqrt(np.dot(v, v))), EPS)).astype(np.float32)
-        return RequestState(u_hat, personal, pool, pairs)
+        return RequestState(unit_vector(state.v_user.numpy()), personal, pool, pairs)
 
     @torch.inference_mode()
     def score_state(

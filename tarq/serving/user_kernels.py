@@ -231,7 +231,7 @@ class _Attn:
         wk, bk = _heads(attn.k.weight, attn.k.bias, self.h)
         wv, bv = _heads(attn.v.weight, attn.v.bias, self.h)
         self.w_qkv, self.b_qkv = np.stack([wq, wk, wv]), np.stack([bq, bk, bv])
-        self.w_kv, self.b_kv = self.w_qkv[1:].copy(), self.b_qkv[1:].copy()
+        self.w_kv, self.b_kv = self.w_qkv[1:], self.b_qkv[1:]  # C-contiguous views
         self.wq_t, self.bq = _np(attn.q.weight.T * self.scale), _np(attn.q.bias * self.scale)
         self.wo_t, self.bo = _np(attn.out.weight.T), _np(attn.out.bias)
 
