@@ -232,7 +232,9 @@ class _Attn:
         wv, bv = _heads(attn.v.weight, attn.v.bias, self.h)
         self.w_qkv, self.b_qkv = np.stack([wq, wk, wv]), np.stack([bq, bk, bv])
         self.w_kv, self.b_kv = self.w_qkv[1:], self.b_qkv[1:]  # C-contiguous views
-        self.wq_t, self.bq = _np(attn.q.weight.T * self.scale), _np(attn.q.bias * self.scale)
+        # The scaled Q projection again as one (d, d) matrix, for queries() (heads in columns).
+        self.wq_t = np.ascontiguousarray(wq.transpose(1, 0, 2).reshape(wq.shape[1], -1))
+        self.bq = bq.reshape(-1)
         self.wo_t, self.bo = _np(attn.out.weight.T), _np(attn.out.bias)
 
     def queries(self, x: np.ndarray) -> np.ndarray:
