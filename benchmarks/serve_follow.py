@@ -18,7 +18,9 @@ versions 1 and 2 of ``tarq`` in a SQLite MLflow registry made here; ``champion``
    thirds. Every response is checked: failed (not 200, or a broken connection), mixed (its
    scores are not exactly the scores of the version it names, computed here with that
    version's ``Scorer.score``), and its latency counted *during* a swap (sent between an alias
-   move and 0.5 s after the last response of the old version) or *outside*.
+   move and 0.5 s after the last response of the old version) or *outside*. One swap run per
+   ``--load-in`` mode, back to back: the new version loaded in a child process (``tarq serve``'s
+   default) or in the follower thread of each worker.
 
 Nothing else should run on the machine (2 cores: the clients share them with the workers).
 """
@@ -94,24 +96,46 @@ def _wait_workers(srv: Any, workers: int, timeout_s: float = 180.0) -> None:
         time.sleep(0.2)
 
 
-def _client(host: str, port: int, body: bytes, stop: threading.Event, out: list[tuple]) -> None:
+def _client(
+    host: str,
+    port: int,
+    body: bytes,
+    stop: threading.Event,
+    out: list[tuple],
+    want: dict[str, np.ndarray],
+) -> None:
+    """Sends ``body`` back to back until ``stop``; one row per request: (sent at, latency s,
+    status or -1, version, scores equal to that version's, the error or None). The latency
+    ends when the response is read; the check runs after it, and no response body is kept,
+    so that the client's own work (json, and the garbage collector over hundreds of
+    thousands of kept scores) does not show up as server latency."""
     conn = http.client.HTTPConnection(host, port, timeout=60)
     while not stop.is_set():
         t0 = time.perf_counter()
         try:
             conn.request("POST", "/score", body=body)
             res = conn.getresponse()
-            data = json.loads(res.read())
-            out.append((t0, time.perf_counter() - t0, res.status, data))
+            raw = res.read()
+            took = time.perf_counter() - t0
         except Exception as exc:  # a refused or broken connection is a failed request
-            out.append((t0, time.perf_counter() - t0, -1, {"error": repr(exc)}))
+            out.append((t0, time.perf_counter() - t0, -1, None, False, repr(exc)))
             conn.close()
             conn = http.client.HTTPConnection(host, port, timeout=60)
+            continue
+        data = json.loads(raw)
+        version = data.get("version")
+        same = version in want and np.array_equal(np.float32(data.get("scores")), want[version])
+        error = None if res.status == 200 else str(data)[:500]
+        out.append((t0, took, res.status, version, bool(same), error))
     conn.close()
 
 
 def swap_run(
-    args: argparse.Namespace, uri: str, env: dict[str, str], scorers: dict[str, Any]
+    args: argparse.Namespace,
+    uri: str,
+    env: dict[str, str],
+    scorers: dict[str, Any],
+    load_in: str = "process",
 ) -> dict[str, Any]:
     from mlflow import MlflowClient
 
@@ -131,13 +155,19 @@ def swap_run(
     }
     body = json.dumps(req).encode()
     with LeanServer(
-        "models:/tarq@champion", workers=args.swap_workers, env=env, follow=True, poll_s=0.5
+        "models:/tarq@champion",
+        workers=args.swap_workers,
+        env=env,
+        follow=True,
+        poll_s=0.5,
+        load_in=load_in,
     ) as srv:
         _wait_workers(srv, args.swap_workers)
         stop = threading.Event()
         outs: list[list[tuple]] = [[] for _ in range(args.swap_clients)]
         threads = [
-            threading.Thread(target=_client, args=(srv.host, srv.port, body, stop, o)) for o in outs
+            threading.Thread(target=_client, args=(srv.host, srv.port, body, stop, o, want))
+            for o in outs
         ]
         t_start = time.perf_counter()
         for t in threads:
@@ -154,16 +184,12 @@ def swap_run(
     rows = sorted((r for o in outs for r in o), key=lambda r: r[0])
     failed = [r for r in rows if r[2] != 200]
     ok = [r for r in rows if r[2] == 200]
-    mixed = [
-        r
-        for r in ok
-        if r[3].get("version") not in want
-        or not np.array_equal(np.float32(r[3]["scores"]), want[r[3]["version"]])
-    ]
+    mixed = [r for r in ok if not r[4]]
+    slowest = sorted(ok, key=lambda r: -r[1])[:5]
     windows = []
     for i, (t_move, new) in enumerate(moves):
         t_next = moves[i + 1][0] if i + 1 < len(moves) else float("inf")
-        old_after = [r[0] + r[1] for r in ok if t_move <= r[0] < t_next and r[3]["version"] != new]
+        old_after = [r[0] + r[1] for r in ok if t_move <= r[0] < t_next and r[3] != new]
         windows.append((t_move, (max(old_after) if old_after else t_move) + 0.5))
     during = np.array([r[1] for r in ok if any(a <= r[0] <= b for a, b in windows)])
     outside = np.array([r[1] for r in ok if not any(a <= r[0] <= b for a, b in windows)])
@@ -171,15 +197,19 @@ def swap_run(
         "requests": len(rows),
         "failed": len(failed),
         "mixed": len(mixed),
-        "versions_seen": sorted({r[3]["version"] for r in ok}),
+        "versions_seen": sorted({r[3] for r in ok}),
         "swap_windows_s": [round(b - a, 2) for a, b in windows],
+        "moves_at_s": [round(t - t_start, 2) for t, _ in moves],
+        # (sent at s, ms) of the slowest responses: are they in a swap window or not?
+        "slowest": [[round(r[0] - t_start, 2), round(r[1] * 1e3, 1)] for r in slowest],
         "during": _pct(during),
         "outside": _pct(outside),
-        "first_failure": failed[0][3] if failed else None,
+        "first_failure": failed[0][5] if failed else None,
         "workers": args.swap_workers,
         "clients": args.swap_clients,
         "n_candidates": args.swap_n,
         "seconds": args.swap_seconds,
+        "load_in": load_in,
     }
     print(json.dumps(res, indent=2), flush=True)
     return res
@@ -207,7 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--swap-workers", type=int, default=2)
     p.add_argument("--swap-clients", type=int, default=4)
     p.add_argument("--swap-n", type=int, default=1000)
-    p.add_argument("--swap-seconds", type=float, default=30.0)
+    p.add_argument("--swap-seconds", type=float, default=45.0)
+    p.add_argument(
+        "--load-in",
+        nargs="+",
+        choices=("process", "thread"),
+        default=["process", "thread"],
+        help="swap runs, one per way the follower loads a new version (tarq serve --load-in)",
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -217,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         uri, scorers = registry(Path(tmp), args.items, args.history)
         env = {"MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
         rows = concurrency(args, env, scorers["1"]) if args.requests else []
-        swap = swap_run(args, uri, env, scorers) if args.swap_seconds > 0 else None
+        swap = [swap_run(args, uri, env, scorers, mode) for mode in args.load_in]
+        swap = swap if args.swap_seconds > 0 else None
     header = "workers | N | clients | p50 ms | p99 ms | req/s"
     cells = [
         [

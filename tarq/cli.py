@@ -311,16 +311,22 @@ def _serve_live(args: argparse.Namespace, source: str) -> tuple[Any, Any]:
     if args.model_dir is not None:
         scorer = Scorer.from_parquet(args.ids, args.model_dir, max_candidates=args.max_candidates)
         return static_live(scorer, source=source), None
-    from tarq.serving.pyfunc import alias_parts, registry_source  # MLflow: not for --model-dir
+    from tarq.serving.follow import LOAD_NICENESS
+    from tarq.serving.loading import registry_source  # MLflow: not for --model-dir
+    from tarq.serving.pyfunc import alias_parts
 
     if alias_parts(args.model) is None:
         if args.follow:
             raise ValueError(f"--follow needs a registry alias (models:/NAME@ALIAS), not {source}")
         return static_live(load_scorer(args.model, args.max_candidates), source=source), None
     resolve, load = registry_source(args.model, args.max_candidates)
-    live = Live(load(resolve()), source)
-    follower = Follower(live, resolve, load, args.poll_s) if args.follow else None
-    return live, follower
+    live = Live(load(resolve()), source)  # the first version: nothing is served yet
+    if not args.follow:
+        return live, None
+    in_child = args.load_in == "process"
+    _, load_next = registry_source(args.model, args.max_candidates, in_child=in_child)
+    niceness = 0 if in_child else LOAD_NICENESS  # a child is niced itself
+    return live, Follower(live, resolve, load_next, args.poll_s, niceness=niceness)
 
 
 #: The commands the console script runs from ``flows/`` (:data:`flows.cli.COMMANDS`), with
@@ -599,6 +605,13 @@ def _add_model_commands(sub: Any) -> None:
         help="follow the alias of --model: load each new version beside the old, swap it in",
     )
     p.add_argument("--poll-s", type=float, default=10.0, help="with --follow: seconds per check")
+    p.add_argument(
+        "--load-in",
+        choices=("process", "thread"),
+        default="process",
+        help="with --follow: load each new version in a child process at lower priority "
+        "(default; the serving threads never wait for the load) or in the follower thread",
+    )
     p.add_argument(
         "--workers", type=int, default=1, help="processes accepting on one socket (one per core)"
     )

@@ -348,3 +348,68 @@ def test_the_follower_thread_loads_at_a_lower_cpu_priority() -> None:
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
     finally:
         follower.stop()
+
+
+def test_a_version_loaded_in_a_child_process_scores_exactly_as_one_loaded_here(
+    two: dict, tmp_path: Path
+) -> None:
+    """``tarq serve --follow`` loads new versions in a child process (tarq.serving.loading):
+    the scorer rebuilt from the child's export equals one loaded in this process, score for
+    score; the child runs at a lower priority and serves several loads; a version whose load is
+    refused raises naming the child's exception; a child that died fails that load and is
+    started again; nothing of the child's work is left behind."""
+    import shutil
+    import tempfile
+
+    from tarq.serving.loading import ChildLoader, IsolatedLoadError
+    from tarq.serving.pyfunc import load_scorer_model, save_scorer_model
+    from tests.test_faults import _altered_weights
+
+    good = save_scorer_model(tmp_path / "good", two["model_dir"], two["export"])
+    here = load_scorer_model(str(good)).unwrap_python_model().scorer
+    before = set(Path(tempfile.gettempdir()).glob("tarq-load-*"))
+    loader = ChildLoader(niceness=3)
+    child = loader.load(str(good), max_candidates=77)
+    assert child.max_candidates == 77 and child.n_items == here.n_items
+    assert child.version == here.version and child.model_dir is None
+    np.testing.assert_array_equal(child._v_hat, here._v_hat)
+    for n in (5, 30):
+        req = _req(two, n)
+        np.testing.assert_array_equal(_want(child, req), _want(here, req))
+
+    bad = save_scorer_model(tmp_path / "bad", two["model_dir"], two["export"])
+    other = _altered_weights(two["model_dir"], tmp_path / "other")
+    shutil.copy(other / "model.pt", bad / "artifacts" / "model_dir" / "model.pt")
+    pid = loader._proc.pid
+    assert os.getpriority(os.PRIO_PROCESS, pid) == min(os.getpriority(os.PRIO_PROCESS, 0) + 3, 19)
+    with pytest.raises(IsolatedLoadError, match=r"ModelMismatchError: .*sha256"):
+        loader.load(str(bad))
+    assert loader.load(str(good)).n_items == here.n_items and loader._proc.pid == pid  # kept
+    os.kill(pid, signal.SIGKILL)  # a child that died is started again for the next load
+    loader._proc.wait()
+    np.testing.assert_array_equal(_want(loader.load(str(good)), req), _want(here, req))
+    assert loader._proc.pid != pid
+    loader.close()
+    assert loader._proc is None
+    hasty = ChildLoader()  # a load past its time fails and its child is stopped
+    hasty.start()
+    hasty.timeout_s = 0.05
+    with pytest.raises(IsolatedLoadError, match=r"loading .*: the loading child took over"):
+        hasty.load(str(good))
+    assert hasty._proc is None
+    assert set(Path(tempfile.gettempdir()).glob("tarq-load-*")) == before
+    with pytest.raises(ValueError, match="only a Scorer loaded from a model directory"):
+        child.export(tmp_path / "again")
+
+
+def test_a_follower_that_loads_in_a_child_keeps_its_own_priority() -> None:
+    """With ``niceness=0`` (loads in a niced child) the follower thread is not lowered: a
+    low-priority thread that holds the GIL would keep the serving threads waiting."""
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    follower = Follower(Live(), resolve=lambda: "1", load=lambda v: None, poll_s=3600, niceness=0)
+    follower.start()
+    try:
+        time.sleep(0.2)
+        assert os.getpriority(os.PRIO_PROCESS, follower.native_id) == base
+    finally:
+        follower.stop()

@@ -11,7 +11,7 @@ version serving and is reported (``live.status()``, the server's ``/ready``); th
 that version again after ``retry_s``. Rolling the alias back is followed the same way.
 
 No MLflow here: the source and the loader are functions
-(:func:`tarq.serving.pyfunc.registry_source` builds them for a registered model).
+(:func:`tarq.serving.loading.registry_source` builds them for a registered model).
 """
 
 from __future__ import annotations
@@ -80,17 +80,19 @@ class Live:
         }
 
 
+#: Niceness added to whatever loads a new version: the follower thread when it loads in the
+#: serving process, the child process when :mod:`tarq.serving.loading` loads in one.
 LOAD_NICENESS = 10
 
 
-def _lower_own_priority() -> None:
-    """Lower the calling thread's CPU priority by :data:`LOAD_NICENESS` (Linux: a thread is
-    a task with its own nice value), so that loading and warming up a new version competes
-    less with the requests the old version is answering on a machine with few cores. It does
-    not help against the GIL, only against the scheduler. Elsewhere, or if refused, a no-op."""
+def _lower_own_priority(niceness: int) -> None:
+    """Lower the calling thread's CPU priority by ``niceness`` (Linux: a thread is a task with
+    its own nice value), so that loading and warming up a new version competes less with the
+    requests the old version is answering on a machine with few cores. It does not help
+    against the GIL, only against the scheduler. Elsewhere, or if refused, a no-op."""
     try:
         tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + LOAD_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
     except (AttributeError, OSError):
         pass
 
@@ -104,6 +106,10 @@ class Follower(threading.Thread):
         load: a version → its :class:`Loaded` (raises when it cannot be served).
         poll_s: seconds between checks.
         retry_s: a version that failed to load is tried again after this long.
+        niceness: added to this thread's nice value. 0 when ``load`` runs in a child process
+            (niced itself): a low-priority thread that still holds the GIL at times, e.g.
+            while it reads the child's export, would keep the serving threads waiting when
+            the scheduler preempts it.
     """
 
     def __init__(
@@ -113,10 +119,11 @@ class Follower(threading.Thread):
         load: Callable[[str], Loaded],
         poll_s: float = 10.0,
         retry_s: float = 60.0,
+        niceness: int = LOAD_NICENESS,
     ) -> None:
         super().__init__(name="champion-follower", daemon=True)
         self.live, self.resolve, self.load = live, resolve, load
-        self.poll_s, self.retry_s = poll_s, retry_s
+        self.poll_s, self.retry_s, self.niceness = poll_s, retry_s, niceness
         self.stopped = threading.Event()
         self._failed_at = 0.0
 
@@ -155,7 +162,8 @@ class Follower(threading.Thread):
         return True
 
     def run(self) -> None:
-        _lower_own_priority()
+        if self.niceness:
+            _lower_own_priority(self.niceness)
         while not self.stopped.wait(self.poll_s):
             self.check()
 

@@ -39,14 +39,30 @@ def _mix(x, mask):
 
 
 @numba.njit(**_JIT)
+def _dense_build(slots, lo, item_ids):
+    """Fill the direct-address slots; the first row whose id is already there, or -1."""
+    for r in range(item_ids.shape[0]):
+        off = item_ids[r] - lo
+        if slots[off] >= 0:
+            return r
+        slots[off] = r
+    return -1
+
+
+@numba.njit(**_JIT)
 def _hash_build(keys, vals, item_ids):
+    """Fill the hash table; the first row whose id is already there, or -1."""
     mask = keys.shape[0] - 1
     for r in range(item_ids.shape[0]):
-        s = _mix(item_ids[r], mask)
+        x = item_ids[r]
+        s = _mix(x, mask)
         while keys[s] != _EMPTY:
+            if keys[s] == x:
+                return r
             s = (s + 1) & mask
-        keys[s] = item_ids[r]
+        keys[s] = x
         vals[s] = r
+    return -1
 
 
 @numba.njit(**_JIT)
@@ -77,8 +93,6 @@ class ItemIndex:
     def __init__(self, item_ids: np.ndarray) -> None:
         ids = np.ascontiguousarray(item_ids, dtype=np.int64)
         n = ids.size
-        if n and np.unique(ids).size != n:
-            raise ValueError("the ID table holds an item more than once")
         if n and ids.min() == _EMPTY:
             raise ValueError(f"item id {_EMPTY} is reserved")
         self.size = n
@@ -87,12 +101,16 @@ class ItemIndex:
         self.kind = "dense" if span <= max(DENSE_SLACK * n, DENSE_MIN_SPAN) else "hash"
         if self.kind == "dense":
             self._slots = np.full(span, -1, dtype=np.int32 if n < 2**31 else np.int64)
-            self._slots[ids - self._lo] = np.arange(n)
+            twice = _dense_build(self._slots, self._lo, ids)
         else:
             cap = 1 << max(int(2 * n - 1).bit_length(), 4)  # load factor ≤ 1/2
             self._keys = np.full(cap, _EMPTY, dtype=np.int64)
             self._vals = np.empty(cap, dtype=np.int64)
-            _hash_build(self._keys, self._vals, ids)
+            twice = _hash_build(self._keys, self._vals, ids)
+        # Found while filling, in numba without the GIL: a sort or np.unique here held it for
+        # ~45 ms at 200k items, which serving threads of the same process waited for.
+        if twice >= 0:
+            raise ValueError(f"the ID table holds item {int(ids[twice])} more than once")
 
     @property
     def nbytes(self) -> int:

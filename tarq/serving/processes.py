@@ -201,7 +201,8 @@ class LeanServer(ModelServer):
     """``tarq serve`` (:mod:`tarq.serving.server`) of the same saved or registered scorer, with the
     same environment, start and stop as :class:`ModelServer`: ``workers`` processes on one
     socket, a thread per connection in each; ``follow`` polls the alias of ``model_uri`` every
-    ``poll_s`` seconds."""
+    ``poll_s`` seconds and loads new versions in a child process or the follower thread
+    (``load_in``)."""
 
     name = "tarq serve"
 
@@ -211,10 +212,11 @@ class LeanServer(ModelServer):
         *args: Any,
         follow: bool = False,
         poll_s: float = 10.0,
+        load_in: str = "process",
         **kwargs: Any,
     ) -> None:
         super().__init__(model_uri, *args, **kwargs)
-        self.follow, self.poll_s = follow, poll_s
+        self.follow, self.poll_s, self.load_in = follow, poll_s, load_in
 
     def command(self) -> list[str]:
         cmd = [
@@ -233,4 +235,6 @@ class LeanServer(ModelServer):
             "--workers",
             str(self.workers),
         ]
-        return cmd + (["--follow", "--poll-s", str(self.poll_s)] if self.follow else [])
+        if self.follow:
+            cmd += ["--follow", "--poll-s", str(self.poll_s), "--load-in", self.load_in]
+        return cmd

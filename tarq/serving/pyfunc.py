@@ -56,9 +56,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -72,9 +72,6 @@ from mlflow.types.schema import AnyType, Array, ColSpec, DataType, Object, Prope
 from tarq.data.features import SEQ_CONTEXT_FIELDS, FeatureLayout
 from tarq.ids.semantic_ids import META_KEY
 from tarq.serving import MAX_CANDIDATES, Scorer, ids_model_sha256
-
-if TYPE_CHECKING:
-    from tarq.serving.follow import Loaded
 
 MODEL_FILES = ("model.pt", "config.json", "layout.json")
 # The models-from-code file MLflow copies into the saved model and runs on load.
@@ -399,44 +396,6 @@ def alias_parts(model_uri: str) -> tuple[str, str] | None:
     """(registered model name, alias) of ``models:/<name>@<alias>``; None for any other URI."""
     match = re.fullmatch(r"models:/([^/@]+)@([^/@]+)", model_uri)
     return None if match is None else (match.group(1), match.group(2))
-
-
-def registry_source(
-    model_uri: str, max_candidates: int | None = None
-) -> tuple[Callable[[], str], Callable[[str], Loaded]]:
-    """What :class:`tarq.serving.follow.Follower` polls and loads for a registry alias.
-
-    Args:
-        model_uri: ``models:/<name>@<alias>``, e.g. ``models:/tarq@champion``.
-        max_candidates: overrides the saved cap when given.
-    Returns:
-        (resolve: the alias's model version now, load: a version → its :class:`Loaded`,
-        loaded with :func:`load_scorer_model`'s checks).
-
-    Raises:
-        ValueError: ``model_uri`` names no alias.
-    """
-    from mlflow import MlflowClient
-
-    from tarq.serving.follow import Loaded
-
-    parts = alias_parts(model_uri)
-    if parts is None:
-        raise ValueError(
-            f"following needs a registry alias such as models:/tarq@champion, got {model_uri!r}"
-        )
-    name, alias = parts
-    client = MlflowClient()
-
-    def resolve() -> str:
-        return str(client.get_model_version_by_alias(name, alias).version)
-
-    def load(version: str) -> Loaded:
-        pyfunc = load_scorer_model(f"models:/{name}/{version}", max_candidates=max_candidates)
-        scorer = pyfunc.unwrap_python_model().scorer
-        return Loaded(scorer, str(version), scorer.version)
-
-    return resolve, load
 
 
 def load_scorer_model(model_uri: str, max_candidates: int | None = None) -> Any:

@@ -42,6 +42,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -558,10 +559,12 @@ class Scorer:
         version: int | None = None,
         source: str = "",
         max_candidates: int | None = MAX_CANDIDATES,
+        unit_vectors: bool = False,
     ) -> None:
         """Args: model (TARQ, eval mode), layout, vocabularies of the user/item fields,
         item_ids (N,), codes (N, m), v_item (N, d) of the ID table; version/source for logs;
-        max_candidates: the most candidates one request may score (None: no cap).
+        max_candidates: the most candidates one request may score (None: no cap);
+        unit_vectors: v_item are already unit rows (an :meth:`export`), used as they are.
         """
         if max_candidates is not None and (
             isinstance(max_candidates, bool)
@@ -585,8 +588,12 @@ class Scorer:
             raise ValueError(f"codes outside [0, {k}) in the ID table")
         self._index = ItemIndex(item_ids)
         self._codes = np.ascontiguousarray(codes, dtype=kernels.code_dtype(k))
-        self._v_hat = unit_rows(torch.from_numpy(np.asarray(v_item, dtype=np.float32))).numpy()
-        self._v_hat = np.ascontiguousarray(self._v_hat)
+        v_item = np.asarray(v_item, dtype=np.float32)
+        # Normalising unit rows again would move their last bits: an export is taken as is.
+        v_hat = v_item if unit_vectors else unit_rows(torch.from_numpy(v_item)).numpy()
+        self._v_hat = np.ascontiguousarray(v_hat)
+        self._item_ids = np.ascontiguousarray(item_ids, dtype=np.int64)
+        self.model_dir: Path | None = None  # set when loaded from a model directory
         self.model = model.eval()
         self._user_side = FusedUserSide(self.model)
         rq = self.model.rq_attention
@@ -691,7 +698,52 @@ class Scorer:
         if version is None and "version" in table.column_names and len(table):
             version = int(table.column("version")[0].as_py())
         model, layout, vocabs = cls._load_model(Path(model_dir))
-        return cls(model, layout, vocabs, item_ids, codes, v_item, version, source, max_candidates)
+        scorer = cls(
+            model, layout, vocabs, item_ids, codes, v_item, version, source, max_candidates
+        )
+        scorer.model_dir = Path(model_dir)
+        return scorer
+
+    # -- export (a checked load handed to another process) --------------------------------
+    EXPORT_ARRAYS = ("item_ids", "codes", "v_hat")
+
+    def export(self, out: Path) -> None:
+        """Write what :meth:`from_export` needs to ``out`` (a new folder): a copy of the model
+        directory, the item ids, codes and unit item vectors as ``.npy`` and ``meta.json``.
+        What the checks of the load that built this scorer accepted is exported as it is.
+
+        Raises:
+            ValueError: the scorer was not loaded from a model directory.
+        """
+        if self.model_dir is None:
+            raise ValueError("only a Scorer loaded from a model directory can be exported")
+        out = Path(out)
+        shutil.copytree(self.model_dir, out / "model")
+        arrays = {"item_ids": self._item_ids, "codes": self._codes, "v_hat": self._v_hat}
+        for name in self.EXPORT_ARRAYS:
+            np.save(out / f"{name}.npy", arrays[name], allow_pickle=False)
+        meta = {"version": self.version, "source": self.source}
+        meta["max_candidates"] = self.max_candidates
+        (out / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+
+    @classmethod
+    def from_export(cls, path: Path) -> Scorer:
+        """The scorer :meth:`export` wrote to ``path``: the same weights, unit vectors and codes,
+        so the same scores; the load's checks were the exporting process's."""
+        path = Path(path)
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        arrays = [np.load(path / f"{n}.npy", allow_pickle=False) for n in cls.EXPORT_ARRAYS]
+        model, layout, vocabs = cls._load_model(path / "model")
+        return cls(
+            model,
+            layout,
+            vocabs,
+            *arrays,
+            meta["version"],
+            meta["source"],
+            meta["max_candidates"],
+            unit_vectors=True,
+        )
 
     # -- scoring ------------------------------------------------------------------------
     @property
