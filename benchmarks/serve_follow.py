@@ -193,6 +193,13 @@ def swap_run(
         windows.append((t_move, (max(old_after) if old_after else t_move) + 0.5))
     during = np.array([r[1] for r in ok if any(a <= r[0] <= b for a, b in windows)])
     outside = np.array([r[1] for r in ok if not any(a <= r[0] <= b for a, b in windows)])
+    # Where in each swap the responses slower than the outside p99 were sent, in seconds from
+    # the last answer of the old version: the load (before it) or the handover (just before 0).
+    p99_out = np.percentile(outside, 99) if outside.size else np.inf
+    slow_vs_swap = [
+        [round(r[0] - (b - 0.5), 2) for r in ok if a <= r[0] <= b and r[1] > p99_out][:40]
+        for a, b in windows
+    ]
     res = {
         "requests": len(rows),
         "failed": len(failed),
@@ -202,6 +209,7 @@ def swap_run(
         "moves_at_s": [round(t - t_start, 2) for t, _ in moves],
         # (sent at s, ms) of the slowest responses: are they in a swap window or not?
         "slowest": [[round(r[0] - t_start, 2), round(r[1] * 1e3, 1)] for r in slowest],
+        "slow_vs_swap_s": slow_vs_swap,
         "during": _pct(during),
         "outside": _pct(outside),
         "first_failure": failed[0][5] if failed else None,
