@@ -71,6 +71,7 @@ DISTINCT: dict[tuple[str, str, str], str] = {
     for (value, *files), why in {
         ("0.01", DEMO, BENCH): "TT's sd over seeds vs MovieLens sds and a TARQ − TT",
         ("1.22", DEMO, BENCH): "a planted effect's CTR ratio vs serving ratios (rq_history)",
+        ("2.17", DEMO, BENCH): "seconds of a demo step vs a swap run's p99 outside in ms",
         ("1.25", "docs/operations.md", BENCH): "a validation CTR bound vs a TA p99 in ms",
         ("0.0108", RESULTS, BENCH): "a 2026-12-04 demo date's TARQ − TT vs IntTower − TT",
         ("0.0154", DEMO, BENCH): "the old world's headroom vs sds over seeds",
