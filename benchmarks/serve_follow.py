@@ -181,6 +181,23 @@ def swap_run(
         stop.set()
         for t in threads:
             t.join()
+    res = _swap_summary(outs, moves, t_start)
+    res.update(
+        workers=args.swap_workers,
+        clients=args.swap_clients,
+        n_candidates=args.swap_n,
+        seconds=args.swap_seconds,
+        load_in=load_in,
+    )
+    print(json.dumps(res, indent=2), flush=True)
+    return res
+
+
+def _swap_summary(
+    outs: list[list[tuple]], moves: list[tuple[float, str]], t_start: float
+) -> dict[str, Any]:
+    """Failed, mixed, the swap windows and the latency during and outside them, from the
+    clients' rows (:func:`_client`) and the alias moves (time, new version)."""
     rows = sorted((r for o in outs for r in o), key=lambda r: r[0])
     failed = [r for r in rows if r[2] != 200]
     ok = [r for r in rows if r[2] == 200]
@@ -200,7 +217,7 @@ def swap_run(
         [round(r[0] - (b - 0.5), 2) for r in ok if a <= r[0] <= b and r[1] > p99_out][:40]
         for a, b in windows
     ]
-    res = {
+    return {
         "requests": len(rows),
         "failed": len(failed),
         "mixed": len(mixed),
@@ -213,14 +230,7 @@ def swap_run(
         "during": _pct(during),
         "outside": _pct(outside),
         "first_failure": failed[0][5] if failed else None,
-        "workers": args.swap_workers,
-        "clients": args.swap_clients,
-        "n_candidates": args.swap_n,
-        "seconds": args.swap_seconds,
-        "load_in": load_in,
     }
-    print(json.dumps(res, indent=2), flush=True)
-    return res
 
 
 def _pct(seconds: np.ndarray) -> dict[str, float | int | None]:
