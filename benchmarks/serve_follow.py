@@ -272,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         uri, scorers = registry(Path(tmp), args.items, args.history)
         env = {"MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
         rows = concurrency(args, env, scorers["1"]) if args.requests else []
-        swap = [swap_run(args, uri, env, scorers, mode) for mode in args.load_in]
-        swap = swap if args.swap_seconds > 0 else None
+        swap = None
+        if args.swap_seconds > 0:
+            swap = [swap_run(args, uri, env, scorers, mode) for mode in args.load_in]
     header = "workers | N | clients | p50 ms | p99 ms | req/s"
     cells = [
         [

@@ -356,8 +356,9 @@ def test_a_version_loaded_in_a_child_process_scores_exactly_as_one_loaded_here(
     """``tarq serve --follow`` loads new versions in a child process (tarq.serving.loading):
     the scorer rebuilt from the child's export equals one loaded in this process, score for
     score; the child runs at a lower priority and serves several loads; a version whose load is
-    refused raises naming the child's exception; a child that died fails that load and is
-    started again; nothing of the child's work is left behind."""
+    refused raises naming the child's exception; a child that died is started again for the
+    next load; a load past its time fails and stops its child; nothing of the child's work is
+    left behind."""
     import shutil
     import tempfile
 

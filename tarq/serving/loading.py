@@ -1,6 +1,6 @@
 """How a serving process gets a registered version: :func:`registry_source` for the follower,
-and :func:`load_in_child`, a load run in a child process so that the serving threads never
-wait for it.
+and :class:`ChildLoader`, loads run in a child process so that the serving threads never wait
+for them.
 
 A load is mostly Python: MLflow's artifact download and pyfunc machinery, the checks
 (:func:`tarq.serving.pyfunc.check_model_code`, the weights↔IDs sha256), reading the ID table,
